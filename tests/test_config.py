@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from amr.config import ConfigError, DistillConfig, TeacherJobConfig, load_config
+
+CONFIGS = sorted(Path(__file__).parents[1].joinpath("jobs", "configs").glob("*.yaml"))
+
+
+def test_defaults_follow_the_paper():
+    cfg = load_config(DistillConfig, None)
+    assert cfg.teacher.sampling.temperature == 0.0
+    assert cfg.teacher.sampling.max_tokens == 3000
+    assert cfg.teacher.vllm.enable_prefix_caching
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_configs_validate(path):
+    assert load_config(DistillConfig, path).output_dir
+
+
+def test_wrong_type_names_file_line_and_key(write):
+    path = write("bad.yaml", "method: direct\nteacher:\n  sampling:\n    temperature: hot\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(DistillConfig, path)
+    assert f"{path}:4: teacher.sampling.temperature:" in str(err.value)
+
+
+def test_unknown_key_is_an_error_not_ignored(write):
+    path = write("typo.yaml", "teacher:\n  vllm:\n    tensor_paralel_size: 2\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml:3: teacher.vllm.tensor_paralel_size: unknown key"):
+        load_config(DistillConfig, path)
+
+
+def test_invalid_value_and_literal(write):
+    path = write("v.yaml", "teacher:\n  backend: tgi\n  sampling:\n    max_tokens: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(DistillConfig, path)
+    assert "v.yaml:2: teacher.backend" in str(err.value)
+    assert "v.yaml:4: teacher.sampling.max_tokens" in str(err.value)
+
+
+def test_overrides_apply_and_their_errors_name_the_flag(write):
+    path = write("ok.yaml", "teacher:\n  model: smollm2-135m-instruct\n")
+    cfg = load_config(DistillConfig, path, ["teacher.sampling.max_tokens=64", "input.limit=3"])
+    assert (cfg.teacher.model, cfg.teacher.sampling.max_tokens, cfg.input.limit) == ("smollm2-135m-instruct", 64, 3)
+    with pytest.raises(ConfigError, match=r"--set: input.limit"):
+        load_config(DistillConfig, path, ["input.limit=-1"])
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        load_config(DistillConfig, path, ["input.limit"])
+
+
+def test_yaml_syntax_error_and_missing_file(write, tmp_path):
+    path = write("broken.yaml", "teacher:\n  model: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml:\d+: invalid YAML"):
+        load_config(TeacherJobConfig, path)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(TeacherJobConfig, tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(TeacherJobConfig, write("list.yaml", "- a\n- b\n"))

