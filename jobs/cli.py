@@ -38,7 +38,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -70,7 +70,7 @@ def models_pull(
     for name in names:
         start = time.perf_counter()
         path = model_store.pull(name, store, force=force)
-        console.print(f"{name}: {path} ({time.perf_counter() - start:.1f} s)")
+        console.print(f"{name}: {path} ({time.perf_counter() - start:.1f} s)", soft_wrap=True)
 
 
 @teacher_app.command("generate")
@@ -97,7 +97,7 @@ def teacher_generate(
     table = write_parquet_file(teacher.generate(ray.data.from_items(requests)), output)
     stats = usage(table)
     console.print(f"{output}: {stats['rows']} rows, {stats['errors']} errors, {stats['input_tokens']} input "
-                  f"and {stats['output_tokens']} output tokens in {time.perf_counter() - start:.1f} s")
+                  f"and {stats['output_tokens']} output tokens in {time.perf_counter() - start:.1f} s", soft_wrap=True)
 
 
 app.command("distill")(user_errors(distill.main))

