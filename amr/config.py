@@ -53,6 +53,12 @@ class VLLMConfig(Strict):
         "measured speed-up), compiled CUDA graphs on GPU.",
     )
     cpu_kvcache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU engines.")
+    cpu_reserved_cores: int | None = Field(
+        None,
+        ge=0,
+        description="VLLM_CPU_NUM_OF_RESERVED_CPU: cores kept free of vLLM's compute threads (None: "
+        "vLLM's default, one). 0 on a 2-core machine measured 1.6x the tokens/s of the default.",
+    )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed to vLLM as is.")
 
 
@@ -80,6 +86,31 @@ class TeacherConfig(Strict):
 class InputConfig(Strict):
     source: str = Field("mbpp-train", description="'mbpp-train' (ids 601-974) or a JSONL/Parquet path.")
     limit: int | None = Field(None, ge=1, description="Take the first N instructions.")
+
+
+class SandboxConfig(Strict):
+    """Execution of generated code and tests (``amr.sandbox``)."""
+
+    require: Literal["process", "bwrap"] = Field(
+        "process",
+        description="Weakest isolation allowed. 'bwrap': namespaces + read-only system + rlimits; "
+        "'process': rlimits and process-group kill only. Below it the sandbox refuses to run.",
+    )
+    workers: int | None = Field(None, ge=1, description="Warm check servers per pool; None: one per CPU.")
+    timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per check (CPU limit: +1 s).")
+    memory_mb: int = Field(1024, ge=64, description="Address-space limit per check.")
+    max_processes: int = Field(32, ge=1, description="Processes and threads a check may add.")
+    max_file_mb: int = Field(16, ge=1, description="Largest file a check may write (stdout included).")
+    max_open_files: int = Field(64, ge=8)
+    disk_mb: int = Field(64, ge=1, description="Size of the private tmpfs (bwrap).")
+    output_bytes: int = Field(4096, ge=0, description="Captured stdout/stderr kept per check.")
+    python: str | None = Field(
+        None,
+        description="Interpreter inside the sandbox; None: /usr/bin/python3 when present, else the "
+        "job's base interpreter. Generated code sees its standard library only.",
+    )
+    ro_binds: list[str] = Field(default_factory=list, description="Extra read-only paths (bwrap).")
+    bwrap: str = Field("bwrap", description="The bubblewrap executable: a name on PATH or a path.")
 
 
 class DistillConfig(Strict):

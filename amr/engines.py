@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import ray
 from ray.data.llm import HttpRequestProcessorConfig, build_processor, vLLMEngineProcessorConfig
 
-from amr.config import TeacherConfig
+from amr.config import TeacherConfig, VLLMConfig
 from amr.model_store import resolve
 
 OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error")
@@ -57,26 +57,21 @@ class Teacher:
         cfg = self.config.vllm
         if cfg.device == "gpu":
             _require_gpus(cfg.tensor_parallel_size)
-        engine_kwargs = {
-            "dtype": "float32" if cfg.device == "cpu" and cfg.dtype == "auto" else cfg.dtype,
-            "max_model_len": cfg.max_model_len,
-            "max_num_seqs": cfg.max_num_seqs,
-            "enable_prefix_caching": cfg.enable_prefix_caching,
-            "tensor_parallel_size": cfg.tensor_parallel_size,
-            "enforce_eager": cfg.device == "cpu" if cfg.enforce_eager is None else cfg.enforce_eager,
-            **cfg.engine_kwargs,
-        }
         extra: dict[str, Any] = {}
         if cfg.device == "cpu":
-            extra["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kvcache_gib)}}
+            extra["runtime_env"] = {"env_vars": vllm_env(cfg)}
             extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
         processor_config = vLLMEngineProcessorConfig(
             model_source=self.model,
-            engine_kwargs=engine_kwargs,
+            engine_kwargs=vllm_engine_kwargs(cfg),
             batch_size=cfg.batch_size,
             concurrency=cfg.concurrency,
             should_continue_on_error=True,
             log_engine_metrics=False,
+            # vLLM tokenizes and detokenizes inside the engine (off its core loop); separate stages
+            # would add two actors, each importing transformers, for no throughput gain
+            tokenize_stage=False,
+            detokenize_stage=False,
             **extra,
         )
 
@@ -121,6 +116,27 @@ class Teacher:
             return {**{k: row[k] for k in carry}, **parse_chat_completion(row["http_response"])}
 
         return processor_config, pre, post
+
+
+def vllm_engine_kwargs(cfg: VLLMConfig) -> dict[str, Any]:
+    """vLLM engine arguments for a configured engine (shared with the benchmarks)."""
+    return {
+        "dtype": "float32" if cfg.device == "cpu" and cfg.dtype == "auto" else cfg.dtype,
+        "max_model_len": cfg.max_model_len,
+        "max_num_seqs": cfg.max_num_seqs,
+        "enable_prefix_caching": cfg.enable_prefix_caching,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "enforce_eager": cfg.device == "cpu" if cfg.enforce_eager is None else cfg.enforce_eager,
+        **cfg.engine_kwargs,
+    }
+
+
+def vllm_env(cfg: VLLMConfig) -> dict[str, str]:
+    """Environment of a CPU vLLM engine."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kvcache_gib)}
+    if cfg.cpu_reserved_cores is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_reserved_cores)
+    return env
 
 
 def parse_chat_completion(body: dict[str, Any]) -> dict[str, Any]:

@@ -6,5 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python bench/teacher.py --device gpu --model "${1:-qwen2.5-coder-0.5b-instruct}" \
+python bench/teacher.py --set teacher.vllm.device=gpu --set teacher.vllm.dtype=auto \
+  --set teacher.vllm.tensor_parallel_size=1 --set teacher.vllm.concurrency=1 \
+  --model "${1:-qwen2.5-coder-0.5b-instruct}" \
   --prompts "${2:-256}" --max-tokens "${3:-512}" --output bench/results/gpu_teacher.json
