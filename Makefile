@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap models run test bench clean
+.PHONY: setup bwrap models run test bench bench-teacher bench-sandbox clean
 
 setup: $(VENV)/.installed bwrap
 
@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 bwrap:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } || \
-	  echo "warning: bubblewrap (bwrap) is not installed and could not be; the sandbox will use a weaker isolation"
+	  echo "warning: bubblewrap (bwrap) is not installed and could not be: the sandbox falls back to process isolation (see README)"
 
 models: setup
 	$(BIN)/amr models pull $(MODELS)
@@ -40,8 +40,13 @@ run: models
 test: setup
 	$(BIN)/pytest tests
 
-bench: models
+bench: bench-sandbox bench-teacher
+
+bench-teacher: models
 	$(BIN)/python bench/teacher.py
+
+bench-sandbox: setup
+	$(BIN)/python bench/sandbox.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -12,10 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from amr import model_store
-from amr.config import ConfigError, TeacherJobConfig, load_config
+from amr.config import ConfigError, SandboxConfig, TeacherJobConfig, load_config
 from amr.data import InputError
 from amr.engines import EngineError
 from amr.model_store import ModelError
+from amr.sandbox import LEVELS, SandboxError
 from jobs import distill
 
 console = Console()
@@ -24,10 +26,12 @@ app = typer.Typer(help="amr-evol: distil code generation from a teacher LLM with
 models_app = typer.Typer(help="Offline model registry: list and pull models into the model store.",
                          no_args_is_help=True)
 teacher_app = typer.Typer(help="The teacher engine on its own.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Run generated code and tests in isolation.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(teacher_app, name="teacher")
+app.add_typer(sandbox_app, name="sandbox")
 
-USER_ERRORS = (ConfigError, InputError, ModelError, EngineError)
+USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -98,6 +102,39 @@ def teacher_generate(
     stats = usage(table)
     console.print(f"{output}: {stats['rows']} rows, {stats['errors']} errors, {stats['input_tokens']} input "
                   f"and {stats['output_tokens']} output tokens in {time.perf_counter() - start:.1f} s", soft_wrap=True)
+
+
+@sandbox_app.command("run")
+@user_errors
+def sandbox_run(
+    code: Path = typer.Argument(..., exists=True, dir_okay=False, help="Python file with the code."),
+    test: Path = typer.Option(None, "--test", "-t", exists=True, dir_okay=False,
+                              help="Test file: plain statements, or check()/test_*() functions that are called."),
+    entry_point: str = typer.Option(None, help="Function passed to check(candidate)."),
+    timeout: float = typer.Option(SandboxConfig().timeout_s, help="Wall-clock limit in seconds."),
+    memory_mb: int = typer.Option(SandboxConfig().memory_mb, help="Address-space limit in MiB."),
+    require: str = typer.Option("process", help=f"Weakest isolation allowed: {', '.join(LEVELS)}."),
+    overrides: list[str] = typer.Option([], "--set", help="Any other sandbox setting: key=value."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+) -> None:
+    """Run one code + test pair; exit 0 whatever the verdict, 2 when the sandbox cannot run."""
+    from amr.sandbox import Sandbox
+
+    config = load_config(SandboxConfig, None, ["workers=1", f"timeout_s={timeout}", f"memory_mb={memory_mb}",
+                                               f"require={require}", *overrides])
+    with Sandbox(config) as sandbox:
+        [record] = sandbox.run([{"code": code.read_text(), "test": test.read_text() if test else "",
+                                 "entry_point": entry_point}])
+    if as_json:
+        print(json.dumps(record))
+        return
+    colour = "green" if record["status"] == "passed" else "red"
+    console.print(f"[bold {colour}]{record['status']}[/] in {record['duration_s']:.3f} s "
+                  f"({record['isolation']} isolation) {record['reason']}", highlight=False, soft_wrap=True)
+    for stream in ("stdout", "stderr"):
+        if record[stream]:
+            console.rule(stream)
+            console.print(record[stream], markup=False, highlight=False, soft_wrap=True)
 
 
 app.command("distill")(user_errors(distill.main))

@@ -1,0 +1,126 @@
+"""Sandbox verdicts, HumanEval+ ground truth, the process-level fallback, the CLI and the Ray stage."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from amr.config import SandboxConfig
+from amr.data import HUMANEVAL_PLUS
+from amr.sandbox import RECORD_FIELDS, Sandbox, SandboxError, SandboxWarning
+from amr.sandbox.worker import descendants
+
+NO_BWRAP = SandboxConfig(bwrap="/nonexistent/bwrap", workers=2, timeout_s=3, memory_mb=256, max_processes=16)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(SandboxConfig(require="bwrap", workers=2)) as sandbox:
+        yield sandbox
+
+
+def humaneval_plus() -> list[dict]:
+    with gzip.open(HUMANEVAL_PLUS, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_verdicts(sandbox):
+    code = "def add(a, b):\n    print('adding', a, b)\n    return a + b\n"
+    records = sandbox.run([
+        {"code": code, "test": "assert add(1, 2) == 3"},
+        {"code": code, "test": "assert add(1, 2) == 3\nassert add(2, 2) == 5"},
+        {"code": code, "test": "def test_small():\n    assert add(0, 0) == 0\ndef test_big():\n    assert add(1, 1) == 3"},
+        {"code": code, "test": "def check(candidate):\n    assert candidate(2, 3) == 5", "entry_point": "add"},
+        {"code": code, "test": "def check(candidate):\n    assert candidate(2, 3) == 5", "entry_point": "mul"},
+        {"code": "def add(a, b) return a + b", "test": "assert add(1, 2) == 3"},
+        {"code": code, "test": "assert add(1, 2) ==="},
+        {"code": code, "test": "assert add(1, '2') == 3"},
+        {"code": code},
+    ])
+    assert all(set(r) == set(RECORD_FIELDS) for r in records)
+    assert [r["status"] for r in records] == ["passed", "failed", "failed", "passed", "error", "error", "error",
+                                              "failed", "passed"]
+    assert records[0]["stdout"] == "adding 1 2\n" and records[0]["isolation"] == "bwrap"
+    assert records[1]["reason"] == "AssertionError at test.py:2: assert add(2, 2) == 5"
+    assert records[2]["reason"] == "AssertionError at test.py:4: assert add(1, 1) == 3"
+    assert "entry point 'mul'" in records[4]["reason"]
+    assert records[5]["reason"].startswith("SyntaxError") and "while running the code" in records[5]["reason"]
+    assert records[6]["reason"].startswith("SyntaxError in test.py:1")
+    assert records[7]["reason"].startswith("TypeError: unsupported operand")
+
+
+def test_humaneval_plus_canonical_solutions_pass(sandbox):
+    problems = humaneval_plus()
+    records = sandbox.run({"code": p["prompt"] + p["canonical_solution"],
+                           "test": p["test"], "entry_point": p["entry_point"]} for p in problems)
+    failures = {p["task_id"]: r for p, r in zip(problems, records) if r["status"] != "passed"}
+    assert len(problems) == 164 and failures == {}
+
+
+def test_humaneval_plus_broken_solutions_fail(sandbox):
+    problems = humaneval_plus()
+    broken = "\n\ndef {0}(*args, **kwargs):\n    return object()\n"  # runs, returns nothing comparable
+    records = sandbox.run({"code": p["prompt"] + p["canonical_solution"] + broken.format(p["entry_point"]),
+                           "test": p["test"], "entry_point": p["entry_point"]} for p in problems)
+    passing = [p["task_id"] for p, r in zip(problems, records) if r["status"] != "failed"]
+    assert passing == []
+
+
+def test_fallback_to_process_level_warns_and_still_contains():
+    with pytest.warns(SandboxWarning, match="not found"), Sandbox(NO_BWRAP) as sandbox:
+        records = sandbox.run([
+            {"code": "def f():\n    return 1", "test": "assert f() == 1"},
+            {"code": "while True:\n    pass"},
+            {"code": "x = bytearray(8 * 1024**3)"},
+            {"code": "import os, time\nfor _ in range(10_000):\n    if os.fork() == 0:\n        time.sleep(1000)"},
+            {"code": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(1000)\n"},
+            {"code": "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(5)"},
+            {"code": "import os\nos._exit(0)"},
+        ])
+        assert [r["status"] for r in records] == ["passed", "timeout", "memory", "error", "passed", "killed",
+                                                  "error"]
+        assert {r["isolation"] for r in records} == {"process"}
+        assert [descendants(pid) for pid in sandbox.server_pids()] == [set()] * NO_BWRAP.workers, \
+            "a check left a process behind"
+        assert sandbox.run([{"code": "x = 1", "test": "assert x == 1"}])[0]["status"] == "passed"
+
+
+def test_require_refuses_weaker_isolation():
+    with pytest.raises(SandboxError, match="no isolation level at least 'bwrap'.*not found"):
+        Sandbox(NO_BWRAP.model_copy(update={"require": "bwrap"}))
+
+
+def test_missing_interpreter_is_a_clear_error():
+    with pytest.raises(SandboxError, match="sandbox.python: /nonexistent/python"):
+        Sandbox(SandboxConfig(python="/nonexistent/python"))
+
+
+def test_cli_prints_the_record_and_exits_0_whatever_the_verdict(write):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    code = write("code.py", "def f(x):\n    return x + 1\n")
+    runner = CliRunner()
+    for test, status in (("assert f(1) == 2", "passed"), ("assert f(1) == 3", "failed")):
+        result = runner.invoke(app, ["sandbox", "run", str(code), "--test", str(write("t.py", test)),
+                                     "--require", "bwrap", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["status"] == status
+    slow = write("slow.py", "import time\ntime.sleep(10)")
+    result = runner.invoke(app, ["sandbox", "run", str(slow), "--timeout", "0.5", "--json"])
+    assert json.loads(result.stdout)["status"] == "timeout"
+    result = runner.invoke(app, ["sandbox", "run", str(code), "--require", "bwrap",
+                                 "--set", "bwrap=/nonexistent/bwrap"])
+    assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_ray_data_stage(ray_local):
+    from amr.sandbox.stage import check_dataset
+
+    rows = [{"id": i, "code": f"def f():\n    return {i}", "test": f"assert f() == {i % 2}"} for i in range(6)]
+    out = check_dataset(ray_local.data.from_items(rows), SandboxConfig(require="bwrap", workers=2)).take_all()
+    assert sorted((r["id"], r["status"], r["isolation"]) for r in out) == [
+        (i, "passed" if i < 2 else "failed", "bwrap") for i in range(6)]
