@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import re
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
@@ -22,3 +23,68 @@ def python_code(response: str) -> str | None:
             continue
         return block
     return None
+
+
+def normalized_source(code: str) -> str:
+    """Source with formatting and comments normalised away (``ast.unparse``); raises SyntaxError."""
+    return ast.unparse(ast.parse(code))
+
+
+def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    stub = copy.copy(node)
+    stub.body, stub.decorator_list = [ast.Pass()], []
+    return ast.unparse(stub).splitlines()[0].rstrip(":")
+
+
+def _parse_lenient(code: str) -> list[ast.stmt]:
+    """Top-level statements; when the whole does not parse, each ``def`` chunk that does."""
+    try:
+        return ast.parse(code).body
+    except SyntaxError:
+        pass
+    chunks = re.split(r"^(?=(?:async\s+)?def\s)", code, flags=re.MULTILINE)
+    body: list[ast.stmt] = []
+    for chunk in chunks:
+        try:
+            body += ast.parse(chunk).body
+        except SyntaxError:
+            continue
+    return body
+
+
+def function_specs(response: str) -> list[dict[str, str]]:
+    """Function specs from a modular-decomposition answer: ``name``, ``signature``, ``description``.
+
+    A spec is a top-level function with a docstring in a code block; its body (``...``, ``pass`` or
+    real code) is dropped. Specs repeated by name keep their first occurrence.
+    """
+    specs: dict[str, dict[str, str]] = {}
+    for block in code_blocks(response) or [response or ""]:
+        for node in _parse_lenient(block):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in specs:
+                doc = ast.get_docstring(node)
+                if doc:
+                    specs[node.name] = {"name": node.name, "signature": _signature(node), "description": doc}
+    return list(specs.values())
+
+
+def defined_functions(code: str) -> list[dict[str, str]]:
+    """Top-level functions of a program, each made standalone with the program's imports.
+
+    Returns ``name``, ``signature``, ``description`` (docstring, may be empty) and ``code``.
+    """
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    lines = code.splitlines()
+    imports = [ast.get_source_segment(code, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    header = [*imports, "", ""] if imports else []
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = (node.decorator_list[0] if node.decorator_list else node).lineno - 1
+            source = "\n".join([*header, *lines[start:node.end_lineno]])
+            out.append({"name": node.name, "signature": _signature(node),
+                        "description": ast.get_docstring(node) or "", "code": source.strip("\n") + "\n"})
+    return out

@@ -1,4 +1,4 @@
-from amr.parsing import code_blocks, python_code
+from amr.parsing import code_blocks, defined_functions, function_specs, normalized_source, python_code
 
 
 def test_code_blocks_and_first_parsing_python():
@@ -11,3 +11,58 @@ def test_unclosed_fence_and_no_code():
     assert python_code("```py\nx = 1\n") == "x = 1"
     assert python_code("no code at all") is None
     assert python_code("") is None
+
+
+MD_ANSWER = '''The solution splits into two functions:
+
+```python
+from typing import List
+
+def is_prime(n: int) -> bool:
+    """Return True when n is a prime number.
+
+    Args:
+        n: the number to test.
+    Returns:
+        Whether n is prime.
+    """
+    ...
+
+def primes_below(limit: int, *, start: int = 2) -> List[int]:
+    """All primes in [start, limit)."""
+    return [n for n in range(start, limit) if is_prime(n)]
+
+def no_docstring(x):
+    pass
+
+def broken(:
+```
+'''
+
+
+def test_function_specs_take_signature_and_docstring_and_drop_bodies():
+    specs = function_specs(MD_ANSWER)
+    assert [s["name"] for s in specs] == ["is_prime", "primes_below"]
+    assert specs[0]["signature"] == "def is_prime(n: int) -> bool"
+    assert specs[0]["description"].startswith("Return True when n is a prime number.\n\nArgs:")
+    assert specs[1]["signature"] == "def primes_below(limit: int, *, start: int=2) -> List[int]"
+    assert function_specs("no code here") == [] and function_specs("") == []
+
+
+def test_defined_functions_are_standalone_with_the_program_imports():
+    program = "import math\nfrom functools import lru_cache\n\nX = 3\n\n@lru_cache(None)\n" \
+              "def area(r: float) -> float:\n    '''Circle area.'''\n    return math.pi * r * r\n\n" \
+              "def double(x):\n    return 2 * x\n"
+    area, double = defined_functions(program)
+    assert area["signature"] == "def area(r: float) -> float" and area["description"] == "Circle area."
+    assert area["code"] == "import math\nfrom functools import lru_cache\n\n\n@lru_cache(None)\n" \
+                           "def area(r: float) -> float:\n    '''Circle area.'''\n    return math.pi * r * r\n"
+    assert double["description"] == "" and double["code"].endswith("def double(x):\n    return 2 * x\n")
+    namespace: dict = {}
+    exec(area["code"], namespace)
+    assert round(namespace["area"](1.0), 5) == 3.14159
+    assert defined_functions("def broken(:") == []
+
+
+def test_normalized_source_ignores_formatting_and_comments():
+    assert normalized_source("def f( x ):\n    return x+1  # one") == normalized_source("def f(x):\n    return x + 1")

@@ -1,0 +1,123 @@
+"""The functional module database: verified functions in one LanceDB table.
+
+A module is a function that passed its test in the sandbox, stored with that test, an embedding of
+its spec (cosine), and provenance (run, instruction id, stage). Rows are keyed by a hash of the
+function's normalised source, and inserts are merge-inserts on that key, so a retried insert never
+duplicates. LanceDB 0.40 duplicates rows when two writers merge-insert the same new keys at once:
+callers keep one writer per commit (the driver commits each wave). Reads can pin a table version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from amr.parsing import normalized_source
+
+TEXT_FIELDS = ("key", "name", "signature", "description", "code", "test", "run", "instruction_id", "stage",
+               "verdict")
+RESULT_FIELDS = tuple(f for f in TEXT_FIELDS if f != "key")
+
+
+def schema(dim: int) -> pa.Schema:
+    return pa.schema([*(pa.field(name, pa.string(), nullable=False) for name in TEXT_FIELDS),
+                      pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+                      pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False)])
+
+
+def module_key(code: str) -> str:
+    """Content hash of a function: formatting and comments do not change it."""
+    return hashlib.sha256(normalized_source(code).encode()).hexdigest()
+
+
+class ModuleDBError(ValueError):
+    """The table cannot be used as asked (wrong embedding size, missing fields)."""
+
+
+class ModuleDB:
+    """One LanceDB table of verified functions at ``uri`` (a directory or an object-store URI)."""
+
+    def __init__(self, uri: str, dim: int, table: str = "modules"):
+        self.uri, self.name, self.dim = uri, table, dim
+        self.db = lancedb.connect(uri)
+        try:
+            self.table = self.db.open_table(table)
+        except ValueError:  # not found
+            self.table = self.db.create_table(table, schema=schema(dim), exist_ok=True)
+        have = self.table.schema.field("vector").type
+        if have != pa.list_(pa.float32(), dim):
+            raise ModuleDBError(f"{uri}/{table}: vectors are {have}, the embedder makes {dim}-d vectors; "
+                                f"use another table or the embedding model the table was built with")
+
+    @property
+    def version(self) -> int:
+        self.table.checkout_latest()
+        return self.table.version
+
+    def count(self) -> int:
+        self.table.checkout_latest()
+        return self.table.count_rows()
+
+    def at(self, version: int | None = None):
+        """A read handle on ``version`` (None: the latest)."""
+        handle = self.db.open_table(self.name)
+        if version is not None:
+            handle.checkout(version)
+        return handle
+
+    def search(self, vectors: np.ndarray, k: int = 1, version: int | None = None) -> list[list[dict[str, Any]]]:
+        """The ``k`` most similar modules to each vector, best first, each with its ``similarity``."""
+        handle = self.at(version)
+        if handle.count_rows() == 0:
+            return [[] for _ in range(len(vectors))]
+        hits = []
+        for vector in np.asarray(vectors, dtype=np.float32):
+            rows = (handle.search(vector).distance_type("cosine").limit(k)
+                    .select(list(RESULT_FIELDS)).to_list())
+            hits.append([{**{f: row[f] for f in RESULT_FIELDS}, "similarity": 1.0 - float(row["_distance"])}
+                         for row in rows])
+        return hits
+
+    def max_similarity(self, vectors: np.ndarray, version: int | None = None) -> list[float]:
+        """Cosine similarity of each vector to its nearest module (-1 when the table is empty)."""
+        return [hits[0]["similarity"] if hits else -1.0 for hits in self.search(vectors, 1, version)]
+
+    def insert(self, modules: Iterable[dict[str, Any]]) -> int:
+        """Merge-insert modules (``TEXT_FIELDS`` but ``key``, plus ``vector``); returns rows added."""
+        now = datetime.now(timezone.utc)
+        rows, seen = [], set()
+        for module in modules:
+            missing = [f for f in (*RESULT_FIELDS, "vector") if module.get(f) is None]
+            if missing:
+                raise ModuleDBError(f"module {module.get('name')!r}: missing {', '.join(missing)}")
+            key = module_key(module["code"])
+            if key not in seen:
+                seen.add(key)
+                rows.append({**{f: module[f] for f in RESULT_FIELDS}, "key": key,
+                             "vector": np.asarray(module["vector"], dtype=np.float32), "created_at": now})
+        if not rows:
+            return 0
+        data = pa.Table.from_pylist(rows, schema=schema(self.dim))
+        result = self.table.merge_insert("key").when_not_matched_insert_all().execute(data)
+        return int(result.num_inserted_rows)
+
+    def index(self, min_rows: int = 50_000) -> bool:
+        """Build the ANN index once the table has ``min_rows``; brute force is exact and fast below."""
+        rows = self.count()
+        if rows < min_rows or self.table.list_indices():
+            return False
+        self.table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", num_partitions=max(1, rows // 4096))
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        rows = self.at().to_arrow().select(["stage", "run"]).to_pylist()
+        by_stage: dict[str, int] = {}
+        for row in rows:
+            by_stage[row["stage"]] = by_stage.get(row["stage"], 0) + 1
+        return {"uri": self.uri, "table": self.name, "rows": len(rows), "version": self.version,
+                "dim": self.dim, "by_stage": by_stage, "indexed": bool(self.table.list_indices())}

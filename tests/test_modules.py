@@ -1,0 +1,89 @@
+"""The module database: a real LanceDB table and real all-MiniLM-L6-v2 embeddings."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from amr.embeddings import Embedder
+from amr.modules import ModuleDB, ModuleDBError, module_key
+
+FUNCTIONS = {
+    "is_prime": ("def is_prime(n: int) -> bool", "Return True when n is a prime number.",
+                 "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))"),
+    "reverse_words": ("def reverse_words(s: str) -> str", "Reverse the order of the words in a sentence.",
+                      "def reverse_words(s):\n    return ' '.join(s.split()[::-1])"),
+    "gcd": ("def gcd(a: int, b: int) -> int", "Greatest common divisor of two integers.",
+            "def gcd(a, b):\n    while b:\n        a, b = b, a % b\n    return a"),
+}
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    from amr.model_store import pull
+
+    return Embedder(str(pull("all-minilm-l6-v2")))
+
+
+def modules(embedder: Embedder, names=FUNCTIONS, run="r1") -> list[dict]:
+    specs = [f"{FUNCTIONS[n][0]}: {FUNCTIONS[n][1]}" for n in names]
+    return [{"name": n, "signature": FUNCTIONS[n][0], "description": FUNCTIONS[n][1], "code": FUNCTIONS[n][2],
+             "test": f"def test_{n}():\n    pass", "run": run, "instruction_id": f"mbpp/{i}", "stage": "seed",
+             "verdict": "passed", "vector": v} for i, (n, v) in enumerate(zip(names, embedder.encode(specs)))]
+
+
+def test_embeddings_are_unit_vectors_that_rank_by_meaning(embedder):
+    vectors = embedder.encode(["check whether a number is prime", "is n a prime number?",
+                               "sort a list of dictionaries by a key"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > 0.6 > 0.2 > vectors[0] @ vectors[2]
+
+
+def test_insert_search_and_pinned_versions(tmp_path, embedder):
+    db = ModuleDB(str(tmp_path / "db"), embedder.dim)
+    empty = db.version
+    assert db.search(embedder.encode(["anything"])) == [[]]
+    assert db.insert(modules(embedder, ["is_prime", "gcd"])) == 2
+    first = db.version
+    assert db.insert(modules(embedder, ["reverse_words"])) == 1
+    [[hit]] = db.search(embedder.encode(["test if an integer is prime"]))
+    assert hit["name"] == "is_prime" and hit["similarity"] > 0.6 and hit["run"] == "r1"
+    # a read pinned to the version before reverse_words does not see it
+    query = embedder.encode(["reverse the words of a string"])
+    assert db.search(query, version=first)[0][0]["name"] != "reverse_words"
+    assert db.search(query)[0][0]["name"] == "reverse_words"
+    assert db.search(query, version=empty) == [[]]
+    assert db.count() == 3 and db.stats()["by_stage"] == {"seed": 3}
+
+
+def test_merge_insert_never_duplicates(tmp_path, embedder):
+    db = ModuleDB(str(tmp_path / "db"), embedder.dim)
+    rows = modules(embedder)
+    reformatted = dict(rows[0], code=rows[0]["code"].replace("return", "return  ") + "  # same function")
+    assert module_key(reformatted["code"]) == module_key(rows[0]["code"])
+    assert db.insert(rows + [reformatted]) == 3
+    assert db.insert(rows) == 0  # a retried wave
+    assert db.count() == 3
+
+
+def test_wrong_embedding_size_and_missing_fields_are_errors(tmp_path, embedder):
+    db = ModuleDB(str(tmp_path / "db"), embedder.dim)
+    with pytest.raises(ModuleDBError, match="384.*768-d vectors"):
+        ModuleDB(str(tmp_path / "db"), 768)
+    with pytest.raises(ModuleDBError, match="missing test"):
+        db.insert([dict(modules(embedder, ["gcd"])[0], test=None)])
+
+
+def test_readers_see_commits_of_the_single_writer(tmp_path, embedder):
+    db = ModuleDB(str(tmp_path / "db"), embedder.dim)
+    rows = modules(embedder)
+    seen: list[int] = []
+    writer = threading.Thread(target=lambda: [db.insert([row]) for row in rows])
+    writer.start()
+    while writer.is_alive():
+        seen.append(ModuleDB(str(tmp_path / "db"), embedder.dim).count())
+    writer.join()
+    assert seen == sorted(seen) and ModuleDB(str(tmp_path / "db"), embedder.dim).count() == 3
