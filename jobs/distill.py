@@ -85,7 +85,11 @@ def main(
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
 ) -> None:
     """Distil: the teacher answers each instruction; write the run directory and print a summary."""
-    print_summary(run(load_config(DistillConfig, config, overrides)))
+    started_ray = not ray.is_initialized()
+    manifest = run(load_config(DistillConfig, config, overrides))
+    if started_ray:
+        ray.shutdown()  # engine teardown logs come now, not after the summary
+    print_summary(manifest)
 
 
 if __name__ == "__main__":
