@@ -30,6 +30,11 @@ def schema(dim: int) -> pa.Schema:
                       pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False)])
 
 
+def spec_text(signature: str, description: str) -> str:
+    """What is embedded for a function, as a query (a spec) and as a module: signature and description."""
+    return f"{signature}\n{description}".strip()
+
+
 def module_key(code: str) -> str:
     """Content hash of a function: formatting and comments do not change it."""
     return hashlib.sha256(normalized_source(code).encode()).hexdigest()

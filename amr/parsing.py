@@ -69,7 +69,8 @@ def function_specs(response: str) -> list[dict[str, str]]:
 
 
 def defined_functions(code: str) -> list[dict[str, str]]:
-    """Top-level functions of a program, each made standalone with the program's imports.
+    """Top-level functions of a program, each made standalone: the program's imports, then the
+    top-level definitions it uses (functions, classes, assignments; transitively, in program order).
 
     Returns ``name``, ``signature``, ``description`` (docstring, may be empty) and ``code``.
     """
@@ -78,13 +79,36 @@ def defined_functions(code: str) -> list[dict[str, str]]:
     except SyntaxError:
         return []
     lines = code.splitlines()
-    imports = [ast.get_source_segment(code, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    header = [*imports, "", ""] if imports else []
+
+    def source(node: ast.stmt) -> str:
+        first = node.decorator_list[0].lineno if getattr(node, "decorator_list", None) else node.lineno
+        return "\n".join(lines[first - 1:node.end_lineno])
+
+    imports = [source(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    defs: dict[str, ast.stmt] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        defs[name.id] = node
+    used = {id(node): {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} for node in defs.values()}
     out = []
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            start = (node.decorator_list[0] if node.decorator_list else node).lineno - 1
-            source = "\n".join([*header, *lines[start:node.end_lineno]])
-            out.append({"name": node.name, "signature": _signature(node),
-                        "description": ast.get_docstring(node) or "", "code": source.strip("\n") + "\n"})
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        needed, frontier = {id(node)}, [node]
+        while frontier:
+            for name in used[id(frontier.pop())]:
+                dep = defs.get(name)
+                if dep is not None and id(dep) not in needed:
+                    needed.add(id(dep))
+                    frontier.append(dep)
+        parts = [source(n) for n in tree.body if id(n) in needed]
+        text = "\n\n\n".join(["\n".join(imports), *parts] if imports else parts)
+        out.append({"name": node.name, "signature": _signature(node),
+                    "description": ast.get_docstring(node) or "", "code": text.strip("\n") + "\n"})
     return out

@@ -66,3 +66,14 @@ def test_defined_functions_are_standalone_with_the_program_imports():
 
 def test_normalized_source_ignores_formatting_and_comments():
     assert normalized_source("def f( x ):\n    return x+1  # one") == normalized_source("def f(x):\n    return x + 1")
+
+
+def test_defined_functions_carry_the_definitions_they_use():
+    program = "import re\nLIMIT = 10\n\ndef unused():\n    return 0\n\ndef is_small(n):\n    return n < LIMIT\n\n" \
+              "def smalls(xs):\n    return [x for x in xs if is_small(x)]\n"
+    smalls = defined_functions(program)[-1]
+    assert smalls["code"] == "import re\n\n\nLIMIT = 10\n\n\ndef is_small(n):\n    return n < LIMIT\n\n\n" \
+                             "def smalls(xs):\n    return [x for x in xs if is_small(x)]\n"
+    namespace: dict = {}
+    exec(smalls["code"], namespace)
+    assert namespace["smalls"]([3, 30]) == [3]

@@ -11,7 +11,7 @@ BUILDERS = {
     "decompose": lambda: decompose.messages("Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
     "evolve": lambda: evolve.messages("Add two numbers.", ["def add(a: int, b: int) -> int:\n    \"\"\"Sum.\"\"\"\n    ..."],
                                       ["def plus(x, y):\n    return x + y"]),
-    "testgen": lambda: testgen.messages("def add(a, b):\n    return a + b"),
+    "testgen": lambda: testgen.messages("def add(a, b):\n    return a + b", "add"),
 }
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-SYSTEM = '''You are a professional coder and tester. You will be given a Python function. Write one test
-function named `test_<function name>` that checks it with several assert statements: typical inputs,
-edge cases and corner cases, each with the exact expected result. Do not repeat the function; do not
-use any test framework. Put the test in one Python code block.
+SYSTEM = '''You are a professional coder and tester. You will be given a Python function, with the code it
+uses. Write one test function named `test_<function name>` that checks the function under test with
+several assert statements: typical inputs, edge cases and corner cases, each with the exact expected
+result. Do not repeat the code; do not use any test framework. Put the test in one Python code block.
 
 ## One-Shot Example
+### Function Under Test: count_occurrences
 ### Python Function:
 ```python
 def count_occurrences(items: list) -> dict:
@@ -28,6 +29,6 @@ def test_count_occurrences():
 ```'''
 
 
-def messages(code: str) -> list[dict[str, str]]:
-    user = f"## New Task\n### Python Function:\n```python\n{code.strip()}\n```\n\n### Test:\n"
+def messages(code: str, name: str) -> list[dict[str, str]]:
+    user = f"## New Task\n### Function Under Test: {name}\n### Python Function:\n```python\n{code.strip()}\n```\n\n### Test:\n"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

@@ -1,0 +1,85 @@
+"""A deterministic teacher for tests and benchmarks: an OpenAI-compatible ``/v1/chat/completions``
+server on 127.0.0.1 whose answers come from a script, a function of the chat messages.
+
+Jobs reach it through the ``openai`` back end, so stage logic is exercised over real HTTP and the
+real ``ray.data.llm`` processor. It is never a default teacher.
+
+    with ScriptedTeacher(lambda messages: "```python\\ndef f():\\n    return 1\\n```") as scripted:
+        teacher = Teacher(scripted.config())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from typing import Callable
+
+from aiohttp import web
+
+from amr.config import OpenAIConfig, TeacherConfig
+
+Script = Callable[[list[dict[str, str]]], str]
+
+
+class ScriptedTeacher:
+    def __init__(self, script: Script, model: str = "scripted"):
+        self.script, self.model = script, model
+        self.requests: list[list[dict[str, str]]] = []  # every chat received, in arrival order
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="scripted-teacher")
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def config(self, **openai) -> TeacherConfig:
+        """A teacher config that reaches this server through the openai back end."""
+        settings = {"api_key_env": None, "batch_size": 64, "concurrency": 1, **openai}
+        return TeacherConfig(backend="openai", model=self.model,
+                             openai=OpenAIConfig(base_url=self.base_url, **settings))
+
+    def __enter__(self) -> ScriptedTeacher:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the scripted teacher did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._complete)
+        runner = web.AppRunner(app)
+        self._loop.run_until_complete(runner.setup())
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self._loop.run_until_complete(web.SockSite(runner, sock).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        messages = body["messages"]
+        self.requests.append(messages)
+        try:
+            text = self.script(messages)
+        except Exception as exc:  # a 4xx is not retried: the job records it on the row
+            return web.json_response({"error": {"message": f"script failed: {exc!r}"}}, status=422)
+        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        completion_tokens = len(text.split())
+        return web.json_response({
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })

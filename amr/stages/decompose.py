@@ -1,0 +1,30 @@
+"""Modular decomposition: the teacher splits R_d into function specs (typed signature + docstring)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import ray
+
+from amr.engines import Teacher
+from amr.parsing import function_specs
+from amr.prompts import decompose
+from amr.stages import ask
+
+
+def parse(row: dict[str, Any]) -> dict[str, Any]:
+    """Add ``specs`` (a JSON list of name/signature/description) and ``md_reason`` (why none)."""
+    specs = [] if row["md_error"] else function_specs(row["md_response"])
+    reason = None
+    if row["md_error"]:
+        reason = f"teacher error: {row['md_error']}"
+    elif not specs:
+        reason = "no function with a signature and docstring in the answer"
+    return {**row, "specs": json.dumps(specs), "md_reason": reason}
+
+
+def run(ds: ray.data.Dataset, teacher: Teacher, carry: Sequence[str] | None = None) -> ray.data.Dataset:
+    """Rows with ``instruction`` and ``direct_response`` -> + MD answer, ``specs``, ``md_reason``."""
+    build = lambda row: decompose.messages(row["instruction"], row["direct_response"])  # noqa: E731
+    return ask(ds, teacher, build, "md", carry).map(parse)

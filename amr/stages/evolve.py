@@ -1,0 +1,30 @@
+"""Adaptive response evolution: the final answer from the instruction, the specs and the retrieved
+functions (R_d is not shown). Without retrieval (ablation w/o ARE) the answer comes from the specs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ray
+
+from amr.engines import Teacher
+from amr.prompts import evolve
+from amr.stages import ask
+
+
+def spec_stub(spec: dict[str, str]) -> str:
+    doc = spec["description"].replace('"""', "'''")
+    body = "\n    ".join(doc.splitlines())
+    return f'{spec["signature"]}:\n    """{body}"""\n    ...'
+
+
+def chat(row: dict[str, Any], use_retrieved: bool = True) -> list[dict[str, str]]:
+    specs = [spec_stub(s) for s in json.loads(row["specs"])]
+    functions = [h["code"] for h in json.loads(row["retrieved"])] if use_retrieved else []
+    return evolve.messages(row["instruction"], specs, functions)
+
+
+def run(ds: ray.data.Dataset, teacher: Teacher, use_retrieved: bool = True) -> ray.data.Dataset:
+    """Rows with ``instruction``, ``specs``, ``retrieved`` -> + ``are_*`` columns."""
+    return ask(ds, teacher, lambda row: chat(row, use_retrieved), "are")

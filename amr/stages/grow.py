@@ -1,0 +1,80 @@
+"""Database growth: functions of the final answers that are novel get a teacher-written test, run in the
+sandbox, and those that pass become modules. One writer (the caller) commits each wave's inserts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray
+
+from amr.config import SandboxConfig
+from amr.embeddings import Embedder
+from amr.engines import Teacher
+from amr.modules import ModuleDB, spec_text
+from amr.parsing import defined_functions, python_code
+from amr.prompts import testgen
+from amr.sandbox.stage import check_dataset
+from amr.stages import ask
+
+CANDIDATE_FIELDS = ("instruction_id", "name", "signature", "description", "code")
+
+
+def candidates(rows: list[dict[str, Any]], response: str = "are_response") -> list[dict[str, Any]]:
+    """Top-level functions defined in each row's final answer (made standalone with its imports)."""
+    out = []
+    for row in rows:
+        code = python_code(row[response] or "")
+        for function in defined_functions(code) if code else []:
+            out.append({"instruction_id": row["id"], **function})
+    return out
+
+
+def novel(cands: list[dict[str, Any]], db: ModuleDB, embedder: Embedder, version: int,
+          threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split candidates into novel ones (with ``vector``) and the rest (with ``outcome``): a candidate is
+    novel when its cosine to every module of ``version`` and to every earlier novel candidate of the
+    wave is below ``threshold``."""
+    if not cands:
+        return [], []
+    vectors = embedder.encode([spec_text(c["signature"], c["description"]) for c in cands])
+    nearest = db.max_similarity(vectors, version)
+    kept: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for cand, vector, similarity in zip(cands, vectors, nearest):
+        if similarity >= threshold:
+            rejected.append({**cand, "outcome": "known", "similarity": round(similarity, 4)})
+            continue
+        twins = [float(vector @ k["vector"]) for k in kept]
+        if twins and max(twins) >= threshold:
+            rejected.append({**cand, "outcome": "duplicate in wave", "similarity": round(max(twins), 4)})
+            continue
+        kept.append({**cand, "vector": vector, "similarity": round(similarity, 4)})
+    return kept, rejected
+
+
+def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxConfig) -> list[dict[str, Any]]:
+    """Teacher-written test per function, run in the sandbox: adds ``test``, ``outcome``, ``reason``."""
+    if not kept:
+        return []
+    rows = [{**{f: c[f] for f in CANDIDATE_FIELDS}, "index": i} for i, c in enumerate(kept)]
+    tested = ask(ray.data.from_items(rows), teacher, lambda r: testgen.messages(r["code"], r["name"]), "test")
+    tested = tested.map(lambda r: {**r, "test": python_code(r["test_response"] or "") or ""})
+    checked = check_dataset(tested, sandbox).take_all()
+    out = []
+    for row in sorted(checked, key=lambda r: r["index"]):
+        if row["test_error"] or not row["test"].strip():
+            outcome, reason = "no test", row["test_error"] or "no Python test in the answer"
+        else:
+            outcome, reason = ("verified", "") if row["status"] == "passed" else ("rejected", f"{row['status']}: {row['reason']}")
+        out.append({**kept[row["index"]], "test": row["test"], "outcome": outcome, "reason": reason,
+                    "test_input_tokens": row["test_input_tokens"], "test_output_tokens": row["test_output_tokens"]})
+    return out
+
+
+def insert(verified: list[dict[str, Any]], db: ModuleDB, run: str, stage: str) -> int:
+    """Insert the verified functions with provenance; returns rows added (retries add none)."""
+    return db.insert({**{f: c[f] for f in ("name", "signature", "description", "code", "test")},
+                      "vector": np.asarray(c["vector"], dtype=np.float32), "run": run,
+                      "instruction_id": c["instruction_id"], "stage": stage, "verdict": "passed"}
+                     for c in verified if c["outcome"] == "verified")

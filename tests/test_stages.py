@@ -1,0 +1,143 @@
+"""AMR-Evol stage logic with a scripted teacher over real HTTP, on a real Ray, a real LanceDB table,
+real MiniLM embeddings and the real sandbox: given these MD and ARE answers, these modules are
+retrieved, inserted and rejected."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from amr.config import SandboxConfig
+from amr.embeddings import Embedder
+from amr.engines import Teacher
+from amr.modules import ModuleDB, spec_text
+from amr.prompts import decompose, evolve, testgen
+from amr.scripted_teacher import ScriptedTeacher
+from amr.stages import decompose as md_stage
+from amr.stages import evolve as are_stage
+from amr.stages import grow, retrieve
+
+IS_PRIME = '''def is_prime(n: int) -> bool:
+    """Return True when n is a prime number."""
+    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+'''
+MD_ANSWER = '''```python
+def is_prime(n: int) -> bool:
+    """Return True when n is a prime number."""
+    ...
+
+def primes_below(limit: int) -> list[int]:
+    """All prime numbers smaller than limit, ascending."""
+    ...
+```'''
+FINAL = f'''```python
+import math
+
+
+{IS_PRIME}
+
+def primes_below(limit: int) -> list[int]:
+    """All prime numbers smaller than limit, ascending."""
+    return [n for n in range(limit) if is_prime(n)]
+
+
+def digit_sum(n: int) -> int:
+    """Sum of the decimal digits of a non-negative integer."""
+    return sum(int(c) for c in str(n)) + 1
+```'''
+TESTS = {
+    "primes_below": "def test_primes_below():\n    assert primes_below(10) == [2, 3, 5, 7]\n    assert primes_below(2) == []",
+    "digit_sum": "def test_digit_sum():\n    assert digit_sum(123) == 6",  # the function is wrong: rejected
+}
+
+
+def script(messages: list[dict[str, str]]) -> str:
+    system, user = messages[0]["content"], messages[1]["content"]
+    if system == decompose.SYSTEM:
+        return "Plan:\n" + MD_ANSWER if "primes" in user else "I would not split this."
+    if system == evolve.SYSTEM:
+        return "Here is the solution:\n" + FINAL
+    if system == testgen.SYSTEM:
+        name = re.search(r"### Function Under Test: (\w+)", user).group(1)
+        return f"```python\n{TESTS[name]}\n```" if name in TESTS else "No test."
+    raise AssertionError(f"unexpected prompt: {system[:60]}")
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    with ScriptedTeacher(script) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    from amr.model_store import pull
+
+    return Embedder(str(pull("all-minilm-l6-v2")))
+
+
+@pytest.fixture
+def db(tmp_path, embedder) -> ModuleDB:
+    db = ModuleDB(str(tmp_path / "modules"), embedder.dim)
+    vector = embedder.encode([spec_text("def is_prime(n: int) -> bool", "Return True when n is a prime number.")])[0]
+    db.insert([{"name": "is_prime", "signature": "def is_prime(n: int) -> bool",
+                "description": "Return True when n is a prime number.", "code": IS_PRIME,
+                "test": "assert is_prime(7)", "run": "seed", "instruction_id": "seed/1", "stage": "seed",
+                "verdict": "passed", "vector": vector}])
+    return db
+
+
+def test_decompose_parses_specs_and_says_why_none(ray_local, scripted):
+    rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "```python\n...\n```"},
+            {"id": "b", "instruction": "Print hello.", "direct_response": "print('hello')"}]
+    out = {r["id"]: r for r in md_stage.run(ray_local.data.from_items(rows), Teacher(scripted.config())).take_all()}
+    assert [s["name"] for s in json.loads(out["a"]["specs"])] == ["is_prime", "primes_below"]
+    assert out["a"]["md_reason"] is None and out["a"]["md_output_tokens"] > 0
+    assert json.loads(out["b"]["specs"]) == [] and out["b"]["md_reason"].startswith("no function")
+
+
+def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted, db, embedder):
+    specs = json.dumps([{"name": "is_prime", "signature": "def is_prime(n: int) -> bool",
+                         "description": "Check whether n is prime."},
+                        {"name": "primes_below", "signature": "def primes_below(limit: int) -> list[int]",
+                         "description": "All prime numbers smaller than limit."}])
+    rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "x", "specs": specs}]
+    [row] = retrieve.run(rows, db, embedder, db.version, k=1)
+    hits = json.loads(row["retrieved"])
+    assert [h["name"] for h in hits] == ["is_prime"] and hits[0]["similarity"] > 0.8  # one hit, not repeated
+    assert row["module_version"] == db.version
+    assert json.loads(retrieve.run(rows, db, embedder, db.version, min_similarity=0.99)[0]["retrieved"]) == []
+    seen = len(scripted.requests)
+    [final] = are_stage.run(ray_local.data.from_items([row]), Teacher(scripted.config())).take_all()
+    prompt = scripted.requests[seen][1]["content"]
+    assert "### Relevant Functions:\n```python\ndef is_prime" in prompt and "x" not in prompt.split("### Python Question:")[0]
+    assert "def primes_below(limit: int) -> list[int]:\n    \"\"\"All prime numbers" in prompt
+    assert "def digit_sum" in final["are_response"]
+
+
+def test_growth_inserts_novel_verified_functions_only(ray_local, scripted, db, embedder):
+    rows = [{"id": "a", "are_response": FINAL}, {"id": "b", "are_response": FINAL}, {"id": "c", "are_response": "no code"}]
+    cands = grow.candidates(rows)
+    assert [(c["instruction_id"], c["name"]) for c in cands] == [
+        ("a", "is_prime"), ("a", "primes_below"), ("a", "digit_sum"),
+        ("b", "is_prime"), ("b", "primes_below"), ("b", "digit_sum")]
+    assert cands[1]["code"].startswith("import math\n\n\ndef is_prime(")  # what primes_below calls comes along
+    assert "def primes_below" in cands[1]["code"] and "digit_sum" not in cands[1]["code"]
+    before = db.version
+    kept, rejected = grow.novel(cands, db, embedder, before, threshold=0.9)
+    assert [c["name"] for c in kept] == ["primes_below", "digit_sum"]
+    assert [(c["instruction_id"], c["name"], c["outcome"]) for c in rejected] == [
+        ("a", "is_prime", "known"), ("b", "is_prime", "known"),
+        ("b", "primes_below", "duplicate in wave"), ("b", "digit_sum", "duplicate in wave")]
+    verified = grow.verify(kept, Teacher(scripted.config()), SandboxConfig(require="bwrap", workers=1))
+    outcomes = {c["name"]: (c["outcome"], c["reason"]) for c in verified}
+    assert outcomes["primes_below"] == ("verified", "")
+    assert outcomes["digit_sum"][0] == "rejected" and "assert digit_sum(123) == 6" in outcomes["digit_sum"][1]
+    assert grow.insert(verified, db, run="r1", stage="growth") == 1
+    assert grow.insert(verified, db, run="r1", stage="growth") == 0  # a retried wave adds nothing
+    assert db.count() == 2 and db.version > before
+    [[hit]] = db.search(embedder.encode(["primes smaller than a limit"]))
+    assert (hit["name"], hit["stage"], hit["instruction_id"], hit["run"]) == ("primes_below", "growth", "a", "r1")
+    assert "def test_primes_below" in hit["test"]
