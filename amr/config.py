@@ -113,15 +113,46 @@ class SandboxConfig(Strict):
     bwrap: str = Field("bwrap", description="The bubblewrap executable: a name on PATH or a path.")
 
 
+class EmbeddingConfig(Strict):
+    model: str = Field("all-minilm-l6-v2", description="sentence-transformers model: registry name, path, hub "
+                       "id. The paper uses Alibaba-NLP/gte-large-en-v1.5.")
+    batch_size: int = Field(64, ge=1)
+
+
+class ModulesConfig(Strict):
+    """The functional module database (LanceDB)."""
+
+    uri: str | None = Field(None, description="LanceDB directory or object-store URI; None: <run_dir>/modules.")
+    table: str = "modules"
+    top_k: int = Field(1, ge=1, description="Functions retrieved per spec (paper: 1).")
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="Retrieval floor (paper: none).")
+    novelty_threshold: float = Field(
+        0.9, gt=0, le=1,
+        description="A new function is novel when its cosine to every module (and to every earlier new "
+        "function of its wave) is below this. The paper leaves it open; 0.9 keeps near-duplicates out.",
+    )
+    index_min_rows: int = Field(50_000, ge=1, description="Build the ANN index once the table has this many rows.")
+
+
 class DistillConfig(Strict):
     """The distillation job (``jobs/distill.py``, ``amr distill``)."""
 
-    method: Literal["direct"] = "direct"
-    output_dir: str = "runs/local"
+    method: Literal["direct", "amr", "amr-no-md", "amr-no-are"] = Field(
+        "amr", description="'amr': the full method; 'amr-no-md': retrieve with R_d as the query; "
+        "'amr-no-are': the final answer from the specs only; 'direct': R_d as the answer.",
+    )
+    run_dir: str = Field("runs/local", description="Stage outputs, dataset and manifest; rerun to resume.")
+    wave_size: int = Field(
+        32, ge=1, description="Instructions per wave of retrieval, evolution and growth; each wave reads "
+        "one table version and commits the next. 1 reproduces the paper's sequential order.",
+    )
     model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
     ray: RayConfig = Field(default_factory=RayConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    modules: ModulesConfig = Field(default_factory=ModulesConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 class TeacherJobConfig(Strict):

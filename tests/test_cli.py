@@ -60,13 +60,13 @@ def test_teacher_generate_writes_parquet(ray_local, tiny_model, write, tmp_path)
 def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tiny_model, tmp_path):
     run_dir = tmp_path / "run"
     result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--set", f"teacher.model={tiny_model}",
-                                 "--set", "input.limit=3", "--set", f"output_dir={run_dir}", *TINY])
+                                 "--set", "input.limit=3", "--set", f"run_dir={run_dir}", *TINY])
     assert result.exit_code == 0, result.output
     table = pq.read_table(run_dir / "direct.parquet")
     assert sorted(table.column("id").to_pylist()) == ["mbpp/601", "mbpp/602", "mbpp/603"]
-    assert set(table.column_names) >= {"instruction", "tests", "response", "num_input_tokens", "error"}
-    lines = (run_dir / "direct.jsonl").read_text().splitlines()
-    assert len(lines) == 3 and json.loads(lines[0])["tests"]
+    assert set(table.column_names) >= {"instruction", "tests", "direct_response", "direct_input_tokens", "direct_error"}
+    lines = (run_dir / "dataset.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["tests"] and json.loads(lines[0])["messages"][1]["role"] == "assistant"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stage = manifest["stages"]["direct"]
     assert (stage["rows"], stage["errors"], stage["output_tokens"]) == (3, 0, 24)

@@ -16,7 +16,7 @@ def test_defaults_follow_the_paper():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_example_configs_validate(path):
-    assert load_config(DistillConfig, path).output_dir
+    assert load_config(DistillConfig, path).run_dir
 
 
 def test_wrong_type_names_file_line_and_key(write):

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import ray
 
 from amr.engines import Teacher
 from amr.prompts import direct
-
-COLUMNS = ("id", "instruction", "tests")
-
-
-def request(row: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: row[k] for k in COLUMNS}, "messages": direct.messages(row["instruction"])}
+from amr.stages import ask
 
 
 def run(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
-    """Instruction records -> the same records with the teacher's direct ``response``."""
-    return teacher.generate(ds.map(request), carry=COLUMNS)
+    """Instruction records -> the same records with ``direct_response``, ``direct_error`` and tokens."""
+    return ask(ds, teacher, lambda row: direct.messages(row["instruction"]), "direct")

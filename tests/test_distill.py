@@ -1,0 +1,125 @@
+"""The distillation job end to end with a scripted teacher over HTTP: waves, table versions, growth,
+the dataset, response accuracy, and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from amr.config import DistillConfig
+from amr.prompts import decompose, evolve, testgen
+from amr.scripted_teacher import ScriptedTeacher
+from jobs import distill
+
+FUNCTIONS = {  # name: (signature, description, body, test)
+    "add": ("def add(a: int, b: int) -> int", "Return the sum of a and b.", "return a + b",
+            "assert add(2, 3) == 5\n    assert add(-1, 1) == 0"),
+    "is_even": ("def is_even(n: int) -> bool", "Return True when n is even.", "return n % 2 == 0",
+                "assert is_even(4)\n    assert not is_even(3)"),
+    "add_three": ("def add_three(a: int, b: int, c: int) -> int", "Return the sum of three integers.",
+                  "return add(add(a, b), c)", "assert add_three(1, 2, 3) == 6"),
+    "count_evens": ("def count_evens(xs: list[int]) -> int", "Count the even numbers in a list.",
+                    "return sum(1 for x in xs if is_even(x))", "assert count_evens([1, 2, 4]) == 2"),
+}
+ANSWERS = {"add": ["add"], "is_even": ["is_even"], "add_three": ["add", "add_three"],
+           "count_evens": ["is_even", "count_evens"]}
+INSTRUCTIONS = [
+    {"id": "t/add", "instruction": "Task: add. Write a function add(a, b).", "tests": ["assert add(1, 2) == 3"]},
+    {"id": "t/is_even", "instruction": "Task: is_even. Write is_even(n).", "tests": ["assert is_even(2)"]},
+    {"id": "t/add_three", "instruction": "Task: add_three. Sum three numbers.", "tests": ["assert add_three(1, 1, 1) == 3"]},
+    {"id": "t/count_evens", "instruction": "Task: count_evens. Count evens.", "tests": ["assert count_evens([2]) == 2"]},
+]
+
+
+def function(name: str, body: bool = True) -> str:
+    signature, description, code, _ = FUNCTIONS[name]
+    return f'{signature}:\n    """{description}"""\n    {code if body else "..."}\n'
+
+
+def script(messages: list[dict[str, str]]) -> str:
+    system, user = messages[0]["content"], messages[1]["content"]
+    if system == testgen.SYSTEM:
+        name = re.search(r"### Function Under Test: (\w+)", user).group(1)
+        return f"```python\ndef test_{name}():\n    {FUNCTIONS[name][3]}\n```"
+    task = re.search(r"Task: (\w+)", user).group(1)
+    if system == decompose.SYSTEM:
+        return "```python\n" + "\n".join(function(n, body=False) for n in ANSWERS[task]) + "```"
+    if system == evolve.SYSTEM:
+        return "```python\n" + "\n\n".join(function(n) for n in ANSWERS[task]) + "```"
+    return f"```python\n{function(task)}```"  # direct
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    with ScriptedTeacher(script) as server:
+        yield server
+
+
+def config(tmp_path: Path, scripted: ScriptedTeacher, **changes) -> DistillConfig:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    source = tmp_path / "instructions.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCTIONS))
+    base = DistillConfig(run_dir=str(tmp_path / "run"), wave_size=2, teacher=scripted.config())
+    base.input.source = str(source)
+    base.sandbox.require, base.sandbox.workers = "bwrap", 1
+    return base.model_copy(update=changes)
+
+
+def test_amr_waves_grow_the_table_and_build_the_dataset(ray_local, scripted, tmp_path):
+    cfg = config(tmp_path, scripted)
+    manifest = distill.run(cfg)
+    first, second = manifest["modules"]["waves"]
+    assert (first["rows"], second["rows"]) == (2, 2)
+    assert first["inserted"] == 2 and second["version_read"] == first["version_after"] > first["version_read"]
+    assert second["inserted"] == 2 and manifest["modules"]["rows"] == 4
+    # wave 2 retrieved what wave 1 inserted, and did not insert it again
+    waves = sorted(pq.read_table(Path(cfg.run_dir) / "waves" / "00001.parquet").to_pylist(), key=lambda r: r["index"])
+    assert [h["name"] for h in json.loads(waves[0]["retrieved"])] == ["add"]
+    assert [h["name"] for h in json.loads(waves[1]["retrieved"])] == ["is_even"]
+    growth = pq.read_table(Path(cfg.run_dir) / "growth" / "00001.parquet").to_pylist()
+    assert sorted((g["name"], g["outcome"]) for g in growth) == [
+        ("add", "known"), ("add_three", "verified"), ("count_evens", "verified"), ("is_even", "known")]
+    dataset = pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist()
+    assert [r["id"] for r in dataset] == [r["id"] for r in INSTRUCTIONS]
+    assert dataset[2]["messages"] == [{"role": "user", "content": INSTRUCTIONS[2]["instruction"]},
+                                      {"role": "assistant", "content": dataset[2]["response"]}]
+    # count_evens's test is wrong on purpose ([2] has one even number): accuracy 3/4
+    assert [r["tests_passed"] for r in dataset] == [True, True, True, False]
+    assert manifest["dataset"]["response_accuracy"] == 0.75
+    assert manifest["stages"]["decompose"]["without_specs"] == 0
+    assert json.loads((Path(cfg.run_dir) / "manifest.json").read_text())["modules"]["rows"] == 4
+    lines = (Path(cfg.run_dir) / "dataset.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["messages"][0]["role"] == "user"
+
+
+def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, tmp_path):
+    cfg = config(tmp_path, scripted)
+    distill.run(cfg)
+    before = pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist()
+    calls = len(scripted.requests)
+    (Path(cfg.run_dir) / "waves" / "00001.parquet").unlink()  # cut off after its inserts were committed
+    manifest = distill.run(cfg)
+    # only the cut-off wave again: 2 evolutions, 2 tests (novelty is judged against the pinned version)
+    assert len(scripted.requests) - calls == 4
+    assert manifest["modules"]["rows"] == 4 and manifest["stages"]["direct"]["resumed"]
+    assert pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist() == before
+
+
+def test_ablations_use_the_same_machinery(ray_local, scripted, tmp_path):
+    no_md = distill.run(config(tmp_path / "no-md", scripted, method="amr-no-md"))
+    assert "decompose" not in no_md["stages"] and no_md["dataset"]["rows"] == 4
+    no_are = distill.run(config(tmp_path / "no-are", scripted, method="amr-no-are"))
+    waves = pq.read_table(Path(no_are["config"]["run_dir"]) / "waves" / "00001.parquet").to_pylist()
+    assert all(json.loads(r["retrieved"]) == [] for r in waves)
+    direct = distill.run(config(tmp_path / "direct", scripted, method="direct"))
+    assert direct["modules"] == {} and direct["dataset"]["response_accuracy"] == 0.5  # no helpers defined
