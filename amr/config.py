@@ -60,6 +60,11 @@ class VLLMConfig(Strict):
         "vLLM's default, one). 0 on a 2-core machine measured 1.6x the tokens/s of the default.",
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed to vLLM as is.")
+    serve: bool = Field(
+        False,
+        description="Jobs: start one vLLM OpenAI-compatible server for the whole job (local Ray only) "
+        "instead of an engine per teacher call; waves call the teacher twice each.",
+    )
 
 
 class OpenAIConfig(Strict):

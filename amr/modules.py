@@ -40,6 +40,10 @@ def module_key(code: str) -> str:
     return hashlib.sha256(normalized_source(code).encode()).hexdigest()
 
 
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 class ModuleDBError(ValueError):
     """The table cannot be used as asked (wrong embedding size, missing fields)."""
 
@@ -64,9 +68,12 @@ class ModuleDB:
         self.table.checkout_latest()
         return self.table.version
 
-    def count(self) -> int:
+    def count(self, **equal: str | list[str]) -> int:
+        """Rows of the latest version, optionally only those whose fields equal (or are in) values."""
         self.table.checkout_latest()
-        return self.table.count_rows()
+        clauses = [f"{field} IN ({', '.join(map(_quote, value))})" if isinstance(value, list)
+                   else f"{field} = {_quote(value)}" for field, value in equal.items()]
+        return self.table.count_rows(" AND ".join(clauses) or None)
 
     def at(self, version: int | None = None):
         """A read handle on ``version`` (None: the latest)."""

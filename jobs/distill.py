@@ -30,7 +30,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from amr.config import DistillConfig, load_config
+from amr.config import ConfigError, DistillConfig, load_config
 from amr.data import load_instructions
 from amr.embeddings import Embedder
 from amr.engines import Teacher
@@ -39,6 +39,7 @@ from amr.modules import ModuleDB
 from amr.parsing import python_code
 from amr.runtime import init_ray
 from amr.sandbox.stage import check_dataset
+from amr.serving import served
 from amr.stages import decompose, evolve, grow, retrieve
 from amr.stages import direct as direct_stage
 
@@ -50,8 +51,16 @@ def run(config: DistillConfig) -> dict[str, Any]:
     start = time.perf_counter()
     run_dir = Path(config.run_dir)
     records = [{**r, "index": i} for i, r in enumerate(load_instructions(config.input.source, config.input.limit))]
-    teacher = Teacher(config.teacher, config.model_store)
+    if config.teacher.vllm.serve and config.teacher.backend == "vllm" and config.ray.address:
+        raise ConfigError("teacher.vllm.serve: a served engine runs next to the driver, so it needs a local Ray "
+                          "(ray.address unset); on a cluster use teacher.backend: openai with your servers")
     init_ray(config.ray)
+    with served(config.teacher, config.model_store, run_dir / "teacher-server.log") as teacher_config:
+        return _run(config, records, Teacher(teacher_config, config.model_store), run_dir, start)
+
+
+def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher, run_dir: Path,
+         start: float) -> dict[str, Any]:
     stages: dict[str, Any] = {}
 
     def streamed(name: str, build) -> list[dict[str, Any]]:
@@ -122,14 +131,16 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
             kept, rejected = grow.novel(grow.candidates(answered), db, embedder, pin["version_read"],
                                         config.modules.novelty_threshold)
             verified = grow.verify(kept, teacher, config.sandbox)
-            pin["inserted"] = grow.insert(verified, db, run_id, "growth")
+            grow.insert(verified, db, run_id, "growth")
+            # counted, not returned: a rerun of a cut-off wave finds its inserts already there
+            pin["inserted"] = db.count(run=run_id, instruction_id=[r["id"] for r in wave])
             pin["version_after"] = db.version
             pin["wall_time_s"] = round(time.perf_counter() - began, 1)
+            pin_path.write_text(json.dumps(pin))
             outcomes = [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
             if outcomes:
                 write_rows(outcomes, growth_path)
             write_rows(answered, out_path)  # last: its presence marks the wave done
-            pin_path.write_text(json.dumps(pin))
         final += sorted(pq.read_table(out_path).to_pylist(), key=lambda r: r["index"])
         if growth_path.exists():
             for c in pq.read_table(growth_path, columns=["outcome"]).to_pylist():

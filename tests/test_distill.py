@@ -123,3 +123,25 @@ def test_ablations_use_the_same_machinery(ray_local, scripted, tmp_path):
     assert all(json.loads(r["retrieved"]) == [] for r in waves)
     direct = distill.run(config(tmp_path / "direct", scripted, method="direct"))
     assert direct["modules"] == {} and direct["dataset"]["response_accuracy"] == 0.5  # no helpers defined
+
+
+def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, tmp_path):
+    killed = config(tmp_path / "killed", scripted)
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(killed.model_dump(mode="json")))
+    job = subprocess.Popen([sys.executable, "-m", "jobs.distill", "--config", str(path)], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "RAY_ADDRESS": ""})
+    done = Path(killed.run_dir) / "waves" / "00000.parquet"
+    deadline = time.monotonic() + 300
+    while not done.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)  # the job and the Ray it started, mid-run
+    job.wait()
+    assert done.exists() and not (Path(killed.run_dir) / "dataset.parquet").exists()
+    resumed = distill.run(killed)
+    whole = distill.run(config(tmp_path / "whole", scripted))
+    read = lambda m: pq.read_table(Path(m["config"]["run_dir"]) / "dataset.parquet").to_pylist()  # noqa: E731
+    assert read(resumed) == read(whole)
+    assert resumed["modules"]["rows"] == whole["modules"]["rows"] == 4
+    assert [w["inserted"] for w in resumed["modules"]["waves"]] == [w["inserted"] for w in whole["modules"]["waves"]]

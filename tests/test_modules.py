@@ -87,3 +87,10 @@ def test_readers_see_commits_of_the_single_writer(tmp_path, embedder):
         seen.append(ModuleDB(str(tmp_path / "db"), embedder.dim).count())
     writer.join()
     assert seen == sorted(seen) and ModuleDB(str(tmp_path / "db"), embedder.dim).count() == 3
+
+
+def test_count_by_provenance(tmp_path, embedder):
+    db = ModuleDB(str(tmp_path / "db"), embedder.dim)
+    db.insert(modules(embedder, ["is_prime", "gcd"], run="r'1") + modules(embedder, ["reverse_words"], run="r2"))
+    assert db.count(run="r'1") == 2 and db.count(run="r2", instruction_id=["mbpp/0", "x"]) == 1
+    assert db.count(instruction_id=["nope"]) == 0 and db.count() == 3
