@@ -73,8 +73,12 @@ class OpenAIConfig(Strict):
     qps: int | None = Field(None, gt=0, description="Requests per second per worker; None: unlimited.")
     max_retries: int = Field(5, ge=0)
     base_retry_wait_s: float = Field(1.0, gt=0, description="First backoff wait; doubles per retry.")
-    concurrency: int = Field(1, ge=1, description="Number of HTTP request workers.")
-    batch_size: int = Field(16, ge=1)
+    concurrency: int = Field(
+        4, ge=1, description="HTTP workers. ray.data.llm's HTTP stage sends a worker's requests one after "
+        "another, so this is the number of requests in flight.",
+    )
+    batch_size: int = Field(4, ge=1, description="Rows per HTTP worker batch: small spreads rows over workers.")
+    worker_cpus: float = Field(0.25, gt=0, description="CPUs reserved per HTTP worker (they wait on the network).")
 
 
 class TeacherConfig(Strict):

@@ -105,6 +105,7 @@ class Teacher:
             base_retry_wait_time_in_s=cfg.base_retry_wait_s,
             batch_size=cfg.batch_size,
             concurrency=cfg.concurrency,
+            http_request_stage={"num_cpus": cfg.worker_cpus},
         )
         model = self.model
 

@@ -10,14 +10,22 @@ callers keep one writer per commit (the driver commits each wave). Reads can pin
 from __future__ import annotations
 
 import hashlib
+import json
+import warnings
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterable
 
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from amr.parsing import normalized_source
+
+# lancedb warns at every fork once imported; the job's forks are subprocess fork+exec (the vLLM
+# server, sandbox servers), in which nothing touches lancedb
+warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
 
 TEXT_FIELDS = ("key", "name", "signature", "description", "code", "test", "run", "instruction_id", "stage",
                "verdict")
@@ -62,6 +70,30 @@ class ModuleDB:
         if have != pa.list_(pa.float32(), dim):
             raise ModuleDBError(f"{uri}/{table}: vectors are {have}, the embedder makes {dim}-d vectors; "
                                 f"use another table or the embedding model the table was built with")
+
+    @classmethod
+    def open(cls, uri: str, table: str = "modules") -> ModuleDB:
+        """An existing table, its vector size read from its schema."""
+        try:
+            existing = lancedb.connect(uri).open_table(table)
+        except ValueError:
+            raise ModuleDBError(f"{uri}: no module table {table!r}") from None
+        return cls(uri, existing.schema.field("vector").type.list_size, table)
+
+    def export(self, path: str | Path) -> int:
+        """Write the latest version to Parquet or JSON lines (by suffix), vectors included."""
+        data = self.at().to_arrow()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".parquet":
+            pq.write_table(data, path)
+        elif path.suffix == ".jsonl":
+            with path.open("w") as f:
+                for row in data.to_pylist():
+                    f.write(json.dumps({**row, "created_at": row["created_at"].isoformat()}) + "\n")
+        else:
+            raise ModuleDBError(f"{path}: export writes .parquet or .jsonl")
+        return data.num_rows
 
     @property
     def version(self) -> int:

@@ -38,7 +38,7 @@ class ScriptedTeacher:
 
     def config(self, **openai) -> TeacherConfig:
         """A teacher config that reaches this server through the openai back end."""
-        settings = {"api_key_env": None, "batch_size": 64, "concurrency": 1, **openai}
+        settings = {"api_key_env": None, **openai}
         return TeacherConfig(backend="openai", model=self.model,
                              openai=OpenAIConfig(base_url=self.base_url, **settings))
 

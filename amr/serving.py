@@ -24,6 +24,8 @@ from amr.engines import EngineError, vllm_engine_kwargs, vllm_env
 from amr.model_store import resolve
 
 START_TIMEOUT_S = 900
+SERVED_IN_FLIGHT = 8
+"""Requests in flight to a served engine (HTTP workers): enough for continuous batching on one replica."""
 
 
 def server_args(config: TeacherConfig, model: str, port: int) -> list[str]:
@@ -60,8 +62,8 @@ def served(config: TeacherConfig, model_store: str | None, log: Path) -> Iterato
         _wait_healthy(proc, f"http://127.0.0.1:{port}/health", log)
         yield config.model_copy(update={
             "backend": "openai", "model": model,
-            "openai": OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None,
-                                   batch_size=config.vllm.batch_size, concurrency=1)})
+            "openai": OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None, batch_size=2,
+                                   concurrency=min(config.vllm.max_num_seqs, SERVED_IN_FLIGHT))})
     finally:
         _stop(proc)
 

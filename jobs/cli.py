@@ -17,6 +17,7 @@ from amr.config import ConfigError, SandboxConfig, TeacherJobConfig, load_config
 from amr.data import InputError
 from amr.engines import EngineError
 from amr.model_store import ModelError
+from amr.modules import ModuleDBError
 from amr.sandbox import LEVELS, SandboxError
 from jobs import distill
 
@@ -27,11 +28,13 @@ models_app = typer.Typer(help="Offline model registry: list and pull models into
                          no_args_is_help=True)
 teacher_app = typer.Typer(help="The teacher engine on its own.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Run generated code and tests in isolation.", no_args_is_help=True)
+modules_app = typer.Typer(help="The functional module database (a LanceDB table).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(modules_app, name="modules")
 
-USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError)
+USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -135,6 +138,52 @@ def sandbox_run(
         if record[stream]:
             console.rule(stream)
             console.print(record[stream], markup=False, highlight=False, soft_wrap=True)
+
+
+UriOption = typer.Option("runs/local/modules", "--uri", help="LanceDB directory or object-store URI.")
+TableOption = typer.Option("modules", "--table", help="Table name.")
+
+
+@modules_app.command("stats")
+@user_errors
+def modules_stats(uri: str = UriOption, table: str = TableOption) -> None:
+    """Rows, version, rows per stage, index state."""
+    from amr.modules import ModuleDB
+
+    console.print_json(json.dumps(ModuleDB.open(uri, table).stats()))
+
+
+@modules_app.command("search")
+@user_errors
+def modules_search(
+    query: str = typer.Argument(..., help="A function spec or description."),
+    uri: str = UriOption,
+    table: str = TableOption,
+    k: int = typer.Option(3, min=1, help="How many modules."),
+    model: str = typer.Option("all-minilm-l6-v2", help="The embedding model the table was built with."),
+) -> None:
+    """The modules most similar to QUERY, by cosine of embeddings."""
+    from amr.embeddings import Embedder
+    from amr.modules import ModuleDB
+
+    db = ModuleDB.open(uri, table)
+    for hit in db.search(Embedder(model).encode([query]), k)[0]:
+        console.rule(f"{hit['name']}  similarity {hit['similarity']:.3f}  ({hit['stage']}, {hit['instruction_id']})")
+        console.print(hit["code"], markup=False, highlight=False, soft_wrap=True)
+
+
+@modules_app.command("export")
+@user_errors
+def modules_export(
+    output: Path = typer.Argument(..., help="A .parquet or .jsonl file."),
+    uri: str = UriOption,
+    table: str = TableOption,
+) -> None:
+    """Write the table's latest version to a file."""
+    from amr.modules import ModuleDB
+
+    rows = ModuleDB.open(uri, table).export(output)
+    console.print(f"{output}: {rows} modules", soft_wrap=True)
 
 
 app.command("distill")(user_errors(distill.main))

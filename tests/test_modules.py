@@ -94,3 +94,26 @@ def test_count_by_provenance(tmp_path, embedder):
     db.insert(modules(embedder, ["is_prime", "gcd"], run="r'1") + modules(embedder, ["reverse_words"], run="r2"))
     assert db.count(run="r'1") == 2 and db.count(run="r2", instruction_id=["mbpp/0", "x"]) == 1
     assert db.count(instruction_id=["nope"]) == 0 and db.count() == 3
+
+
+def test_modules_commands(tmp_path, embedder):
+    import json
+
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    uri = str(tmp_path / "db")
+    ModuleDB(uri, embedder.dim).insert(modules(embedder))
+    runner = CliRunner()
+    stats = runner.invoke(app, ["modules", "stats", "--uri", uri])
+    assert stats.exit_code == 0 and json.loads(stats.stdout)["rows"] == 3
+    found = runner.invoke(app, ["modules", "search", "greatest common divisor", "--uri", uri, "--k", "1",
+                                "--model", embedder.path])
+    assert found.exit_code == 0 and "gcd" in found.stdout and "is_prime" not in found.stdout
+    out = tmp_path / "modules.jsonl"
+    assert runner.invoke(app, ["modules", "export", str(out), "--uri", uri]).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["name"] for r in rows) == ["gcd", "is_prime", "reverse_words"] and len(rows[0]["vector"]) == 384
+    missing = runner.invoke(app, ["modules", "stats", "--uri", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "no module table" in missing.output
