@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap models run test bench bench-teacher bench-sandbox clean
+.PHONY: setup bwrap models run test bench bench-teacher bench-sandbox bench-pipeline clean
 
 setup: $(VENV)/.installed bwrap
 
@@ -40,13 +40,16 @@ run: models
 test: setup
 	$(BIN)/pytest tests
 
-bench: bench-sandbox bench-teacher
+bench: bench-sandbox bench-pipeline bench-teacher
 
 bench-teacher: models
 	$(BIN)/python bench/teacher.py
 
 bench-sandbox: setup
 	$(BIN)/python bench/sandbox.py
+
+bench-pipeline: models
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf runs .pytest_cache

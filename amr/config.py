@@ -141,6 +141,10 @@ class ModulesConfig(Strict):
         "function of its wave) is below this. The paper leaves it open; 0.9 keeps near-duplicates out.",
     )
     index_min_rows: int = Field(50_000, ge=1, description="Build the ANN index once the table has this many rows.")
+    seed_from: str | None = Field(None, description="Instructions the seed functions are self-instructed "
+                                  "from: a source like input.source; None: the job's input.")
+    seed_limit: int = Field(20, ge=0, description="How many of them; an empty table is seeded before the "
+                            "first wave (0: never).")
 
 
 class DistillConfig(Strict):

@@ -105,6 +105,7 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
     embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
     db = ModuleDB(config.modules.uri or str(run_dir / "modules"), embedder.dim, config.modules.table)
     run_id = run_dir.resolve().name
+    stages["seed"] = _seed(config, teacher, db, embedder, run_dir, run_id)
     final: list[dict[str, Any]] = []
     waves: list[dict[str, Any]] = []
     growth: dict[str, int] = {}
@@ -150,6 +151,32 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
     stages["evolve"] = _teacher_counts(final, "are")
     stages["grow"] = {"candidates": growth}
     return final, {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
+
+
+def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embedder, run_dir: Path,
+          run_id: str) -> dict[str, Any]:
+    """Seed an empty table: self-instructed helpers, teacher tests, sandbox (``seed.parquet`` marks it done)."""
+    done = run_dir / "seed.parquet"
+    if not done.exists() and (db.count() > 0 or not config.modules.seed_limit):
+        return {"skipped": "the table has modules" if db.count() else "modules.seed_limit is 0"}
+    if not done.exists():
+        began = time.perf_counter()
+        records = load_instructions(config.modules.seed_from or config.input.source, config.modules.seed_limit)
+        answered = grow.seed(ray.data.from_items(records), teacher).take_all()
+        rows = [{"id": r["id"], "seed_response": r["seed_response"] or ""} for r in answered]
+        kept, rejected = grow.novel(grow.candidates(rows, "seed_response"), db, embedder, db.version,
+                                    config.modules.novelty_threshold)
+        verified = grow.verify(kept, teacher, config.sandbox)
+        grow.insert(verified, db, run_id, "seed")
+        outcomes = [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
+        write_rows(outcomes or [{"outcome": "none"}], done)
+        counts = _teacher_counts(answered, "seed")
+        counts["wall_time_s"] = round(time.perf_counter() - began, 1)
+    else:
+        counts = {"resumed": True}
+    outcomes = [c["outcome"] for c in pq.read_table(done, columns=["outcome"]).to_pylist()]
+    return {**counts, "candidates": {o: outcomes.count(o) for o in sorted(set(outcomes)) if o != "none"},
+            "inserted": db.count(run=run_id, stage="seed")}
 
 
 def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: Path,
@@ -198,6 +225,7 @@ def print_summary(manifest: dict[str, Any], console: Console | None = None) -> N
         if "rows" not in s:
             continue
         notes = f"{s['without_specs']} without specs" if "without_specs" in s else ""
+        notes = f"{s['inserted']} functions inserted" if "inserted" in s else notes
         table.add_row(name, str(s["rows"]), str(s["errors"]), str(s["input_tokens"]), str(s["output_tokens"]), notes)
     console.print(table)
     if manifest["modules"]:

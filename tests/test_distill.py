@@ -17,11 +17,15 @@ import pytest
 import yaml
 
 from amr.config import DistillConfig
-from amr.prompts import decompose, evolve, testgen
+from amr.prompts import decompose, evolve, seed, testgen
 from amr.scripted_teacher import ScriptedTeacher
 from jobs import distill
 
 FUNCTIONS = {  # name: (signature, description, body, test)
+    "clamp": ("def clamp(x: int, low: int, high: int) -> int", "Limit x to the range from low to high.",
+              "return max(low, min(x, high))", "assert clamp(5, 0, 3) == 3"),
+    "reverse_text": ("def reverse_text(s: str) -> str", "Reverse the characters of a string.", "return s[::-1]",
+                     "assert reverse_text('ab') == 'ba'"),
     "add": ("def add(a: int, b: int) -> int", "Return the sum of a and b.", "return a + b",
             "assert add(2, 3) == 5\n    assert add(-1, 1) == 0"),
     "is_even": ("def is_even(n: int) -> bool", "Return True when n is even.", "return n % 2 == 0",
@@ -52,6 +56,9 @@ def script(messages: list[dict[str, str]]) -> str:
         name = re.search(r"### Function Under Test: (\w+)", user).group(1)
         return f"```python\ndef test_{name}():\n    {FUNCTIONS[name][3]}\n```"
     task = re.search(r"Task: (\w+)", user).group(1)
+    if system == seed.SYSTEM:
+        return f"```python\n{function({'add': 'clamp', 'is_even': 'reverse_text'}[task])}```"
+
     if system == decompose.SYSTEM:
         return "```python\n" + "\n".join(function(n, body=False) for n in ANSWERS[task]) + "```"
     if system == evolve.SYSTEM:
@@ -70,6 +77,7 @@ def config(tmp_path: Path, scripted: ScriptedTeacher, **changes) -> DistillConfi
     source = tmp_path / "instructions.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCTIONS))
     base = DistillConfig(run_dir=str(tmp_path / "run"), wave_size=2, teacher=scripted.config())
+    base.modules.seed_limit = 0
     base.input.source = str(source)
     base.sandbox.require, base.sandbox.workers = "bwrap", 1
     return base.model_copy(update=changes)
@@ -145,3 +153,14 @@ def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, tmp
     assert read(resumed) == read(whole)
     assert resumed["modules"]["rows"] == whole["modules"]["rows"] == 4
     assert [w["inserted"] for w in resumed["modules"]["waves"]] == [w["inserted"] for w in whole["modules"]["waves"]]
+
+
+def test_an_empty_table_is_seeded_first(ray_local, scripted, tmp_path):
+    cfg = config(tmp_path, scripted)
+    cfg.modules.seed_limit = 2
+    manifest = distill.run(cfg)
+    assert manifest["stages"]["seed"]["inserted"] == 2
+    assert manifest["stages"]["seed"]["candidates"] == {"verified": 2}
+    assert manifest["modules"]["waves"][0]["version_read"] > 1 and manifest["modules"]["rows"] == 6
+    again = distill.run(cfg)  # resumed: seeding is not repeated
+    assert again["stages"]["seed"]["resumed"] and again["modules"]["rows"] == 6

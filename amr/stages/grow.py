@@ -13,11 +13,17 @@ from amr.embeddings import Embedder
 from amr.engines import Teacher
 from amr.modules import ModuleDB, spec_text
 from amr.parsing import defined_functions, python_code
+from amr.prompts import seed as seed_prompt
 from amr.prompts import testgen
 from amr.sandbox.stage import check_dataset
 from amr.stages import ask
 
 CANDIDATE_FIELDS = ("instruction_id", "name", "signature", "description", "code")
+
+
+def seed(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
+    """Self-instructed helper functions per instruction: rows gain ``seed_*`` columns."""
+    return ask(ds, teacher, lambda row: seed_prompt.messages(row["instruction"]), "seed")
 
 
 def candidates(rows: list[dict[str, Any]], response: str = "are_response") -> list[dict[str, Any]]:

@@ -1,0 +1,128 @@
+"""The pipeline's own cost, with an instant scripted teacher, and LanceDB top-1 latency.
+
+    python bench/pipeline.py [--instructions 200] [--wave-size 100] [--sizes 10000 100000]
+
+Part 1 runs the ``amr`` method end to end (Ray Data stages, parsing, MiniLM embeddings, LanceDB
+retrieval and inserts, the bwrap sandbox, Parquet writes) on MBPP train instructions with a scripted
+teacher that answers at once over HTTP: every second of wall time is spent outside the teacher.
+Reported: instructions/s, per core, and the wall time per stage. Part 2: top-1 cosine search
+latency (median of 200 queries) on tables of random 384-d modules, brute force and with the ANN
+index. Writes bench/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amr.config import DistillConfig
+from amr.prompts import decompose, evolve, testgen
+from amr.scripted_teacher import ScriptedTeacher
+
+
+def script(messages: list[dict[str, str]]) -> str:
+    """Per instruction (its MBPP id in the text), two small functions: a helper and the answer."""
+    system, user = messages[0]["content"], messages[1]["content"]
+    if system == testgen.SYSTEM:
+        name = re.search(r"### Function Under Test: (\w+)", user).group(1)
+        return f"```python\ndef test_{name}():\n    assert {name}(3) == {name}(3)\n```"
+    n = re.search(r"Task (\d+)", user).group(1)
+    helper = f'def scale_{n}(x: int) -> int:\n    """Multiply x by {n}."""\n    return x * {n}\n'
+    answer = f'def solve_{n}(x: int) -> int:\n    """Task {n}: scale x by {n} and add one."""\n    return scale_{n}(x) + 1\n'
+    if system == decompose.SYSTEM:
+        return "```python\n" + helper.replace(f"return x * {n}", "...") + "\n" + answer.split("    return")[0] + "    ...\n```"
+    if system == evolve.SYSTEM:
+        return f"```python\n{helper}\n\n{answer}```"
+    return f"```python\n{answer}```"
+
+
+def pipeline(instructions: int, wave_size: int) -> dict:
+    from amr.data import mbpp_train
+    from jobs import distill
+
+    tmp = Path(tempfile.mkdtemp(prefix="amr-bench-"))
+    source = tmp / "instructions.jsonl"
+    rows = (mbpp_train() * (instructions // 374 + 1))[:instructions]
+    source.write_text("".join(json.dumps({"id": f"b/{i}", "instruction": f"Task {i}. {r['instruction']}",
+                                          "tests": [f"assert solve_{i}(1) == {i + 1}"]}) + "\n"
+                              for i, r in enumerate(rows)))
+    with ScriptedTeacher(script) as teacher:
+        config = DistillConfig(run_dir=str(tmp / "run"), wave_size=wave_size, teacher=teacher.config(concurrency=2))
+        config.input.source = str(source)
+        start = time.perf_counter()
+        manifest = distill.run(config)
+        wall = time.perf_counter() - start
+    stages = {name: s.get("wall_time_s") for name, s in manifest["stages"].items() if "wall_time_s" in s}
+    waves = [w["wall_time_s"] for w in manifest["modules"]["waves"]]
+    return {"instructions": instructions, "wave_size": wave_size, "wall_s": round(wall, 1),
+            "instructions_per_s": instructions / wall, "per_core": instructions / wall / (os.cpu_count() or 1),
+            "stage_wall_s": {**stages, "waves": round(sum(waves), 1)}, "modules": manifest["modules"]["rows"],
+            "response_accuracy": manifest["dataset"]["response_accuracy"]}
+
+
+def search_latency(sizes: list[int], dim: int = 384, queries: int = 200) -> list[dict]:
+    from amr.modules import ModuleDB
+
+    rng = np.random.default_rng(0)
+    out = []
+    db = ModuleDB(tempfile.mkdtemp(prefix="amr-lance-"), dim)
+    have = 0
+    for size in sorted(sizes):
+        vectors = rng.standard_normal((size - have, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        for first in range(0, len(vectors), 10_000):
+            chunk = vectors[first:first + 10_000]
+            db.insert({"name": f"f{have + first + i}", "signature": "def f()", "description": "",
+                       "code": f"def f{have + first + i}():\n    return {have + first + i}\n", "test": "",
+                       "run": "bench", "instruction_id": "", "stage": "bench", "verdict": "passed", "vector": v}
+                      for i, v in enumerate(chunk))
+        have = size
+        probe = rng.standard_normal((queries, dim)).astype(np.float32)
+        result = {"modules": size, "brute_force_ms": _median_ms(db, probe)}
+        if size >= 50_000:
+            start = time.perf_counter()
+            db.index(min_rows=1)
+            result["index_build_s"] = round(time.perf_counter() - start, 1)
+            result["indexed_ms"] = _median_ms(db, probe)
+        out.append(result)
+    return out
+
+
+def _median_ms(db, probe: np.ndarray) -> float:
+    handle = db.at()
+    times = []
+    for vector in probe:
+        start = time.perf_counter()
+        handle.search(vector).distance_type("cosine").limit(1).select(["name"]).to_list()
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instructions", type=int, default=200)
+    parser.add_argument("--wave-size", type=int, default=100)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--output", default="bench/results/pipeline.json")
+    args = parser.parse_args()
+    report = {"pipeline": pipeline(args.instructions, args.wave_size), "search": search_latency(args.sizes)}
+    p = report["pipeline"]
+    print(f"pipeline: {p['instructions']} instructions in {p['wall_s']} s = {p['instructions_per_s']:.2f}/s "
+          f"({p['per_core']:.2f}/s per core), stages {p['stage_wall_s']}, {p['modules']} modules")
+    for s in report["search"]:
+        print(f"top-1 at {s['modules']} modules: brute force {s['brute_force_ms']} ms"
+              + (f", indexed {s['indexed_ms']} ms (build {s['index_build_s']} s)" if "indexed_ms" in s else ""))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
