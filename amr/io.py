@@ -12,23 +12,21 @@ import ray
 
 
 def write_parquet_file(ds: ray.data.Dataset, path: str | Path) -> pa.Table:
-    """Execute ``ds`` once, writing one Parquet file atomically; return the written table."""
+    """Execute ``ds`` once and write one Parquet file atomically; return the written table.
+
+    Batches are unified before writing: a column that is all null in one batch (no errors yet) and
+    typed in another is promoted, not a failure.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    writer = None
-    try:
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, batch.schema)
-            writer.write_table(batch.cast(writer.schema) if batch.schema != writer.schema else batch)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
+    batches = [b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
+    if not batches:
         raise ValueError(f"{path}: nothing to write, the dataset is empty")
+    table = pa.concat_tables(batches, promote_options="permissive")
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
-    return pq.read_table(path)
+    return table
 
 
 def write_jsonl(table: pa.Table, path: str | Path) -> None:

@@ -129,16 +129,13 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
             answered = sorted(evolve.run(ray.data.from_items(wave), teacher,
                                          use_retrieved=config.method != "amr-no-are").take_all(),
                               key=lambda r: r["index"])
-            kept, rejected = grow.novel(grow.candidates(answered), db, embedder, pin["version_read"],
-                                        config.modules.novelty_threshold)
-            verified = grow.verify(kept, teacher, config.sandbox)
-            grow.insert(verified, db, run_id, "growth")
+            outcomes = _grow(grow.candidates(answered), config, teacher, db, embedder, pin["version_read"],
+                             run_id, "growth")
             # counted, not returned: a rerun of a cut-off wave finds its inserts already there
             pin["inserted"] = db.count(run=run_id, instruction_id=[r["id"] for r in wave])
             pin["version_after"] = db.version
             pin["wall_time_s"] = round(time.perf_counter() - began, 1)
             pin_path.write_text(json.dumps(pin))
-            outcomes = [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
             if outcomes:
                 write_rows(outcomes, growth_path)
             write_rows(answered, out_path)  # last: its presence marks the wave done
@@ -153,6 +150,15 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
     return final, {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
 
+def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teacher, db: ModuleDB,
+          embedder: Embedder, version: int, run_id: str, stage: str) -> list[dict[str, Any]]:
+    """Novel candidates get tests and the sandbox; verified ones are inserted. Returns every outcome."""
+    kept, rejected = grow.novel(candidates, db, embedder, version, config.modules.novelty_threshold)
+    verified = grow.verify(kept, teacher, config.sandbox)
+    grow.insert(verified, db, run_id, stage)
+    return [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
+
+
 def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embedder, run_dir: Path,
           run_id: str) -> dict[str, Any]:
     """Seed an empty table: self-instructed helpers, teacher tests, sandbox (``seed.parquet`` marks it done)."""
@@ -164,11 +170,8 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
         records = load_instructions(config.modules.seed_from or config.input.source, config.modules.seed_limit)
         answered = grow.seed(ray.data.from_items(records), teacher).take_all()
         rows = [{"id": r["id"], "seed_response": r["seed_response"] or ""} for r in answered]
-        kept, rejected = grow.novel(grow.candidates(rows, "seed_response"), db, embedder, db.version,
-                                    config.modules.novelty_threshold)
-        verified = grow.verify(kept, teacher, config.sandbox)
-        grow.insert(verified, db, run_id, "seed")
-        outcomes = [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
+        outcomes = _grow(grow.candidates(rows, "seed_response"), config, teacher, db, embedder, db.version,
+                         run_id, "seed")
         write_rows(outcomes or [{"outcome": "none"}], done)
         counts = _teacher_counts(answered, "seed")
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
