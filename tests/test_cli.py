@@ -59,7 +59,7 @@ def test_teacher_generate_writes_parquet(ray_local, tiny_model, write, tmp_path)
 @pytest.mark.slow
 def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tiny_model, tmp_path):
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--set", f"teacher.model={tiny_model}",
+    result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--method", "direct", "--set", f"teacher.model={tiny_model}",
                                  "--set", "input.limit=3", "--set", f"run_dir={run_dir}", *TINY])
     assert result.exit_code == 0, result.output
     table = pq.read_table(run_dir / "direct.parquet")
