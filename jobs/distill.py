@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher,
 
     rows = streamed("direct", lambda: direct_stage.run(ray.data.from_items(records), teacher))
     if config.method == "direct":
-        final = [{**r, "response": r["direct_response"]} for r in rows]
+        final = rows
         modules: dict[str, Any] = {}
     else:
         if config.method != "amr-no-md":
@@ -85,12 +86,12 @@ def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher,
         else:
             rows = [{**r, "specs": "[]"} for r in rows]
         final, modules = _waves(config, rows, teacher, run_dir, stages)
-    dataset = _dataset(config, final, run_dir, stages)
+    dataset = _dataset(config, final, run_dir)
     manifest = {
         "method": config.method,
         "config": config.model_dump(mode="json"),
         "teacher_model": teacher.model,
-        "versions": {p: _version(p) for p in PACKAGES if _version(p)},
+        "versions": {p: v for p in PACKAGES if (v := _version(p))},
         "stages": stages,
         "modules": modules,
         "dataset": dataset,
@@ -108,7 +109,7 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
     stages["seed"] = _seed(config, teacher, db, embedder, run_dir, run_id)
     final: list[dict[str, Any]] = []
     waves: list[dict[str, Any]] = []
-    growth: dict[str, int] = {}
+    growth: Counter[str] = Counter()
     for number, first in enumerate(range(0, len(rows), config.wave_size)):
         wave = rows[first:first + config.wave_size]
         out_path, growth_path = run_dir / "waves" / f"{number:05d}.parquet", run_dir / "growth" / f"{number:05d}.parquet"
@@ -141,12 +142,11 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
             write_rows(answered, out_path)  # last: its presence marks the wave done
         final += sorted(pq.read_table(out_path).to_pylist(), key=lambda r: r["index"])
         if growth_path.exists():
-            for c in pq.read_table(growth_path, columns=["outcome"]).to_pylist():
-                growth[c["outcome"]] = growth.get(c["outcome"], 0) + 1
+            growth.update(pq.read_table(growth_path, columns=["outcome"]).column("outcome").to_pylist())
         waves.append({"wave": number, "rows": len(wave), **pin})
     db.index(config.modules.index_min_rows)
     stages["evolve"] = _teacher_counts(final, "are")
-    stages["grow"] = {"candidates": growth}
+    stages["grow"] = {"candidates": dict(growth)}
     return final, {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
 
@@ -163,9 +163,9 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
           run_id: str) -> dict[str, Any]:
     """Seed an empty table: self-instructed helpers, teacher tests, sandbox (``seed.parquet`` marks it done)."""
     done = run_dir / "seed.parquet"
-    if not done.exists() and (db.count() > 0 or not config.modules.seed_limit):
-        return {"skipped": "the table has modules" if db.count() else "modules.seed_limit is 0"}
     if not done.exists():
+        if db.count() or not config.modules.seed_limit:
+            return {"skipped": "modules.seed_limit is 0" if not config.modules.seed_limit else "the table has modules"}
         began = time.perf_counter()
         records = load_instructions(config.modules.seed_from or config.input.source, config.modules.seed_limit)
         answered = grow.seed(ray.data.from_items(records), teacher).take_all()
@@ -177,13 +177,13 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
     else:
         counts = {"resumed": True}
-    outcomes = [c["outcome"] for c in pq.read_table(done, columns=["outcome"]).to_pylist()]
-    return {**counts, "candidates": {o: outcomes.count(o) for o in sorted(set(outcomes)) if o != "none"},
+    found = Counter(pq.read_table(done, columns=["outcome"]).column("outcome").to_pylist())
+    found.pop("none", None)
+    return {**counts, "candidates": dict(sorted(found.items())),
             "inserted": db.count(run=run_id, stage="seed")}
 
 
-def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: Path,
-             stages: dict[str, Any]) -> dict[str, Any]:
+def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
     """The SFT dataset, and its response accuracy where instructions have tests."""
     response = "direct_response" if config.method == "direct" else "are_response"
     error = response.replace("response", "error")
