@@ -150,9 +150,10 @@ class ModulesConfig(Strict):
 class DistillConfig(Strict):
     """The distillation job (``jobs/distill.py``, ``amr distill``)."""
 
-    method: Literal["direct", "amr", "amr-no-md", "amr-no-are"] = Field(
+    method: Literal["direct", "cot", "ansrepair", "amr", "amr-no-md", "amr-no-are"] = Field(
         "amr", description="'amr': the full method; 'amr-no-md': retrieve with R_d as the query; "
-        "'amr-no-are': the final answer from the specs only; 'direct': R_d as the answer.",
+        "'amr-no-are': the final answer from the specs only. Baselines: 'direct': R_d as the answer; "
+        "'cot': reasoning then code; 'ansrepair': R_d run against teacher-written tests, repaired once if it fails.",
     )
     run_dir: str = Field("runs/local", description="Stage outputs, dataset and manifest; rerun to resume.")
     wave_size: int = Field(

@@ -112,3 +112,19 @@ def defined_functions(code: str) -> list[dict[str, str]]:
         out.append({"name": node.name, "signature": _signature(node),
                     "description": ast.get_docstring(node) or "", "code": text.strip("\n") + "\n"})
     return out
+
+
+def assert_statements(response: str) -> list[str]:
+    """The ``assert`` statements of a response's code blocks, each on its own (a line that does not
+    parse is skipped, so one broken assert does not lose the rest)."""
+    found = []
+    for block in code_blocks(response):
+        try:
+            found += [ast.unparse(n) for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Assert)]
+        except SyntaxError:
+            for line in block.splitlines():
+                try:
+                    found += [ast.unparse(n) for n in ast.parse(line.strip()).body if isinstance(n, ast.Assert)]
+                except SyntaxError:
+                    continue
+    return found

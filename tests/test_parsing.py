@@ -1,4 +1,4 @@
-from amr.parsing import code_blocks, defined_functions, function_specs, normalized_source, python_code
+from amr.parsing import assert_statements, code_blocks, defined_functions, function_specs, normalized_source, python_code
 
 
 def test_code_blocks_and_first_parsing_python():
@@ -77,3 +77,9 @@ def test_defined_functions_carry_the_definitions_they_use():
     namespace: dict = {}
     exec(smalls["code"], namespace)
     assert namespace["smalls"]([3, 30]) == [3]
+
+
+def test_assert_statements_survive_a_broken_line():
+    response = "```python\nassert f(1) == 2\nassert f(2) == (\nx = 3\nassert f(3) == 4\n```\n```python\nassert g()\n```"
+    assert assert_statements(response) == ["assert f(1) == 2", "assert f(3) == 4", "assert g()"]
+    assert assert_statements("no code") == []

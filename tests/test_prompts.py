@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from amr.parsing import code_blocks, defined_functions, function_specs
-from amr.prompts import decompose, direct, evolve, testgen
+from amr.parsing import assert_statements, code_blocks, defined_functions, function_specs
+from amr.prompts import cot, decompose, direct, evolve, repair, testgen
 
 BUILDERS = {
     "decompose": lambda: decompose.messages("Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
     "evolve": lambda: evolve.messages("Add two numbers.", ["def add(a: int, b: int) -> int:\n    \"\"\"Sum.\"\"\"\n    ..."],
                                       ["def plus(x, y):\n    return x + y"]),
     "testgen": lambda: testgen.messages("def add(a, b):\n    return a + b", "add"),
+    "cot": lambda: cot.messages("Add two numbers."),
+    "anstest": lambda: repair.tests_messages("Add two numbers."),
+    "repair": lambda: repair.repair_messages("Add two numbers.", "def add(a, b):\n    return a - b",
+                                             "AssertionError at test.py:1: assert add(1, 1) == 2"),
 }
 
 
@@ -33,6 +37,17 @@ def test_one_shot_examples_parse_as_what_they_teach():
     assert [f["name"] for f in defined_functions(answer)] == ["tokenize_words", "count_occurrences", "repeated_words"]
     test = code_blocks(testgen.SYSTEM.split("### Test:")[1])[0]
     exec(code_blocks(testgen.SYSTEM)[0] + "\n" + test + "\ntest_count_occurrences()", {})
+
+
+def test_baseline_one_shot_examples_hold():
+    namespace: dict = {}
+    exec(code_blocks(cot.SYSTEM)[0], namespace)
+    assert namespace["second_largest"]([3, 1, 3, 2]) == 2 and namespace["second_largest"]([1, 1]) is None
+    tests = "\n".join(assert_statements(repair.TESTS_SYSTEM))
+    broken, fixed = code_blocks(repair.REPAIR_SYSTEM)
+    with pytest.raises(AssertionError):
+        exec(broken + "\n" + tests, {})
+    exec(fixed + "\n" + tests, {})
 
 
 def test_evolve_shows_no_draft_and_marks_empty_retrieval():
