@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 import ray
@@ -131,18 +132,21 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
             pin = json.loads(pin_path.read_text()) if pin_path.exists() else {"version_read": db.version}
             pin_path.parent.mkdir(parents=True, exist_ok=True)
             pin_path.write_text(json.dumps(pin))
-            began = time.perf_counter()
-            if config.method == "amr-no-are":
-                wave = [{**r, "retrieved": "[]", "module_version": pin["version_read"]} for r in wave]
-            else:
-                wave = retrieve.run(wave, db, embedder, pin["version_read"], k=config.modules.top_k,
-                                    min_similarity=config.modules.min_similarity,
-                                    query="direct" if config.method == "amr-no-md" else "specs")
-            answered = sorted(evolve.run(ray.data.from_items(wave), teacher,
-                                         use_retrieved=config.method != "amr-no-are").take_all(),
-                              key=lambda r: r["index"])
+            began, seconds = time.perf_counter(), {}
+            with _timed(seconds, "retrieve"):
+                if config.method == "amr-no-are":
+                    wave = [{**r, "retrieved": "[]", "module_version": pin["version_read"]} for r in wave]
+                else:
+                    wave = retrieve.run(wave, db, embedder, pin["version_read"], k=config.modules.top_k,
+                                        min_similarity=config.modules.min_similarity,
+                                        query="direct" if config.method == "amr-no-md" else "specs")
+            with _timed(seconds, "evolve"):
+                answered = sorted(evolve.run(ray.data.from_items(wave), teacher,
+                                             use_retrieved=config.method != "amr-no-are").take_all(),
+                                  key=lambda r: r["index"])
             outcomes = _grow(grow.candidates(answered), config, teacher, db, embedder, pin["version_read"],
-                             run_id, "growth")
+                             run_id, "growth", seconds)
+            pin["seconds"] = seconds
             # counted, not returned: a rerun of a cut-off wave finds its inserts already there
             pin["inserted"] = db.count(run=run_id, instruction_id=[r["id"] for r in wave])
             pin["version_after"] = db.version
@@ -162,11 +166,17 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
 
 
 def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teacher, db: ModuleDB,
-          embedder: Embedder, version: int, run_id: str, stage: str) -> list[dict[str, Any]]:
-    """Novel candidates get tests and the sandbox; verified ones are inserted. Returns every outcome."""
-    kept, rejected = grow.novel(candidates, db, embedder, version, config.modules.novelty_threshold)
-    verified = grow.verify(kept, teacher, config.sandbox)
-    grow.insert(verified, db, run_id, stage)
+          embedder: Embedder, version: int, run_id: str, stage: str,
+          seconds: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Novel candidates get tests and the sandbox; verified ones are inserted. Returns every outcome
+    (and adds the time of each step to ``seconds``)."""
+    seconds = {} if seconds is None else seconds
+    with _timed(seconds, "novelty"):
+        kept, rejected = grow.novel(candidates, db, embedder, version, config.modules.novelty_threshold)
+    with _timed(seconds, "verify"):
+        verified = grow.verify(kept, teacher, config.sandbox)
+    with _timed(seconds, "insert"):
+        grow.insert(verified, db, run_id, stage)
     return [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
 
 
@@ -214,6 +224,13 @@ def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: Path) 
     return {"rows": len(rows), "dropped": len(final) - len(rows), "with_tests": len(checks),
             "response_accuracy": round(sum(passed.values()) / len(passed), 4) if passed else None,
             "path": str(path)}
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    began = time.perf_counter()
+    yield
+    seconds[step] = round(seconds.get(step, 0.0) + time.perf_counter() - began, 2)
 
 
 def _teacher_counts(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:

@@ -56,6 +56,10 @@ def test_insert_search_and_pinned_versions(tmp_path, embedder):
     assert db.search(query, version=first)[0][0]["name"] != "reverse_words"
     assert db.search(query)[0][0]["name"] == "reverse_words"
     assert db.search(query, version=empty) == [[]]
+    # many queries in one call: each gets its own hits, best first
+    many = db.search(embedder.encode(["reverse the words of a string", "greatest common divisor", "prime test"]), k=2)
+    assert [hits[0]["name"] for hits in many] == ["reverse_words", "gcd", "is_prime"]
+    assert all(len(h) == 2 and h[0]["similarity"] >= h[1]["similarity"] for h in many)
     assert db.count() == 3 and db.stats()["by_stage"] == {"seed": 3}
 
 

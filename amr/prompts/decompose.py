@@ -7,10 +7,13 @@ answer. Break the solution down into small, reusable functions. For each functio
 specification: a typed signature and a docstring that says what it does, its parameters and what it
 returns. Do not write function bodies: end each function with `...`. Put all specifications in one
 Python code block.
+Keep the function the question asks for under the exact name and parameters the question or
+its example test uses.
 
 ## One-Shot Example
 ### Python Question:
-Write a function to find the words in a sentence that appear more than once, in order of first use.
+Write a function `repeated_words(sentence)` to find the words in a sentence that appear more than
+once, in order of first use.
 
 ### Draft Answer:
 ```python

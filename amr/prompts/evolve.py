@@ -10,10 +10,13 @@ function specifications, and relevant functions taken from a database of verifie
 correct, complete and efficient solution. Follow the plan where it helps; reuse or adapt a relevant
 function when it fits the task, and ignore it when it does not. Your answer must include all the
 Python code in one Markdown code block.
+Define the function the question asks for under the exact name and parameters the question or
+its example test uses, and write its full body: a relevant function alone is not an answer.
 
 ## One-Shot Example
 ### Python Question:
-Write a function to find the words in a sentence that appear more than once, in order of first use.
+Write a function `repeated_words(sentence)` to find the words in a sentence that appear more than
+once, in order of first use.
 
 ### Function Specifications:
 ```python
