@@ -1,47 +1,36 @@
-"""Writing Ray Datasets to single files, streamed through the driver one batch at a time."""
+"""Single-file writes by path, kept for callers not yet on ``amr.storage.RunDir``, which does the work."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-import ray
+
+from amr.storage import RunDir
+
+if TYPE_CHECKING:
+    import ray
+
+
+def _split(path: str | Path) -> tuple[RunDir, str]:
+    parent, name = os.path.split(str(path))
+    return RunDir(parent or "."), name
 
 
 def write_parquet_file(ds: ray.data.Dataset, path: str | Path) -> pa.Table:
-    """Execute ``ds`` once and write one Parquet file atomically; return the written table.
-
-    Batches are unified before writing: a column that is all null in one batch (no errors yet) and
-    typed in another is promoted, not a failure.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    batches = [b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
-    if not batches:
-        raise ValueError(f"{path}: nothing to write, the dataset is empty")
-    table = pa.concat_tables(batches, promote_options="permissive")
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return table
+    """Execute ``ds`` once and write one Parquet file atomically; return the written table."""
+    run_dir, name = _split(path)
+    return run_dir.write_dataset(name, ds)
 
 
 def write_jsonl(table: pa.Table, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        for row in table.to_pylist():
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    run_dir, name = _split(path)
+    run_dir.write_jsonl(name, table)
 
 
 def write_rows(rows: list[dict], path: str | Path) -> None:
-    """Write rows (dicts) to one Parquet file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    os.replace(tmp, path)
+    """Write rows (dicts) to one Parquet file atomically (no rows: an empty file without columns)."""
+    run_dir, name = _split(path)
+    run_dir.write_table(name, pa.Table.from_pylist(rows))

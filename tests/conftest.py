@@ -1,4 +1,5 @@
-"""Shared fixtures: a local Ray, a tiny random Llama built offline, the real SmolLM2 from the store."""
+"""Shared fixtures: a local Ray, a tiny random Llama built offline, the real SmolLM2 from the store, an S3
+server (moto)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,36 @@ def ray_local():
     init_ray(RayConfig(num_cpus=8))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP server (moto) on a free local port with one bucket, and the standard AWS variables
+    that point pyarrow and LanceDB at it (set for the session: Ray workers started later inherit them)."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint, bucket = f"http://{host}:{port}", "amr-test"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield {"bucket": bucket, "endpoint": endpoint}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
 
 
 @pytest.fixture

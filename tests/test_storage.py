@@ -1,0 +1,113 @@
+"""Run directories on a local disk and on S3 (a real S3 HTTP server, moto), and the module table on S3."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from amr.modules import ModuleDB
+from amr.storage import RunDir
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["local", "s3"])
+def run_dir(request, tmp_path: Path) -> RunDir:
+    if request.param == "local":
+        return RunDir(str(tmp_path / "run"))
+    bucket = request.getfixturevalue("s3_server")["bucket"]
+    return RunDir(f"s3://{bucket}/runs/{uuid.uuid4().hex}/")
+
+
+def test_local_and_object_store_uris(tmp_path, monkeypatch, s3_server):
+    monkeypatch.chdir(tmp_path)
+    local = RunDir("runs/a")
+    assert local.is_local and local.uri == str(tmp_path / "runs" / "a")
+    assert local.path("waves", "00001.json") == str(tmp_path / "runs" / "a" / "waves" / "00001.json")
+    assert RunDir(f"file://{tmp_path}/b").uri == str(tmp_path / "b")
+    remote = RunDir(f"s3://{s3_server['bucket']}/runs/a/")
+    assert not remote.is_local and remote.uri == f"s3://{s3_server['bucket']}/runs/a"
+    assert remote.path("modules") == f"s3://{s3_server['bucket']}/runs/a/modules"
+
+
+def test_text_and_json_round_trip_with_nested_names(run_dir):
+    assert not run_dir.exists("waves/00001.json")
+    run_dir.write_json("waves/00001.json", {"version_read": 3, "name": "é"})
+    assert run_dir.exists("waves/00001.json") and run_dir.exists("waves")
+    assert run_dir.read_json("waves/00001.json") == {"version_read": 3, "name": "é"}
+    assert run_dir.read_text("waves/00001.json") == json.dumps({"version_read": 3, "name": "é"}, indent=2) + "\n"
+    run_dir.write_text("log.txt", "first")
+    run_dir.write_text("log.txt", "second")  # overwrite
+    assert run_dir.read_text("log.txt") == "second"
+
+
+def test_tables_rows_and_json_lines(run_dir):
+    table = pa.table({"id": ["a", "b"], "n": [1, 2], "tags": [["x"], []]})
+    run_dir.write_table("direct.parquet", table)
+    assert run_dir.read_table("direct.parquet").equals(table)
+    assert run_dir.read_table("direct.parquet", columns=["n"]).to_pylist() == [{"n": 1}, {"n": 2}]
+    run_dir.write_rows("growth/00001.parquet", [{"outcome": "verified", "name": "f"}])
+    assert run_dir.read_table("growth/00001.parquet").to_pylist() == [{"outcome": "verified", "name": "f"}]
+    with pytest.raises(ValueError, match="empty.parquet: no rows"):
+        run_dir.write_rows("empty.parquet", [])
+    assert not run_dir.exists("empty.parquet")
+    run_dir.write_jsonl("dataset.jsonl", pa.table({"id": ["a"], "response": ["héllo"]}))
+    assert run_dir.read_text("dataset.jsonl") == '{"id": "a", "response": "héllo"}\n'
+
+
+def test_reading_a_missing_file_names_its_uri(run_dir):
+    for read in (run_dir.read_text, run_dir.read_json, run_dir.read_table):
+        with pytest.raises(FileNotFoundError, match=run_dir.path("waves/missing")):
+            read("waves/missing")
+
+
+def test_local_writes_leave_no_temporary_file(tmp_path):
+    run_dir = RunDir(str(tmp_path))
+    run_dir.write_text("a/b/c.txt", "x")
+    run_dir.write_table("a/t.parquet", pa.table({"x": [1]}))
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["c.txt", "t.parquet"]
+
+
+def test_scratch_is_local_and_stable(run_dir):
+    scratch = run_dir.scratch()
+    assert scratch.is_dir() and scratch == RunDir(run_dir.uri).scratch()
+    if run_dir.is_local:
+        assert str(scratch) == run_dir.uri
+    else:
+        assert scratch != RunDir(run_dir.uri + "-other").scratch()
+
+
+def test_write_dataset_promotes_a_column_null_in_one_block(ray_local, run_dir):
+    blocks = [pa.table({"id": ["a"], "error": pa.array([None])}), pa.table({"id": ["b"], "error": ["boom"]})]
+    written = run_dir.write_dataset("stage.parquet", ray_local.data.from_arrow(blocks))
+    table = run_dir.read_table("stage.parquet")
+    assert table.equals(written) and table.schema.field("error").type == pa.string()
+    assert sorted(table.to_pylist(), key=lambda r: r["id"]) == [{"id": "a", "error": None}, {"id": "b", "error": "boom"}]
+    with pytest.raises(ValueError, match="e.parquet: nothing to write"):
+        run_dir.write_dataset("e.parquet", ray_local.data.from_items([{"x": 1}]).filter(lambda r: False))
+
+
+def _module(name: str, vector: np.ndarray) -> dict:
+    return {"name": name, "signature": f"def {name}()", "description": name, "code": f"def {name}():\n    return 1",
+            "test": f"assert {name}() == 1", "run": "r1", "instruction_id": f"mbpp/{name}", "stage": "seed",
+            "verdict": "passed", "vector": vector}
+
+
+def test_module_table_on_s3(s3_server):
+    uri = f"s3://{s3_server['bucket']}/modules-{uuid.uuid4().hex}"
+    vectors = np.random.default_rng(0).normal(size=(3, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    db = ModuleDB(uri, dim=384)
+    empty = db.version
+    assert db.insert([_module(n, v) for n, v in zip("fgh", vectors)]) == 3
+    assert db.insert([_module("f", vectors[0])]) == 0  # same code: merged, not duplicated
+    assert db.count() == 3 and db.count(name=["f", "g"]) == 2 and db.version > empty
+    hits = db.search(vectors[[2, 0]], k=2)
+    assert [h[0]["name"] for h in hits] == ["h", "f"] and hits[0][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert db.search(vectors[:1], version=empty) == [[]]
+    assert ModuleDB.open(uri).count() == 3
