@@ -126,6 +126,7 @@ class EmbeddingConfig(Strict):
     model: str = Field("all-minilm-l6-v2", description="sentence-transformers model: registry name, path, hub "
                        "id. The paper uses Alibaba-NLP/gte-large-en-v1.5.")
     batch_size: int = Field(64, ge=1)
+    actors: int = Field(1, ge=1, description="Most embedding actors (one CPU each) of the streamed query embedding.")
 
 
 class ModulesConfig(Strict):

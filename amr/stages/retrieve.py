@@ -1,11 +1,12 @@
-"""Retrieval: embed each spec and take the most similar verified functions from a pinned table version."""
+"""Retrieval: the most similar verified functions to each query vector, from a pinned table version."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, Literal
 
-from amr.embeddings import Embedder
+import numpy as np
+
 from amr.modules import ModuleDB, spec_text
 from amr.parsing import python_code
 
@@ -20,16 +21,16 @@ def queries(row: dict[str, Any], query: Query) -> list[str]:
     return [spec_text(s["signature"], s["description"]) for s in json.loads(row["specs"])]
 
 
-def run(rows: list[dict[str, Any]], db: ModuleDB, embedder: Embedder, version: int, *, k: int = 1,
-        min_similarity: float | None = None, query: Query = "specs") -> list[dict[str, Any]]:
-    """Add ``retrieved`` (JSON list of name/code/similarity, best first, no repeats) and ``module_version``."""
-    texts = [queries(row, query) for row in rows]
-    flat = [t for ts in texts for t in ts]
-    hits = iter(db.search(embedder.encode(flat), k, version) if flat else [])
+def run(rows: list[dict[str, Any]], db: ModuleDB, version: int, *, k: int = 1,
+        min_similarity: float | None = None) -> list[dict[str, Any]]:
+    """Rows with ``query_vectors`` (``amr.stages.embed``) -> + ``retrieved`` (JSON list of
+    name/code/similarity, best first, no repeats) and ``module_version``."""
+    flat = [v for row in rows for v in row["query_vectors"]]
+    hits = iter(db.search(np.asarray(flat, dtype=np.float32), k, version) if flat else [])
     out = []
-    for row, ts in zip(rows, texts):
+    for row in rows:
         found: dict[str, dict[str, Any]] = {}
-        for _ in ts:
+        for _ in row["query_vectors"]:
             for hit in next(hits):
                 if min_similarity is not None and hit["similarity"] < min_similarity:
                     continue
