@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from amr import model_store
-from amr.config import ConfigError, SandboxConfig, TeacherJobConfig, load_config
+from amr.config import ConfigError, DistillConfig, SandboxConfig, TeacherJobConfig, load_config
 from amr.data import InputError
 from amr.engines import EngineError
 from amr.model_store import ModelError
@@ -152,6 +152,33 @@ def modules_stats(uri: str = UriOption, table: str = TableOption) -> None:
     from amr.modules import ModuleDB
 
     console.print_json(json.dumps(ModuleDB.open(uri, table).stats()))
+
+
+@modules_app.command("seed")
+@user_errors
+def modules_seed(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML job config (defaults if omitted)."),
+    input: str = typer.Option(None, "--input", "-i", help="Instructions to self-instruct helpers from (default: "
+                              "modules.seed_from, else input.source)."),
+    limit: int = typer.Option(None, min=1, help="How many instructions (default: modules.seed_limit)."),
+    run_dir: str = typer.Option(None, help="Where seed.parquet goes (and the table, unless --uri)."),
+    uri: str = typer.Option(None, "--uri", help="The module table's LanceDB directory or URI (default: modules.uri, "
+                            "else <run_dir>/modules)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+) -> None:
+    """Seed the module table: helpers self-instructed by the teacher, tested in the sandbox, verified ones inserted."""
+    import ray
+
+    shortcuts = [f"{k}={v}" for k, v in (("modules.seed_from", input), ("modules.seed_limit", limit),
+                                         ("run_dir", run_dir), ("modules.uri", uri)) if v]
+    started_ray = not ray.is_initialized()
+    report = distill.seed(load_config(DistillConfig, config, [*shortcuts, *overrides]))
+    if started_ray:
+        ray.shutdown()
+    found = ", ".join(f"{v} {k}" for k, v in report["candidates"].items()) or "no functions"
+    table = report["table"]
+    console.print(f"seed: {found}; {report['inserted']} inserted; table {table['uri']}: {table['rows']} modules "
+                  f"(version {table['version']})", soft_wrap=True)
 
 
 @modules_app.command("search")

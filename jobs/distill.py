@@ -120,9 +120,7 @@ def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher,
 
 def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, run_dir: RunDir,
            stages: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
-    db = ModuleDB(config.modules.uri or run_dir.path("modules"), embedder.dim, config.modules.table)
-    run_id = run_dir.uri.rsplit("/", 1)[-1]
+    embedder, db, run_id = _table(config, run_dir)
     stages["seed"] = _seed(config, teacher, db, embedder, run_dir, run_id)
     final: list[dict[str, Any]] = []
     waves: list[dict[str, Any]] = []
@@ -183,12 +181,35 @@ def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teac
     return [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
 
 
+def _table(config: DistillConfig, run_dir: RunDir) -> tuple[Embedder, ModuleDB, str]:
+    """The embedder, the module table and the run id (the run directory's name) its rows are tagged with."""
+    embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
+    db = ModuleDB(config.modules.uri or run_dir.path("modules"), embedder.dim, config.modules.table)
+    return embedder, db, run_dir.uri.rsplit("/", 1)[-1]
+
+
+def seed(config: DistillConfig) -> dict[str, Any]:
+    """``amr modules seed``: helpers self-instructed from ``modules.seed_from`` (default: the input),
+    teacher tests, the sandbox, the verified ones inserted, whatever the table holds already.
+    Resumable like the job (``<run_dir>/seed.parquet`` marks it done)."""
+    if not config.modules.seed_limit:
+        raise ConfigError("modules.seed_limit is 0: no instruction to seed from")
+    run_dir = RunDir(config.run_dir)
+    init_ray(config.ray)
+    with served(config.teacher, config.model_store, run_dir.scratch() / "teacher-server.log") as teacher_config:
+        embedder, db, run_id = _table(config, run_dir)
+        report = _seed(config, Teacher(teacher_config, config.model_store), db, embedder, run_dir, run_id,
+                       always=True)
+    return {**report, "table": {"uri": db.uri, "rows": db.count(), "version": db.version}}
+
+
 def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embedder, run_dir: RunDir,
-          run_id: str) -> dict[str, Any]:
-    """Seed an empty table: self-instructed helpers, teacher tests, sandbox (``seed.parquet`` marks it done)."""
+          run_id: str, always: bool = False) -> dict[str, Any]:
+    """Seed the table (unless ``always``, only an empty one): self-instructed helpers, teacher tests,
+    sandbox (``seed.parquet`` marks it done)."""
     done = "seed.parquet"
     if not run_dir.exists(done):
-        if db.count() or not config.modules.seed_limit:
+        if not always and (db.count() or not config.modules.seed_limit):
             return {"skipped": "modules.seed_limit is 0" if not config.modules.seed_limit else "the table has modules"}
         began = time.perf_counter()
         records = load_instructions(config.modules.seed_from or config.input.source, config.modules.seed_limit)

@@ -12,7 +12,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("command", [[], ["models"], ["models", "list"], ["models", "pull"], ["teacher"],
-                                     ["teacher", "generate"], ["distill"]])
+                                     ["teacher", "generate"], ["distill"], ["modules", "seed"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -72,3 +72,23 @@ def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tiny_model, 
     assert (stage["rows"], stage["errors"], stage["output_tokens"]) == (3, 0, 24)
     assert manifest["versions"]["ray"] == "2.60.0" and manifest["config"]["input"]["limit"] == 3
     assert str(run_dir) in result.output and "direct" in result.output
+
+
+@pytest.mark.slow
+def test_distill_amr_with_smollm2_served_by_vllm(ray_local, smollm2, tmp_path):
+    """The default config's method and serving path, end to end with a real (small) teacher."""
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--set", "teacher.model=smollm2-135m-instruct",
+                                 "--set", "input.limit=4", "--set", "wave_size=2", "--set", "modules.seed_limit=2",
+                                 "--set", "teacher.sampling.max_tokens=128", "--set", f"run_dir={run_dir}"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    stages = manifest["stages"]
+    assert list(stages) == ["direct", "decompose", "embed", "seed", "evolve", "grow"]
+    assert all(stages[s]["rows"] == 4 and stages[s]["errors"] == 0 for s in ("direct", "decompose", "evolve"))
+    first, second = manifest["modules"]["waves"]
+    assert (first["rows"], second["rows"]) == (2, 2) and second["version_read"] == first["version_after"]
+    assert manifest["modules"]["rows"] == stages["seed"]["inserted"] + first["inserted"] + second["inserted"]
+    assert manifest["dataset"]["rows"] + manifest["dataset"]["dropped"] == 4
+    assert manifest["dataset"]["with_tests"] == manifest["dataset"]["rows"]
+    assert "module table:" in result.output and str(run_dir) in result.output

@@ -160,6 +160,23 @@ def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):
     assert len(scripted.requests) == calls  # resumed: no teacher call
 
 
+def test_amr_modules_seed_fills_a_table_once(ray_local, scripted, tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    path = tmp_path / "seed.yaml"
+    path.write_text(yaml.safe_dump(config(tmp_path, scripted).model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["modules", "seed", "--config", str(path), "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    assert "seed: 2 verified; 2 inserted" in result.output and ": 2 modules" in result.output
+    calls = len(scripted.requests)
+    again = CliRunner().invoke(app, ["modules", "seed", "--config", str(path), "--limit", "2"])
+    assert ": 2 modules" in again.output and len(scripted.requests) == calls  # resumed
+    assert "seed_limit is 0" in CliRunner().invoke(app, ["modules", "seed", "--config", str(path), "--set",
+                                                         "modules.seed_limit=0"]).output
+
+
 def test_the_run_directory_and_table_on_an_object_store(ray_local, scripted, s3_server, tmp_path):
     uri = f"s3://{s3_server['bucket']}/runs/{tmp_path.name}"
     cfg = config(tmp_path, scripted, run_dir=uri)
