@@ -124,7 +124,7 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
     stages["seed"] = _seed(config, teacher, db, embedder, run_dir, run_id)
     final: list[dict[str, Any]] = []
     waves: list[dict[str, Any]] = []
-    growth: Counter[str] = Counter()
+    growth: list[pa.Table] = []
     for number, first in enumerate(range(0, len(rows), config.wave_size)):
         wave = rows[first:first + config.wave_size]
         out_path, growth_path, pin_path = (f"waves/{number:05d}.parquet", f"growth/{number:05d}.parquet",
@@ -158,11 +158,11 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
             run_dir.write_rows(out_path, answered)  # last: its presence marks the wave done
         final += sorted(run_dir.read_table(out_path).to_pylist(), key=lambda r: r["index"])
         if run_dir.exists(growth_path):
-            growth.update(run_dir.read_table(growth_path, columns=["outcome"]).column("outcome").to_pylist())
+            growth.append(run_dir.read_table(growth_path))
         waves.append({"wave": number, "rows": len(wave), **pin})
     db.index(config.modules.index_min_rows)
     stages["evolve"] = _teacher_counts(final, "are")
-    stages["grow"] = {"candidates": dict(growth)}
+    stages["grow"] = _growth_counts(growth)
     return final, {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
 
@@ -222,10 +222,16 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
     else:
         counts = {"resumed": True}
-    found = Counter(run_dir.read_table(done, columns=["outcome"]).column("outcome").to_pylist())
-    found.pop("none", None)
-    return {**counts, "candidates": dict(sorted(found.items())),
-            "inserted": db.count(run=run_id, stage="seed")}
+    return {**counts, **_growth_counts([run_dir.read_table(done)]), "inserted": db.count(run=run_id, stage="seed")}
+
+
+def _growth_counts(tables: list[pa.Table]) -> dict[str, Any]:
+    """Candidates by outcome, and the teacher calls and tokens of their tests."""
+    rows = [r for t in tables for r in t.to_pylist() if r["outcome"] != "none"]
+    tested = [r for r in rows if r.get("test_input_tokens") is not None]
+    return {"candidates": dict(sorted(Counter(r["outcome"] for r in rows).items())), "test_calls": len(tested),
+            "test_input_tokens": sum(r["test_input_tokens"] for r in tested),
+            "test_output_tokens": sum(r["test_output_tokens"] for r in tested)}
 
 
 def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: RunDir) -> dict[str, Any]:

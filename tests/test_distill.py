@@ -115,6 +115,7 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(ray_local, scripted, tmp
     assert [r["tests_passed"] for r in dataset] == [True, True, True, False]
     assert manifest["dataset"]["response_accuracy"] == 0.75
     assert manifest["stages"]["decompose"]["without_specs"] == 0
+    assert manifest["stages"]["grow"]["test_calls"] == 4 and manifest["stages"]["grow"]["test_output_tokens"] > 0
     assert json.loads((Path(cfg.run_dir) / "manifest.json").read_text())["modules"]["rows"] == 4
     lines = (Path(cfg.run_dir) / "dataset.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[0])["messages"][0]["role"] == "user"
