@@ -27,6 +27,7 @@ class ScriptedTeacher:
     def __init__(self, script: Script, model: str = "scripted"):
         self.script, self.model = script, model
         self.requests: list[list[dict[str, str]]] = []  # every chat received, in arrival order
+        self.busy_s = 0.0  # time spent answering (parsing, the script, the reply)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True, name="scripted-teacher")
@@ -67,6 +68,13 @@ class ScriptedTeacher:
         self._loop.run_until_complete(runner.cleanup())
 
     async def _complete(self, request: web.Request) -> web.Response:
+        began = time.perf_counter()
+        try:
+            return await self._answer(request)
+        finally:
+            self.busy_s += time.perf_counter() - began
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.json()
         messages = body["messages"]
         self.requests.append(messages)

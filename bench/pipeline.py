@@ -1,11 +1,13 @@
 """The pipeline's own cost, with an instant scripted teacher, and LanceDB top-1 latency.
 
-    python bench/pipeline.py [--instructions 200] [--wave-size 100] [--sizes 10000 100000]
+    python bench/pipeline.py [--instructions 200 600] [--wave-size 100] [--sizes 10000 100000]
 
 Part 1 runs the ``amr`` method end to end (Ray Data stages, parsing, MiniLM embeddings, LanceDB
 retrieval and inserts, the bwrap sandbox, Parquet writes) on MBPP train instructions with a scripted
-teacher that answers at once over HTTP: every second of wall time is spent outside the teacher.
-Reported: instructions/s, per core, and the wall time per stage. Part 2: top-1 cosine search
+teacher that answers at once over HTTP, so nearly all wall time is spent outside the teacher (its
+server's busy time is reported). Reported per input size: instructions/s, per core, the wall time per
+stage and per wave step; across two sizes, the marginal rate (extra instructions over extra seconds)
+and the fixed cost it leaves. Part 2: top-1 cosine search
 latency on tables of random 384-d modules, brute force and with the ANN index: one query at a time
 (median of 200) and per query when 200 go in one call, as retrieval sends a wave's. Writes bench/results/pipeline.json.
 """
@@ -55,11 +57,12 @@ def pipeline(instructions: int, wave_size: int) -> dict:
                                           "tests": [f"assert solve_{i}(1) == {i + 1}"]}) + "\n"
                               for i, r in enumerate(rows)))
     with ScriptedTeacher(script) as teacher:
-        config = DistillConfig(run_dir=str(tmp / "run"), wave_size=wave_size, teacher=teacher.config(concurrency=2))
+        config = DistillConfig(run_dir=str(tmp / "run"), wave_size=wave_size, teacher=teacher.config(concurrency=4))
         config.input.source = str(source)
         start = time.perf_counter()
         manifest = distill.run(config)
         wall = time.perf_counter() - start
+        teacher_s = teacher.busy_s
     stages = {name: s.get("wall_time_s") for name, s in manifest["stages"].items() if "wall_time_s" in s}
     waves = [w["wall_time_s"] for w in manifest["modules"]["waves"]]
     steps: dict[str, float] = {}
@@ -67,6 +70,7 @@ def pipeline(instructions: int, wave_size: int) -> dict:
         for step, s in w["seconds"].items():
             steps[step] = round(steps.get(step, 0.0) + s, 1)
     return {"instructions": instructions, "wave_size": wave_size, "wall_s": round(wall, 1),
+            "teacher_busy_share": round(teacher_s / wall, 4),
             "instructions_per_s": instructions / wall, "per_core": instructions / wall / (os.cpu_count() or 1),
             "stage_wall_s": {**stages, "waves": round(sum(waves), 1)}, "wave_steps_s": steps, "modules": manifest["modules"]["rows"],
             "response_accuracy": manifest["dataset"]["response_accuracy"]}
@@ -121,16 +125,25 @@ def _batched_ms(db, probe: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instructions", type=int, default=200)
+    parser.add_argument("--instructions", type=int, nargs="+", default=[200, 600])
     parser.add_argument("--wave-size", type=int, default=100)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--output", default="bench/results/pipeline.json")
     args = parser.parse_args()
-    report = {"pipeline": pipeline(args.instructions, args.wave_size), "search": search_latency(args.sizes)}
-    p = report["pipeline"]
-    print(f"pipeline: {p['instructions']} instructions in {p['wall_s']} s = {p['instructions_per_s']:.2f}/s "
-          f"({p['per_core']:.2f}/s per core), stages {p['stage_wall_s']}, wave steps {p['wave_steps_s']}, "
-          f"{p['modules']} modules")
+    runs = [pipeline(n, args.wave_size) for n in args.instructions]
+    report: dict = {"pipeline": runs}
+    for p in runs:
+        print(f"pipeline: {p['instructions']} instructions in {p['wall_s']} s = {p['instructions_per_s']:.2f}/s "
+              f"({p['per_core']:.2f}/s per core), teacher busy {p['teacher_busy_share']:.1%}, stages "
+              f"{p['stage_wall_s']}, wave steps {p['wave_steps_s']}, {p['modules']} modules")
+    if len(runs) > 1:
+        small, large = runs[0], runs[-1]
+        rate = (large["instructions"] - small["instructions"]) / (large["wall_s"] - small["wall_s"])
+        report["marginal"] = {"instructions_per_s": round(rate, 2), "per_core": round(rate / (os.cpu_count() or 1), 2),
+                              "fixed_s": round(small["wall_s"] - small["instructions"] / rate, 1)}
+        print(f"marginal: {rate:.2f} instructions/s ({report['marginal']['per_core']}/s per core), "
+              f"fixed cost {report['marginal']['fixed_s']} s")
+    report["search"] = search_latency(args.sizes)
     for s in report["search"]:
         print(f"top-1 at {s['modules']} modules: brute force {s['brute_force_ms']} ms "
               f"({s['brute_force_batched_ms']} ms batched)"
