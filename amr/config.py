@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 
 class ConfigError(ValueError):
@@ -266,3 +266,53 @@ def _describe(
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         out.append(f"{origin}: {key}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(out)
+
+
+EVALPLUS_VERSIONS = {"humaneval": ("v0.1.10",), "mbpp": ("v0.1.0", "v0.2.0")}
+"""The vendored EvalPlus releases (amr/data/evalplus); the first is the default (MBPP+ v0.1.0: the paper's 399 tasks)."""
+
+
+class ScoringConfig(Strict):
+    """``evalplus.evaluate`` settings."""
+
+    parallel: int | None = Field(None, ge=1, description="Checks run at once; None: one per CPU.")
+    min_time_limit: float = Field(1.0, gt=0, description="Least seconds per test input (evalplus default 1).")
+    gt_time_limit_factor: float = Field(4.0, gt=0, description="Time limit per input as a multiple of the canonical "
+                                        "solution's time (evalplus default 4); raise both on a loaded machine.")
+
+
+class EvalConfig(Strict):
+    """EvalPlus evaluation of a model (``eval/``, ``amr eval``): generation with vLLM, scoring with evalplus."""
+
+    model: str = Field(..., description="The model under evaluation: a registry name or a local HF directory "
+                       "(e.g. a trained student). `amr eval --model`.")
+    dataset: Literal["humaneval", "mbpp"] = Field(..., description="HumanEval(+) or MBPP(+). `amr eval --dataset`.")
+    version: str | None = Field(None, description="EvalPlus release: humaneval v0.1.10; mbpp v0.1.0 (the paper's 399 "
+                                "tasks) or v0.2.0 (378, evalplus 0.3.1's default). None: the first.")
+    limit: int | None = Field(None, ge=1, description="Evaluate the first N tasks only (a smoke run).")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=768),
+                                     description="Greedy by default (pass@1); max_tokens 768 as evalplus.")
+    samples: int = Field(1, ge=1, description="Samples per task; more than 1 (pass@k) needs sampling.temperature > 0.")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    output: str = Field(..., description="Directory for samples.jsonl, the evalplus results and scores.json.")
+    model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
+    cache_dir: str | None = Field(None, description="Plain-JSONL datasets and evalplus's expected outputs; default "
+                                  "$AMR_EVALPLUS_CACHE or ~/.cache/amr/evalplus.")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, version: str | None, info: ValidationInfo) -> str | None:
+        known = EVALPLUS_VERSIONS.get(info.data.get("dataset"), ())
+        if version is not None and known and version not in known:
+            raise ValueError(f"unknown {info.data['dataset']} version {version!r}; known: {', '.join(known)}")
+        return version
+
+    @field_validator("samples")
+    @classmethod
+    def _sampled(cls, samples: int, info: ValidationInfo) -> int:
+        sampling = info.data.get("sampling")
+        if samples > 1 and sampling is not None and sampling.temperature == 0:
+            raise ValueError("more than one sample per task needs sampling.temperature > 0")
+        return samples

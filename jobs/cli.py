@@ -20,6 +20,7 @@ from amr.model_store import ModelError
 from amr.modules import ModuleDBError
 from amr.sandbox import LEVELS, SandboxError
 from jobs import distill
+from jobs import eval as eval_job
 
 console = Console()
 app = typer.Typer(help="amr-evol: distil code generation from a teacher LLM with AMR-Evol, on Ray.",
@@ -215,6 +216,7 @@ def modules_export(
 
 
 app.command("distill")(user_errors(distill.main))
+app.command("eval")(user_errors(eval_job.main))
 
 
 if __name__ == "__main__":
