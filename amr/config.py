@@ -268,6 +268,68 @@ def _describe(
     return "invalid configuration:\n  " + "\n  ".join(out)
 
 
+class LoraSettings(Strict):
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt; 'all-linear': every linear layer but the LM head.")
+
+
+class TrainScaling(Strict):
+    workers: int = Field(2, ge=1, description="Ray Train workers (DDP processes): GPUs when use_gpu.")
+    use_gpu: bool = Field(False, description="One GPU per worker (NCCL); False: CPU workers (gloo).")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker; also its torch threads.")
+
+
+class TrainConfig(Strict):
+    """Student fine-tuning (``train/``, ``amr train``): SFT with TRL's SFTTrainer inside Ray Train.
+
+    Paper settings (AMR-Evol): 3 epochs, at most 200 steps, sequence length 2048, AdamW, bf16 on GPU.
+    The paper leaves the learning rate, the global batch and the prompt template open: see those fields.
+    """
+
+    model: str = Field("smollm2-135m-instruct", description="The student: registry name, local HF directory or hub id.")
+    model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
+    dataset: str | None = Field(None, description="A distill run directory (dataset.parquet or dataset.jsonl; may be "
+                                "an object-store URI) or one such file. `amr train --dataset`.")
+    output: str | None = Field(None, description="Where the final model (OUT/model), train.json and, by default, the "
+                               "checkpoints go; on a multi-node cluster a path on shared storage. `amr train --output`.")
+    template: Literal["chat", "alpaca"] = Field(
+        "chat", description="Prompt format (open in the paper). 'chat': the student's chat template over the row's "
+        "messages (else instruction/response); 'alpaca': the Alpaca/WizardCoder instruction template, for base models.")
+    seq_len: int = Field(2048, ge=16, description="Longest tokenized example (longer ones are truncated). Paper: 2048.")
+    packing: bool = Field(False, description="Pack examples into seq_len rows (TRL best-fit, no cross-example attention).")
+    epochs: float = Field(3, gt=0, description="Paper: 3. Training stops at epochs or max_steps, whichever comes first.")
+    max_steps: int = Field(200, ge=1, description="Most optimizer steps. Paper: 200.")
+    global_batch_size: int = Field(
+        128, ge=1, description="Examples per optimizer step over all workers (open in the paper); a multiple of "
+        "micro_batch_size x scaling.workers, the rest is gradient accumulation.")
+    micro_batch_size: int = Field(1, ge=1, description="Examples per worker per forward pass.")
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate (open in the paper; 2e-5 as WizardCoder).")
+    lr_scheduler: str = Field("cosine", description="A transformers scheduler name.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: str = Field("adamw_torch", description="A transformers optimizer name. Paper: AdamW.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="'auto': bf16 mixed precision on GPUs that support it (paper), float32 on CPU.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (less memory).")
+    finetune: Literal["full", "lora"] = Field("full", description="Full fine-tuning, or LoRA (merged into the final model).")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept in storage (CheckpointConfig.num_to_keep).")
+    max_failures: int = Field(2, ge=0, description="Restarts from the latest checkpoint after a worker failure.")
+    storage_path: str | None = Field(None, description="Ray Train storage (checkpoints; shared or object store on a "
+                                     "cluster); None: <output>/checkpoints. A rerun resumes from its latest checkpoint.")
+    name: str = Field("train", description="The Ray Train run's name under storage_path.")
+    logging_steps: int = Field(1, ge=1)
+    seed: int = 42
+    scaling: TrainScaling = Field(default_factory=TrainScaling)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    trainer_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra TRL SFTConfig / transformers TrainingArguments, as is (fsdp, deepspeed...).")
+
+
 EVALPLUS_VERSIONS = {"humaneval": ("v0.1.10",), "mbpp": ("v0.1.0", "v0.2.0")}
 """The vendored EvalPlus releases (amr/data/evalplus); the first is the default (MBPP+ v0.1.0: the paper's 399 tasks)."""
 

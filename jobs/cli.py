@@ -20,6 +20,7 @@ from amr.model_store import ModelError
 from amr.modules import ModuleDBError
 from amr.sandbox import LEVELS, SandboxError
 from jobs import distill
+from jobs import train as train_job
 from jobs import eval as eval_job
 
 console = Console()
@@ -216,6 +217,7 @@ def modules_export(
 
 
 app.command("distill")(user_errors(distill.main))
+app.command("train")(user_errors(train_job.main))
 app.command("eval")(user_errors(eval_job.main))
 
 

@@ -1,0 +1,56 @@
+"""Training job: fine-tune the student on a distill run's SFT dataset with Ray Train.
+
+    amr train --config jobs/configs/train_local_cpu.yaml --dataset runs/local --output runs/student [--set k=v]
+    python -m jobs.train ...   (the same, for `ray job submit`)
+
+Writes OUT/model (a plain HF directory with its tokenizer, LoRA merged), OUT/train.json (steps, losses,
+tokens/s, versions, config) and the Ray Train checkpoints under OUT/checkpoints (or ``storage_path``).
+Rerunning the same command resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray
+import typer
+from rich.console import Console
+
+from amr.config import TrainConfig, load_config
+
+
+def main(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML train config (defaults if omitted)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="A distill run directory (dataset.parquet or "
+                                "dataset.jsonl), or such a file; local path or object-store URI."),
+    output: str = typer.Option(None, "--output", "-o", help="Output directory: model/, train.json, checkpoints/."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+) -> None:
+    """Train: supervised fine-tuning of the student on Ray Train; resumable; prints a summary."""
+    from train.trainer import run
+
+    shortcuts = [f"{k}={v}" for k, v in (("dataset", dataset), ("output", output)) if v]
+    started_ray = not ray.is_initialized()
+    summary = run(load_config(TrainConfig, config, [*shortcuts, *overrides]))
+    if started_ray:
+        ray.shutdown()
+    print_summary(summary)
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    loss = summary.get("final_loss")
+    resumed = f" (resumed at step {summary['resumed_from_step']})" if summary.get("resumed_from_step") else ""
+    console.print(f"train: {summary['model']} on {summary['dataset']} ({summary['examples']} examples), "
+                  f"{summary['workers']} workers", soft_wrap=True, highlight=False)
+    console.print(f"steps: {summary['steps']}{resumed}; final loss: {'-' if loss is None else f'{loss:.4f}'}; "
+                  f"{summary['tokens']} tokens in {summary['seconds']} s: {summary['tokens_per_s']} tokens/s",
+                  soft_wrap=True, highlight=False)
+    console.print(f"model: {summary['model_dir']}", soft_wrap=True, highlight=False)
+    console.print(f"summary: {Path(summary['model_dir']).parent / 'train.json'}; checkpoints: {summary['storage']}",
+                  soft_wrap=True, highlight=False)
+
+
+if __name__ == "__main__":
+    typer.run(main)
