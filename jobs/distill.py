@@ -149,7 +149,7 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
                              run_id, "growth", seconds)
             pin["seconds"] = seconds
             # counted, not returned: a rerun of a cut-off wave finds its inserts already there
-            pin["inserted"] = db.count(run=run_id, instruction_id=[r["id"] for r in wave])
+            pin["inserted"] = db.count(run=run_id, stage="growth", instruction_id=[r["id"] for r in wave])
             pin["version_after"] = db.version
             pin["wall_time_s"] = round(time.perf_counter() - began, 1)
             run_dir.write_json(pin_path, pin)

@@ -79,16 +79,16 @@ def test_distill_amr_with_smollm2_served_by_vllm(ray_local, smollm2, tmp_path):
     """The default config's method and serving path, end to end with a real (small) teacher."""
     run_dir = tmp_path / "run"
     result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--set", "teacher.model=smollm2-135m-instruct",
-                                 "--set", "input.limit=4", "--set", "wave_size=2", "--set", "modules.seed_limit=2",
-                                 "--set", "teacher.sampling.max_tokens=128", "--set", f"run_dir={run_dir}"])
+                                 "--set", "input.limit=2", "--set", "wave_size=1", "--set", "modules.seed_limit=1",
+                                 "--set", "teacher.sampling.max_tokens=64", "--set", f"run_dir={run_dir}"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stages = manifest["stages"]
     assert list(stages) == ["direct", "decompose", "embed", "seed", "evolve", "grow"]
-    assert all(stages[s]["rows"] == 4 and stages[s]["errors"] == 0 for s in ("direct", "decompose", "evolve"))
+    assert all(stages[s]["rows"] == 2 and stages[s]["errors"] == 0 for s in ("direct", "decompose", "evolve"))
     first, second = manifest["modules"]["waves"]
-    assert (first["rows"], second["rows"]) == (2, 2) and second["version_read"] == first["version_after"]
+    assert (first["rows"], second["rows"]) == (1, 1) and second["version_read"] == first["version_after"]
     assert manifest["modules"]["rows"] == stages["seed"]["inserted"] + first["inserted"] + second["inserted"]
-    assert manifest["dataset"]["rows"] + manifest["dataset"]["dropped"] == 4
+    assert manifest["dataset"]["rows"] + manifest["dataset"]["dropped"] == 2
     assert manifest["dataset"]["with_tests"] == manifest["dataset"]["rows"]
     assert "module table:" in result.output and str(run_dir) in result.output

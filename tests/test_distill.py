@@ -220,5 +220,6 @@ def test_an_empty_table_is_seeded_first(ray_local, scripted, tmp_path):
     assert manifest["stages"]["seed"]["inserted"] == 2
     assert manifest["stages"]["seed"]["candidates"] == {"verified": 2}
     assert manifest["modules"]["waves"][0]["version_read"] > 1 and manifest["modules"]["rows"] == 6
+    assert [w["inserted"] for w in manifest["modules"]["waves"]] == [2, 2]  # the seed's rows are not the waves'
     again = distill.run(cfg)  # resumed: seeding is not repeated
     assert again["stages"]["seed"]["resumed"] and again["modules"]["rows"] == 6
