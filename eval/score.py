@@ -1,9 +1,13 @@
-"""Scoring with EvalPlus (``evalplus.evaluate.evaluate``, in process), offline.
+"""Scoring with EvalPlus (``evalplus.evaluate.evaluate``, in a fresh process), offline.
 
 evalplus 0.3.1 finds its dataset through module globals read when it is imported (``HUMANEVAL_OVERRIDE_PATH``,
 ``MBPP_OVERRIDE_PATH``) and downloads it from GitHub otherwise; it caches the canonical solutions' expected
 outputs in ``CACHE_DIR`` keyed by the dataset file's md5. ``evaluate`` returns nothing: it writes
 ``<samples>_eval_results.json`` next to the samples, and reads an existing one back instead of scoring again.
+
+Its checkers are forked from the process that calls ``evaluate`` and cap their address space at 4 GiB
+(``RLIMIT_AS``). A Ray driver already maps ~9 GiB (the object store), so checkers forked from it fail every
+allocation of a large input; scoring therefore runs in a spawned process of its own.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import multiprocessing
 import os
 import threading
 import types
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,14 +43,21 @@ def score(dataset: str, dataset_file: str | Path, samples: str | Path, *, cache_
     """Score ``samples`` (JSONL: task_id, solution; every task of ``dataset_file``, any number of samples
     each) on EvalPlus's base and plus tests, ``parallel`` checks at once (None: one per CPU); return pass@k and
     the path of evalplus's results JSON. evalplus's own output (progress, its summary) goes to ``log`` if given."""
-    from evalplus.evaluate import evaluate
-
     results = results_path(samples)
     results.unlink(missing_ok=True)  # evalplus would read a stale one back
-    with _offline(dataset, dataset_file, cache_dir), _output(log):
-        evaluate(dataset=dataset, samples=str(samples), parallel=parallel or os.cpu_count(),
-                 min_time_limit=min_time_limit, gt_time_limit_factor=gt_time_limit_factor)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_evaluate, dataset, str(dataset_file), str(samples), str(cache_dir), parallel or os.cpu_count(),
+                    min_time_limit, gt_time_limit_factor, log and str(log)).result()
     return {**pass_at_k(results), "results": str(results)}
+
+
+def _evaluate(dataset: str, dataset_file: str, samples: str, cache_dir: str, parallel: int,
+              min_time_limit: float, gt_time_limit_factor: float, log: str | None) -> None:
+    from evalplus.evaluate import evaluate
+
+    with _offline(dataset, dataset_file, cache_dir), _output(log):
+        evaluate(dataset=dataset, samples=samples, parallel=parallel,
+                 min_time_limit=min_time_limit, gt_time_limit_factor=gt_time_limit_factor)
 
 
 def pass_at_k(results: str | Path) -> dict[str, Any]:

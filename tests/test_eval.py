@@ -96,6 +96,20 @@ def test_a_broken_sample_scores_0_on_its_task_and_pass_at_k_counts_samples(cache
 
 
 @pytest.mark.timeout(300)
+def test_scoring_works_from_a_process_with_a_large_address_space(cache, tmp_path):
+    # a Ray driver maps ~9 GiB; evalplus's checkers cap theirs at 4 GiB, so they must not fork from this process.
+    # HumanEval/15's plus inputs build strings of megabytes: under the cap inherited from here they fail.
+    import mmap
+
+    data = dataset_file("humaneval", limit=16, cache_dir=cache)
+    samples = _write_samples(tmp_path / "samples.jsonl", [_canonical(t) if t["task_id"] == "HumanEval/15" else _broken(t)
+                                                          for t in load_tasks(data)])
+    with mmap.mmap(-1, 6 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ):
+        scores = score("humaneval", data, samples, cache_dir=cache, **PATIENT)
+    assert scores["base_pass@1"] == scores["plus_pass@1"] == round(1 / 16, 4)
+
+
+@pytest.mark.timeout(300)
 def test_evalplus_is_never_let_download(tmp_path):
     import evalplus.data.mbpp as mbpp
 
