@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # point it at PyTorch's CPU index: make setup PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
 PIP_EXTRA ?=
 MODELS ?= smollm2-135m-instruct qwen2.5-coder-0.5b-instruct all-minilm-l6-v2
-CONFIG ?= jobs/configs/local_cpu.yaml
+CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -35,7 +35,7 @@ models: setup
 	$(BIN)/amr models pull $(MODELS)
 
 run: models
-	$(BIN)/amr distill --config $(CONFIG)
+	$(BIN)/amr run --config $(CONFIG)
 
 test: setup
 	$(BIN)/pytest tests

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -148,10 +148,13 @@ class ModulesConfig(Strict):
                             "first wave (0: never).")
 
 
+Method = Literal["direct", "cot", "ansrepair", "amr", "amr-no-md", "amr-no-are"]
+
+
 class DistillConfig(Strict):
     """The distillation job (``jobs/distill.py``, ``amr distill``)."""
 
-    method: Literal["direct", "cot", "ansrepair", "amr", "amr-no-md", "amr-no-are"] = Field(
+    method: Method = Field(
         "amr", description="'amr': the full method; 'amr-no-md': retrieve with R_d as the query; "
         "'amr-no-are': the final answer from the specs only. Baselines: 'direct': R_d as the answer; "
         "'cot': reasoning then code; 'ansrepair': R_d run against teacher-written tests, repaired once if it fails.",
@@ -182,21 +185,16 @@ C = TypeVar("C", bound=BaseModel)
 
 
 def load_config(model: type[C], path: str | Path | None, overrides: list[str] = ()) -> C:
-    """Load ``path`` (YAML; None for defaults), apply ``key.path=value`` overrides, validate."""
+    """Load ``path`` (YAML; None for defaults), apply ``key.path=value`` overrides, validate.
+
+    A section may name another YAML file instead of holding its keys (``distill: local_cpu.yaml``, relative
+    to the file that names it); overrides apply after it is read in."""
     where = str(path) if path else "<defaults>"
     raw: dict[str, Any] = {}
-    lines: dict[tuple[str, ...], int] = {}
+    lines: dict[tuple[str, ...], str] = {}
     if path is not None:
-        text = _read(path)
-        try:
-            raw = yaml.safe_load(text) or {}
-            lines = _key_lines(yaml.compose(text))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{where}{line}: invalid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}:1: the top level must be a mapping of keys")
+        raw, lines = _load_yaml(path)
+        _include_sections(model, raw, lines, Path(path).parent)
     overridden: set[tuple[str, ...]] = set()
     for item in overrides:
         keys = _apply_override(raw, item)
@@ -205,6 +203,50 @@ def load_config(model: type[C], path: str | Path | None, overrides: list[str] = 
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, lines, overridden)) from None
+
+
+def _load_yaml(path: str | Path, prefix: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """A YAML mapping, and where (``file:line``) each of its dotted keys is, under ``prefix``."""
+    text = _read(path)
+    try:
+        raw = yaml.safe_load(text) or {}
+        lines = {(*prefix, *keys): f"{path}:{line}" for keys, line in _key_lines(yaml.compose(text)).items()}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}:1: the top level must be a mapping of keys")
+    return raw, lines
+
+
+def _include_sections(model: type[BaseModel], raw: dict[str, Any], lines: dict[tuple[str, ...], str],
+                      base: Path) -> None:
+    """Read in each section given as a file name (``train: train_local_cpu.yaml``) or as ``include: FILE`` plus
+    keys that change it (``distill: {include: local_cpu.yaml, input: {limit: 5}}``)."""
+    for name, field in model.model_fields.items():
+        section, value = field.annotation, raw.get(name)
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+            continue
+        changes = value if isinstance(value, dict) and "include" in value else None
+        file = value if isinstance(value, str) else changes and changes.pop("include")
+        if not file:
+            continue
+        included = base / str(file)
+        if not included.is_file():
+            where = lines.get((name, "include") if changes is not None else (name,), "<config>")
+            raise ConfigError(f"{where}: {name}: no such config file: {included}")
+        keys, found = _load_yaml(included, (name,))
+        raw[name] = _merge(keys, changes or {})
+        lines.update({k: v for k, v in found.items() if k not in lines})
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` laid over it, section by section."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _read(path: str | Path) -> str:
@@ -251,7 +293,7 @@ def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tup
 def _describe(
     exc: ValidationError,
     where: str,
-    lines: dict[tuple[str, ...], int],
+    lines: dict[tuple[str, ...], str],
     overridden: set[tuple[str, ...]],
 ) -> str:
     out = []
@@ -261,10 +303,9 @@ def _describe(
         if any(loc[: len(o)] == o for o in overridden):
             origin = "--set"
         else:
-            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-            origin = f"{where}:{line}" if line else where
+            origin = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), where)
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        out.append(f"{origin}: {key}: {message}")
+        out.append(f"{origin}: {key}: {message}" if key else f"{origin}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(out)
 
 
@@ -343,7 +384,30 @@ class ScoringConfig(Strict):
                                         "solution's time (evalplus default 4); raise both on a loaded machine.")
 
 
-class EvalConfig(Strict):
+class EvalSettings(Strict):
+    """How a model is evaluated with EvalPlus, whatever the model and the dataset."""
+
+    limit: int | None = Field(None, ge=1, description="Evaluate the first N tasks only (a smoke run).")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=768),
+                                     description="Greedy by default (pass@1); max_tokens 768 as evalplus.")
+    samples: int = Field(1, ge=1, description="Samples per task; more than 1 (pass@k) needs sampling.temperature > 0.")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
+    cache_dir: str | None = Field(None, description="Plain-JSONL datasets and evalplus's expected outputs; default "
+                                  "$AMR_EVALPLUS_CACHE or ~/.cache/amr/evalplus.")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("samples")
+    @classmethod
+    def _sampled(cls, samples: int, info: ValidationInfo) -> int:
+        sampling = info.data.get("sampling")
+        if samples > 1 and sampling is not None and sampling.temperature == 0:
+            raise ValueError("more than one sample per task needs sampling.temperature > 0")
+        return samples
+
+
+class EvalConfig(EvalSettings):
     """EvalPlus evaluation of a model (``eval/``, ``amr eval``): generation with vLLM, scoring with evalplus."""
 
     model: str = Field(..., description="The model under evaluation: a registry name or a local HF directory "
@@ -351,17 +415,7 @@ class EvalConfig(Strict):
     dataset: Literal["humaneval", "mbpp"] = Field(..., description="HumanEval(+) or MBPP(+). `amr eval --dataset`.")
     version: str | None = Field(None, description="EvalPlus release: humaneval v0.1.10; mbpp v0.1.0 (the paper's 399 "
                                 "tasks) or v0.2.0 (378, evalplus 0.3.1's default). None: the first.")
-    limit: int | None = Field(None, ge=1, description="Evaluate the first N tasks only (a smoke run).")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=768),
-                                     description="Greedy by default (pass@1); max_tokens 768 as evalplus.")
-    samples: int = Field(1, ge=1, description="Samples per task; more than 1 (pass@k) needs sampling.temperature > 0.")
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     output: str = Field(..., description="Directory for samples.jsonl, the evalplus results and scores.json.")
-    model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
-    cache_dir: str | None = Field(None, description="Plain-JSONL datasets and evalplus's expected outputs; default "
-                                  "$AMR_EVALPLUS_CACHE or ~/.cache/amr/evalplus.")
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("version")
     @classmethod
@@ -371,10 +425,33 @@ class EvalConfig(Strict):
             raise ValueError(f"unknown {info.data['dataset']} version {version!r}; known: {', '.join(known)}")
         return version
 
-    @field_validator("samples")
-    @classmethod
-    def _sampled(cls, samples: int, info: ValidationInfo) -> int:
-        sampling = info.data.get("sampling")
-        if samples > 1 and sampling is not None and sampling.temperature == 0:
-            raise ValueError("more than one sample per task needs sampling.temperature > 0")
-        return samples
+
+class RunEvalConfig(EvalSettings):
+    """The evaluation step of ``amr run``: every student on each dataset (the paper's default versions)."""
+
+    datasets: list[Literal["humaneval", "mbpp"]] = Field(["humaneval", "mbpp"], min_length=1)
+    base: bool = Field(True, description="Also evaluate the student as it was before fine-tuning (a reference row).")
+
+
+class RunConfig(Strict):
+    """``amr run`` and ``amr compare``: for each method, distill -> train -> eval; then one report.
+
+    Under ``output``: ``<method>/distill`` (the run directory), ``<method>/student`` (train output),
+    ``<method>/eval/<dataset>``, ``base/eval/<dataset>`` and ``report/``. Those paths are the run's own:
+    ``distill.run_dir``, ``train.dataset``, ``train.output`` and ``eval.model`` are not set here.
+    """
+
+    output: str = Field("runs/local", description="Local directory for the whole run; rerun to resume.")
+    methods: list[Method] = Field(["amr"], min_length=1, description="Distillation methods, each trained and "
+                                  "evaluated on the same instructions. `amr compare --methods`.")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="The distill job (or a YAML file name).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The student's training (or a YAML file name).")
+    eval: RunEvalConfig = Field(default_factory=RunEvalConfig)
+
+    @model_validator(mode="after")
+    def _paths_are_the_runs(self) -> "RunConfig":
+        owned = [f"distill.{k}" for k in ("run_dir", "method") if k in self.distill.model_fields_set]
+        owned += [f"train.{k}" for k in ("dataset", "output") if k in self.train.model_fields_set]
+        if owned:
+            raise ValueError(f"{', '.join(owned)}: set by the run for each method (see `methods` and `output`)")
+        return self

@@ -19,9 +19,10 @@ from amr.engines import EngineError
 from amr.model_store import ModelError
 from amr.modules import ModuleDBError
 from amr.sandbox import LEVELS, SandboxError
-from jobs import distill
-from jobs import train as train_job
+from jobs import distill, report
 from jobs import eval as eval_job
+from jobs import run as run_job
+from jobs import train as train_job
 
 console = Console()
 app = typer.Typer(help="amr-evol: distil code generation from a teacher LLM with AMR-Evol, on Ray.",
@@ -36,7 +37,7 @@ app.add_typer(teacher_app, name="teacher")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(modules_app, name="modules")
 
-USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError)
+USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, report.ReportError)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -219,6 +220,9 @@ def modules_export(
 app.command("distill")(user_errors(distill.main))
 app.command("train")(user_errors(train_job.main))
 app.command("eval")(user_errors(eval_job.main))
+app.command("report")(user_errors(report.main))
+app.command("run")(user_errors(run_job.main))
+app.command("compare")(user_errors(run_job.compare))
 
 
 if __name__ == "__main__":

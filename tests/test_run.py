@@ -1,0 +1,92 @@
+"""`amr compare` / `amr run` end to end on a real Ray: a scripted teacher over HTTP distils with two methods,
+a tiny student is trained on each dataset by Ray Train, EvalPlus scores the students and the untrained one,
+and the report holds the paper's table; a rerun does nothing again."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from amr.config import RunConfig, load_config
+from amr.prompts import direct, evolve
+from amr.scripted_teacher import ScriptedTeacher
+from jobs.cli import app
+from test_distill import config as distill_config
+from test_distill import script
+
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    with ScriptedTeacher(script) as server:
+        yield server
+
+
+def run_config(tmp_path, scripted, tiny_model) -> dict:
+    distill = distill_config(tmp_path / "instructions", scripted).model_dump(mode="json", exclude={"run_dir", "method"})
+    return {"output": str(tmp_path / "out"), "distill": distill,
+            "train": {"model": tiny_model, "seq_len": 128, "max_steps": 2, "global_batch_size": 2, "micro_batch_size": 1,
+                      "save_steps": 2, "scaling": {"workers": 1}, "gradient_checkpointing": False},
+            "eval": {"datasets": ["humaneval"], "limit": 2, "base": False, "sampling": {"max_tokens": 16},
+                     "vllm": {"max_model_len": 512, "cpu_reserved_cores": 0},
+                     "scoring": {"min_time_limit": 10.0, "gt_time_limit_factor": 50.0}}}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny_model, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run_config(tmp_path, scripted, tiny_model)))
+    result = runner.invoke(app, ["compare", "--methods", "direct,amr", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert f"report: {out / 'report' / 'report.html'}" in result.output
+
+    # amr reused direct's R_d: 4 direct answers in all, then 4 decompositions and 4 evolutions (+ growth tests)
+    systems = [messages[0]["content"] for messages in scripted.requests]
+    assert sum(s == direct.SYSTEM for s in systems) == 4 and sum(s == evolve.SYSTEM for s in systems) == 4
+    amr = json.loads((out / "amr" / "distill" / "manifest.json").read_text())
+    assert amr["stages"]["direct"]["resumed"] is True and amr["dataset"]["response_accuracy"] == 0.75
+    for method in ("direct", "amr"):
+        train = json.loads((out / method / "student" / "train.json").read_text())
+        assert train["steps"] == 2 and train["dataset"] == str(out / method / "distill" / "dataset.parquet")
+    assert not (out / "base").exists()  # eval.base: false
+
+    report = (out / "report" / "report.md").read_text()
+    table = report.split("## Student pass@1 (%)")[1].split("##")[0]
+    labels = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
+    assert labels == ["direct", "amr"]
+    amr_row = next(line for line in table.splitlines() if line.startswith("| amr |"))
+    assert len(re.findall(r"\d \([+-]\d+\.\d\)", amr_row)) == 2  # HumanEval and HumanEval+ against direct
+    assert "HumanEval(+) v0.1.10: 2 tasks (--limit)" in report
+    assert "| direct | 4 | 4 | 50.0% of 4 |" in report and "| amr | 4 | 4 | 75.0% of 4 |" in report and "## Funnel: amr" in report
+    html = (out / "report" / "report.html").read_text()
+    assert "<table>" in html and 'src="pass_at_1.png"' in html and 'src="module_growth.png"' in html
+    for plot in ("pass_at_1.png", "module_growth.png"):
+        assert (out / "report" / plot).read_bytes().startswith(PNG)
+
+    calls = len(scripted.requests)
+    again = runner.invoke(app, ["compare", "--methods", "direct,amr", "--config", str(path)])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("done already") == 6 and len(scripted.requests) == calls  # 2 x (distill, train, eval)
+
+
+@pytest.mark.timeout(60)
+def test_run_config_owns_its_paths_and_includes_sections(write):
+    cfg = load_config(RunConfig, "jobs/configs/run_local_cpu.yaml")
+    assert (cfg.methods, cfg.distill.teacher.model, cfg.distill.input.limit) == (["amr"], "smollm2-135m-instruct", 20)
+    assert cfg.train.max_steps == 10 and cfg.eval.limit == 40  # train_local_cpu.yaml, read in
+    bad = write("run.yaml", "distill:\n  run_dir: x\n")
+    result = runner.invoke(app, ["run", "--config", str(bad)])
+    assert result.exit_code == 2 and "distill.run_dir: set by the run for each method" in result.output
+    missing = write("missing.yaml", "methods: [amr]\ntrain: nowhere.yaml\n")
+    result = runner.invoke(app, ["run", "--config", str(missing)])
+    assert result.exit_code == 2 and f"{missing}:2: train: no such config file" in result.output
+    result = runner.invoke(app, ["compare", "--methods", "direct,amr2", "--config", "jobs/configs/run_local_cpu.yaml"])
+    assert result.exit_code == 2 and "methods.1: Input should be" in result.output
