@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap models run test bench bench-teacher bench-sandbox bench-pipeline clean
+.PHONY: setup bwrap models run test bench bench-teacher bench-sandbox bench-pipeline bench-decontam clean
 
 setup: $(VENV)/.installed bwrap
 
@@ -40,7 +40,7 @@ run: models
 test: setup
 	$(BIN)/pytest tests
 
-bench: bench-sandbox bench-pipeline bench-teacher
+bench: bench-sandbox bench-pipeline bench-teacher bench-decontam
 
 bench-teacher: models
 	$(BIN)/python bench/teacher.py
@@ -50,6 +50,9 @@ bench-sandbox: setup
 
 bench-pipeline: models
 	$(BIN)/python bench/pipeline.py
+
+bench-decontam: models
+	$(BIN)/python bench/decontam.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -173,6 +173,35 @@ class DistillConfig(Strict):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
+class DecontamConfig(Strict):
+    """Decontamination against the evaluation benchmarks (``amr.decontam``): checks that need no LLM."""
+
+    benchmarks: list[Literal["humaneval", "mbpp", "mbpp-plus"]] = Field(
+        ["humaneval", "mbpp", "mbpp-plus"], min_length=1, description="HumanEval+ v0.1.10; MBPP ids 1-600 (prompt, "
+        "test, validation); MBPP+ v0.1.0 and v0.2.0 (whose tasks come from every MBPP split, train included).")
+    ngram: int = Field(13, ge=2, description="Word n-gram length of the overlap check (GPT-3's 13).")
+    min_ngram_matches: int = Field(1, ge=1, description="Shared n-grams with one benchmark text that flag a row.")
+    embedding_threshold: float | None = Field(0.95, ge=-1, le=1, description="Cosine of problem statements that "
+                                              "flags a row (a reworded problem); None: no embedding check.")
+    judge: bool = Field(False, description="The paper's check on top: the teacher judges whether each row is the "
+                        "same problem as its nearest benchmark items (cosine from judge_floor up to the threshold).")
+    judge_floor: float = Field(0.8, ge=-1, le=1, description="Least cosine of a pair worth judging; pairs from "
+                               "here up to embedding_threshold are listed in the report as near, judged or not.")
+    judge_top_k: int = Field(5, ge=1, description="Nearest benchmark items judged per row (the paper: 5).")
+    batch_size: int = Field(256, ge=1)
+    actors: int = Field(1, ge=1, description="Most checker actors (one CPU each).")
+
+
+class InstructionsConfig(Strict):
+    """``amr instructions``: seed instructions and their decontamination."""
+
+    model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The judge (decontam.judge).")
+
+
 class TeacherJobConfig(Strict):
     """``amr teacher generate``: the engine alone."""
 

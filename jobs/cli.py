@@ -19,7 +19,7 @@ from amr.engines import EngineError
 from amr.model_store import ModelError
 from amr.modules import ModuleDBError
 from amr.sandbox import LEVELS, SandboxError
-from jobs import distill, report
+from jobs import distill, instructions, report
 from jobs import eval as eval_job
 from jobs import run as run_job
 from jobs import train as train_job
@@ -36,6 +36,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(modules_app, name="modules")
+instructions_app = typer.Typer(help="Instruction construction: seeds and decontamination.", no_args_is_help=True)
+app.add_typer(instructions_app, name="instructions")
 
 USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, report.ReportError)
 
@@ -221,6 +223,8 @@ app.command("distill")(user_errors(distill.main))
 app.command("train")(user_errors(train_job.main))
 app.command("eval")(user_errors(eval_job.main))
 app.command("report")(user_errors(report.main))
+instructions_app.command("seed")(user_errors(instructions.seed))
+instructions_app.command("decontaminate")(user_errors(instructions.decontaminate_command))
 app.command("run")(user_errors(run_job.main))
 app.command("compare")(user_errors(run_job.compare))
 

@@ -80,8 +80,9 @@ def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny
 @pytest.mark.timeout(60)
 def test_run_config_owns_its_paths_and_includes_sections(write):
     cfg = load_config(RunConfig, "jobs/configs/run_local_cpu.yaml")
-    assert (cfg.methods, cfg.distill.teacher.model, cfg.distill.input.limit) == (["amr"], "smollm2-135m-instruct", 20)
-    assert cfg.train.max_steps == 10 and cfg.eval.limit == 40  # train_local_cpu.yaml, read in
+    assert (cfg.methods, cfg.distill.teacher.model, cfg.distill.input.limit) == (["amr"], "smollm2-135m-instruct", 8)
+    assert cfg.distill.teacher.sampling.max_tokens == 256 and cfg.distill.teacher.vllm.serve  # local_cpu.yaml, changed
+    assert cfg.train.max_steps == 10 and cfg.eval.limit == 20  # train_local_cpu.yaml, read in
     bad = write("run.yaml", "distill:\n  run_dir: x\n")
     result = runner.invoke(app, ["run", "--config", str(bad)])
     assert result.exit_code == 2 and "distill.run_dir: set by the run for each method" in result.output

@@ -45,16 +45,17 @@ def mbpp_train() -> list[dict[str, Any]]:
     return records
 
 
-def load_instructions(source: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Load and validate instruction records from a built-in source name or a JSONL/Parquet file."""
+def load_instructions(source: str, limit: int | None = None, keep_fields: bool = False) -> list[dict[str, Any]]:
+    """Load and validate instruction records from a built-in source name or a JSONL/Parquet file;
+    ``keep_fields``: keep a file's other fields too (lineage, contamination), not only id, instruction, tests."""
     if source == "mbpp-train":
         records = mbpp_train()
     else:
-        records = list(_validated(Path(source)))
+        records = list(_validated(Path(source), keep_fields))
     return records[:limit] if limit else records
 
 
-def _validated(path: Path) -> Iterator[dict[str, Any]]:
+def _validated(path: Path, keep_fields: bool = False) -> Iterator[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"{path}: no such input file (or use one of: {', '.join(BUILTIN_SOURCES)})")
     seen: dict[str, int] = {}
@@ -79,7 +80,7 @@ def _validated(path: Path) -> Iterator[dict[str, Any]]:
             tests = []
         if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
             raise InputError(f"{where}: field 'tests' must be a list of strings")
-        yield {"id": row["id"], "instruction": row["instruction"], "tests": list(tests)}
+        yield {**(row if keep_fields else {}), "id": row["id"], "instruction": row["instruction"], "tests": list(tests)}
 
 
 def load_requests(path: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,109 @@
+"""Instruction construction: the seed set from the real MBPP file, decontamination against the vendored
+benchmarks (exact, n-gram, embedding; the LLM judge with a scripted teacher), lineage kept, resume."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from amr.config import InstructionsConfig
+from amr.decontam import NgramIndex, benchmark_items, nearest, problem_statement
+from amr.prompts import judge
+from amr.scripted_teacher import ScriptedTeacher
+from jobs import instructions
+from jobs.cli import app
+
+runner = CliRunner()
+MBPP_11 = "Write a python function to remove first and last occurrence of a given character from the string."
+REWORDED_HE_0 = "In a given list of numbers, check if any two of the numbers are closer to each other than a given threshold."
+LOOSE_HE_0 = "Given floats and a limit, tell whether some pair of values lies nearer together than that limit."
+CLEAN = "Write a function that formats a duration in seconds as hours, minutes and seconds, like 1h 2m 3s."
+
+
+def test_ngram_index_exact_and_overlap():
+    items = [{"id": "b/1", "prompt": "Write a function to find the shared elements from the given two lists.",
+              "solution": "def similar(a, b):\n    return set(a) & set(b)\n"},
+             {"id": "b/2", "prompt": "Sum a list.", "solution": ""}]
+    index = NgramIndex.build(items, 5)
+    assert index.match("Please: write a FUNCTION to find the shared elements from the given two lists!", 1) == {
+        "check": "exact", "benchmark_id": "b/1", "score": 1.0}
+    assert index.match("Now sum a list, then sort it.", 1)["check"] == "exact"  # shorter than n: the whole text
+    overlap = index.match("We want to find the shared elements from the given lists of numbers", 1)
+    assert overlap["check"] == "ngram" and overlap["benchmark_id"] == "b/1" and 0 < overlap["score"] < 1
+    assert index.match("We want to find the shared elements from the given lists of numbers", 5) is None
+    assert index.match("Reverse a string.", 1) is None
+
+
+def test_problem_statements_and_judge_verdicts():
+    assert problem_statement(f"{MBPP_11}\nYour code should pass this test:\nassert remove_Occ('hello','l') == 'heo'") == MBPP_11
+    he = {i["id"]: i for i in benchmark_items(["humaneval"])}
+    assert he["HumanEval/0"]["problem"] == ("Check if in given list of numbers, are any two numbers closer to each other "
+                                            "than\ngiven threshold.")  # the docstring without its doctests
+    plus = {i["id"]: i for i in benchmark_items(["mbpp-plus"])}
+    assert plus["Mbpp/2"]["problem"] == "Write a function to find the shared elements from the given two lists."
+    assert [judge.verdict(t) for t in ("Yes. Same task.", "**No** - different", "Maybe", None)] == [True, False, None, None]
+    top, cosines = nearest(np.eye(3, dtype=np.float32)[[2, 0]], np.eye(3, dtype=np.float32)[[0, 1, 2]], 2)
+    assert top[:, 0].tolist() == [2, 0] and cosines[:, 0].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path):
+    out = tmp_path / "seeds.jsonl"
+    result = runner.invoke(app, ["instructions", "seed", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "seeds.jsonl.decontamination.json").read_text())
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    removed = report["removed_rows"]
+    ids = sorted(int(r["id"].split("/")[1]) for r in [*kept, *removed])
+    assert ids == list(range(601, 975)) and report["input_rows"] == 374
+    # MBPP+ draws 111 of its 399 tasks from MBPP's train split: those seeds are the evaluation's own problems
+    same = [r for r in removed if r["check"] == "same-task"]
+    assert len(same) == 111 and all(r["benchmark_id"] == "Mbpp/" + r["id"].split("/")[1] for r in same)
+    assert report["by_check"]["exact"] >= 1 and report["by_check"]["ngram"] >= 1
+    assert sum(report["by_check"].values()) == report["removed"] == 374 - len(kept)
+    assert all(k["tests"] and set(k) == {"id", "instruction", "tests"} for k in kept)  # ready for amr distill
+    print(json.dumps({k: report[k] for k in ("kept", "removed", "by_check", "by_benchmark", "near_kept")}))
+    again = runner.invoke(app, ["instructions", "seed", "--output", str(out)])
+    assert again.exit_code == 0 and "done already" in again.output
+
+
+def _judge_script(messages: list[dict[str, str]]) -> str:
+    assert messages[0]["content"] == judge.SYSTEM
+    benchmark = re.search(r"### Benchmark Problem:\n(.*?)\n\n### Training", messages[1]["content"], re.S).group(1)
+    return "Yes, the same task." if "closer to each other" in benchmark else "No, a different task."
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
+    rows = [{"id": "e/1", "instruction": MBPP_11, "parent_id": "s/1", "round": 1, "heuristic": "constraints"},
+            {"id": "e/2", "instruction": REWORDED_HE_0, "parent_id": "s/2", "round": 1, "heuristic": "rarer"},
+            {"id": "e/3", "instruction": LOOSE_HE_0, "parent_id": "s/3", "round": 2, "heuristic": "reasoning"},
+            {"id": "e/4", "instruction": CLEAN, "parent_id": "s/4", "round": 2, "heuristic": "complexity"}]
+    source = tmp_path / "level.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = InstructionsConfig()
+    config.decontam.judge_floor = 0.0  # every pair is near: the judge sees them all
+    out = tmp_path / "clean.parquet"
+    report = instructions.decontaminate(instructions.load_instructions(str(source), keep_fields=True), config, str(out))
+    assert {r["id"]: (r["check"], r["benchmark_id"]) for r in report["removed_rows"]} == {
+        "e/1": ("exact", "mbpp/11"), "e/2": ("embedding", "HumanEval/0")}
+    assert report["judge"] is None and {r["id"] for r in report["near_rows"]} == {"e/3", "e/4"}
+
+    with ScriptedTeacher(_judge_script) as teacher:
+        config.teacher = teacher.config()
+        config.decontam.judge, config.decontam.judge_top_k = True, 2
+        judged = instructions.decontaminate(instructions.load_instructions(str(source), keep_fields=True), config,
+                                            str(tmp_path / "judged.parquet"))
+    assert judged["judge"] == {"pairs": 4, "same": 1, "different": 3, "unparsed": 0, "errors": 0}
+    assert {r["id"]: r["check"] for r in judged["removed_rows"]} == {"e/1": "exact", "e/2": "embedding", "e/3": "judge"}
+    import pyarrow.parquet as pq
+
+    clean = pq.read_table(tmp_path / "judged.parquet").to_pylist()
+    assert clean == [{"id": "e/4", "instruction": CLEAN, "parent_id": "s/4", "round": 2, "heuristic": "complexity",
+                      "tests": []}]
