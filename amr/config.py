@@ -192,14 +192,50 @@ class DecontamConfig(Strict):
     actors: int = Field(1, ge=1, description="Most checker actors (one CPU each).")
 
 
+class SelfInstructConfig(Strict):
+    """Self-instruct from seeds (the paper: 332 MBPP seeds -> 10k instructions)."""
+
+    count: int = Field(10_000, ge=1, description="Instructions to keep (the paper: 10k).")
+    examples: int = Field(3, ge=1, description="Seeds sampled as few-shot examples per request.")
+    oversample: float = Field(1.5, ge=1, description="Requests per wanted instruction (filters drop some).")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=2048),
+                                     description="The paper: temperature 0.7, 2048 tokens.")
+    seed: int = Field(0, description="Seeds the example sampling and each request's sampling seed.")
+
+
+class EvolveConfig(Strict):
+    """Code Evol-Instruct rounds: each instruction is rewritten with one heuristic per round."""
+
+    rounds: int = Field(3, ge=1, description="Complexity levels (the paper: 3).")
+    heuristics: list[Literal["constraints", "rarer", "reasoning", "misdirection", "complexity"]] = Field(
+        ["constraints", "rarer", "reasoning", "misdirection", "complexity"], min_length=1,
+        description="Chosen per instruction and round, uniformly, reproducibly (from seed).")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=2048))
+    seed: int = 0
+
+
+class FilterConfig(Strict):
+    """Quality filters of generated instructions; every dropped row is counted with its reason."""
+
+    min_words: int = Field(5, ge=1)
+    max_words: int = Field(400, ge=1)
+    parent_copy: float = Field(0.9, gt=0, le=1, description="Word-trigram Jaccard to the parent that makes a copy.")
+    near_duplicate: float = Field(0.95, gt=0, le=1, description="Cosine to a kept instruction that makes a "
+                                  "near-duplicate (a LanceDB table of the kept ones).")
+
+
 class InstructionsConfig(Strict):
-    """``amr instructions``: seed instructions and their decontamination."""
+    """``amr instructions``: seeds, self-instruct, evolution rounds, filters and decontamination."""
 
     model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
     ray: RayConfig = Field(default_factory=RayConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The judge (decontam.judge).")
+    self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
+    evolve: EvolveConfig = Field(default_factory=EvolveConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Writes and evolves instructions; "
+                                   "the judge of decontam.judge.")
 
 
 class TeacherJobConfig(Strict):
@@ -465,14 +501,19 @@ class RunEvalConfig(EvalSettings):
 class RunConfig(Strict):
     """``amr run`` and ``amr compare``: for each method, distill -> train -> eval; then one report.
 
-    Under ``output``: ``<method>/distill`` (the run directory), ``<method>/student`` (train output),
-    ``<method>/eval/<dataset>``, ``base/eval/<dataset>`` and ``report/``. Those paths are the run's own:
-    ``distill.run_dir``, ``train.dataset``, ``train.output`` and ``eval.model`` are not set here.
+    Under ``output``: ``instructions/`` (with ``instructions``), ``<method>/distill`` (the run directory),
+    ``<method>/student`` (train output), ``<method>/eval/<dataset>``, ``base/eval/<dataset>`` and ``report/``.
+    Those paths are the run's own: ``distill.run_dir``, ``train.dataset``, ``train.output`` and ``eval.model``
+    are not set here. With ``instructions``, the distill input is the built instructions (``distill.input.limit``
+    still applies).
     """
 
     output: str = Field("runs/local", description="Local directory for the whole run; rerun to resume.")
     methods: list[Method] = Field(["amr"], min_length=1, description="Distillation methods, each trained and "
                                   "evaluated on the same instructions. `amr compare --methods`.")
+    instructions: InstructionsConfig | None = Field(
+        None, description="Build the instructions first (seed, self-instruct, evolve under OUTPUT/instructions) "
+        "and distil all of them, with distill's teacher, embedding and Ray unless set here; None: distill.input.")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="The distill job (or a YAML file name).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The student's training (or a YAML file name).")
     eval: RunEvalConfig = Field(default_factory=RunEvalConfig)

@@ -60,9 +60,11 @@ def served(config: TeacherConfig, model_store: str | None, log: Path) -> Iterato
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         _wait_healthy(proc, f"http://127.0.0.1:{port}/health", log)
+        # one row per HTTP batch: a worker sends its batch's requests one after another, so small jobs
+        # (a wave, 8 instructions) would otherwise keep fewer requests in flight than there are workers
         yield config.model_copy(update={
             "backend": "openai", "model": model,
-            "openai": OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None, batch_size=2,
+            "openai": OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None, batch_size=1,
                                    concurrency=min(config.vllm.max_num_seqs, SERVED_IN_FLIGHT))})
     finally:
         _stop(proc)

@@ -36,7 +36,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(modules_app, name="modules")
-instructions_app = typer.Typer(help="Instruction construction: seeds and decontamination.", no_args_is_help=True)
+instructions_app = typer.Typer(help="Instruction construction: seeds, self-instruct, evolution, decontamination.",
+                               no_args_is_help=True)
 app.add_typer(instructions_app, name="instructions")
 
 USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, report.ReportError)
@@ -225,6 +226,8 @@ app.command("eval")(user_errors(eval_job.main))
 app.command("report")(user_errors(report.main))
 instructions_app.command("seed")(user_errors(instructions.seed))
 instructions_app.command("decontaminate")(user_errors(instructions.decontaminate_command))
+instructions_app.command("self-instruct")(user_errors(instructions.self_instruct_command))
+instructions_app.command("evolve")(user_errors(instructions.evolve_command))
 app.command("run")(user_errors(run_job.main))
 app.command("compare")(user_errors(run_job.compare))
 

@@ -1,6 +1,7 @@
 """The whole loop: for each method, distill -> train the student -> evaluate it; then the report.
 
     amr run --config jobs/configs/run_local_cpu.yaml            (the `make run` job)
+    amr run --config jobs/configs/run_local_cpu.yaml --set 'instructions={}'   (build the instructions first)
     amr compare --methods direct,amr --config ...               (several methods on the same instructions)
     python -m jobs.run ...                                      (the same, for `ray job submit`)
 
@@ -13,6 +14,7 @@ distill config is the same for all, so with a greedy teacher it would be the sam
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,10 @@ import typer
 from rich.console import Console
 
 from amr.config import EvalConfig, RunConfig, load_config
+from amr.data import load_instructions
 from amr.runtime import init_ray
 from amr.storage import RunDir
-from jobs import distill, report
+from jobs import distill, instructions, report
 from jobs import eval as eval_job
 from jobs import train as train_job
 
@@ -36,6 +39,10 @@ def run(config: RunConfig) -> Path:
     """Run (or resume) every step; return the report directory."""
     out = Path(config.output).expanduser().resolve()
     init_ray(config.distill.ray)
+    if config.instructions:
+        source = _instructions(config, out / "instructions")
+        config = config.model_copy(update={"distill": config.distill.model_copy(
+            update={"input": config.distill.input.model_copy(update={"source": source})})})
     for method in config.methods:
         step = out / method
         _distill(config, method, step / "distill", out)
@@ -46,6 +53,30 @@ def run(config: RunConfig) -> Path:
         for dataset in config.eval.datasets:
             _eval(config, config.train.model, dataset, out / "base" / "eval" / dataset)
     return report.write([out], out / "report")
+
+
+def _instructions(config: RunConfig, folder: Path) -> str:
+    """Seeds (MBPP train, decontaminated) -> self-instruct -> evolution rounds; returns the file of all of them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    everything = folder / "all.jsonl"
+    shared = {k: getattr(config.distill, k) for k in ("teacher", "model_store", "ray", "embedding")
+              if k not in config.instructions.model_fields_set}
+    settings = config.instructions.model_copy(update=shared)
+    steps = (("seeds.jsonl", "mbpp-train", instructions.decontaminate),
+             ("self-instruct.jsonl", str(folder / "seeds.jsonl"), instructions.self_instruct),
+             ("evolved.jsonl", str(folder / "self-instruct.jsonl"), instructions.evolve))
+    for name, source, step in steps:
+        output = str(folder / name)
+        if Path(instructions.report_path(output)).exists():
+            _skip(f"instructions: {name}", Path(output))
+            continue
+        _started(f"instructions: {name}", Path(output))
+        step(load_instructions(source, keep_fields=True), settings, output)
+    if not everything.exists():
+        rows = [r for name, _, _ in steps for r in load_instructions(str(folder / name), keep_fields=True)]
+        RunDir(str(folder)).write_text(everything.name, "".join(
+            json.dumps({k: r[k] for k in ("id", "instruction", "tests")}) + "\n" for r in rows))
+    return str(everything)
 
 
 def _distill(config: RunConfig, method: str, run_dir: Path, out: Path) -> None:

@@ -5,7 +5,7 @@ import pytest
 from amr.config import ConfigError, DistillConfig, TeacherJobConfig, load_config
 
 CONFIGS = sorted(p for p in Path(__file__).parents[1].joinpath("jobs", "configs").glob("*.yaml")
-                 if not p.name.startswith("train_"))  # TrainConfig files: tests/test_train.py
+                 if not p.name.startswith(("train_", "run_")))  # TrainConfig and RunConfig files: their own tests
 
 
 def test_defaults_follow_the_paper():

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from amr.config import InstructionsConfig
 from amr.decontam import NgramIndex, benchmark_items, nearest, problem_statement
-from amr.prompts import judge
+from amr.prompts import evol, judge, selfinstruct
 from amr.scripted_teacher import ScriptedTeacher
 from jobs import instructions
 from jobs.cli import app
@@ -56,7 +56,7 @@ def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path
     out = tmp_path / "seeds.jsonl"
     result = runner.invoke(app, ["instructions", "seed", "--output", str(out)])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "seeds.jsonl.decontamination.json").read_text())
+    report = json.loads((tmp_path / "seeds.jsonl.report.json").read_text())
     kept = [json.loads(line) for line in out.read_text().splitlines()]
     removed = report["removed_rows"]
     ids = sorted(int(r["id"].split("/")[1]) for r in [*kept, *removed])
@@ -107,3 +107,91 @@ def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
     clean = pq.read_table(tmp_path / "judged.parquet").to_pylist()
     assert clean == [{"id": "e/4", "instruction": CLEAN, "parent_id": "s/4", "round": 2, "heuristic": "complexity",
                       "tests": []}]
+
+
+SEEDS = [{"id": f"s/{i}", "instruction": text} for i, text in enumerate([
+    "Write a function to count the vowels in a string.",
+    "Write a function to merge two sorted lists into one sorted list.",
+    "Write a function to find the longest word in a sentence.",
+    "Write a function to rotate a list to the right by k places. EMPTY",
+    "Write a function to compute the running sum of a list. CHAT",
+    "Write a function to flatten a nested list of integers. LEAK",
+])]
+TAILS = {"constraints": "The input may hold up to 10000 items and must not be modified.",
+         "rarer": "Use only integer arithmetic and no imports.",
+         "reasoning": "First validate the input, then compute the result, then format it as a string.",
+         "misdirection": "This code is wrong:\n```python\ndef f(x):\n    return x[0]\n```",
+         "complexity": "It must run in O(n) time and O(1) extra space."}
+
+
+def _generation_script(messages: list[dict[str, str]]) -> str:
+    user = messages[1]["content"]
+    if messages[0]["content"] == selfinstruct.SYSTEM:
+        first = re.search(r"1\. (.*)", user).group(1)
+        if "EMPTY" in first:
+            return "### New Problem:\n"
+        if "CHAT" in first:
+            return "### New Problem:\nHello there, how are you doing today, my dear friend?"
+        if "LEAK" in first:
+            return f"### New Problem:\n{REWORDED_HE_0}"
+        return f"### New Problem:\nWrite a function to {first.split(' to ', 1)[1].rstrip('.')} and report how many items it saw."
+    method = re.search(r"### Method:\n(.*)\n\n### Problem", user).group(1)
+    heuristic = next(h for h, text in evol.HEURISTICS.items() if text == method)
+    parent = re.search(r"### Problem:\n(.*)\n\n### Rewritten", user, re.S).group(1)
+    if "vowels" in parent and heuristic == "rarer":
+        return f"### Rewritten Problem:\n{parent}"  # a copy of its parent
+    return f"### Rewritten Problem:\n{parent} {TAILS[heuristic]}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(540)
+def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(ray_local, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps(s) + "\n" for s in SEEDS))
+    with ScriptedTeacher(_generation_script) as teacher:
+        overrides = ["--set", f"teacher={json.dumps(teacher.config().model_dump(mode='json'))}",
+                     "--set", "self_instruct.count=3", "--set", "self_instruct.examples=2", "--set", "evolve.rounds=2"]
+        si = tmp_path / "si.jsonl"
+        result = runner.invoke(app, ["instructions", "self-instruct", "--input", str(seeds), "--output", str(si), *overrides])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / "si.jsonl.report.json").read_text())
+        assert report["requested"] == 5 and len(teacher.requests) == 5  # 3 x oversample 1.5, rounded up
+        rows = [json.loads(line) for line in si.read_text().splitlines()]
+        near, checked = report["dropped"].get("near-duplicate", 0), report["decontamination"]
+        assert sum(report["dropped"].values()) - near + checked["input_rows"] == 5  # text filters, then the checks
+        # a problem written from the LEAK seed is a reworded HumanEval/0
+        assert all((r["check"], r["benchmark_id"]) == ("embedding", "HumanEval/0") for r in checked["removed_rows"])
+        assert not any(REWORDED_HE_0 in r["instruction"] for r in rows)
+        assert len(rows) == min(checked["kept"] - near, 3)
+        assert set(report["dropped"]) <= {"empty", "not a task", "near-duplicate"} and len(rows) == report["kept"] <= 3
+        assert all(r["round"] == 0 and r["heuristic"] == "self-instruct" and r["parent_id"] is None and
+                   set(r["examples"]) <= {s["id"] for s in SEEDS} and len(r["examples"]) == 2 for r in rows)
+        assert all("report how many items" in r["instruction"] for r in rows)
+
+        evolved = tmp_path / "evol.jsonl"
+        args = ["instructions", "evolve", "--input", str(seeds), "--output", str(evolved), *overrides]
+        assert runner.invoke(app, args).exit_code == 0
+        levels = [[json.loads(line) for line in (tmp_path / f"evol.round{n}.jsonl").read_text().splitlines()]
+                  for n in (1, 2)]
+        summary = json.loads((tmp_path / "evol.jsonl.report.json").read_text())
+        r1 = summary["rounds"][0]
+        assert r1["requested"] == 6 and r1["dropped"].get("empty", 0) == 0
+        ids = {s["id"] for s in SEEDS}
+        assert all(r["round"] == 1 and r["parent_id"] in ids and r["id"] == f"{r['parent_id']}.e1" for r in levels[0])
+        assert all(r["round"] == 2 and r["parent_id"] in {p["id"] for p in levels[0]} for r in levels[1])
+        for level in levels:
+            for r in level:
+                assert TAILS[r["heuristic"]] in r["instruction"]  # the heuristic named is the one applied
+        assert summary["rounds"][1]["requested"] == len(levels[0])
+        everything = [json.loads(line) for line in evolved.read_text().splitlines()]
+        assert everything == levels[0] + levels[1]
+
+        # resume: round 2 and the union are gone; round 1 is read back, only round 2 asks the teacher again
+        for path in ("evol.round2.jsonl", "evol.round2.jsonl.report.json", "evol.jsonl", "evol.jsonl.report.json"):
+            (tmp_path / path).unlink()
+        calls = len(teacher.requests)
+        assert runner.invoke(app, args).exit_code == 0
+        assert len(teacher.requests) - calls == len(levels[0])
+        assert [json.loads(line) for line in evolved.read_text().splitlines()] == everything
+        again = runner.invoke(app, args)
+        assert "done already" in again.output and len(teacher.requests) - calls == len(levels[0])
