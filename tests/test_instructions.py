@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from amr.config import InstructionsConfig
+from amr.config import InstructionsConfig, RunConfig
 from amr.decontam import NgramIndex, benchmark_items, nearest, problem_statement
 from amr.prompts import evol, judge, selfinstruct
 from amr.scripted_teacher import ScriptedTeacher
 from jobs import instructions
+from jobs import run as run_job
 from jobs.cli import app
 
 runner = CliRunner()
@@ -53,10 +54,11 @@ def test_problem_statements_and_judge_verdicts():
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path):
-    out = tmp_path / "seeds.jsonl"
+    folder = tmp_path / "run" / "instructions"  # where `amr run` keeps them: it builds on this seed set below
+    out = folder / "seeds.jsonl"
     result = runner.invoke(app, ["instructions", "seed", "--output", str(out)])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "seeds.jsonl.report.json").read_text())
+    report = json.loads((folder / "seeds.jsonl.report.json").read_text())
     kept = [json.loads(line) for line in out.read_text().splitlines()]
     removed = report["removed_rows"]
     ids = sorted(int(r["id"].split("/")[1]) for r in [*kept, *removed])
@@ -70,6 +72,21 @@ def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path
     print(json.dumps({k: report[k] for k in ("kept", "removed", "by_check", "by_benchmark", "near_kept")}))
     again = runner.invoke(app, ["instructions", "seed", "--output", str(out)])
     assert again.exit_code == 0 and "done already" in again.output
+
+    # `amr run` with an instructions section: seeds (done above) -> self-instruct -> evolution -> all.jsonl
+    with ScriptedTeacher(_generation_script) as teacher:
+        config = RunConfig(output=str(tmp_path / "run"), instructions={
+            "teacher": teacher.config().model_dump(), "self_instruct": {"count": 2}, "evolve": {"rounds": 1}})
+        source = run_job._instructions(config, folder)
+        calls = len(teacher.requests)
+        assert run_job._instructions(config, folder) == source and len(teacher.requests) == calls  # resumed
+    built = [json.loads(line) for line in (folder / "all.jsonl").read_text().splitlines()]
+    si = [json.loads(line) for line in (folder / "self-instruct.jsonl").read_text().splitlines()]
+    evolved = [json.loads(line) for line in (folder / "evolved.jsonl").read_text().splitlines()]
+    assert source == str(folder / "all.jsonl") and len(si) == 2 and calls == 3 + len(si)  # 2 x oversample 1.5, then one rewrite each
+    assert {r["parent_id"] for r in evolved} <= {r["id"] for r in si} and all(r["round"] == 1 for r in evolved)
+    assert [r["id"] for r in built] == [r["id"] for r in [*kept, *si, *evolved]]
+    assert all(set(r) == {"id", "instruction", "tests"} for r in built)  # what `amr distill` reads
 
 
 def _judge_script(messages: list[dict[str, str]]) -> str:
