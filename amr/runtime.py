@@ -1,26 +1,68 @@
-"""Starting Ray: a local runtime sized for the LLM stages, or a connection to a cluster."""
+"""Starting Ray: a local runtime sized for the LLM stages, or a connection to a cluster; and the check that
+a multi-node job's storage is storage every node sees."""
 
 from __future__ import annotations
 
 import os
 import sys
+import uuid
+from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from amr.config import RayConfig
+from amr.config import ConfigError, RayConfig
 
 LOCAL_MIN_CPUS = 8
 """ray.data.llm runs chat-template, tokenize, engine and detokenize actors that each ask for a CPU;
 a local Ray gets at least this many logical CPUs so that they all start on a 2-core machine."""
 
 
+def cluster_address(config: RayConfig) -> str | None:
+    """The cluster to join: the config's, or the one a job runs in (``ray job submit`` sets RAY_ADDRESS)."""
+    return config.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def init_ray(config: RayConfig) -> None:
     if ray.is_initialized():
         return
-    if config.address:
-        ray.init(address=config.address, log_to_driver=True)
+    if address := cluster_address(config):
+        ray.init(address=address, log_to_driver=True)
     else:
         num_cpus = config.num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
         ray.init(num_cpus=num_cpus, include_dashboard=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
+
+
+def require_shared_storage(paths: dict[str, str | None]) -> None:
+    """On a cluster of several nodes, every local path (``field: path``) must be one that every node sees:
+    a marker file is written under it here and looked for on each node. Object-store URIs pass as they are."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    local = {field: path for field, path in paths.items() if path and "://" not in path}
+    if len(nodes) < 2 or not local:
+        return
+    markers = {}
+    for field, path in local.items():
+        folder = Path(path).expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        markers[field] = folder / f".amr-shared-{uuid.uuid4().hex[:12]}"
+        markers[field].touch()
+    try:
+        seen = ray.get([_sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote([str(m) for m in markers.values()]) for n in nodes])
+    finally:
+        for marker in markers.values():
+            marker.unlink(missing_ok=True)
+    for node, visible in zip(nodes, seen):
+        for (field, path), ok in zip(local.items(), visible):
+            if not ok:
+                raise ConfigError(
+                    f"{field}: {path} is on this node's disk only (node {node['NodeManagerAddress']}, "
+                    f"{node['NodeID'][:12]}, cannot see it); a job on {len(nodes)} nodes needs an object-store "
+                    "URI (s3://, gs://) or a shared filesystem mounted at the same path on every node")
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _sees(markers: list[str]) -> list[bool]:
+    return [os.path.exists(m) for m in markers]

@@ -2,7 +2,9 @@
 server on 127.0.0.1 whose answers come from a script, a function of the chat messages.
 
 Jobs reach it through the ``openai`` back end, so stage logic is exercised over real HTTP and the
-real ``ray.data.llm`` processor. It is never a default teacher.
+real ``ray.data.llm`` processor. It is never a default teacher. With ``latency_s`` it answers as a
+remote API does, after a fixed delay, ``slots`` requests at a time (a replica of that many sequences),
+so benchmarks measure the pipeline rather than the machine.
 
     with ScriptedTeacher(lambda messages: "```python\\ndef f():\\n    return 1\\n```") as scripted:
         teacher = Teacher(scripted.config())
@@ -24,8 +26,9 @@ Script = Callable[[list[dict[str, str]]], str]
 
 
 class ScriptedTeacher:
-    def __init__(self, script: Script, model: str = "scripted"):
-        self.script, self.model = script, model
+    def __init__(self, script: Script, model: str = "scripted", latency_s: float = 0.0, slots: int | None = None):
+        self.script, self.model, self.latency_s = script, model, latency_s
+        self._slots = asyncio.Semaphore(slots) if slots else None
         self.requests: list[list[dict[str, str]]] = []  # every chat received, in arrival order
         self.busy_s = 0.0  # time spent answering (parsing, the script, the reply)
         self._loop = asyncio.new_event_loop()
@@ -68,6 +71,14 @@ class ScriptedTeacher:
         self._loop.run_until_complete(runner.cleanup())
 
     async def _complete(self, request: web.Request) -> web.Response:
+        if self._slots:
+            async with self._slots:
+                return await self._timed(request)
+        return await self._timed(request)
+
+    async def _timed(self, request: web.Request) -> web.Response:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
         began = time.perf_counter()
         try:
             return await self._answer(request)

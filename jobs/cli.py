@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import json
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from amr.engines import EngineError
 from amr.model_store import ModelError
 from amr.modules import ModuleDBError
 from amr.sandbox import LEVELS, SandboxError
-from jobs import distill, instructions, report
+from jobs import distill, instructions, report, submit
 from jobs import eval as eval_job
 from jobs import run as run_job
 from jobs import train as train_job
@@ -39,8 +40,12 @@ app.add_typer(modules_app, name="modules")
 instructions_app = typer.Typer(help="Instruction construction: seeds, self-instruct, evolution, decontamination.",
                                no_args_is_help=True)
 app.add_typer(instructions_app, name="instructions")
+jobs_app = typer.Typer(help="Jobs on a Ray cluster (see amr submit).", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
-USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, report.ReportError)
+# ConnectionError: a cluster address that does not answer (amr submit, amr jobs)
+USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, report.ReportError,
+               ConnectionError)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -230,6 +235,16 @@ instructions_app.command("self-instruct")(user_errors(instructions.self_instruct
 instructions_app.command("evolve")(user_errors(instructions.evolve_command))
 app.command("run")(user_errors(run_job.main))
 app.command("compare")(user_errors(run_job.compare))
+app.command("submit")(user_errors(submit.submit))
+jobs_app.command("status")(user_errors(submit.status))
+jobs_app.command("logs")(user_errors(submit.logs))
+jobs_app.command("stop")(user_errors(submit.stop))
+jobs_app.command("list")(user_errors(submit.list_jobs))
+
+
+def run_as_module(job: str) -> None:
+    """``python -m jobs.JOB ...`` (what a cluster job runs): the same as ``amr JOB ...``."""
+    app([job, *sys.argv[1:]], prog_name=f"python -m jobs.{job}")
 
 
 if __name__ == "__main__":

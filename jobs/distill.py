@@ -40,7 +40,7 @@ from amr.embeddings import Embedder
 from amr.engines import Teacher
 from amr.modules import ModuleDB
 from amr.parsing import python_code
-from amr.runtime import init_ray
+from amr.runtime import cluster_address, init_ray, require_shared_storage
 from amr.sandbox.stage import check_dataset
 from amr.serving import served
 from amr.storage import RunDir
@@ -55,10 +55,11 @@ def run(config: DistillConfig) -> dict[str, Any]:
     start = time.perf_counter()
     run_dir = RunDir(config.run_dir)
     records = [{**r, "index": i} for i, r in enumerate(load_instructions(config.input.source, config.input.limit))]
-    if config.teacher.vllm.serve and config.teacher.backend == "vllm" and config.ray.address:
+    if config.teacher.vllm.serve and config.teacher.backend == "vllm" and cluster_address(config.ray):
         raise ConfigError("teacher.vllm.serve: a served engine runs next to the driver, so it needs a local Ray "
                           "(ray.address unset); on a cluster use teacher.backend: openai with your servers")
     init_ray(config.ray)
+    require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
     with served(config.teacher, config.model_store, run_dir.scratch() / "teacher-server.log") as teacher_config:
         return _run(config, records, Teacher(teacher_config, config.model_store), run_dir, start)
 
@@ -322,4 +323,6 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from jobs.cli import run_as_module
+
+    run_as_module("distill")

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from amr.config import EVALPLUS_VERSIONS, EvalConfig, load_config
-from amr.runtime import init_ray
+from amr.runtime import init_ray, require_shared_storage
 from eval.data import default_cache, dataset_file, load_tasks
 from eval.generate import generate, student
 from eval.score import score
@@ -37,6 +37,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
     data = dataset_file(config.dataset, version, config.limit, cache)
     tasks = load_tasks(data)
     init_ray(config.ray)
+    require_shared_storage({"output": str(out)})
     samples = generate(tasks, config)
     generated = time.perf_counter()
     with open(out / "samples.jsonl", "w") as f:
@@ -83,4 +84,6 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from jobs.cli import run_as_module
+
+    run_as_module("eval")

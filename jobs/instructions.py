@@ -335,3 +335,9 @@ def evolve_command(
     """Code Evol-Instruct rounds: each level filtered, decontaminated and written with its lineage."""
     if report := _run(input, output, config, overrides, evolve):
         print_generation(report, output)
+
+
+if __name__ == "__main__":
+    from jobs.cli import run_as_module
+
+    run_as_module("instructions")

@@ -280,4 +280,6 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from jobs.cli import run_as_module
+
+    run_as_module("report")

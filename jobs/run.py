@@ -25,7 +25,7 @@ from rich.console import Console
 
 from amr.config import EvalConfig, RunConfig, load_config
 from amr.data import load_instructions
-from amr.runtime import init_ray
+from amr.runtime import init_ray, require_shared_storage
 from amr.storage import RunDir
 from jobs import distill, instructions, report
 from jobs import eval as eval_job
@@ -39,6 +39,7 @@ def run(config: RunConfig) -> Path:
     """Run (or resume) every step; return the report directory."""
     out = Path(config.output).expanduser().resolve()
     init_ray(config.distill.ray)
+    require_shared_storage({"output": str(out)})
     if config.instructions:
         source = _instructions(config, out / "instructions")
         config = config.model_copy(update={"distill": config.distill.model_copy(
@@ -150,4 +151,6 @@ def _main(config: Path | None, shortcuts: list[str], overrides: list[str]) -> No
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from jobs.cli import run_as_module
+
+    run_as_module("run")

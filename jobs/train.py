@@ -53,4 +53,6 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from jobs.cli import run_as_module
+
+    run_as_module("train")

@@ -10,7 +10,7 @@ from typing import Any
 
 from amr.config import ConfigError, TrainConfig
 from amr.model_store import resolve
-from amr.runtime import init_ray
+from amr.runtime import init_ray, require_shared_storage
 from amr.storage import RunDir
 from train.data import examples, load_rows
 from train.loop import METRICS, train_func
@@ -47,6 +47,7 @@ def run(config: TrainConfig, fail_at_step: int | None = None) -> dict[str, Any]:
     os.makedirs(output, exist_ok=True)
     storage = config.storage_path or os.path.join(output, "checkpoints")
     init_ray(config.ray)
+    require_shared_storage({"output": output, "storage_path": storage})
     # Ray Train tees workers' print() to its logger, even prints a library captures (dill's dis dumps while
     # datasets fingerprints TRL's map functions): keep print as is. Propagated to the workers.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
