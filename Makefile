@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap models run test bench bench-teacher bench-sandbox bench-pipeline bench-decontam clean
+.PHONY: setup bwrap models run test bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale clean
 
 setup: $(VENV)/.installed bwrap
 
@@ -40,7 +40,7 @@ run: models
 test: setup
 	$(BIN)/pytest tests
 
-bench: bench-sandbox bench-pipeline bench-teacher bench-decontam
+bench: bench-sandbox bench-pipeline bench-teacher bench-decontam bench-scale
 
 bench-teacher: models
 	$(BIN)/python bench/teacher.py
@@ -53,6 +53,9 @@ bench-pipeline: models
 
 bench-decontam: models
 	$(BIN)/python bench/decontam.py
+
+bench-scale: models
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf runs .pytest_cache

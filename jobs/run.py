@@ -99,7 +99,9 @@ def _train(config: RunConfig, step: Path) -> None:
     if (output / "train.json").exists():
         return _skip(f"{step.name}: train", output)
     _started(f"{step.name}: train", output)
-    cfg = config.train.model_copy(update={"dataset": str(step / "distill"), "output": str(output)})
+    # one Ray Train run per method, also where methods share a storage_path
+    cfg = config.train.model_copy(update={"dataset": str(step / "distill"), "output": str(output),
+                                          "name": f"{config.train.name}-{step.name}"})
     train_job.print_summary(train(cfg), console)
 
 

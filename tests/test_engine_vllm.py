@@ -1,12 +1,10 @@
 """The teacher engine on ray.data.llm + vLLM (CPU), with real models."""
 
-import ast
 
 import pytest
 
 from amr.config import TeacherConfig, VLLMConfig
 from amr.engines import EngineError, Teacher
-from amr.parsing import python_code
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +30,6 @@ def test_tiny_model_generates_and_failing_rows_are_recorded(ray_local, tiny_mode
     assert out["r1"]["num_output_tokens"] == 3  # per-row sampling overrides the config
     failed = out["too-long"]
     assert "maximum context length" in failed["error"] and failed["response"] == "" and failed["topic"] == "x"
-
-
-def test_smollm2_writes_a_python_function(ray_local, smollm2):
-    rows = [{"id": "prime", "messages": [
-        {"role": "system", "content": "You are a professional coder. Answer with Python code in a Markdown code block."},
-        {"role": "user", "content": "Write a Python function is_prime(n) that returns True if n is a prime number."},
-    ]}]
-    (row,) = _teacher("smollm2-135m-instruct", 200).generate(ray_local.data.from_items(rows)).take_all()
-    assert row["error"] is None, row["error"]
-    code = python_code(row["response"])
-    assert code is not None, row["response"]
-    assert any(isinstance(node, ast.FunctionDef) for node in ast.walk(ast.parse(code)))
 
 
 def test_gpu_device_without_gpus_fails_fast(ray_local, tiny_model):
