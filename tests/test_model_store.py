@@ -87,6 +87,7 @@ def test_real_smollm2_is_converted_to_an_hf_directory(smollm2):
     assert meta["sha256"] == model_store.REGISTRY["smollm2-135m-instruct"].sha256
     config = json.loads((path / "config.json").read_text())
     assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    assert "quantization_config" not in config and meta["format"] == model_store.STORE_FORMAT  # vLLM loads it
     assert (path / "model.safetensors").stat().st_size > 400e6  # float32, dequantized
     from transformers import AutoTokenizer
 
