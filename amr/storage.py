@@ -14,9 +14,10 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import pyarrow as pa
+import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     import ray
 
 T = TypeVar("T")
+
+DONE = "_SUCCESS"
+"""The marker a stage directory gets once all its files are written."""
+ROWS_PER_FILE = 50_000
 
 
 class RunDir:
@@ -74,17 +79,22 @@ class RunDir:
         return self._read(name, lambda path: pq.read_table(path, columns=columns, filesystem=self.fs))
 
     def _write(self, name: str, data: bytes | pa.Buffer) -> None:
+        self._write_chunks(name, [data])
+
+    def _write_chunks(self, name: str, chunks: Iterable[bytes | pa.Buffer]) -> None:
         path = self._fs_path(name)
-        if not self.is_local:  # one upload: the object appears whole or not at all
+        if not self.is_local:  # one upload: the object appears whole (on close) or not at all
             with self.fs.open_output_stream(path) as f:
-                f.write(data)
+                for chunk in chunks:
+                    f.write(chunk)
             return
         parent, base = os.path.split(path)
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                for chunk in chunks:
+                    f.write(chunk)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -110,7 +120,8 @@ class RunDir:
         self.write_table(name, pa.Table.from_pylist(rows))
 
     def write_dataset(self, name: str, ds: ray.data.Dataset) -> pa.Table:
-        """Execute ``ds`` once and write it as one Parquet file; return the written table.
+        """Execute ``ds`` once and write it as one Parquet file through the driver; return the table
+        (a command's single output file; pipeline stages use ``write_stage``).
 
         Batches are unified before writing: a column that is all null in one batch (no errors yet) and
         typed in another is promoted, not a failure.
@@ -122,9 +133,69 @@ class RunDir:
         self.write_table(name, table)
         return table
 
+    # Stage directories: ``name/`` holds Parquet files written by the workers that produced the rows,
+    # then the ``_SUCCESS`` marker. Nothing of a stage passes through the driver.
+
+    def stage_done(self, name: str) -> bool:
+        return self.exists(f"{name}/{DONE}")
+
+    def write_stage(self, name: str, ds: ray.data.Dataset) -> None:
+        """Execute ``ds`` once into the stage directory ``name`` (a cut-off earlier write is removed
+        first); the marker comes last."""
+        self._clear(name)
+        ds.write_parquet(self._fs_path(name), filesystem=self.fs, min_rows_per_file=ROWS_PER_FILE)
+        self.fs.create_dir(self._fs_path(name))  # an empty dataset writes no file
+        self._write(f"{name}/{DONE}", b"")
+
+    def write_stage_tables(self, name: str, tables: Iterable[pa.Table]) -> None:
+        """Tables produced here (``part-NNNNN.parquet``, one per table) as the stage directory ``name``."""
+        self._clear(name)
+        self.fs.create_dir(self._fs_path(name))
+        for number, table in enumerate(tables):
+            self.write_table(f"{name}/part-{number:05d}.parquet", table)
+        self._write(f"{name}/{DONE}", b"")
+
+    def copy_stage(self, name: str, source: RunDir) -> None:
+        """``source``'s finished stage ``name`` as this directory's."""
+        self.write_stage_tables(name, (source.read_table(f) for f in source._stage_files(name)))
+
+    def _clear(self, name: str) -> None:
+        if self.exists(name):
+            self.fs.delete_dir(self._fs_path(name))
+
+    def _stage_files(self, name: str) -> list[str]:
+        """The Parquet files of a stage directory (or of any directory of Parquet files), relative, sorted."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self._fs_path(name), allow_not_found=True))
+        root = len(self._root) + 1
+        return sorted(i.path[root:] for i in infos if i.is_file and i.path.endswith(".parquet")
+                      and not i.base_name.startswith((".", "_")))
+
+    def open_stage(self, name: str) -> pds.Dataset | None:
+        """The stage directory as one Arrow dataset, ``None`` when it has no rows. Column types are unified
+        across files: a column all null in one (no errors there) and typed in another reads as the type."""
+        files = [self._fs_path(f) for f in self._stage_files(name)]
+        if not files:
+            return None
+        schema = pa.unify_schemas([pq.read_schema(f, filesystem=self.fs) for f in files], promote_options="permissive")
+        return pds.dataset(files, schema=schema, filesystem=self.fs, format="parquet")
+
+    def read_stage(self, name: str) -> ray.data.Dataset:
+        """The stage directory as a Ray Dataset, read by the workers (file order kept)."""
+        import ray.data
+
+        dataset = self.open_stage(name)
+        if dataset is None:
+            raise ValueError(f"{self.path(name)}: the stage has no rows")
+        return ray.data.read_parquet(dataset.files, filesystem=self.fs, schema=dataset.schema)
+
     def write_jsonl(self, name: str, table: pa.Table) -> None:
         """One JSON object per row."""
-        self.write_text(name, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist()))
+        self.write_jsonl_batches(name, table.to_batches())
+
+    def write_jsonl_batches(self, name: str, batches: Iterable[pa.RecordBatch | pa.Table]) -> None:
+        """One JSON object per row, written a batch at a time."""
+        self._write_chunks(name, ("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in b.to_pylist()).encode()
+                                  for b in batches))
 
     def scratch(self) -> Path:
         """A local directory for files that must be local (a server log): the run directory itself when

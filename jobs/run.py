@@ -83,10 +83,11 @@ def _instructions(config: RunConfig, folder: Path) -> str:
 def _distill(config: RunConfig, method: str, run_dir: Path, out: Path) -> None:
     if (run_dir / "manifest.json").exists() and (run_dir / "dataset.parquet").exists():
         return _skip(f"{method}: distill", run_dir)
-    if method in SHARES_DIRECT and not (run_dir / "direct.parquet").exists():
-        shared = next((p for m in SHARES_DIRECT if (p := out / m / "distill" / "direct.parquet").exists()), None)
+    target = RunDir(str(run_dir))
+    if method in SHARES_DIRECT and not target.stage_done("direct.parquet"):
+        shared = next((d for m in SHARES_DIRECT if (d := RunDir(str(out / m / "distill"))).stage_done("direct.parquet")), None)
         if shared:
-            RunDir(str(run_dir)).write_table("direct.parquet", RunDir(str(shared.parent)).read_table("direct.parquet"))
+            target.copy_stage("direct.parquet", shared)
     _started(f"{method}: distill", run_dir)
     cfg = config.distill.model_copy(update={"method": method, "run_dir": str(run_dir)})
     distill.print_summary(distill.run(cfg), console)

@@ -59,7 +59,8 @@ def smollm2() -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(s3_server):
+    """The session's local Ray, started after the S3 variables are set: its workers write stages to S3."""
     import ray
 
     from amr.config import RayConfig

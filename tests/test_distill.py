@@ -121,12 +121,17 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(ray_local, scripted, tmp
     assert len(lines) == 4 and json.loads(lines[0])["messages"][0]["role"] == "user"
 
 
-def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, tmp_path):
+def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, tmp_path, monkeypatch):
+    monkeypatch.setattr(distill, "CHUNK", 3)  # the driver reads the 4 instructions 3 at a time
     cfg = config(tmp_path, scripted)
     distill.run(cfg)
-    before = pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist()
+    run = Path(cfg.run_dir)
+    assert sorted(p.name for p in (run / "input.parquet").iterdir()) == ["_SUCCESS", "part-00000.parquet", "part-00001.parquet"]
+    assert all((run / f"{stage}.parquet" / "_SUCCESS").exists() for stage in ("direct", "decompose", "embed", "dataset"))
+    before = pq.read_table(run / "dataset.parquet").to_pylist()
     calls = len(scripted.requests)
-    (Path(cfg.run_dir) / "waves" / "00001.parquet").unlink()  # cut off after its inserts were committed
+    (run / "waves" / "00001.parquet").unlink()  # cut off after its inserts were committed
+    (run / "dataset.parquet" / "_SUCCESS").unlink()  # and the dataset cut off while being written
     manifest = distill.run(cfg)
     # only the cut-off wave again: 2 evolutions, 2 tests (novelty is judged against the pinned version)
     assert len(scripted.requests) - calls == 4

@@ -92,6 +92,27 @@ def test_write_dataset_promotes_a_column_null_in_one_block(ray_local, run_dir):
         run_dir.write_dataset("e.parquet", ray_local.data.from_items([{"x": 1}]).filter(lambda r: False))
 
 
+def test_stage_directories_are_written_by_workers_and_read_back_unified(ray_local, run_dir):
+    """A stage's blocks become files written by the workers; a cut-off write is replaced; reads unify types."""
+    blocks = [pa.table({"index": [0, 1], "error": pa.array([None, None])}), pa.table({"index": [2], "error": ["boom"]})]
+    run_dir.write_json("stage.parquet/leftover.json", {})  # a write cut off before its marker
+    assert not run_dir.stage_done("stage.parquet")
+    run_dir.write_stage("stage.parquet", ray_local.data.from_arrow(blocks))
+    assert run_dir.stage_done("stage.parquet") and not run_dir.exists("stage.parquet/leftover.json")
+    dataset = run_dir.open_stage("stage.parquet")
+    assert dataset.schema.field("error").type == pa.string() and dataset.count_rows() == 3
+    assert sorted(run_dir.read_stage("stage.parquet").take_all(), key=lambda r: r["index"]) == [
+        {"index": 0, "error": None}, {"index": 1, "error": None}, {"index": 2, "error": "boom"}]
+    copy = RunDir(run_dir.uri + "-copy")
+    copy.copy_stage("stage.parquet", run_dir)
+    assert copy.stage_done("stage.parquet") and copy.open_stage("stage.parquet").to_table().num_rows == 3
+    run_dir.write_stage("empty.parquet", ray_local.data.from_items([{"x": 1}]).filter(lambda r: False))
+    assert run_dir.stage_done("empty.parquet") and run_dir.open_stage("empty.parquet") is None
+    assert run_dir.open_stage("growth") is None  # a directory nothing was written to
+    run_dir.write_jsonl_batches("rows.jsonl", dataset.to_batches())
+    assert sorted(json.loads(line)["index"] for line in run_dir.read_text("rows.jsonl").splitlines()) == [0, 1, 2]
+
+
 def _module(name: str, vector: np.ndarray) -> dict:
     return {"name": name, "signature": f"def {name}()", "description": name, "code": f"def {name}():\n    return 1",
             "test": f"assert {name}() == 1", "run": "r1", "instruction_id": f"mbpp/{name}", "stage": "seed",

@@ -7,6 +7,7 @@ load with an error naming the file, the line (row) and the field.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,11 +49,13 @@ def mbpp_train() -> list[dict[str, Any]]:
 def load_instructions(source: str, limit: int | None = None, keep_fields: bool = False) -> list[dict[str, Any]]:
     """Load and validate instruction records from a built-in source name or a JSONL/Parquet file;
     ``keep_fields``: keep a file's other fields too (lineage, contamination), not only id, instruction, tests."""
-    if source == "mbpp-train":
-        records = mbpp_train()
-    else:
-        records = list(_validated(Path(source), keep_fields))
-    return records[:limit] if limit else records
+    return list(iter_instructions(source, limit, keep_fields))
+
+
+def iter_instructions(source: str, limit: int | None = None, keep_fields: bool = False) -> Iterator[dict[str, Any]]:
+    """``load_instructions`` one record at a time, for inputs larger than memory."""
+    records = iter(mbpp_train()) if source == "mbpp-train" else _validated(Path(source), keep_fields)
+    return itertools.islice(records, limit or None)
 
 
 def _validated(path: Path, keep_fields: bool = False) -> Iterator[dict[str, Any]]:
@@ -122,8 +125,8 @@ def _rows(path: Path) -> Iterator[tuple[int, Any]]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield i, row
+        rows = (row for batch in pq.ParquetFile(path).iter_batches() for row in batch.to_pylist())
+        yield from enumerate(rows, start=1)
         return
     with path.open() as f:
         for i, text in enumerate(f, start=1):
