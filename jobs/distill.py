@@ -66,11 +66,11 @@ def run(config: DistillConfig) -> dict[str, Any]:
     if config.teacher.vllm.serve and config.teacher.backend == "vllm" and cluster_address(config.ray):
         raise ConfigError("teacher.vllm.serve: a served engine runs next to the driver, so it needs a local Ray "
                           "(ray.address unset); on a cluster use teacher.backend: openai with your servers")
-    init_ray(config.ray)
-    require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
-    total = _input(config, run_dir)
+    total = _input(config, run_dir)  # bad input fails here, before Ray starts
     if not total:
         raise ConfigError(f"input.source: {config.input.source} holds no instruction")
+    init_ray(config.ray)
+    require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
     options = ray.data.DataContext.get_current().execution_options
     ordered, options.preserve_order = options.preserve_order, True  # stage files in input order: waves read slices
     try:
@@ -84,7 +84,8 @@ def _input(config: DistillConfig, run_dir: RunDir) -> int:
     """The validated instructions with their ``index`` (``input.parquet``), read in chunks; their number."""
     if not run_dir.stage_done(INPUT):
         records = iter_instructions(config.input.source, config.input.limit)
-        chunks = iter(lambda: list(itertools.islice(records, CHUNK)), [])
+        first = list(itertools.islice(records, CHUNK))  # a missing or malformed file fails before any write
+        chunks = itertools.chain([first] if first else [], iter(lambda: list(itertools.islice(records, CHUNK)), []))
         offsets = itertools.count(0, CHUNK)
         run_dir.write_stage_tables(INPUT, (pa.Table.from_pylist([{**r, "index": i} for i, r in enumerate(c, o)])
                                            for c, o in zip(chunks, offsets)))

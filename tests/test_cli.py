@@ -4,6 +4,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 from typer.testing import CliRunner
 
 from jobs.cli import app
@@ -26,13 +27,15 @@ def test_models_list_names_the_registry():
         assert name in result.output
 
 
-def test_bad_config_and_input_exit_2_with_the_place(write):
+def test_bad_config_and_input_exit_2_with_the_place(write, tmp_path):
     bad = write("bad.yaml", "input:\n  limit: many\n")
     result = runner.invoke(app, ["distill", "--config", str(bad)])
     assert result.exit_code == 2
     assert f"{bad}:2: input.limit" in result.output
-    result = runner.invoke(app, ["distill", "--set", "input.source=/nope.jsonl"])
+    ray_before = ray.is_initialized()
+    result = runner.invoke(app, ["distill", "--set", "input.source=/nope.jsonl", "--set", f"run_dir={tmp_path / 'run'}"])
     assert result.exit_code == 2 and "no such input file" in result.output
+    assert ray.is_initialized() == ray_before and not (tmp_path / "run").exists()  # refused before Ray or any write
     requests = write("r.jsonl", '{"id": 1, "prompt": "hi"}\n{"id": 1, "prompt": "again"}\n')
     result = runner.invoke(app, ["teacher", "generate", "-i", str(requests), "-o", "x.parquet"])
     assert result.exit_code == 2 and "r.jsonl:2: field 'id': duplicate id" in result.output
