@@ -26,10 +26,13 @@ Script = Callable[[list[dict[str, str]]], str]
 
 
 class ScriptedTeacher:
-    def __init__(self, script: Script, model: str = "scripted", latency_s: float = 0.0, slots: int | None = None):
+    def __init__(self, script: Script, model: str = "scripted", latency_s: float = 0.0, slots: int | None = None,
+                 keep_requests: bool = True):
         self.script, self.model, self.latency_s = script, model, latency_s
         self._slots = asyncio.Semaphore(slots) if slots else None
+        self.keep_requests = keep_requests  # False: count only (a benchmark's memory figures stay the job's)
         self.requests: list[list[dict[str, str]]] = []  # every chat received, in arrival order
+        self.calls = 0
         self.busy_s = 0.0  # time spent answering (parsing, the script, the reply)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -88,7 +91,9 @@ class ScriptedTeacher:
     async def _answer(self, request: web.Request) -> web.Response:
         body = await request.json()
         messages = body["messages"]
-        self.requests.append(messages)
+        self.calls += 1
+        if self.keep_requests:
+            self.requests.append(messages)
         try:
             text = self.script(messages)
         except Exception as exc:  # a 4xx is not retried: the job records it on the row
@@ -96,7 +101,7 @@ class ScriptedTeacher:
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         completion_tokens = len(text.split())
         return web.json_response({
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{self.calls}", "object": "chat.completion", "created": int(time.time()),
             "model": self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

@@ -41,7 +41,7 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
     source = tmp / "instructions.jsonl"
     source.write_text("".join(json.dumps({"id": f"s/{i}", "instruction": f"Task {i}. Scale a number.",
                                           "tests": [f"assert solve_{i}(1) == {i + 1}"]}) + "\n" for i in range(rows)))
-    with ScriptedTeacher(script, latency_s=latency, slots=replicas) as teacher:
+    with ScriptedTeacher(script, latency_s=latency, slots=replicas, keep_requests=False) as teacher:
         config = DistillConfig(run_dir=str(tmp / "run"), method=method,
                                teacher=teacher.config(concurrency=replicas, batch_size=1))
         config.input.source = str(source)
@@ -54,7 +54,7 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"rows": rows, "replicas": replicas, "seconds": round(seconds, 1),
             "per_hour": round(rows / seconds * 3600), "ideal_per_hour": round(replicas / latency * 3600),
-            "teacher_calls": len(teacher.requests), "driver_rss_before_mib": round(before),
+            "teacher_calls": teacher.calls, "driver_rss_before_mib": round(before),
             "driver_peak_growth_mib": round(max(0.0, peak - peak_before)), "driver_rss_after_mib": round(_rss_mib())}
 
 
