@@ -105,7 +105,7 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
             run_dir.write_stage(path, build())
             stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1)}
         stages.setdefault(name, {"resumed": True})
-        stages[name].update(_teacher_counts(_scan(run_dir, path, _calls(calls))) if calls
+        stages[name].update(_teacher_counts(_scan(run_dir, path, _calls(calls)), calls) if calls
                             else {"rows": _count(run_dir, path)})
         return path
 
@@ -114,8 +114,9 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
         final = read(streamed("cot", lambda: cot.run(read(INPUT), teacher), "cot"))
     else:
         rows = streamed("direct", lambda: direct_stage.run(read(INPUT), teacher), "direct")
+    if config.method == "direct":
         final = read(rows)
-    if config.method == "ansrepair":
+    elif config.method == "ansrepair":
         rows = streamed("anstest", lambda: repair.test(read(rows), teacher, config.sandbox), "anstest")
         verdicts = Counter(v for b in _scan(run_dir, rows, ["self_test_status"]) for v in b["self_test_status"])
         stages["anstest"]["verdicts"] = dict(verdicts)
@@ -196,7 +197,7 @@ def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, run
             run_dir.write_rows(out_path, answered)  # last: its presence marks the wave done
         waves.append({"wave": number, "rows": last - first, **pin})
     db.index(config.modules.index_min_rows)
-    stages["evolve"] = _teacher_counts(_scan(run_dir, WAVES, _calls("are")))
+    stages["evolve"] = _teacher_counts(_scan(run_dir, WAVES, _calls("are")), "are")
     stages["grow"] = _growth_counts(_scan(run_dir, GROWTH, GROWTH_COLUMNS))
     return {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
@@ -253,7 +254,7 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
         outcomes = _grow(grow.candidates(rows, "seed_response"), config, teacher, db, embedder, db.version,
                          run_id, "seed")
         run_dir.write_rows(done, outcomes or [{"outcome": "none"}])
-        counts = _teacher_counts([{c: [r[c] for r in answered] for c in _calls("seed")}])
+        counts = _teacher_counts([{c: [r[c] for r in answered] for c in _calls("seed")}], "seed")
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
     else:
         counts = {"resumed": True}
@@ -284,11 +285,11 @@ def _count_where(run_dir: RunDir, path: str, columns: list[str], predicate: Call
     return sum(predicate(dict(zip(b, values))) for b in _scan(run_dir, path, columns) for values in zip(*b.values()))
 
 
-def _teacher_counts(batches: Iterable[dict[str, list[Any]]]) -> dict[str, Any]:
-    """Rows, errors (and three examples) and tokens from batches of the ``_calls`` columns."""
+def _teacher_counts(batches: Iterable[dict[str, list[Any]]], prefix: str) -> dict[str, Any]:
+    """Rows, errors (and three examples) and tokens from batches of the ``_calls(prefix)`` columns."""
     counts: dict[str, Any] = {"rows": 0, "errors": 0, "error_examples": [], "input_tokens": 0, "output_tokens": 0}
     for batch in batches:
-        errors, inputs, outputs = batch.values()
+        errors, inputs, outputs = (batch[c] for c in _calls(prefix))
         counts["rows"] += len(errors)
         found = [e for e in errors if e]
         counts["errors"] += len(found)
@@ -339,15 +340,15 @@ def _dataset(config: DistillConfig, final: ray.data.Dataset, total: int, run_dir
     def verdicts(batch: pa.Table) -> pa.Table:
         passed = [s == "passed" if tests else None
                   for s, tests in zip(batch.column("status").to_pylist(), batch.column("tests").to_pylist())]
-        return batch.append_column("tests_passed", pa.array(passed, pa.bool_())).select(DATASET_SCHEMA.names).cast(DATASET_SCHEMA)
+        batch = batch.append_column("tests_passed", pa.array(passed, pa.bool_()))
+        return batch.select(DATASET_SCHEMA.names).cast(DATASET_SCHEMA)
 
     answered = final.filter(lambda r: not r[error] and bool(r[response])).map(example)
     run_dir.write_stage(DATASET, check_dataset(answered, config.sandbox).map_batches(verdicts, batch_format="pyarrow"))
-    run_dir.write_jsonl_batches(JSONL, run_dir.open_stage(DATASET).to_batches() if _count(run_dir, DATASET) else [])
-    rows = with_tests = passed = 0
-    for batch in _scan(run_dir, DATASET, ["tests_passed"]):
-        verdict = batch["tests_passed"]
-        rows, with_tests, passed = rows + len(verdict), with_tests + sum(v is not None for v in verdict), passed + sum(v is True for v in verdict)
+    written = run_dir.open_stage(DATASET)
+    run_dir.write_jsonl_batches(JSONL, written.to_batches() if written else [])
+    verdict = Counter(v for b in _scan(run_dir, DATASET, ["tests_passed"]) for v in b["tests_passed"])
+    rows, with_tests, passed = verdict.total(), verdict[True] + verdict[False], verdict[True]
     return {"rows": rows, "dropped": total - rows, "with_tests": with_tests,
             "response_accuracy": round(passed / with_tests, 4) if with_tests else None, "path": run_dir.path(DATASET)}
 
