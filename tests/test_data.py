@@ -45,6 +45,20 @@ def test_malformed_instructions_name_file_line_field(write, text, message):
         load_instructions(str(write("in.jsonl", text)))
 
 
+def test_duplicate_ids_are_found_by_hash_then_confirmed(write, monkeypatch):
+    import amr.data
+
+    text = '{"id": "a", "instruction": "x"}\n{"id": "b", "instruction": "y"}\n\n{"id": 1, "instruction": "z"}\n'
+    path = write("in.jsonl", text + '{"id": "b", "instruction": "w"}\n')
+    with pytest.raises(InputError, match=r"in.jsonl:5: field 'id': duplicate id 'b' \(first on line 2\)"):
+        load_instructions(str(path))
+    assert len(load_instructions(str(path), limit=3)) == 3  # the repeat is past the limit
+    monkeypatch.setattr(amr.data, "_id_hash", lambda rid: 7)  # every id shares a hash: only equal ids are errors
+    assert [r["id"] for r in load_instructions(str(write("ok.jsonl", text)))] == ["a", "b", "1"]
+    with pytest.raises(InputError, match=r"in.jsonl:5: field 'id': duplicate id 'b' \(first on line 2\)"):
+        load_instructions(str(path))
+
+
 def test_parquet_rows_are_validated_too(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -19,6 +19,7 @@ import yaml
 from amr.config import DistillConfig
 from amr.prompts import cot, decompose, evolve, repair, seed, testgen
 from amr.scripted_teacher import ScriptedTeacher
+from amr import storage
 from amr.storage import RunDir
 from jobs import distill
 
@@ -122,7 +123,8 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(ray_local, scripted, tmp
 
 
 def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, tmp_path, monkeypatch):
-    monkeypatch.setattr(distill, "CHUNK", 3)  # the driver reads the 4 instructions 3 at a time
+    monkeypatch.setattr(distill, "CHUNK", 1)  # the driver reads the 4 instructions 1 at a time,
+    monkeypatch.setattr(storage, "ROWS_PER_FILE", 3)  # into files of 3 rows
     cfg = config(tmp_path, scripted)
     distill.run(cfg)
     run = Path(cfg.run_dir)

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from amr.modules import ModuleDB
+from amr import storage
 from amr.storage import RunDir
 
 pytestmark = pytest.mark.timeout(120)
@@ -111,6 +112,28 @@ def test_stage_directories_are_written_by_workers_and_read_back_unified(ray_loca
     assert run_dir.open_stage("growth") is None  # a directory nothing was written to
     run_dir.write_jsonl_batches("rows.jsonl", dataset.to_batches())
     assert sorted(json.loads(line)["index"] for line in run_dir.read_text("rows.jsonl").splitlines()) == [0, 1, 2]
+
+
+def test_driver_made_stage_files_fill_up_to_rows_per_file(run_dir, monkeypatch):
+    monkeypatch.setattr(storage, "ROWS_PER_FILE", 2)
+    schema = pa.schema([("index", pa.int64()), ("error", pa.string())])
+    tables = [pa.table({"index": [i], "error": pa.array([None] if i < 2 else ["boom"])}) for i in range(3)]
+    run_dir.write_stage_tables("made.parquet", iter(tables), schema)
+    assert run_dir._stage_files("made.parquet") == ["made.parquet/part-00000.parquet", "made.parquet/part-00001.parquet"]
+    assert [f.count_rows() for f in run_dir.open_stage("made.parquet").get_fragments()] == [2, 1]
+    assert run_dir.open_stage("made.parquet").to_table().to_pylist() == [
+        {"index": 0, "error": None}, {"index": 1, "error": None}, {"index": 2, "error": "boom"}]
+    assert [b.schema.names for b in run_dir.scan_stage("made.parquet", ["error", "absent"])] == [["error"]] * 3
+
+
+def test_a_failed_streamed_write_leaves_no_file(run_dir):
+    def batches():
+        yield pa.table({"x": [1]})
+        raise RuntimeError("cut off")
+
+    with pytest.raises(RuntimeError, match="cut off"):
+        run_dir.write_jsonl_batches("rows.jsonl", batches())
+    assert not run_dir.exists("rows.jsonl")
 
 
 def _module(name: str, vector: np.ndarray) -> dict:

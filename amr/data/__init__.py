@@ -7,10 +7,14 @@ load with an error naming the file, the line (row) and the field.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+from array import array
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 DATA_DIR = Path(__file__).parent
 MBPP = DATA_DIR / "mbpp" / "mbpp.jsonl"
@@ -54,15 +58,18 @@ def load_instructions(source: str, limit: int | None = None, keep_fields: bool =
 
 def iter_instructions(source: str, limit: int | None = None, keep_fields: bool = False) -> Iterator[dict[str, Any]]:
     """``load_instructions`` one record at a time, for inputs larger than memory."""
-    records = iter(mbpp_train()) if source == "mbpp-train" else _validated(Path(source), keep_fields)
-    return itertools.islice(records, limit or None)
+    if source == "mbpp-train":
+        return itertools.islice(mbpp_train(), limit or None)
+    return _validated(Path(source), limit, keep_fields)
 
 
-def _validated(path: Path, keep_fields: bool = False) -> Iterator[dict[str, Any]]:
+def _validated(path: Path, limit: int | None = None, keep_fields: bool = False) -> Iterator[dict[str, Any]]:
+    """The file's first ``limit`` records, validated; ids are checked unique once all are read (the
+    check keeps 8 bytes per record, not the ids)."""
     if not path.is_file():
         raise InputError(f"{path}: no such input file (or use one of: {', '.join(BUILTIN_SOURCES)})")
-    seen: dict[str, int] = {}
-    for line, row in _rows(path):
+    hashes = array("Q")
+    for line, row in itertools.islice(_rows(path), limit or None):
         where = f"{path}:{line}"
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected an object with 'id' and 'instruction'")
@@ -75,15 +82,34 @@ def _validated(path: Path, keep_fields: bool = False) -> Iterator[dict[str, Any]
             if not isinstance(value, str) or not value.strip():
                 raise InputError(f"{where}: field '{field}' must be a non-empty string")
             row[field] = value
-        if row["id"] in seen:
-            raise InputError(f"{where}: field 'id': duplicate id {row['id']!r} (first on line {seen[row['id']]})")
-        seen[row["id"]] = line
+        hashes.append(_id_hash(row["id"]))
         tests = row.get("tests")
         if tests is None:
             tests = []
         if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
             raise InputError(f"{where}: field 'tests' must be a list of strings")
         yield {**(row if keep_fields else {}), "id": row["id"], "instruction": row["instruction"], "tests": list(tests)}
+    _check_unique_ids(path, hashes)
+
+
+def _id_hash(rid: str) -> int:
+    return int.from_bytes(hashlib.blake2b(rid.encode(), digest_size=8).digest(), "little")
+
+
+def _check_unique_ids(path: Path, hashes: array) -> None:
+    """Raise on the first repeated id, naming both lines. Only ids whose hash repeats are looked up again
+    (rows read a second time); a hash shared by different ids is no error."""
+    values, counts = np.unique(np.frombuffer(hashes, dtype=np.uint64), return_counts=True)
+    suspects = set(values[counts > 1].tolist())
+    if not suspects:
+        return
+    first: dict[str, int] = {}
+    for line, row in itertools.islice(_rows(path), len(hashes)):
+        rid = str(row["id"])
+        if _id_hash(rid) in suspects:
+            if rid in first:
+                raise InputError(f"{path}:{line}: field 'id': duplicate id {rid!r} (first on line {first[rid]})")
+            first[rid] = line
 
 
 def load_requests(path: str | Path) -> list[dict[str, Any]]:
