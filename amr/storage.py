@@ -215,13 +215,10 @@ class RunDir:
         return pds.dataset(files, schema=schema, filesystem=self.fs, format="parquet")
 
     def scan_stage(self, name: str, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """The stage directory's rows, ``BATCH_ROWS`` at a time, a file at a time; of ``columns``, those
-        some file has."""
+        """The stage directory's rows as ``scan`` reads them; of ``columns``, those some file has."""
         dataset = self.open_stage(name)
         if dataset is not None:
-            present = None if columns is None else [c for c in columns if c in dataset.schema.names]
-            yield from dataset.to_batches(columns=present, batch_size=BATCH_ROWS, batch_readahead=1,
-                                          fragment_readahead=1)
+            yield from scan(dataset, None if columns is None else [c for c in columns if c in dataset.schema.names])
 
     def read_stage(self, name: str) -> ray.data.Dataset:
         """The stage directory as a Ray Dataset, read by the workers (file order kept)."""
@@ -251,3 +248,11 @@ class RunDir:
             path = Path(tempfile.gettempdir()) / f"amr-run-{hashlib.sha256(self.uri.encode()).hexdigest()[:16]}"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def scan(dataset: pds.Dataset, columns: list[str] | None = None,
+         filter: pds.Expression | None = None) -> Iterator[pa.RecordBatch]:
+    """Rows as the driver reads them: ``BATCH_ROWS`` at a time, a file at a time, through the system
+    allocator (pyarrow's default, mimalloc, keeps tens of MiB of the scan threads' memory: bench/scale.py)."""
+    return dataset.to_batches(columns=columns, filter=filter, batch_size=BATCH_ROWS, batch_readahead=1,
+                              fragment_readahead=1, memory_pool=pa.system_memory_pool())

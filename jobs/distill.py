@@ -49,7 +49,7 @@ from amr.parsing import python_code
 from amr.runtime import cluster_address, init_ray, require_shared_storage
 from amr.sandbox.stage import check_dataset
 from amr.serving import served
-from amr.storage import RunDir
+from amr.storage import RunDir, scan
 from amr.stages import cot, decompose, embed, evolve, grow, repair, retrieve
 from amr.stages import direct as direct_stage
 
@@ -133,7 +133,8 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
             source = lambda: read(rows).map(lambda r: {**r, "specs": "[]"})  # noqa: E731
         else:
             rows = streamed("decompose", lambda: decompose.run(read(rows), teacher), "md")
-            stages["decompose"]["without_specs"] = run_dir.open_stage(rows).count_rows(filter=pc.field("md_reason").is_valid())
+            stages["decompose"]["without_specs"] = _count_where(run_dir, rows, ["md_reason"],
+                                                                lambda r: r["md_reason"] is not None)
             source = lambda: read(rows)  # noqa: E731
         if config.method != "amr-no-are":
             query = "direct" if config.method == "amr-no-md" else "specs"
@@ -173,8 +174,8 @@ def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, run
         else:
             pin = run_dir.read_json(pin_path) if run_dir.exists(pin_path) else {"version_read": db.version}
             run_dir.write_json(pin_path, pin)
-            wave = sorted(rows.to_table(filter=(pc.field("index") >= first) & (pc.field("index") < last)).to_pylist(),
-                          key=lambda r: r["index"])
+            wave = sorted((r for b in scan(rows, filter=(pc.field("index") >= first) & (pc.field("index") < last))
+                           for r in b.to_pylist()), key=lambda r: r["index"])
             began, seconds = time.perf_counter(), {}
             with _timed(seconds, "retrieve"):
                 if config.method == "amr-no-are":
