@@ -2,8 +2,8 @@
 
 Every write is atomic: locally a hidden temporary file next to the target, then ``os.replace``; on an
 object store one upload of the whole object, which becomes visible only once complete (and is deleted
-when the write fails). Object-store
-credentials and endpoints come from the usual environment variables (see the README).
+when the write fails). Object-store credentials and endpoints come from the usual environment variables
+(see the README).
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ asserts in the sandbox (anstest.parquet) and repairs the failing ones once (repa
 4. the dataset (instruction, response, chat ``messages``) and its response accuracy against the
    instructions' tests                                             -> dataset.parquet, dataset.jsonl
 and ``manifest.json``. Every ``NAME.parquet`` but the waves' is a directory of Parquet files written by
-the Ray workers that made the rows, finished by a ``_SUCCESS`` marker: the driver holds one wave (and the
-instructions' ids while validating them), never a whole stage, and reads counts from small columns.
+the Ray workers that made the rows, finished by a ``_SUCCESS`` marker. The driver holds one wave, never a
+whole stage: it reads stages a batch at a time (``amr.storage.scan``), counts from small columns, and keeps
+8 bytes per instruction to check that ids are unique, so its memory does not grow with the input.
 Rerunning the same command resumes: finished stages and waves are read back, a wave that was cut off
 reads the table version it pinned, and inserts are merge-inserts.
 """

@@ -259,10 +259,6 @@ def print_report(report: dict[str, Any], output: str) -> None:
                   highlight=False)
 
 
-ConfigOption = typer.Option(None, "--config", "-c", help="YAML instructions config (defaults if omitted).")
-OverridesOption = typer.Option([], "--set", help="Override a config key: key.path=value.")
-
-
 def _run(source: str, output: str, config: Path | None, overrides: list[str], step) -> dict[str, Any] | None:
     """``step(records, config, output)`` unless ``output`` is done already (it and its report exist)."""
     if Path(output).exists() and Path(report_path(output)).exists():
