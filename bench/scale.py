@@ -11,8 +11,8 @@ is not counted. The job runs as many HTTP workers as replicas.
 Replicas: weak scaling, ``--per-replica`` instructions per replica, so a perfect pipeline takes the same
 time at every count; efficiency = rate(R) / (R x rate(1)).
 Sizes: ``--size-replicas`` replicas (enough that the pipeline, not the teacher, is the limit). Driver memory:
-its RSS before the measured job and the highest RSS seen during it (sampled every 0.1 s); flat memory is
-the same peak at every size. Method ``direct`` (one teacher call per instruction) by default: the amr
+its RSS before the measured job, the highest RSS seen during it (sampled every 0.1 s) and its RSS after;
+flat memory is the same peak at every size. Method ``direct`` (one teacher call per instruction) by default: the amr
 method's waves are measured by bench/pipeline.py. Writes bench/results/scale.json.
 """
 
@@ -69,9 +69,10 @@ def _job(config: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
+    after = process.memory_info().rss
     ray.shutdown()
     return {"seconds": seconds, "dataset_rows": manifest["dataset"]["rows"], "driver_rss_before_mib": before >> 20,
-            "driver_peak_rss_mib": max(peak[0], before) >> 20}
+            "driver_peak_rss_mib": max(peak[0], before, after) >> 20, "driver_rss_after_mib": after >> 20}
 
 
 def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
@@ -88,7 +89,7 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
     return {"rows": rows, "replicas": replicas, "seconds": round(job["seconds"], 1),
             "per_hour": round(rows / job["seconds"] * 3600), "ideal_per_hour": round(replicas / latency * 3600),
             "teacher_calls": teacher.calls - 10, "driver_rss_before_mib": job["driver_rss_before_mib"],
-            "driver_peak_rss_mib": job["driver_peak_rss_mib"]}
+            "driver_peak_rss_mib": job["driver_peak_rss_mib"], "driver_rss_after_mib": job["driver_rss_after_mib"]}
 
 
 def main() -> None:
