@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import json
 import os
 import tempfile
@@ -172,17 +171,16 @@ class RunDir:
         self._clear(name)
         self.fs.create_dir(self._fs_path(name))
         tables = iter(tables)
-        for number in itertools.count():
-            table = next(tables, None)
-            if table is None:
-                break
+        table, number = next(tables, None), 0
+        while table is not None:
             with (self._open_atomic(f"{name}/part-{number:05d}.parquet") as f,
                   pq.ParquetWriter(f, schema) as writer):
                 rows = 0
-                while table is not None:
+                while table is not None and rows < ROWS_PER_FILE:
                     writer.write_table(table.cast(schema), row_group_size=BATCH_ROWS)
                     rows += table.num_rows
-                    table = next(tables, None) if rows < ROWS_PER_FILE else None
+                    table = next(tables, None)
+            number += 1
         self._write(f"{name}/{DONE}", b"")
 
     def copy_stage(self, name: str, source: RunDir) -> None:

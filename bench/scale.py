@@ -6,14 +6,15 @@ with the driver's memory.
 The teacher is scripted (bench/pipeline.py's answers) and answers as a remote API does: after a fixed
 ``--latency``, one request per replica at a time, so the figures measure the pipeline and not these cores.
 It runs in this process; each measured job runs in a fresh process of its own (its own local Ray), so the
-driver's memory is the job's alone. There a warm-up job of 10 rows (Ray workers, imports) comes first and
-is not counted. The job runs as many HTTP workers as replicas.
+driver's memory is the job's alone. There a warm-up job of ``WARM_UP`` rows (Ray workers, imports) comes
+first and is not counted. The job runs as many HTTP workers as replicas. An empty ``--replicas`` or
+``--sizes`` skips that part.
 Replicas: weak scaling, ``--per-replica`` instructions per replica, so a perfect pipeline takes the same
 time at every count; efficiency = rate(R) / (R x rate(1)).
 Sizes: ``--size-replicas`` replicas (enough that the pipeline, not the teacher, is the limit). Driver memory:
 its RSS before the measured job, the highest RSS seen during it (sampled every 0.1 s) and its RSS after;
-flat memory is the same peak at every size. Method ``direct`` (one teacher call per instruction) by default: the amr
-method's waves are measured by bench/pipeline.py. Writes bench/results/scale.json.
+flat memory is the same peak at every size. Method ``direct`` (one teacher call per instruction) by
+default: the amr method's waves are measured by bench/pipeline.py. Writes bench/results/scale.json.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from amr.config import DistillConfig
 from amr.scripted_teacher import ScriptedTeacher
 from pipeline import script  # bench/pipeline.py (this folder is on sys.path)
 
+WARM_UP = 10
+
 
 def _instructions(path: Path, rows: int) -> None:
     with path.open("w") as f:
@@ -52,7 +55,7 @@ def _job(config: dict[str, Any]) -> dict[str, Any]:
     config = DistillConfig(**config)
     init_ray(config.ray)
     tmp = Path(config.run_dir).parent
-    _instructions(tmp / "warm-up.jsonl", 10)
+    _instructions(tmp / "warm-up.jsonl", WARM_UP)
     distill.run(config.model_copy(update={"run_dir": str(tmp / "warm-up"),
                                           "input": config.input.model_copy(update={"source": str(tmp / "warm-up.jsonl")})}))
     process, peak, done = psutil.Process(), [0], threading.Event()
@@ -88,7 +91,7 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
     assert job["dataset_rows"] == rows, job
     return {"rows": rows, "replicas": replicas, "seconds": round(job["seconds"], 1),
             "per_hour": round(rows / job["seconds"] * 3600), "ideal_per_hour": round(replicas / latency * 3600),
-            "teacher_calls": teacher.calls - 10, "driver_rss_before_mib": job["driver_rss_before_mib"],
+            "teacher_calls": teacher.calls - WARM_UP, "driver_rss_before_mib": job["driver_rss_before_mib"],
             "driver_peak_rss_mib": job["driver_peak_rss_mib"], "driver_rss_after_mib": job["driver_rss_after_mib"]}
 
 

@@ -19,7 +19,7 @@ asserts in the sandbox (anstest.parquet) and repairs the failing ones once (repa
 and ``manifest.json``. Every ``NAME.parquet`` but the waves' is a directory of Parquet files written by
 the Ray workers that made the rows, finished by a ``_SUCCESS`` marker. The driver holds one wave, never a
 whole stage: it reads stages a batch at a time (``amr.storage.scan``), counts from small columns, and keeps
-8 bytes per instruction to check that ids are unique, so its memory does not grow with the input.
+8 bytes per instruction to check that ids are unique (its memory against input size: bench/scale.py).
 Rerunning the same command resumes: finished stages and waves are read back, a wave that was cut off
 reads the table version it pinned, and inserts are merge-inserts.
 """
