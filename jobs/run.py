@@ -14,19 +14,20 @@ distill config is the same for all, so with a greedy teacher it would be the sam
 
 from __future__ import annotations
 
-import json
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import ray
 import typer
 from rich.console import Console
 
 from amr.config import EvalConfig, RunConfig, load_config
-from amr.data import load_instructions
+from amr.data import iter_instructions
 from amr.runtime import init_ray, require_shared_storage
-from amr.storage import RunDir
+from amr.storage import RunDir, chunks
 from jobs import distill, instructions, report
 from jobs import eval as eval_job
 from jobs import train as train_job
@@ -72,11 +73,11 @@ def _instructions(config: RunConfig, folder: Path) -> str:
             _skip(f"instructions: {name}", Path(output))
             continue
         _started(f"instructions: {name}", Path(output))
-        step(load_instructions(source, keep_fields=True), settings, output)
-    if not everything.exists():
-        rows = [r for name, _, _ in steps for r in load_instructions(str(folder / name), keep_fields=True)]
-        RunDir(str(folder)).write_text(everything.name, "".join(
-            json.dumps({k: r[k] for k in ("id", "instruction", "tests")}) + "\n" for r in rows))
+        step(source, settings, output)
+    if not everything.exists():  # what `amr distill` reads, streamed: the lineage stays in the steps' files
+        records = itertools.chain.from_iterable(iter_instructions(str(folder / name)) for name, _, _ in steps)
+        RunDir(str(folder)).write_jsonl_batches(everything.name, (
+            pa.Table.from_pylist(chunk) for chunk in chunks(records)))
     return str(everything)
 
 

@@ -123,7 +123,7 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(ray_local, scripted, tmp
 
 
 def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, tmp_path, monkeypatch):
-    monkeypatch.setattr(distill, "CHUNK", 1)  # the driver reads the 4 instructions 1 at a time,
+    monkeypatch.setattr(storage, "PYTHON_ROWS", 1)  # the driver reads the 4 instructions 1 at a time,
     monkeypatch.setattr(storage, "ROWS_PER_FILE", 3)  # into files of 3 rows
     cfg = config(tmp_path, scripted)
     distill.run(cfg)

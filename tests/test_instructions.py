@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,8 +60,8 @@ def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path
     result = runner.invoke(app, ["instructions", "seed", "--output", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((folder / "seeds.jsonl.report.json").read_text())
-    kept = [json.loads(line) for line in out.read_text().splitlines()]
-    removed = report["removed_rows"]
+    kept, removed = _jsonl(out), _jsonl(report["removed_rows"])
+    assert report["removed_rows"] == str(folder / "seeds.jsonl.removed.jsonl") and not (folder / "seeds.jsonl.stages").exists()
     ids = sorted(int(r["id"].split("/")[1]) for r in [*kept, *removed])
     assert ids == list(range(601, 975)) and report["input_rows"] == 374
     # MBPP+ draws 111 of its 399 tasks from MBPP's train split: those seeds are the evaluation's own problems
@@ -89,6 +90,10 @@ def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path
     assert all(set(r) == {"id", "instruction", "tests"} for r in built)  # what `amr distill` reads
 
 
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
 def _judge_script(messages: list[dict[str, str]]) -> str:
     assert messages[0]["content"] == judge.SYSTEM
     benchmark = re.search(r"### Benchmark Problem:\n(.*?)\n\n### Training", messages[1]["content"], re.S).group(1)
@@ -107,21 +112,27 @@ def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
     config = InstructionsConfig()
     config.decontam.judge_floor = 0.0  # every pair is near: the judge sees them all
     out = tmp_path / "clean.parquet"
-    report = instructions.decontaminate(instructions.load_instructions(str(source), keep_fields=True), config, str(out))
-    assert {r["id"]: (r["check"], r["benchmark_id"]) for r in report["removed_rows"]} == {
+    report = instructions.decontaminate(str(source), config, str(out))
+    assert {r["id"]: (r["check"], r["benchmark_id"]) for r in _jsonl(report["removed_rows"])} == {
         "e/1": ("exact", "mbpp/11"), "e/2": ("embedding", "HumanEval/0")}
-    assert report["judge"] is None and {r["id"] for r in report["near_rows"]} == {"e/3", "e/4"}
+    assert report["judge"] is None and [r["id"] for r in _jsonl(report["near_rows"])] == ["e/3", "e/4"]
+    assert report["by_check_and_benchmark"] == {"exact": {"MBPP": 1}, "embedding": {"HumanEval+": 1}}
 
     with ScriptedTeacher(_judge_script) as teacher:
         config.teacher = teacher.config()
         config.decontam.judge, config.decontam.judge_top_k = True, 2
-        judged = instructions.decontaminate(instructions.load_instructions(str(source), keep_fields=True), config,
-                                            str(tmp_path / "judged.parquet"))
+        judged = instructions.decontaminate(str(source), config, str(tmp_path / "judged.parquet"))
     assert judged["judge"] == {"pairs": 4, "same": 1, "different": 3, "unparsed": 0, "errors": 0}
-    assert {r["id"]: r["check"] for r in judged["removed_rows"]} == {"e/1": "exact", "e/2": "embedding", "e/3": "judge"}
+    assert [(r["id"], r["check"]) for r in _jsonl(judged["removed_rows"])] == [
+        ("e/1", "exact"), ("e/2", "embedding"), ("e/3", "judge")]
+    assert [r["id"] for r in _jsonl(judged["near_rows"])] == ["e/4"]
     import pyarrow.parquet as pq
 
     clean = pq.read_table(tmp_path / "judged.parquet").to_pylist()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[3]) + "\n" + json.dumps({**rows[0], "id": "e/5", "near": []}) + "\n")
+    result = runner.invoke(app, ["instructions", "decontaminate", "--input", str(bad), "--output", str(tmp_path / "x.jsonl")])
+    assert result.exit_code == 2 and f"{bad}:2: field 'near' is reserved" in result.output
     assert clean == [{"id": "e/4", "instruction": CLEAN, "parent_id": "s/4", "round": 2, "heuristic": "complexity",
                       "tests": []}]
 
@@ -177,7 +188,7 @@ def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(ray_local, t
         near, checked = report["dropped"].get("near-duplicate", 0), report["decontamination"]
         assert sum(report["dropped"].values()) - near + checked["input_rows"] == 5  # text filters, then the checks
         # a problem written from the LEAK seed is a reworded HumanEval/0
-        assert all((r["check"], r["benchmark_id"]) == ("embedding", "HumanEval/0") for r in checked["removed_rows"])
+        assert all((r["check"], r["benchmark_id"]) == ("embedding", "HumanEval/0") for r in _jsonl(checked["removed_rows"]))
         assert not any(REWORDED_HE_0 in r["instruction"] for r in rows)
         assert len(rows) == min(checked["kept"] - near, 3)
         assert set(report["dropped"]) <= {"empty", "not a task", "near-duplicate"} and len(rows) == report["kept"] <= 3

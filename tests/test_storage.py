@@ -123,6 +123,18 @@ def test_driver_made_stage_files_fill_up_to_rows_per_file(run_dir, monkeypatch):
     assert [f.count_rows() for f in run_dir.open_stage("made.parquet").get_fragments()] == [2, 1]
     assert run_dir.open_stage("made.parquet").to_table().to_pylist() == [
         {"index": 0, "error": None}, {"index": 1, "error": None}, {"index": 2, "error": "boom"}]
+
+    # no declared schema: a table whose columns do not fit the open file starts the next one
+    monkeypatch.setattr(storage, "ROWS_PER_FILE", 100)
+    tables.append(pa.table({"index": [3], "error": ["late"], "round": [1]}))
+    run_dir.write_stage_tables("inferred.parquet", iter(tables))
+    assert [f.count_rows() for f in run_dir.open_stage("inferred.parquet").get_fragments()] == [2, 1, 1]
+    assert run_dir.open_stage("inferred.parquet").to_table().to_pylist()[1:] == [
+        {"index": 1, "error": None, "round": None}, {"index": 2, "error": "boom", "round": None},
+        {"index": 3, "error": "late", "round": 1}]
+    with pytest.raises(ValueError, match="do not fit the schema"):
+        run_dir.write_stage_tables("declared.parquet", iter(tables), schema)
+    assert not run_dir.stage_done("declared.parquet")
     assert [b.schema.names for b in run_dir.scan_stage("made.parquet", ["error", "absent"])] == [["error"]] * 3
 
 

@@ -56,14 +56,17 @@ def load_instructions(source: str, limit: int | None = None, keep_fields: bool =
     return list(iter_instructions(source, limit, keep_fields))
 
 
-def iter_instructions(source: str, limit: int | None = None, keep_fields: bool = False) -> Iterator[dict[str, Any]]:
-    """``load_instructions`` one record at a time, for inputs larger than memory."""
+def iter_instructions(source: str, limit: int | None = None, keep_fields: bool = False,
+                      reserved: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """``load_instructions`` one record at a time, for inputs larger than memory; with ``keep_fields``, a
+    field named in ``reserved`` (one the caller adds) is an error."""
     if source == "mbpp-train":
         return itertools.islice(mbpp_train(), limit or None)
-    return _validated(Path(source), limit, keep_fields)
+    return _validated(Path(source), limit, keep_fields, reserved)
 
 
-def _validated(path: Path, limit: int | None = None, keep_fields: bool = False) -> Iterator[dict[str, Any]]:
+def _validated(path: Path, limit: int | None = None, keep_fields: bool = False,
+               reserved: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
     """The file's first ``limit`` records, validated; ids are checked unique once all are read (the
     check keeps 8 bytes per record, not the ids)."""
     if not path.is_file():
@@ -82,6 +85,8 @@ def _validated(path: Path, limit: int | None = None, keep_fields: bool = False) 
             if not isinstance(value, str) or not value.strip():
                 raise InputError(f"{where}: field '{field}' must be a non-empty string")
             row[field] = value
+        if keep_fields and (taken := next((f for f in reserved if f in row), None)):
+            raise InputError(f"{where}: field '{taken}' is reserved: the job adds a field of that name")
         hashes.append(_id_hash(row["id"]))
         tests = row.get("tests")
         if tests is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import ray
 
@@ -24,3 +24,22 @@ def ask(ds: ray.data.Dataset, teacher: Teacher, build: Callable[[dict[str, Any]]
                 f"{name}_input_tokens": row["num_input_tokens"], f"{name}_output_tokens": row["num_output_tokens"]}
 
     return teacher.generate(ds.map(request), carry=carry).map(rename)
+
+
+def calls(name: str) -> list[str]:
+    """The columns ``ask(..., name)`` adds that describe the calls: error and token counts."""
+    return [f"{name}_error", f"{name}_input_tokens", f"{name}_output_tokens"]
+
+
+def teacher_counts(batches: Iterable[dict[str, list[Any]]], name: str) -> dict[str, Any]:
+    """Rows, errors (and three examples) and tokens from batches of the ``calls(name)`` columns."""
+    counts: dict[str, Any] = {"rows": 0, "errors": 0, "error_examples": [], "input_tokens": 0, "output_tokens": 0}
+    for batch in batches:
+        errors, inputs, outputs = (batch[c] for c in calls(name))
+        counts["rows"] += len(errors)
+        found = [e for e in errors if e]
+        counts["errors"] += len(found)
+        counts["error_examples"] += found[:3 - len(counts["error_examples"])]
+        counts["input_tokens"] += int(sum(t or 0 for t in inputs))
+        counts["output_tokens"] += int(sum(t or 0 for t in outputs))
+    return counts
