@@ -94,9 +94,15 @@ def config(tmp_path: Path, scripted: ScriptedTeacher, **changes) -> DistillConfi
     return base.model_copy(update=changes)
 
 
-def test_amr_waves_grow_the_table_and_build_the_dataset(ray_local, scripted, tmp_path):
-    cfg = config(tmp_path, scripted)
-    manifest = distill.run(cfg)
+@pytest.fixture(scope="module")
+def uninterrupted(ray_local, scripted, tmp_path_factory) -> tuple[DistillConfig, dict]:
+    """The amr method over INSTRUCTIONS in one run: its config and manifest."""
+    cfg = config(tmp_path_factory.mktemp("whole"), scripted)
+    return cfg, distill.run(cfg)
+
+
+def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
+    cfg, manifest = uninterrupted
     first, second = manifest["modules"]["waves"]
     assert (first["rows"], second["rows"]) == (2, 2)
     assert first["inserted"] == 2 and second["version_read"] == first["version_after"] > first["version_read"]
@@ -198,7 +204,7 @@ def test_the_run_directory_and_table_on_an_object_store(ray_local, scripted, s3_
     assert distill.run(cfg)["dataset"] == manifest["dataset"] and len(scripted.requests) == calls  # resumed
 
 
-def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, tmp_path):
+def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, uninterrupted, tmp_path):
     killed = config(tmp_path / "killed", scripted)
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(killed.model_dump(mode="json")))
@@ -213,7 +219,7 @@ def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, tmp
     job.wait()
     assert done.exists() and not (Path(killed.run_dir) / "dataset.parquet").exists()
     resumed = distill.run(killed)
-    whole = distill.run(config(tmp_path / "whole", scripted))
+    whole = uninterrupted[1]
     read = lambda m: pq.read_table(Path(m["config"]["run_dir"]) / "dataset.parquet").to_pylist()  # noqa: E731
     assert read(resumed) == read(whole)
     assert resumed["modules"]["rows"] == whole["modules"]["rows"] == 4
