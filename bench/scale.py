@@ -1,20 +1,22 @@
 """Scaling of the distillation job: instructions per hour against teacher replicas and against input size,
-with the driver's memory.
+with the driver's memory; and the driver's memory of `amr instructions decontaminate` against input size.
 
     python bench/scale.py [--replicas 1 2 4] [--per-replica 150] [--sizes 1000 10000 100000] [--size-replicas 16]
+                          [--decontamination-sizes 1000 10000]
 
 The teacher is scripted (bench/pipeline.py's answers) and answers as a remote API does: after a fixed
 ``--latency``, one request per replica at a time, so the figures measure the pipeline and not these cores.
 It runs in this process; each measured job runs in a fresh process of its own (its own local Ray), so the
 driver's memory is the job's alone. There a warm-up job of ``WARM_UP`` rows (Ray workers, imports) comes
-first and is not counted. The job runs as many HTTP workers as replicas. An empty ``--replicas`` or
-``--sizes`` skips that part.
+first and is not counted. The job runs as many HTTP workers as replicas. An empty ``--replicas``,
+``--sizes`` or ``--decontamination-sizes`` skips that part.
 Replicas: weak scaling, ``--per-replica`` instructions per replica, so a perfect pipeline takes the same
 time at every count; efficiency = rate(R) / (R x rate(1)).
 Sizes: ``--size-replicas`` replicas (enough that the pipeline, not the teacher, is the limit). Driver memory:
 its RSS before the measured job, the highest RSS seen during it (sampled every 0.1 s) and its RSS after;
 flat memory is the same peak at every size. Method ``direct`` (one teacher call per instruction) by
-default: the amr method's waves are measured by bench/pipeline.py. Writes bench/results/scale.json.
+default: the amr method's waves are measured by bench/pipeline.py. Decontamination: the same instructions
+through every check (no teacher), the same memory figures. Writes bench/results/scale.json.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
@@ -46,9 +48,7 @@ def _instructions(path: Path, rows: int) -> None:
 
 
 def _job(config: dict[str, Any]) -> dict[str, Any]:
-    """In a fresh process: a warm-up job, then the measured one, with the process's RSS sampled."""
-    import ray
-
+    """In a fresh process: a warm-up job, then the measured one."""
     from amr.runtime import init_ray
     from jobs import distill
 
@@ -58,6 +58,30 @@ def _job(config: dict[str, Any]) -> dict[str, Any]:
     _instructions(tmp / "warm-up.jsonl", WARM_UP)
     distill.run(config.model_copy(update={"run_dir": str(tmp / "warm-up"),
                                           "input": config.input.model_copy(update={"source": str(tmp / "warm-up.jsonl")})}))
+    manifest, measured = _measured(lambda: distill.run(config))
+    return {**measured, "dataset_rows": manifest["dataset"]["rows"]}
+
+
+def _decontamination_job(source: str) -> dict[str, Any]:
+    """In a fresh process: ``amr instructions decontaminate`` of a warm-up file, then of ``source``."""
+    from amr.config import InstructionsConfig
+    from amr.runtime import init_ray
+    from jobs import instructions
+
+    config = InstructionsConfig()
+    init_ray(config.ray)
+    tmp = Path(source).parent
+    _instructions(tmp / "warm-up.jsonl", WARM_UP)
+    instructions.decontaminate(str(tmp / "warm-up.jsonl"), config, str(tmp / "warm-up.clean.jsonl"))
+    report, measured = _measured(lambda: instructions.decontaminate(source, config, str(tmp / "clean.jsonl")))
+    return {**measured, "dataset_rows": report["input_rows"]}
+
+
+def _measured(run: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """``run()``'s result, its seconds and this process's RSS before, at its highest (sampled every 0.1 s)
+    and after; then Ray is shut down."""
+    import ray
+
     process, peak, done = psutil.Process(), [0], threading.Event()
 
     def sample() -> None:
@@ -68,14 +92,14 @@ def _job(config: dict[str, Any]) -> dict[str, Any]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = time.perf_counter()
-    manifest = distill.run(config)
+    result = run()
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
     after = process.memory_info().rss
     ray.shutdown()
-    return {"seconds": seconds, "dataset_rows": manifest["dataset"]["rows"], "driver_rss_before_mib": before >> 20,
-            "driver_peak_rss_mib": max(peak[0], before, after) >> 20, "driver_rss_after_mib": after >> 20}
+    return result, {"seconds": seconds, "driver_rss_before_mib": before >> 20,
+                    "driver_peak_rss_mib": max(peak[0], before, after) >> 20, "driver_rss_after_mib": after >> 20}
 
 
 def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
@@ -95,6 +119,16 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
             "driver_peak_rss_mib": job["driver_peak_rss_mib"], "driver_rss_after_mib": job["driver_rss_after_mib"]}
 
 
+def measure_decontamination(rows: int) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="amr-scale-"))
+    _instructions(tmp / "instructions.jsonl", rows)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        job = pool.submit(_decontamination_job, str(tmp / "instructions.jsonl")).result()
+    assert job["dataset_rows"] == rows, job
+    return {"rows": rows, "seconds": round(job["seconds"], 1), "per_hour": round(rows / job["seconds"] * 3600),
+            **{k: v for k, v in job.items() if k.startswith("driver_")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, nargs="*", default=[1, 2, 4])
@@ -103,8 +137,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="Seconds per teacher answer.")
     parser.add_argument("--size-replicas", type=int, default=16)
     parser.add_argument("--method", default="direct")
+    parser.add_argument("--decontamination-sizes", type=int, nargs="*", default=[1000, 10_000])
     args = parser.parse_args()
-    report: dict = {"latency_s": args.latency, "method": args.method, "replicas": [], "sizes": []}
+    report: dict = {"latency_s": args.latency, "method": args.method, "replicas": [], "sizes": [],
+                    "decontamination_sizes": []}
     for replicas in args.replicas:
         report["replicas"].append(measure(args.per_replica * replicas, replicas, args.latency, args.method))
         print(json.dumps(report["replicas"][-1]), flush=True)
@@ -115,6 +151,9 @@ def main() -> None:
     for rows in args.sizes:
         report["sizes"].append(measure(rows, args.size_replicas, args.latency, args.method))
         print(json.dumps(report["sizes"][-1]), flush=True)
+    for rows in args.decontamination_sizes:
+        report["decontamination_sizes"].append(measure_decontamination(rows))
+        print(json.dumps(report["decontamination_sizes"][-1]), flush=True)
     print(json.dumps(report, indent=2))
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     Path("bench/results/scale.json").write_text(json.dumps(report, indent=2) + "\n")
