@@ -200,12 +200,11 @@ class RunDir:
         tables = (pa.Table.from_pylist(c, schema) for c in itertools.chain([first] if first else [], batches))
         self.write_stage_tables(name, tables, schema)
 
-    def write_parquet_batches(self, name: str, batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema) -> None:
-        """One Parquet file, written a batch at a time."""
+    def write_parquet_tables(self, name: str, tables: Iterable[pa.Table], schema: pa.Schema) -> None:
+        """One Parquet file, written a table at a time."""
         with self._open_atomic(name) as f, pq.ParquetWriter(f, schema) as writer:
-            for batch in batches:
-                writer.write_table(pa.Table.from_batches([batch]).cast(schema) if isinstance(batch, pa.RecordBatch)
-                                   else batch.cast(schema), row_group_size=BATCH_ROWS)
+            for table in tables:
+                writer.write_table(table.cast(schema), row_group_size=BATCH_ROWS)
 
     def copy_stage(self, name: str, source: RunDir) -> None:
         """``source``'s finished stage ``name`` as this directory's (its files copied as they are)."""

@@ -67,6 +67,8 @@ INPUT, ANSWERED, CHECKED, JUDGED, DECIDED, ALL = (f"{name}.parquet" for name in
 FLAGS = ("contamination", "benchmark_id", "contamination_score", "near")
 RESERVED = ("index", "dropped", *FLAGS)
 """Columns the stages add; an input field of one of these names is an error."""
+EMPTY = pa.schema([("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string()))])
+"""The output's columns when no row reached it."""
 REMOVED = {"id": "id", "contamination": "check", "benchmark_id": "benchmark_id", "contamination_score": "score",
            "instruction": "instruction"}
 """A removed row's columns in ``<output>.removed.jsonl`` (stage column: its name there)."""
@@ -92,7 +94,7 @@ def decontaminate(source: str, config: InstructionsConfig, output: str) -> dict[
         if not run_dir.stage_done(INPUT):
             run_dir.write_stage_rows(INPUT, _indexed(iter_instructions(source, keep_fields=True, reserved=RESERVED)))
         report = _decontaminated(run_dir, INPUT, config, output)
-        _write_kept(run_dir, output)
+        _write_kept(run_dir, output, _decided(config))
         _write_report(output, report)
     return report
 
@@ -188,14 +190,14 @@ def _generated(run_dir: RunDir, build: Callable[[dict[str, Any]], list[dict[str,
             run_dir.write_stage_tables(ANSWERED, [])
         else:
             columns = calls(name)
-            with served(config.teacher, config.model_store, _log(output, "teacher-server.log")) as teacher:
+            with served(config.teacher, config.model_store, _beside(output, "teacher-server.log")) as teacher:
                 answered = ask(run_dir.read_stage(INPUT), Teacher(teacher, config.model_store), build, name)
                 run_dir.write_stage(ANSWERED, answered.map(lambda r: {**row(r), **{c: r[c] for c in columns}}))
     dropped = Counter(d for b in run_dir.scan_columns(ANSWERED, ["dropped"]) for d in b["dropped"] if d)
     usage = teacher_counts(run_dir.scan_columns(ANSWERED, calls(name)), name)
     decontamination = _decontaminated(run_dir, ANSWERED, config, output, lambda ds: ds.filter(
         expr=col("dropped").is_null()).drop_columns(["dropped", *calls(name)]))
-    kept = _write_kept(run_dir, output, seen=seen, limit=limit, dropped=dropped)
+    kept = _write_kept(run_dir, output, _decided(config), seen=seen, limit=limit, dropped=dropped)
     report = {"requested": usage["rows"], "dropped": dict(dropped.most_common()), "kept": kept,
               "teacher": usage, "decontamination": decontamination}
     if limit is not None:  # clean and novel rows past the first limit are not needed (nor checked for novelty)
@@ -215,15 +217,15 @@ def _decontaminated(run_dir: RunDir, source: str, config: InstructionsConfig, ou
         else:
             run_dir.write_stage(CHECKED, decontaminate_stage.run(select(run_dir.read_stage(source)), config.decontam,
                                                                  config.embedding, config.model_store))
-    judged = _judge(run_dir, config, _log(output, "judge-server.log")) if config.decontam.judge else None
-    decided = DECIDED if config.decontam.judge else CHECKED
+    judged = _judge(run_dir, config, _beside(output, "judge-server.log")) if config.decontam.judge else None
+    decided = _decided(config)
     removed = pc.field("contamination").is_valid()
     near = pc.field("contamination").is_null() & (pc.list_value_length(pc.field("near")) > 0)
-    root = RunDir(str(Path(output).absolute().parent))
-    root.write_jsonl_batches(Path(removed_path(output)).name, (
+    folder = _folder(output)
+    folder.write_jsonl_batches(Path(removed_path(output)).name, (
         b.select(list(REMOVED)).rename_columns(list(REMOVED.values())) for b in run_dir.scan_stage(decided, filter=removed)))
-    root.write_jsonl_batches(Path(near_path(output)).name, (b.select(["id", "near", "instruction"])
-                                                            for b in run_dir.scan_stage(decided, filter=near)))
+    folder.write_jsonl_batches(Path(near_path(output)).name, (b.select(["id", "near", "instruction"])
+                                                              for b in run_dir.scan_stage(decided, filter=near)))
     checks = Counter()
     by_check: dict[str, Counter] = {}
     rows_in = near_kept = 0
@@ -290,21 +292,18 @@ def _verdicts_applied(run_dir: RunDir) -> Iterator[pa.Table]:
                 if hit["index"] == r["index"] and (best is None or hit["score"] > best["score"]):
                     best = hit
                 hit = next(hits, None)
-            if best and r["contamination"] is None:
+            if best:  # pairs come from clean rows only
                 r.update(contamination="judge", benchmark_id=best["benchmark_id"], contamination_score=best["score"])
         yield pa.Table.from_pylist(rows, batch.schema)
 
 
-def _write_kept(run_dir: RunDir, output: str, stage: str | None = None, seen: NearDuplicates | None = None,
+def _write_kept(run_dir: RunDir, output: str, stage: str, seen: NearDuplicates | None = None,
                 limit: int | None = None, dropped: Counter | None = None) -> int:
-    """Write the clean rows of ``stage`` (default: the decided one) to ``output`` in input order, without the
-    stages' columns: with ``seen``, only those that are not near-duplicates (counted in ``dropped``), and
-    only the first ``limit``. Returns their number."""
-    stage = stage or (DECIDED if run_dir.stage_done(DECIDED) else CHECKED)
+    """Write the clean rows of ``stage`` to ``output`` in input order, without the stages' columns: with
+    ``seen``, only those that are not near-duplicates (counted in ``dropped``), and only the first ``limit``.
+    Returns their number."""
     dataset = run_dir.open_stage(stage)
-    names = [n for n in dataset.schema.names if n not in RESERVED] if dataset else ["id", "instruction", "tests"]
-    schema = pa.schema([dataset.schema.field(n) for n in names]) if dataset else pa.schema(
-        [("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string()))])
+    schema = pa.schema([f for f in dataset.schema if f.name not in RESERVED]) if dataset else EMPTY
     clean = pc.field("contamination").is_null() if dataset and "contamination" in dataset.schema.names else None
     kept, last = 0, -1
 
@@ -315,11 +314,11 @@ def _write_kept(run_dir: RunDir, output: str, stage: str | None = None, seen: Ne
             if len(index) and (index[0] <= last or np.any(np.diff(index) <= 0)):
                 raise RuntimeError(f"{run_dir.path(stage)}: rows out of input order")  # Ray Data's preserve_order
             last = index[-1] if len(index) else last
-            table = pa.Table.from_batches([batch]).select(names)
+            table = pa.Table.from_batches([batch]).select(schema.names)
             if seen is not None and table.num_rows:
                 novel = seen.keep(table.column("instruction").to_pylist())
-                if novel.count(False):
-                    dropped["near-duplicate"] += novel.count(False)
+                if repeats := novel.count(False):
+                    dropped["near-duplicate"] += repeats
                 table = table.filter(pa.array(novel))
             table = table.slice(0, None if limit is None else limit - kept)
             kept += table.num_rows
@@ -327,11 +326,11 @@ def _write_kept(run_dir: RunDir, output: str, stage: str | None = None, seen: Ne
             if limit is not None and kept >= limit:
                 return
 
-    root, name = RunDir(str(Path(output).absolute().parent)), Path(output).name
+    folder, name = _folder(output), Path(output).name
     if name.endswith(".parquet"):
-        root.write_parquet_batches(name, tables(), schema)
+        folder.write_parquet_tables(name, tables(), schema)
     else:
-        root.write_jsonl_batches(name, tables())
+        folder.write_jsonl_batches(name, tables())
     return kept
 
 
@@ -364,8 +363,17 @@ def _stages(output: str, config: InstructionsConfig) -> Iterator[RunDir]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _log(output: str, name: str) -> Path:
-    """A served teacher's log, next to the output."""
+def _decided(config: InstructionsConfig) -> str:
+    """The stage that holds the decontamination's verdicts."""
+    return DECIDED if config.decontam.judge else CHECKED
+
+
+def _folder(output: str) -> RunDir:
+    """The output's directory: the report, the removed and near rows and the server logs go there too."""
+    return RunDir(str(Path(output).absolute().parent))
+
+
+def _beside(output: str, name: str) -> Path:
     return Path(output).absolute().parent / name
 
 
@@ -376,8 +384,7 @@ def _check_output(output: str) -> None:
 
 def _write_report(output: str, report: dict[str, Any]) -> None:
     """Its presence marks the output done."""
-    path = Path(report_path(output)).absolute()
-    RunDir(str(path.parent)).write_text(path.name, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    _folder(output).write_text(Path(report_path(output)).name, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def _benchmark(benchmark_id: str) -> str:
