@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from amr.modules import ModuleDB
@@ -132,6 +133,9 @@ def test_driver_made_stage_files_fill_up_to_rows_per_file(run_dir, monkeypatch):
     assert run_dir.open_stage("inferred.parquet").to_table().to_pylist()[1:] == [
         {"index": 1, "error": None, "round": None}, {"index": 2, "error": "boom", "round": None},
         {"index": 3, "error": "late", "round": 1}]
+    # the driver's scan reads file by file, in the unified schema, with the filter applied
+    assert [b.to_pylist() for b in run_dir.scan_stage("inferred.parquet", ["index", "round"], pc.field("index") >= 2)
+            if b.num_rows] == [[{"index": 2, "round": None}], [{"index": 3, "round": 1}]]
     with pytest.raises(ValueError, match="do not fit the schema"):
         run_dir.write_stage_tables("declared.parquet", iter(tables), schema)
     assert not run_dir.stage_done("declared.parquet")
