@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -79,6 +80,11 @@ class RunDir:
                 return f.read().decode()
 
         return self._read(name, read)
+
+    def read_lines(self, name: str) -> Iterator[str]:
+        """A text file's lines, streamed."""
+        with self._read(name, self.fs.open_input_stream) as f:
+            yield from io.TextIOWrapper(f, encoding="utf-8")
 
     def read_json(self, name: str) -> Any:
         return json.loads(self.read_text(name))
@@ -220,15 +226,19 @@ class RunDir:
             self.fs.delete_dir(self._fs_path(name))
 
     def _stage_files(self, name: str) -> list[str]:
-        """The Parquet files of a stage directory (or of any directory of Parquet files), relative, sorted."""
+        """The Parquet files of a stage directory (or of any directory of Parquet files), relative, sorted;
+        a Parquet file's own name."""
+        if name.endswith(".parquet") and self.fs.get_file_info(self._fs_path(name)).is_file:
+            return [name]
         infos = self.fs.get_file_info(pafs.FileSelector(self._fs_path(name), allow_not_found=True))
         root = len(self._root) + 1
         return sorted(i.path[root:] for i in infos if i.is_file and i.path.endswith(".parquet")
                       and not i.base_name.startswith((".", "_")))
 
     def open_stage(self, name: str) -> pds.Dataset | None:
-        """The stage directory as one Arrow dataset, ``None`` when it has no rows. Column types are unified
-        across files: a column all null in one (no errors there) and typed in another reads as the type."""
+        """The stage directory (or a Parquet file) as one Arrow dataset, ``None`` when it has no rows. Column
+        types are unified across files: a column all null in one (no errors there) and typed in another reads
+        as the type."""
         files = [self._fs_path(f) for f in self._stage_files(name)]
         if not files:
             return None
@@ -288,13 +298,31 @@ def chunks(items: Iterable[T], size: int | None = None) -> Iterator[list[T]]:
 
 def scan(dataset: pds.Dataset, columns: list[str] | None = None,
          filter: pds.Expression | None = None) -> Iterator[pa.RecordBatch]:
-    """Rows as the driver reads them: ``BATCH_ROWS`` at a time, a file at a time, through the system
-    allocator. One scan per file: a scan of the whole dataset grows the driver's memory with the rows it
-    has read (pyarrow 26: +88 MiB after 200k rows, against +6 MiB file by file; pyarrow's default
-    allocator, mimalloc, adds tens of MiB more: bench/scale.py)."""
-    for fragment in dataset.get_fragments(filter=filter):
-        yield from fragment.to_batches(schema=dataset.schema, columns=columns, filter=filter, batch_size=BATCH_ROWS,
-                                       batch_readahead=1, memory_pool=pa.system_memory_pool())
+    """Rows as the driver reads them: ``BATCH_ROWS`` at a time in the dataset's (unified) schema, a file at
+    a time, the row groups whose statistics may match ``filter`` (then the filter is applied to the rows).
+
+    Read with ``ParquetFile``, its freed memory handed back after each batch: pyarrow's dataset scanner grows
+    the driver's memory with the rows it has read (+35 MiB for JSON lines of 100k rows against +27 here,
+    +12 and +25 at 10k: bench/scale.py)."""
+    schema = dataset.schema if columns is None else pa.schema([dataset.schema.field(c) for c in columns])
+    for fragment in dataset.get_fragments():
+        groups = None if filter is None else [g.id for piece in fragment.split_by_row_group(filter, schema=dataset.schema)
+                                              for g in piece.row_groups]
+        with dataset.filesystem.open_input_file(fragment.path) as f:
+            file = pq.ParquetFile(f, pre_buffer=False)
+            present = [n for n in (dataset.schema if filter is not None else schema).names if n in file.schema_arrow.names]
+            for batch in file.iter_batches(BATCH_ROWS, row_groups=groups, columns=present, use_threads=False):
+                table = _conformed(pa.Table.from_batches([batch]), dataset.schema if filter is not None else schema)
+                if filter is not None:
+                    table = table.filter(filter).select(schema.names)
+                yield from table.to_batches()
+                pa.default_memory_pool().release_unused()
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``: its columns cast, the ones it lacks null."""
+    return pa.table([table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+                     for f in schema], schema=schema)
 
 
 def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table | None:

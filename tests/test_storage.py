@@ -139,7 +139,8 @@ def test_driver_made_stage_files_fill_up_to_rows_per_file(run_dir, monkeypatch):
     with pytest.raises(ValueError, match="do not fit the schema"):
         run_dir.write_stage_tables("declared.parquet", iter(tables), schema)
     assert not run_dir.stage_done("declared.parquet")
-    assert [b.schema.names for b in run_dir.scan_stage("made.parquet", ["error", "absent"])] == [["error"]] * 3
+    batches = list(run_dir.scan_stage("made.parquet", ["error", "absent"]))
+    assert {tuple(b.schema.names) for b in batches} == {("error",)} and sum(b.num_rows for b in batches) == 3
 
 
 def test_a_failed_streamed_write_leaves_no_file(run_dir):
