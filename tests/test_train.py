@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from amr.config import ConfigError, TrainConfig, load_config
 from amr.data import InputError
 from jobs.cli import app
-from train.data import examples, load_rows
+from train.data import count_examples, example
 from train.loop import build_trainer
 from train.trainer import run
 
@@ -57,12 +57,13 @@ def test_train_config_defaults_follow_the_paper_and_configs_validate(write):
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("template", ["chat", "alpaca"])
 def test_loss_mask_covers_only_the_response(tiny_model, dataset, tmp_path, template):
-    config = load_config(TrainConfig, None, tiny(tiny_model, f"template={template}", "scaling.workers=1"))
-    data, where = load_rows(dataset)
-    trainer = build_trainer(config, tiny_model, examples(data, template, where), str(tmp_path))
+    config = load_config(TrainConfig, None, tiny(tiny_model, f"template={template}", "scaling.workers=1",
+                                                 f"dataset={dataset}"))
+    trainer = build_trainer(config, tiny_model, str(tmp_path))
     tokenizer = trainer.processing_class
     assert trainer.args.max_steps == 6  # 3 epochs of 8 rows at 4 a step, under max_steps
-    for row, example in zip(data, trainer.train_dataset):
+    assert len(trainer.train_dataset) == 8
+    for row, example in zip(rows(), trainer.train_dataset):
         ids, labels = example["input_ids"], example["labels"]
         if template == "chat":
             prompt = tokenizer.apply_chat_template([row["messages"][0]], add_generation_prompt=True, tokenize=True,
@@ -85,11 +86,10 @@ def test_loss_mask_covers_only_the_response(tiny_model, dataset, tmp_path, templ
 @pytest.mark.timeout(180)
 def test_packing_keeps_the_mask_and_trains(tiny_model, dataset, tmp_path):
     """Packed rows of seq_len tokens (TRL best-fit, sequence boundaries kept), trained in process for 2 steps."""
-    config = load_config(TrainConfig, None, tiny(tiny_model, "packing=true", "scaling.workers=1", "max_steps=2"))
-    data, where = load_rows(dataset)
-    unpacked = build_trainer(config.model_copy(update={"packing": False}), tiny_model, examples(data, "chat", where),
-                             str(tmp_path / "a")).train_dataset
-    trainer = build_trainer(config, tiny_model, examples(data, "chat", where), str(tmp_path / "b"))
+    config = load_config(TrainConfig, None, tiny(tiny_model, "packing=true", "scaling.workers=1", "max_steps=2",
+                                                 f"dataset={dataset}"))
+    unpacked = build_trainer(config.model_copy(update={"packing": False}), tiny_model, str(tmp_path / "a")).train_dataset
+    trainer = build_trainer(config, tiny_model, str(tmp_path / "b"))
     packed = trainer.train_dataset
     assert len(packed) < len(unpacked) and all(len(r["input_ids"]) <= 128 for r in packed)
     assert sorted(n for r in packed for n in r["seq_lengths"]) == sorted(len(r["input_ids"]) for r in unpacked)
@@ -99,20 +99,24 @@ def test_packing_keeps_the_mask_and_trains(tiny_model, dataset, tmp_path):
 
 def test_bad_datasets_name_the_file_and_field(tmp_path, tiny_model):
     with pytest.raises(InputError, match="dataset.parquet: no such dataset file"):
-        load_rows(str(tmp_path / "nowhere"))
+        count_examples(str(tmp_path / "nowhere"), "chat")
     (tmp_path / "empty").mkdir()
     pq.write_table(pa.Table.from_pylist([{"id": "a", "instruction": "x", "response": "y"}]).slice(0, 0),
                    tmp_path / "empty" / "dataset.parquet")
     with pytest.raises(InputError, match=r"empty/dataset.parquet: no rows"):
-        load_rows(str(tmp_path / "empty"))
-    bad = [{"id": "a", "instruction": "x", "answer": "y"}]
-    with pytest.raises(InputError, match=r"dataset.jsonl: row 0 \(id 'a'\): field 'response' is missing \(columns: id, instruction, answer\)"):
-        examples(bad, "alpaca", "dataset.jsonl")
+        count_examples(str(tmp_path / "empty"), "chat")
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rows(2)[1]) + "\n" + json.dumps({"id": "a", "instruction": "x", "answer": "y"}))
+    with pytest.raises(InputError, match=r"bad.jsonl: row 1 \(id 'a'\): field 'response' is missing \(columns: id, instruction, answer\)"):
+        count_examples(str(tmp_path / "bad.jsonl"), "alpaca")
     with pytest.raises(InputError, match="field 'messages' must end with a non-empty assistant message"):
-        examples([{"id": "a", "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}], "chat", "f")
+        example({"id": "a", "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}, "chat", "f")
+    (tmp_path / "stage" / "dataset.parquet").mkdir(parents=True)  # as distill writes it: a directory of files
+    for part in (0, 1):
+        pq.write_table(pa.Table.from_pylist(rows()[part * 4:part * 4 + 4]), tmp_path / "stage" / "dataset.parquet" / f"{part}.parquet")
+    assert count_examples(str(tmp_path / "stage"), "chat") == (8, str(tmp_path / "stage" / "dataset.parquet"))
     (tmp_path / "lines.jsonl").write_text('{"id": "a", "instruction": "x", "response": "y"}\n{oops\n')
     with pytest.raises(InputError, match="lines.jsonl:2: invalid JSON"):
-        load_rows(str(tmp_path / "lines.jsonl"))
+        count_examples(str(tmp_path / "lines.jsonl"), "chat")
     with pytest.raises(ConfigError, match="global_batch_size: 5 is not a multiple"):
         run(load_config(TrainConfig, None, [f"dataset={tmp_path}", f"output={tmp_path}/o", "global_batch_size=5"]))
     result = runner.invoke(app, ["train", "--dataset", str(tmp_path / "empty"), "--output", str(tmp_path / "out"),

@@ -20,14 +20,15 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from amr.config import TrainConfig
+from train.data import iter_examples
 
 MODEL_DIR = "model"
 METRICS = ".worker-metrics.json"
 
 
-def build_trainer(config: TrainConfig, model_path: str, examples: list[dict[str, Any]], output_dir: str,
-                  world_size: int = 1, use_gpu: bool = False):
-    """An SFTTrainer over ``examples`` (prompt-completion); its max_steps is min(epochs, config.max_steps)."""
+def build_trainer(config: TrainConfig, model_path: str, output_dir: str, world_size: int = 1, use_gpu: bool = False):
+    """An SFTTrainer over the examples of ``config.dataset`` (prompt-completion), read into a disk-backed
+    dataset under ``output_dir``; its max_steps is min(epochs, config.max_steps)."""
     import datasets
     import transformers
     from peft import LoraConfig
@@ -56,7 +57,10 @@ def build_trainer(config: TrainConfig, model_path: str, examples: list[dict[str,
     if config.finetune == "lora":
         lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(examples),
+    examples = datasets.Dataset.from_generator(iter_examples, gen_kwargs={"source": config.dataset,
+                                                                          "template": config.template},
+                                               cache_dir=os.path.join(output_dir, "examples"))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=examples,
                          processing_class=tokenizer, peft_config=lora)
     per_step = config.micro_batch_size * world_size * accumulation
     epoch_steps = math.ceil(config.epochs * len(trainer.train_dataset) / per_step)
@@ -102,8 +106,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     scratch = tempfile.mkdtemp(prefix=f"amr-train-{rank}-")
-    trainer = build_trainer(config, loop_config["model_path"], loop_config["examples"], scratch, world_size,
-                            config.scaling.use_gpu)
+    trainer = build_trainer(config, loop_config["model_path"], scratch, world_size, config.scaling.use_gpu)
     throughput = Throughput()
     trainer.add_callback(RayTrainReportCallback())
     trainer.add_callback(throughput)
@@ -121,7 +124,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
                "final_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
                "tokens": throughput.tokens, "seconds": round(throughput.seconds, 2),
                "tokens_per_s": round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else None,
-               "examples": len(loop_config["examples"]), "train_rows": len(trainer.train_dataset),
+               "examples": loop_config["examples"], "train_rows": len(trainer.train_dataset),
                "workers": world_size, "bf16": trainer.args.bf16}
     metrics["model_dir"] = save_final(trainer, loop_config["output"], loop_config["model_path"], rank)
     if rank == 0:  # Ray Train's Result holds the metrics of the last checkpoint only: hand these over in a file

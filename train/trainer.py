@@ -12,7 +12,7 @@ from amr.config import ConfigError, TrainConfig
 from amr.model_store import resolve
 from amr.runtime import init_ray, require_shared_storage
 from amr.storage import RunDir
-from train.data import examples, load_rows
+from train.data import count_examples, dataset_file
 from train.loop import METRICS, train_func
 
 PACKAGES = ("amr-evol", "ray", "torch", "transformers", "trl", "peft", "datasets")
@@ -35,8 +35,9 @@ def run(config: TrainConfig, fail_at_step: int | None = None) -> dict[str, Any]:
     if config.global_batch_size % per_step:
         raise ConfigError(f"global_batch_size: {config.global_batch_size} is not a multiple of micro_batch_size x "
                           f"scaling.workers ({config.micro_batch_size} x {config.scaling.workers})")
-    rows, source = load_rows(config.dataset)
-    data = examples(rows, config.template, source)
+    if "://" not in config.dataset:  # the workers read it from another working directory
+        config = config.model_copy(update={"dataset": os.path.abspath(config.dataset)})
+    count, source = count_examples(config.dataset, config.template)
     model_path = resolve(config.model, config.model_store)
     if config.template == "chat":
         from transformers import AutoTokenizer
@@ -47,13 +48,13 @@ def run(config: TrainConfig, fail_at_step: int | None = None) -> dict[str, Any]:
     os.makedirs(output, exist_ok=True)
     storage = config.storage_path or os.path.join(output, "checkpoints")
     init_ray(config.ray)
-    require_shared_storage({"output": output, "storage_path": storage})
+    require_shared_storage({"output": output, "storage_path": storage, "dataset": dataset_file(config.dataset)[0].uri})
     # Ray Train tees workers' print() to its logger, even prints a library captures (dill's dis dumps while
     # datasets fingerprints TRL's map functions): keep print as is. Propagated to the workers.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path, "examples": data,
+        train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path, "examples": count,
                            "output": output, "fail_at_step": fail_at_step},
         torch_config=TorchConfig(backend="nccl" if config.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=config.scaling.workers, use_gpu=config.scaling.use_gpu,
