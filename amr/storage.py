@@ -302,8 +302,8 @@ def scan(dataset: pds.Dataset, columns: list[str] | None = None,
     a time, the row groups whose statistics may match ``filter`` (then the filter is applied to the rows).
 
     Read with ``ParquetFile``, its freed memory handed back after each batch: pyarrow's dataset scanner grows
-    the driver's memory with the rows it has read (+35 MiB for JSON lines of 100k rows against +27 here,
-    +12 and +25 at 10k: bench/scale.py)."""
+    the driver's memory with the rows it has read (JSON lines of 10k and 100k rows: +12 and +35 MiB
+    there, +26 and +30 here; bench/scale.py measures the job)."""
     schema = dataset.schema if columns is None else pa.schema([dataset.schema.field(c) for c in columns])
     for fragment in dataset.get_fragments():
         groups = None if filter is None else [g.id for piece in fragment.split_by_row_group(filter, schema=dataset.schema)
