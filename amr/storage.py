@@ -305,14 +305,15 @@ def scan(dataset: pds.Dataset, columns: list[str] | None = None,
     the driver's memory with the rows it has read (JSON lines of 10k and 100k rows: +12 and +35 MiB
     there, +26 and +30 here; bench/scale.py measures the job)."""
     schema = dataset.schema if columns is None else pa.schema([dataset.schema.field(c) for c in columns])
+    read = schema if filter is None else dataset.schema  # the filter may name any column
     for fragment in dataset.get_fragments():
         groups = None if filter is None else [g.id for piece in fragment.split_by_row_group(filter, schema=dataset.schema)
                                               for g in piece.row_groups]
         with dataset.filesystem.open_input_file(fragment.path) as f:
             file = pq.ParquetFile(f, pre_buffer=False)
-            present = [n for n in (dataset.schema if filter is not None else schema).names if n in file.schema_arrow.names]
+            present = [n for n in read.names if n in file.schema_arrow.names]
             for batch in file.iter_batches(BATCH_ROWS, row_groups=groups, columns=present, use_threads=False):
-                table = _conformed(pa.Table.from_batches([batch]), dataset.schema if filter is not None else schema)
+                table = _conformed(pa.Table.from_batches([batch]), read)
                 if filter is not None:
                     table = table.filter(filter).select(schema.names)
                 yield from table.to_batches()

@@ -42,20 +42,23 @@ def dataset_file(source: str) -> tuple[RunDir, str]:
 def iter_examples(source: str, template: str) -> Iterator[dict[str, Any]]:
     """The examples of ``source``, a row at a time (nothing is held), each checked: an error names the row
     and the field."""
-    run_dir, name = dataset_file(source)
-    where = run_dir.path(name)
-    for i, row in enumerate(_rows(run_dir, name, where)):
-        at = f"{where}: row {i}" + (f" (id {row['id']!r})" if isinstance(row, dict) and "id" in row else "")
-        yield example(row, template, at)
+    return _examples(*dataset_file(source), template)
 
 
 def count_examples(source: str, template: str) -> tuple[int, str]:
     """Every example of ``source`` checked; their number and the file they come from (none is an error)."""
     run_dir, name = dataset_file(source)
-    count = sum(1 for _ in iter_examples(source, template))
+    count = sum(1 for _ in _examples(run_dir, name, template))
     if not count:
         raise InputError(f"{run_dir.path(name)}: no rows: nothing to train on")
     return count, run_dir.path(name)
+
+
+def _examples(run_dir: RunDir, name: str, template: str) -> Iterator[dict[str, Any]]:
+    where = run_dir.path(name)
+    for i, row in enumerate(_rows(run_dir, name, where)):
+        at = f"{where}: row {i}" + (f" (id {row['id']!r})" if isinstance(row, dict) and "id" in row else "")
+        yield example(row, template, at)
 
 
 def _rows(run_dir: RunDir, name: str, where: str) -> Iterator[Any]:

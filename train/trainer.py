@@ -12,7 +12,7 @@ from amr.config import ConfigError, TrainConfig
 from amr.model_store import resolve
 from amr.runtime import init_ray, require_shared_storage
 from amr.storage import RunDir
-from train.data import count_examples, dataset_file
+from train.data import count_examples
 from train.loop import METRICS, train_func
 
 PACKAGES = ("amr-evol", "ray", "torch", "transformers", "trl", "peft", "datasets")
@@ -48,7 +48,7 @@ def run(config: TrainConfig, fail_at_step: int | None = None) -> dict[str, Any]:
     os.makedirs(output, exist_ok=True)
     storage = config.storage_path or os.path.join(output, "checkpoints")
     init_ray(config.ray)
-    require_shared_storage({"output": output, "storage_path": storage, "dataset": dataset_file(config.dataset)[0].uri})
+    require_shared_storage({"output": output, "storage_path": storage, "dataset": os.path.dirname(source)})
     # Ray Train tees workers' print() to its logger, even prints a library captures (dill's dis dumps while
     # datasets fingerprints TRL's map functions): keep print as is. Propagated to the workers.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
