@@ -33,6 +33,7 @@ class ScriptedTeacher:
         self.keep_requests = keep_requests  # False: count only (a benchmark's memory figures stay the job's)
         self.requests: list[list[dict[str, str]]] = []  # every chat received, in arrival order
         self.calls = 0
+        self.answered_at: list[float] = []  # time.perf_counter() of every answer, in order
         self.busy_s = 0.0  # time spent answering (parsing, the script, the reply)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -92,6 +93,7 @@ class ScriptedTeacher:
         body = await request.json()
         messages = body["messages"]
         self.calls += 1
+        self.answered_at.append(time.perf_counter())
         if self.keep_requests:
             self.requests.append(messages)
         try:

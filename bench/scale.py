@@ -11,7 +11,9 @@ driver's memory is the job's alone. There a warm-up job of ``WARM_UP`` rows (Ray
 first and is not counted. The job runs as many HTTP workers as replicas. An empty ``--replicas``,
 ``--sizes`` or ``--decontamination-sizes`` skips that part.
 Replicas: weak scaling, ``--per-replica`` instructions per replica, so a perfect pipeline takes the same
-time at every count; efficiency = rate(R) / (R x rate(1)).
+time at every count; efficiency = rate(R) / (R x rate(1)), of the whole job (``per_hour``: its start-up,
+the stage actors', and its last stage included) and of its streaming phase (``streaming_per_hour``: from
+the teacher's first answer to its last).
 Sizes: ``--size-replicas`` replicas (enough that the pipeline, not the teacher, is the limit). Driver memory:
 its RSS before the measured job, the highest RSS seen during it (sampled every 0.1 s) and its RSS after;
 flat memory is the same peak at every size. Method ``direct`` (one teacher call per instruction) by
@@ -113,8 +115,11 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             job = pool.submit(_job, config.model_dump()).result()
     assert job["dataset_rows"] == rows, job
+    answered = teacher.answered_at[WARM_UP:]
     return {"rows": rows, "replicas": replicas, "seconds": round(job["seconds"], 1),
-            "per_hour": round(rows / job["seconds"] * 3600), "ideal_per_hour": round(replicas / latency * 3600),
+            "per_hour": round(rows / job["seconds"] * 3600),
+            "streaming_per_hour": round((len(answered) - 1) / (answered[-1] - answered[0]) * 3600),
+            "ideal_per_hour": round(replicas / latency * 3600),
             "teacher_calls": teacher.calls - WARM_UP, "driver_rss_before_mib": job["driver_rss_before_mib"],
             "driver_peak_rss_mib": job["driver_peak_rss_mib"], "driver_rss_after_mib": job["driver_rss_after_mib"]}
 
@@ -145,9 +150,10 @@ def main() -> None:
         report["replicas"].append(measure(args.per_replica * replicas, replicas, args.latency, args.method))
         print(json.dumps(report["replicas"][-1]), flush=True)
     if report["replicas"]:
-        base = report["replicas"][0]["per_hour"] / report["replicas"][0]["replicas"]
+        first = report["replicas"][0]
         for r in report["replicas"]:
-            r["efficiency"] = round(r["per_hour"] / (r["replicas"] * base), 2)
+            for rate, name in (("per_hour", "efficiency"), ("streaming_per_hour", "streaming_efficiency")):
+                r[name] = round(r[rate] / (r["replicas"] * first[rate] / first["replicas"]), 2)
     for rows in args.sizes:
         report["sizes"].append(measure(rows, args.size_replicas, args.latency, args.method))
         print(json.dumps(report["sizes"][-1]), flush=True)
