@@ -7,6 +7,7 @@ import pytest
 import ray
 from typer.testing import CliRunner
 
+from amr.scripted_teacher import ScriptedTeacher
 from jobs.cli import app
 
 runner = CliRunner()
@@ -59,39 +60,50 @@ def test_teacher_generate_writes_parquet(ray_local, tiny_model, write, tmp_path)
     assert "2 rows, 0 errors" in result.output
 
 
+ANSWER = "```python\ndef solve():\n    return 0\n```"  # 6 tokens as the scripted teacher counts them
+
+
 @pytest.mark.slow
-def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tiny_model, tmp_path):
+def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tmp_path):
+    """The shipped config with an API teacher (scripted, over HTTP); the vLLM teacher is in the test below."""
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--method", "direct", "--set", f"teacher.model={tiny_model}",
-                                 "--set", "input.limit=3", "--set", f"run_dir={run_dir}", *TINY])
+    with ScriptedTeacher(lambda messages: ANSWER) as teacher:
+        result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--method", "direct",
+                                     "--set", "teacher.backend=openai", "--set", "teacher.model=scripted",
+                                     "--set", f"teacher.openai.base_url={teacher.base_url}",
+                                     "--set", "teacher.openai.api_key_env=null",
+                                     "--set", "input.limit=3", "--set", f"run_dir={run_dir}"])
     assert result.exit_code == 0, result.output
     table = pq.read_table(run_dir / "direct.parquet")
     assert sorted(table.column("id").to_pylist()) == ["mbpp/601", "mbpp/602", "mbpp/603"]
     assert set(table.column_names) >= {"instruction", "tests", "direct_response", "direct_input_tokens", "direct_error"}
     lines = (run_dir / "dataset.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[0])["tests"] and json.loads(lines[0])["messages"][1]["role"] == "assistant"
+    assert json.loads(lines[0])["messages"][1]["content"] == ANSWER
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stage = manifest["stages"]["direct"]
-    assert (stage["rows"], stage["errors"], stage["output_tokens"]) == (3, 0, 24)
+    assert (stage["rows"], stage["errors"], stage["output_tokens"]) == (3, 0, 18)
     assert manifest["versions"]["ray"] == "2.60.0" and manifest["config"]["input"]["limit"] == 3
+    assert manifest["teacher_model"] == "scripted" and manifest["dataset"]["response_accuracy"] == 0.0
     assert str(run_dir) in result.output and "direct" in result.output
 
 
 @pytest.mark.slow
 def test_distill_amr_with_smollm2_served_by_vllm(ray_local, smollm2, tmp_path):
-    """The default config's method and serving path, end to end with a real (small) teacher."""
+    """The default config's method and serving path, end to end with a real (small) teacher (one wave: the
+    table's versions from wave to wave are test_distill's)."""
     run_dir = tmp_path / "run"
     result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--set", "teacher.model=smollm2-135m-instruct",
-                                 "--set", "input.limit=2", "--set", "wave_size=1", "--set", "modules.seed_limit=1",
+                                 "--set", "input.limit=2", "--set", "modules.seed_limit=1",
                                  "--set", "teacher.sampling.max_tokens=64", "--set", f"run_dir={run_dir}"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stages = manifest["stages"]
     assert list(stages) == ["direct", "decompose", "embed", "seed", "evolve", "grow"]
     assert all(stages[s]["rows"] == 2 and stages[s]["errors"] == 0 for s in ("direct", "decompose", "evolve"))
-    first, second = manifest["modules"]["waves"]
-    assert (first["rows"], second["rows"]) == (1, 1) and second["version_read"] == first["version_after"]
-    assert manifest["modules"]["rows"] == stages["seed"]["inserted"] + first["inserted"] + second["inserted"]
+    [wave] = manifest["modules"]["waves"]
+    assert wave["rows"] == 2 and wave["version_read"] == 1 + (stages["seed"]["inserted"] > 0)
+    assert manifest["modules"]["rows"] == stages["seed"]["inserted"] + wave["inserted"]
     assert manifest["dataset"]["rows"] + manifest["dataset"]["dropped"] == 2
     assert manifest["dataset"]["with_tests"] == manifest["dataset"]["rows"]
     assert "module table:" in result.output and str(run_dir) in result.output
