@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,9 +97,13 @@ def config(tmp_path: Path, scripted: ScriptedTeacher, **changes) -> DistillConfi
 
 @pytest.fixture(scope="module")
 def uninterrupted(ray_local, scripted, tmp_path_factory) -> tuple[DistillConfig, dict]:
-    """The amr method over INSTRUCTIONS in one run: its config and manifest."""
+    """The amr method over INSTRUCTIONS in one run: its config and manifest. The driver reads the 4
+    instructions 1 at a time, into files of 3 rows."""
     cfg = config(tmp_path_factory.mktemp("whole"), scripted)
-    return cfg, distill.run(cfg)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(storage, "PYTHON_ROWS", 1)
+        patch.setattr(storage, "ROWS_PER_FILE", 3)
+        return cfg, distill.run(cfg)
 
 
 def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
@@ -128,12 +133,10 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
     assert len(lines) == 4 and json.loads(lines[0])["messages"][0]["role"] == "user"
 
 
-def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, tmp_path, monkeypatch):
-    monkeypatch.setattr(storage, "PYTHON_ROWS", 1)  # the driver reads the 4 instructions 1 at a time,
-    monkeypatch.setattr(storage, "ROWS_PER_FILE", 3)  # into files of 3 rows
+def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, uninterrupted, tmp_path):
     cfg = config(tmp_path, scripted)
-    distill.run(cfg)
     run = Path(cfg.run_dir)
+    shutil.copytree(uninterrupted[0].run_dir, run)  # the same run, moved
     assert sorted(p.name for p in (run / "input.parquet").iterdir()) == ["_SUCCESS", "part-00000.parquet", "part-00001.parquet"]
     assert all((run / f"{stage}.parquet" / "_SUCCESS").exists() for stage in ("direct", "decompose", "embed", "dataset"))
     before = pq.read_table(run / "dataset.parquet").to_pylist()
