@@ -84,7 +84,8 @@ def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tmp_path):
     stage = manifest["stages"]["direct"]
     assert (stage["rows"], stage["errors"], stage["output_tokens"]) == (3, 0, 18)
     assert manifest["versions"]["ray"] == "2.60.0" and manifest["config"]["input"]["limit"] == 3
-    assert manifest["teacher_model"] == "scripted" and manifest["dataset"]["response_accuracy"] == 0.0
+    assert manifest["teacher_model"] == "scripted" and manifest["modules"] == {}
+    assert manifest["dataset"]["response_accuracy"] == 0.0
     assert str(run_dir) in result.output and "direct" in result.output
 
 
