@@ -12,8 +12,9 @@ first and is not counted. The job runs as many HTTP workers as replicas. An empt
 ``--sizes`` or ``--decontamination-sizes`` skips that part.
 Replicas: weak scaling, ``--per-replica`` instructions per replica, so a perfect pipeline takes the same
 time at every count; efficiency = rate(R) / (R x rate(1)), of the whole job (``per_hour``: its start-up,
-the stage actors', and its last stage included) and of its streaming phase (``streaming_per_hour``: from
-the teacher's first answer to its last).
+the stage actors', and its last stage included) and of its streaming phase (``streaming_per_hour``: the
+teacher's answers per hour from its first answer in the measured job to its last; one per instruction with
+``direct``).
 Sizes: ``--size-replicas`` replicas (enough that the pipeline, not the teacher, is the limit). Driver memory:
 its RSS before the measured job, the highest RSS seen during it (sampled every 0.1 s) and its RSS after;
 flat memory is the same peak at every size. Method ``direct`` (one teacher call per instruction) by
@@ -100,7 +101,8 @@ def _measured(run: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
     sampler.join()
     after = process.memory_info().rss
     ray.shutdown()
-    return result, {"seconds": seconds, "driver_rss_before_mib": before >> 20,
+    # started_at: perf_counter is CLOCK_MONOTONIC on Linux, the clock of every process (the teacher's too)
+    return result, {"seconds": seconds, "started_at": start, "driver_rss_before_mib": before >> 20,
                     "driver_peak_rss_mib": max(peak[0], before, after) >> 20, "driver_rss_after_mib": after >> 20}
 
 
@@ -115,12 +117,12 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             job = pool.submit(_job, config.model_dump()).result()
     assert job["dataset_rows"] == rows, job
-    answered = teacher.answered_at[WARM_UP:]
+    answered = [t for t in teacher.answered_at if t >= job["started_at"]]  # the warm-up's calls left out
     return {"rows": rows, "replicas": replicas, "seconds": round(job["seconds"], 1),
             "per_hour": round(rows / job["seconds"] * 3600),
             "streaming_per_hour": round((len(answered) - 1) / (answered[-1] - answered[0]) * 3600),
             "ideal_per_hour": round(replicas / latency * 3600),
-            "teacher_calls": teacher.calls - WARM_UP, "driver_rss_before_mib": job["driver_rss_before_mib"],
+            "teacher_calls": len(answered), "driver_rss_before_mib": job["driver_rss_before_mib"],
             "driver_peak_rss_mib": job["driver_peak_rss_mib"], "driver_rss_after_mib": job["driver_rss_after_mib"]}
 
 
