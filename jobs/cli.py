@@ -103,20 +103,63 @@ def teacher_generate(
     import ray
 
     from amr.data import load_requests
-    from amr.engines import Teacher, usage
+    from amr.engines import open_teacher, usage
     from amr.storage import RunDir
     from amr.runtime import init_ray
 
     cfg = load_config(TeacherJobConfig, config, overrides)
     requests = load_requests(input)
-    teacher = Teacher(cfg.teacher, cfg.model_store)
     init_ray(cfg.ray)
     start = time.perf_counter()
     folder, _, name = output.rpartition("/")
-    table = RunDir(folder or ".").write_dataset(name, teacher.generate(ray.data.from_items(requests)))
+    with open_teacher(cfg.teacher, cfg.model_store) as teacher:
+        table = RunDir(folder or ".").write_dataset(name, teacher.generate(ray.data.from_items(requests)))
     stats = usage(table)
     console.print(f"{output}: {stats['rows']} rows, {stats['errors']} errors, {stats['input_tokens']} input "
                   f"and {stats['output_tokens']} output tokens in {time.perf_counter() - start:.1f} s", soft_wrap=True)
+
+
+@teacher_app.command("serve")
+@user_errors
+def teacher_serve(
+    name: str = typer.Option("amr-teacher", "--name", help="The Serve application's name: jobs attach to it with "
+                             "--set teacher.serve.app_name=NAME."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML with ray/teacher sections."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+) -> None:
+    """Start the teacher as a Ray Serve LLM deployment on a running Ray cluster, and leave it running."""
+    from amr.model_store import resolve
+    from amr.runtime import cluster_address, init_ray
+    from amr.serving import start
+
+    cfg = load_config(TeacherJobConfig, config, overrides)
+    if cfg.teacher.backend != "vllm":
+        raise ConfigError("teacher.backend: only a vllm teacher is deployed (an openai one is already a service)")
+    if not cluster_address(cfg.ray):
+        raise ConfigError("ray.address: a deployment that outlives this command needs a running Ray cluster "
+                          "(`ray start --head`, then --set ray.address=auto or RAY_ADDRESS)")
+    init_ray(cfg.ray)
+    start(cfg.teacher.model_copy(update={"serve": cfg.teacher.serve.model_copy(update={"app_name": None})}),
+          resolve(cfg.teacher.model, cfg.model_store), name)
+    console.print(f"teacher {cfg.teacher.model} serving as Serve application {name!r}; attach jobs with "
+                  f"--set teacher.serve.app_name={name}; stop it with `amr teacher stop {name}`", soft_wrap=True)
+
+
+@teacher_app.command("stop")
+@user_errors
+def teacher_stop(
+    name: str = typer.Argument("amr-teacher", help="The Serve application to delete."),
+    address: str = typer.Option("auto", help="The Ray cluster (default: the one running here)."),
+) -> None:
+    """Delete a teacher deployment started with `amr teacher serve`."""
+    import ray
+    from ray import serve
+
+    ray.init(address=address, log_to_driver=False)
+    if name not in serve.status().applications:
+        raise ConfigError(f"no Serve application {name!r} on the cluster")
+    serve.delete(name)
+    console.print(f"deleted {name}")
 
 
 @sandbox_app.command("run")

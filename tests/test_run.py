@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from amr.config import RunConfig, load_config
 from amr.prompts import direct, evolve
 from amr.scripted_teacher import ScriptedTeacher
+from conftest import logged_engine_starts
 from jobs.cli import app
 from test_distill import config as distill_config
 from test_distill import script
@@ -33,7 +34,7 @@ def run_config(tmp_path, scripted, tiny_model) -> dict:
     return {"output": str(tmp_path / "out"), "distill": distill,
             "train": {"model": tiny_model, "seq_len": 128, "max_steps": 2, "global_batch_size": 2, "micro_batch_size": 1,
                       "save_steps": 2, "scaling": {"workers": 1}, "gradient_checkpointing": False},
-            "eval": {"datasets": ["humaneval"], "limit": 2, "base": False, "sampling": {"max_tokens": 16},
+            "eval": {"datasets": ["humaneval", "mbpp"], "limit": 2, "base": False, "sampling": {"max_tokens": 16},
                      "vllm": {"max_model_len": 512, "cpu_reserved_cores": 0},
                      "scoring": {"min_time_limit": 10.0, "gt_time_limit_factor": 50.0}}}
 
@@ -43,8 +44,10 @@ def run_config(tmp_path, scripted, tiny_model) -> dict:
 def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny_model, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(run_config(tmp_path, scripted, tiny_model)))
+    engines = logged_engine_starts()
     result = runner.invoke(app, ["compare", "--methods", "direct,amr", "--config", str(path)])
     assert result.exit_code == 0, result.output
+    assert logged_engine_starts() - engines == 2  # one engine per student for both datasets (the teacher is an API)
     out = tmp_path / "out"
     assert f"report: {out / 'report' / 'report.html'}" in result.output
 
@@ -63,7 +66,7 @@ def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny
     labels = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
     assert labels == ["direct", "amr"]
     amr_row = next(line for line in table.splitlines() if line.startswith("| amr |"))
-    assert len(re.findall(r"\d \([+-]\d+\.\d\)", amr_row)) == 2  # HumanEval and HumanEval+ against direct
+    assert len(re.findall(r"\d \([+-]\d+\.\d\)", amr_row)) == 4  # HumanEval(+) and MBPP(+) against direct
     assert "HumanEval(+) v0.1.10: 2 tasks (--limit)" in report
     assert "| direct | 4 | 4 | 50.0% of 4 |" in report and "| amr | 4 | 4 | 75.0% of 4 |" in report and "## Funnel: amr" in report
     html = (out / "report" / "report.html").read_text()
@@ -74,14 +77,15 @@ def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny
     calls = len(scripted.requests)
     again = runner.invoke(app, ["compare", "--methods", "direct,amr", "--config", str(path)])
     assert again.exit_code == 0, again.output
-    assert again.output.count("done already") == 6 and len(scripted.requests) == calls  # 2 x (distill, train, eval)
+    assert again.output.count("done already") == 8 and len(scripted.requests) == calls  # 2 x (distill, train, 2 evals)
+    assert logged_engine_starts() - engines == 2  # nothing left to serve: no engine started
 
 
 @pytest.mark.timeout(60)
 def test_run_config_owns_its_paths_and_includes_sections(write):
     cfg = load_config(RunConfig, "jobs/configs/run_local_cpu.yaml")
     assert (cfg.methods, cfg.distill.teacher.model, cfg.distill.input.limit) == (["amr"], "smollm2-135m-instruct", 8)
-    assert cfg.distill.teacher.sampling.max_tokens == 256 and cfg.distill.teacher.vllm.serve  # local_cpu.yaml, changed
+    assert cfg.distill.teacher.sampling.max_tokens == 256 and cfg.distill.teacher.vllm.cpu_kvcache_gib == 2  # local_cpu.yaml, changed
     assert cfg.train.max_steps == 10 and cfg.eval.limit == 20  # train_local_cpu.yaml, read in
     bad = write("run.yaml", "distill:\n  run_dir: x\n")
     result = runner.invoke(app, ["run", "--config", str(bad)])

@@ -117,10 +117,16 @@ def test_cli_prints_the_record_and_exits_0_whatever_the_verdict(write):
     assert result.exit_code == 2 and "not found" in result.output
 
 
-def test_ray_data_stage(ray_local):
-    from amr.sandbox.stage import check_dataset
+def test_job_sandbox_actors_check_held_rows_and_a_streamed_stage(ray_local):
+    from amr.sandbox.stage import SandboxActors
 
     rows = [{"id": i, "code": f"def f():\n    return {i}", "test": f"assert f() == {i % 2}"} for i in range(6)]
-    out = check_dataset(ray_local.data.from_items(rows), SandboxConfig(require="bwrap", workers=2)).take_all()
-    assert sorted((r["id"], r["status"], r["isolation"]) for r in out) == [
-        (i, "passed" if i < 2 else "failed", "bwrap") for i in range(6)]
+    expected = [(i, "passed" if i < 2 else "failed", "bwrap") for i in range(6)]
+    with SandboxActors(SandboxConfig(require="bwrap", workers=1, actors=2)) as sandbox:
+        assert len(sandbox.actors) == 2
+        out = sandbox.check_dataset(ray_local.data.from_items(rows)).take_all()
+        assert sorted((r["id"], r["status"], r["isolation"]) for r in out) == expected
+        held = sandbox.run(rows)  # split over both actors, answered in order
+        assert [(r["id"], h["status"], h["isolation"]) for r, h in zip(rows, held)] == expected
+        pids = set(ray_local.get([a.__ray_call__.remote(lambda actor: __import__("os").getpid()) for a in sandbox.actors]))
+        assert len(pids) == 2

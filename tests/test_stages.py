@@ -12,9 +12,10 @@ import pytest
 
 from amr.config import EmbeddingConfig, SandboxConfig
 from amr.embeddings import Embedder
-from amr.engines import Teacher
+from amr.engines import OpenAITeacher
 from amr.modules import ModuleDB, spec_text
 from amr.prompts import decompose, evolve, testgen
+from amr.sandbox.stage import SandboxActors
 from amr.scripted_teacher import ScriptedTeacher
 from amr.stages import decompose as md_stage
 from amr.stages import embed as embed_stage
@@ -94,7 +95,7 @@ def db(tmp_path, embedder) -> ModuleDB:
 def test_decompose_parses_specs_and_says_why_none(ray_local, scripted):
     rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "```python\n...\n```"},
             {"id": "b", "instruction": "Print hello.", "direct_response": "print('hello')"}]
-    out = {r["id"]: r for r in md_stage.run(ray_local.data.from_items(rows), Teacher(scripted.config())).take_all()}
+    out = {r["id"]: r for r in md_stage.run(ray_local.data.from_items(rows), OpenAITeacher(scripted.config())).take_all()}
     assert [s["name"] for s in json.loads(out["a"]["specs"])] == ["is_prime", "primes_below"]
     assert out["a"]["md_reason"] is None and out["a"]["md_output_tokens"] > 0
     assert json.loads(out["b"]["specs"]) == [] and out["b"]["md_reason"].startswith("no function")
@@ -114,7 +115,7 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
     assert row["module_version"] == db.version
     assert json.loads(retrieve.run(rows, db, db.version, min_similarity=0.99)[0]["retrieved"]) == []
     seen = len(scripted.requests)
-    [final] = are_stage.run(ray_local.data.from_items([row]), Teacher(scripted.config())).take_all()
+    [final] = are_stage.run([row], OpenAITeacher(scripted.config()))
     prompt = scripted.requests[seen][1]["content"]
     assert "### Relevant Functions:\n```python\ndef is_prime" in prompt and "x" not in prompt.split("### Python Question:")[0]
     assert "def primes_below(limit: int) -> list[int]:\n    \"\"\"All prime numbers" in prompt
@@ -135,7 +136,8 @@ def test_growth_inserts_novel_verified_functions_only(ray_local, scripted, db, e
     assert [(c["instruction_id"], c["name"], c["outcome"]) for c in rejected] == [
         ("a", "is_prime", "known"), ("b", "is_prime", "known"),
         ("b", "primes_below", "duplicate in wave"), ("b", "digit_sum", "duplicate in wave")]
-    verified = grow.verify(kept, Teacher(scripted.config()), SandboxConfig(require="bwrap", workers=1))
+    with SandboxActors(SandboxConfig(require="bwrap", workers=1)) as sandbox:
+        verified = grow.verify(kept, OpenAITeacher(scripted.config()), sandbox)
     outcomes = {c["name"]: (c["outcome"], c["reason"]) for c in verified}
     assert outcomes["primes_below"] == ("verified", "")
     assert outcomes["digit_sum"][0] == "rejected" and "assert digit_sum(123) == 6" in outcomes["digit_sum"][1]

@@ -1,41 +1,72 @@
-"""The sandbox as a Ray Data stage: actors, each holding a pool of warm check servers."""
+"""The sandbox of a job: Ray actors, each holding a pool of warm check servers, started once and fed by
+every wave (``run``) and by streamed stages (``check_dataset``)."""
 
 from __future__ import annotations
 
-from typing import Any
+import random
+from typing import Any, Sequence
 
 import pandas as pd
+import ray
 import ray.data
 
 from amr.config import SandboxConfig
-from amr.sandbox.pool import RECORD_FIELDS, Sandbox
+from amr.sandbox.pool import RECORD_FIELDS, Check, Sandbox
 
 
-class _Checker:
+@ray.remote
+class _SandboxActor:
     def __init__(self, config: dict[str, Any]):
         self.sandbox = Sandbox(SandboxConfig(**config))
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        entry_points = batch["entry_point"] if "entry_point" in batch else [None] * len(batch)
-        records = self.sandbox.run(
-            {"code": code, "test": test, "entry_point": entry}
-            for code, test, entry in zip(batch["code"], batch["test"], entry_points)
-        )
-        return batch.assign(**{field: [r[field] for r in records] for field in RECORD_FIELDS})
+    def run(self, checks: list[Check]) -> list[dict[str, Any]]:
+        return self.sandbox.run(checks)
+
+    def close(self) -> None:
+        self.sandbox.close()
 
 
-def check_dataset(ds: ray.data.Dataset, config: SandboxConfig, *, max_actors: int = 1) -> ray.data.Dataset:
-    """Add the sandbox record columns to rows with ``code``, ``test`` and optional ``entry_point``.
+class SandboxActors:
+    """``config.actors`` sandbox actors (default: one per Ray node, spread), each running ``config.workers``
+    checks at once on as many CPUs. Use as a context manager, or ``close()`` them."""
 
-    Each actor asks Ray for ``config.workers`` CPUs (default one) and runs that many checks at once;
-    the actor pool scales from one to ``max_actors`` across the cluster.
-    """
-    workers = config.workers or 1
-    return ds.map_batches(
-        _Checker,
-        fn_constructor_kwargs={"config": config.model_copy(update={"workers": workers}).model_dump()},
-        batch_format="pandas",
-        batch_size=16 * workers,
-        num_cpus=workers,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
-    )
+    def __init__(self, config: SandboxConfig):
+        self.workers = config.workers or 1
+        count = config.actors or sum(1 for node in ray.nodes() if node["Alive"])
+        settings = config.model_copy(update={"workers": self.workers}).model_dump()
+        self.actors = [_SandboxActor.options(num_cpus=self.workers, scheduling_strategy="SPREAD").remote(settings)
+                       for _ in range(count)]
+
+    def run(self, checks: Sequence[Check]) -> list[dict[str, Any]]:
+        """One record per check, in order; the checks are split evenly over the actors."""
+        if not checks:
+            return []
+        share = -(-len(checks) // len(self.actors))
+        parts = [list(checks[i:i + share]) for i in range(0, len(checks), share)]
+        return [r for part in ray.get([a.run.remote(p) for a, p in zip(self.actors, parts)]) for r in part]
+
+    def check_dataset(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        """Add the sandbox record columns to rows with ``code``, ``test`` and optional ``entry_point``."""
+        return ds.map_batches(_check_batch, fn_kwargs={"actors": self.actors}, batch_format="pandas",
+                              batch_size=16 * self.workers, num_cpus=0,
+                              compute=ray.data.TaskPoolStrategy(size=2 * len(self.actors)))
+
+    def close(self) -> None:
+        ray.get([a.close.remote() for a in self.actors])
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def __enter__(self) -> SandboxActors:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_batch(batch: pd.DataFrame, actors: list[Any]) -> pd.DataFrame:
+    entry_points = batch["entry_point"] if "entry_point" in batch else [None] * len(batch)
+    checks = [{"code": code, "test": test, "entry_point": entry}
+              for code, test, entry in zip(batch["code"], batch["test"], entry_points)]
+    records = ray.get(random.choice(actors).run.remote(checks))
+    return batch.assign(**{field: [r[field] for r in records] for field in RECORD_FIELDS})

@@ -15,15 +15,28 @@ def ask(ds: ray.data.Dataset, teacher: Teacher, build: Callable[[dict[str, Any]]
     its columns) and gains ``{name}_response``, ``{name}_error``, ``{name}_input_tokens`` and
     ``{name}_output_tokens``."""
     carry = tuple(carry or ds.columns())
+    return teacher.generate(ds.map(lambda row: _request(row, build, carry)), carry=carry).map(
+        lambda row: _renamed(row, name, carry))
 
-    def request(row: dict[str, Any]) -> dict[str, Any]:
-        return {**{k: row[k] for k in carry}, "messages": build(row)}
 
-    def rename(row: dict[str, Any]) -> dict[str, Any]:
-        return {**{k: row[k] for k in carry}, f"{name}_response": row["response"], f"{name}_error": row["error"],
-                f"{name}_input_tokens": row["num_input_tokens"], f"{name}_output_tokens": row["num_output_tokens"]}
+def ask_rows(rows: list[dict[str, Any]], teacher: Teacher, build: Callable[[dict[str, Any]], list[dict[str, str]]],
+             name: str) -> list[dict[str, Any]]:
+    """``ask`` for rows the driver holds (a wave): all sent at once through ``Teacher.complete``, in order."""
+    if not rows:
+        return []
+    carry = tuple(rows[0])
+    answers = teacher.complete([_request(row, build, carry) for row in rows], carry=carry)
+    return [_renamed(row, name, carry) for row in answers]
 
-    return teacher.generate(ds.map(request), carry=carry).map(rename)
+
+def _request(row: dict[str, Any], build: Callable[[dict[str, Any]], list[dict[str, str]]],
+             carry: tuple[str, ...]) -> dict[str, Any]:
+    return {**{k: row[k] for k in carry}, "messages": build(row)}
+
+
+def _renamed(row: dict[str, Any], name: str, carry: tuple[str, ...]) -> dict[str, Any]:
+    return {**{k: row[k] for k in carry}, f"{name}_response": row["response"], f"{name}_error": row["error"],
+            f"{name}_input_tokens": row["num_input_tokens"], f"{name}_output_tokens": row["num_output_tokens"]}
 
 
 def calls(name: str) -> list[str]:

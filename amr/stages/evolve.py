@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import ray
-
 from amr.engines import Teacher
 from amr.prompts import evolve
-from amr.stages import ask
+from amr.stages import ask_rows
 
 
 def spec_stub(spec: dict[str, str]) -> str:
@@ -25,6 +23,6 @@ def chat(row: dict[str, Any], use_retrieved: bool = True) -> list[dict[str, str]
     return evolve.messages(row["instruction"], specs, functions)
 
 
-def run(ds: ray.data.Dataset, teacher: Teacher, use_retrieved: bool = True) -> ray.data.Dataset:
-    """Rows with ``instruction``, ``specs``, ``retrieved`` -> + ``are_*`` columns."""
-    return ask(ds, teacher, lambda row: chat(row, use_retrieved), "are")
+def run(rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True) -> list[dict[str, Any]]:
+    """A wave's rows with ``instruction``, ``specs``, ``retrieved`` -> + ``are_*`` columns, in order."""
+    return ask_rows(rows, teacher, lambda row: chat(row, use_retrieved), "are")

@@ -6,24 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import ray
 
-from amr.config import SandboxConfig
 from amr.embeddings import Embedder
 from amr.engines import Teacher
 from amr.modules import ModuleDB, spec_text
 from amr.parsing import defined_functions, python_code
 from amr.prompts import seed as seed_prompt
 from amr.prompts import testgen
-from amr.sandbox.stage import check_dataset
-from amr.stages import ask
+from amr.sandbox.stage import SandboxActors
+from amr.stages import ask_rows
 
 CANDIDATE_FIELDS = ("instruction_id", "name", "signature", "description", "code")
 
 
-def seed(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
+def seed(rows: list[dict[str, Any]], teacher: Teacher) -> list[dict[str, Any]]:
     """Self-instructed helper functions per instruction: rows gain ``seed_*`` columns."""
-    return ask(ds, teacher, lambda row: seed_prompt.messages(row["instruction"]), "seed")
+    return ask_rows(rows, teacher, lambda row: seed_prompt.messages(row["instruction"]), "seed")
 
 
 def candidates(rows: list[dict[str, Any]], response: str = "are_response") -> list[dict[str, Any]]:
@@ -59,21 +57,22 @@ def novel(cands: list[dict[str, Any]], db: ModuleDB, embedder: Embedder, version
     return kept, rejected
 
 
-def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxConfig) -> list[dict[str, Any]]:
+def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxActors) -> list[dict[str, Any]]:
     """Teacher-written test per function, run in the sandbox: adds ``test``, ``outcome``, ``reason``."""
-    if not kept:
-        return []
-    rows = [{**{f: c[f] for f in CANDIDATE_FIELDS}, "index": i} for i, c in enumerate(kept)]
-    tested = ask(ray.data.from_items(rows), teacher, lambda r: testgen.messages(r["code"], r["name"]), "test")
-    tested = tested.map(lambda r: {**r, "test": python_code(r["test_response"] or "") or ""})
-    checked = check_dataset(tested, sandbox).take_all()
+    rows = [{f: c[f] for f in CANDIDATE_FIELDS} for c in kept]
+    tested = ask_rows(rows, teacher, lambda r: testgen.messages(r["code"], r["name"]), "test")
+    tests = [python_code(r["test_response"] or "") or "" for r in tested]
+    checkable = [i for i, (row, test) in enumerate(zip(tested, tests)) if not row["test_error"] and test.strip()]
+    records = dict(zip(checkable, sandbox.run([{"code": kept[i]["code"], "test": tests[i]} for i in checkable])))
     out = []
-    for row in sorted(checked, key=lambda r: r["index"]):
-        if row["test_error"] or not row["test"].strip():
+    for i, (cand, row, test) in enumerate(zip(kept, tested, tests)):
+        if i not in records:
             outcome, reason = "no test", row["test_error"] or "no Python test in the answer"
+        elif records[i]["status"] == "passed":
+            outcome, reason = "verified", ""
         else:
-            outcome, reason = ("verified", "") if row["status"] == "passed" else ("rejected", f"{row['status']}: {row['reason']}")
-        out.append({**kept[row["index"]], "test": row["test"], "outcome": outcome, "reason": reason,
+            outcome, reason = "rejected", f"{records[i]['status']}: {records[i]['reason']}"
+        out.append({**cand, "test": test, "outcome": outcome, "reason": reason,
                     "test_input_tokens": row["test_input_tokens"], "test_output_tokens": row["test_output_tokens"]})
     return out
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import ray
 
-from amr.config import SandboxConfig
 from amr.engines import Teacher
 from amr.parsing import assert_statements, python_code
 from amr.prompts import repair
-from amr.sandbox.stage import check_dataset
+from amr.sandbox.stage import SandboxActors
 from amr.stages import ask
 
 
@@ -34,12 +33,12 @@ def _verdict(row: dict[str, Any], carry: list[str]) -> dict[str, Any]:
             "self_test_reason": reason}
 
 
-def test(ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxConfig) -> ray.data.Dataset:
+def test(ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxActors) -> ray.data.Dataset:
     """Rows with ``instruction`` and ``direct_response`` -> + ``anstest_*``, ``self_tests`` and the
     sandbox verdict of R_d against them: ``self_test_status`` (passed, failed, ..., no tests), ``self_test_reason``."""
     asked = ask(ds, teacher, lambda row: repair.tests_messages(row["instruction"]), "anstest")
     carry = [*ds.columns(), "anstest_response", "anstest_error", "anstest_input_tokens", "anstest_output_tokens"]
-    return check_dataset(asked.map(_with_check), sandbox).map(lambda row: _verdict(row, carry))
+    return sandbox.check_dataset(asked.map(_with_check)).map(lambda row: _verdict(row, carry))
 
 
 def run(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
