@@ -136,18 +136,18 @@ class ServedTeacher(Teacher):
                 "continue_final_message": prefilled, **self.sampling(row)}
 
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
-        from ray.serve.llm.openai_api_models import ChatCompletionRequest
+        from amr.serving import ChatRequest
 
         carry = tuple(carry)
         cfg = self.config.vllm
         processor = build_processor(
             ServeDeploymentProcessorConfig(
                 deployment_name=self.served.deployment_name, app_name=self.served.app_name,
-                dtype_mapping={"ChatCompletionRequest": ChatCompletionRequest},
+                dtype_mapping={"ChatRequest": ChatRequest},
                 batch_size=cfg.batch_size, concurrency=cfg.concurrency, should_continue_on_error=True,
                 request_timeout_s=self.config.serve.request_timeout_s),
             preprocess=lambda row: {**{_CARRY + k: row[k] for k in carry}, "method": "chat",
-                                    "dtype": "ChatCompletionRequest", "request_kwargs": self._request(row)},
+                                    "dtype": "ChatRequest", "request_kwargs": self._request(row)},
             postprocess=lambda row: {**{k: row[_CARRY + k] for k in carry}, **parse_chat_completion(row)},
         )
         return processor(ds).map(_finish, fn_kwargs={"carry": carry})
@@ -158,7 +158,8 @@ class ServedTeacher(Teacher):
 
     async def _chat_all(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from ray import serve
-        from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+        from amr.serving import ChatRequest
 
         handle = serve.get_deployment_handle(self.served.deployment_name, self.served.app_name).options(stream=True)
         slots, timeout = asyncio.Semaphore(HANDLE_WINDOW), self.config.serve.request_timeout_s
@@ -166,7 +167,7 @@ class ServedTeacher(Teacher):
         async def chat(body: dict[str, Any]) -> dict[str, Any]:
             async with slots:
                 try:
-                    answer = handle.chat.remote(ChatCompletionRequest(**body))
+                    answer = handle.chat.remote(ChatRequest(**body))
                     response = await asyncio.wait_for(answer.__anext__(), timeout)
                 except Exception as exc:  # the row keeps the error; the job goes on
                     return _error(f"{type(exc).__name__}: {str(exc)[:2000]}")

@@ -6,7 +6,8 @@ Part 1 runs the ``amr`` method end to end (Ray Data stages, parsing, MiniLM embe
 retrieval and inserts, the bwrap sandbox, Parquet writes) on MBPP train instructions with a scripted
 teacher that answers at once over HTTP, so nearly all wall time is spent outside the teacher (its
 server's busy time is reported). Reported per input size: instructions/s, per core, the wall time per
-stage and per wave step; across two sizes, the marginal rate (extra instructions over extra seconds)
+stage and per wave step, and each wave's fixed overhead (its wall time less the teacher, embedding and sandbox
+steps); across two sizes, the marginal rate (extra instructions over extra seconds)
 and the fixed cost it leaves. Part 2: top-1 cosine search
 latency on tables of random 384-d modules, brute force and with the ANN index: one query at a time
 (median of 200) and per query when 200 go in one call, as retrieval sends a wave's. Writes bench/results/pipeline.json.
@@ -69,10 +70,15 @@ def pipeline(instructions: int, wave_size: int) -> dict:
     for w in manifest["modules"]["waves"]:
         for step, s in w["seconds"].items():
             steps[step] = round(steps.get(step, 0.0) + s, 1)
+    # a wave's fixed overhead: everything but the teacher (evolve), embedding (novelty) and sandbox work with
+    # the teacher's tests (verify): reading its slice, retrieval, inserts, writing its files
+    overhead = [w["wall_time_s"] - sum(w["seconds"].get(k, 0) for k in ("evolve", "novelty", "verify"))
+                for w in manifest["modules"]["waves"]]
     return {"instructions": instructions, "wave_size": wave_size, "wall_s": round(wall, 1),
             "teacher_busy_share": round(teacher_s / wall, 4),
             "instructions_per_s": instructions / wall, "per_core": instructions / wall / (os.cpu_count() or 1),
-            "stage_wall_s": {**stages, "waves": round(sum(waves), 1)}, "wave_steps_s": steps, "modules": manifest["modules"]["rows"],
+            "stage_wall_s": {**stages, "waves": round(sum(waves), 1)}, "wave_steps_s": steps,
+            "wave_overhead_s": {"mean": round(sum(overhead) / len(overhead), 3), "max": round(max(overhead), 3)}, "modules": manifest["modules"]["rows"],
             "response_accuracy": manifest["dataset"]["response_accuracy"]}
 
 
@@ -135,7 +141,8 @@ def main() -> None:
     for p in runs:
         print(f"pipeline: {p['instructions']} instructions in {p['wall_s']} s = {p['instructions_per_s']:.2f}/s "
               f"({p['per_core']:.2f}/s per core), teacher busy {p['teacher_busy_share']:.1%}, stages "
-              f"{p['stage_wall_s']}, wave steps {p['wave_steps_s']}, {p['modules']} modules")
+              f"{p['stage_wall_s']}, wave steps {p['wave_steps_s']}, overhead per wave {p['wave_overhead_s']}, "
+              f"{p['modules']} modules")
     if len(runs) > 1:
         small, large = runs[0], runs[-1]
         rate = (large["instructions"] - small["instructions"]) / (large["wall_s"] - small["wall_s"])

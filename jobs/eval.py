@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from amr.config import EVALPLUS_VERSIONS, EvalConfig, load_config
-from amr.engines import open_teacher
+from amr.engines import EngineError, open_teacher
 from amr.runtime import init_ray, require_shared_storage
 from eval.data import dataset_file, default_cache, load_tasks
 from eval.generate import generate, student
@@ -42,6 +42,9 @@ def run(config: EvalConfig) -> dict[str, Any]:
     require_shared_storage({"output": str(out)})
     with open_teacher(student(config), config.model_store) as engine:
         samples = generate(tasks, config, engine)
+    failed = [s["error"] for s in samples if s["error"]]
+    if failed and len(failed) == len(samples):
+        raise EngineError(f"{config.model}: every generation failed, nothing to score; the first: {failed[0]}")
     generated = time.perf_counter()
     with open(out / "samples.jsonl", "w") as f:
         f.writelines(json.dumps(s) + "\n" for s in samples)
@@ -60,6 +63,9 @@ def print_scores(scores: dict[str, Any], console: Console | None = None) -> None
     console = console or Console()
     name = {"humaneval": "HumanEval", "mbpp": "MBPP"}[scores["dataset"]]
     console.print(f"{name} {scores['version']}, {scores['n_tasks']} tasks, {scores['model']}:", soft_wrap=True)
+    if scores["generation_errors"]:
+        console.print(f"  [bold red]{scores['generation_errors']} of {scores['n_samples']} generations failed[/] "
+                      f"(their errors in samples.jsonl): they score as wrong answers", soft_wrap=True)
     for k in (1, 10, 100):
         if f"base_pass@{k}" in scores:
             console.print(f"  pass@{k}: {name} {scores[f'base_pass@{k}']:.1%}  {name}+ {scores[f'plus_pass@{k}']:.1%}")

@@ -68,6 +68,19 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_teacher(ray_local, tiny_model):
+    """One Serve deployment of the tiny model for the session's tests that need "an engine" (their jobs attach to
+    it or share it); it is deleted when the session ends."""
+    from amr.config import SamplingConfig, TeacherConfig, VLLMConfig
+    from amr.engines import open_teacher
+
+    config = TeacherConfig(model=tiny_model, sampling=SamplingConfig(max_tokens=16),
+                           vllm=VLLMConfig(max_model_len=1024, batch_size=4, cpu_reserved_cores=0))
+    with open_teacher(config) as teacher:
+        yield teacher
+
+
+@pytest.fixture(scope="session")
 def smollm2() -> str:
     """The real SmolLM2-135M-Instruct, pulled into the model store once (offline, sha256-checked)."""
     from amr.model_store import pull

