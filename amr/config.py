@@ -133,8 +133,8 @@ class SandboxConfig(Strict):
         description="Weakest isolation allowed. 'bwrap': namespaces + read-only system + rlimits; "
         "'process': rlimits and process-group kill only. Below it the sandbox refuses to run.",
     )
-    workers: int | None = Field(None, ge=1, description="Warm check servers per pool; None: one per CPU (a "
-                                "job's sandbox actors: one each).")
+    workers: int | None = Field(None, ge=1, description="Warm check servers per pool (per sandbox actor of a "
+                                "job, which asks Ray for as many CPUs); None: one per CPU of the machine.")
     actors: int | None = Field(None, ge=1, description="A job's sandbox actors, each a pool of `workers` check "
                                "servers on as many CPUs, started once and used by every wave and the dataset "
                                "check; None: one per node of the Ray cluster.")
@@ -158,7 +158,8 @@ class EmbeddingConfig(Strict):
     model: str = Field("all-minilm-l6-v2", description="sentence-transformers model: registry name, path, hub "
                        "id. The paper uses Alibaba-NLP/gte-large-en-v1.5.")
     batch_size: int = Field(64, ge=1)
-    actors: int = Field(1, ge=1, description="Most embedding actors (one CPU each) of the streamed query embedding.")
+    actors: int = Field(1, ge=1, description="A job's embedding actors (one CPU each), started once: they embed the "
+                        "retrieval queries and each wave's new functions.")
 
 
 class ModulesConfig(Strict):
@@ -193,8 +194,11 @@ class DistillConfig(Strict):
     )
     run_dir: str = Field("runs/local", description="Stage outputs, dataset and manifest; rerun to resume.")
     wave_size: int = Field(
-        32, ge=1, description="Instructions per wave of retrieval, evolution and growth; each wave reads "
-        "one table version and commits the next. 1 reproduces the paper's sequential order.",
+        64, ge=1, description="Instructions per wave of retrieval, evolution and growth; each wave reads one table "
+        "version and commits the next (1 reproduces the paper's sequential order). A wave's fixed overhead is "
+        "0.03-0.09 s (bench/pipeline.py, docs/benchmarks.md), so the size is set by the teacher: a wave sends all its "
+        "rows at once and waits for the longest answer, so it should fill the engines' batches. 64 fills one "
+        "replica's (vllm.max_num_seqs 64); with more replicas use replicas x max_num_seqs.",
     )
     model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
     ray: RayConfig = Field(default_factory=RayConfig)

@@ -1,11 +1,13 @@
-"""Sentence embeddings of function specs and code (sentence-transformers, normalised for cosine)."""
+"""Sentence embeddings of function specs and code (sentence-transformers, normalised for cosine): in this process
+(``Embedder``), or in a job's long-lived Ray actors (``EmbedderActors``)."""
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
+import ray
 
 from amr.model_store import resolve
 
@@ -36,3 +38,59 @@ class Embedder:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         return vectors.astype(np.float32, copy=False)
+
+
+class Encoder(Protocol):
+    """What embeds texts: an ``Embedder`` in this process, or a job's ``EmbedderActors``."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@ray.remote(num_cpus=1)
+class _EmbedderActor:
+    def __init__(self, model: str, model_store: str | None, batch_size: int):
+        self.embedder = Embedder(model, model_store, batch_size)
+        self.dim = self.embedder.dim  # the model loads now, while the job starts its teacher
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.embedder.encode(texts)
+
+    def dimension(self) -> int:
+        return self.dim
+
+
+class EmbedderActors:
+    """A job's embedders: ``embedding.actors`` Ray actors (one CPU each) with the model loaded, started once and
+    fed by the query-embedding stage (``amr.stages.embed``) and every wave's novelty check (``encode``). They start in
+    the background: created before the teacher, their model loads while its engine starts."""
+
+    def __init__(self, model: str, model_store: str | None, batch_size: int, actors: int):
+        self.batch_size = batch_size
+        self.actors = [_EmbedderActor.options(scheduling_strategy="SPREAD").remote(model, model_store, batch_size)
+                       for _ in range(actors)]
+
+    @cached_property
+    def dim(self) -> int:
+        return ray.get(self.actors[0].dimension.remote())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, in order; the texts are split evenly over the actors."""
+        if not len(texts):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        share = -(-len(texts) // len(self.actors))
+        parts = [list(texts[i:i + share]) for i in range(0, len(texts), share)]
+        return np.concatenate(ray.get([a.encode.remote(p) for a, p in zip(self.actors, parts)]))
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+    def __enter__(self) -> EmbedderActors:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -10,9 +10,10 @@ with its error; it never stops the job.
 - ``backend: vllm``: a Ray Serve LLM deployment (``amr.serving``), started once or attached to;
 - ``backend: openai``: any OpenAI-compatible ``/chat/completions`` endpoint (retries, backoff, QPS).
 
-Each has two ways in: ``generate`` for a streamed stage (a Ray Dataset in, one out: ``ray.data.llm``'s
-``ServeDeploymentProcessorConfig`` or HTTP processor), and ``complete`` for a wave's rows held by the driver
-(sent at once through the deployment handle or an HTTP client: no Ray Data pipeline to start per wave).
+Each has two ways in: ``generate`` for a streamed stage (a Ray Dataset in, one out: Ray Data tasks that hand
+their batches to the job's client actors, which call the deployment handle; for ``openai``, ``ray.data.llm``'s
+HTTP processor), and ``complete`` for a wave's rows held by the driver (sent at once through the deployment
+handle or an HTTP client: no Ray Data pipeline to start per wave).
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ import asyncio
 import json
 import logging
 import os
+import random
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
+import pyarrow as pa
 import ray
 from ray.data.llm import (
     HttpRequestProcessorConfig,
-    ServeDeploymentProcessorConfig,
     build_processor,
 )
 
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error")
 _ERROR = "__inference_error__"
-_CARRY = "amr_carry__"
-"""Prefix of carried columns inside a processor: the deployment's response has an ``id`` of its own."""
 HANDLE_WINDOW = 512
 """Requests a wave keeps in flight to a deployment through its handle (Serve queues them per replica)."""
 
@@ -57,7 +57,7 @@ class Teacher(ABC):
     def __init__(self, config: TeacherConfig, model: str):
         self.config = config
         self.model = model
-        self._defaults = config.sampling.model_dump(exclude_none=True)
+        self.defaults = config.sampling.model_dump(exclude_none=True)
 
     @abstractmethod
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
@@ -73,7 +73,7 @@ class Teacher(ABC):
 
     def sampling(self, row: dict[str, Any]) -> dict[str, Any]:
         overrides = {k: v for k, v in (row.get("sampling") or {}).items() if v is not None}
-        return {**self._defaults, **overrides}
+        return {**self.defaults, **overrides}
 
 
 _OPEN: dict[str, Any] = {}
@@ -94,14 +94,20 @@ def open_teacher(config: TeacherConfig, model_store: str | None = None) -> Itera
     model = config.model if config.serve.app_name else resolve(config.model, model_store)
     key = engine_key(config, model)
     if key in _OPEN:
-        yield ServedTeacher(config, _OPEN[key])
+        yield ServedTeacher(config, *_OPEN[key])
         return
-    with deployment(config, model) as served:
-        _OPEN[key] = served
-        try:
-            yield ServedTeacher(config, served)
-        finally:
-            del _OPEN[key]
+    # the clients start (in the background) before the deployment, whose engine takes longer
+    clients = [_Client.remote() for _ in range(config.vllm.concurrency)]
+    try:
+        with deployment(config, model) as served:
+            _OPEN[key] = (served, clients)
+            try:
+                yield ServedTeacher(config, served, clients)
+            finally:
+                del _OPEN[key]
+    finally:
+        for client in clients:
+            ray.kill(client)
 
 
 def engine_key(config: TeacherConfig, model: str) -> str:
@@ -116,11 +122,13 @@ def engine_key(config: TeacherConfig, model: str) -> str:
 
 
 class ServedTeacher(Teacher):
-    """The teacher as a Ray Serve LLM deployment (``amr.serving.Deployment``)."""
+    """The teacher as a Ray Serve LLM deployment (``amr.serving.Deployment``), reached through its handle: from the
+    driver for a wave (``complete``), from the job's client actors for a streamed stage (``generate``)."""
 
-    def __init__(self, config: TeacherConfig, served: Any):
+    def __init__(self, config: TeacherConfig, served: Any, clients: list[Any]):
         super().__init__(config, served.model_id)
         self.served = served
+        self.clients = clients
 
     def state(self) -> dict[str, Any]:
         from amr.serving import engine_starts, replicas
@@ -128,52 +136,84 @@ class ServedTeacher(Teacher):
         return {**super().state(), "app": self.served.app_name, "attached": not self.served.owned,
                 "replicas": replicas(self.served.app_name), "engine_starts": engine_starts(self.served.app_name)}
 
-    def _request(self, row: dict[str, Any]) -> dict[str, Any]:
-        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-        # an answer prefilled by a final assistant message is continued, as ray.data.llm's chat template stage does
-        prefilled = bool(messages) and messages[-1]["role"] == "assistant"
-        return {"model": self.model, "messages": messages, "stream": False, "add_generation_prompt": not prefilled,
-                "continue_final_message": prefilled, **self.sampling(row)}
-
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
-        from amr.serving import ChatRequest
-
-        carry = tuple(carry)
         cfg = self.config.vllm
-        processor = build_processor(
-            ServeDeploymentProcessorConfig(
-                deployment_name=self.served.deployment_name, app_name=self.served.app_name,
-                dtype_mapping={"ChatRequest": ChatRequest},
-                batch_size=cfg.batch_size, concurrency=cfg.concurrency, should_continue_on_error=True,
-                request_timeout_s=self.config.serve.request_timeout_s),
-            preprocess=lambda row: {**{_CARRY + k: row[k] for k in carry}, "method": "chat",
-                                    "dtype": "ChatRequest", "request_kwargs": self._request(row)},
-            postprocess=lambda row: {**{k: row[_CARRY + k] for k in carry}, **parse_chat_completion(row)},
-        )
-        return processor(ds).map(_finish, fn_kwargs={"carry": carry})
+        return ds.map_batches(
+            _served_batch, batch_format="pyarrow", batch_size=cfg.batch_size, num_cpus=0,
+            compute=ray.data.TaskPoolStrategy(size=BATCHES_IN_FLIGHT * len(self.clients)),
+            fn_kwargs={"clients": self.clients, "target": self._target(), "carry": tuple(carry),
+                       "model": self.model, "defaults": self.defaults})
 
     def complete(self, requests: Sequence[dict[str, Any]], carry: Sequence[str] = ("id",)) -> list[dict[str, Any]]:
-        answers = _run_async(self._chat_all([self._request(r) for r in requests]))
+        bodies = [chat_body(r, self.model, self.defaults) for r in requests]
+        answers = _run_async(chat_all(*self._target(), bodies))
         return [{**{k: r.get(k) for k in carry}, **a} for r, a in zip(requests, answers)]
 
-    async def _chat_all(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from ray import serve
+    def _target(self) -> tuple[str, str, float | None]:
+        return self.served.app_name, self.served.deployment_name, self.config.serve.request_timeout_s
 
-        from amr.serving import ChatRequest
 
-        handle = serve.get_deployment_handle(self.served.deployment_name, self.served.app_name).options(stream=True)
-        slots, timeout = asyncio.Semaphore(HANDLE_WINDOW), self.config.serve.request_timeout_s
+BATCHES_IN_FLIGHT = 4
+"""Batches of a streamed stage each client actor has in flight (Ray Data tasks waiting on it)."""
 
-        async def chat(body: dict[str, Any]) -> dict[str, Any]:
-            async with slots:
-                try:
-                    answer = handle.chat.remote(ChatRequest(**body))
-                    response = await asyncio.wait_for(answer.__anext__(), timeout)
-                except Exception as exc:  # the row keeps the error; the job goes on
-                    return _error(f"{type(exc).__name__}: {str(exc)[:2000]}")
-            return parse_chat_completion(response.model_dump() if hasattr(response, "model_dump") else response)
 
-        return list(await asyncio.gather(*(chat(b) for b in bodies)))
+def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The deployment's chat request for a request row: its messages, the sampling defaults with its overrides.
+    An answer prefilled by a final assistant message is continued, as ray.data.llm's chat template stage does."""
+    messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    prefilled = bool(messages) and messages[-1]["role"] == "assistant"
+    overrides = {k: v for k, v in (row.get("sampling") or {}).items() if v is not None}
+    return {"model": model, "messages": messages, "stream": False, "add_generation_prompt": not prefilled,
+            "continue_final_message": prefilled, **defaults, **overrides}
+
+
+async def chat_all(app: str, deployment_name: str, timeout_s: float | None,
+                   bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Send chat requests to a deployment through its handle, all at once (at most ``HANDLE_WINDOW`` in flight);
+    the output columns of each, in order (a failed request: its error)."""
+    from ray import serve
+
+    from amr.serving import ChatRequest
+
+    handle = serve.get_deployment_handle(deployment_name, app).options(stream=True)
+    slots = asyncio.Semaphore(HANDLE_WINDOW)
+
+    async def chat(body: dict[str, Any]) -> dict[str, Any]:
+        async with slots:
+            try:
+                answer = handle.chat.remote(ChatRequest(**body))
+                response = await asyncio.wait_for(answer.__anext__(), timeout_s)
+            except Exception as exc:  # the row keeps the error; the job goes on
+                return _error(f"{type(exc).__name__}: {str(exc)[:2000]}")
+        return parse_chat_completion(response.model_dump() if hasattr(response, "model_dump") else response)
+
+    return list(await asyncio.gather(*(chat(b) for b in bodies)))
+
+
+@ray.remote(num_cpus=0)
+class _Client:
+    """Sends a streamed stage's requests to the deployment. Job-long: a Ray Data stage of its own (ray.data.llm's
+    ServeDeploymentProcessorConfig) starts new actors for every stage, ~10 s each on 2 cores."""
+
+    def __init__(self):
+        import amr.serving  # noqa: F401  the request class (vLLM's protocol) is imported once, now
+
+    async def chat(self, target: tuple[str, str, float | None], bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await chat_all(*target, bodies)
+
+
+OUTPUT_TYPES = {"response": pa.string(), "num_input_tokens": pa.int64(), "num_output_tokens": pa.int64(),
+                "error": pa.string()}
+
+
+def _served_batch(batch: pa.Table, clients: list[Any], target: tuple[str, str, float | None],
+                  carry: tuple[str, ...], model: str, defaults: dict[str, Any]) -> pa.Table:
+    bodies = [chat_body(row, model, defaults) for row in batch.to_pylist()]
+    answers = ray.get(random.choice(clients).chat.remote(target, bodies))
+    out = batch.select(list(carry))
+    for column, kind in OUTPUT_TYPES.items():
+        out = out.append_column(column, pa.array([a[column] for a in answers], kind))
+    return out
 
 
 def _run_async(work: Any) -> Any:
@@ -301,7 +341,7 @@ def _error(message: str) -> dict[str, Any]:
 def _finish(row: dict[str, Any], carry: tuple[str, ...]) -> dict[str, Any]:
     """One schema for every row: rows that failed inference bypass ``post`` and arrive raw."""
     if row.get(_ERROR):
-        return {**{k: row.get(_CARRY + k, row.get(k)) for k in carry}, **_error(str(row[_ERROR]))}
+        return {**{k: row.get(k) for k in carry}, **_error(str(row[_ERROR]))}
     return {**{k: row[k] for k in carry}, **{k: row[k] for k in OUTPUT_COLUMNS}}
 
 

@@ -69,7 +69,8 @@ def pipeline(instructions: int, wave_size: int) -> dict:
     steps: dict[str, float] = {}
     for w in manifest["modules"]["waves"]:
         for step, s in w["seconds"].items():
-            steps[step] = round(steps.get(step, 0.0) + s, 1)
+            steps[step] = steps.get(step, 0.0) + s
+    steps = {step: round(s, 2) for step, s in steps.items()}
     # a wave's fixed overhead: everything but the teacher (evolve), embedding (novelty) and sandbox work with
     # the teacher's tests (verify): reading its slice, retrieval, inserts, writing its files
     overhead = [w["wall_time_s"] - sum(w["seconds"].get(k, 0) for k in ("evolve", "novelty", "verify"))
@@ -131,7 +132,7 @@ def _batched_ms(db, probe: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instructions", type=int, nargs="+", default=[200, 600])
+    parser.add_argument("--instructions", type=int, nargs="+", default=[600, 2000])
     parser.add_argument("--wave-size", type=int, default=100)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--output", default="bench/results/pipeline.json")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-import sys
 import json
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,6 +43,19 @@ instructions_app = typer.Typer(help="Instruction construction: seeds, self-instr
 app.add_typer(instructions_app, name="instructions")
 jobs_app = typer.Typer(help="Jobs on a Ray cluster (see amr submit).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+
+@app.callback()
+def _logging() -> None:
+    """The project's own log lines (``amr.*`` loggers) go to the terminal through rich, not through the handlers
+    Ray and vLLM install on the root logger."""
+    from rich.logging import RichHandler
+
+    project = logging.getLogger("amr")
+    if not project.handlers:
+        project.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
+        project.setLevel(logging.INFO)
+        project.propagate = False
+
 
 # ConnectionError: a cluster address that does not answer (amr submit, amr jobs)
 USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, report.ReportError,

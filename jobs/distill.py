@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -42,7 +42,7 @@ from rich.table import Table
 
 from amr.config import ConfigError, DistillConfig, load_config
 from amr.data import iter_instructions, load_instructions
-from amr.embeddings import Embedder
+from amr.embeddings import EmbedderActors
 from amr.engines import Teacher, open_teacher
 from amr.modules import ModuleDB
 from amr.parsing import python_code
@@ -78,9 +78,12 @@ def run(config: DistillConfig) -> dict[str, Any]:
         raise ConfigError(f"input.source: {config.input.source} holds no instruction")
     init_ray(config.ray)
     require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
-    with ordered(), open_teacher(config.teacher, config.model_store) as teacher, \
-            SandboxActors(config.sandbox) as sandbox:
-        return _run(config, total, teacher, sandbox, run_dir, start)
+    # the CPU-side actors first: they start in the background while the teacher's engine starts
+    with ordered(), ExitStack() as job:
+        sandbox = job.enter_context(SandboxActors(config.sandbox))
+        embedders = job.enter_context(_embedders(config)) if config.method.startswith("amr") else None
+        teacher = job.enter_context(open_teacher(config.teacher, config.model_store))
+        return _run(config, total, teacher, sandbox, embedders, run_dir, start)
 
 
 def _input(config: DistillConfig, run_dir: RunDir) -> int:
@@ -91,8 +94,8 @@ def _input(config: DistillConfig, run_dir: RunDir) -> int:
     return _count(run_dir, INPUT)
 
 
-def _run(config: DistillConfig, total: int, teacher: Teacher, sandbox: SandboxActors, run_dir: RunDir,
-         start: float) -> dict[str, Any]:
+def _run(config: DistillConfig, total: int, teacher: Teacher, sandbox: SandboxActors,
+         embedders: EmbedderActors | None, run_dir: RunDir, start: float) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     read = run_dir.read_stage
 
@@ -135,10 +138,10 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, sandbox: SandboxAc
             source = lambda: read(rows)  # noqa: E731
         if config.method != "amr-no-are":
             query = "direct" if config.method == "amr-no-md" else "specs"
-            rows = streamed("embed", lambda: embed.run(source(), config.embedding, config.model_store, query))
+            rows = streamed("embed", lambda: embed.run(source(), embedders, query))
             stages["embed"]["queries"] = sum(pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
                                              for b in run_dir.scan_stage(rows, ["query_vectors"]))
-        modules = _waves(config, rows, total, teacher, sandbox, run_dir, stages)
+        modules = _waves(config, rows, total, teacher, sandbox, embedders, run_dir, stages)
         final = read(WAVES)
     dataset = _dataset(config, final, total, sandbox, run_dir)
     manifest = {
@@ -157,9 +160,9 @@ def _run(config: DistillConfig, total: int, teacher: Teacher, sandbox: SandboxAc
 
 
 def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, sandbox: SandboxActors,
-           run_dir: RunDir, stages: dict[str, Any]) -> dict[str, Any]:
+           embedder: EmbedderActors, run_dir: RunDir, stages: dict[str, Any]) -> dict[str, Any]:
     """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice."""
-    embedder, db, run_id = _table(config, run_dir)
+    db, run_id = _table(config, run_dir, embedder)
     stages["seed"] = _seed(config, teacher, sandbox, db, embedder, run_dir, run_id)
     rows = run_dir.open_stage(source)
     waves: list[dict[str, Any]] = []
@@ -203,7 +206,7 @@ def _waves(config: DistillConfig, source: str, total: int, teacher: Teacher, san
 
 
 def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teacher, sandbox: SandboxActors,
-          db: ModuleDB, embedder: Embedder, version: int, run_id: str, stage: str,
+          db: ModuleDB, embedder: EmbedderActors, version: int, run_id: str, stage: str,
           seconds: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Novel candidates get tests and the sandbox; verified ones are inserted. Returns every outcome
     (and adds the time of each step to ``seconds``)."""
@@ -217,11 +220,15 @@ def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teac
     return [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
 
 
-def _table(config: DistillConfig, run_dir: RunDir) -> tuple[Embedder, ModuleDB, str]:
-    """The embedder, the module table and the run id (the run directory's name) its rows are tagged with."""
-    embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
+def _embedders(config: DistillConfig) -> EmbedderActors:
+    e = config.embedding
+    return EmbedderActors(e.model, config.model_store, e.batch_size, e.actors)
+
+
+def _table(config: DistillConfig, run_dir: RunDir, embedder: EmbedderActors) -> tuple[ModuleDB, str]:
+    """The module table and the run id (the run directory's name) its rows are tagged with."""
     db = ModuleDB(config.modules.uri or run_dir.path("modules"), embedder.dim, config.modules.table)
-    return embedder, db, run_dir.uri.rsplit("/", 1)[-1]
+    return db, run_dir.uri.rsplit("/", 1)[-1]
 
 
 def seed(config: DistillConfig) -> dict[str, Any]:
@@ -232,13 +239,14 @@ def seed(config: DistillConfig) -> dict[str, Any]:
         raise ConfigError("modules.seed_limit is 0: no instruction to seed from")
     run_dir = RunDir(config.run_dir)
     init_ray(config.ray)
-    with open_teacher(config.teacher, config.model_store) as teacher, SandboxActors(config.sandbox) as sandbox:
-        embedder, db, run_id = _table(config, run_dir)
+    with SandboxActors(config.sandbox) as sandbox, _embedders(config) as embedder, \
+            open_teacher(config.teacher, config.model_store) as teacher:
+        db, run_id = _table(config, run_dir, embedder)
         report = _seed(config, teacher, sandbox, db, embedder, run_dir, run_id, always=True)
     return {**report, "table": {"uri": db.uri, "rows": db.count(), "version": db.version}}
 
 
-def _seed(config: DistillConfig, teacher: Teacher, sandbox: SandboxActors, db: ModuleDB, embedder: Embedder,
+def _seed(config: DistillConfig, teacher: Teacher, sandbox: SandboxActors, db: ModuleDB, embedder: EmbedderActors,
           run_dir: RunDir, run_id: str, always: bool = False) -> dict[str, Any]:
     """Seed the table (unless ``always``, only an empty one): self-instructed helpers, teacher tests,
     sandbox (``seed.parquet`` marks it done)."""

@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from amr.config import EmbeddingConfig, SandboxConfig
-from amr.embeddings import Embedder
+from amr.config import SandboxConfig
+from amr.embeddings import Embedder, EmbedderActors
 from amr.engines import OpenAITeacher
 from amr.modules import ModuleDB, spec_text
 from amr.prompts import decompose, evolve, testgen
@@ -107,7 +107,8 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
                         {"name": "primes_below", "signature": "def primes_below(limit: int) -> list[int]",
                          "description": "All prime numbers smaller than limit."}])
     rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "x", "specs": specs}]
-    rows = embed_stage.run(ray_local.data.from_items(rows), EmbeddingConfig(), None, "specs").take_all()
+    with EmbedderActors("all-minilm-l6-v2", None, 64, actors=1) as embedders:
+        rows = embed_stage.run(ray_local.data.from_items(rows), embedders, "specs").take_all()
     assert np.allclose(np.asarray(rows[0]["query_vectors"]), embedder.encode(retrieve.queries(rows[0], "specs")), atol=1e-5)
     [row] = retrieve.run(rows, db, db.version, k=1)
     hits = json.loads(row["retrieved"])

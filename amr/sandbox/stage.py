@@ -3,6 +3,7 @@ every wave (``run``) and by streamed stages (``check_dataset``)."""
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any, Sequence
 
@@ -28,10 +29,10 @@ class _SandboxActor:
 
 class SandboxActors:
     """``config.actors`` sandbox actors (default: one per Ray node, spread), each running ``config.workers``
-    checks at once on as many CPUs. Use as a context manager, or ``close()`` them."""
+    checks at once (default: this machine's CPU count) on as many Ray CPUs. Use as a context manager, or ``close()`` them."""
 
     def __init__(self, config: SandboxConfig):
-        self.workers = config.workers or 1
+        self.workers = config.workers or os.cpu_count() or 1
         count = config.actors or sum(1 for node in ray.nodes() if node["Alive"])
         settings = config.model_copy(update={"workers": self.workers}).model_dump()
         self.actors = [_SandboxActor.options(num_cpus=self.workers, scheduling_strategy="SPREAD").remote(settings)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from amr.embeddings import Embedder
+from amr.embeddings import Encoder
 from amr.engines import Teacher
 from amr.modules import ModuleDB, spec_text
 from amr.parsing import defined_functions, python_code
@@ -34,7 +34,7 @@ def candidates(rows: list[dict[str, Any]], response: str = "are_response") -> li
     return out
 
 
-def novel(cands: list[dict[str, Any]], db: ModuleDB, embedder: Embedder, version: int,
+def novel(cands: list[dict[str, Any]], db: ModuleDB, embedder: Encoder, version: int,
           threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split candidates into novel ones (with ``vector``) and the rest (with ``outcome``): a candidate is
     novel when its cosine to every module of ``version`` and to every earlier novel candidate of the
