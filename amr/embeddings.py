@@ -49,7 +49,7 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)  # a lost node's actor restarts elsewhere
 class _EmbedderActor:
     def __init__(self, model: str, model_store: str | None, batch_size: int):
         self.embedder = Embedder(model, model_store, batch_size)

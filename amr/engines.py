@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import random
 import time
@@ -31,15 +30,10 @@ from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 import ray
-from ray.data.llm import (
-    HttpRequestProcessorConfig,
-    build_processor,
-)
+from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
 from amr.config import TeacherConfig, VLLMConfig
 from amr.model_store import resolve
-
-log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error")
 _ERROR = "__inference_error__"
@@ -71,9 +65,12 @@ class Teacher(ABC):
         """What the manifest records about the engine."""
         return {"backend": self.config.backend, "model": self.model}
 
-    def sampling(self, row: dict[str, Any]) -> dict[str, Any]:
-        overrides = {k: v for k, v in (row.get("sampling") or {}).items() if v is not None}
-        return {**self.defaults, **overrides}
+
+
+def sampling(row: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A request row's sampling parameters: the configured ``defaults`` with the row's own ``sampling`` over them."""
+    overrides = {k: v for k, v in (row.get("sampling") or {}).items() if v is not None}
+    return {**defaults, **overrides}
 
 
 _OPEN: dict[str, Any] = {}
@@ -162,9 +159,8 @@ def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict
     An answer prefilled by a final assistant message is continued, as ray.data.llm's chat template stage does."""
     messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
     prefilled = bool(messages) and messages[-1]["role"] == "assistant"
-    overrides = {k: v for k, v in (row.get("sampling") or {}).items() if v is not None}
     return {"model": model, "messages": messages, "stream": False, "add_generation_prompt": not prefilled,
-            "continue_final_message": prefilled, **defaults, **overrides}
+            "continue_final_message": prefilled, **sampling(row, defaults)}
 
 
 async def chat_all(app: str, deployment_name: str, timeout_s: float | None,
@@ -190,7 +186,7 @@ async def chat_all(app: str, deployment_name: str, timeout_s: float | None,
     return list(await asyncio.gather(*(chat(b) for b in bodies)))
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)  # a lost node's client restarts elsewhere
 class _Client:
     """Sends a streamed stage's requests to the deployment. Job-long: a Ray Data stage of its own (ray.data.llm's
     ServeDeploymentProcessorConfig) starts new actors for every stage, ~10 s each on 2 cores."""
@@ -238,7 +234,7 @@ class OpenAITeacher(Teacher):
 
     def _payload(self, row: dict[str, Any]) -> dict[str, Any]:
         messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-        return {"model": self.model, "messages": messages, **self.sampling(row)}
+        return {"model": self.model, "messages": messages, **sampling(row, self.defaults)}
 
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
         cfg, carry = self.config.openai, tuple(carry)

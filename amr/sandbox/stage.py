@@ -15,7 +15,7 @@ from amr.config import SandboxConfig
 from amr.sandbox.pool import RECORD_FIELDS, Check, Sandbox
 
 
-@ray.remote
+@ray.remote(max_restarts=-1, max_task_retries=-1)  # a lost node's actor restarts elsewhere; checks are idempotent
 class _SandboxActor:
     def __init__(self, config: dict[str, Any]):
         self.sandbox = Sandbox(SandboxConfig(**config))
