@@ -14,7 +14,8 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("command", [[], ["models"], ["models", "list"], ["models", "pull"], ["teacher"],
-                                     ["teacher", "generate"], ["distill"], ["modules", "seed"]])
+                                     ["teacher", "generate"], ["teacher", "serve"], ["teacher", "stop"],
+                                     ["distill"], ["modules", "seed"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -42,6 +43,15 @@ def test_bad_config_and_input_exit_2_with_the_place(write, tmp_path):
     assert result.exit_code == 2 and "r.jsonl:2: field 'id': duplicate id" in result.output
     result = runner.invoke(app, ["models", "pull", "no-such-model"])
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.output
+
+
+def test_teacher_serve_needs_a_running_cluster(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = runner.invoke(app, ["teacher", "serve", "--name", "t"])
+    assert result.exit_code == 2 and "ray.address: a deployment that outlives this command needs a running Ray" \
+        in result.output
+    result = runner.invoke(app, ["teacher", "serve", "--set", "teacher.backend=openai", "--set", "ray.address=auto"])
+    assert result.exit_code == 2 and "only a vllm teacher is deployed" in result.output
 
 
 TINY = ["--set", "teacher.sampling.max_tokens=8"]
