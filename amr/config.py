@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -43,9 +51,9 @@ class VLLMConfig(Strict):
     dtype: str = Field("auto", description="'auto' is float32 on CPU, the model's dtype on GPU.")
     tensor_parallel_size: int = Field(1, ge=1)
     concurrency: int = Field(1, ge=1, description="Engine replicas of the deployment (unless teacher.serve "
-                             "autoscales); also the Ray Data workers that send a streamed stage's requests.")
-    batch_size: int = Field(16, ge=1, description="Rows a Ray Data worker sends to the deployment at once "
-                            "(all in flight together); a wave sends all its rows at once.")
+                             "autoscales); also the job's client actors that send a streamed stage's requests.")
+    batch_size: int = Field(16, ge=1, description="Rows of a streamed stage sent to the deployment together (a client "
+                            "actor has 4 such batches in flight); a wave sends all its rows at once.")
     max_model_len: int = Field(4096, ge=64)
     max_num_seqs: int = Field(64, ge=1)
     enable_prefix_caching: bool = True
@@ -196,7 +204,7 @@ class DistillConfig(Strict):
     wave_size: int = Field(
         64, ge=1, description="Instructions per wave of retrieval, evolution and growth; each wave reads one table "
         "version and commits the next (1 reproduces the paper's sequential order). A wave's fixed overhead is "
-        "0.03-0.09 s (bench/pipeline.py, docs/benchmarks.md), so the size is set by the teacher: a wave sends all its "
+        "0.03-0.26 s (bench/pipeline.py, docs/benchmarks.md), so the size is set by the teacher: a wave sends all its "
         "rows at once and waits for the longest answer, so it should fill the engines' batches. 64 fills one "
         "replica's (vllm.max_num_seqs 64); with more replicas use replicas x max_num_seqs.",
     )

@@ -10,6 +10,7 @@ import numpy as np
 import ray
 
 from amr.model_store import resolve
+from amr.runtime import spread
 
 
 class Embedder:
@@ -80,9 +81,7 @@ class EmbedderActors:
         """Unit-length float32 vectors, one row per text, in order; the texts are split evenly over the actors."""
         if not len(texts):
             return np.zeros((0, self.dim), dtype=np.float32)
-        share = -(-len(texts) // len(self.actors))
-        parts = [list(texts[i:i + share]) for i in range(0, len(texts), share)]
-        return np.concatenate(ray.get([a.encode.remote(p) for a, p in zip(self.actors, parts)]))
+        return np.concatenate(spread(self.actors, "encode", texts))
 
     def close(self) -> None:
         for actor in self.actors:

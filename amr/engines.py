@@ -57,14 +57,23 @@ class Teacher(ABC):
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
         """Add the output columns to a dataset of requests (streamed through Ray Data)."""
 
-    @abstractmethod
     def complete(self, requests: Sequence[dict[str, Any]], carry: Sequence[str] = ("id",)) -> list[dict[str, Any]]:
         """Answer requests held by the driver, all in flight together; answers in request order."""
+        answers = _run_async(self._answer_all(requests)) if requests else []
+        return [{**{k: r.get(k) for k in carry}, **a} for r, a in zip(requests, answers)]
+
+    @abstractmethod
+    async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The output columns of each request, in order (a failed request: its error)."""
 
     def state(self) -> dict[str, Any]:
         """What the manifest records about the engine."""
         return {"backend": self.config.backend, "model": self.model}
 
+
+def messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """A request row's chat messages, role and content only."""
+    return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
 
 
 def sampling(row: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -141,10 +150,8 @@ class ServedTeacher(Teacher):
             fn_kwargs={"clients": self.clients, "target": self._target(), "carry": tuple(carry),
                        "model": self.model, "defaults": self.defaults})
 
-    def complete(self, requests: Sequence[dict[str, Any]], carry: Sequence[str] = ("id",)) -> list[dict[str, Any]]:
-        bodies = [chat_body(r, self.model, self.defaults) for r in requests]
-        answers = _run_async(chat_all(*self._target(), bodies))
-        return [{**{k: r.get(k) for k in carry}, **a} for r, a in zip(requests, answers)]
+    async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await chat_all(*self._target(), [chat_body(r, self.model, self.defaults) for r in requests])
 
     def _target(self) -> tuple[str, str, float | None]:
         return self.served.app_name, self.served.deployment_name, self.config.serve.request_timeout_s
@@ -157,9 +164,9 @@ BATCHES_IN_FLIGHT = 4
 def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """The deployment's chat request for a request row: its messages, the sampling defaults with its overrides.
     An answer prefilled by a final assistant message is continued, as ray.data.llm's chat template stage does."""
-    messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-    prefilled = bool(messages) and messages[-1]["role"] == "assistant"
-    return {"model": model, "messages": messages, "stream": False, "add_generation_prompt": not prefilled,
+    chat = messages(row)
+    prefilled = bool(chat) and chat[-1]["role"] == "assistant"
+    return {"model": model, "messages": chat, "stream": False, "add_generation_prompt": not prefilled,
             "continue_final_message": prefilled, **sampling(row, defaults)}
 
 
@@ -233,8 +240,7 @@ class OpenAITeacher(Teacher):
             self.headers["Authorization"] = f"Bearer {key}"
 
     def _payload(self, row: dict[str, Any]) -> dict[str, Any]:
-        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-        return {"model": self.model, "messages": messages, **sampling(row, self.defaults)}
+        return {"model": self.model, "messages": messages(row), **sampling(row, self.defaults)}
 
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
         cfg, carry = self.config.openai, tuple(carry)
@@ -248,11 +254,7 @@ class OpenAITeacher(Teacher):
         )
         return processor(ds).map(_finish, fn_kwargs={"carry": carry})
 
-    def complete(self, requests: Sequence[dict[str, Any]], carry: Sequence[str] = ("id",)) -> list[dict[str, Any]]:
-        answers = _run_async(self._post_all([self._payload(r) for r in requests]))
-        return [{**{k: r.get(k) for k in carry}, **a} for r, a in zip(requests, answers)]
-
-    async def _post_all(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         import aiohttp
 
         cfg = self.config.openai
@@ -284,7 +286,7 @@ class OpenAITeacher(Teacher):
             raise AssertionError("unreachable")
 
         async with aiohttp.ClientSession() as session:
-            return list(await asyncio.gather(*(post(session, p) for p in payloads)))
+            return list(await asyncio.gather(*(post(session, self._payload(r)) for r in requests)))
 
 
 class _Retry(Exception):

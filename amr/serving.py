@@ -3,8 +3,8 @@
 ``deployment(config)`` starts a Serve application holding one ``LLMServer`` deployment (vLLM engines as
 replicas: ``vllm.concurrency`` of them, or an autoscaling range) and deletes it when the job ends, or
 attaches to one that is already running (``teacher.serve.app_name``, started with ``amr teacher serve``)
-and leaves it running. Streamed stages reach it through ``ray.data.llm.ServeDeploymentProcessorConfig``,
-waves through the deployment handle (``amr.engines.ServedTeacher``): no stage starts an engine.
+and leaves it running. Every stage and wave reaches it through its deployment handle
+(``amr.engines.ServedTeacher``): no stage starts an engine.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import ray
 import ray.data
 
 from amr.config import SandboxConfig
+from amr.runtime import spread
 from amr.sandbox.pool import RECORD_FIELDS, Check, Sandbox
 
 
@@ -40,11 +41,7 @@ class SandboxActors:
 
     def run(self, checks: Sequence[Check]) -> list[dict[str, Any]]:
         """One record per check, in order; the checks are split evenly over the actors."""
-        if not checks:
-            return []
-        share = -(-len(checks) // len(self.actors))
-        parts = [list(checks[i:i + share]) for i in range(0, len(checks), share)]
-        return [r for part in ray.get([a.run.remote(p) for a, p in zip(self.actors, parts)]) for r in part]
+        return [r for part in spread(self.actors, "run", checks) for r in part] if checks else []
 
     def check_dataset(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """Add the sandbox record columns to rows with ``code``, ``test`` and optional ``entry_point``."""
