@@ -20,15 +20,18 @@ import json
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.support (the scripted teacher)
+
 from amr.config import DistillConfig
 from amr.prompts import decompose, evolve, testgen
-from amr.scripted_teacher import ScriptedTeacher
+from tests.support.scripted_teacher import ScriptedTeacher
 
 
 def script(messages: list[dict[str, str]]) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import sys
 import tempfile
 import threading
 import time
@@ -36,8 +37,10 @@ from typing import Any, Callable
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.support (the scripted teacher)
+
 from amr.config import DistillConfig
-from amr.scripted_teacher import ScriptedTeacher
+from tests.support.scripted_teacher import ScriptedTeacher
 from pipeline import script  # bench/pipeline.py (this folder is on sys.path)
 
 WARM_UP = 10

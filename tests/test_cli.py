@@ -7,8 +7,8 @@ import pytest
 import ray
 from typer.testing import CliRunner
 
-from amr.scripted_teacher import ScriptedTeacher
 from jobs.cli import app
+from tests.support.scripted_teacher import ScriptedTeacher
 
 runner = CliRunner()
 
@@ -106,7 +106,7 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
     in Ray's worker logs) and deleted at the end."""
     from ray import serve
 
-    from conftest import logged_engine_starts
+    from tests.conftest import logged_engine_starts
 
     run_dir = tmp_path / "run"
     engines = logged_engine_starts()

@@ -23,11 +23,11 @@ import yaml
 from typer.testing import CliRunner
 
 from amr.modules import ModuleDB
-from amr.scripted_teacher import ScriptedTeacher
 from jobs.cli import app
-from test_distill import INSTRUCTIONS
-from test_distill import config as distill_config
-from test_distill import script
+from tests.support.scripted_teacher import ScriptedTeacher
+from tests.test_distill import INSTRUCTIONS
+from tests.test_distill import config as distill_config
+from tests.test_distill import script
 
 runner = CliRunner()
 ROOT = Path(__file__).parent.parent

@@ -19,10 +19,10 @@ import yaml
 
 from amr.config import DistillConfig
 from amr.prompts import cot, decompose, evolve, repair, seed, testgen
-from amr.scripted_teacher import ScriptedTeacher
 from amr import storage
 from amr.storage import RunDir
 from jobs import distill
+from tests.support.scripted_teacher import ScriptedTeacher
 
 FUNCTIONS = {  # name: (signature, description, body, test)
     "clamp": ("def clamp(x: int, low: int, high: int) -> int", "Limit x to the range from low to high.",

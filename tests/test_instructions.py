@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from amr.config import InstructionsConfig, RunConfig
 from amr.decontam import NgramIndex, benchmark_items, nearest, problem_statement
 from amr.prompts import evol, judge, selfinstruct
-from amr.scripted_teacher import ScriptedTeacher
 from jobs import instructions
 from jobs import run as run_job
 from jobs.cli import app
+from tests.support.scripted_teacher import ScriptedTeacher
 
 runner = CliRunner()
 MBPP_11 = "Write a python function to remove first and last occurrence of a given character from the string."

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from amr.config import RunConfig, load_config
 from amr.prompts import direct, evolve
-from amr.scripted_teacher import ScriptedTeacher
-from conftest import logged_engine_starts
 from jobs.cli import app
-from test_distill import config as distill_config
-from test_distill import script
+from tests.conftest import logged_engine_starts
+from tests.support.scripted_teacher import ScriptedTeacher
+from tests.test_distill import config as distill_config
+from tests.test_distill import script
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -64,11 +64,11 @@ def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny
     report = (out / "report" / "report.md").read_text()
     table = report.split("## Student pass@1 (%)")[1].split("##")[0]
     labels = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
-    assert labels == ["direct", "amr"]
-    amr_row = next(line for line in table.splitlines() if line.startswith("| amr |"))
+    assert labels == ["direct", "AMR-Evol"]
+    amr_row = next(line for line in table.splitlines() if line.startswith("| AMR-Evol |"))
     assert len(re.findall(r"\d \([+-]\d+\.\d\)", amr_row)) == 4  # HumanEval(+) and MBPP(+) against direct
     assert "HumanEval(+) v0.1.10: 2 tasks (--limit)" in report
-    assert "| direct | 4 | 4 | 50.0% of 4 |" in report and "| amr | 4 | 4 | 75.0% of 4 |" in report and "## Funnel: amr" in report
+    assert "| direct | 4 | 4 | 50.0% of 4 |" in report and "| AMR-Evol | 4 | 4 | 75.0% of 4 |" in report and "## Funnel: AMR-Evol" in report
     html = (out / "report" / "report.html").read_text()
     assert "<table>" in html and 'src="pass_at_1.png"' in html and 'src="module_growth.png"' in html
     for plot in ("pass_at_1.png", "module_growth.png"):

@@ -10,7 +10,7 @@ from ray import serve
 from amr.config import DistillConfig, RunConfig, SamplingConfig, ServeConfig, TeacherConfig, VLLMConfig, load_config
 from amr.engines import EngineError, ServedTeacher, engine_key, open_teacher
 from amr.serving import deployment_options, engine_starts, llm_config
-from conftest import logged_engine_starts
+from tests.conftest import logged_engine_starts
 
 
 def test_cpu_deployment_follows_the_engine_settings():

@@ -16,11 +16,11 @@ from amr.engines import OpenAITeacher
 from amr.modules import ModuleDB, spec_text
 from amr.prompts import decompose, evolve, testgen
 from amr.sandbox.stage import SandboxActors
-from amr.scripted_teacher import ScriptedTeacher
 from amr.stages import decompose as md_stage
 from amr.stages import embed as embed_stage
 from amr.stages import evolve as are_stage
 from amr.stages import grow, retrieve
+from tests.support.scripted_teacher import ScriptedTeacher
 
 IS_PRIME = '''def is_prime(n: int) -> bool:
     """Return True when n is a prime number."""

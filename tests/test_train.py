@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from amr.config import ConfigError, TrainConfig, load_config
 from amr.data import InputError
 from jobs.cli import app
+from tests.support.faults import FailOnce
 from train.data import count_examples, example
 from train.loop import build_trainer
 from train.trainer import run
@@ -169,7 +170,7 @@ def test_resume_after_a_failure_and_on_rerun(trained, tiny_model, dataset, tmp_p
     resumes from that checkpoint and ends where an uninterrupted run ends. Rerunning with more steps resumes at 6."""
     expected = json.loads((trained[0] / "train.json").read_text())["final_loss"]
     overrides = [f"dataset={dataset}", f"output={tmp_path}", *tiny(tiny_model)]
-    summary = run(load_config(TrainConfig, None, overrides), fail_at_step=2)
+    summary = run(load_config(TrainConfig, None, overrides), callbacks=[FailOnce(2)])
     assert (summary["steps"], summary["resumed_from_step"]) == (6, 2)
     assert summary["final_loss"] == pytest.approx(expected, abs=1e-4)
     again = run(load_config(TrainConfig, None, [*overrides, "max_steps=8", "epochs=4"]))

@@ -85,20 +85,9 @@ class Throughput(TrainerCallback):
         self.tokens = state.num_input_tokens_seen - self.tokens
 
 
-class FailOnce(TrainerCallback):
-    """Test hook: raise once, after the checkpoint of step ``at`` was reported (not on a restored attempt)."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step >= self.at:
-            time.sleep(2)  # let the controller take the checkpoint report first
-            raise RuntimeError(f"injected failure after step {state.global_step}")
-
-
 def train_func(loop_config: dict[str, Any]) -> None:
-    """The Ray Train worker function."""
+    """The Ray Train worker function. ``loop_config["callbacks"]``: extra ``TrainerCallback`` instances or classes
+    for the HF trainer (each worker gets its own unpickled copy, on every attempt, restarts included)."""
     import ray.train
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
@@ -110,9 +99,9 @@ def train_func(loop_config: dict[str, Any]) -> None:
     throughput = Throughput()
     trainer.add_callback(RayTrainReportCallback())
     trainer.add_callback(throughput)
+    for callback in loop_config.get("callbacks") or ():  # the caller's own (run(callbacks=...)), on every attempt
+        trainer.add_callback(callback)
     checkpoint = ray.train.get_checkpoint()
-    if loop_config.get("fail_at_step") and checkpoint is None:
-        trainer.add_callback(FailOnce(loop_config["fail_at_step"]))
     trainer = prepare_trainer(trainer)
     if checkpoint:
         with checkpoint.as_directory() as restored:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
+
+from transformers import TrainerCallback
 
 from amr.config import ConfigError, TrainConfig
 from amr.model_store import resolve
@@ -18,10 +21,13 @@ from train.loop import METRICS, train_func
 PACKAGES = ("amr-evol", "ray", "torch", "transformers", "trl", "peft", "datasets")
 
 
-def run(config: TrainConfig, fail_at_step: int | None = None) -> dict[str, Any]:
+def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerCallback]] = ()) -> dict[str, Any]:
     """Train (or resume) the student; return the summary, also written to ``<output>/train.json``.
 
-    ``fail_at_step``: a test hook that makes the first attempt fail once after that step's checkpoint.
+    ``callbacks``: extra transformers ``TrainerCallback`` instances or classes (as ``Trainer.add_callback`` takes
+    them) added to every worker's trainer, on every attempt (a restart after a failure too). They travel to the
+    Ray Train workers pickled (cloudpickle): their module must be importable there, or registered with
+    ``ray.cloudpickle.register_pickle_by_value``.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -55,7 +61,7 @@ def run(config: TrainConfig, fail_at_step: int | None = None) -> dict[str, Any]:
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path, "examples": count,
-                           "output": output, "fail_at_step": fail_at_step},
+                           "output": output, "callbacks": list(callbacks)},
         torch_config=TorchConfig(backend="nccl" if config.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=config.scaling.workers, use_gpu=config.scaling.use_gpu,
                                      resources_per_worker={"CPU": config.scaling.cpus_per_worker}),
