@@ -6,7 +6,7 @@ Every error names the file, the line and the dotted key it is about.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import (
@@ -18,6 +18,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from amr.methods import METHODS, REGISTRY
 
 
 class ConfigError(ValueError):
@@ -189,17 +191,14 @@ class ModulesConfig(Strict):
                             "first wave (0: never).")
 
 
-Method = Literal["direct", "cot", "ansrepair", "amr", "amr-no-md", "amr-no-are"]
+Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the registry's names (amr.methods)
 
 
 class DistillConfig(Strict):
-    """The distillation job (``jobs/distill.py``, ``amr distill``)."""
+    """The distillation job (``amr.pipelines.distill``, ``amr distill``)."""
 
     method: Method = Field(
-        "amr", description="'amr': the full method; 'amr-no-md': retrieve with R_d as the query; "
-        "'amr-no-are': the final answer from the specs only. Baselines: 'direct': R_d as the answer; "
-        "'cot': reasoning then code; 'ansrepair': R_d run against teacher-written tests, repaired once if it fails.",
-    )
+        "amr", description=" ".join(f"'{m.name}': {m.description}" for m in REGISTRY))
     run_dir: str = Field("runs/local", description="Stage outputs, dataset and manifest; rerun to resume.")
     wave_size: int = Field(
         64, ge=1, description="Instructions per wave of retrieval, evolution and growth; each wave reads one table "
@@ -312,6 +311,22 @@ def load_config(model: type[C], path: str | Path | None, overrides: list[str] = 
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, lines, overridden)) from None
+
+
+def as_config(model: type[C], config: C | str | Path | None, overrides: Sequence[str] = ()) -> C:
+    """A config object as it is, or loaded from a YAML path (None: the defaults); ``key.path=value`` overrides
+    apply to either."""
+    if not isinstance(config, model):
+        return load_config(model, config, list(overrides))
+    if not overrides:
+        return config
+    raw = config.model_dump(mode="json", exclude_unset=True)
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "<config object>", {}, set())) from None
 
 
 def _load_yaml(path: str | Path, prefix: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:

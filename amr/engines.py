@@ -32,17 +32,22 @@ import pyarrow as pa
 import ray
 from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
-from amr.config import TeacherConfig, VLLMConfig
+from amr.config import TeacherConfig
 from amr.model_store import resolve
+from amr.serving import (
+    ChatRequest,
+    EngineError,
+    deployment,
+    engine_starts,
+    replicas,
+    vllm_engine_kwargs,
+    vllm_env,
+)
 
 OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error")
 _ERROR = "__inference_error__"
 HANDLE_WINDOW = 512
 """Requests a wave keeps in flight to a deployment through its handle (Serve queues them per replica)."""
-
-
-class EngineError(RuntimeError):
-    """The engine cannot start: a missing model, GPU or API key."""
 
 
 class Teacher(ABC):
@@ -95,7 +100,6 @@ def open_teacher(config: TeacherConfig, model_store: str | None = None) -> Itera
     if config.backend == "openai":
         yield OpenAITeacher(config)
         return
-    from amr.serving import deployment
 
     model = config.model if config.serve.app_name else resolve(config.model, model_store)
     key = engine_key(config, model)
@@ -137,7 +141,6 @@ class ServedTeacher(Teacher):
         self.clients = clients
 
     def state(self) -> dict[str, Any]:
-        from amr.serving import engine_starts, replicas
 
         return {**super().state(), "app": self.served.app_name, "attached": not self.served.owned,
                 "replicas": replicas(self.served.app_name), "engine_starts": engine_starts(self.served.app_name)}
@@ -176,7 +179,6 @@ async def chat_all(app: str, deployment_name: str, timeout_s: float | None,
     the output columns of each, in order (a failed request: its error)."""
     from ray import serve
 
-    from amr.serving import ChatRequest
 
     handle = serve.get_deployment_handle(deployment_name, app).options(stream=True)
     slots = asyncio.Semaphore(HANDLE_WINDOW)
@@ -291,27 +293,6 @@ class OpenAITeacher(Teacher):
 
 class _Retry(Exception):
     """A response worth asking again for (429, 5xx)."""
-
-
-def vllm_engine_kwargs(cfg: VLLMConfig) -> dict[str, Any]:
-    """vLLM engine arguments for a configured engine (shared with the benchmarks)."""
-    return {
-        "dtype": "float32" if cfg.device == "cpu" and cfg.dtype == "auto" else cfg.dtype,
-        "max_model_len": cfg.max_model_len,
-        "max_num_seqs": cfg.max_num_seqs,
-        "enable_prefix_caching": cfg.enable_prefix_caching,
-        "tensor_parallel_size": cfg.tensor_parallel_size,
-        "enforce_eager": cfg.device == "cpu" if cfg.enforce_eager is None else cfg.enforce_eager,
-        **cfg.engine_kwargs,
-    }
-
-
-def vllm_env(cfg: VLLMConfig) -> dict[str, str]:
-    """Environment of a CPU vLLM engine."""
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kvcache_gib)}
-    if cfg.cpu_reserved_cores is not None:
-        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_reserved_cores)
-    return env
 
 
 def parse_chat_completion(body: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import re
 import tempfile
 from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from amr.config import FilterConfig

@@ -7,8 +7,9 @@ import os
 import sys
 import uuid
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -37,6 +38,17 @@ def init_ray(config: RayConfig) -> None:
     # Ray 2.60's DataSourceV2 Parquet reader spends ~5 s per read_parquet call (bench: 5.1-6.0 s against
     # 0.11-0.15 s for V1 on a 4-row stage); every stage reads the one before it
     ctx.use_datasource_v2 = False
+
+
+def package_versions(packages: Iterable[str]) -> dict[str, str]:
+    """The installed versions of those of ``packages`` that are installed (for a job's provenance)."""
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def spread(actors: list[Any], method: str, items: Sequence[Any]) -> list[Any]:

@@ -20,14 +20,17 @@ import ray
 from pydantic import Field
 from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
-from amr.config import TeacherConfig
-from amr.engines import EngineError, vllm_engine_kwargs, vllm_env
+from amr.config import TeacherConfig, VLLMConfig
 
 log = logging.getLogger(__name__)
 
 DEPLOYMENT = "teacher"
 """The deployment's name inside its application."""
 APP_PREFIX = "amr-teacher"
+
+
+class EngineError(RuntimeError):
+    """The engine cannot start: a missing model, GPU or API key."""
 
 
 class ServeError(EngineError):
@@ -51,6 +54,27 @@ class ChatRequest(ChatCompletionRequest):
     stops on 7; vLLM's sampling takes any number)."""
 
     stop: str | list[str] | None = Field(default_factory=list)
+
+
+def vllm_engine_kwargs(cfg: VLLMConfig) -> dict[str, Any]:
+    """vLLM engine arguments for a configured engine (shared with the benchmarks)."""
+    return {
+        "dtype": "float32" if cfg.device == "cpu" and cfg.dtype == "auto" else cfg.dtype,
+        "max_model_len": cfg.max_model_len,
+        "max_num_seqs": cfg.max_num_seqs,
+        "enable_prefix_caching": cfg.enable_prefix_caching,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "enforce_eager": cfg.device == "cpu" if cfg.enforce_eager is None else cfg.enforce_eager,
+        **cfg.engine_kwargs,
+    }
+
+
+def vllm_env(cfg: VLLMConfig) -> dict[str, str]:
+    """Environment of a CPU vLLM engine."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kvcache_gib)}
+    if cfg.cpu_reserved_cores is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_reserved_cores)
+    return env
 
 
 def llm_config(config: TeacherConfig, model: str) -> Any:

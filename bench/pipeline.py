@@ -52,7 +52,7 @@ def script(messages: list[dict[str, str]]) -> str:
 
 def pipeline(instructions: int, wave_size: int) -> dict:
     from amr.data import mbpp_train
-    from jobs import distill
+    from amr.pipelines import distill
 
     tmp = Path(tempfile.mkdtemp(prefix="amr-bench-"))
     source = tmp / "instructions.jsonl"

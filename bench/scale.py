@@ -56,7 +56,7 @@ def _instructions(path: Path, rows: int) -> None:
 def _job(config: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: a warm-up job, then the measured one."""
     from amr.runtime import init_ray
-    from jobs import distill
+    from amr.pipelines import distill
 
     config = DistillConfig(**config)
     init_ray(config.ray)
@@ -72,7 +72,7 @@ def _decontamination_job(source: str) -> dict[str, Any]:
     """In a fresh process: ``amr instructions decontaminate`` of a warm-up file, then of ``source``."""
     from amr.config import InstructionsConfig
     from amr.runtime import init_ray
-    from jobs import instructions
+    from amr.pipelines import instructions
 
     config = InstructionsConfig()
     init_ray(config.ray)

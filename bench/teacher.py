@@ -6,7 +6,7 @@ vllm.LLM, same prompts.
 
 Each side runs in its own process, one after the other, on the same MBPP direct-distillation prompts
 with greedy decoding and the same engine settings: the config's teacher, through
-amr.engines.vllm_engine_kwargs and vllm_env. Reported per side: output tokens, wall time from the
+amr.serving.vllm_engine_kwargs and vllm_env. Reported per side: output tokens, wall time from the
 start (imports, Ray and engine start included, as a job pays them), end-to-end tokens/s, and tokens/s of
 generation alone (plain vLLM: the generate call; the deployment: the Ray Data stage, from the deployment being
 up to the last row). Two ratios, deployment over plain vLLM: end to end, and generation alone.
@@ -48,7 +48,7 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
 
 def run_plain(args) -> dict:
     start = time.perf_counter()
-    from amr.engines import vllm_engine_kwargs, vllm_env
+    from amr.serving import vllm_engine_kwargs, vllm_env
     from amr.model_store import resolve
 
     job = job_config(args)

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from amr import model_store
-from amr.config import ConfigError, DistillConfig, SandboxConfig, TeacherJobConfig, load_config
-from amr.data import InputError
-from amr.engines import EngineError
-from amr.model_store import ModelError
-from amr.modules import ModuleDBError
-from amr.sandbox import LEVELS, SandboxError
+from amr.config import (
+    ConfigError,
+    DistillConfig,
+    SandboxConfig,
+    TeacherJobConfig,
+    load_config,
+)
+from amr.pipelines import distill as distill_pipeline
+from amr.sandbox import LEVELS
 from jobs import distill, instructions, report, submit
 from jobs import eval as eval_job
 from jobs import run as run_job
 from jobs import train as train_job
+from jobs.common import (
+    OverridesOption,
+    console,
+    setup_logging,
+    shutting_down_ray,
+    user_errors,
+)
 
-console = Console()
 app = typer.Typer(help="amr-evol: distil code generation from a teacher LLM with AMR-Evol, on Ray.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Offline model registry: list and pull models into the model store.",
@@ -38,42 +42,11 @@ app.add_typer(models_app, name="models")
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(modules_app, name="modules")
-instructions_app = typer.Typer(help="Instruction construction: seeds, self-instruct, evolution, decontamination.",
-                               no_args_is_help=True)
-app.add_typer(instructions_app, name="instructions")
+app.add_typer(instructions.app, name="instructions")
 jobs_app = typer.Typer(help="Jobs on a Ray cluster (see amr submit).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 
-@app.callback()
-def _logging() -> None:
-    """The project's own log lines (``amr.*`` loggers) go to the terminal through rich, not through the handlers
-    Ray and vLLM install on the root logger."""
-    from rich.logging import RichHandler
-
-    project = logging.getLogger("amr")
-    if not project.handlers:
-        project.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
-        project.setLevel(logging.INFO)
-        project.propagate = False
-
-
-# ConnectionError: a cluster address that does not answer (amr submit, amr jobs)
-USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, report.ReportError,
-               ConnectionError)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Show configuration, input and model errors as one clear message, exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+app.callback()(setup_logging)
 
 
 StoreOption = typer.Option(None, "--store", help="Model store directory (default: $AMR_MODEL_STORE or ~/.cache/amr/models).")
@@ -111,15 +84,15 @@ def teacher_generate(
     input: Path = typer.Option(..., "--input", "-i", help="JSONL or Parquet: id + messages (or prompt), optional sampling."),
     output: str = typer.Option(..., "--output", "-o", help="Parquet file to write: a path or an object-store URI."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML with ray/teacher sections."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+    overrides: list[str] = OverridesOption,
 ) -> None:
     """Generate teacher responses for chat requests through Ray Data."""
     import ray
 
     from amr.data import load_requests
     from amr.engines import open_teacher, usage
-    from amr.storage import RunDir
     from amr.runtime import init_ray
+    from amr.storage import RunDir
 
     cfg = load_config(TeacherJobConfig, config, overrides)
     requests = load_requests(input)
@@ -139,7 +112,7 @@ def teacher_serve(
     name: str = typer.Option("amr-teacher", "--name", help="The Serve application's name: jobs attach to it with "
                              "--set teacher.serve.app_name=NAME."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML with ray/teacher sections."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+    overrides: list[str] = OverridesOption,
 ) -> None:
     """Start the teacher as a Ray Serve LLM deployment on a running Ray cluster, and leave it running."""
     from amr.model_store import resolve
@@ -232,17 +205,13 @@ def modules_seed(
     run_dir: str = typer.Option(None, help="Where seed.parquet goes (and the table, unless --uri)."),
     uri: str = typer.Option(None, "--uri", help="The module table's LanceDB directory or URI (default: modules.uri, "
                             "else <run_dir>/modules)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+    overrides: list[str] = OverridesOption,
 ) -> None:
     """Seed the module table: helpers self-instructed by the teacher, tested in the sandbox, verified ones inserted."""
-    import ray
-
     shortcuts = [f"{k}={v}" for k, v in (("modules.seed_from", input), ("modules.seed_limit", limit),
                                          ("run_dir", run_dir), ("modules.uri", uri)) if v]
-    started_ray = not ray.is_initialized()
-    report = distill.seed(load_config(DistillConfig, config, [*shortcuts, *overrides]))
-    if started_ray:
-        ray.shutdown()
+    with shutting_down_ray():
+        report = distill_pipeline.seed(load_config(DistillConfig, config, [*shortcuts, *overrides]))
     found = ", ".join(f"{v} {k}" for k, v in report["candidates"].items()) or "no functions"
     table = report["table"]
     console.print(f"seed: {found}; {report['inserted']} inserted; table {table['uri']}: {table['rows']} modules "
@@ -286,10 +255,6 @@ app.command("distill")(user_errors(distill.main))
 app.command("train")(user_errors(train_job.main))
 app.command("eval")(user_errors(eval_job.main))
 app.command("report")(user_errors(report.main))
-instructions_app.command("seed")(user_errors(instructions.seed))
-instructions_app.command("decontaminate")(user_errors(instructions.decontaminate_command))
-instructions_app.command("self-instruct")(user_errors(instructions.self_instruct_command))
-instructions_app.command("evolve")(user_errors(instructions.evolve_command))
 app.command("run")(user_errors(run_job.main))
 app.command("compare")(user_errors(run_job.compare))
 app.command("submit")(user_errors(submit.submit))
@@ -297,11 +262,6 @@ jobs_app.command("status")(user_errors(submit.status))
 jobs_app.command("logs")(user_errors(submit.logs))
 jobs_app.command("stop")(user_errors(submit.stop))
 jobs_app.command("list")(user_errors(submit.list_jobs))
-
-
-def run_as_module(job: str) -> None:
-    """``python -m jobs.JOB ...`` (what a cluster job runs): the same as ``amr JOB ...``."""
-    app([job, *sys.argv[1:]], prog_name=f"python -m jobs.{job}")
 
 
 if __name__ == "__main__":

@@ -14,29 +14,28 @@ distill config is the same for all, so with a greedy teacher it would be the sam
 
 from __future__ import annotations
 
-import itertools
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import pyarrow as pa
-import ray
 import typer
-from rich.console import Console
 
+from amr import report
 from amr.config import EvalConfig, RunConfig, load_config
-from amr.data import iter_instructions
 from amr.engines import engine_key, open_teacher
+from amr.methods import REGISTRY
 from amr.model_store import resolve
+from amr.pipelines import distill, instructions
 from amr.runtime import init_ray, require_shared_storage
-from amr.storage import RunDir, chunks
+from amr.storage import RunDir
+from eval.evaluate import evaluate
 from eval.generate import student
-from jobs import distill, instructions, report
-from jobs import eval as eval_job
-from jobs import train as train_job
+from jobs.common import OverridesOption, console, run_as_module, shutting_down_ray
+from jobs.distill import print_summary as print_distill
+from jobs.eval import print_scores
+from jobs.train import print_summary as print_train
 
-console = Console()
-SHARES_DIRECT = ("direct", "ansrepair", "amr", "amr-no-md", "amr-no-are")
+SHARES_DIRECT = tuple(m.name for m in REGISTRY if m.reads_direct)
 
 
 def run(config: RunConfig) -> Path:
@@ -98,27 +97,11 @@ def _distilled(run_dir: Path) -> bool:
 
 
 def _instructions(config: RunConfig, folder: Path) -> str:
-    """Seeds (MBPP train, decontaminated) -> self-instruct -> evolution rounds; returns the file of all of them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    everything = folder / "all.jsonl"
+    """The instructions, built under ``folder`` with the distill job's teacher, model store, Ray and embedding
+    settings where the run's ``instructions`` section leaves them out."""
     shared = {k: getattr(config.distill, k) for k in ("teacher", "model_store", "ray", "embedding")
               if k not in config.instructions.model_fields_set}
-    settings = config.instructions.model_copy(update=shared)
-    steps = (("seeds.jsonl", "mbpp-train", instructions.decontaminate),
-             ("self-instruct.jsonl", str(folder / "seeds.jsonl"), instructions.self_instruct),
-             ("evolved.jsonl", str(folder / "self-instruct.jsonl"), instructions.evolve))
-    for name, source, step in steps:
-        output = str(folder / name)
-        if Path(instructions.report_path(output)).exists():
-            _skip(f"instructions: {name}", Path(output))
-            continue
-        _started(f"instructions: {name}", Path(output))
-        step(source, settings, output)
-    if not everything.exists():  # what `amr distill` reads, streamed: the lineage stays in the steps' files
-        records = itertools.chain.from_iterable(iter_instructions(str(folder / name)) for name, _, _ in steps)
-        RunDir(str(folder)).write_jsonl_batches(everything.name, (
-            pa.Table.from_pylist(chunk) for chunk in chunks(records)))
-    return str(everything)
+    return instructions.build(config.instructions.model_copy(update=shared), folder)
 
 
 def _distill(config: RunConfig, method: str, run_dir: Path, out: Path) -> None:
@@ -131,7 +114,7 @@ def _distill(config: RunConfig, method: str, run_dir: Path, out: Path) -> None:
             target.copy_stage("direct.parquet", shared)
     _started(f"{method}: distill", run_dir)
     cfg = config.distill.model_copy(update={"method": method, "run_dir": str(run_dir)})
-    distill.print_summary(distill.run(cfg), console)
+    print_distill(distill.run(cfg), console)
 
 
 def _train(config: RunConfig, step: Path) -> None:
@@ -144,7 +127,7 @@ def _train(config: RunConfig, step: Path) -> None:
     # one Ray Train run per method, also where methods share a storage_path
     cfg = config.train.model_copy(update={"dataset": str(step / "distill"), "output": str(output),
                                           "name": f"{config.train.name}-{step.name}"})
-    train_job.print_summary(train(cfg), console)
+    print_train(train(cfg), console)
 
 
 def _evaluate(config: RunConfig, model: str, folder: Path) -> None:
@@ -160,7 +143,7 @@ def _evaluate(config: RunConfig, model: str, folder: Path) -> None:
     with open_teacher(student(left[0]), left[0].model_store):
         for cfg in left:
             _started(f"{folder.parent.name}: eval {cfg.dataset}", Path(cfg.output))
-            eval_job.print_scores(eval_job.run(cfg), console)
+            print_scores(evaluate(cfg), console)
 
 
 def _started(step: str, where: Path) -> None:
@@ -174,7 +157,7 @@ def _skip(step: str, where: Path) -> None:
 def main(
     config: Path = typer.Option(None, "--config", "-c", help="YAML run config (defaults if omitted)."),
     output: str = typer.Option(None, "--output", "-o", help="Directory for the whole run (default: the config's)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+    overrides: list[str] = OverridesOption,
 ) -> None:
     """Run: distill -> train -> eval -> report for the config's methods; resumable; prints where the report is."""
     _main(config, [f"output={output}"] if output else [], overrides)
@@ -184,7 +167,7 @@ def compare(
     methods: str = typer.Option("direct,amr", help="Comma-separated methods, e.g. direct,cot,ansrepair,amr."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML run config (defaults if omitted)."),
     output: str = typer.Option(None, "--output", "-o", help="Directory for the whole run (default: the config's)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+    overrides: list[str] = OverridesOption,
 ) -> None:
     """Compare: the run for several methods on the same instructions, one report with the table."""
     shortcuts = [f"methods=[{methods}]"] + ([f"output={output}"] if output else [])
@@ -193,14 +176,10 @@ def compare(
 
 def _main(config: Path | None, shortcuts: list[str], overrides: list[str]) -> None:
     cfg = load_config(RunConfig, config, [*shortcuts, *overrides])
-    started_ray = not ray.is_initialized()
-    where = run(cfg)
-    if started_ray:
-        ray.shutdown()
+    with shutting_down_ray():
+        where = run(cfg)
     console.print(f"report: {where / 'report.html'} (and report.md)", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_as_module
-
-    run_as_module("run")
+    run_as_module(main, "run")

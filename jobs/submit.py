@@ -23,7 +23,15 @@ from pydantic import BaseModel
 from ray.job_submission import JobStatus, JobSubmissionClient
 from rich.console import Console
 
-from amr.config import ConfigError, DistillConfig, EvalConfig, InstructionsConfig, RunConfig, TrainConfig, load_config
+from amr.config import (
+    ConfigError,
+    DistillConfig,
+    EvalConfig,
+    InstructionsConfig,
+    RunConfig,
+    TrainConfig,
+    load_config,
+)
 
 console = Console()
 JOBS: dict[str, type[BaseModel]] = {"instructions": InstructionsConfig, "distill": DistillConfig,

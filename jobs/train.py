@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import ray
 import typer
 from rich.console import Console
 
 from amr.config import TrainConfig, load_config
+from jobs.common import OverridesOption, run_as_module, shutting_down_ray
 
 
 def main(
@@ -25,16 +25,14 @@ def main(
     dataset: str = typer.Option(None, "--dataset", "-d", help="A distill run directory (dataset.parquet or "
                                 "dataset.jsonl), or such a file; local path or object-store URI."),
     output: str = typer.Option(None, "--output", "-o", help="Output directory: model/, train.json, checkpoints/."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+    overrides: list[str] = OverridesOption,
 ) -> None:
     """Train: supervised fine-tuning of the student on Ray Train; resumable; prints a summary."""
     from train.trainer import run
 
     shortcuts = [f"{k}={v}" for k, v in (("dataset", dataset), ("output", output)) if v]
-    started_ray = not ray.is_initialized()
-    summary = run(load_config(TrainConfig, config, [*shortcuts, *overrides]))
-    if started_ray:
-        ray.shutdown()
+    with shutting_down_ray():
+        summary = run(load_config(TrainConfig, config, [*shortcuts, *overrides]))
     print_summary(summary)
 
 
@@ -53,6 +51,4 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
 
 
 if __name__ == "__main__":
-    from jobs.cli import run_as_module
-
-    run_as_module("train")
+    run_as_module(main, "train")

@@ -21,7 +21,7 @@ from amr.config import DistillConfig
 from amr.prompts import cot, decompose, evolve, repair, seed, testgen
 from amr import storage
 from amr.storage import RunDir
-from jobs import distill
+from amr.pipelines import distill
 from tests.support.scripted_teacher import ScriptedTeacher
 
 FUNCTIONS = {  # name: (signature, description, body, test)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from amr.config import InstructionsConfig, RunConfig
 from amr.decontam import NgramIndex, benchmark_items, nearest, problem_statement
 from amr.prompts import evol, judge, selfinstruct
-from jobs import instructions
+from amr.pipelines import instructions
 from jobs import run as run_job
 from jobs.cli import app
 from tests.support.scripted_teacher import ScriptedTeacher

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.report import collect, growth, score_table, teacher_cost
+from amr.report import collect, growth, score_table, teacher_cost
 
 runner = CliRunner()
 
@@ -57,12 +57,12 @@ def test_report_links_scores_to_methods_and_lays_out_the_papers_table(tmp_path):
     for dataset in ("humaneval", "mbpp"):
         write(root / "base" / "eval" / dataset / "scores.json", scores("smollm2-135m-instruct", dataset, 0.1, 0.05))
     methods = collect([root])
-    assert [m.label for m in methods] == ["smollm2-135m-instruct (not fine-tuned)", "direct", "amr"]
+    assert [m.label for m in methods] == ["smollm2-135m-instruct (not fine-tuned)", "direct", "AMR-Evol"]
     header, rows = score_table(methods)
     assert header == ["Method", "HumanEval", "HumanEval+", "MBPP", "MBPP+"]
     assert rows == [["smollm2-135m-instruct (not fine-tuned)", "10.0", "5.0", "10.0", "5.0"],
                     ["direct", "40.0", "35.0", "50.0", "45.0"],
-                    ["amr", "45.0 (+5.0)", "40.0 (+5.0)", "50.0 (+0.0)", "42.5 (-2.5)"]]
+                    ["AMR-Evol", "45.0 (+5.0)", "40.0 (+5.0)", "50.0 (+0.0)", "42.5 (-2.5)"]]
     amr = methods[2]
     assert growth(amr.manifest) == [3, 5, 5, 6]
     assert teacher_cost(amr.manifest) == {"calls": 10 + 2 + 3 + 4, "input_tokens": 100 + 20 + 30 + 5,
@@ -71,15 +71,15 @@ def test_report_links_scores_to_methods_and_lays_out_the_papers_table(tmp_path):
     # a second run of the same methods: labels say which run
     method_dirs(tmp_path / "other", "amr", 0.7, (0.5, 0.5), (0.5, 0.5))
     labels = [m.label for m in collect([root, tmp_path / "other"])]
-    assert "amr (run/amr/distill)" in labels and "amr (other/amr/distill)" in labels
+    assert "AMR-Evol (run/amr/distill)" in labels and "AMR-Evol (other/amr/distill)" in labels
 
     result = runner.invoke(app, ["report", str(root), "--output", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "| amr | 45.0 (+5.0) | 40.0 (+5.0) | 50.0 (+0.0) | 42.5 (-2.5) |" in md
+    assert "| AMR-Evol | 45.0 (+5.0) | 40.0 (+5.0) | 50.0 (+0.0) | 42.5 (-2.5) |" in md
     assert "HumanEval(+) v0.1.10: 40 tasks (--limit); MBPP(+) v0.1.0: 40 tasks (--limit)" in md
-    assert "| amr | 10 | 10 | 60.0% of 10 | 19 | 155 | 407 | 6 | 12.0 |" in md
-    assert "| grow |  |  |  |  | 3 verified, 1 known |" in md.split("## Funnel: amr")[1]
+    assert "| AMR-Evol | 10 | 10 | 60.0% of 10 | 19 | 155 | 407 | 6 | 12.0 |" in md
+    assert "| grow |  |  |  |  | 3 verified, 1 known |" in md.split("## Funnel: AMR-Evol")[1]
     html = (tmp_path / "report" / "report.html").read_text()
     assert "<td>45.0 (+5.0)</td>" in html and html.count("<img") == 2
 

@@ -1,0 +1,1 @@
+"""The jobs of the method as library code: distillation and instruction construction."""

@@ -1,0 +1,75 @@
+"""What every entry point shares: user-facing errors, logging, Ray's lifetime, ``python -m jobs.NAME``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import ray
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from amr.config import ConfigError
+from amr.data import InputError
+from amr.engines import EngineError
+from amr.model_store import ModelError
+from amr.modules import ModuleDBError
+from amr.report import ReportError
+from amr.sandbox import SandboxError
+
+console = Console()
+OverridesOption = typer.Option([], "--set", help="Override a config key: key.path=value.")
+
+# ConnectionError: a cluster address that does not answer (amr submit, amr jobs)
+USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, ReportError,
+               ConnectionError)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show configuration, input and model errors as one clear message, exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def setup_logging() -> None:
+    """The project's own log lines (``amr.*`` loggers) go to the terminal through rich, not through the handlers
+    Ray and vLLM install on the root logger."""
+    project = logging.getLogger("amr")
+    if not project.handlers:
+        project.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
+        project.setLevel(logging.INFO)
+        project.propagate = False
+
+
+@contextmanager
+def shutting_down_ray() -> Iterator[None]:
+    """Shut down the Ray this block started (not one that was running already), when the block ends."""
+    started = not ray.is_initialized()
+    try:
+        yield
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
+
+
+def run_as_module(command: Callable | typer.Typer, name: str) -> None:
+    """``python -m jobs.NAME ...`` (what a cluster job runs): the same as ``amr NAME ...``."""
+    setup_logging()
+    if isinstance(command, typer.Typer):
+        app = command
+    else:
+        app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+        app.command()(user_errors(command))
+    app(sys.argv[1:], prog_name=f"python -m jobs.{name}")
