@@ -6,7 +6,7 @@ Every error names the file, the line and the dotted key it is about.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, ClassVar, Literal, Sequence, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -345,24 +345,39 @@ def _load_yaml(path: str | Path, prefix: tuple[str, ...] = ()) -> tuple[dict[str
 
 
 def _include_sections(model: type[BaseModel], raw: dict[str, Any], lines: dict[tuple[str, ...], str],
-                      base: Path) -> None:
-    """Read in each section given as a file name (``train: train_local_cpu.yaml``) or as ``include: FILE`` plus
-    keys that change it (``distill: {include: local_cpu.yaml, input: {limit: 5}}``)."""
+                      base: Path, prefix: tuple[str, ...] = ()) -> None:
+    """Read in each section, at any depth, given as a file name (``train: train_local_cpu.yaml``) or as
+    ``include: FILE`` plus keys that change it (``distill: {include: local_cpu.yaml, input: {limit: 5}}``); a file
+    name is relative to the file that names it. Keys a model owns (``INCLUDE_DROPS``: ``amr run`` sets each
+    method's ``distill.run_dir``) are dropped from the file it includes."""
     for name, field in model.model_fields.items():
-        section, value = field.annotation, raw.get(name)
-        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+        section, value = _section_model(field.annotation), raw.get(name)
+        if section is None:
             continue
+        where, folder = (*prefix, name), base
         changes = value if isinstance(value, dict) and "include" in value else None
         file = value if isinstance(value, str) else changes and changes.pop("include")
-        if not file:
-            continue
-        included = base / str(file)
-        if not included.is_file():
-            where = lines.get((name, "include") if changes is not None else (name,), "<config>")
-            raise ConfigError(f"{where}: {name}: no such config file: {included}")
-        keys, found = _load_yaml(included, (name,))
-        raw[name] = _merge(keys, changes or {})
-        lines.update({k: v for k, v in found.items() if k not in lines})
+        if file:
+            included = base / str(file)
+            if not included.is_file():
+                at = lines.get((*where, "include") if changes is not None else where, "<config>")
+                raise ConfigError(f"{at}: {'.'.join(where)}: no such config file: {included}")
+            keys, found = _load_yaml(included, where)
+            for key in getattr(model, "INCLUDE_DROPS", {}).get(name, ()):
+                keys.pop(key, None)
+            raw[name] = value = _merge(keys, changes or {})
+            lines.update({k: v for k, v in found.items() if k not in lines})
+            folder = included.parent
+        if isinstance(value, dict):
+            _include_sections(section, value, lines, folder, where)
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model of a section (``X`` or ``X | None``), None for a plain value."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -563,7 +578,7 @@ class RunConfig(Strict):
     Under ``output``: ``instructions/`` (with ``instructions``), ``<method>/distill`` (the run directory),
     ``<method>/student`` (train output), ``<method>/eval/<dataset>``, ``base/eval/<dataset>`` and ``report/``.
     Those paths are the run's own: ``distill.run_dir``, ``train.dataset``, ``train.output`` and ``eval.model``
-    are not set here. With ``instructions``, the distill input is the built instructions (``distill.input.limit``
+    are not set here (a distill or train config it includes keeps its other keys). With ``instructions``, the distill input is the built instructions (``distill.input.limit``
     still applies).
     """
 
@@ -577,10 +592,14 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="The student's training (or a YAML file name).")
     eval: RunEvalConfig = Field(default_factory=RunEvalConfig)
 
+    INCLUDE_DROPS: ClassVar[dict[str, tuple[str, ...]]] = {"distill": ("run_dir", "method"),
+                                                           "train": ("dataset", "output")}
+    """Set by the run for each method: an error in the run's config, dropped from a job config it includes."""
+
     @model_validator(mode="after")
     def _paths_are_the_runs(self) -> "RunConfig":
-        owned = [f"distill.{k}" for k in ("run_dir", "method") if k in self.distill.model_fields_set]
-        owned += [f"train.{k}" for k in ("dataset", "output") if k in self.train.model_fields_set]
+        owned = [f"{section}.{k}" for section, keys in self.INCLUDE_DROPS.items() for k in keys
+                 if k in getattr(self, section).model_fields_set]
         if owned:
             raise ValueError(f"{', '.join(owned)}: set by the run for each method (see `methods` and `output`)")
         return self

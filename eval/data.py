@@ -11,14 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from amr.config import EVALPLUS_VERSIONS
 from amr.data import HUMANEVAL_PLUS, MBPP_PLUS_V010, MBPP_PLUS_V020
 
 DATASETS: dict[str, dict[str, Path]] = {
     "humaneval": {"v0.1.10": HUMANEVAL_PLUS},
     "mbpp": {"v0.1.0": MBPP_PLUS_V010, "v0.2.0": MBPP_PLUS_V020},
 }
-DEFAULT_VERSION = {"humaneval": "v0.1.10", "mbpp": "v0.1.0"}
-"""MBPP+ v0.1.0 (399 tasks) is what the AMR-Evol paper reports; evalplus 0.3.1's own default is v0.2.0."""
+"""The files of ``amr.config.EVALPLUS_VERSIONS``, whose first version per dataset is the default."""
 
 
 def default_cache() -> Path:
@@ -28,7 +28,7 @@ def default_cache() -> Path:
 def dataset_file(dataset: str, version: str | None = None, limit: int | None = None,
                  cache_dir: str | Path | None = None) -> Path:
     """The plain-JSONL file of ``dataset`` at ``version`` (the first ``limit`` tasks), written once to the cache."""
-    version = version or DEFAULT_VERSION[dataset]
+    version = version or EVALPLUS_VERSIONS[dataset][0]
     source = DATASETS[dataset][version]
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache()
     target = cache / f"{source.name.removesuffix('.jsonl.gz')}{f'-first{limit}' if limit else ''}.jsonl"

@@ -21,7 +21,6 @@ from pathlib import Path
 import typer
 from pydantic import BaseModel
 from ray.job_submission import JobStatus, JobSubmissionClient
-from rich.console import Console
 
 from amr.config import (
     ConfigError,
@@ -32,8 +31,8 @@ from amr.config import (
     TrainConfig,
     load_config,
 )
+from jobs.common import OverridesOption, console
 
-console = Console()
 JOBS: dict[str, type[BaseModel]] = {"instructions": InstructionsConfig, "distill": DistillConfig,
                                     "train": TrainConfig, "eval": EvalConfig, "run": RunConfig}
 NOT_UPLOADED = (".venv", ".git", "runs", "results", "__pycache__", ".pytest_cache")  # folders, at any depth
@@ -63,7 +62,7 @@ def submit(
     args: list[str] = typer.Argument(None, help="After --: arguments before --config, e.g. instructions' "
                                      "'seed --output PATH'."),
     config: Path = typer.Option(..., "--config", "-c", help="The job's YAML config, inside --working-dir."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a config key: key.path=value."),
+    overrides: list[str] = OverridesOption,
     address: str = AddressOption,
     working_dir: Path = typer.Option(Path("."), help="Uploaded as the job's working directory."),
     pip: list[str] = typer.Option([], help="A pip requirement to install for the job (repeatable)."),

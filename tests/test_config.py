@@ -59,3 +59,34 @@ def test_yaml_syntax_error_and_missing_file(write, tmp_path):
         load_config(TeacherJobConfig, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(TeacherJobConfig, write("list.yaml", "- a\n- b\n"))
+
+
+def test_includes_work_for_every_section_at_any_depth(write, tmp_path):
+    from amr.config import RunConfig
+
+    (tmp_path / "parts").mkdir()
+    write("parts/teacher.yaml", "model: smollm2-135m-instruct\nsampling:\n  max_tokens: 77\n")
+    write("parts/distill.yaml", "method: direct\nrun_dir: elsewhere\nwave_size: 3\nteacher: teacher.yaml\n")
+    write("parts/instructions.yaml", "self_instruct:\n  count: 5\n")
+    run = write("run.yaml", "distill:\n  include: parts/distill.yaml\n  input:\n    limit: 2\n"
+                            "instructions: parts/instructions.yaml\n")
+    cfg = load_config(RunConfig, run)
+    # an optional section (instructions) and a section of an included file (distill's teacher, relative to it)
+    assert cfg.instructions is not None and cfg.instructions.self_instruct.count == 5
+    assert (cfg.distill.teacher.model, cfg.distill.teacher.sampling.max_tokens) == ("smollm2-135m-instruct", 77)
+    assert (cfg.distill.wave_size, cfg.distill.input.limit) == (3, 2)
+    # the included distill job's own method and run directory are the run's to set, per method
+    assert "method" not in cfg.distill.model_fields_set and "run_dir" not in cfg.distill.model_fields_set
+    write("parts/bad_teacher.yaml", "sampling:\n  max_tokens: many\n")
+    write("parts/bad.yaml", "teacher: bad_teacher.yaml\n")
+    with pytest.raises(ConfigError, match=r"bad_teacher.yaml:2: distill.teacher.sampling.max_tokens"):
+        load_config(RunConfig, write("run2.yaml", "distill: parts/bad.yaml\n"))
+
+
+def test_the_gpu_run_includes_the_gpu_distill_config():
+    from amr.config import RunConfig
+
+    root = Path(__file__).parents[1] / "jobs" / "configs"
+    run, distill = load_config(RunConfig, root / "run_gpu_cluster.yaml"), load_config(DistillConfig, root / "gpu_cluster.yaml")
+    assert run.distill.teacher == distill.teacher and run.distill.wave_size == distill.wave_size
+    assert "include: gpu_cluster.yaml" in (root / "run_gpu_cluster.yaml").read_text()

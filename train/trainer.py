@@ -6,14 +6,13 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from importlib.metadata import version
 from typing import Any
 
 from transformers import TrainerCallback
 
 from amr.config import ConfigError, TrainConfig
 from amr.model_store import resolve
-from amr.runtime import init_ray, require_shared_storage
+from amr.runtime import init_ray, package_versions, require_shared_storage
 from amr.storage import RunDir
 from train.data import count_examples
 from train.loop import METRICS, train_func
@@ -83,15 +82,8 @@ def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerC
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "storage": f"{storage}/{config.name}",
         "config": config.model_dump(mode="json"),
-        "versions": {p: v for p in PACKAGES if (v := _version(p))},
+        "versions": package_versions(PACKAGES),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     RunDir(output).write_json("train.json", summary)
     return summary
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except Exception:
-        return None
