@@ -185,10 +185,10 @@ class ModulesConfig(Strict):
         "function of its wave) is below this. The paper leaves it open; 0.9 keeps near-duplicates out.",
     )
     index_min_rows: int = Field(50_000, ge=1, description="Build the ANN index once the table has this many rows.")
-    seed_from: str | None = Field(None, description="Instructions the seed functions are self-instructed "
-                                  "from: a source like input.source; None: the job's input.")
-    seed_limit: int = Field(20, ge=0, description="How many of them; an empty table is seeded before the "
-                            "first wave (0: never).")
+    bootstrap_from: str | None = Field(None, description="Instructions the bootstrap helpers are "
+                                       "self-instructed from: a source like input.source; None: the job's input.")
+    bootstrap_limit: int = Field(20, ge=0, description="How many of them; an empty table is bootstrapped with them "
+                                 "before the first wave (0: never).")
 
 
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the registry's names (amr.methods)
@@ -246,7 +246,7 @@ class SelfInstructConfig(Strict):
     seed: int = Field(0, description="Seeds the example sampling and each request's sampling seed.")
 
 
-class EvolveConfig(Strict):
+class InstructionEvolutionConfig(Strict):
     """Code Evol-Instruct rounds: each instruction is rewritten with one heuristic per round."""
 
     rounds: int = Field(3, ge=1, description="Complexity levels (the paper: 3).")
@@ -275,7 +275,7 @@ class InstructionsConfig(Strict):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
-    evolve: EvolveConfig = Field(default_factory=EvolveConfig)
+    evolve: InstructionEvolutionConfig = Field(default_factory=InstructionEvolutionConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Writes and evolves instructions; "
                                    "the judge of decontam.judge.")
@@ -429,6 +429,10 @@ def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tup
     return found
 
 
+RENAMED = {("modules", "seed_limit"): "modules.bootstrap_limit", ("modules", "seed_from"): "modules.bootstrap_from"}
+"""Keys renamed before the first release (module-table seeding is now bootstrapping), named in their errors."""
+
+
 def _describe(
     exc: ValidationError,
     where: str,
@@ -444,6 +448,8 @@ def _describe(
         else:
             origin = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), where)
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "extra_forbidden" and loc[-2:] in RENAMED:
+            message = f"unknown key: renamed to {RENAMED[loc[-2:]]}"
         out.append(f"{origin}: {key}: {message}" if key else f"{origin}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(out)
 

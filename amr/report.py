@@ -161,8 +161,8 @@ def train_table(methods: list[Row]) -> tuple[list[str], list[list[str]]]:
 
 
 def growth(manifest: dict[str, Any]) -> list[int]:
-    """Module-table rows after seeding and after each wave."""
-    rows = [manifest["stages"].get("seed", {}).get("inserted", 0)]
+    """Module-table rows after bootstrapping and after each wave."""
+    rows = [manifest["stages"].get("bootstrap", {}).get("inserted", 0)]
     for wave in manifest["modules"]["waves"]:
         rows.append(rows[-1] + wave["inserted"])
     return rows
@@ -203,7 +203,7 @@ def plot_growth(methods: list[Row], path: Path) -> None:
         if m.manifest and m.manifest["modules"]:
             rows = growth(m.manifest)
             ax.plot(range(len(rows)), rows, marker="o", label=m.label)
-    ax.set_xlabel("wave (0: after seeding)")
+    ax.set_xlabel("wave (0: after bootstrapping)")
     ax.set_ylabel("verified functions in the table")
     ax.set_title("Functional module database growth")
     ax.legend(fontsize=8)

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.support (the scripted teacher)
 
 from amr.config import DistillConfig
-from amr.prompts import decompose, evolve, testgen
+from amr.prompts import decompose, response_evolution, testgen
 from tests.support.scripted_teacher import ScriptedTeacher
 
 
@@ -45,7 +45,7 @@ def script(messages: list[dict[str, str]]) -> str:
     answer = f'def solve_{n}(x: int) -> int:\n    """Task {n}: scale x by {n} and add one."""\n    return scale_{n}(x) + 1\n'
     if system == decompose.SYSTEM:
         return "```python\n" + helper.replace(f"return x * {n}", "...") + "\n" + answer.split("    return")[0] + "    ...\n```"
-    if system == evolve.SYSTEM:
+    if system == response_evolution.SYSTEM:
         return f"```python\n{helper}\n\n{answer}```"
     return f"```python\n{answer}```"
 

@@ -39,9 +39,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.support (the scripted teacher)
 
+from pipeline import script  # bench/pipeline.py (this folder is on sys.path)
+
 from amr.config import DistillConfig
 from tests.support.scripted_teacher import ScriptedTeacher
-from pipeline import script  # bench/pipeline.py (this folder is on sys.path)
 
 WARM_UP = 10
 
@@ -55,8 +56,8 @@ def _instructions(path: Path, rows: int) -> None:
 
 def _job(config: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: a warm-up job, then the measured one."""
-    from amr.runtime import init_ray
     from amr.pipelines import distill
+    from amr.runtime import init_ray
 
     config = DistillConfig(**config)
     init_ray(config.ray)
@@ -71,8 +72,8 @@ def _job(config: dict[str, Any]) -> dict[str, Any]:
 def _decontamination_job(source: str) -> dict[str, Any]:
     """In a fresh process: ``amr instructions decontaminate`` of a warm-up file, then of ``source``."""
     from amr.config import InstructionsConfig
-    from amr.runtime import init_ray
     from amr.pipelines import instructions
+    from amr.runtime import init_ray
 
     config = InstructionsConfig()
     init_ray(config.ray)
@@ -116,7 +117,7 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
         config = DistillConfig(run_dir=str(tmp / "run"), method=method,
                                teacher=teacher.config(concurrency=replicas, batch_size=1))
         config.input.source = str(tmp / "instructions.jsonl")
-        config.modules.seed_limit = 0
+        config.modules.bootstrap_limit = 0
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             job = pool.submit(_job, config.model_dump()).result()
     assert job["dataset_rows"] == rows, job

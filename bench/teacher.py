@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 
-
 def job_config(args):
     """The config's job with the benchmark's model, prompt count and greedy sampling."""
     from amr.config import DistillConfig, load_config
@@ -48,8 +47,8 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
 
 def run_plain(args) -> dict:
     start = time.perf_counter()
-    from amr.serving import vllm_engine_kwargs, vllm_env
     from amr.model_store import resolve
+    from amr.serving import vllm_engine_kwargs, vllm_env
 
     job = job_config(args)
     cfg = job.teacher

@@ -28,7 +28,7 @@ ROOTS: tuple[tuple[str, str], ...] = (
     (
         "DistillConfig",
         (
-            "`amr distill --config` (and `amr modules seed`); examples: `jobs/configs/local_cpu.yaml`, "
+            "`amr distill --config` (and `amr modules bootstrap`); examples: `jobs/configs/local_cpu.yaml`, "
             "`gpu_cluster.yaml`, `openai.yaml`."
         ),
     ),

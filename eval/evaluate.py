@@ -14,6 +14,7 @@ from typing import Any
 
 from amr.config import EVALPLUS_VERSIONS, EvalConfig
 from amr.engines import EngineError, open_teacher
+from amr.logs import job_logs
 from amr.runtime import init_ray, require_shared_storage
 from eval.data import dataset_file, default_cache, load_tasks
 from eval.generate import generate, student
@@ -27,26 +28,27 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     student(config)  # a missing model fails before Ray starts
     out = Path(config.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    version = config.version or EVALPLUS_VERSIONS[config.dataset][0]
-    cache = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache()
-    data = dataset_file(config.dataset, version, config.limit, cache)
-    tasks = load_tasks(data)
-    init_ray(config.ray)
-    require_shared_storage({"output": str(out)})
-    with open_teacher(student(config), config.model_store) as engine:
-        samples = generate(tasks, config, engine)
-    failed = [s["error"] for s in samples if s["error"]]
-    if failed and len(failed) == len(samples):
-        raise EngineError(f"{config.model}: every generation failed, nothing to score; the first: {failed[0]}")
-    generated = time.perf_counter()
-    with open(out / "samples.jsonl", "w") as f:
-        f.writelines(json.dumps(s) + "\n" for s in samples)
-    scored = score(config.dataset, data, out / "samples.jsonl", cache_dir=cache, **config.scoring.model_dump(),
-                   log=out / "evalplus.log")
-    scores = {"dataset": config.dataset, "version": version, "model": config.model, "limit": config.limit,
-              **scored, "generation_errors": sum(s["error"] is not None for s in samples),
-              "output_tokens": sum(s["output_tokens"] for s in samples),
-              "generation_s": round(generated - start, 1), "scoring_s": round(time.perf_counter() - generated, 1),
-              "config": config.model_dump()}
-    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    with job_logs(out):
+        version = config.version or EVALPLUS_VERSIONS[config.dataset][0]
+        cache = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache()
+        data = dataset_file(config.dataset, version, config.limit, cache)
+        tasks = load_tasks(data)
+        init_ray(config.ray)
+        require_shared_storage({"output": str(out)})
+        with open_teacher(student(config), config.model_store) as engine:
+            samples = generate(tasks, config, engine)
+        failed = [s["error"] for s in samples if s["error"]]
+        if failed and len(failed) == len(samples):
+            raise EngineError(f"{config.model}: every generation failed, nothing to score; the first: {failed[0]}")
+        generated = time.perf_counter()
+        with open(out / "samples.jsonl", "w") as f:
+            f.writelines(json.dumps(s) + "\n" for s in samples)
+        scored = score(config.dataset, data, out / "samples.jsonl", cache_dir=cache, **config.scoring.model_dump(),
+                       log=out / "evalplus.log")
+        scores = {"dataset": config.dataset, "version": version, "model": config.model, "limit": config.limit,
+                  **scored, "generation_errors": sum(s["error"] is not None for s in samples),
+                  "output_tokens": sum(s["output_tokens"] for s in samples),
+                  "generation_s": round(generated - start, 1), "scoring_s": round(time.perf_counter() - generated, 1),
+                  "config": config.model_dump()}
+        (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     return scores

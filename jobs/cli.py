@@ -195,26 +195,26 @@ def modules_stats(uri: str = UriOption, table: str = TableOption) -> None:
     console.print_json(json.dumps(ModuleDB.open(uri, table).stats()))
 
 
-@modules_app.command("seed")
+@modules_app.command("bootstrap")
 @user_errors
-def modules_seed(
+def modules_bootstrap(
     config: Path = typer.Option(None, "--config", "-c", help="YAML job config (defaults if omitted)."),
     input: str = typer.Option(None, "--input", "-i", help="Instructions to self-instruct helpers from (default: "
-                              "modules.seed_from, else input.source)."),
-    limit: int = typer.Option(None, min=1, help="How many instructions (default: modules.seed_limit)."),
-    run_dir: str = typer.Option(None, help="Where seed.parquet goes (and the table, unless --uri)."),
+                              "modules.bootstrap_from, else input.source)."),
+    limit: int = typer.Option(None, min=1, help="How many instructions (default: modules.bootstrap_limit)."),
+    run_dir: str = typer.Option(None, help="Where bootstrap.parquet goes (and the table, unless --uri)."),
     uri: str = typer.Option(None, "--uri", help="The module table's LanceDB directory or URI (default: modules.uri, "
                             "else <run_dir>/modules)."),
     overrides: list[str] = OverridesOption,
 ) -> None:
-    """Seed the module table: helpers self-instructed by the teacher, tested in the sandbox, verified ones inserted."""
-    shortcuts = [f"{k}={v}" for k, v in (("modules.seed_from", input), ("modules.seed_limit", limit),
+    """Bootstrap the module table: helpers self-instructed by the teacher, tested in the sandbox, verified ones inserted."""
+    shortcuts = [f"{k}={v}" for k, v in (("modules.bootstrap_from", input), ("modules.bootstrap_limit", limit),
                                          ("run_dir", run_dir), ("modules.uri", uri)) if v]
     with shutting_down_ray():
-        report = distill_pipeline.seed(load_config(DistillConfig, config, [*shortcuts, *overrides]))
+        report = distill_pipeline.bootstrap(load_config(DistillConfig, config, [*shortcuts, *overrides]))
     found = ", ".join(f"{v} {k}" for k, v in report["candidates"].items()) or "no functions"
     table = report["table"]
-    console.print(f"seed: {found}; {report['inserted']} inserted; table {table['uri']}: {table['rows']} modules "
+    console.print(f"bootstrap: {found}; {report['inserted']} inserted; table {table['uri']}: {table['rows']} modules "
                   f"(version {table['version']})", soft_wrap=True)
 
 

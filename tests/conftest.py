@@ -44,7 +44,7 @@ def tiny_model(tmp_path_factory) -> str:
     import sysconfig
 
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     out = tmp_path_factory.mktemp("tiny-llama")

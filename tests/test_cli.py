@@ -15,7 +15,7 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("command", [[], ["models"], ["models", "list"], ["models", "pull"], ["teacher"],
                                      ["teacher", "generate"], ["teacher", "serve"], ["teacher", "stop"],
-                                     ["distill"], ["modules", "seed"]])
+                                     ["distill"], ["modules", "bootstrap"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -101,7 +101,7 @@ def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tmp_path):
 
 @pytest.mark.slow
 def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray_local, smollm2, tmp_path):
-    """The default config's method end to end with a real (small) teacher: direct, MD, seeding and three waves of
+    """The default config's method end to end with a real (small) teacher: direct, MD, bootstrapping and three waves of
     evolution and growth tests all reach one Serve deployment, started once (counted from vLLM's own start lines
     in Ray's worker logs) and deleted at the end."""
     from ray import serve
@@ -111,7 +111,7 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
     run_dir = tmp_path / "run"
     engines = logged_engine_starts()
     result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--set", "teacher.model=smollm2-135m-instruct",
-                                 "--set", "input.limit=3", "--set", "wave_size=1", "--set", "modules.seed_limit=1",
+                                 "--set", "input.limit=3", "--set", "wave_size=1", "--set", "modules.bootstrap_limit=1",
                                  "--set", "teacher.sampling.max_tokens=64", "--set", f"run_dir={run_dir}"])
     assert result.exit_code == 0, result.output
     assert logged_engine_starts() - engines == 1
@@ -121,13 +121,13 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
     assert teacher["app"] not in serve.status().applications
     assert "1 replicas, 1 engine starts" in result.output
     stages = manifest["stages"]
-    assert list(stages) == ["direct", "decompose", "embed", "seed", "evolve", "grow"]
+    assert list(stages) == ["direct", "decompose", "embed", "bootstrap", "evolve", "grow"]
     assert all(stages[s]["rows"] == 3 and stages[s]["errors"] == 0 for s in ("direct", "decompose", "evolve"))
     waves = manifest["modules"]["waves"]
     assert [w["rows"] for w in waves] == [1, 1, 1]
-    assert waves[0]["version_read"] == 1 + (stages["seed"]["inserted"] > 0)
+    assert waves[0]["version_read"] == 1 + (stages["bootstrap"]["inserted"] > 0)
     assert [w["version_read"] for w in waves[1:]] == [w["version_after"] for w in waves[:-1]]
-    assert manifest["modules"]["rows"] == stages["seed"]["inserted"] + sum(w["inserted"] for w in waves)
+    assert manifest["modules"]["rows"] == stages["bootstrap"]["inserted"] + sum(w["inserted"] for w in waves)
     assert manifest["dataset"]["rows"] + manifest["dataset"]["dropped"] == 3
     assert manifest["dataset"]["with_tests"] == manifest["dataset"]["rows"]
     assert "module table:" in result.output and str(run_dir) in result.output

@@ -25,9 +25,8 @@ from typer.testing import CliRunner
 from amr.modules import ModuleDB
 from jobs.cli import app
 from tests.support.scripted_teacher import ScriptedTeacher
-from tests.test_distill import INSTRUCTIONS
+from tests.test_distill import INSTRUCTIONS, script
 from tests.test_distill import config as distill_config
-from tests.test_distill import script
 
 runner = CliRunner()
 ROOT = Path(__file__).parent.parent

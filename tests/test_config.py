@@ -90,3 +90,9 @@ def test_the_gpu_run_includes_the_gpu_distill_config():
     run, distill = load_config(RunConfig, root / "run_gpu_cluster.yaml"), load_config(DistillConfig, root / "gpu_cluster.yaml")
     assert run.distill.teacher == distill.teacher and run.distill.wave_size == distill.wave_size
     assert "include: gpu_cluster.yaml" in (root / "run_gpu_cluster.yaml").read_text()
+
+
+def test_a_renamed_key_names_its_new_name(write):
+    path = write("old.yaml", "modules:\n  seed_limit: 3\n")
+    with pytest.raises(ConfigError, match=r"old.yaml:2: modules.seed_limit: unknown key: renamed to modules.bootstrap_limit"):
+        load_config(DistillConfig, path)

@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from amr.config import DistillConfig
-from amr.prompts import cot, decompose, evolve, repair, seed, testgen
 from amr import storage
-from amr.storage import RunDir
+from amr.config import DistillConfig
 from amr.pipelines import distill
+from amr.prompts import bootstrap, cot, decompose, repair, response_evolution, testgen
+from amr.storage import RunDir
 from tests.support.scripted_teacher import ScriptedTeacher
 
 FUNCTIONS = {  # name: (signature, description, body, test)
@@ -63,13 +63,13 @@ def script(messages: list[dict[str, str]]) -> str:
         name = re.search(r"### Function Under Test: (\w+)", user).group(1)
         return f"```python\ndef test_{name}():\n    {FUNCTIONS[name][3]}\n```"
     task = re.search(r"Task: (\w+)", user).group(1)
-    if system == seed.SYSTEM:
+    if system == bootstrap.SYSTEM:
         return f"```python\n{function({'add': 'clamp', 'is_even': 'reverse_text'}[task])}```"
 
     if system == decompose.SYSTEM:
         return "```python\n" + "\n".join(function(n, body=False) for n in ANSWERS[task]) + "```"
-    if system in (evolve.SYSTEM, repair.REPAIR_SYSTEM):  # a repair sees the failure it fixes
-        assert system == evolve.SYSTEM or "Error" in user.split("### Execution Feedback:")[1]
+    if system in (response_evolution.SYSTEM, repair.REPAIR_SYSTEM):  # a repair sees the failure it fixes
+        assert system == response_evolution.SYSTEM or "Error" in user.split("### Execution Feedback:")[1]
         return "```python\n" + "\n\n".join(function(n) for n in ANSWERS[task]) + "```"
     if system == cot.SYSTEM:
         return "Reasoning: reuse small helpers.\n```python\n" + "\n\n".join(function(n) for n in ANSWERS[task]) + "```"
@@ -89,7 +89,7 @@ def config(tmp_path: Path, scripted: ScriptedTeacher, **changes) -> DistillConfi
     source = tmp_path / "instructions.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCTIONS))
     base = DistillConfig(run_dir=str(tmp_path / "run"), wave_size=2, teacher=scripted.config())
-    base.modules.seed_limit = 0
+    base.modules.bootstrap_limit = 0
     base.input.source = str(source)
     base.sandbox.require, base.sandbox.workers = "bwrap", 1
     return base.model_copy(update=changes)
@@ -175,21 +175,21 @@ def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):
     assert len(scripted.requests) == calls  # resumed: no teacher call
 
 
-def test_amr_modules_seed_fills_a_table_once(ray_local, scripted, tmp_path):
+def test_amr_modules_bootstrap_fills_a_table_once(ray_local, scripted, tmp_path):
     from typer.testing import CliRunner
 
     from jobs.cli import app
 
     path = tmp_path / "seed.yaml"
     path.write_text(yaml.safe_dump(config(tmp_path, scripted).model_dump(mode="json")))
-    result = CliRunner().invoke(app, ["modules", "seed", "--config", str(path), "--limit", "2"])
+    result = CliRunner().invoke(app, ["modules", "bootstrap", "--config", str(path), "--limit", "2"])
     assert result.exit_code == 0, result.output
-    assert "seed: 2 verified; 2 inserted" in result.output and ": 2 modules" in result.output
+    assert "bootstrap: 2 verified; 2 inserted" in result.output and ": 2 modules" in result.output
     calls = len(scripted.requests)
-    again = CliRunner().invoke(app, ["modules", "seed", "--config", str(path), "--limit", "2"])
+    again = CliRunner().invoke(app, ["modules", "bootstrap", "--config", str(path), "--limit", "2"])
     assert ": 2 modules" in again.output and len(scripted.requests) == calls  # resumed
-    assert "seed_limit is 0" in CliRunner().invoke(app, ["modules", "seed", "--config", str(path), "--set",
-                                                         "modules.seed_limit=0"]).output
+    assert "bootstrap_limit is 0" in CliRunner().invoke(app, ["modules", "bootstrap", "--config", str(path), "--set",
+                                                         "modules.bootstrap_limit=0"]).output
 
 
 def test_the_run_directory_and_table_on_an_object_store(ray_local, scripted, s3_server, tmp_path):
@@ -227,13 +227,13 @@ def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, uni
     assert [w["inserted"] for w in resumed["modules"]["waves"]] == [w["inserted"] for w in whole["modules"]["waves"]]
 
 
-def test_an_empty_table_is_seeded_first(ray_local, scripted, tmp_path):
+def test_an_empty_table_is_bootstrapped_first(ray_local, scripted, tmp_path):
     cfg = config(tmp_path, scripted)
-    cfg.modules.seed_limit = 2
+    cfg.modules.bootstrap_limit = 2
     manifest = distill.run(cfg)
-    assert manifest["stages"]["seed"]["inserted"] == 2
-    assert manifest["stages"]["seed"]["candidates"] == {"verified": 2}
+    assert manifest["stages"]["bootstrap"]["inserted"] == 2
+    assert manifest["stages"]["bootstrap"]["candidates"] == {"verified": 2}
     assert manifest["modules"]["waves"][0]["version_read"] > 1 and manifest["modules"]["rows"] == 6
-    assert [w["inserted"] for w in manifest["modules"]["waves"]] == [2, 2]  # the seed's rows are not the waves'
-    again = distill.run(cfg)  # resumed: seeding is not repeated
-    assert again["stages"]["seed"]["resumed"] and again["modules"]["rows"] == 6
+    assert [w["inserted"] for w in manifest["modules"]["waves"]] == [2, 2]  # the bootstrap rows are not the waves'
+    again = distill.run(cfg)  # resumed: bootstrapping is not repeated
+    assert again["stages"]["bootstrap"]["resumed"] and again["modules"]["rows"] == 6

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from amr.config import InstructionsConfig, RunConfig
 from amr.decontam import NgramIndex, benchmark_items, nearest, problem_statement
-from amr.prompts import evol, judge, selfinstruct
 from amr.pipelines import instructions
+from amr.prompts import instruction_evolution, judge, selfinstruct
 from jobs import run as run_job
 from jobs.cli import app
 from tests.support.scripted_teacher import ScriptedTeacher
@@ -164,7 +164,7 @@ def _generation_script(messages: list[dict[str, str]]) -> str:
             return f"### New Problem:\n{REWORDED_HE_0}"
         return f"### New Problem:\nWrite a function to {first.split(' to ', 1)[1].rstrip('.')} and report how many items it saw."
     method = re.search(r"### Method:\n(.*)\n\n### Problem", user).group(1)
-    heuristic = next(h for h, text in evol.HEURISTICS.items() if text == method)
+    heuristic = next(h for h, text in instruction_evolution.HEURISTICS.items() if text == method)
     parent = re.search(r"### Problem:\n(.*)\n\n### Rewritten", user, re.S).group(1)
     if "vowels" in parent and heuristic == "rarer":
         return f"### Rewritten Problem:\n{parent}"  # a copy of its parent

@@ -1,4 +1,11 @@
-from amr.parsing import assert_statements, code_blocks, defined_functions, function_specs, normalized_source, python_code
+from amr.parsing import (
+    assert_statements,
+    code_blocks,
+    defined_functions,
+    function_specs,
+    normalized_source,
+    python_code,
+)
 
 
 def test_code_blocks_and_first_parsing_python():

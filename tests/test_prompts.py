@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from amr.parsing import assert_statements, code_blocks, defined_functions, function_specs
-from amr.prompts import cot, decompose, direct, evolve, repair, testgen
+from amr.parsing import (
+    assert_statements,
+    code_blocks,
+    defined_functions,
+    function_specs,
+)
+from amr.prompts import cot, decompose, direct, repair, response_evolution, testgen
 
 BUILDERS = {
     "decompose": lambda: decompose.messages("Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
-    "evolve": lambda: evolve.messages("Add two numbers.", ["def add(a: int, b: int) -> int:\n    \"\"\"Sum.\"\"\"\n    ..."],
+    "evolve": lambda: response_evolution.messages("Add two numbers.", ["def add(a: int, b: int) -> int:\n    \"\"\"Sum.\"\"\"\n    ..."],
                                       ["def plus(x, y):\n    return x + y"]),
     "testgen": lambda: testgen.messages("def add(a, b):\n    return a + b", "add"),
     "cot": lambda: cot.messages("Add two numbers."),
@@ -30,7 +35,7 @@ def test_paper_structure(stage):
 def test_one_shot_examples_parse_as_what_they_teach():
     specs = function_specs(decompose.SYSTEM.split("### Function Specifications:")[1])
     assert [s["name"] for s in specs] == ["tokenize_words", "count_occurrences", "repeated_words"]
-    answer = code_blocks(evolve.SYSTEM.split("### Response:")[1])[0]
+    answer = code_blocks(response_evolution.SYSTEM.split("### Response:")[1])[0]
     namespace: dict = {}
     exec(answer, namespace)
     assert namespace["repeated_words"]("the cat saw The dog and the cat") == ["the", "cat"]
@@ -51,6 +56,6 @@ def test_baseline_one_shot_examples_hold():
 
 
 def test_evolve_shows_no_draft_and_marks_empty_retrieval():
-    user = evolve.messages("Q", ["def f():\n    \"\"\"d\"\"\"\n    ..."], [])[1]["content"]
+    user = response_evolution.messages("Q", ["def f():\n    \"\"\"d\"\"\"\n    ..."], [])[1]["content"]
     assert "### Relevant Functions:\n(none)" in user and "Draft" not in user
     assert direct.messages("Q")[1]["content"] == "Q"

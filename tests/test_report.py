@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from jobs.cli import app
 from amr.report import collect, growth, score_table, teacher_cost
+from jobs.cli import app
 
 runner = CliRunner()
 
@@ -19,7 +19,7 @@ def manifest(method: str, accuracy: float, waves: list[int] | None = None) -> di
     stages = {"direct": {"rows": 10, "errors": 0, "input_tokens": 100, "output_tokens": 300}}
     modules = {}
     if waves is not None:
-        stages["seed"] = {"rows": 2, "errors": 0, "input_tokens": 20, "output_tokens": 40, "candidates": {"verified": 3},
+        stages["bootstrap"] = {"rows": 2, "errors": 0, "input_tokens": 20, "output_tokens": 40, "candidates": {"verified": 3},
                           "test_calls": 3, "test_input_tokens": 30, "test_output_tokens": 60, "inserted": 3}
         stages["grow"] = {"candidates": {"verified": sum(waves), "known": 1}, "test_calls": sum(waves) + 1,
                           "test_input_tokens": 5, "test_output_tokens": 7}

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from amr.config import RunConfig, load_config
-from amr.prompts import direct, evolve
+from amr.prompts import direct, response_evolution
 from jobs.cli import app
 from tests.conftest import logged_engine_starts
 from tests.support.scripted_teacher import ScriptedTeacher
@@ -53,7 +53,7 @@ def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny
 
     # amr reused direct's R_d: 4 direct answers in all, then 4 decompositions and 4 evolutions (+ growth tests)
     systems = [messages[0]["content"] for messages in scripted.requests]
-    assert sum(s == direct.SYSTEM for s in systems) == 4 and sum(s == evolve.SYSTEM for s in systems) == 4
+    assert sum(s == direct.SYSTEM for s in systems) == 4 and sum(s == response_evolution.SYSTEM for s in systems) == 4
     amr = json.loads((out / "amr" / "distill" / "manifest.json").read_text())
     assert amr["stages"]["direct"]["resumed"] is True and amr["dataset"]["response_accuracy"] == 0.75
     for method in ("direct", "amr"):

@@ -7,7 +7,15 @@ from __future__ import annotations
 import pytest
 from ray import serve
 
-from amr.config import DistillConfig, RunConfig, SamplingConfig, ServeConfig, TeacherConfig, VLLMConfig, load_config
+from amr.config import (
+    DistillConfig,
+    RunConfig,
+    SamplingConfig,
+    ServeConfig,
+    TeacherConfig,
+    VLLMConfig,
+    load_config,
+)
 from amr.engines import EngineError, ServedTeacher, engine_key, open_teacher
 from amr.serving import deployment_options, engine_starts, llm_config
 from tests.conftest import logged_engine_starts

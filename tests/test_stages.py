@@ -14,12 +14,12 @@ from amr.config import SandboxConfig
 from amr.embeddings import Embedder, EmbedderActors
 from amr.engines import OpenAITeacher
 from amr.modules import ModuleDB, spec_text
-from amr.prompts import decompose, evolve, testgen
+from amr.prompts import decompose, response_evolution, testgen
 from amr.sandbox.stage import SandboxActors
 from amr.stages import decompose as md_stage
 from amr.stages import embed as embed_stage
-from amr.stages import evolve as are_stage
 from amr.stages import grow, retrieve
+from amr.stages import response_evolution as are_stage
 from tests.support.scripted_teacher import ScriptedTeacher
 
 IS_PRIME = '''def is_prime(n: int) -> bool:
@@ -60,7 +60,7 @@ def script(messages: list[dict[str, str]]) -> str:
     system, user = messages[0]["content"], messages[1]["content"]
     if system == decompose.SYSTEM:
         return "Plan:\n" + MD_ANSWER if "primes" in user else "I would not split this."
-    if system == evolve.SYSTEM:
+    if system == response_evolution.SYSTEM:
         return "Here is the solution:\n" + FINAL
     if system == testgen.SYSTEM:
         name = re.search(r"### Function Under Test: (\w+)", user).group(1)

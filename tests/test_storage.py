@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from amr.modules import ModuleDB
 from amr import storage
+from amr.modules import ModuleDB
 from amr.storage import RunDir
 
 pytestmark = pytest.mark.timeout(120)

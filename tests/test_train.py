@@ -64,8 +64,8 @@ def test_loss_mask_covers_only_the_response(tiny_model, dataset, tmp_path, templ
     tokenizer = trainer.processing_class
     assert trainer.args.max_steps == 6  # 3 epochs of 8 rows at 4 a step, under max_steps
     assert len(trainer.train_dataset) == 8
-    for row, example in zip(rows(), trainer.train_dataset):
-        ids, labels = example["input_ids"], example["labels"]
+    for row, tokenized in zip(rows(), trainer.train_dataset):
+        ids, labels = tokenized["input_ids"], tokenized["labels"]
         if template == "chat":
             prompt = tokenizer.apply_chat_template([row["messages"][0]], add_generation_prompt=True, tokenize=True,
                                                    return_dict=True)["input_ids"]

@@ -89,7 +89,10 @@ def train_func(loop_config: dict[str, Any]) -> None:
     """The Ray Train worker function. ``loop_config["callbacks"]``: extra ``TrainerCallback`` instances or classes
     for the HF trainer (each worker gets its own unpickled copy, on every attempt, restarts included)."""
     import ray.train
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from ray.train.huggingface.transformers import (
+        RayTrainReportCallback,
+        prepare_trainer,
+    )
 
     config = TrainConfig.model_validate(loop_config["config"])
     context = ray.train.get_context()

@@ -51,39 +51,40 @@ def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerC
             raise ConfigError(f"template: chat, but the student {model_path} has no chat template; use template: alpaca")
     output = os.path.abspath(config.output)
     os.makedirs(output, exist_ok=True)
-    storage = config.storage_path or os.path.join(output, "checkpoints")
-    init_ray(config.ray)
-    require_shared_storage({"output": output, "storage_path": storage, "dataset": os.path.dirname(source)})
-    # Ray Train tees workers' print() to its logger, even prints a library captures (dill's dis dumps while
-    # datasets fingerprints TRL's map functions): keep print as is. Propagated to the workers.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    trainer = TorchTrainer(
-        train_func,
-        train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path, "examples": count,
-                           "output": output, "callbacks": list(callbacks)},
-        torch_config=TorchConfig(backend="nccl" if config.scaling.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=config.scaling.workers, use_gpu=config.scaling.use_gpu,
-                                     resources_per_worker={"CPU": config.scaling.cpus_per_worker}),
-        run_config=RunConfig(name=config.name, storage_path=storage,
-                             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=config.max_failures)),
-    )
-    metrics_file = os.path.join(output, METRICS)
-    if os.path.exists(metrics_file):
+    with job_logs(output):
+        storage = config.storage_path or os.path.join(output, "checkpoints")
+        init_ray(config.ray)
+        require_shared_storage({"output": output, "storage_path": storage, "dataset": os.path.dirname(source)})
+        # Ray Train tees workers' print() to its logger, even prints a library captures (dill's dis dumps while
+        # datasets fingerprints TRL's map functions): keep print as is. Propagated to the workers.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+        trainer = TorchTrainer(
+            train_func,
+            train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path, "examples": count,
+                               "output": output, "callbacks": list(callbacks)},
+            torch_config=TorchConfig(backend="nccl" if config.scaling.use_gpu else "gloo"),
+            scaling_config=ScalingConfig(num_workers=config.scaling.workers, use_gpu=config.scaling.use_gpu,
+                                         resources_per_worker={"CPU": config.scaling.cpus_per_worker}),
+            run_config=RunConfig(name=config.name, storage_path=storage,
+                                 checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+                                 failure_config=FailureConfig(max_failures=config.max_failures)),
+        )
+        metrics_file = os.path.join(output, METRICS)
+        if os.path.exists(metrics_file):
+            os.unlink(metrics_file)
+        result = trainer.fit()
+        with open(metrics_file) as f:
+            metrics = json.load(f)
         os.unlink(metrics_file)
-    result = trainer.fit()
-    with open(metrics_file) as f:
-        metrics = json.load(f)
-    os.unlink(metrics_file)
-    summary = {
-        **metrics,
-        "model": config.model,
-        "dataset": source,
-        "checkpoint": result.checkpoint.path if result.checkpoint else None,
-        "storage": f"{storage}/{config.name}",
-        "config": config.model_dump(mode="json"),
-        "versions": package_versions(PACKAGES),
-        "wall_time_s": round(time.perf_counter() - start, 1),
-    }
-    RunDir(output).write_json("train.json", summary)
+        summary = {
+            **metrics,
+            "model": config.model,
+            "dataset": source,
+            "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "storage": f"{storage}/{config.name}",
+            "config": config.model_dump(mode="json"),
+            "versions": package_versions(PACKAGES),
+            "wall_time_s": round(time.perf_counter() - start, 1),
+        }
+        RunDir(output).write_json("train.json", summary)
     return summary

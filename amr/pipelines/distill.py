@@ -49,9 +49,9 @@ from amr.stages import (
     decompose,
     direct,
     embed,
-    evolve,
     grow,
     repair,
+    response_evolution,
     retrieve,
     teacher_counts,
 )
@@ -199,7 +199,7 @@ def _waves(config: DistillConfig, chosen: Method, source: str, total: int, teach
            embedder: EmbedderActors, run_dir: RunDir, stages: dict[str, Any]) -> dict[str, Any]:
     """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice."""
     db, run_id = _table(config, run_dir, embedder)
-    stages["seed"] = _seed(config, teacher, sandbox, db, embedder, run_dir, run_id)
+    stages["bootstrap"] = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id)
     rows = run_dir.open_stage(source)
     waves: list[dict[str, Any]] = []
     for number, first in enumerate(range(0, total, config.wave_size)):
@@ -222,7 +222,7 @@ def _waves(config: DistillConfig, chosen: Method, source: str, total: int, teach
                             for r in retrieve.run(wave, db, pin["version_read"], k=config.modules.top_k,
                                                   min_similarity=config.modules.min_similarity)]
             with _timed(seconds, "evolve"):
-                answered = evolve.run(wave, teacher, use_retrieved=chosen.retrieves)
+                answered = response_evolution.run(wave, teacher, use_retrieved=chosen.retrieves)
             outcomes = _grow(grow.candidates(answered), config, teacher, sandbox, db, embedder, pin["version_read"],
                              run_id, "growth", seconds)
             pin["seconds"] = seconds
@@ -267,42 +267,42 @@ def _table(config: DistillConfig, run_dir: RunDir, embedder: EmbedderActors) -> 
     return db, run_dir.uri.rsplit("/", 1)[-1]
 
 
-def seed(config: DistillConfig) -> dict[str, Any]:
-    """``amr modules seed``: helpers self-instructed from ``modules.seed_from`` (default: the input),
+def bootstrap(config: DistillConfig) -> dict[str, Any]:
+    """``amr modules bootstrap``: helpers self-instructed from ``modules.bootstrap_from`` (default: the input),
     teacher tests, the sandbox, the verified ones inserted, whatever the table holds already.
-    Resumable like the job (``<run_dir>/seed.parquet`` marks it done)."""
-    if not config.modules.seed_limit:
-        raise ConfigError("modules.seed_limit is 0: no instruction to seed from")
+    Resumable like the job (``<run_dir>/bootstrap.parquet`` marks it done)."""
+    if not config.modules.bootstrap_limit:
+        raise ConfigError("modules.bootstrap_limit is 0: no instruction to bootstrap from")
     run_dir = RunDir(config.run_dir)
     init_ray(config.ray)
     with SandboxActors(config.sandbox) as sandbox, _embedders(config) as embedder, \
             open_teacher(config.teacher, config.model_store) as teacher:
         db, run_id = _table(config, run_dir, embedder)
-        report = _seed(config, teacher, sandbox, db, embedder, run_dir, run_id, always=True)
+        report = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id, always=True)
     return {**report, "table": {"uri": db.uri, "rows": db.count(), "version": db.version}}
 
 
-def _seed(config: DistillConfig, teacher: Teacher, sandbox: SandboxActors, db: ModuleDB, embedder: EmbedderActors,
+def _bootstrap(config: DistillConfig, teacher: Teacher, sandbox: SandboxActors, db: ModuleDB, embedder: EmbedderActors,
           run_dir: RunDir, run_id: str, always: bool = False) -> dict[str, Any]:
     """Seed the table (unless ``always``, only an empty one): self-instructed helpers, teacher tests,
-    sandbox (``seed.parquet`` marks it done)."""
-    done = "seed.parquet"
+    sandbox (``bootstrap.parquet`` marks it done)."""
+    done = "bootstrap.parquet"
     if not run_dir.exists(done):
-        if not always and (db.count() or not config.modules.seed_limit):
-            return {"skipped": "modules.seed_limit is 0" if not config.modules.seed_limit else "the table has modules"}
+        if not always and (db.count() or not config.modules.bootstrap_limit):
+            return {"skipped": "modules.bootstrap_limit is 0" if not config.modules.bootstrap_limit else "the table has modules"}
         began = time.perf_counter()
-        records = load_instructions(config.modules.seed_from or config.input.source, config.modules.seed_limit)
-        answered = grow.seed(records, teacher)
-        rows = [{"id": r["id"], "seed_response": r["seed_response"] or ""} for r in answered]
-        outcomes = _grow(grow.candidates(rows, "seed_response"), config, teacher, sandbox, db, embedder,
-                         db.version, run_id, "seed")
+        records = load_instructions(config.modules.bootstrap_from or config.input.source, config.modules.bootstrap_limit)
+        answered = grow.bootstrap(records, teacher)
+        rows = [{"id": r["id"], "bootstrap_response": r["bootstrap_response"] or ""} for r in answered]
+        outcomes = _grow(grow.candidates(rows, "bootstrap_response"), config, teacher, sandbox, db, embedder,
+                         db.version, run_id, "bootstrap")
         run_dir.write_rows(done, outcomes or [{"outcome": "none"}])
-        counts = teacher_counts([{c: [r[c] for r in answered] for c in calls("seed")}], "seed")
+        counts = teacher_counts([{c: [r[c] for r in answered] for c in calls("bootstrap")}], "bootstrap")
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
     else:
         counts = {"resumed": True}
-    seeded = run_dir.read_table(done).to_pydict()
-    return {**counts, **_growth_counts([seeded]), "inserted": db.count(run=run_id, stage="seed")}
+    outcomes = run_dir.read_table(done).to_pydict()
+    return {**counts, **_growth_counts([outcomes]), "inserted": db.count(run=run_id, stage="bootstrap")}
 
 
 def _count(run_dir: RunDir, path: str) -> int:

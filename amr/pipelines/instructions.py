@@ -48,7 +48,8 @@ from amr.decontam import benchmark_items, problem_statement
 from amr.embeddings import Embedder
 from amr.engines import open_teacher
 from amr.filters import NearDuplicates
-from amr.prompts import evol, judge, selfinstruct
+from amr.logs import job_logs
+from amr.prompts import instruction_evolution, judge, selfinstruct
 from amr.runtime import init_ray, ordered
 from amr.stages import ask, calls, teacher_counts
 from amr.stages import decontaminate as decontaminate_stage
@@ -158,7 +159,7 @@ def _evolve_round(parents: str, number: int, config: InstructionsConfig, seen: N
                 "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + number * 1_000_003 + p["index"]}}
 
     def row(r: dict[str, Any]) -> dict[str, Any]:
-        instruction = evol.rewritten(r["evol_response"])
+        instruction = instruction_evolution.rewritten(r["evol_response"])
         return {"id": r["id"], "instruction": instruction, "tests": [], "parent_id": r["parent_id"], "round": number,
                 "heuristic": r["heuristic"], "index": r["index"], "dropped": "teacher error" if r["evol_error"]
                 else filters.text_reason(instruction, config.filters, r["parent"])}
@@ -166,7 +167,7 @@ def _evolve_round(parents: str, number: int, config: InstructionsConfig, seen: N
     with _stages(output, config) as run_dir:
         if not run_dir.stage_done(INPUT):
             run_dir.write_stage_rows(INPUT, map(request, _indexed(iter_instructions(parents))))
-        report = _generated(run_dir, lambda r: evol.messages(r["parent"], r["heuristic"]), "evol", row, config,
+        report = _generated(run_dir, lambda r: instruction_evolution.messages(r["parent"], r["heuristic"]), "evol", row, config,
                             output, seen)
         kept = Counter(r["heuristic"] for r in iter_instructions(output, keep_fields=True))
         _write_report(output, {**report, "by_heuristic": dict(kept.most_common())})
@@ -348,11 +349,13 @@ def _indexed(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 @contextmanager
 def _stages(output: str, config: InstructionsConfig) -> Iterator[RunDir]:
     """The step's stage directories, ``<output>.stages/``, with Ray (started if need be) keeping rows in
-    order: kept when the step fails (a rerun resumes from them), removed once it is done."""
+    order: kept when the step fails (a rerun resumes from them), removed once it is done. Its logs:
+    ``<output>.logs/``."""
     path = Path(f"{output}.stages")
-    init_ray(config.ray)
-    with ordered():
-        yield RunDir(str(path))
+    with job_logs(Path(output).parent, f"{Path(output).name}.logs"):
+        init_ray(config.ray)
+        with ordered():
+            yield RunDir(str(path))
     shutil.rmtree(path, ignore_errors=True)
 
 

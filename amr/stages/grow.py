@@ -11,7 +11,7 @@ from amr.embeddings import Encoder
 from amr.engines import Teacher
 from amr.modules import ModuleDB, spec_text
 from amr.parsing import defined_functions, python_code
-from amr.prompts import seed as seed_prompt
+from amr.prompts import bootstrap as bootstrap_prompt
 from amr.prompts import testgen
 from amr.sandbox.stage import SandboxActors
 from amr.stages import ask_rows
@@ -19,9 +19,9 @@ from amr.stages import ask_rows
 CANDIDATE_FIELDS = ("instruction_id", "name", "signature", "description", "code")
 
 
-def seed(rows: list[dict[str, Any]], teacher: Teacher) -> list[dict[str, Any]]:
-    """Self-instructed helper functions per instruction: rows gain ``seed_*`` columns."""
-    return ask_rows(rows, teacher, lambda row: seed_prompt.messages(row["instruction"]), "seed")
+def bootstrap(rows: list[dict[str, Any]], teacher: Teacher) -> list[dict[str, Any]]:
+    """Self-instructed helper functions per instruction: rows gain ``bootstrap_*`` columns."""
+    return ask_rows(rows, teacher, lambda row: bootstrap_prompt.messages(row["instruction"]), "bootstrap")
 
 
 def candidates(rows: list[dict[str, Any]], response: str = "are_response") -> list[dict[str, Any]]:

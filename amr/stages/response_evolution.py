@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from amr.engines import Teacher
-from amr.prompts import evolve
+from amr.prompts import response_evolution
 from amr.stages import ask_rows
 
 
@@ -20,7 +20,7 @@ def spec_stub(spec: dict[str, str]) -> str:
 def chat(row: dict[str, Any], use_retrieved: bool = True) -> list[dict[str, str]]:
     specs = [spec_stub(s) for s in json.loads(row["specs"])]
     functions = [h["code"] for h in json.loads(row["retrieved"])] if use_retrieved else []
-    return evolve.messages(row["instruction"], specs, functions)
+    return response_evolution.messages(row["instruction"], specs, functions)
 
 
 def run(rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True) -> list[dict[str, Any]]:
