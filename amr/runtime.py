@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import ray
+from ray.util.debug import log_once
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from amr import logs
 from amr.config import ConfigError, RayConfig
 
 LOCAL_MIN_CPUS = 8
@@ -27,17 +29,34 @@ def cluster_address(config: RayConfig) -> str | None:
 
 
 def init_ray(config: RayConfig) -> None:
+    """Start or join Ray (once a process), with the workers' output printed through ``amr.logs``."""
     if not ray.is_initialized():
         if address := cluster_address(config):
             ray.init(address=address, log_to_driver=True)
         else:
+            _token_auth()
             num_cpus = config.num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
             ray.init(num_cpus=num_cpus, include_dashboard=False)
+    logs.follow_ray()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
+    if not ctx.enable_progress_bars:  # off on purpose, no terminal: not worth Ray Data's one-time warning
+        log_once("ray_data_progress_manager_disabled")
     # Ray 2.60's DataSourceV2 Parquet reader spends ~5 s per read_parquet call (bench: 5.1-6.0 s against
     # 0.11-0.15 s for V1 on a 4-row stage); every stage reads the one before it
     ctx.use_datasource_v2 = False
+
+
+def _token_auth() -> None:
+    """A new local Ray uses token authentication (Ray 2.60's default, RAY_AUTH_MODE unset); chosen here as
+    Ray would, without its warning that it chose it. RAY_AUTH_MODE, when set, decides as before."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError:  # another Ray: its own default, and its warning
+        return
+    _enable_token_auth()
 
 
 def package_versions(packages: Iterable[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from amr import logs
 from amr.config import ConfigError
 from amr.data import InputError
 from amr.engines import EngineError
@@ -43,14 +44,24 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def setup_logging() -> None:
+def setup_logging(
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Show Ray's, vLLM's and Ray Data's INFO lines on the terminal too."),
+    log_level: str = typer.Option(None, "--log-level", envvar=logs.ENV, show_default="WARNING", metavar="LEVEL",
+                                  help="The lowest level of other programs' log lines on the terminal (DEBUG, "
+                                       "INFO, WARNING, ERROR, CRITICAL); a job's log files "
+                                       "(<run dir>/logs/job.log) get them from INFO up."),
+) -> None:
     """The project's own log lines (``amr.*`` loggers) go to the terminal through rich, not through the handlers
-    Ray and vLLM install on the root logger."""
+    Ray and vLLM install on the root logger; other programs' lines from ``log_level`` up (``amr.logs``)."""
     project = logging.getLogger("amr")
     if not project.handlers:
         project.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
-        project.setLevel(logging.INFO)
         project.propagate = False
+    try:
+        logs.configure(log_level, verbose)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
 
 
 @contextmanager
@@ -66,7 +77,7 @@ def shutting_down_ray() -> Iterator[None]:
 
 def run_as_module(command: Callable | typer.Typer, name: str) -> None:
     """``python -m jobs.NAME ...`` (what a cluster job runs): the same as ``amr NAME ...``."""
-    setup_logging()
+    setup_logging(verbose=False, log_level=None)  # AMR_LOG_LEVEL
     if isinstance(command, typer.Typer):
         app = command
     else:

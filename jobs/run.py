@@ -23,6 +23,7 @@ import typer
 from amr import report
 from amr.config import EvalConfig, RunConfig, load_config
 from amr.engines import engine_key, open_teacher
+from amr.logs import job_logs
 from amr.methods import REGISTRY
 from amr.model_store import resolve
 from amr.pipelines import distill, instructions
@@ -45,28 +46,29 @@ def run(config: RunConfig) -> Path:
     untouched student is the teacher's model on the same engine settings, its evaluation too); each evaluated
     model then gets one engine for all its datasets."""
     out = Path(config.output).expanduser().resolve()
-    init_ray(config.distill.ray)
-    require_shared_storage({"output": str(out)})
-    base = out / "base" / "eval"
-    base_on_teacher = config.eval.base and _engine_of(config, config.train.model) == _engine_of(config, None)
-    with ExitStack() as teacher:
-        if _teacher_needed(config, out, base if base_on_teacher else None):
-            teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
-        if config.instructions:
-            source = _instructions(config, out / "instructions")
-            config = config.model_copy(update={"distill": config.distill.model_copy(
-                update={"input": config.distill.input.model_copy(update={"source": source})})})
+    with job_logs(out):
+        init_ray(config.distill.ray)
+        require_shared_storage({"output": str(out)})
+        base = out / "base" / "eval"
+        base_on_teacher = config.eval.base and _engine_of(config, config.train.model) == _engine_of(config, None)
+        with ExitStack() as teacher:
+            if _teacher_needed(config, out, base if base_on_teacher else None):
+                teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
+            if config.instructions:
+                source = _instructions(config, out / "instructions")
+                config = config.model_copy(update={"distill": config.distill.model_copy(
+                    update={"input": config.distill.input.model_copy(update={"source": source})})})
+            for method in config.methods:
+                _distill(config, method, out / method / "distill", out)
+            if base_on_teacher:
+                _evaluate(config, config.train.model, base)
         for method in config.methods:
-            _distill(config, method, out / method / "distill", out)
-        if base_on_teacher:
+            _train(config, out / method)
+        for method in config.methods:
+            _evaluate(config, str(out / method / "student" / "model"), out / method / "eval")
+        if config.eval.base:
             _evaluate(config, config.train.model, base)
-    for method in config.methods:
-        _train(config, out / method)
-    for method in config.methods:
-        _evaluate(config, str(out / method / "student" / "model"), out / method / "eval")
-    if config.eval.base:
-        _evaluate(config, config.train.model, base)
-    return report.write([out], out / "report")
+        return report.write([out], out / "report")
 
 
 def _eval_configs(config: RunConfig, model: str, folder: Path) -> list[EvalConfig]:

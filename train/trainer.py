@@ -11,6 +11,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from amr.config import ConfigError, TrainConfig
+from amr.logs import job_logs
 from amr.model_store import resolve
 from amr.runtime import init_ray, package_versions, require_shared_storage
 from amr.storage import RunDir

@@ -38,6 +38,7 @@ from amr.config import ConfigError, DistillConfig
 from amr.data import iter_instructions, load_instructions
 from amr.embeddings import EmbedderActors
 from amr.engines import Teacher, open_teacher
+from amr.logs import job_logs
 from amr.methods import Method, method
 from amr.modules import ModuleDB
 from amr.parsing import python_code
@@ -67,36 +68,37 @@ def run(config: DistillConfig) -> dict[str, Any]:
     """Run (or resume) the job; return its manifest (also ``<run_dir>/manifest.json``). The teacher is shared
     with an enclosing ``open_teacher`` of the same engine (``amr run`` shares one between methods)."""
     start = time.perf_counter()
-    run_dir = RunDir(config.run_dir)
-    total = _input(config, run_dir)  # bad input fails here, before Ray starts
-    if not total:
-        raise ConfigError(f"input.source: {config.input.source} holds no instruction")
-    init_ray(config.ray)
-    require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
-    chosen = method(config.method)
-    # the CPU-side actors first: they start in the background while the teacher's engine starts
-    with ordered(), ExitStack() as resources:
-        sandbox = resources.enter_context(SandboxActors(config.sandbox))
-        embedders = resources.enter_context(_embedders(config)) if chosen.uses_modules else None
-        teacher = resources.enter_context(open_teacher(config.teacher, config.model_store))
-        job = _Job(config, chosen, run_dir, total, teacher, sandbox, embedders)
-        rows: str | ray.data.Dataset = INPUT
-        for stage in chosen.stages:
-            rows = STEPS[stage](job, rows)
-        dataset = _dataset(config, chosen, run_dir.read_stage(rows) if isinstance(rows, str) else rows, total,
-                           sandbox, run_dir)
-        manifest = {
-            "method": config.method,
-            "config": config.model_dump(mode="json"),
-            "teacher_model": teacher.model,
-            "teacher": teacher.state(),
-            "versions": package_versions(PACKAGES),
-            "stages": job.stages,
-            "modules": job.modules,
-            "dataset": dataset,
-            "wall_time_s": round(time.perf_counter() - start, 1),
-        }
-    run_dir.write_json("manifest.json", manifest)
+    with job_logs(config.run_dir):
+        run_dir = RunDir(config.run_dir)
+        total = _input(config, run_dir)  # bad input fails here, before Ray starts
+        if not total:
+            raise ConfigError(f"input.source: {config.input.source} holds no instruction")
+        init_ray(config.ray)
+        require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
+        chosen = method(config.method)
+        # the CPU-side actors first: they start in the background while the teacher's engine starts
+        with ordered(), ExitStack() as resources:
+            sandbox = resources.enter_context(SandboxActors(config.sandbox))
+            embedders = resources.enter_context(_embedders(config)) if chosen.uses_modules else None
+            teacher = resources.enter_context(open_teacher(config.teacher, config.model_store))
+            job = _Job(config, chosen, run_dir, total, teacher, sandbox, embedders)
+            rows: str | ray.data.Dataset = INPUT
+            for stage in chosen.stages:
+                rows = STEPS[stage](job, rows)
+            dataset = _dataset(config, chosen, run_dir.read_stage(rows) if isinstance(rows, str) else rows, total,
+                               sandbox, run_dir)
+            manifest = {
+                "method": config.method,
+                "config": config.model_dump(mode="json"),
+                "teacher_model": teacher.model,
+                "teacher": teacher.state(),
+                "versions": package_versions(PACKAGES),
+                "stages": job.stages,
+                "modules": job.modules,
+                "dataset": dataset,
+                "wall_time_s": round(time.perf_counter() - start, 1),
+            }
+        run_dir.write_json("manifest.json", manifest)
     return manifest
 
 

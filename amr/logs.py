@@ -1,0 +1,242 @@
+"""Where log lines go. The job's own lines (the ``amr`` loggers) go to the terminal. Other programs' lines go
+to the terminal only from WARNING up: those of Ray, Ray Data, Ray Serve, vLLM, transformers and the rest in
+this process, and the Ray workers' output that Ray forwards to the driver (the vLLM engine in the teacher's
+Serve replica, Ray Data's tasks, the sandbox). A job writes every line, its own and the others', to its run's
+``logs/job.log``:
+
+    with job_logs(run_dir):    # <run_dir>/logs/job.log, and logs/ray/<session>/: a link to Ray's own log files
+        ...
+
+``configure`` sets the terminal's level for the other programs' lines (``amr -v``, ``--log-level``,
+``AMR_LOG_LEVEL``); a job started without it (the Python API) uses ``AMR_LOG_LEVEL`` or WARNING, and
+nothing is filtered outside jobs. Errors and warnings always reach the terminal: a line is hidden only when
+it says that it is below the level (``INFO ...``, vLLM's ``(EngineCore pid=..) INFO ...``, glog's ``I1204``,
+a JSON record's ``"levelname": "INFO"``, a progress bar), or continues such a line of the same process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlparse
+
+ENV = "AMR_LOG_LEVEL"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+log = logging.getLogger("amr.logs")
+workers = logging.getLogger("ray.workers")
+"""The Ray workers' output lines, one record each, prefixed like Ray prints them: for the job's log files only."""
+workers.propagate = False
+workers.addHandler(logging.NullHandler())  # outside jobs: no "last resort" printing of these
+
+_configured: int | None = None  # configure's level (the command line's), for the whole process
+_terminal: int | None = None  # the level in force on the terminal for other programs' lines; None: all shown
+_files: list[logging.FileHandler] = []  # the running jobs' log files, outermost first
+
+
+def level_of(name: str | int | None) -> int:
+    """A level's number from its name (any case) or number; None: ``AMR_LOG_LEVEL``, or WARNING."""
+    name = name if name not in (None, "") else os.environ.get(ENV) or "WARNING"
+    if isinstance(name, int) or str(name).isdigit():
+        return int(name)
+    if str(name).upper() not in LEVELS:
+        raise ValueError(f"log level {name!r}: one of {', '.join(LEVELS)}")
+    return logging.getLevelName(str(name).upper())
+
+
+def configure(level: str | int | None = None, verbose: bool = False) -> int:
+    """The terminal's level for other programs' lines, from now on: ``level`` (None: ``AMR_LOG_LEVEL``, or
+    WARNING), INFO or lower when ``verbose``. The ``amr`` loggers show INFO, DEBUG too at level DEBUG."""
+    global _configured, _terminal
+    _configured = _terminal = min(level_of(level), logging.INFO) if verbose else level_of(level)
+    logging.getLogger("amr").setLevel(min(_configured, logging.INFO))
+    _sweep()
+    return _configured
+
+
+@contextmanager
+def job_logs(run_dir: str | Path, name: str = "logs") -> Iterator[Path]:
+    """A job's log files in ``<run_dir>/<name>/``: ``job.log`` (appended to: a resumed job's lines follow the
+    first run's) gets every log line of this process from INFO up (DEBUG too at level DEBUG) and the Ray
+    workers' output; ``ray/<session>`` links to the Ray session's own log files (raylet, Serve, Ray Data, each
+    worker's stdout and stderr). A run directory in an object store keeps its logs in a local folder
+    (``<tmp>/amr-logs/<scheme>/<bucket>/<path>/``), which the job's first line names. Jobs nest (``amr run``):
+    an inner job's lines go to its own files and to the outer job's."""
+    global _terminal
+    folder = local_folder(run_dir, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    before = _terminal
+    _terminal = _configured if _configured is not None else level_of(None)
+    handler = logging.FileHandler(folder / "job.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setLevel(min(_terminal, logging.INFO))
+    handler.stream.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}): "
+                         f"{' '.join(sys.argv)}\n")
+    outermost = not _files
+    _files.append(handler)
+    _sweep()
+    if outermost:
+        where = f" (a local folder: {run_dir} is in an object store)" if "://" in str(run_dir) else ""
+        log.info("logs: %s%s", folder, where)
+    try:
+        yield folder
+    except BaseException as exc:
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):  # the terminal gets the error from the caller
+            handler.stream.write("".join(traceback.format_exception(exc)))
+        raise
+    finally:
+        _link_ray_logs(folder)
+        _files.remove(handler)
+        for logger in _loggers():
+            logger.removeHandler(handler)
+        handler.close()
+        _terminal = before
+
+
+def local_folder(run_dir: str | Path, name: str = "logs") -> Path:
+    """Where a run's logs go: ``<run_dir>/<name>``, or a local folder for an object-store URI."""
+    if "://" not in str(run_dir):
+        return Path(run_dir).expanduser() / name
+    uri = urlparse(str(run_dir))
+    return Path(tempfile.gettempdir(), "amr-logs", uri.scheme, uri.netloc, *uri.path.strip("/").split("/"), name)
+
+
+def follow_ray() -> None:
+    """After ``ray.init``: Ray's printer of the workers' output passes each line through the level and the
+    running jobs' files, and loggers Ray made meanwhile get the same treatment as the others."""
+    _sweep()
+    try:  # Ray has no public hook for the worker lines it prints on the driver: wrap its printer, where Ray keeps it
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    dispatcher.handlers = [(name, _Printer(handler) if name == "ray_print_logs" and not isinstance(handler, _Printer)
+                            else handler) for name, handler in dispatcher.handlers]
+    for job in _files:
+        _link_ray_logs(Path(job.baseFilename).parent)
+
+
+class _OtherPrograms(logging.Filter):
+    """On a terminal handler: records of loggers other than ``amr`` pass from the terminal's level up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (_terminal is None or record.levelno >= _terminal or record.name == "amr"
+                or record.name.startswith("amr."))
+
+
+_OTHERS = _OtherPrograms()
+
+
+def _loggers() -> list[logging.Logger]:
+    return [logging.root, *(logger for logger in list(logging.root.manager.loggerDict.values())
+                            if isinstance(logger, logging.Logger))]
+
+
+def _sweep() -> None:
+    """Every logger's terminal handlers get the level filter; the running jobs' files are added where records
+    stop propagating: the root logger and every logger that does not propagate (``amr``, ``ray``, ``ray.data``,
+    ``ray.serve``, ``transformers``, ...)."""
+    for logger in _loggers():
+        for handler in logger.handlers:
+            if (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+                    and not type(handler).__module__.startswith("_pytest") and _OTHERS not in handler.filters):
+                handler.addFilter(_OTHERS)
+        if logger is logging.root or not logger.propagate:
+            for job in _files:
+                if job not in logger.handlers:
+                    logger.addHandler(job)
+
+
+def _link_ray_logs(folder: Path) -> None:
+    """``<folder>/ray/<session>``: a link to this Ray session's log directory (on this node)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    except Exception:  # Ray Client, or Ray's internals changed: job.log holds the workers' output anyway
+        return
+    link = folder / "ray" / logs.parent.name
+    if not link.is_symlink() and not link.exists():
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(logs, target_is_directory=True)
+
+
+_LEVEL_WORD = re.compile(r"\b(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)\b")
+_GLOG = re.compile(r"^\[?([DIWEF])\d{4} \d\d:\d\d:\d\d")
+_JSON = re.compile(r'^\{.*?"levelname": "(\w+)"')
+_INNER = re.compile(r"^\([^()]*pid=\d+\)\s*")  # vLLM's own prefix: (EngineCore pid=25230)
+_ERROR = re.compile(r"^(Traceback \(most recent call last\)|(\w+\.)*\w*(Error|Exception)\b)")
+_WARNING = re.compile(r"\w*Warning: ")
+_PROGRESS = re.compile(r"\d+%\||\| *\d+/\d+ \[")
+_NAMES = {"D": logging.DEBUG, "I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL,
+          "WARN": logging.WARNING, "FATAL": logging.CRITICAL}
+
+
+def line_level(line: str) -> int | None:
+    """The level a worker's output line states; None: it states none (a continued record, a print)."""
+    text = _INNER.sub("", line, count=1)
+    if _ERROR.match(text):
+        return logging.ERROR
+    if found := _JSON.match(text) or _LEVEL_WORD.search(text[:40]):
+        name = found.group(1).upper()
+        return _NAMES.get(name) or (logging.getLevelName(name) if name in LEVELS else None)
+    if found := _GLOG.match(text):
+        return _NAMES[found.group(1)]
+    if _WARNING.search(text):
+        return logging.WARNING
+    if _PROGRESS.search(text):
+        return logging.INFO
+    return None
+
+
+class _Printer:
+    """Ray's printer of the workers' output (``log_to_driver``), behind the level and the jobs' files. A line
+    without a level of its own has its process's last one (the rest of a traceback, of a warning); the first
+    line of a process without one counts as a warning, and raylet's lines (a worker killed for memory) as
+    errors."""
+
+    def __init__(self, show: Callable[[dict[str, Any]], None]):
+        self.show = show
+        self.last: dict[Any, int] = {}
+
+    def __call__(self, data: dict[str, Any]) -> None:
+        try:
+            lines = data.get("lines") or []
+            kept = self.lines(data, lines)
+        except Exception:  # never lose the workers' output to a bug here
+            kept = lines = data.get("lines") or []
+        if len(kept) == len(lines):
+            self.show(data)
+        elif kept:
+            self.show({**data, "lines": kept})
+
+    def lines(self, data: dict[str, Any], lines: list[str]) -> list[str]:
+        pid = data.get("pid")
+        source = data.get("actor_name") or data.get("task_name") or ""
+        where = f", ip={data['ip']}" if data.get("ip") and data.get("ip") != data.get("localhost") else ""
+        prefix = f"({source}{' ' if source else ''}pid={pid}{where})"
+        if len(self.last) > 10_000:
+            self.last.clear()
+        kept = []
+        for line in lines:
+            if pid == "raylet":
+                level = logging.ERROR
+            else:
+                level = line_level(line)
+                level = self.last.get(pid, logging.WARNING) if level is None else level
+                self.last[pid] = level
+            if _files:
+                workers.log(level, "%s %s", prefix, line)
+            if _terminal is None or level >= _terminal:
+                kept.append(line)
+        return kept
