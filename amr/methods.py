@@ -55,6 +55,9 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
            ("direct", "decompose", "waves"), "are"),
     Method("amr", "AMR-Evol", "The full method: R_d, modular decomposition, retrieval from the module table, "
            "adaptive response evolution, table growth.", ("direct", "decompose", "embed", "waves"), "are"),
+    Method("amr-checked", "AMR-Evol, checked", "Beyond the paper: AMR-Evol, then R_d and the evolved answer run "
+           "against teacher-written tests; the evolved answer is kept unless it fails where R_d passes.",
+           ("direct", "decompose", "embed", "waves", "anstest", "check"), "checked"),
 )
 METHODS: dict[str, Method] = {m.name: m for m in REGISTRY}
 REFERENCE = "direct"

@@ -55,17 +55,49 @@ def _parse_lenient(code: str) -> list[ast.stmt]:
 def function_specs(response: str) -> list[dict[str, str]]:
     """Function specs from a modular-decomposition answer: ``name``, ``signature``, ``description``.
 
-    A spec is a top-level function with a docstring in a code block; its body (``...``, ``pass`` or
-    real code) is dropped. Specs repeated by name keep their first occurrence.
+    A spec is a top-level function in a code block (or in the answer, when it has none) described by its
+    docstring, or, as the paper writes them, by ``# Description: ...`` comments or ``Description: ...`` lines
+    under the signature. Its body (``...``, ``pass`` or real code) is dropped; a function without a
+    description is not a spec. Specs repeated by name keep their first occurrence.
     """
     specs: dict[str, dict[str, str]] = {}
     for block in code_blocks(response) or [response or ""]:
-        for node in _parse_lenient(block):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in specs:
-                doc = ast.get_docstring(node)
-                if doc:
-                    specs[node.name] = {"name": node.name, "signature": _signature(node), "description": doc}
+        for chunk in re.split(r"^(?=(?:async\s+)?def\s)", block, flags=re.MULTILINE):
+            spec = _spec(chunk)
+            if spec and spec["name"] not in specs:
+                specs[spec["name"]] = spec
     return list(specs.values())
+
+
+_HEADER = re.compile(r"((?:async\s+)?def\s+(\w+)\s*\(.*?\)\s*(?:->\s*[^:\n]+)?):", re.DOTALL)
+
+
+def _spec(chunk: str) -> dict[str, str] | None:
+    """The spec of one top-level ``def`` and what follows it, or None."""
+    header = _HEADER.match(chunk)
+    if not header:
+        return None
+    try:
+        node = ast.parse(chunk).body[0]
+    except SyntaxError:
+        node = None
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if doc := ast.get_docstring(node):
+            return {"name": node.name, "signature": _signature(node), "description": doc}
+        name, signature = node.name, _signature(node)
+        lines = [line for line in chunk[header.end():].splitlines() if line.strip().startswith("#")]
+    else:  # not Python: a signature with prose under it
+        name, signature = header.group(2), " ".join(header.group(1).split())
+        lines = chunk[header.end():].splitlines()
+    description = " ".join(text for line in lines if (text := _described(line)))
+    return {"name": name, "signature": signature, "description": description} if description else None
+
+
+def _described(line: str) -> str:
+    """A description line without its comment mark, quotes and ``Description:`` label; '' for code stubs."""
+    text = line.strip().lstrip("#").strip().strip("\"'").strip()
+    text = re.sub(r"^description\s*:\s*", "", text, flags=re.IGNORECASE)
+    return "" if text in ("...", "pass", "") else text
 
 
 def defined_functions(code: str) -> list[dict[str, str]]:

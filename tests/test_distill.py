@@ -175,6 +175,29 @@ def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):
     assert len(scripted.requests) == calls  # resumed: no teacher call
 
 
+def _breaks_add(messages: list[dict[str, str]]) -> str:
+    """The module's teacher, except that its evolved answer to the add task is wrong (R_d stays right)."""
+    answer = script(messages)
+    if messages[0]["content"] == response_evolution.SYSTEM and "Task: add." in messages[1]["content"]:
+        return answer.replace("return a + b", "return a - b")
+    return answer
+
+
+def test_amr_checked_keeps_r_d_where_the_evolved_answer_breaks_it(ray_local, tmp_path):
+    with ScriptedTeacher(_breaks_add) as teacher:
+        paper = distill.run(config(tmp_path / "amr", teacher, method="amr"))
+        checked = distill.run(config(tmp_path / "checked", teacher, method="amr-checked"))
+    # the paper's method keeps the broken add; the check runs both answers against the teacher's own tests
+    # (SELF_TESTS: add's passes R_d and fails the evolved one; is_even has none; the others fail R_d, which
+    # lacks its helpers) and falls back to R_d for add only
+    assert paper["dataset"]["response_accuracy"] == 0.5
+    assert checked["stages"]["check"]["checked_source"] == {"are": 3, "direct": 1}
+    assert checked["stages"]["check"]["are_self_test_status"] == {"failed": 1, "passed": 2, "no tests": 1}
+    rows = pq.read_table(Path(checked["config"]["run_dir"]) / "check.parquet").to_pylist()
+    assert {r["id"]: r["checked_source"] for r in rows}["t/add"] == "direct"
+    assert checked["dataset"]["response_accuracy"] == 0.75  # count_evens's own test is wrong on purpose
+
+
 def test_amr_modules_bootstrap_fills_a_table_once(ray_local, scripted, tmp_path):
     from typer.testing import CliRunner
 

@@ -90,3 +90,14 @@ def test_assert_statements_survive_a_broken_line():
     response = "```python\nassert f(1) == 2\nassert f(2) == (\nx = 3\nassert f(3) == 4\n```\n```python\nassert g()\n```"
     assert assert_statements(response) == ["assert f(1) == 2", "assert f(3) == 4", "assert g()"]
     assert assert_statements("no code") == []
+
+
+def test_function_specs_in_the_papers_description_style():
+    commented = "```python\ndef is_prime(n: int) -> bool:\n    # Description: Check whether n is a prime number.\n    ...\n```"
+    prose = "```\ndef count_vowels(s: str) -> int:\n    Description: Count the vowels of s.\n\ndef main(s):\n    pass\n```"
+    assert function_specs(commented) == [{"name": "is_prime", "signature": "def is_prime(n: int) -> bool",
+                                          "description": "Check whether n is a prime number."}]
+    assert function_specs(prose) == [{"name": "count_vowels", "signature": "def count_vowels(s: str) -> int",
+                                      "description": "Count the vowels of s."}]
+    # an implementation without a description is not a spec, with or without the label
+    assert function_specs("```python\ndef add(a, b):\n    return a + b\n```") == []

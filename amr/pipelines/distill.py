@@ -46,6 +46,7 @@ from amr.runtime import init_ray, ordered, package_versions, require_shared_stor
 from amr.sandbox.stage import SandboxActors
 from amr.stages import (
     calls,
+    check,
     cot,
     decompose,
     direct,
@@ -190,9 +191,17 @@ def _waves_step(job: _Job, rows: str) -> str:
     return WAVES
 
 
+def _check(job: _Job, rows: str) -> str:
+    checked = job.streamed("check", lambda: check.run(job.read(rows), job.sandbox))
+    for column in ("checked_source", "are_self_test_status"):
+        job.stages["check"][column] = dict(Counter(v for b in job.run_dir.scan_columns(checked, [column])
+                                                   for v in b[column]))
+    return checked
+
+
 STEPS: dict[str, Callable[[_Job, str], str | ray.data.Dataset]] = {
     "direct": _direct, "cot": _cot, "anstest": _anstest, "repair": _repair, "decompose": _decompose,
-    "embed": _embed, "waves": _waves_step,
+    "embed": _embed, "waves": _waves_step, "check": _check,
 }
 """Each stage of a method (``amr.methods.Method.stages``): the rows so far (a stage's directory) -> the next."""
 
