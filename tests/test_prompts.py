@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from amr.parsing import (
@@ -10,7 +12,7 @@ from amr.parsing import (
     defined_functions,
     function_specs,
 )
-from amr.prompts import cot, decompose, direct, repair, response_evolution, testgen
+from amr.prompts import bootstrap, cot, decompose, direct, repair, response_evolution, testgen
 
 BUILDERS = {
     "decompose": lambda: decompose.messages("Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
@@ -34,25 +36,49 @@ def test_paper_structure(stage):
 
 def test_one_shot_examples_parse_as_what_they_teach():
     specs = function_specs(decompose.SYSTEM.split("### Function Specifications:")[1])
-    assert [s["name"] for s in specs] == ["tokenize_words", "count_occurrences", "repeated_words"]
+    assert [s["name"] for s in specs] == ["parse_score", "rank_by_score", "top_scorers"]
+    draft: dict = {}
+    exec(code_blocks(decompose.SYSTEM)[0], draft)
+    assert draft["top_scorers"](["ann, 7", "bob,9", "al,7", "cy,1"], 3) == ["bob", "al", "ann"]
     answer = code_blocks(response_evolution.SYSTEM.split("### Response:")[1])[0]
     namespace: dict = {}
     exec(answer, namespace)
-    assert namespace["repeated_words"]("the cat saw The dog and the cat") == ["the", "cat"]
-    assert [f["name"] for f in defined_functions(answer)] == ["tokenize_words", "count_occurrences", "repeated_words"]
+    assert namespace["slugify"]("  Hello, World! It's 2024 ") == "hello-world-its-2024"
+    assert [f["name"] for f in defined_functions(answer)] == ["strip_punctuation", "split_words", "slugify"]
+    helpers: dict = {}
+    exec(code_blocks(bootstrap.SYSTEM)[0], helpers)
+    total = sum(helpers["line_total"](q, p) for q, p in [(2, 1.25), (1, 3.0)])
+    assert helpers["round_money"](helpers["apply_discount"](total, 10)) == 4.95
+    assert helpers["apply_discount"](10.0, 150) == 0.0
     test = code_blocks(testgen.SYSTEM.split("### Test:")[1])[0]
-    exec(code_blocks(testgen.SYSTEM)[0] + "\n" + test + "\ntest_count_occurrences()", {})
+    exec(code_blocks(testgen.SYSTEM)[0] + "\n" + test + "\ntest_clamp()", {})
+
+
+def test_stages_with_a_function_table_show_different_example_functions():
+    """MD, ARE, bootstrapping and test generation each teach with their own functions: a weak teacher that copies
+    an example does not put one function into the module table from every stage."""
+    names = {m.__name__: {f["name"] for block in code_blocks(m.SYSTEM) for f in defined_functions(block)}
+             | {s["name"] for s in function_specs(m.SYSTEM)}
+             for m in (decompose, response_evolution, bootstrap, testgen)}
+    assert all(names.values()), names
+    for a, b in itertools.combinations(names, 2):
+        assert not names[a] & names[b], (a, b, names[a] & names[b])
 
 
 def test_baseline_one_shot_examples_hold():
     namespace: dict = {}
     exec(code_blocks(cot.SYSTEM)[0], namespace)
-    assert namespace["second_largest"]([3, 1, 3, 2]) == 2 and namespace["second_largest"]([1, 1]) is None
+    merge = namespace["merge_intervals"]
+    assert merge([(5, 6), (1, 3), (2, 4), (4, 4)]) == [(1, 4), (5, 6)] and merge([]) == []
     tests = "\n".join(assert_statements(repair.TESTS_SYSTEM))
     broken, fixed = code_blocks(repair.REPAIR_SYSTEM)
     with pytest.raises(AssertionError):
         exec(broken + "\n" + tests, {})
     exec(fixed + "\n" + tests, {})
+    feedback = repair.REPAIR_SYSTEM.split("### Execution Feedback:\n")[1].splitlines()[0]
+    line = int(feedback.split("test.py:")[1].split(":")[0])
+    # what the sandbox reports when the stage runs the parsed asserts (amr.stages.repair)
+    assert feedback == f"AssertionError at test.py:{line}: {tests.splitlines()[line - 1]}"
 
 
 def test_evolve_shows_no_draft_and_marks_empty_retrieval():

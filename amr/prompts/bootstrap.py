@@ -10,21 +10,25 @@ correct body, using only the standard library. Put all functions in one Python c
 
 ## One-Shot Example
 ### Python Question:
-Write a function to find the words in a sentence that appear more than once.
+Write a function to compute the total price of a shopping cart given as (item, quantity, unit price)
+tuples, after a percentage discount.
 
 ### Helper Functions:
 ```python
-from collections import Counter
+def line_total(quantity: int, unit_price: float) -> float:
+    """The price of one cart line: quantity times unit price."""
+    return quantity * unit_price
 
 
-def tokenize_words(text: str) -> list[str]:
-    """Split text into lower-case words on whitespace."""
-    return text.lower().split()
+def apply_discount(amount: float, percent: float) -> float:
+    """The amount less a percentage discount, the percentage limited to 0-100."""
+    percent = min(max(percent, 0.0), 100.0)
+    return amount * (100.0 - percent) / 100.0
 
 
-def count_occurrences(items: list) -> dict:
-    """Count how many times each item occurs."""
-    return dict(Counter(items))
+def round_money(amount: float) -> float:
+    """Round an amount of money to whole cents."""
+    return round(amount, 2)
 ```'''
 
 

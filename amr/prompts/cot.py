@@ -9,23 +9,25 @@ a correct, complete and efficient Python solution in one Markdown code block.
 
 ## One-Shot Example
 ### Python Question:
-Write a function to return the second largest distinct number in a list, or None if there is none.
+Write a function to merge overlapping intervals given as (start, end) pairs, returning the merged intervals
+sorted by start.
 
 ### Response:
 Reasoning:
-1. Duplicates do not count, so work on the set of values.
-2. With fewer than two distinct values there is no second largest: return None.
-3. One pass keeping the largest and second largest avoids sorting.
+1. Sorted by start, every interval that can overlap the last merged one comes right after it.
+2. An interval overlaps the last merged one when it starts at or before that one's end (touching intervals
+   merge too): then the merged end is the larger of the two ends.
+3. Otherwise it starts a new merged interval. An empty input gives an empty list.
 
 ```python
-def second_largest(numbers: list[int]) -> int | None:
-    first = second = None
-    for n in set(numbers):
-        if first is None or n > first:
-            first, second = n, first
-        elif second is None or n > second:
-            second = n
-    return second
+def merge_intervals(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 ```'''
 
 

@@ -12,53 +12,50 @@ its example test uses.
 
 ## One-Shot Example
 ### Python Question:
-Write a function `repeated_words(sentence)` to find the words in a sentence that appear more than
-once, in order of first use.
+Write a function `top_scorers(lines, n)` that reads lines of the form "name,score" and returns the names
+of the n highest scores, highest first, equal scores in alphabetical order of name.
 
 ### Draft Answer:
 ```python
-def repeated_words(sentence):
-    words = sentence.lower().split()
-    counts = {}
-    for w in words:
-        counts[w] = counts.get(w, 0) + 1
-    seen, out = set(), []
-    for w in words:
-        if counts[w] > 1 and w not in seen:
-            seen.add(w)
-            out.append(w)
-    return out
+def top_scorers(lines, n):
+    scores = []
+    for line in lines:
+        name, score = line.split(",")
+        scores.append((name.strip(), int(score)))
+    scores.sort(key=lambda pair: (-pair[1], pair[0]))
+    return [name for name, _ in scores[:n]]
 ```
 
 ### Function Specifications:
 ```python
-def tokenize_words(sentence: str) -> list[str]:
-    """Split a sentence into lower-case words on whitespace.
+def parse_score(line: str) -> tuple[str, int]:
+    """Parse a "name,score" line.
 
     Args:
-        sentence: the text to split.
+        line: a name and an integer score, separated by a comma.
     Returns:
-        The words, in order.
+        The name without surrounding spaces, and the score.
     """
     ...
 
-def count_occurrences(items: list[str]) -> dict[str, int]:
-    """Count how many times each item occurs.
+def rank_by_score(scores: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Order (name, score) pairs from the highest score down, equal scores by name.
 
     Args:
-        items: the items to count.
+        scores: the pairs to order.
     Returns:
-        A mapping from item to its number of occurrences.
+        The pairs, highest score first.
     """
     ...
 
-def repeated_words(sentence: str) -> list[str]:
-    """Words that occur more than once in a sentence, in order of first occurrence.
+def top_scorers(lines: list[str], n: int) -> list[str]:
+    """The names of the n highest scores among "name,score" lines.
 
     Args:
-        sentence: the text to inspect.
+        lines: one "name,score" record per line.
+        n: how many names to return.
     Returns:
-        Each repeated word once, in the order it first appears.
+        Up to n names, highest score first, equal scores in alphabetical order.
     """
     ...
 ```'''

@@ -25,11 +25,11 @@ solution.
 Add new constraints and requirements to the original problem, adding approximately 10 additional words.
 
 ### Problem:
-Write a function to find the shared elements from the given two lists.
+Write a function to parse a query string such as 'a=1&b=2' into a dictionary.
 
 ### Rewritten Problem:
-Write a function to find the shared elements from the given two lists, keeping the order of the first list
-and listing each shared element only once.'''
+Write a function to parse a query string such as 'a=1&b=2' into a dictionary, collecting the values of a
+repeated key into a list and ignoring empty pairs.'''
 
 
 def messages(instruction: str, heuristic: str) -> list[dict[str, str]]:

@@ -11,13 +11,13 @@ different task, even a related one. Reply with "Yes" or "No" on the first line, 
 
 ## One-Shot Example
 ### Benchmark Problem:
-Write a function to find the shared elements from the given two lists.
+Write a function to mask every character of a card number except the last four with '*'.
 
 ### Training Instruction:
-Create a Python function that returns the elements common to two input lists.
+Create a Python function that hides all but the final four digits of a credit card string behind asterisks.
 
 ### Same Problem:
-Yes. Both ask for the intersection of two lists.'''
+Yes. Both ask to replace all but the last four characters of a card number with asterisks.'''
 
 
 def messages(benchmark: str, instruction: str) -> list[dict[str, str]]:

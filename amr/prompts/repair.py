@@ -10,14 +10,14 @@ assert statements in one Python code block.
 
 ## One-Shot Example
 ### Python Question:
-Write a function `is_palindrome(text)` to check whether a string reads the same backwards, ignoring case.
+Write a function `initials(name)` that returns the upper-case initials of a person's name, one letter per word.
 
 ### Tests:
 ```python
-assert is_palindrome("") == True
-assert is_palindrome("Abba") == True
-assert is_palindrome("abc") == False
-assert is_palindrome("a") == True
+assert initials("ada lovelace") == "AL"
+assert initials("Grace Brewster Hopper") == "GBH"
+assert initials("  alan   turing ") == "AT"
+assert initials("") == ""
 ```'''
 
 REPAIR_SYSTEM = '''You are a professional coder. You will be given a Python programming question, a
@@ -27,24 +27,23 @@ follow the question where they disagree.
 
 ## One-Shot Example
 ### Python Question:
-Write a function `is_palindrome(text)` to check whether a string reads the same backwards, ignoring case.
+Write a function `initials(name)` that returns the upper-case initials of a person's name, one letter per word.
 
 ### Solution:
 ```python
-def is_palindrome(text):
-    return text == text[::-1]
+def initials(name):
+    return "".join(word[0] for word in name.split())
 ```
 
 ### Execution Feedback:
-assertion failed: assert is_palindrome("Abba") == True
+AssertionError at test.py:1: assert initials('ada lovelace') == 'AL'
 
 ### Response:
-The solution compares case-sensitively; the question asks to ignore case.
+The solution keeps the case of each initial; the question asks for upper-case initials.
 
 ```python
-def is_palindrome(text):
-    text = text.lower()
-    return text == text[::-1]
+def initials(name):
+    return "".join(word[0] for word in name.split()).upper()
 ```'''
 
 

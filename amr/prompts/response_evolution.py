@@ -3,7 +3,7 @@ specs and the verified functions retrieved for them. The direct answer R_d is no
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 SYSTEM = '''You are a professional coder. You will be given a Python programming question, a plan of
 function specifications, and relevant functions taken from a database of verified functions. Write a
@@ -15,56 +15,48 @@ its example test uses, and write its full body: a relevant function alone is not
 
 ## One-Shot Example
 ### Python Question:
-Write a function `repeated_words(sentence)` to find the words in a sentence that appear more than
-once, in order of first use.
+Write a function `slugify(title)` to turn a title into a URL slug: its lower-case words joined by
+hyphens, with punctuation dropped.
 
 ### Function Specifications:
 ```python
-def tokenize_words(sentence: str) -> list[str]:
-    """Split a sentence into lower-case words on whitespace."""
+def split_words(text: str) -> list[str]:
+    """Lower-case words of a text, split on whitespace."""
     ...
 
-def repeated_words(sentence: str) -> list[str]:
-    """Words that occur more than once in a sentence, in order of first occurrence."""
+def slugify(title: str) -> str:
+    """A URL slug of a title: its lower-case words joined by hyphens, without punctuation."""
     ...
 ```
 
 ### Relevant Functions:
 ```python
-from collections import Counter
+import string
 
 
-def count_occurrences(items: list) -> dict:
-    """Count how many times each item occurs."""
-    return dict(Counter(items))
+def strip_punctuation(text: str) -> str:
+    """Remove ASCII punctuation characters from a text."""
+    return text.translate(str.maketrans("", "", string.punctuation))
 ```
 
 ### Response:
 ```python
-from collections import Counter
+import string
 
 
-def tokenize_words(sentence: str) -> list[str]:
-    """Split a sentence into lower-case words on whitespace."""
-    return sentence.lower().split()
+def strip_punctuation(text: str) -> str:
+    """Remove ASCII punctuation characters from a text."""
+    return text.translate(str.maketrans("", "", string.punctuation))
 
 
-def count_occurrences(items: list) -> dict:
-    """Count how many times each item occurs."""
-    return dict(Counter(items))
+def split_words(text: str) -> list[str]:
+    """Lower-case words of a text, split on whitespace."""
+    return text.lower().split()
 
 
-def repeated_words(sentence: str) -> list[str]:
-    """Words that occur more than once in a sentence, in order of first occurrence."""
-    words = tokenize_words(sentence)
-    counts = count_occurrences(words)
-    seen = set()
-    result = []
-    for word in words:
-        if counts[word] > 1 and word not in seen:
-            seen.add(word)
-            result.append(word)
-    return result
+def slugify(title: str) -> str:
+    """A URL slug of a title: its lower-case words joined by hyphens, without punctuation."""
+    return "-".join(split_words(strip_punctuation(title)))
 ```'''
 
 

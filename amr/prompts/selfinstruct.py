@@ -12,11 +12,13 @@ function, stated in one to three sentences, different from every example. Write 
 
 ## One-Shot Example
 ### Example Problems:
-1. Write a function to find the shared elements from the given two lists.
-2. Write a python function to check whether a number is a perfect square.
+1. Write a function to group a list of file names by their extension, returning a dictionary from each extension
+to the names that have it.
+2. Write a function to format a number of bytes as a human-readable size such as '1.5 KB' or '3.0 MB'.
 
 ### New Problem:
-Write a function to return the second largest distinct value in a list of integers, or None if there is none.'''
+Write a function to convert a spreadsheet column number to its letter name, such as 1 to 'A', 26 to 'Z' and 28
+to 'AB'.'''
 
 
 def messages(examples: list[str]) -> list[dict[str, str]]:

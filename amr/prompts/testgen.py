@@ -8,24 +8,22 @@ several assert statements: typical inputs, edge cases and corner cases, each wit
 result. Do not repeat the code; do not use any test framework. Put the test in one Python code block.
 
 ## One-Shot Example
-### Function Under Test: count_occurrences
+### Function Under Test: clamp
 ### Python Function:
 ```python
-def count_occurrences(items: list) -> dict:
-    """Count how many times each item occurs."""
-    counts = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts
+def clamp(value: float, low: float, high: float) -> float:
+    """Limit value to the closed range from low to high."""
+    return max(low, min(value, high))
 ```
 
 ### Test:
 ```python
-def test_count_occurrences():
-    assert count_occurrences([]) == {}
-    assert count_occurrences(["a"]) == {"a": 1}
-    assert count_occurrences(["a", "b", "a"]) == {"a": 2, "b": 1}
-    assert count_occurrences([1, 1, 1]) == {1: 3}
+def test_clamp():
+    assert clamp(5, 0, 10) == 5
+    assert clamp(-3, 0, 10) == 0
+    assert clamp(12, 0, 10) == 10
+    assert clamp(0, 0, 10) == 0
+    assert clamp(2.5, 2.5, 2.5) == 2.5
 ```'''
 
 
