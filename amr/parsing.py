@@ -160,3 +160,18 @@ def assert_statements(response: str) -> list[str]:
                 except SyntaxError:
                     continue
     return found
+
+
+def vacuous_test(test: str, name: str) -> str | None:
+    """Why ``test`` checks nothing about function ``name`` (no assert that calls it), or None when it does. A
+    test that does not parse is left to the sandbox to reject."""
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return None
+    asserts = [n for n in ast.walk(tree) if isinstance(n, ast.Assert)]
+    if not asserts:
+        return "no assert statement in the test"
+    if not any(isinstance(n, ast.Name) and n.id == name for a in asserts for n in ast.walk(a)):
+        return f"no assert calls {name}"
+    return None

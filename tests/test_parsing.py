@@ -101,3 +101,14 @@ def test_function_specs_in_the_papers_description_style():
                                       "description": "Count the vowels of s."}]
     # an implementation without a description is not a spec, with or without the label
     assert function_specs("```python\ndef add(a, b):\n    return a + b\n```") == []
+
+
+def test_a_test_must_assert_something_about_its_function():
+    from amr.parsing import vacuous_test
+
+    assert vacuous_test("def test_f():\n    assert f(2) == 4\n", "f") is None
+    assert vacuous_test("assert f(1) and True", "f") is None
+    assert vacuous_test("def test_f():\n    pass\n", "f") == "no assert statement in the test"
+    assert vacuous_test("def test_f():\n    f(2)\n    assert True\n", "f") == "no assert calls f"
+    assert vacuous_test("print(f(2))", "f") == "no assert statement in the test"
+    assert vacuous_test("def broken(:", "f") is None  # the sandbox reports the syntax error

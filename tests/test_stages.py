@@ -53,11 +53,15 @@ def digit_sum(n: int) -> int:
 TESTS = {
     "primes_below": "def test_primes_below():\n    assert primes_below(10) == [2, 3, 5, 7]\n    assert primes_below(2) == []",
     "digit_sum": "def test_digit_sum():\n    assert digit_sum(123) == 6",  # the function is wrong: rejected
+    "always_true": "def test_always_true():\n    always_true()",  # passes, and checks nothing
 }
 
 
 def script(messages: list[dict[str, str]]) -> str:
     system, user = messages[0]["content"], messages[1]["content"]
+    if messages[-1]["content"] == decompose.REMINDER:  # the retry of an answer without specs
+        return ("```python\ndef digit_sum(n: int) -> int:\n    # Description: Sum of the decimal digits of n.\n    ...\n```"
+                if "digits" in user else "Still no split.")
     if system == decompose.SYSTEM:
         return "Plan:\n" + MD_ANSWER if "primes" in user else "I would not split this."
     if system == response_evolution.SYSTEM:
@@ -101,6 +105,23 @@ def test_decompose_parses_specs_and_says_why_none(ray_local, scripted):
     assert json.loads(out["b"]["specs"]) == [] and out["b"]["md_reason"].startswith("no function")
 
 
+def test_decompose_retries_once_with_a_reminder_of_the_format(ray_local, scripted):
+    rows = [{"id": "c", "instruction": "Sum the digits of n.", "direct_response": "```python\nx = 1\n```"},
+            {"id": "b", "instruction": "Print hello.", "direct_response": "print('hello')"}]
+    teacher = OpenAITeacher(scripted.config())
+    first = md_stage.run(ray_local.data.from_items(rows), teacher).take_all()
+    assert all(md_stage.needs_retry(r) and not r["md_retried"] for r in first)
+    seen = len(scripted.requests)
+    again = {r["id"]: r for r in md_stage.retry(ray_local.data.from_items(first), teacher).take_all()}
+    assert json.loads(again["c"]["specs"]) == [{"name": "digit_sum", "signature": "def digit_sum(n: int) -> int",
+                                                "description": "Sum of the decimal digits of n."}]
+    assert again["c"]["md_retried"] and again["c"]["md_reason"] is None
+    assert again["b"]["md_retried"] and again["b"]["md_reason"].startswith("no function")  # left as it is, counted
+    request = next(r for r in scripted.requests[seen:] if "digits" in r[1]["content"])
+    assert [m["role"] for m in request] == ["system", "user", "assistant", "user"]
+    assert request[2]["content"] == "I would not split this."  # the answer it gave the first time
+
+
 def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted, db, embedder):
     specs = json.dumps([{"name": "is_prime", "signature": "def is_prime(n: int) -> bool",
                          "description": "Check whether n is prime."},
@@ -138,8 +159,12 @@ def test_growth_inserts_novel_verified_functions_only(ray_local, scripted, db, e
         ("a", "is_prime", "known"), ("b", "is_prime", "known"),
         ("b", "primes_below", "duplicate in wave"), ("b", "digit_sum", "duplicate in wave")]
     with SandboxActors(SandboxConfig(require="bwrap", workers=1)) as sandbox:
-        verified = grow.verify(kept, OpenAITeacher(scripted.config()), sandbox)
+        vacuous = {"instruction_id": "a", "name": "always_true", "signature": "def always_true() -> bool",
+                   "description": "True.", "code": "def always_true() -> bool:\n    return True\n",
+                   "vector": kept[0]["vector"]}
+        verified = grow.verify([*kept, vacuous], OpenAITeacher(scripted.config()), sandbox)
     outcomes = {c["name"]: (c["outcome"], c["reason"]) for c in verified}
+    assert outcomes["always_true"] == ("no test", "no assert statement in the test")  # never run, never inserted
     assert outcomes["primes_below"] == ("verified", "")
     assert outcomes["digit_sum"][0] == "rejected" and "assert digit_sum(123) == 6" in outcomes["digit_sum"][1]
     assert grow.insert(verified, db, run="r1", stage="growth") == 1

@@ -69,11 +69,11 @@ def run(config: DistillConfig) -> dict[str, Any]:
     """Run (or resume) the job; return its manifest (also ``<run_dir>/manifest.json``). The teacher is shared
     with an enclosing ``open_teacher`` of the same engine (``amr run`` shares one between methods)."""
     start = time.perf_counter()
+    run_dir = RunDir(config.run_dir)
+    total = _input(config, run_dir)  # bad input fails here, before Ray starts and before any write
+    if not total:
+        raise ConfigError(f"input.source: {config.input.source} holds no instruction")
     with job_logs(config.run_dir):
-        run_dir = RunDir(config.run_dir)
-        total = _input(config, run_dir)  # bad input fails here, before Ray starts
-        if not total:
-            raise ConfigError(f"input.source: {config.input.source} holds no instruction")
         init_ray(config.ray)
         require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
         chosen = method(config.method)
@@ -169,7 +169,15 @@ def _repair(job: _Job, rows: str) -> ray.data.Dataset:
 
 
 def _decompose(job: _Job, rows: str) -> str:
-    specs = job.streamed("decompose", lambda: decompose.run(job.read(rows), job.teacher), "md")
+    """MD, and once more with a reminder of the format for the answers no spec parsed from."""
+    first = specs = job.streamed("decompose", lambda: decompose.run(job.read(rows), job.teacher), "md")
+    retried = _count_where(job.run_dir, first, ["md_error", "md_reason"], decompose.needs_retry)
+    if retried:
+        again = job.streamed("decompose-retry", lambda: decompose.retry(
+            job.read(first).filter(decompose.needs_retry), job.teacher), "md")
+        specs = job.streamed("specs", lambda: job.read(first).filter(lambda r: not decompose.needs_retry(r)).union(
+            job.read(again)))
+    job.stages["decompose"]["retried"] = retried
     job.stages["decompose"]["without_specs"] = _count_where(job.run_dir, specs, ["md_reason"],
                                                             lambda r: r["md_reason"] is not None)
     return specs

@@ -25,6 +25,23 @@ def parse(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(ds: ray.data.Dataset, teacher: Teacher, carry: Sequence[str] | None = None) -> ray.data.Dataset:
-    """Rows with ``instruction`` and ``direct_response`` -> + MD answer, ``specs``, ``md_reason``."""
+    """Rows with ``instruction`` and ``direct_response`` -> + MD answer, ``specs``, ``md_reason``, ``md_retried``
+    (False)."""
     build = lambda row: decompose.messages(row["instruction"], row["direct_response"])  # noqa: E731
-    return ask(ds, teacher, build, "md", carry).map(parse)
+    return ask(ds, teacher, build, "md", carry).map(parse).map(lambda row: {**row, "md_retried": False})
+
+
+def needs_retry(row: dict[str, Any]) -> bool:
+    """The teacher answered, and no spec parsed from the answer."""
+    return not row["md_error"] and row["md_reason"] is not None
+
+
+def retry(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
+    """Rows of ``run`` that need a retry -> asked once more with a reminder of the format; their MD columns
+    replaced by the new answer's, ``md_retried`` True."""
+    answer = ("md_response", "md_error", "md_input_tokens", "md_output_tokens", "specs", "md_reason", "md_retried")
+    carry = [c for c in ds.columns() if c not in answer]
+    build = lambda row: decompose.retry_messages(row["instruction"], row["direct_response"],  # noqa: E731
+                                                 row["md_response"] or "")
+    return ask(ds, teacher, build, "md", carry).map(parse).map(
+        lambda row: {**row, "md_retried": True})

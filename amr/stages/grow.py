@@ -10,7 +10,7 @@ import numpy as np
 from amr.embeddings import Encoder
 from amr.engines import Teacher
 from amr.modules import ModuleDB, spec_text
-from amr.parsing import defined_functions, python_code
+from amr.parsing import defined_functions, python_code, vacuous_test
 from amr.prompts import bootstrap as bootstrap_prompt
 from amr.prompts import testgen
 from amr.sandbox.stage import SandboxActors
@@ -58,16 +58,20 @@ def novel(cands: list[dict[str, Any]], db: ModuleDB, embedder: Encoder, version:
 
 
 def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxActors) -> list[dict[str, Any]]:
-    """Teacher-written test per function, run in the sandbox: adds ``test``, ``outcome``, ``reason``."""
+    """Teacher-written test per function, run in the sandbox: adds ``test``, ``outcome``, ``reason``. A test
+    without an assert that calls the function is no test: nothing would be verified by its passing."""
     rows = [{f: c[f] for f in CANDIDATE_FIELDS} for c in kept]
     tested = ask_rows(rows, teacher, lambda r: testgen.messages(r["code"], r["name"]), "test")
     tests = [python_code(r["test_response"] or "") or "" for r in tested]
-    checkable = [i for i, (row, test) in enumerate(zip(tested, tests)) if not row["test_error"] and test.strip()]
+    unchecked = {i: row["test_error"] or ("no Python test in the answer" if not test.strip() else
+                                          vacuous_test(test, row["name"]))
+                 for i, (row, test) in enumerate(zip(tested, tests))}
+    checkable = [i for i, why in unchecked.items() if not why]
     records = dict(zip(checkable, sandbox.run([{"code": kept[i]["code"], "test": tests[i]} for i in checkable])))
     out = []
     for i, (cand, row, test) in enumerate(zip(kept, tested, tests)):
         if i not in records:
-            outcome, reason = "no test", row["test_error"] or "no Python test in the answer"
+            outcome, reason = "no test", unchecked[i]
         elif records[i]["status"] == "passed":
             outcome, reason = "verified", ""
         else:
