@@ -40,7 +40,20 @@ workers.addHandler(logging.NullHandler())  # outside jobs: no "last resort" prin
 
 _configured: int | None = None  # configure's level (the command line's), for the whole process
 _terminal: int | None = None  # the level in force on the terminal for other programs' lines; None: all shown
-_files: list[logging.FileHandler] = []  # the running jobs' log files, outermost first
+
+
+class _JobFile(logging.FileHandler):
+    """A job's ``job.log``, in its own format (``ray.init`` sets Ray's on every handler of the ``ray`` logger)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8")
+        self.formatter = logging.Formatter(FORMAT)
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 (logging's name)
+        pass
+
+
+_files: list[_JobFile] = []  # the running jobs' log files, outermost first
 
 
 def level_of(name: str | int | None) -> int:
@@ -76,8 +89,7 @@ def job_logs(run_dir: str | Path, name: str = "logs") -> Iterator[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     before = _terminal
     _terminal = _configured if _configured is not None else level_of(None)
-    handler = logging.FileHandler(folder / "job.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler = _JobFile(folder / "job.log")
     handler.setLevel(min(_terminal, logging.INFO))
     handler.stream.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}): "
                          f"{' '.join(sys.argv)}\n")
@@ -227,6 +239,8 @@ class _Printer:
         prefix = f"({source}{' ' if source else ''}pid={pid}{where})"
         if len(self.last) > 10_000:
             self.last.clear()
+        if pid == "autoscaler":  # Ray prints its events only; the rest is in the session's monitor logs
+            return lines
         kept = []
         for line in lines:
             if pid == "raylet":

@@ -1,0 +1,160 @@
+"""Log lines: a job's terminal shows its own lines and other programs' warnings; Ray's, Ray Data's and the Ray
+workers' INFO lines go to <run_dir>/logs/ (job.log, ray/<session>), and -v brings them back to the terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from typer.testing import CliRunner
+
+from amr import logs
+from amr.config import DistillConfig, RayConfig
+from amr.runtime import init_ray
+from jobs.cli import app
+from jobs.common import setup_logging
+from tests.support.scripted_teacher import ScriptedTeacher
+
+pytestmark = pytest.mark.timeout(300)
+
+DATASET_INFO = "Starting execution of Dataset"  # Ray Data's INFO line (driver side) for each dataset it runs
+RAY_INFO = "Started a local Ray instance"  # Ray's
+INSTRUCTIONS = [{"id": f"t/{n}", "instruction": f"Write f{n}() returning {n}.", "tests": [f"assert f{n}() == {n}"]}
+                for n in range(2)]
+
+
+def answer(messages: list[dict[str, str]]) -> str:
+    n = messages[-1]["content"].split("Write f")[1].split("(")[0]
+    return f"```python\ndef f{n}():\n    return {n}\n```"
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    with ScriptedTeacher(answer) as server:
+        yield server
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """The command line's logging set-up, undone afterwards: ``terminal(verbose)``."""
+    monkeypatch.delenv(logs.ENV, raising=False)
+    monkeypatch.setattr(logs, "_configured", None)
+    monkeypatch.setattr(logs, "_terminal", None)
+    project = logging.getLogger("amr")
+    monkeypatch.setattr(project, "handlers", list(project.handlers))
+    monkeypatch.setattr(project, "propagate", project.propagate)
+    monkeypatch.setattr(project, "level", project.level)
+    return lambda verbose: setup_logging(verbose=verbose, log_level=None)
+
+
+def _amr(args: list[str], tmp_path: Path, scripted: ScriptedTeacher) -> tuple[str, Path]:
+    """``amr ARGS distill`` (a direct distillation of two instructions, its own local Ray) in a subprocess: the
+    terminal's text (stdout and stderr) and the run directory."""
+    source = tmp_path / "instructions.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCTIONS))
+    config = DistillConfig(run_dir=str(tmp_path / "run"), method="direct", teacher=scripted.config())
+    config.input.source = str(source)
+    config.sandbox.require, config.sandbox.workers = "bwrap", 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    env = {k: v for k, v in os.environ.items() if k not in (logs.ENV, "RAY_ADDRESS")}
+    done = subprocess.run([str(Path(sys.executable).parent / "amr"), *args, "distill", "--config",
+                           str(tmp_path / "config.yaml")], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr, Path(config.run_dir)
+
+
+def test_other_programs_info_lines_go_to_the_run_logs_not_the_terminal(scripted, tmp_path):
+    shown, run = _amr([], tmp_path, scripted)
+    job_log = (run / "logs" / "job.log").read_text()
+    for line in (DATASET_INFO, RAY_INFO):
+        assert line in job_log and line not in shown
+    assert "logs:" in shown and "dataset: 2 rows" in shown  # the job's own lines
+    sessions = list((run / "logs" / "ray").iterdir())
+    assert len(sessions) == 1 and (sessions[0] / "raylet.out").exists()  # Ray's own log files, linked
+
+
+def test_verbose_brings_them_back_to_the_terminal(scripted, tmp_path):
+    shown, run = _amr(["-v"], tmp_path, scripted)
+    assert DATASET_INFO in shown and RAY_INFO in shown
+    assert DATASET_INFO in (run / "logs" / "job.log").read_text()
+
+
+@ray.remote(num_cpus=0)
+def _say(tag: str) -> None:
+    print(f"INFO {tag}: a worker's info line", flush=True)
+    print(f"WARNING {tag}: a worker's warning", flush=True)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_workers_info_lines_go_to_job_log_and_their_warnings_to_the_terminal(ray_local, terminal, tmp_path, capfd,
+                                                                            verbose):
+    """On the session's Ray, started before the job: Ray forwards the workers' lines to the driver."""
+    terminal(verbose)
+    init_ray(RayConfig())  # joins the running Ray, as a job does
+    tag = f"verbose={verbose}"
+    with logs.job_logs(tmp_path):
+        ray.get(_say.remote(tag))
+        job_log = tmp_path / "logs" / "job.log"
+        deadline = time.monotonic() + 30
+        while f"{tag}: a worker's warning" not in job_log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    shown = "".join(capfd.readouterr())
+    assert f"{tag}: a worker's info line" in job_log.read_text() and f"{tag}: a worker's warning" in shown
+    assert (f"{tag}: a worker's info line" in shown) == verbose
+
+
+def test_a_failing_job_keeps_its_traceback_in_job_log(tmp_path):
+    with pytest.raises(ZeroDivisionError), logs.job_logs(tmp_path):
+        1 / 0
+    assert "ZeroDivisionError" in (tmp_path / "logs" / "job.log").read_text()
+
+
+def test_log_level_options(terminal, monkeypatch):
+    runner = CliRunner()
+    assert runner.invoke(app, ["models", "list"]).exit_code == 0 and logs._configured == logging.WARNING
+    assert runner.invoke(app, ["-v", "models", "list"]).exit_code == 0 and logs._configured == logging.INFO
+    assert runner.invoke(app, ["--log-level", "error", "models", "list"]).exit_code == 0
+    assert logs._configured == logging.ERROR
+    monkeypatch.setenv(logs.ENV, "DEBUG")
+    assert runner.invoke(app, ["models", "list"]).exit_code == 0 and logs._configured == logging.DEBUG
+    result = runner.invoke(app, ["--log-level", "loud", "models", "list"])
+    assert result.exit_code == 2 and "--log-level" in result.output
+
+
+@pytest.mark.parametrize(("line", "level"), [
+    ("INFO 2026-12-04 03:25:35,196 amr-teacher_teacher h76nqo4h -- CALL chat OK", logging.INFO),
+    ("(EngineCore pid=25230) INFO 12-04 03:25:55 [core.py:133] Initializing a V1 LLM engine", logging.INFO),
+    ("(Worker pid=25271) WARNING 12-04 03:26:14 [cpu_worker.py:114] libtcmalloc is not found", logging.WARNING),
+    ('{"asctime": "2026-12-04 03:25:30,353", "levelname": "INFO", "message": "Triton not installed"}', logging.INFO),
+    ("2026-12-04 03:25:02,021\tWARNING authentication_token_setup.py:85 -- Token", logging.WARNING),
+    ("W1204 03:26:12.027000 25271 torch/_library/triton.py:53] Triton not available", logging.WARNING),
+    ("[W1204 03:26:14.900648262 utils.cpp:68] Warning: NUMA binding", logging.WARNING),
+    ("/venv/vllm/triton_utils/dispatcher.py:138: FutureWarning: `reduce_op` is deprecated", logging.WARNING),
+    ("Loading safetensors checkpoint shards: 100% Completed | 1/1 [00:00<00:00,  1.77it/s]", logging.INFO),
+    ("Traceback (most recent call last):", logging.ERROR),
+    ("ray.exceptions.RayTaskError: boom", logging.ERROR),
+    ("  File \"x.py\", line 1, in f", None),
+])
+def test_a_worker_line_states_its_level(line, level):
+    assert logs.line_level(line) == level
+
+
+def test_worker_lines_without_a_level_follow_their_process():
+    shown = []
+    printer = logs._Printer(shown.append)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logs, "_terminal", logging.WARNING)
+        printer({"pid": 1, "lines": ["INFO starting", "  more of it"]})
+        printer({"pid": 2, "lines": ["a print", "Traceback (most recent call last):", '  File "x.py"', "KeyError: 1"]})
+        printer({"pid": "raylet", "lines": ["A worker died or was killed while executing a task"]})
+    assert [line for data in shown for line in data["lines"]] == [
+        "a print", "Traceback (most recent call last):", '  File "x.py"', "KeyError: 1",
+        "A worker died or was killed while executing a task"]
