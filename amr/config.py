@@ -131,7 +131,9 @@ class TeacherConfig(Strict):
 
 
 class InputConfig(Strict):
-    source: str = Field("mbpp-train", description="'mbpp-train' (ids 601-974) or a JSONL/Parquet path.")
+    source: str = Field("mbpp-train", description="'mbpp-train': MBPP train ids 601-974 without the 144 that overlap "
+                        "the evaluation benchmarks (230 left; `amr instructions seed`'s decontamination); "
+                        "'mbpp-train-raw': all 374, MBPP+ tasks included; or a JSONL/Parquet path.")
     limit: int | None = Field(None, ge=1, description="Take the first N instructions.")
 
 

@@ -70,12 +70,13 @@ OutputOption = typer.Option(..., "--output", "-o", help="A .jsonl or .parquet fi
 @user_errors
 def seed(
     output: str = OutputOption,
-    input: str = typer.Option("mbpp-train", "--input", "-i", help="Seeds: 'mbpp-train' (ids 601-974) or a "
+    input: str = typer.Option("mbpp-train-raw", "--input", "-i", help="Seeds: 'mbpp-train-raw' (ids 601-974, "
+                              "all of them: this step removes the overlaps, with its config, and reports them) or a "
                               "JSONL/Parquet file with id and instruction."),
     config: Path = ConfigOption,
     overrides: list[str] = OverridesOption,
 ) -> None:
-    """Seed instructions (MBPP train ids 601-974 by default), decontaminated against the benchmarks."""
+    """Seed instructions (all of MBPP train, ids 601-974, by default), decontaminated against the benchmarks."""
     if report := _run(input, output, config, overrides, decontaminate):
         print_report(report, output)
 

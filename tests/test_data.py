@@ -1,10 +1,23 @@
+import gzip
 import hashlib
 import json
 import re
+from collections import Counter
 
 import pytest
 
-from amr.data import DATA_DIR, InputError, load_instructions, load_requests, mbpp_train
+from amr.data import (
+    DATA_DIR,
+    MBPP_PLUS_V010,
+    MBPP_PLUS_V020,
+    MBPP_TRAIN_OVERLAPS,
+    InputError,
+    load_instructions,
+    load_requests,
+    mbpp_train,
+    mbpp_train_decontaminated,
+    mbpp_train_overlaps,
+)
 
 
 def test_vendored_files_match_their_provenance_checksums():
@@ -21,6 +34,59 @@ def test_mbpp_train_is_ids_601_to_974_with_tests():
     assert first["instruction"].startswith("Write a function to find the longest chain")
     assert first["tests"][0] in first["instruction"]
     assert all(any(t.startswith("assert") for t in r["tests"]) for r in records)
+
+
+def test_builtin_source_leaves_out_the_benchmarks_problems():
+    """``mbpp-train`` (the default input) is MBPP train without its overlaps with the evaluation benchmarks:
+    none of MBPP+ v0.1.0's or v0.2.0's tasks, nothing the exact or n-gram checks tie to HumanEval+, MBPP or MBPP+;
+    ``mbpp-train-raw`` is all of it. ``limit`` takes the first N of the source."""
+    from amr.config import DecontamConfig
+    from amr.decontam import NgramIndex, benchmark_items
+
+    clean, raw = load_instructions("mbpp-train"), load_instructions("mbpp-train-raw")
+    assert (len(clean), len(raw)) == (230, 374) and raw == mbpp_train() and clean == mbpp_train_decontaminated()
+    removed = mbpp_train_overlaps()
+    assert sorted(r["id"] for r in clean + removed) == sorted(r["id"] for r in raw)  # each one or the other
+    plus = {t["task_id"].replace("Mbpp/", "mbpp/") for path in (MBPP_PLUS_V010, MBPP_PLUS_V020) for t in _jsonl_gz(path)}
+    assert len(plus & {r["id"] for r in raw}) == 111 and not plus & {r["id"] for r in clean}
+    config = DecontamConfig()
+    index = NgramIndex.build(benchmark_items(config.benchmarks), config.ngram)
+    assert not [(r["id"], hit) for r in clean if (hit := index.match(r["instruction"], config.min_ngram_matches))]
+    assert Counter(r["check"] for r in removed) == {"same-task": 111, "embedding": 20, "ngram": 7, "exact": 6}
+    assert [r["id"] for r in load_instructions("mbpp-train", limit=3)] == ["mbpp/601", "mbpp/609", "mbpp/613"]
+    assert len(load_instructions("mbpp-train-raw", limit=3)) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_vendored_overlaps_are_what_the_decontamination_finds_now():
+    """``mbpp-train-overlaps.json`` is ``amr instructions seed``'s result with the default settings, computed from
+    these data files and settings: a fresh computation finds the same problems (``python -m amr.data.overlaps``
+    regenerates it)."""
+    from amr.data import overlaps
+
+    vendored = json.loads(MBPP_TRAIN_OVERLAPS.read_text())
+    fresh = overlaps.compute()
+    assert {k: v for k, v in vendored.items() if k != "removed"} == {k: v for k, v in fresh.items() if k != "removed"}
+    key = [(r["id"], r["check"], r["benchmark_id"]) for r in vendored["removed"]]
+    assert key == [(r["id"], r["check"], r["benchmark_id"]) for r in fresh["removed"]]
+    assert [r["score"] for r in vendored["removed"]] == pytest.approx([r["score"] for r in fresh["removed"]], abs=1e-3)
+
+
+def test_overlaps_are_tied_to_the_data_they_were_computed_from(tmp_path, monkeypatch):
+    import amr.data
+
+    stale = json.loads(MBPP_TRAIN_OVERLAPS.read_text())
+    stale["data_sha256"]["mbpp/mbpp.jsonl"] = "0" * 64
+    (tmp_path / "overlaps.json").write_text(json.dumps(stale))
+    monkeypatch.setattr(amr.data, "MBPP_TRAIN_OVERLAPS", tmp_path / "overlaps.json")
+    with pytest.raises(RuntimeError, match=r"other versions of mbpp/mbpp.jsonl; regenerate it: python -m amr.data.overlaps"):
+        load_instructions("mbpp-train")
+
+
+def _jsonl_gz(path) -> list[dict]:
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
 
 
 def test_instruction_file_and_limit(write):

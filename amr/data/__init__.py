@@ -23,8 +23,14 @@ HUMANEVAL_PLUS = DATA_DIR / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
 MBPP_PLUS_V010 = DATA_DIR / "evalplus" / "MbppPlus-v0.1.0.jsonl.gz"
 MBPP_PLUS_V020 = DATA_DIR / "evalplus" / "MbppPlus-v0.2.0.jsonl.gz"
 
+MBPP_TRAIN_OVERLAPS = DATA_DIR / "mbpp" / "mbpp-train-overlaps.json"  # amr.data.overlaps writes it
+
 MBPP_TRAIN_IDS = range(601, 975)
-BUILTIN_SOURCES = ("mbpp-train",)
+BUILTIN_SOURCES = ("mbpp-train", "mbpp-train-raw")
+"""``mbpp-train``: MBPP train 601-974 without the problems that overlap the evaluation benchmarks (230 of 374;
+``mbpp_train_decontaminated``), what a run distils by default; ``mbpp-train-raw``: all 374 (``mbpp_train``), 111
+of them MBPP+ tasks with their asserts, for ``amr instructions seed`` (which decontaminates them itself, with its
+config, and reports what it removed) and for comparing with earlier runs."""
 
 
 class InputError(ValueError):
@@ -32,7 +38,8 @@ class InputError(ValueError):
 
 
 def mbpp_train() -> list[dict[str, Any]]:
-    """MBPP train problems 601-974 as instruction records.
+    """MBPP train problems 601-974 as instruction records, all of them (the source ``mbpp-train-raw``): 111 are
+    MBPP+ tasks and others overlap the benchmarks; ``mbpp_train_decontaminated`` leaves those out.
 
     The instruction is the problem text plus its first test, as MBPP is usually prompted, so that the
     answer uses the function name the tests call. ``tests`` holds the setup code and all asserts.
@@ -50,6 +57,27 @@ def mbpp_train() -> list[dict[str, Any]]:
     return records
 
 
+def mbpp_train_overlaps() -> list[dict[str, Any]]:
+    """The MBPP train problems that overlap the evaluation benchmarks (HumanEval+, MBPP 1-600, MBPP+ v0.1.0 and
+    v0.2.0), as ``amr instructions seed`` finds them with the default decontamination: ``{id, check,
+    benchmark_id, score}`` each. Vendored (``amr.data.overlaps`` computes it); an error if the data files it was
+    computed from have changed."""
+    overlaps = json.loads(MBPP_TRAIN_OVERLAPS.read_text())
+    changed = [name for name, sha in overlaps["data_sha256"].items()
+               if hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() != sha]
+    if changed:
+        raise RuntimeError(f"{MBPP_TRAIN_OVERLAPS}: computed from other versions of {', '.join(changed)}; "
+                           "regenerate it: python -m amr.data.overlaps")
+    return overlaps["removed"]
+
+
+def mbpp_train_decontaminated() -> list[dict[str, Any]]:
+    """MBPP train problems 601-974 without those that overlap the evaluation benchmarks (the source
+    ``mbpp-train``): 230 of 374, in id order."""
+    removed = {r["id"] for r in mbpp_train_overlaps()}
+    return [r for r in mbpp_train() if r["id"] not in removed]
+
+
 def load_instructions(source: str, limit: int | None = None, keep_fields: bool = False) -> list[dict[str, Any]]:
     """Load and validate instruction records from a built-in source name or a JSONL/Parquet file;
     ``keep_fields``: keep a file's other fields too (lineage, contamination), not only id, instruction, tests."""
@@ -60,8 +88,8 @@ def iter_instructions(source: str, limit: int | None = None, keep_fields: bool =
                       reserved: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
     """``load_instructions`` one record at a time, for inputs larger than memory; with ``keep_fields``, a
     field named in ``reserved`` (one the caller adds) is an error."""
-    if source == "mbpp-train":
-        return itertools.islice(mbpp_train(), limit or None)
+    if source in BUILTIN_SOURCES:  # ``limit``: the first N of the source, decontaminated or not
+        return itertools.islice(mbpp_train_decontaminated() if source == "mbpp-train" else mbpp_train(), limit or None)
     return _validated(Path(source), limit, keep_fields, reserved)
 
 

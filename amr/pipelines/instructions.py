@@ -384,7 +384,7 @@ def _benchmark(benchmark_id: str) -> str:
     return {"HumanEval": "HumanEval+", "Mbpp": "MBPP+", "mbpp": "MBPP"}.get(name, name)
 
 
-BUILD_STEPS = (("seeds.jsonl", "mbpp-train", decontaminate),
+BUILD_STEPS = (("seeds.jsonl", "mbpp-train-raw", decontaminate),  # all of MBPP train: the step's report says what goes
                ("self-instruct.jsonl", "seeds.jsonl", self_instruct),
                ("evolved.jsonl", "self-instruct.jsonl", evolve))
 """``build``'s steps: output file, source (the one before it, under the same folder) and step."""
@@ -403,7 +403,7 @@ def build(config: InstructionsConfig, folder: str | Path) -> str:
             log.info("instructions: %s done already (%s)", name, output)
             continue
         log.info("instructions: %s -> %s", name, output)
-        step(source if source == "mbpp-train" else str(folder / source), config, output)
+        step(source if source == "mbpp-train-raw" else str(folder / source), config, output)
     if not everything.exists():  # streamed: the lineage stays in the steps' files
         records = itertools.chain.from_iterable(iter_instructions(str(folder / name)) for name, _, _ in BUILD_STEPS)
         RunDir(str(folder)).write_jsonl_batches(everything.name, (
