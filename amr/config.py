@@ -110,9 +110,11 @@ class OpenAIConfig(Strict):
     qps: int | None = Field(None, gt=0, description="Requests per second per worker; None: unlimited.")
     max_retries: int = Field(5, ge=0)
     base_retry_wait_s: float = Field(1.0, gt=0, description="First backoff wait; doubles per retry.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Deadline of one request; one past it is retried "
+                                     "(a hung endpoint cannot hold the job).")
     concurrency: int = Field(
-        4, ge=1, description="HTTP workers. ray.data.llm's HTTP stage sends a worker's requests one after "
-        "another, so this is the number of requests in flight.",
+        4, ge=1, description="Requests in flight: a streamed stage runs this many HTTP workers with one request "
+        "each; a wave sends this many at once.",
     )
     batch_size: int = Field(4, ge=1, description="Rows per HTTP worker batch: small spreads rows over workers.")
     worker_cpus: float = Field(0.25, gt=0, description="CPUs reserved per HTTP worker (they wait on the network).")
@@ -205,7 +207,7 @@ class DistillConfig(Strict):
     wave_size: int = Field(
         64, ge=1, description="Instructions per wave of retrieval, evolution and growth; each wave reads one table "
         "version and commits the next (1 reproduces the paper's sequential order). A wave's fixed overhead is "
-        "0.03-0.26 s (bench/pipeline.py, docs/benchmarks.md), so the size is set by the teacher: a wave sends all its "
+        "a fraction of a second (bench/pipeline.py, docs/benchmarks.md), so the size is set by the teacher: a wave sends all its "
         "rows at once and waits for the longest answer, so it should fill the engines' batches. 64 fills one "
         "replica's (vllm.max_num_seqs 64); with more replicas use replicas x max_num_seqs.",
     )

@@ -5,7 +5,7 @@ Three checks that need no LLM, strongest first; a row is flagged by the first th
 - ``exact``: a benchmark prompt or solution is contained in the instruction, after normalisation (lower
   case, words only): every one of its word n-grams occurs, or, for a text shorter than n words, the whole text.
 - ``ngram``: the instruction shares at least ``min_ngram_matches`` word n-grams with one benchmark text (the
-  n-gram overlap of the bigcode and GPT-3 decontaminations; n = 10 by default).
+  n-gram overlap of the bigcode and GPT-3 decontaminations; n = decontam.ngram, 13 by default).
 - ``embedding``: the cosine of the instruction's problem statement to a benchmark's is at least
   ``embedding_threshold`` (a reworded problem keeps its meaning, not its words). Statements are compared
   without their tests and examples (assert lines, doctests): they pull unrelated problems together.

@@ -28,9 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
+import pandas as pd
 import pyarrow as pa
 import ray
-from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
 from amr.config import TeacherConfig
 from amr.model_store import resolve
@@ -45,7 +45,6 @@ from amr.serving import (
 )
 
 OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error")
-_ERROR = "__inference_error__"
 HANDLE_WINDOW = 512
 """Requests a wave keeps in flight to a deployment through its handle (Serve queues them per replica)."""
 
@@ -245,22 +244,28 @@ class OpenAITeacher(Teacher):
         return {"model": self.model, "messages": messages(row), **sampling(row, self.defaults)}
 
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
+        """``concurrency`` Ray Data tasks, each with one request in flight, through the same client (and the same
+        retries) as ``complete``."""
         cfg, carry = self.config.openai, tuple(carry)
-        processor = build_processor(
-            HttpRequestProcessorConfig(
-                url=self.url, headers=self.headers, qps=cfg.qps, max_retries=cfg.max_retries,
-                base_retry_wait_time_in_s=cfg.base_retry_wait_s, batch_size=cfg.batch_size,
-                concurrency=cfg.concurrency, http_request_stage={"num_cpus": cfg.worker_cpus}),
-            preprocess=lambda row: {"payload": self._payload(row)},
-            postprocess=lambda row: {**{k: row[k] for k in carry}, **parse_chat_completion(row["http_response"])},
-        )
-        return processor(ds).map(_finish, fn_kwargs={"carry": carry})
 
-    async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        def answer(batch: list[dict[str, Any]] | Any) -> list[dict[str, Any]]:
+            rows = batch.to_dict("records")
+            answers = asyncio.run(self._answer_all(rows, in_flight=1))
+            return pd.DataFrame([{**{k: row[k] for k in carry}, **out} for row, out in zip(rows, answers)])
+
+        return ds.map_batches(answer, batch_size=cfg.batch_size, batch_format="pandas", num_cpus=cfg.worker_cpus,
+                              compute=ray.data.TaskPoolStrategy(size=cfg.concurrency))
+
+    async def _answer_all(self, requests: Sequence[dict[str, Any]], in_flight: int | None = None) -> list[dict[str, Any]]:
+        """Every request answered, ``in_flight`` at a time (default: ``concurrency``). A 429, a 5xx, a body that is
+        not a chat completion (an HTML error page, JSON without ``choices``), a dropped connection or a request
+        past ``request_timeout_s`` is asked again, up to ``max_retries`` times with exponential backoff; other
+        answers (a 4xx: the request itself is wrong) are the row's error. An endpoint that still cannot be
+        reached, or still does not answer in time, after the retries stops the job (EngineError)."""
         import aiohttp
 
         cfg = self.config.openai
-        slots = asyncio.Semaphore(cfg.concurrency)
+        slots = asyncio.Semaphore(in_flight or cfg.concurrency)
         spacing = 1 / (cfg.qps * cfg.concurrency) if cfg.qps else 0.0
         next_start = [time.monotonic()]
 
@@ -277,22 +282,40 @@ class OpenAITeacher(Teacher):
                     await paced()
                     try:
                         async with session.post(self.url, json=payload, headers=self.headers) as response:
-                            body = await response.json(content_type=None)
+                            text = await response.text()
                             if response.status == 429 or response.status >= 500:
-                                raise _Retry(f"HTTP {response.status}: {str(body)[:500]}")
-                            return parse_chat_completion(body)
-                    except (_Retry, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                                raise _Retry(f"HTTP {response.status}: {text[:500]}")
+                            body = _json_or_none(text)
+                            if response.status == 200 and not (isinstance(body, dict) and body.get("choices")):
+                                raise _Retry(f"HTTP 200 without a chat completion: {text[:500]}")
+                            return parse_chat_completion(body if body is not None else text)
+                    except (_Retry, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                        failure: Exception = exc
+                    except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                        failure = exc
                         if attempt == cfg.max_retries:
-                            return _error(f"endpoint error after {attempt + 1} attempts: {exc}")
-                        await asyncio.sleep(cfg.base_retry_wait_s * 2**attempt)
+                            raise EngineError(f"teacher.openai.base_url: {self.url} unreachable or not answering in "
+                                              f"{cfg.request_timeout_s} s after {attempt + 1} attempts: "
+                                              f"{type(exc).__name__}: {exc}") from None
+                    if attempt == cfg.max_retries:
+                        return _error(f"endpoint error after {attempt + 1} attempts: {failure}")
+                    await asyncio.sleep(cfg.base_retry_wait_s * 2**attempt)
             raise AssertionError("unreachable")
 
-        async with aiohttp.ClientSession() as session:
+        timeout = aiohttp.ClientTimeout(total=cfg.request_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             return list(await asyncio.gather(*(post(session, self._payload(r)) for r in requests)))
 
 
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 class _Retry(Exception):
-    """A response worth asking again for (429, 5xx)."""
+    """A response worth asking again for (429, 5xx, not a chat completion)."""
 
 
 def parse_chat_completion(body: Any) -> dict[str, Any]:
@@ -315,13 +338,6 @@ def parse_chat_completion(body: Any) -> dict[str, Any]:
 
 def _error(message: str) -> dict[str, Any]:
     return {"response": "", "num_input_tokens": 0, "num_output_tokens": 0, "error": message}
-
-
-def _finish(row: dict[str, Any], carry: tuple[str, ...]) -> dict[str, Any]:
-    """One schema for every row: rows that failed inference bypass ``post`` and arrive raw."""
-    if row.get(_ERROR):
-        return {**{k: row.get(k) for k in carry}, **_error(str(row[_ERROR]))}
-    return {**{k: row[k] for k in carry}, **{k: row[k] for k in OUTPUT_COLUMNS}}
 
 
 def usage(table: Any) -> dict[str, int]:

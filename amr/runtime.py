@@ -42,8 +42,8 @@ def init_ray(config: RayConfig) -> None:
     ctx.enable_progress_bars = sys.stderr.isatty()
     if not ctx.enable_progress_bars:  # off on purpose, no terminal: not worth Ray Data's one-time warning
         log_once("ray_data_progress_manager_disabled")
-    # Ray 2.60's DataSourceV2 Parquet reader spends ~5 s per read_parquet call (bench: 5.1-6.0 s against
-    # 0.11-0.15 s for V1 on a 4-row stage); every stage reads the one before it
+    # every stage reads the one before it, and Ray 2.60's DataSourceV2 Parquet reader has seconds of fixed
+    # cost per read (docs/benchmarks.md, "Reading a stage")
     ctx.use_datasource_v2 = False
 
 

@@ -4,7 +4,9 @@ server on 127.0.0.1 whose answers come from a script, a function of the chat mes
 Jobs reach it through the ``openai`` back end, so stage logic is exercised over real HTTP and the
 real ``ray.data.llm`` processor. It is never a default teacher. With ``latency_s`` it answers as a
 remote API does, after a fixed delay, ``slots`` requests at a time (a replica of that many sequences),
-so benchmarks measure the pipeline rather than the machine.
+so benchmarks measure the pipeline rather than the machine. With ``faults`` it fails requests as a real
+endpoint does: ``faults(messages, attempt)`` (attempt: how many times this chat came before) names a fault
+of ``FAULTS`` or None to answer.
 
     with ScriptedTeacher(lambda messages: "```python\\ndef f():\\n    return 1\\n```") as scripted:
         teacher = OpenAITeacher(scripted.config())
@@ -23,12 +25,18 @@ from aiohttp import web
 from amr.config import OpenAIConfig, TeacherConfig
 
 Script = Callable[[list[dict[str, str]]], str]
+Faults = Callable[[list[dict[str, str]], int], "str | None"]
+FAULTS = ("500", "503", "429", "drop", "no-choices", "html", "slow")
+"""HTTP 500/503/429 with a JSON error; the connection closed before any answer; a 200 whose JSON has no
+``choices``; a 200 HTML page (a proxy's); an answer after ``slow_s``."""
 
 
 class ScriptedTeacher:
     def __init__(self, script: Script, model: str = "scripted", latency_s: float = 0.0, slots: int | None = None,
-                 keep_requests: bool = True):
+                 keep_requests: bool = True, faults: Faults | None = None, slow_s: float = 5.0):
         self.script, self.model, self.latency_s = script, model, latency_s
+        self.faults, self.slow_s, self._attempts = faults, slow_s, {}
+        self.faulted: list[str] = []  # every fault served, in order
         self._slots = asyncio.Semaphore(slots) if slots else None
         self.keep_requests = keep_requests  # False: count only (a benchmark's memory figures stay the job's)
         self.requests: list[list[dict[str, str]]] = []  # every chat received, in arrival order
@@ -92,6 +100,12 @@ class ScriptedTeacher:
     async def _answer(self, request: web.Request) -> web.Response:
         body = await request.json()
         messages = body["messages"]
+        if self.faults:
+            key = repr(messages)
+            attempt = self._attempts[key] = self._attempts.get(key, -1) + 1
+            if fault := self.faults(messages, attempt):
+                self.faulted.append(fault)
+                return await self._fault(request, fault)
         self.calls += 1
         self.answered_at.append(time.perf_counter())
         if self.keep_requests:
@@ -109,3 +123,18 @@ class ScriptedTeacher:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })
+
+    async def _fault(self, request: web.Request, fault: str) -> web.Response:
+        if fault in ("500", "503", "429"):
+            return web.json_response({"error": {"message": f"injected {fault}"}}, status=int(fault))
+        if fault == "drop":
+            request.transport.close()
+            return web.Response()
+        if fault == "no-choices":
+            return web.json_response({"object": "chat.completion", "model": self.model})
+        if fault == "html":
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if fault == "slow":
+            await asyncio.sleep(self.slow_s)
+            return web.json_response({"error": {"message": "too late"}}, status=504)
+        raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")

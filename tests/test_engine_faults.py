@@ -1,0 +1,82 @@
+"""The openai back end against an endpoint that fails as real ones do (the scripted teacher's injected faults over
+real HTTP on 127.0.0.1): transient faults are retried until answered, on both ways in (a streamed stage and a
+wave's rows); a 4xx is the row's error; an endpoint that cannot be reached or hangs stops the job."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+
+from amr.engines import EngineError, OpenAITeacher
+from tests.support.scripted_teacher import FAULTS, ScriptedTeacher
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _script(messages: list[dict[str, str]]) -> str:
+    if "refuse" in messages[-1]["content"]:
+        raise ValueError("a request the endpoint rejects")
+    return "answer to " + messages[-1]["content"]
+
+
+def _twice(messages: list[dict[str, str]], attempt: int) -> str | None:
+    """Row i fails with fault i (mod 7) on its first two attempts."""
+    i = int(re.search(r"row (\d+)", messages[-1]["content"]).group(1))
+    return FAULTS[i % len(FAULTS)] if attempt < 2 else None
+
+
+def _rows(n: int, prefix: str = "row") -> list[dict]:
+    return [{"id": str(i), "messages": [{"role": "user", "content": f"{prefix} {i}"}]} for i in range(n)]
+
+
+def test_transient_faults_are_retried_on_both_ways_in(ray_local):
+    with ScriptedTeacher(_script, faults=_twice, slow_s=1.5) as server:
+        teacher = OpenAITeacher(server.config(max_retries=6, base_retry_wait_s=0.01, request_timeout_s=0.5))
+        streamed = ray_local.data.from_items(_rows(14))
+        out = {r["id"]: r for r in teacher.generate(streamed).take_all()}
+        assert all(r["error"] is None and r["response"] == f"answer to row {i}" for i, r in out.items())
+        assert sorted(set(server.faulted)) == sorted(FAULTS) and len(server.faulted) == 28
+        answered = teacher.complete(_rows(14, "row"))  # the same chats again: their faults are spent
+        assert all(r["error"] is None for r in answered)
+    with ScriptedTeacher(_script, faults=_twice, slow_s=1.5) as server:
+        teacher = OpenAITeacher(server.config(max_retries=6, base_retry_wait_s=0.01, request_timeout_s=0.5))
+        answered = teacher.complete(_rows(14))
+        assert [r["response"] for r in answered] == [f"answer to row {i}" for i in range(14)]
+        assert len(server.faulted) == 28
+
+
+def test_a_rejected_request_is_the_rows_error_and_not_asked_again(ray_local):
+    with ScriptedTeacher(_script) as server:
+        teacher = OpenAITeacher(server.config(max_retries=6, base_retry_wait_s=0.01))
+        [row] = teacher.generate(ray_local.data.from_items(_rows(1, "refuse"))).take_all()
+        assert row["error"].startswith("endpoint error: script failed") and server.calls == 1
+
+
+def test_transient_faults_past_the_retries_are_the_rows_error(ray_local):
+    with ScriptedTeacher(_script, faults=lambda messages, attempt: "503") as server:
+        teacher = OpenAITeacher(server.config(max_retries=2, base_retry_wait_s=0.01))
+        [row] = teacher.complete(_rows(1))
+        assert row["error"].startswith("endpoint error after 3 attempts: HTTP 503") and server.calls == 0
+
+
+def test_an_unreachable_endpoint_stops_the_job(ray_local):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    config = ScriptedTeacher(_script).config(max_retries=1, base_retry_wait_s=0.01)
+    config.openai.base_url = f"http://127.0.0.1:{port}/v1"
+    teacher = OpenAITeacher(config)
+    with pytest.raises(EngineError, match="unreachable or not answering"):
+        teacher.complete(_rows(2))
+    with pytest.raises(Exception, match="unreachable or not answering") as err:
+        teacher.generate(ray_local.data.from_items(_rows(2))).take_all()
+    assert isinstance(err.value, EngineError) or "EngineError" in str(err.value)
+
+
+def test_a_hanging_endpoint_has_a_deadline(ray_local):
+    with ScriptedTeacher(_script, faults=lambda messages, attempt: "slow", slow_s=30) as server:
+        teacher = OpenAITeacher(server.config(max_retries=1, base_retry_wait_s=0.01, request_timeout_s=0.5))
+        with pytest.raises(EngineError, match=r"not answering in 0.5 s after 2 attempts"):
+            teacher.complete(_rows(1))
