@@ -135,7 +135,7 @@ class TeacherConfig(Strict):
 class InputConfig(Strict):
     source: str = Field("mbpp-train", description="'mbpp-train': MBPP train ids 601-974 without the 144 that overlap "
                         "the evaluation benchmarks (230 left; `amr instructions seed`'s decontamination); "
-                        "'mbpp-train-raw': all 374, MBPP+ tasks included; or a JSONL/Parquet path.")
+                        "'mbpp-train-raw': all 374, MBPP+ tasks included; or a JSONL/Parquet file (a path or URI).")
     limit: int | None = Field(None, ge=1, description="Take the first N instructions.")
 
 
@@ -564,7 +564,8 @@ class EvalConfig(EvalSettings):
     dataset: Literal["humaneval", "mbpp"] = Field(..., description="HumanEval(+) or MBPP(+). `amr eval --dataset`.")
     version: str | None = Field(None, description="EvalPlus release: humaneval v0.1.10; mbpp v0.1.0 (the paper's 399 "
                                 "tasks) or v0.2.0 (378, evalplus 0.3.1's default). None: the first.")
-    output: str = Field(..., description="Directory for samples.jsonl, the evalplus results and scores.json.")
+    output: str = Field(..., description="Directory for samples.jsonl, the evalplus results and scores.json (a path "
+                        "or an object-store URI).")
 
     @field_validator("version")
     @classmethod
@@ -586,13 +587,20 @@ class RunConfig(Strict):
     """``amr run`` and ``amr compare``: for each method, distill -> train -> eval; then one report.
 
     Under ``output``: ``instructions/`` (with ``instructions``), ``<method>/distill`` (the run directory),
-    ``<method>/student`` (train output), ``<method>/eval/<dataset>``, ``base/eval/<dataset>`` and ``report/``.
-    Those paths are the run's own: ``distill.run_dir``, ``train.dataset``, ``train.output`` and ``eval.model``
-    are not set here (a distill or train config it includes keeps its other keys). With ``instructions``, the distill input is the built instructions (``distill.input.limit``
-    still applies).
+    ``<method>/student`` (train output; ``<students>/<method>`` with ``students``), ``<method>/eval/<dataset>``,
+    ``base/eval/<dataset>`` and ``report/``. Those paths are the run's own: ``distill.run_dir``, ``train.dataset``,
+    ``train.output`` and ``eval.model`` are not set here (a distill or train config it includes keeps its other
+    keys). With ``instructions``, the distill input is the built instructions (``distill.input.limit`` still
+    applies).
     """
 
-    output: str = Field("runs/local", description="Local directory for the whole run; rerun to resume.")
+    output: str = Field("runs/local", description="Directory for the whole run: a local or shared path, or an "
+                        "object-store URI (s3://bucket/prefix) for the instructions, distill run directories, "
+                        "evaluations and report, with the students under `students`; rerun to resume.")
+    students: str | None = Field(None, description="Local or shared-filesystem directory for the trained students, "
+                                 "STUDENTS/<method> each (model/, train.json, checkpoints/): the model is files that "
+                                 "vLLM loads, not an object-store URI. Required when `output` is a URI; None: "
+                                 "OUTPUT/<method>/student.")
     methods: list[Method] = Field(["amr"], min_length=1, description="Distillation methods, each trained and "
                                   "evaluated on the same instructions. `amr compare --methods`.")
     instructions: InstructionsConfig | None = Field(
@@ -612,4 +620,12 @@ class RunConfig(Strict):
                  if k in getattr(self, section).model_fields_set]
         if owned:
             raise ValueError(f"{', '.join(owned)}: set by the run for each method (see `methods` and `output`)")
+        from amr.storage import is_uri  # pyarrow: not for every importer of the configs
+
+        if self.students is not None and is_uri(self.students):
+            raise ValueError(f"students: {self.students}: a local or shared-filesystem path (vLLM loads the trained "
+                             "students from files), not an object-store URI")
+        if self.students is None and is_uri(self.output):
+            raise ValueError(f"students: required when output is an object-store URI ({self.output}): a local or "
+                             "shared-filesystem directory for the trained students (vLLM loads them from files)")
         return self

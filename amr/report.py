@@ -7,17 +7,22 @@ eval ``scores.json``. An evaluation is tied to its method by provenance: the eva
 in a train output whose ``train.json`` names the distill dataset, next to that run's manifest. A model not
 trained here (the student before fine-tuning) is a row of its own. Writes ``report.md``, ``report.html``,
 ``pass_at_1.png`` and, when a method grew a module table, ``module_growth.png``.
+
+Each DIR and OUT may be a local path or an object-store URI (``amr.storage``); a run whose outputs are in an
+object store and whose students are on a local or shared disk links the same way (paths are compared
+normalized).
 """
 
 from __future__ import annotations
 
 import html
-import json
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from amr import storage
 from amr.methods import METHODS, REFERENCE, REGISTRY
 
 DATASETS = {"humaneval": "HumanEval", "mbpp": "MBPP"}
@@ -41,44 +46,54 @@ class Row:
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # by dataset
 
 
-def collect(dirs: list[Path]) -> list[Row]:
-    """Every method found under ``dirs``: distill manifests, train summaries and eval scores, linked by provenance."""
-    methods: dict[Path, Row] = {}  # keyed by the distill run directory, or by the model for untrained ones
+def collect(dirs: list[str | Path]) -> list[Row]:
+    """Every method found under ``dirs`` (local paths or URIs): distill manifests, train summaries and eval
+    scores, linked by provenance."""
+    missing = [str(d) for d in dirs if not storage.exists(d)]
+    if missing:
+        raise ReportError(f"no such directory: {', '.join(missing)}")
+    methods: dict[str, Row] = {}  # keyed by the distill run directory (normalized), or by the untrained model
     for manifest_path in _found(dirs, "manifest.json"):
-        manifest = _json(manifest_path)
+        manifest = storage.read_json(manifest_path)
         if "stages" in manifest:
             name = manifest["method"]
-            methods[manifest_path.parent] = Row(name, METHODS[name].label if name in METHODS else name,
-                                                manifest=manifest)
+            methods[storage.parent(manifest_path)] = Row(name, METHODS[name].label if name in METHODS else name,
+                                                         manifest=manifest)
     for scores_path in _found(dirs, "scores.json"):
-        scores = _json(scores_path)
-        model = Path(scores["model"])
-        train_path = model.parent / "train.json"
-        if train_path.exists():
-            train = _json(train_path)
-            run_dir = Path(train["dataset"]).parent if Path(train["dataset"]).suffix else Path(train["dataset"])
-            method = methods.setdefault(run_dir.resolve(), Row(run_dir.name, run_dir.name))
+        scores = storage.read_json(scores_path)
+        model = scores["model"]
+        train_path = storage.join(storage.parent(model), "train.json")
+        if storage.parent(model) != "." and storage.is_file(train_path):  # not a registry name: a trained student
+            train = storage.read_json(train_path)
+            dataset = train["dataset"]
+            run_dir = storage.normalize(storage.parent(dataset) if os.path.splitext(dataset)[1] else dataset)
+            method = methods.setdefault(run_dir, Row(storage.name(run_dir), storage.name(run_dir)))
             method.train = train
         else:
-            method = methods.setdefault(model, Row(model.name, f"{model.name} (not fine-tuned)"))
+            name = storage.name(model)
+            method = methods.setdefault(model, Row(name, f"{name} (not fine-tuned)"))
         method.scores[scores["dataset"]] = scores
     rows = sorted(methods.values(), key=lambda m: (m.manifest is not None,
                                                    ORDER.index(m.name) if m.name in ORDER else len(ORDER)))
     for label in {m.label for m in rows if sum(o.label == m.label for o in rows) > 1}:
         same = {key: m for key, m in methods.items() if m.label == label}
-        common = Path(os.path.commonpath(list(same)))
         for key, m in same.items():
-            m.label = f"{label} ({key.relative_to(common)})"
+            m.label = f"{label} ({_below_common(key, list(same))})"
     return rows
 
 
-def _found(dirs: list[Path], name: str) -> list[Path]:
-    paths = {p.resolve() for d in dirs for p in ([d] if d.name == name else d.rglob(name))}
-    return sorted(paths)
+def _below_common(key: str, keys: list[str]) -> str:
+    """``key`` relative to the longest directory that all ``keys`` (paths or URIs) are under."""
+    parts = [k.split("/") for k in keys]
+    common = 0
+    while all(len(p) > common and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return "/".join(key.split("/")[common:]) or "."
 
 
-def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+def _found(dirs: list[str | Path], name: str) -> list[str]:
+    """The files called ``name`` under ``dirs``, normalized (a file found twice counts once)."""
+    return sorted({found for d in dirs for found in storage.find(d, name)})
 
 
 def score_table(methods: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -154,7 +169,7 @@ def funnel_table(method: Row) -> tuple[list[str], list[list[str]]]:
 
 def train_table(methods: list[Row]) -> tuple[list[str], list[list[str]]]:
     header = ["Method", "Student", "Examples", "Steps", "Final loss", "Tokens/s", "Wall time (s)"]
-    rows = [[m.label, Path(m.train["model"]).name, str(m.train["examples"]), str(m.train["steps"]),
+    rows = [[m.label, storage.name(m.train["model"]), str(m.train["examples"]), str(m.train["steps"]),
              "-" if m.train.get("final_loss") is None else f"{m.train['final_loss']:.4f}", str(m.train["tokens_per_s"]),
              str(m.train["wall_time_s"])] for m in methods if m.train]
     return header, rows
@@ -174,7 +189,7 @@ def datasets_note(methods: list[Row]) -> str:
     return "; ".join(f"{DATASETS[d]}(+) {v}: {n} tasks{' (--limit)' if limit else ''}" for d, v, n, limit in sorted(seen))
 
 
-def plot_scores(methods: list[Row], path: Path) -> None:
+def plot_scores(methods: list[Row], path: str | Path | BinaryIO) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -191,11 +206,11 @@ def plot_scores(methods: list[Row], path: Path) -> None:
     ax.set_title("Student pass@1 per distillation method")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, format="png", dpi=120)
     plt.close(fig)
 
 
-def plot_growth(methods: list[Row], path: Path) -> None:
+def plot_growth(methods: list[Row], path: str | Path | BinaryIO) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -208,30 +223,33 @@ def plot_growth(methods: list[Row], path: Path) -> None:
     ax.set_title("Functional module database growth")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, format="png", dpi=120)
     plt.close(fig)
 
 
-def write(dirs: list[Path], out: Path) -> Path:
-    """Collect ``dirs`` and write the report into ``out``; return ``out``."""
+def write(dirs: list[str | Path], out: str | Path) -> str:
+    """Collect ``dirs`` and write the report into ``out`` (paths or URIs); return ``out``, normalized."""
     import matplotlib
 
     matplotlib.use("Agg")
     methods = collect(dirs)
     if not methods:
         raise ReportError(f"no manifest.json or scores.json under {', '.join(map(str, dirs))}")
-    out.mkdir(parents=True, exist_ok=True)
+    folder = storage.RunDir(storage.normalize(out))
     plots = []
-    if any(m.scores for m in methods):
-        plot_scores(methods, out / "pass_at_1.png")
-        plots.append(("pass_at_1.png", "pass@1 per method"))
-    if any(m.manifest and m.manifest["modules"] for m in methods):
-        plot_growth(methods, out / "module_growth.png")
-        plots.append(("module_growth.png", "module table growth per wave"))
+    for name, alt, wanted, plot in (
+            ("pass_at_1.png", "pass@1 per method", any(m.scores for m in methods), plot_scores),
+            ("module_growth.png", "module table growth per wave",
+             any(m.manifest and m.manifest["modules"] for m in methods), plot_growth)):
+        if wanted:
+            png = io.BytesIO()
+            plot(methods, png)
+            folder.write_bytes(name, png.getvalue())
+            plots.append((name, alt))
     sections = _sections(methods)
-    (out / "report.md").write_text(_markdown(sections, plots))
-    (out / "report.html").write_text(_html(sections, plots))
-    return out
+    folder.write_text("report.md", _markdown(sections, plots))
+    folder.write_text("report.html", _html(sections, plots))
+    return folder.uri
 
 
 def _sections(methods: list[Row]) -> list[tuple[str, str, tuple[list[str], list[list[str]]]]]:

@@ -1,9 +1,17 @@
-"""A run directory on a local disk or an object store (s3://, gs://, ...), through ``pyarrow.fs``.
+"""Files on a local disk or in an object store (s3://, gs://, ...), through ``pyarrow.fs``: the one layer every
+job reads and writes its files through.
+
+``RunDir`` is a directory (a run directory, a job's output); the functions below take one file's or
+directory's path or URI: ``exists``, ``is_file``, ``read_json``/``read_text``/``read_lines``/``open_input``,
+``write_json``/``write_text``/``write_bytes``, ``find`` (files of a name under a directory), ``copy_to`` (a
+local file or directory to a path or URI), ``remove``, ``local_dir`` (a local directory for a library that
+writes local files, copied to a URI at the end), and the path arithmetic that works on both (``is_uri``,
+``normalize``, ``join``, ``parent``, ``name``).
 
 Every write is atomic: locally a hidden temporary file next to the target, then ``os.replace``; on an
 object store one upload of the whole object, which becomes visible only once complete (and is deleted
 when the write fails). Object-store credentials and endpoints come from the usual environment variables
-(see the README).
+(see docs/concepts.md, object storage).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ JSONL_ROWS = 256
 """Rows turned into Python objects at a time when writing JSONL."""
 PYTHON_ROWS = 1024
 """Rows (dicts) the driver gathers into one table when it makes a stage from Python objects."""
+READ_BUFFER = 1 << 20
+"""Bytes read at a time from a streamed text file."""
 
 
 class RunDir:
@@ -48,7 +58,7 @@ class RunDir:
         if "://" in uri:
             self.fs, root = pafs.FileSystem.from_uri(uri)
         else:
-            self.fs, root = pafs.LocalFileSystem(), uri
+            self.fs, root = pafs.LocalFileSystem(), os.path.expanduser(uri)
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self._root = os.path.abspath(root) if self.is_local else root.rstrip("/")
         self.uri = self._root if self.is_local else uri.rstrip("/")
@@ -82,8 +92,8 @@ class RunDir:
         return self._read(name, read)
 
     def read_lines(self, name: str) -> Iterator[str]:
-        """A text file's lines, streamed."""
-        with self._read(name, self.fs.open_input_stream) as f:
+        """A text file's lines, streamed (read a MiB at a time: one request each on an object store)."""
+        with self._read(name, lambda path: self.fs.open_input_stream(path, buffer_size=READ_BUFFER)) as f:
             yield from io.TextIOWrapper(f, encoding="utf-8")
 
     def read_json(self, name: str) -> Any:
@@ -129,6 +139,9 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> None:
         self._write(name, text.encode())
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self._write(name, data)
 
     def write_json(self, name: str, obj: Any) -> None:
         self.write_text(name, json.dumps(obj, indent=2) + "\n")
@@ -288,6 +301,158 @@ class RunDir:
             path = Path(tempfile.gettempdir()) / f"amr-run-{hashlib.sha256(self.uri.encode()).hexdigest()[:16]}"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+# One file's or directory's path or URI.
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is in an object store (``s3://``, ``gs://``, ...): not a local path nor ``file://``."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def normalize(path: str | os.PathLike) -> str:
+    """One spelling per location, for comparing them: a URI without its trailing slash; a local path (or
+    ``file://`` URI) absolute, ``~`` expanded and symbolic links resolved."""
+    path = str(path)
+    if is_uri(path):
+        return path.rstrip("/")
+    if path.startswith("file://"):
+        path = pafs.FileSystem.from_uri(path)[1]
+    return os.path.realpath(os.path.expanduser(path))
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """``base``'s child: ``os.path.join`` for a local path (a relative one stays relative), ``/`` in a URI."""
+    base = str(base)
+    if is_uri(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return os.path.join(base, *parts)
+
+
+def parent(path: str | os.PathLike) -> str:
+    """The directory ``path`` is in (``.`` for a bare local name), as ``Path.parent`` for a URI too."""
+    path = str(path)
+    if is_uri(path):
+        scheme, rest = path.split("://", 1)
+        rest = rest.rstrip("/")
+        return f"{scheme}://{rest.rsplit('/', 1)[0]}" if "/" in rest else path
+    return os.path.dirname(path.rstrip(os.sep)) or "."
+
+
+def name(path: str | os.PathLike) -> str:
+    """The last part of ``path``: a file's or directory's name."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _located(path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and the path in it."""
+    location = RunDir(str(path))
+    return location.fs, location._root
+
+
+def _info(path: str | os.PathLike) -> pafs.FileInfo:
+    fs, located = _located(path)
+    return fs.get_file_info(located)
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Whether a file or directory (on an object store: any object under the prefix) is at ``path``."""
+    return _info(path).type != pafs.FileType.NotFound
+
+
+def is_file(path: str | os.PathLike) -> bool:
+    return _info(path).type == pafs.FileType.File
+
+
+def _in_parent(path: str | os.PathLike) -> tuple[RunDir, str]:
+    return RunDir(parent(path)), name(path)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    return RunDir.read_text(*_in_parent(path))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return RunDir.read_json(*_in_parent(path))
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[str]:
+    """A text file's lines, streamed."""
+    return RunDir.read_lines(*_in_parent(path))
+
+
+def open_input(path: str | os.PathLike) -> pa.NativeFile:
+    """A file open for random-access reading (a Parquet file's footer first): ``with open_input(p) as f``."""
+    folder, child = _in_parent(path)
+    return folder._read(child, folder.fs.open_input_file)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically (see the module's documentation), as every write here."""
+    RunDir.write_text(*_in_parent(path), text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    RunDir.write_json(*_in_parent(path), obj)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    RunDir.write_bytes(*_in_parent(path), data)
+
+
+def find(root: str | os.PathLike, filename: str) -> list[str]:
+    """The files called ``filename`` anywhere under the directory ``root`` (or ``root`` itself when it is such
+    a file), normalized, sorted; none when nothing is at ``root``. Locally, links to directories are not
+    followed (a run's ``logs/ray/`` links to Ray's logs)."""
+    root = normalize(root)
+    if not is_uri(root):
+        if os.path.isfile(root):
+            return [root] if os.path.basename(root) == filename else []
+        return sorted(os.path.join(folder, filename) for folder, _, files in os.walk(root) if filename in files)
+    fs, located = _located(root)
+    info = fs.get_file_info(located)
+    if info.type != pafs.FileType.Directory:
+        return [root] if info.type == pafs.FileType.File and info.base_name == filename else []
+    below = fs.get_file_info(pafs.FileSelector(located, recursive=True, allow_not_found=True))
+    return sorted(join(root, i.path[len(located):]) for i in below if i.is_file and i.base_name == filename)
+
+
+def copy_to(local: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """A local file, or a local directory's files (recursively), copied to ``destination`` (a path or URI; a
+    directory's files keep their relative paths under it); nothing to do when it is ``local`` itself."""
+    source = os.path.realpath(local)
+    if normalize(destination) == source:
+        return
+    fs, located = _located(destination)
+    if os.path.isdir(source):
+        fs.create_dir(located)
+    pafs.copy_files(source, located, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def remove(path: str | os.PathLike) -> None:
+    """The file or directory (with everything under it) at ``path``; nothing when there is none."""
+    fs, located = _located(path)
+    kind = fs.get_file_info(located).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(located)
+    elif kind != pafs.FileType.NotFound:
+        fs.delete_file(located)
+
+
+@contextmanager
+def local_dir(destination: str | os.PathLike) -> Iterator[Path]:
+    """A local directory for files a library writes only locally (evalplus): ``destination`` itself when it is
+    local (created), else a temporary directory whose files are copied to ``destination`` when the block ends
+    without an error, then removed."""
+    if not is_uri(destination):
+        folder = Path(RunDir(str(destination)).uri)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="amr-") as folder:
+        yield Path(folder)
+        copy_to(folder, destination)
 
 
 def chunks(items: Iterable[T], size: int | None = None) -> Iterator[list[T]]:

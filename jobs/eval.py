@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from amr.config import EvalConfig, load_config
+from amr.storage import parent
 from eval.evaluate import evaluate
 from jobs.common import OverridesOption, run_as_module, shutting_down_ray
 
@@ -27,7 +28,7 @@ def print_scores(scores: dict[str, Any], console: Console | None = None) -> None
     for k in (1, 10, 100):
         if f"base_pass@{k}" in scores:
             console.print(f"  pass@{k}: {name} {scores[f'base_pass@{k}']:.1%}  {name}+ {scores[f'plus_pass@{k}']:.1%}")
-    console.print(f"results in {Path(scores['results']).parent}/ (scores.json, samples.jsonl)", soft_wrap=True)
+    console.print(f"results in {parent(scores['results'])}/ (scores.json, samples.jsonl)", soft_wrap=True)
 
 
 def main(
@@ -35,7 +36,7 @@ def main(
     dataset: str = typer.Option(None, "--dataset", "-d", help="humaneval or mbpp (default: the config's)."),
     version: str = typer.Option(None, help="EvalPlus release: humaneval v0.1.10; mbpp v0.1.0 (default) or v0.2.0."),
     limit: int = typer.Option(None, min=1, help="The first N tasks only (a smoke run)."),
-    output: str = typer.Option(None, "--output", "-o", help="Directory for samples, results and scores.json."),
+    output: str = typer.Option(None, "--output", "-o", help="Directory (or URI) for samples, results and scores.json."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML eval config (defaults if omitted)."),
     overrides: list[str] = OverridesOption,
 ) -> None:

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from amr.config import InstructionsConfig, load_config
 from amr.pipelines.instructions import decontaminate, evolve, report_path, self_instruct
+from amr.storage import exists
 from jobs.common import (
     OverridesOption,
     console,
@@ -44,7 +45,7 @@ def print_report(report: dict[str, Any], output: str) -> None:
 
 def _run(source: str, output: str, config: Path | None, overrides: list[str], step) -> dict[str, Any] | None:
     """``step(source, config, output)`` unless ``output`` is done already (it and its report exist)."""
-    if Path(output).exists() and Path(report_path(output)).exists():
+    if exists(output) and exists(report_path(output)):
         console.print(f"{output}: done already", soft_wrap=True, highlight=False)
         return None
     cfg = load_config(InstructionsConfig, config, overrides)
@@ -63,7 +64,7 @@ def print_generation(report: dict[str, Any], output: str) -> None:
 
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML instructions config (defaults if omitted).")
-OutputOption = typer.Option(..., "--output", "-o", help="A .jsonl or .parquet file (ready for amr distill --input).")
+OutputOption = typer.Option(..., "--output", "-o", help="A .jsonl or .parquet file, a path or URI (ready for amr distill --input).")
 
 
 @app.command("seed")

@@ -1,22 +1,21 @@
-"""``amr report DIR... --output OUT``: the report (``amr.report``) of finished runs."""
+"""``amr report DIR... --output OUT``: the report (``amr.report``) of finished runs; DIR and OUT may be URIs."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import typer
 
 from amr.report import write
+from amr.storage import join
 from jobs.common import console, run_as_module
 
 
 def main(
-    dirs: list[Path] = typer.Argument(..., exists=True, help="`amr run` outputs, distill run dirs or eval dirs."),
-    output: Path = typer.Option(..., "--output", "-o", help="Directory for report.html, report.md and the plots."),
+    dirs: list[str] = typer.Argument(..., help="`amr run` outputs, distill run dirs or eval dirs (paths or URIs)."),
+    output: str = typer.Option(..., "--output", "-o", help="Directory (or URI) for report.html, report.md and the plots."),
 ) -> None:
     """Report: the paper's table, response accuracy, the funnel, token costs and plots from finished runs."""
     out = write(dirs, output)
-    console.print(f"report: {out / 'report.html'} (and report.md)", soft_wrap=True, highlight=False)
+    console.print(f"report: {join(out, 'report.html')} (and report.md)", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

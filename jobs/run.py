@@ -7,7 +7,8 @@
 
 Under ``output``: ``<method>/distill`` (the distill run directory), ``<method>/student`` (train output),
 ``<method>/eval/<dataset>``, ``base/eval/<dataset>`` (the student before fine-tuning) and ``report/``.
-Every step resumes: a rerun skips finished steps (``manifest.json``, ``train.json``, ``scores.json``)
+``output`` may be an object-store URI (every step reads and writes it through ``amr.storage``); the students
+then go to ``students/<method>`` on a local or shared disk (vLLM loads a model from files). Every step resumes: a rerun skips finished steps (``manifest.json``, ``train.json``, ``scores.json``)
 and continues a cut-off one. Methods that answer with R_d first share one ``direct.parquet``: the
 distill config is the same for all, so with a greedy teacher it would be the same file.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from amr import report
+from amr import report, storage
 from amr.config import EvalConfig, RunConfig, load_config
 from amr.engines import engine_key, open_teacher
 from amr.logs import job_logs
@@ -39,41 +40,49 @@ from jobs.train import print_summary as print_train
 SHARES_DIRECT = tuple(m.name for m in REGISTRY if m.reads_direct)
 
 
-def run(config: RunConfig) -> Path:
-    """Run (or resume) every step; return the report directory.
+def run(config: RunConfig) -> str:
+    """Run (or resume) every step; return the report directory (a path or URI).
 
     Engines: the teacher is started once for the instructions and every method's distillation (and, when the
     untouched student is the teacher's model on the same engine settings, its evaluation too); each evaluated
     model then gets one engine for all its datasets."""
-    out = Path(config.output).expanduser().resolve()
+    out = storage.normalize(config.output)
     with job_logs(out):
         init_ray(config.distill.ray)
-        require_shared_storage({"output": str(out)})
-        base = out / "base" / "eval"
+        require_shared_storage({"output": out, "students": config.students and storage.normalize(config.students)})
+        base = storage.join(out, "base", "eval")
         base_on_teacher = config.eval.base and _engine_of(config, config.train.model) == _engine_of(config, None)
         with ExitStack() as teacher:
             if _teacher_needed(config, out, base if base_on_teacher else None):
                 teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
             if config.instructions:
-                source = _instructions(config, out / "instructions")
+                source = _instructions(config, storage.join(out, "instructions"))
                 config = config.model_copy(update={"distill": config.distill.model_copy(
                     update={"input": config.distill.input.model_copy(update={"source": source})})})
             for method in config.methods:
-                _distill(config, method, out / method / "distill", out)
+                _distill(config, method, storage.join(out, method, "distill"), out)
             if base_on_teacher:
                 _evaluate(config, config.train.model, base)
         for method in config.methods:
-            _train(config, out / method)
+            _train(config, method, out)
         for method in config.methods:
-            _evaluate(config, str(out / method / "student" / "model"), out / method / "eval")
+            _evaluate(config, storage.join(_student(config, method, out), "model"), storage.join(out, method, "eval"))
         if config.eval.base:
             _evaluate(config, config.train.model, base)
-        return report.write([out], out / "report")
+        return report.write([out], storage.join(out, "report"))
 
 
-def _eval_configs(config: RunConfig, model: str, folder: Path) -> list[EvalConfig]:
+def _student(config: RunConfig, method: str, out: str) -> str:
+    """The method's train output, on a local or shared disk: under ``students`` when set (``out`` may then be
+    an object-store URI), else ``out/<method>/student``."""
+    if config.students:
+        return storage.join(storage.normalize(config.students), method)
+    return storage.join(out, method, "student")
+
+
+def _eval_configs(config: RunConfig, model: str, folder: str) -> list[EvalConfig]:
     settings = config.eval.model_dump(exclude={"datasets", "base"})
-    return [EvalConfig(**settings, model=model, dataset=d, output=str(folder / d)) for d in config.eval.datasets]
+    return [EvalConfig(**settings, model=model, dataset=d, output=storage.join(folder, d)) for d in config.eval.datasets]
 
 
 def _engine_of(config: RunConfig, model: str | None) -> str | None:
@@ -81,24 +90,28 @@ def _engine_of(config: RunConfig, model: str | None) -> str | None:
     if model is None:
         teacher, store = config.distill.teacher, config.distill.model_store
     else:
-        teacher, store = student(_eval_configs(config, model, Path("."))[0]), config.eval.model_store
+        teacher, store = student(_eval_configs(config, model, ".")[0]), config.eval.model_store
     if teacher.backend != "vllm":
         return None if model is None else "student"
     return engine_key(teacher, teacher.model if teacher.serve.app_name else resolve(teacher.model, store))
 
 
-def _teacher_needed(config: RunConfig, out: Path, base: Path | None) -> bool:
+def _teacher_needed(config: RunConfig, out: str, base: str | None) -> bool:
     """Whether a step the teacher serves is left: instructions, a method's distillation, the base evaluation."""
-    return (config.instructions is not None and not (out / "instructions" / "all.jsonl").exists()
-            or any(not _distilled(out / m / "distill") for m in config.methods)
-            or base is not None and any(not (base / d / "scores.json").exists() for d in config.eval.datasets))
+    return (config.instructions is not None and not storage.exists(storage.join(out, "instructions", "all.jsonl"))
+            or any(not _distilled(storage.join(out, m, "distill")) for m in config.methods)
+            or base is not None and any(not _scored(storage.join(base, d)) for d in config.eval.datasets))
 
 
-def _distilled(run_dir: Path) -> bool:
-    return (run_dir / "manifest.json").exists() and (run_dir / "dataset.parquet").exists()
+def _distilled(run_dir: str) -> bool:
+    return storage.exists(storage.join(run_dir, "manifest.json")) and storage.exists(storage.join(run_dir, "dataset.parquet"))
 
 
-def _instructions(config: RunConfig, folder: Path) -> str:
+def _scored(eval_dir: str) -> bool:
+    return storage.exists(storage.join(eval_dir, "scores.json"))
+
+
+def _instructions(config: RunConfig, folder: str) -> str:
     """The instructions, built under ``folder`` with the distill job's teacher, model store, Ray and embedding
     settings where the run's ``instructions`` section leaves them out."""
     shared = {k: getattr(config.distill, k) for k in ("teacher", "model_store", "ray", "embedding")
@@ -106,53 +119,55 @@ def _instructions(config: RunConfig, folder: Path) -> str:
     return instructions.build(config.instructions.model_copy(update=shared), folder)
 
 
-def _distill(config: RunConfig, method: str, run_dir: Path, out: Path) -> None:
+def _distill(config: RunConfig, method: str, run_dir: str, out: str) -> None:
     if _distilled(run_dir):
         return _skip(f"{method}: distill", run_dir)
-    target = RunDir(str(run_dir))
+    target = RunDir(run_dir)
     if method in SHARES_DIRECT and not target.stage_done("direct.parquet"):
-        shared = next((d for m in SHARES_DIRECT if (d := RunDir(str(out / m / "distill"))).stage_done("direct.parquet")), None)
+        shared = next((d for m in SHARES_DIRECT
+                       if (d := RunDir(storage.join(out, m, "distill"))).stage_done("direct.parquet")), None)
         if shared:
             target.copy_stage("direct.parquet", shared)
     _started(f"{method}: distill", run_dir)
-    cfg = config.distill.model_copy(update={"method": method, "run_dir": str(run_dir)})
+    cfg = config.distill.model_copy(update={"method": method, "run_dir": run_dir})
     print_distill(distill.run(cfg), console)
 
 
-def _train(config: RunConfig, step: Path) -> None:
+def _train(config: RunConfig, method: str, out: str) -> None:
     from train.trainer import run as train
 
-    output = step / "student"
-    if (output / "train.json").exists():
-        return _skip(f"{step.name}: train", output)
-    _started(f"{step.name}: train", output)
+    output = _student(config, method, out)
+    if storage.exists(storage.join(output, "train.json")):
+        return _skip(f"{method}: train", output)
+    _started(f"{method}: train", output)
     # one Ray Train run per method, also where methods share a storage_path
-    cfg = config.train.model_copy(update={"dataset": str(step / "distill"), "output": str(output),
-                                          "name": f"{config.train.name}-{step.name}"})
+    cfg = config.train.model_copy(update={"dataset": storage.join(out, method, "distill"), "output": output,
+                                          "name": f"{config.train.name}-{method}"})
     print_train(train(cfg), console)
 
 
-def _evaluate(config: RunConfig, model: str, folder: Path) -> None:
+def _evaluate(config: RunConfig, model: str, folder: str) -> None:
     """The model on every dataset of the run, with one engine for all of them."""
     left = []
+    step = storage.name(storage.parent(folder))  # the method, or base
     for cfg in _eval_configs(config, model, folder):
-        if (Path(cfg.output) / "scores.json").exists():
-            _skip(f"{folder.parent.name}: eval {cfg.dataset}", Path(cfg.output))
+        if _scored(cfg.output):
+            _skip(f"{step}: eval {cfg.dataset}", cfg.output)
         else:
             left.append(cfg)
     if not left:
         return
     with open_teacher(student(left[0]), left[0].model_store):
         for cfg in left:
-            _started(f"{folder.parent.name}: eval {cfg.dataset}", Path(cfg.output))
+            _started(f"{step}: eval {cfg.dataset}", cfg.output)
             print_scores(evaluate(cfg), console)
 
 
-def _started(step: str, where: Path) -> None:
+def _started(step: str, where: str) -> None:
     console.rule(f"{step} -> {where}  ({time.strftime('%H:%M:%S')})")
 
 
-def _skip(step: str, where: Path) -> None:
+def _skip(step: str, where: str) -> None:
     console.print(f"{step}: done already ({where})", soft_wrap=True, highlight=False)
 
 
@@ -180,7 +195,7 @@ def _main(config: Path | None, shortcuts: list[str], overrides: list[str]) -> No
     cfg = load_config(RunConfig, config, [*shortcuts, *overrides])
     with shutting_down_ray():
         where = run(cfg)
-    console.print(f"report: {where / 'report.html'} (and report.md)", soft_wrap=True, highlight=False)
+    console.print(f"report: {storage.join(where, 'report.html')} (and report.md)", soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

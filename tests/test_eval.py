@@ -169,3 +169,28 @@ def test_amr_eval_scores_smollm2_on_three_humaneval_tasks(ray_local, smollm2, ca
     assert sorted(results["eval"]) == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     assert f"pass@1: HumanEval {scores['base_pass@1']:.1%}  HumanEval+ {scores['plus_pass@1']:.1%}" in result.output
     print(json.dumps({k: scores[k] for k in ("base_pass@1", "plus_pass@1", "output_tokens", "generation_s", "scoring_s")}))
+
+
+@pytest.mark.timeout(420)
+def test_amr_eval_writes_its_results_to_an_object_store(ray_local, tiny_teacher, tiny_model, s3_server, cache, tmp_path):
+    # the session's tiny engine answers (same model and engine settings: the job shares its deployment);
+    # evalplus scores in a local temporary directory, whose files then go to the bucket
+    from amr import storage
+    from tests.conftest import logged_engine_starts
+
+    out = f"s3://{s3_server['bucket']}/eval-{tmp_path.name}/humaneval"
+    engines = logged_engine_starts()
+    result = runner.invoke(app, ["eval", "--model", tiny_model, "--dataset", "humaneval", "--limit", "2", "--output", out,
+                                 "--set", f"cache_dir={cache}", "--set", "sampling.max_tokens=16",
+                                 "--set", "vllm.max_model_len=1024", "--set", "vllm.batch_size=4",
+                                 "--set", "vllm.cpu_reserved_cores=0", "--set", "scoring.min_time_limit=10"])
+    assert result.exit_code == 0, result.output
+    assert logged_engine_starts() == engines
+    assert f"results in {out}/" in result.output
+    scores = storage.read_json(f"{out}/scores.json")
+    assert (scores["model"], scores["n_tasks"], scores["generation_errors"]) == (tiny_model, 2, 0)
+    assert scores["results"] == f"{out}/samples_eval_results.json" and scores["config"]["output"] == out
+    samples = [json.loads(line) for line in storage.read_lines(f"{out}/samples.jsonl")]
+    assert [s["task_id"] for s in samples] == ["HumanEval/0", "HumanEval/1"]
+    assert sorted(storage.read_json(scores["results"])["eval"]) == ["HumanEval/0", "HumanEval/1"]
+    assert storage.is_file(f"{out}/evalplus.log")

@@ -223,3 +223,27 @@ def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(ray_local, t
         assert [json.loads(line) for line in evolved.read_text().splitlines()] == everything
         again = runner.invoke(app, args)
         assert "done already" in again.output and len(teacher.requests) - calls == len(levels[0])
+
+
+@pytest.mark.timeout(300)
+def test_decontamination_reads_and_writes_an_object_store(ray_local, s3_server, tmp_path):
+    # the n-gram checks only (no LLM, no embedding model): input, output, report, removed rows and the stages
+    # directory all in the bucket
+    from amr import storage
+    from amr.data import load_instructions
+
+    folder = f"s3://{s3_server['bucket']}/instructions-{tmp_path.name}"
+    rows = [{"id": "e/1", "instruction": MBPP_11, "round": 1}, {"id": "e/4", "instruction": CLEAN, "round": 2}]
+    storage.write_text(f"{folder}/level.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    out = f"{folder}/clean.parquet"
+    args = ["instructions", "decontaminate", "--input", f"{folder}/level.jsonl", "--output", out,
+            "--set", "decontam.embedding_threshold=null"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = storage.read_json(f"{out}.report.json")
+    assert report["by_check"] == {"exact": 1} and report["removed_rows"] == f"{out}.removed.jsonl"
+    assert [(r["id"], r["check"]) for r in map(json.loads, storage.read_lines(report["removed_rows"]))] == [("e/1", "exact")]
+    assert load_instructions(out, keep_fields=True) == [{"id": "e/4", "instruction": CLEAN, "round": 2, "tests": []}]
+    assert not storage.exists(f"{out}.stages")  # removed once the report is written
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and f"{out}: done already" in again.output

@@ -1,14 +1,14 @@
 """`amr report` on job outputs laid out as the jobs write them: provenance links scores to methods, the paper's
-table with deltas against direct, costs, the funnel and module growth."""
+table with deltas against direct, costs, the funnel and module growth; the same over an object store (S3, moto)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from amr import storage
 from amr.report import collect, growth, score_table, teacher_cost
 from jobs.cli import app
 
@@ -34,19 +34,23 @@ def scores(model: Path | str, dataset: str, base: float, plus: float) -> dict:
             "n_tasks": 40, "limit": 40, "base_pass@1": base, "plus_pass@1": plus}
 
 
-def write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
+def write(path: Path | str, data: dict) -> None:
+    """A JSON file at a local path or a URI."""
+    storage.write_json(path, data)
 
 
-def method_dirs(root: Path, method: str, accuracy: float, he: tuple, mbpp: tuple, waves=None) -> None:
-    write(root / method / "distill" / "manifest.json", manifest(method, accuracy, waves))
-    student = root / method / "student"
-    write(student / "train.json", {"model": "smollm2-135m-instruct", "examples": 10, "steps": 4, "final_loss": 0.5,
-                                   "tokens_per_s": 100.0, "wall_time_s": 60.0,
-                                   "dataset": str(root / method / "distill" / "dataset.parquet")})
+def method_dirs(root: Path | str, method: str, accuracy: float, he: tuple, mbpp: tuple, waves=None,
+                students: Path | None = None) -> None:
+    """One method's outputs as `amr run` lays them out under ``root`` (a path or URI); the student under
+    ``students`` when given (a run whose output is a URI keeps its students on a local disk)."""
+    write(storage.join(root, method, "distill", "manifest.json"), manifest(method, accuracy, waves))
+    student = storage.join(students, method) if students else storage.join(root, method, "student")
+    write(storage.join(student, "train.json"), {
+        "model": "smollm2-135m-instruct", "examples": 10, "steps": 4, "final_loss": 0.5, "tokens_per_s": 100.0,
+        "wall_time_s": 60.0, "dataset": storage.join(root, method, "distill", "dataset.parquet")})
     for dataset, (base, plus) in (("humaneval", he), ("mbpp", mbpp)):
-        write(root / method / "eval" / dataset / "scores.json", scores(student / "model", dataset, base, plus))
+        write(storage.join(root, method, "eval", dataset, "scores.json"),
+              scores(storage.join(student, "model"), dataset, base, plus))
 
 
 @pytest.mark.timeout(120)
@@ -88,3 +92,38 @@ def test_report_links_scores_to_methods_and_lays_out_the_papers_table(tmp_path):
 def test_nothing_to_report_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path), "--output", str(tmp_path / "report")])
     assert result.exit_code == 2 and f"no manifest.json or scores.json under {tmp_path}" in result.output
+    missing = tmp_path / "nothing-here"
+    result = runner.invoke(app, ["report", str(missing), "--output", str(tmp_path / "report")])
+    assert result.exit_code == 2 and f"no such directory: {missing}" in result.output
+
+
+@pytest.mark.timeout(120)
+def test_report_reads_and_writes_an_object_store(s3_server, tmp_path):
+    # `amr run` with an s3:// output: distill and eval outputs in the bucket, the students on a local disk
+    root = f"s3://{s3_server['bucket']}/report-{tmp_path.name}/run"
+    students = tmp_path / "students"
+    method_dirs(root, "amr", 0.6, (0.45, 0.40), (0.5, 0.425), waves=[2, 0, 1], students=students)
+    method_dirs(root, "direct", 0.5, (0.40, 0.35), (0.5, 0.45), students=students)
+    for dataset in ("humaneval", "mbpp"):
+        write(f"{root}/base/eval/{dataset}/scores.json", scores("smollm2-135m-instruct", dataset, 0.1, 0.05))
+    out = f"s3://{s3_server['bucket']}/report-{tmp_path.name}/report/"
+    result = runner.invoke(app, ["report", f"{root}/", "--output", out])
+    assert result.exit_code == 0, result.output
+    out = out.rstrip("/")
+    assert f"report: {out}/report.html" in result.output
+    md = storage.read_text(f"{out}/report.md")
+    assert "| AMR-Evol | 45.0 (+5.0) | 40.0 (+5.0) | 50.0 (+0.0) | 42.5 (-2.5) |" in md  # linked through train.json
+    assert "| smollm2-135m-instruct (not fine-tuned) | 10.0 | 5.0 | 10.0 | 5.0 |" in md
+    assert "| AMR-Evol | 10 | 10 | 60.0% of 10 | 19 | 155 | 407 | 6 | 12.0 |" in md
+    assert "<td>45.0 (+5.0)</td>" in storage.read_text(f"{out}/report.html")
+    for plot in ("pass_at_1.png", "module_growth.png"):
+        with storage.open_input(f"{out}/{plot}") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # one run in the bucket, one on a local disk: labels say which, from where their paths differ
+    method_dirs(tmp_path / "local", "amr", 0.7, (0.5, 0.5), (0.5, 0.5))
+    labels = [m.label for m in collect([root, tmp_path / "local"])]
+    assert f"AMR-Evol ({root}/amr/distill)" in labels and f"AMR-Evol ({tmp_path}/local/amr/distill)" in labels
+    missing = f"s3://{s3_server['bucket']}/report-{tmp_path.name}/nothing"
+    result = runner.invoke(app, ["report", missing, "--output", str(tmp_path / "report")])
+    assert result.exit_code == 2 and f"no such directory: {missing}" in result.output

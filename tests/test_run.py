@@ -95,3 +95,39 @@ def test_run_config_owns_its_paths_and_includes_sections(write):
     assert result.exit_code == 2 and f"{missing}:2: train: no such config file" in result.output
     result = runner.invoke(app, ["compare", "--methods", "direct,amr2", "--config", "jobs/configs/run_local_cpu.yaml"])
     assert result.exit_code == 2 and "methods.1: Input should be" in result.output
+    result = runner.invoke(app, ["run", "--config", "jobs/configs/run_local_cpu.yaml", "--output", "s3://bucket/run"])
+    assert result.exit_code == 2 and "students: required when output is an object-store URI" in result.output
+    result = runner.invoke(app, ["run", "--config", "jobs/configs/run_local_cpu.yaml", "--output", "s3://bucket/run",
+                                 "--set", "students=s3://bucket/students"])
+    assert result.exit_code == 2 and "students: s3://bucket/students: a local or shared-filesystem path" in result.output
+
+
+@pytest.mark.timeout(300)
+def test_run_on_an_object_store_keeps_the_students_on_a_local_disk(ray_local, scripted, tiny_model, s3_server, tmp_path):
+    # the distillation runs into the bucket; training and evaluation are done already (the student on the local
+    # disk, its scores in the bucket: what a first run left), so the run skips them, then links them by
+    # provenance and writes the report into the bucket
+    from amr import storage
+
+    out, students = f"s3://{s3_server['bucket']}/run-{tmp_path.name}", tmp_path / "students"
+    config = {**run_config(tmp_path, scripted, tiny_model), "output": f"{out}/", "students": str(students)}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    storage.write_json(f"{students}/direct/train.json", {
+        "model": tiny_model, "examples": 4, "steps": 2, "final_loss": 1.0, "tokens_per_s": 1.0, "wall_time_s": 1.0,
+        "dataset": f"{out}/direct/distill/dataset.parquet"})
+    for dataset in ("humaneval", "mbpp"):
+        storage.write_json(f"{out}/direct/eval/{dataset}/scores.json", {
+            "model": f"{students}/direct/model", "dataset": dataset, "version": "v0", "n_tasks": 2, "limit": 2,
+            "base_pass@1": 0.5, "plus_pass@1": 0.25})
+    result = runner.invoke(app, ["run", "--config", str(path), "--set", "methods=[direct]"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("done already") == 3  # train and two evaluations
+    assert f"report: {out}/report/report.html" in result.output
+    assert storage.read_json(f"{out}/direct/distill/manifest.json")["dataset"]["path"] == f"{out}/direct/distill/dataset.parquet"
+    report = storage.read_text(f"{out}/report/report.md")
+    assert "| direct | 50.0 | 25.0 | 50.0 | 25.0 |" in report  # scores linked to the distillation by train.json
+    assert "| direct | 4 | 4 | 50.0% of 4 |" in report and "## Student training" in report
+    calls = len(scripted.requests)
+    again = runner.invoke(app, ["run", "--config", str(path), "--set", "methods=[direct]"])
+    assert again.exit_code == 0 and again.output.count("done already") == 4 and len(scripted.requests) == calls

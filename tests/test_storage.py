@@ -37,6 +37,58 @@ def test_local_and_object_store_uris(tmp_path, monkeypatch, s3_server):
     assert remote.path("modules") == f"s3://{s3_server['bucket']}/runs/a/modules"
 
 
+def test_path_arithmetic_is_the_same_for_paths_and_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert storage.is_uri("s3://b/x") and not storage.is_uri("runs/x") and not storage.is_uri(f"file://{tmp_path}")
+    assert storage.normalize("s3://b/runs/x/") == "s3://b/runs/x"
+    assert storage.normalize("runs/x/") == storage.normalize(f"file://{tmp_path}/runs/x") == str(tmp_path / "runs" / "x")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert storage.normalize("link") == str(tmp_path / "real")  # one spelling per location
+    assert storage.join("s3://b/runs/", "amr", "distill") == "s3://b/runs/amr/distill"
+    assert storage.join("runs", "amr") == "runs/amr"  # a relative path stays relative
+    assert storage.parent("s3://b/runs/seeds.jsonl") == "s3://b/runs" and storage.parent("s3://b") == "s3://b"
+    assert storage.parent("seeds.jsonl") == "." and storage.parent("/a/b/") == "/a"
+    assert storage.name("s3://b/runs/seeds.jsonl") == "seeds.jsonl" and storage.name("/a/b/") == "b"
+
+
+def test_file_functions_find_copy_and_remove(run_dir, tmp_path):
+    root = run_dir.uri
+    missing = storage.join(root, "none.json")
+    assert not storage.exists(root) and not storage.exists(missing) and storage.find(root, "scores.json") == []
+    storage.write_json(storage.join(root, "amr", "eval", "mbpp", "scores.json"), {"a": 1})
+    storage.write_text(storage.join(root, "base", "scores.json"), '{"b": 2}')
+    storage.write_bytes(storage.join(root, "plot.png"), b"\x89PNG")
+    assert storage.exists(root) and storage.exists(storage.join(root, "amr")) and not storage.is_file(storage.join(root, "amr"))
+    assert storage.find(root, "scores.json") == [storage.join(root, "amr", "eval", "mbpp", "scores.json"),
+                                                 storage.join(root, "base", "scores.json")]
+    assert storage.find(storage.join(root, "base", "scores.json"), "scores.json") == [storage.join(root, "base", "scores.json")]
+    assert storage.read_json(storage.join(root, "base", "scores.json")) == {"b": 2}
+    assert list(storage.read_lines(storage.join(root, "base", "scores.json"))) == ['{"b": 2}']
+    with storage.open_input(storage.join(root, "plot.png")) as f:
+        assert f.read() == b"\x89PNG"
+    with pytest.raises(FileNotFoundError, match=missing):
+        storage.read_json(missing)
+
+    local = tmp_path / "made"
+    (local / "sub").mkdir(parents=True)
+    (local / "a.txt").write_text("a")
+    (local / "sub" / "b.txt").write_text("b")
+    storage.copy_to(local, storage.join(root, "copied"))
+    assert storage.read_text(storage.join(root, "copied", "sub", "b.txt")) == "b"
+    storage.copy_to(local / "a.txt", storage.join(root, "one.txt"))
+    assert storage.read_text(storage.join(root, "one.txt")) == "a"
+    with storage.local_dir(storage.join(root, "work")) as work:
+        assert work.is_dir() and (not run_dir.is_local or str(work) == storage.join(root, "work"))
+        (work / "samples.jsonl").write_text("{}\n")
+    assert storage.read_text(storage.join(root, "work", "samples.jsonl")) == "{}\n"
+
+    storage.remove(storage.join(root, "copied"))
+    storage.remove(storage.join(root, "one.txt"))
+    storage.remove(missing)  # nothing there: nothing to do
+    assert not storage.exists(storage.join(root, "copied", "a.txt")) and not storage.exists(storage.join(root, "one.txt"))
+
+
 def test_text_and_json_round_trip_with_nested_names(run_dir):
     assert not run_dir.exists("waves/00001.json")
     run_dir.write_json("waves/00001.json", {"version_read": 3, "name": "é"})

@@ -1,8 +1,9 @@
 """Vendored benchmark and seed data (see PROVENANCE.md), and the instruction loader.
 
 An instruction record is ``{"id": str, "instruction": str, "tests": list[str]}``; ``tests`` holds
-assert statements (empty when unknown). Inputs are JSONL or Parquet; a malformed record stops the
-load with an error naming the file, the line (row) and the field.
+assert statements (empty when unknown). Inputs are JSONL or Parquet files, local or object-store URIs
+(``amr.storage``); a malformed record stops the load with an error naming the file, the line (row) and the
+field.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import hashlib
 import itertools
 import json
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from amr import storage
 
 DATA_DIR = Path(__file__).parent
 MBPP = DATA_DIR / "mbpp" / "mbpp.jsonl"
@@ -90,14 +94,14 @@ def iter_instructions(source: str, limit: int | None = None, keep_fields: bool =
     field named in ``reserved`` (one the caller adds) is an error."""
     if source in BUILTIN_SOURCES:  # ``limit``: the first N of the source, decontaminated or not
         return itertools.islice(mbpp_train_decontaminated() if source == "mbpp-train" else mbpp_train(), limit or None)
-    return _validated(Path(source), limit, keep_fields, reserved)
+    return _validated(source if storage.is_uri(source) else Path(source), limit, keep_fields, reserved)
 
 
-def _validated(path: Path, limit: int | None = None, keep_fields: bool = False,
+def _validated(path: Path | str, limit: int | None = None, keep_fields: bool = False,
                reserved: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
-    """The file's first ``limit`` records, validated; ids are checked unique once all are read (the
-    check keeps 8 bytes per record, not the ids)."""
-    if not path.is_file():
+    """The file's (a local path or an object-store URI) first ``limit`` records, validated; ids are checked
+    unique once all are read (the check keeps 8 bytes per record, not the ids)."""
+    if not storage.is_file(path):
         raise InputError(f"{path}: no such input file (or use one of: {', '.join(BUILTIN_SOURCES)})")
     hashes = array("Q")
     for line, row in itertools.islice(_rows(path), limit or None):
@@ -129,7 +133,7 @@ def _id_hash(rid: str) -> int:
     return int.from_bytes(hashlib.blake2b(rid.encode(), digest_size=8).digest(), "little")
 
 
-def _check_unique_ids(path: Path, hashes: array) -> None:
+def _check_unique_ids(path: Path | str, hashes: array) -> None:
     """Raise on the first repeated id, naming both lines. Only ids whose hash repeats are looked up again
     (rows read a second time); a hash shared by different ids is no error."""
     values, counts = np.unique(np.frombuffer(hashes, dtype=np.uint64), return_counts=True)
@@ -180,18 +184,18 @@ def load_requests(path: str | Path) -> list[dict[str, Any]]:
     return requests
 
 
-def _rows(path: Path) -> Iterator[tuple[int, Any]]:
-    if path.suffix == ".parquet":
+def _rows(path: Path | str) -> Iterator[tuple[int, Any]]:
+    if str(path).endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        rows = (row for batch in pq.ParquetFile(path).iter_batches() for row in batch.to_pylist())
-        yield from enumerate(rows, start=1)
+        with storage.open_input(path) as f:
+            rows = (row for batch in pq.ParquetFile(f).iter_batches() for row in batch.to_pylist())
+            yield from enumerate(rows, start=1)
         return
-    with path.open() as f:
-        for i, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield i, json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{i}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    for i, text in enumerate(storage.read_lines(path), start=1):
+        if not text.strip():
+            continue
+        try:
+            yield i, json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{i}: invalid JSON: {exc.msg} (column {exc.colno})") from None

@@ -27,8 +27,8 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
-import shutil
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import ray
 from ray.data.expressions import col
 
-from amr import filters
+from amr import filters, storage
 from amr.config import ConfigError, InstructionsConfig
 from amr.data import iter_instructions, load_instructions
 from amr.decontam import benchmark_items, problem_statement
@@ -128,16 +128,16 @@ def evolve(source: str, config: InstructionsConfig, output: str) -> dict[str, An
     with one heuristic each. Each round is filtered, decontaminated and written as its own dataset
     (``<output stem>.round<r><suffix>``, resumable); ``output`` holds every round's rows."""
     _check_output(output)
-    path = Path(output)
+    stem, suffix = os.path.splitext(storage.name(output))
     seen = _seen([source], config)
     parents, levels, rounds = source, [], []
     for number in range(1, config.evolve.rounds + 1):
-        level = str(path.with_name(f"{path.stem}.round{number}{path.suffix}"))
-        if Path(report_path(level)).exists():  # done: its rows join the near-duplicate table, as when made
+        level = storage.join(storage.parent(output), f"{stem}.round{number}{suffix}")
+        if storage.exists(report_path(level)):  # done: its rows join the near-duplicate table, as when made
             _remember(seen, [level])
         else:
             _evolve_round(parents, number, config, seen, level)
-        rounds.append({"round": number, **json.loads(Path(report_path(level)).read_text())})
+        rounds.append({"round": number, **storage.read_json(report_path(level))})
         parents = level
         levels.append(level)
     report = {"rounds": [{k: v for k, v in r.items() if k != "decontamination"} for r in rounds],
@@ -216,10 +216,10 @@ def _decontaminated(run_dir: RunDir, source: str, config: InstructionsConfig, ou
     removed = pc.field("contamination").is_valid()
     near = pc.field("contamination").is_null() & (pc.list_value_length(pc.field("near")) > 0)
     folder = _folder(output)
-    folder.write_jsonl_batches(Path(removed_path(output)).name, (
+    folder.write_jsonl_batches(storage.name(removed_path(output)), (
         b.select(list(REMOVED)).rename_columns(list(REMOVED.values())) for b in run_dir.scan_stage(decided, filter=removed)))
-    folder.write_jsonl_batches(Path(near_path(output)).name, (b.select(["id", "near", "instruction"])
-                                                              for b in run_dir.scan_stage(decided, filter=near)))
+    folder.write_jsonl_batches(storage.name(near_path(output)), (b.select(["id", "near", "instruction"])
+                                                                 for b in run_dir.scan_stage(decided, filter=near)))
     checks = Counter()
     by_check: dict[str, Counter] = {}
     rows_in = near_kept = 0
@@ -320,7 +320,7 @@ def _write_kept(run_dir: RunDir, output: str, stage: str, seen: NearDuplicates |
             if limit is not None and kept >= limit:
                 return
 
-    folder, name = _folder(output), Path(output).name
+    folder, name = _folder(output), storage.name(output)
     if name.endswith(".parquet"):
         folder.write_parquet_tables(name, tables(), schema)
     else:
@@ -350,13 +350,13 @@ def _indexed(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 def _stages(output: str, config: InstructionsConfig) -> Iterator[RunDir]:
     """The step's stage directories, ``<output>.stages/``, with Ray (started if need be) keeping rows in
     order: kept when the step fails (a rerun resumes from them), removed once it is done. Its logs:
-    ``<output>.logs/``."""
-    path = Path(f"{output}.stages")
-    with job_logs(Path(output).parent, f"{Path(output).name}.logs"):
+    ``<output>.logs/`` (a local folder when the output is in an object store, ``amr.logs``)."""
+    stages = f"{output}.stages"
+    with job_logs(storage.parent(output), f"{storage.name(output)}.logs"):
         init_ray(config.ray)
         with ordered():
-            yield RunDir(str(path))
-    shutil.rmtree(path, ignore_errors=True)
+            yield RunDir(stages)
+    storage.remove(stages)
 
 
 def _decided(config: InstructionsConfig) -> str:
@@ -366,17 +366,17 @@ def _decided(config: InstructionsConfig) -> str:
 
 def _folder(output: str) -> RunDir:
     """The output's directory: the report, the removed and near rows and the reports go there too."""
-    return RunDir(str(Path(output).absolute().parent))
+    return RunDir(storage.parent(output))
 
 
 def _check_output(output: str) -> None:
-    if Path(output).suffix not in (".jsonl", ".parquet"):
+    if os.path.splitext(output)[1] not in (".jsonl", ".parquet"):
         raise ConfigError(f"output: {output}: must be a .jsonl or .parquet file")
 
 
 def _write_report(output: str, report: dict[str, Any]) -> None:
     """Its presence marks the output done."""
-    _folder(output).write_text(Path(report_path(output)).name, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    storage.write_text(report_path(output), json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def _benchmark(benchmark_id: str) -> str:
@@ -392,20 +392,18 @@ BUILD_STEPS = (("seeds.jsonl", "mbpp-train-raw", decontaminate),  # all of MBPP 
 
 def build(config: InstructionsConfig, folder: str | Path) -> str:
     """Every step: seeds (MBPP train, decontaminated) -> self-instruct -> evolution rounds, under ``folder``;
-    returns the file of all their instructions (``all.jsonl``, what ``amr distill`` reads). Finished steps are
-    skipped, a cut-off one resumes."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    everything = folder / "all.jsonl"
+    returns the file of all their instructions (``all.jsonl``, what ``amr distill`` reads). ``folder`` may be an
+    object-store URI. Finished steps are skipped, a cut-off one resumes."""
+    folder = str(folder)
+    everything = storage.join(folder, "all.jsonl")
     for name, source, step in BUILD_STEPS:
-        output = str(folder / name)
-        if Path(report_path(output)).exists():
+        output = storage.join(folder, name)
+        if storage.exists(report_path(output)):
             log.info("instructions: %s done already (%s)", name, output)
             continue
         log.info("instructions: %s -> %s", name, output)
-        step(source if source == "mbpp-train-raw" else str(folder / source), config, output)
-    if not everything.exists():  # streamed: the lineage stays in the steps' files
-        records = itertools.chain.from_iterable(iter_instructions(str(folder / name)) for name, _, _ in BUILD_STEPS)
-        RunDir(str(folder)).write_jsonl_batches(everything.name, (
-            pa.Table.from_pylist(chunk) for chunk in chunks(records)))
-    return str(everything)
+        step(source if source == "mbpp-train-raw" else storage.join(folder, source), config, output)
+    if not storage.exists(everything):  # streamed: the lineage stays in the steps' files
+        records = itertools.chain.from_iterable(iter_instructions(storage.join(folder, name)) for name, _, _ in BUILD_STEPS)
+        RunDir(folder).write_jsonl_batches("all.jsonl", (pa.Table.from_pylist(chunk) for chunk in chunks(records)))
+    return everything
