@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap models run test bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale clean
+.PHONY: setup bwrap models run test lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale clean
 
 setup: $(VENV)/.installed bwrap
 
@@ -39,6 +39,10 @@ run: models
 
 test: setup
 	$(BIN)/pytest tests
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: bench-sandbox bench-pipeline bench-teacher bench-decontam bench-scale
 

@@ -12,9 +12,10 @@ evaluation live in their own packages: ``train.trainer.run`` and ``eval.evaluate
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from amr.config import DistillConfig, InstructionsConfig, as_config
 
@@ -56,8 +57,9 @@ def distill(config: DistillConfig | str | Path | None = None, overrides: Sequenc
     return DistillResult(cfg.run_dir, pipeline.run(cfg))
 
 
-def build_instructions(output: str | Path, config: InstructionsConfig | str | Path | None = None,
-                       overrides: Sequence[str] = ()) -> str:
+def build_instructions(
+    output: str | Path, config: InstructionsConfig | str | Path | None = None, overrides: Sequence[str] = ()
+) -> str:
     """Seeds (MBPP train, decontaminated) -> self-instruct -> evolution rounds under ``output``, resumable; the
     file of all the instructions, ready for ``distill``'s ``input.source``."""
     from amr.pipelines import instructions

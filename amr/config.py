@@ -5,8 +5,9 @@ Every error names the file, the line and the dotted key it is about.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -52,10 +53,18 @@ class VLLMConfig(Strict):
     device: Literal["cpu", "gpu"] = "cpu"
     dtype: str = Field("auto", description="'auto' is float32 on CPU, the model's dtype on GPU.")
     tensor_parallel_size: int = Field(1, ge=1)
-    concurrency: int = Field(1, ge=1, description="Engine replicas of the deployment (unless teacher.serve "
-                             "autoscales); also the job's client actors that send a streamed stage's requests.")
-    batch_size: int = Field(16, ge=1, description="Rows of a streamed stage sent to the deployment together (a client "
-                            "actor has 4 such batches in flight); a wave sends all its rows at once.")
+    concurrency: int = Field(
+        1,
+        ge=1,
+        description="Engine replicas of the deployment (unless teacher.serve "
+        "autoscales); also the job's client actors that send a streamed stage's requests.",
+    )
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="Rows of a streamed stage sent to the deployment together (a client "
+        "actor has 4 such batches in flight); a wave sends all its rows at once.",
+    )
     max_model_len: int = Field(4096, ge=64)
     max_num_seqs: int = Field(64, ge=1)
     enable_prefix_caching: bool = True
@@ -73,30 +82,41 @@ class VLLMConfig(Strict):
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed to vLLM as is.")
     accelerator_type: str | None = Field(
-        None, description="GPU type each replica is placed on (Ray's accelerator_type, e.g. 'A100', 'H100'); "
-        "None: any GPU. CPU engines take none.")
+        None,
+        description="GPU type each replica is placed on (Ray's accelerator_type, e.g. 'A100', 'H100'); "
+        "None: any GPU. CPU engines take none.",
+    )
 
 
 class ServeConfig(Strict):
     """The teacher's Ray Serve LLM deployment: started once per job (or attached to), shared by every stage."""
 
     app_name: str | None = Field(
-        None, description="Attach to this running Serve application (`amr teacher serve`) instead of starting "
-        "one; it is left running when the job ends. None: the job starts its own and deletes it at the end.")
+        None,
+        description="Attach to this running Serve application (`amr teacher serve`) instead of starting "
+        "one; it is left running when the job ends. None: the job starts its own and deletes it at the end.",
+    )
     min_replicas: int | None = Field(
-        None, ge=0, description="Autoscaling: the fewest replicas (with max_replicas). None: a fixed "
-        "vllm.concurrency replicas.")
+        None,
+        ge=0,
+        description="Autoscaling: the fewest replicas (with max_replicas). None: a fixed vllm.concurrency replicas.",
+    )
     max_replicas: int | None = Field(None, ge=1, description="Autoscaling: the most replicas.")
     max_ongoing_requests: int | None = Field(
-        None, ge=1, description="Requests a replica takes at once (Serve routes the rest elsewhere or queues "
-        "them); None: vllm.max_num_seqs, what one engine batches.")
+        None,
+        ge=1,
+        description="Requests a replica takes at once (Serve routes the rest elsewhere or queues "
+        "them); None: vllm.max_num_seqs, what one engine batches.",
+    )
     request_timeout_s: float | None = Field(
-        None, gt=0, description="A request not answered in this many seconds becomes an error row; None: no limit.")
-    start_timeout_s: float = Field(1800, gt=0, description="Longest wait for the deployment to be up (engine "
-                                   "start, model load).")
+        None, gt=0, description="A request not answered in this many seconds becomes an error row; None: no limit."
+    )
+    start_timeout_s: float = Field(
+        1800, gt=0, description="Longest wait for the deployment to be up (engine start, model load)."
+    )
 
     @model_validator(mode="after")
-    def _autoscaling_pair(self) -> "ServeConfig":
+    def _autoscaling_pair(self) -> ServeConfig:
         if (self.min_replicas is None) != (self.max_replicas is None):
             raise ValueError("min_replicas and max_replicas go together (autoscaling), or neither")
         if self.min_replicas is not None and self.min_replicas > self.max_replicas:
@@ -110,10 +130,15 @@ class OpenAIConfig(Strict):
     qps: int | None = Field(None, gt=0, description="Requests per second per worker; None: unlimited.")
     max_retries: int = Field(5, ge=0)
     base_retry_wait_s: float = Field(1.0, gt=0, description="First backoff wait; doubles per retry.")
-    request_timeout_s: float = Field(600.0, gt=0, description="Deadline of one request; one past it is retried "
-                                     "(a hung endpoint cannot hold the job).")
+    request_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Deadline of one request; one past it is retried (a hung endpoint cannot hold the job).",
+    )
     concurrency: int = Field(
-        4, ge=1, description="Requests in flight: a streamed stage runs this many HTTP workers with one request "
+        4,
+        ge=1,
+        description="Requests in flight: a streamed stage runs this many HTTP workers with one request "
         "each; a wave sends this many at once.",
     )
     batch_size: int = Field(4, ge=1, description="Rows per HTTP worker batch: small spreads rows over workers.")
@@ -133,9 +158,12 @@ class TeacherConfig(Strict):
 
 
 class InputConfig(Strict):
-    source: str = Field("mbpp-train", description="'mbpp-train': MBPP train ids 601-974 without the 144 that overlap "
-                        "the evaluation benchmarks (230 left; `amr instructions seed`'s decontamination); "
-                        "'mbpp-train-raw': all 374, MBPP+ tasks included; or a JSONL/Parquet file (a path or URI).")
+    source: str = Field(
+        "mbpp-train",
+        description="'mbpp-train': MBPP train ids 601-974 without the 144 that overlap "
+        "the evaluation benchmarks (230 left; `amr instructions seed`'s decontamination); "
+        "'mbpp-train-raw': all 374, MBPP+ tasks included; or a JSONL/Parquet file (a path or URI).",
+    )
     limit: int | None = Field(None, ge=1, description="Take the first N instructions.")
 
 
@@ -147,11 +175,19 @@ class SandboxConfig(Strict):
         description="Weakest isolation allowed. 'bwrap': namespaces + read-only system + rlimits; "
         "'process': rlimits and process-group kill only. Below it the sandbox refuses to run.",
     )
-    workers: int | None = Field(None, ge=1, description="Warm check servers per pool (per sandbox actor of a "
-                                "job, which asks Ray for as many CPUs); None: one per CPU of the machine.")
-    actors: int | None = Field(None, ge=1, description="A job's sandbox actors, each a pool of `workers` check "
-                               "servers on as many CPUs, started once and used by every wave and the dataset "
-                               "check; None: one per node of the Ray cluster.")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="Warm check servers per pool (per sandbox actor of a "
+        "job, which asks Ray for as many CPUs); None: one per CPU of the machine.",
+    )
+    actors: int | None = Field(
+        None,
+        ge=1,
+        description="A job's sandbox actors, each a pool of `workers` check "
+        "servers on as many CPUs, started once and used by every wave and the dataset "
+        "check; None: one per node of the Ray cluster.",
+    )
     timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per check (CPU limit: +1 s).")
     memory_mb: int = Field(1024, ge=64, description="Address-space limit per check.")
     max_processes: int = Field(32, ge=1, description="Processes and threads a check may add.")
@@ -169,11 +205,18 @@ class SandboxConfig(Strict):
 
 
 class EmbeddingConfig(Strict):
-    model: str = Field("all-minilm-l6-v2", description="sentence-transformers model: registry name, path, hub "
-                       "id. The paper uses Alibaba-NLP/gte-large-en-v1.5.")
+    model: str = Field(
+        "all-minilm-l6-v2",
+        description="sentence-transformers model: registry name, path, hub "
+        "id. The paper uses Alibaba-NLP/gte-large-en-v1.5.",
+    )
     batch_size: int = Field(64, ge=1)
-    actors: int = Field(1, ge=1, description="A job's embedding actors (one CPU each), started once: they embed the "
-                        "retrieval queries and each wave's new functions.")
+    actors: int = Field(
+        1,
+        ge=1,
+        description="A job's embedding actors (one CPU each), started once: they embed the "
+        "retrieval queries and each wave's new functions.",
+    )
 
 
 class ModulesConfig(Strict):
@@ -184,15 +227,23 @@ class ModulesConfig(Strict):
     top_k: int = Field(1, ge=1, description="Functions retrieved per spec (paper: 1).")
     min_similarity: float | None = Field(None, ge=-1, le=1, description="Retrieval floor (paper: none).")
     novelty_threshold: float = Field(
-        0.9, gt=0, le=1,
+        0.9,
+        gt=0,
+        le=1,
         description="A new function is novel when its cosine to every module (and to every earlier new "
         "function of its wave) is below this. The paper leaves it open; 0.9 keeps near-duplicates out.",
     )
     index_min_rows: int = Field(50_000, ge=1, description="Build the ANN index once the table has this many rows.")
-    bootstrap_from: str | None = Field(None, description="Instructions the bootstrap helpers are "
-                                       "self-instructed from: a source like input.source; None: the job's input.")
-    bootstrap_limit: int = Field(20, ge=0, description="How many of them; an empty table is bootstrapped with them "
-                                 "before the first wave (0: never).")
+    bootstrap_from: str | None = Field(
+        None,
+        description="Instructions the bootstrap helpers are "
+        "self-instructed from: a source like input.source; None: the job's input.",
+    )
+    bootstrap_limit: int = Field(
+        20,
+        ge=0,
+        description="How many of them; an empty table is bootstrapped with them before the first wave (0: never).",
+    )
 
 
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the registry's names (amr.methods)
@@ -201,11 +252,12 @@ Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the registry's n
 class DistillConfig(Strict):
     """The distillation job (``amr.pipelines.distill``, ``amr distill``)."""
 
-    method: Method = Field(
-        "amr", description=" ".join(f"'{m.name}': {m.description}" for m in REGISTRY))
+    method: Method = Field("amr", description=" ".join(f"'{m.name}': {m.description}" for m in REGISTRY))
     run_dir: str = Field("runs/local", description="Stage outputs, dataset and manifest; rerun to resume.")
     wave_size: int = Field(
-        64, ge=1, description="Instructions per wave of retrieval, evolution and growth; each wave reads one table "
+        64,
+        ge=1,
+        description="Instructions per wave of retrieval, evolution and growth; each wave reads one table "
         "version and commits the next (1 reproduces the paper's sequential order). A wave's fixed overhead is "
         "a fraction of a second (bench/pipeline.py, docs/benchmarks.md), so the size is set by the teacher: a wave sends all its "
         "rows at once and waits for the longest answer, so it should fill the engines' batches. 64 fills one "
@@ -224,16 +276,31 @@ class DecontamConfig(Strict):
     """Decontamination against the evaluation benchmarks (``amr.decontam``): checks that need no LLM."""
 
     benchmarks: list[Literal["humaneval", "mbpp", "mbpp-plus"]] = Field(
-        ["humaneval", "mbpp", "mbpp-plus"], min_length=1, description="HumanEval+ v0.1.10; MBPP ids 1-600 (prompt, "
-        "test, validation); MBPP+ v0.1.0 and v0.2.0 (whose tasks come from every MBPP split, train included).")
+        ["humaneval", "mbpp", "mbpp-plus"],
+        min_length=1,
+        description="HumanEval+ v0.1.10; MBPP ids 1-600 (prompt, "
+        "test, validation); MBPP+ v0.1.0 and v0.2.0 (whose tasks come from every MBPP split, train included).",
+    )
     ngram: int = Field(13, ge=2, description="Word n-gram length of the overlap check (GPT-3's 13).")
     min_ngram_matches: int = Field(1, ge=1, description="Shared n-grams with one benchmark text that flag a row.")
-    embedding_threshold: float | None = Field(0.95, ge=-1, le=1, description="Cosine of problem statements that "
-                                              "flags a row (a reworded problem); None: no embedding check.")
-    judge: bool = Field(False, description="The paper's check on top: the teacher judges whether each row is the "
-                        "same problem as its nearest benchmark items (cosine from judge_floor up to the threshold).")
-    judge_floor: float = Field(0.8, ge=-1, le=1, description="Least cosine of a pair worth judging; pairs from "
-                               "here up to embedding_threshold are listed in the report as near, judged or not.")
+    embedding_threshold: float | None = Field(
+        0.95,
+        ge=-1,
+        le=1,
+        description="Cosine of problem statements that flags a row (a reworded problem); None: no embedding check.",
+    )
+    judge: bool = Field(
+        False,
+        description="The paper's check on top: the teacher judges whether each row is the "
+        "same problem as its nearest benchmark items (cosine from judge_floor up to the threshold).",
+    )
+    judge_floor: float = Field(
+        0.8,
+        ge=-1,
+        le=1,
+        description="Least cosine of a pair worth judging; pairs from "
+        "here up to embedding_threshold are listed in the report as near, judged or not.",
+    )
     judge_top_k: int = Field(5, ge=1, description="Nearest benchmark items judged per row (the paper: 5).")
     batch_size: int = Field(256, ge=1)
     actors: int = Field(1, ge=1, description="Most checker actors (one CPU each).")
@@ -245,8 +312,10 @@ class SelfInstructConfig(Strict):
     count: int = Field(10_000, ge=1, description="Instructions to keep (the paper: 10k).")
     examples: int = Field(3, ge=1, description="Seeds sampled as few-shot examples per request.")
     oversample: float = Field(1.5, ge=1, description="Requests per wanted instruction (filters drop some).")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=2048),
-                                     description="The paper: temperature 0.7, 2048 tokens.")
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=2048),
+        description="The paper: temperature 0.7, 2048 tokens.",
+    )
     seed: int = Field(0, description="Seeds the example sampling and each request's sampling seed.")
 
 
@@ -255,8 +324,10 @@ class InstructionEvolutionConfig(Strict):
 
     rounds: int = Field(3, ge=1, description="Complexity levels (the paper: 3).")
     heuristics: list[Literal["constraints", "rarer", "reasoning", "misdirection", "complexity"]] = Field(
-        ["constraints", "rarer", "reasoning", "misdirection", "complexity"], min_length=1,
-        description="Chosen per instruction and round, uniformly, reproducibly (from seed).")
+        ["constraints", "rarer", "reasoning", "misdirection", "complexity"],
+        min_length=1,
+        description="Chosen per instruction and round, uniformly, reproducibly (from seed).",
+    )
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=2048))
     seed: int = 0
 
@@ -267,8 +338,12 @@ class FilterConfig(Strict):
     min_words: int = Field(5, ge=1)
     max_words: int = Field(400, ge=1)
     parent_copy: float = Field(0.9, gt=0, le=1, description="Word-trigram Jaccard to the parent that makes a copy.")
-    near_duplicate: float = Field(0.95, gt=0, le=1, description="Cosine to a kept instruction that makes a "
-                                  "near-duplicate (a LanceDB table of the kept ones).")
+    near_duplicate: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Cosine to a kept instruction that makes a near-duplicate (a LanceDB table of the kept ones).",
+    )
 
 
 class InstructionsConfig(Strict):
@@ -281,8 +356,9 @@ class InstructionsConfig(Strict):
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
     evolve: InstructionEvolutionConfig = Field(default_factory=InstructionEvolutionConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Writes and evolves instructions; "
-                                   "the judge of decontam.judge.")
+    teacher: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="Writes and evolves instructions; the judge of decontam.judge."
+    )
 
 
 class TeacherJobConfig(Strict):
@@ -348,8 +424,13 @@ def _load_yaml(path: str | Path, prefix: tuple[str, ...] = ()) -> tuple[dict[str
     return raw, lines
 
 
-def _include_sections(model: type[BaseModel], raw: dict[str, Any], lines: dict[tuple[str, ...], str],
-                      base: Path, prefix: tuple[str, ...] = ()) -> None:
+def _include_sections(
+    model: type[BaseModel],
+    raw: dict[str, Any],
+    lines: dict[tuple[str, ...], str],
+    base: Path,
+    prefix: tuple[str, ...] = (),
+) -> None:
     """Read in each section, at any depth, given as a file name (``train: train_local_cpu.yaml``) or as
     ``include: FILE`` plus keys that change it (``distill: {include: local_cpu.yaml, input: {limit: 5}}``); a file
     name is relative to the file that names it. Keys a model owns (``INCLUDE_DROPS``: ``amr run`` sets each
@@ -463,7 +544,8 @@ class LoraSettings(Strict):
     alpha: int = Field(32, ge=1, description="Scaling numerator (lora_alpha).")
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names to adapt; 'all-linear': every linear layer but the LM head.")
+        "all-linear", description="Module names to adapt; 'all-linear': every linear layer but the LM head."
+    )
 
 
 class TrainScaling(Strict):
@@ -481,20 +563,35 @@ class TrainConfig(Strict):
 
     model: str = Field("smollm2-135m-instruct", description="The student: registry name, local HF directory or hub id.")
     model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
-    dataset: str | None = Field(None, description="A distill run directory (dataset.parquet or dataset.jsonl; may be "
-                                "an object-store URI) or one such file. `amr train --dataset`.")
-    output: str | None = Field(None, description="Where the final model (OUT/model), train.json and, by default, the "
-                               "checkpoints go; on a multi-node cluster a path on shared storage. `amr train --output`.")
+    dataset: str | None = Field(
+        None,
+        description="A distill run directory (dataset.parquet or dataset.jsonl; may be "
+        "an object-store URI) or one such file. `amr train --dataset`.",
+    )
+    output: str | None = Field(
+        None,
+        description="Where the final model (OUT/model), train.json and, by default, the "
+        "checkpoints go; on a multi-node cluster a path on shared storage. `amr train --output`.",
+    )
     template: Literal["chat", "alpaca"] = Field(
-        "chat", description="Prompt format (open in the paper). 'chat': the student's chat template over the row's "
-        "messages (else instruction/response); 'alpaca': the Alpaca/WizardCoder instruction template, for base models.")
+        "chat",
+        description="Prompt format (open in the paper). 'chat': the student's chat template over the row's "
+        "messages (else instruction/response); 'alpaca': the Alpaca/WizardCoder instruction template, for base models.",
+    )
     seq_len: int = Field(2048, ge=16, description="Longest tokenized example (longer ones are truncated). Paper: 2048.")
-    packing: bool = Field(False, description="Pack examples into seq_len rows (TRL best-fit, no cross-example attention).")
-    epochs: float = Field(3, gt=0, description="Paper: 3. Training stops at epochs or max_steps, whichever comes first.")
+    packing: bool = Field(
+        False, description="Pack examples into seq_len rows (TRL best-fit, no cross-example attention)."
+    )
+    epochs: float = Field(
+        3, gt=0, description="Paper: 3. Training stops at epochs or max_steps, whichever comes first."
+    )
     max_steps: int = Field(200, ge=1, description="Most optimizer steps. Paper: 200.")
     global_batch_size: int = Field(
-        128, ge=1, description="Examples per optimizer step over all workers (open in the paper); a multiple of "
-        "micro_batch_size x scaling.workers, the rest is gradient accumulation.")
+        128,
+        ge=1,
+        description="Examples per optimizer step over all workers (open in the paper); a multiple of "
+        "micro_batch_size x scaling.workers, the rest is gradient accumulation.",
+    )
     micro_batch_size: int = Field(1, ge=1, description="Examples per worker per forward pass.")
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate (open in the paper; 2e-5 as WizardCoder).")
     lr_scheduler: str = Field("cosine", description="A transformers scheduler name.")
@@ -502,22 +599,30 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     optimizer: str = Field("adamw_torch", description="A transformers optimizer name. Paper: AdamW.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="'auto': bf16 mixed precision on GPUs that support it (paper), float32 on CPU.")
+        "auto", description="'auto': bf16 mixed precision on GPUs that support it (paper), float32 on CPU."
+    )
     gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (less memory).")
-    finetune: Literal["full", "lora"] = Field("full", description="Full fine-tuning, or LoRA (merged into the final model).")
+    finetune: Literal["full", "lora"] = Field(
+        "full", description="Full fine-tuning, or LoRA (merged into the final model)."
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept in storage (CheckpointConfig.num_to_keep).")
     max_failures: int = Field(2, ge=0, description="Restarts from the latest checkpoint after a worker failure.")
-    storage_path: str | None = Field(None, description="Ray Train storage (checkpoints; shared or object store on a "
-                                     "cluster); None: <output>/checkpoints. A rerun resumes from its latest checkpoint.")
+    storage_path: str | None = Field(
+        None,
+        description="Ray Train storage (checkpoints; shared or object store on a "
+        "cluster); None: <output>/checkpoints. A rerun resumes from its latest checkpoint.",
+    )
     name: str = Field("train", description="The Ray Train run's name under storage_path.")
     logging_steps: int = Field(1, ge=1)
     seed: int = 42
     scaling: TrainScaling = Field(default_factory=TrainScaling)
     ray: RayConfig = Field(default_factory=RayConfig)
     trainer_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Extra TRL SFTConfig / transformers TrainingArguments, as is (fsdp, deepspeed...).")
+        default_factory=dict,
+        description="Extra TRL SFTConfig / transformers TrainingArguments, as is (fsdp, deepspeed...).",
+    )
 
 
 EVALPLUS_VERSIONS = {"humaneval": ("v0.1.10",), "mbpp": ("v0.1.0", "v0.2.0")}
@@ -529,21 +634,30 @@ class ScoringConfig(Strict):
 
     parallel: int | None = Field(None, ge=1, description="Checks run at once; None: one per CPU.")
     min_time_limit: float = Field(1.0, gt=0, description="Least seconds per test input (evalplus default 1).")
-    gt_time_limit_factor: float = Field(4.0, gt=0, description="Time limit per input as a multiple of the canonical "
-                                        "solution's time (evalplus default 4); raise both on a loaded machine.")
+    gt_time_limit_factor: float = Field(
+        4.0,
+        gt=0,
+        description="Time limit per input as a multiple of the canonical "
+        "solution's time (evalplus default 4); raise both on a loaded machine.",
+    )
 
 
 class EvalSettings(Strict):
     """How a model is evaluated with EvalPlus, whatever the model and the dataset."""
 
     limit: int | None = Field(None, ge=1, description="Evaluate the first N tasks only (a smoke run).")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=768),
-                                     description="Greedy by default (pass@1); max_tokens 768 as evalplus.")
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(max_tokens=768),
+        description="Greedy by default (pass@1); max_tokens 768 as evalplus.",
+    )
     samples: int = Field(1, ge=1, description="Samples per task; more than 1 (pass@k) needs sampling.temperature > 0.")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
-    cache_dir: str | None = Field(None, description="Plain-JSONL datasets and evalplus's expected outputs; default "
-                                  "$AMR_EVALPLUS_CACHE or ~/.cache/amr/evalplus.")
+    cache_dir: str | None = Field(
+        None,
+        description="Plain-JSONL datasets and evalplus's expected outputs; default "
+        "$AMR_EVALPLUS_CACHE or ~/.cache/amr/evalplus.",
+    )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
@@ -559,13 +673,22 @@ class EvalSettings(Strict):
 class EvalConfig(EvalSettings):
     """EvalPlus evaluation of a model (``eval/``, ``amr eval``): generation with vLLM, scoring with evalplus."""
 
-    model: str = Field(..., description="The model under evaluation: a registry name or a local HF directory "
-                       "(e.g. a trained student). `amr eval --model`.")
+    model: str = Field(
+        ...,
+        description="The model under evaluation: a registry name or a local HF directory "
+        "(e.g. a trained student). `amr eval --model`.",
+    )
     dataset: Literal["humaneval", "mbpp"] = Field(..., description="HumanEval(+) or MBPP(+). `amr eval --dataset`.")
-    version: str | None = Field(None, description="EvalPlus release: humaneval v0.1.10; mbpp v0.1.0 (the paper's 399 "
-                                "tasks) or v0.2.0 (378, evalplus 0.3.1's default). None: the first.")
-    output: str = Field(..., description="Directory for samples.jsonl, the evalplus results and scores.json (a path "
-                        "or an object-store URI).")
+    version: str | None = Field(
+        None,
+        description="EvalPlus release: humaneval v0.1.10; mbpp v0.1.0 (the paper's 399 "
+        "tasks) or v0.2.0 (378, evalplus 0.3.1's default). None: the first.",
+    )
+    output: str = Field(
+        ...,
+        description="Directory for samples.jsonl, the evalplus results and scores.json (a path "
+        "or an object-store URI).",
+    )
 
     @field_validator("version")
     @classmethod
@@ -594,38 +717,60 @@ class RunConfig(Strict):
     applies).
     """
 
-    output: str = Field("runs/local", description="Directory for the whole run: a local or shared path, or an "
-                        "object-store URI (s3://bucket/prefix) for the instructions, distill run directories, "
-                        "evaluations and report, with the students under `students`; rerun to resume.")
-    students: str | None = Field(None, description="Local or shared-filesystem directory for the trained students, "
-                                 "STUDENTS/<method> each (model/, train.json, checkpoints/): the model is files that "
-                                 "vLLM loads, not an object-store URI. Required when `output` is a URI; None: "
-                                 "OUTPUT/<method>/student.")
-    methods: list[Method] = Field(["amr"], min_length=1, description="Distillation methods, each trained and "
-                                  "evaluated on the same instructions. `amr compare --methods`.")
+    output: str = Field(
+        "runs/local",
+        description="Directory for the whole run: a local or shared path, or an "
+        "object-store URI (s3://bucket/prefix) for the instructions, distill run directories, "
+        "evaluations and report, with the students under `students`; rerun to resume.",
+    )
+    students: str | None = Field(
+        None,
+        description="Local or shared-filesystem directory for the trained students, "
+        "STUDENTS/<method> each (model/, train.json, checkpoints/): the model is files that "
+        "vLLM loads, not an object-store URI. Required when `output` is a URI; None: "
+        "OUTPUT/<method>/student.",
+    )
+    methods: list[Method] = Field(
+        ["amr"],
+        min_length=1,
+        description="Distillation methods, each trained and "
+        "evaluated on the same instructions. `amr compare --methods`.",
+    )
     instructions: InstructionsConfig | None = Field(
-        None, description="Build the instructions first (seed, self-instruct, evolve under OUTPUT/instructions) "
-        "and distil all of them, with distill's teacher, embedding and Ray unless set here; None: distill.input.")
+        None,
+        description="Build the instructions first (seed, self-instruct, evolve under OUTPUT/instructions) "
+        "and distil all of them, with distill's teacher, embedding and Ray unless set here; None: distill.input.",
+    )
     distill: DistillConfig = Field(default_factory=DistillConfig, description="The distill job (or a YAML file name).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The student's training (or a YAML file name).")
     eval: RunEvalConfig = Field(default_factory=RunEvalConfig)
 
-    INCLUDE_DROPS: ClassVar[dict[str, tuple[str, ...]]] = {"distill": ("run_dir", "method"),
-                                                           "train": ("dataset", "output")}
+    INCLUDE_DROPS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "distill": ("run_dir", "method"),
+        "train": ("dataset", "output"),
+    }
     """Set by the run for each method: an error in the run's config, dropped from a job config it includes."""
 
     @model_validator(mode="after")
-    def _paths_are_the_runs(self) -> "RunConfig":
-        owned = [f"{section}.{k}" for section, keys in self.INCLUDE_DROPS.items() for k in keys
-                 if k in getattr(self, section).model_fields_set]
+    def _paths_are_the_runs(self) -> RunConfig:
+        owned = [
+            f"{section}.{k}"
+            for section, keys in self.INCLUDE_DROPS.items()
+            for k in keys
+            if k in getattr(self, section).model_fields_set
+        ]
         if owned:
             raise ValueError(f"{', '.join(owned)}: set by the run for each method (see `methods` and `output`)")
         from amr.storage import is_uri  # pyarrow: not for every importer of the configs
 
         if self.students is not None and is_uri(self.students):
-            raise ValueError(f"students: {self.students}: a local or shared-filesystem path (vLLM loads the trained "
-                             "students from files), not an object-store URI")
+            raise ValueError(
+                f"students: {self.students}: a local or shared-filesystem path (vLLM loads the trained "
+                "students from files), not an object-store URI"
+            )
         if self.students is None and is_uri(self.output):
-            raise ValueError(f"students: required when output is an object-store URI ({self.output}): a local or "
-                             "shared-filesystem directory for the trained students (vLLM loads them from files)")
+            raise ValueError(
+                f"students: required when output is an object-store URI ({self.output}): a local or "
+                "shared-filesystem directory for the trained students (vLLM loads them from files)"
+            )
         return self

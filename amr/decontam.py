@@ -21,8 +21,9 @@ import gzip
 import json
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -39,14 +40,17 @@ def words(text: str) -> list[str]:
 
 
 def ngrams(tokens: list[str], n: int) -> set[str]:
-    return {" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+    return {" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
 def problem_statement(text: str) -> str:
     """The natural-language problem: without assert lines, MBPP's test header, doctest examples."""
     text = re.split(r"\n\s*(?:>>>|For example|Example)", text, maxsplit=1)[0]
-    lines = [line for line in text.splitlines()
-             if not line.strip().startswith("assert ") and line.strip() != "Your code should pass this test:"]
+    lines = [
+        line
+        for line in text.splitlines()
+        if not line.strip().startswith("assert ") and line.strip() != "Your code should pass this test:"
+    ]
     return "\n".join(lines).strip()
 
 
@@ -67,20 +71,31 @@ def benchmark_items(names: Iterable[str] = BENCHMARKS) -> list[dict[str, str]]:
         raise ValueError(f"unknown benchmark(s) {sorted(unknown)}; known: {', '.join(BENCHMARKS)}")
     if "humaneval" in names:
         for task in _jsonl_gz(HUMANEVAL_PLUS):
-            items[task["task_id"]] = {"id": task["task_id"], "prompt": task["prompt"],
-                                      "solution": task["canonical_solution"],
-                                      "problem": problem_statement(_docstring(task["prompt"], task["entry_point"]))}
+            items[task["task_id"]] = {
+                "id": task["task_id"],
+                "prompt": task["prompt"],
+                "solution": task["canonical_solution"],
+                "problem": problem_statement(_docstring(task["prompt"], task["entry_point"])),
+            }
     if "mbpp" in names:
         for row in map(json.loads, MBPP.read_text().splitlines()):
             if row["task_id"] in MBPP_EVAL_IDS:
-                items[f"mbpp/{row['task_id']}"] = {"id": f"mbpp/{row['task_id']}", "prompt": row["text"],
-                                                   "solution": row["code"], "problem": row["text"]}
+                items[f"mbpp/{row['task_id']}"] = {
+                    "id": f"mbpp/{row['task_id']}",
+                    "prompt": row["text"],
+                    "solution": row["code"],
+                    "problem": row["text"],
+                }
     if "mbpp-plus" in names:
         for path in (MBPP_PLUS_V010, MBPP_PLUS_V020):
             for task in _jsonl_gz(path):
                 prompt = problem_statement(task["prompt"].strip().strip('"'))
-                items[f"{task['task_id']}+"] = {"id": task["task_id"], "prompt": prompt,
-                                                "solution": task["canonical_solution"], "problem": prompt}
+                items[f"{task['task_id']}+"] = {
+                    "id": task["task_id"],
+                    "prompt": prompt,
+                    "solution": task["canonical_solution"],
+                    "problem": prompt,
+                }
     return list(items.values())
 
 
@@ -100,7 +115,7 @@ class NgramIndex:
     owners: list[str] = field(default_factory=list)  # text -> benchmark id
 
     @classmethod
-    def build(cls, items: list[dict[str, str]], n: int) -> "NgramIndex":
+    def build(cls, items: list[dict[str, str]], n: int) -> NgramIndex:
         index = cls(n)
         for item in items:
             for text in (item["prompt"], item["solution"]):

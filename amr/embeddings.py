@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import ray
@@ -16,8 +17,9 @@ from amr.runtime import spread
 class Embedder:
     """A sentence-transformers model by registry name, local path or hub id; loaded on first use."""
 
-    def __init__(self, model: str = "all-minilm-l6-v2", model_store: str | None = None, batch_size: int = 64,
-                 device: str = "cpu"):
+    def __init__(
+        self, model: str = "all-minilm-l6-v2", model_store: str | None = None, batch_size: int = 64, device: str = "cpu"
+    ):
         self.path = resolve(model, model_store)
         self.batch_size = batch_size
         self.device = device
@@ -36,8 +38,13 @@ class Embedder:
         """Unit-length float32 vectors, one row per text (cosine similarity is their dot product)."""
         if not len(texts):
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return vectors.astype(np.float32, copy=False)
 
 
@@ -70,8 +77,10 @@ class EmbedderActors:
 
     def __init__(self, model: str, model_store: str | None, batch_size: int, actors: int):
         self.batch_size = batch_size
-        self.actors = [_EmbedderActor.options(scheduling_strategy="SPREAD").remote(model, model_store, batch_size)
-                       for _ in range(actors)]
+        self.actors = [
+            _EmbedderActor.options(scheduling_strategy="SPREAD").remote(model, model_store, batch_size)
+            for _ in range(actors)
+        ]
 
     @cached_property
     def dim(self) -> int:

@@ -24,9 +24,10 @@ import os
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -125,9 +126,18 @@ def engine_key(config: TeacherConfig, model: str) -> str:
     if config.serve.app_name:
         return json.dumps({"attached": config.serve.app_name})
     cfg, serve = config.vllm, config.serve
-    return json.dumps({"model": model, "device": cfg.device, "accelerator": cfg.accelerator_type,
-                       "replicas": [cfg.concurrency, serve.min_replicas, serve.max_replicas],
-                       "engine": vllm_engine_kwargs(cfg), "env": vllm_env(cfg)}, sort_keys=True, default=str)
+    return json.dumps(
+        {
+            "model": model,
+            "device": cfg.device,
+            "accelerator": cfg.accelerator_type,
+            "replicas": [cfg.concurrency, serve.min_replicas, serve.max_replicas],
+            "engine": vllm_engine_kwargs(cfg),
+            "env": vllm_env(cfg),
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 class ServedTeacher(Teacher):
@@ -141,16 +151,30 @@ class ServedTeacher(Teacher):
 
     def state(self) -> dict[str, Any]:
 
-        return {**super().state(), "app": self.served.app_name, "attached": not self.served.owned,
-                "replicas": replicas(self.served.app_name), "engine_starts": engine_starts(self.served.app_name)}
+        return {
+            **super().state(),
+            "app": self.served.app_name,
+            "attached": not self.served.owned,
+            "replicas": replicas(self.served.app_name),
+            "engine_starts": engine_starts(self.served.app_name),
+        }
 
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
         cfg = self.config.vllm
         return ds.map_batches(
-            _served_batch, batch_format="pyarrow", batch_size=cfg.batch_size, num_cpus=0,
+            _served_batch,
+            batch_format="pyarrow",
+            batch_size=cfg.batch_size,
+            num_cpus=0,
             compute=ray.data.TaskPoolStrategy(size=BATCHES_IN_FLIGHT * len(self.clients)),
-            fn_kwargs={"clients": self.clients, "target": self._target(), "carry": tuple(carry),
-                       "model": self.model, "defaults": self.defaults})
+            fn_kwargs={
+                "clients": self.clients,
+                "target": self._target(),
+                "carry": tuple(carry),
+                "model": self.model,
+                "defaults": self.defaults,
+            },
+        )
 
     async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return await chat_all(*self._target(), [chat_body(r, self.model, self.defaults) for r in requests])
@@ -168,16 +192,22 @@ def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict
     An answer prefilled by a final assistant message is continued, as ray.data.llm's chat template stage does."""
     chat = messages(row)
     prefilled = bool(chat) and chat[-1]["role"] == "assistant"
-    return {"model": model, "messages": chat, "stream": False, "add_generation_prompt": not prefilled,
-            "continue_final_message": prefilled, **sampling(row, defaults)}
+    return {
+        "model": model,
+        "messages": chat,
+        "stream": False,
+        "add_generation_prompt": not prefilled,
+        "continue_final_message": prefilled,
+        **sampling(row, defaults),
+    }
 
 
-async def chat_all(app: str, deployment_name: str, timeout_s: float | None,
-                   bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def chat_all(
+    app: str, deployment_name: str, timeout_s: float | None, bodies: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Send chat requests to a deployment through its handle, all at once (at most ``HANDLE_WINDOW`` in flight);
     the output columns of each, in order (a failed request: its error)."""
     from ray import serve
-
 
     handle = serve.get_deployment_handle(deployment_name, app).options(stream=True)
     slots = asyncio.Semaphore(HANDLE_WINDOW)
@@ -206,12 +236,22 @@ class _Client:
         return await chat_all(*target, bodies)
 
 
-OUTPUT_TYPES = {"response": pa.string(), "num_input_tokens": pa.int64(), "num_output_tokens": pa.int64(),
-                "error": pa.string()}
+OUTPUT_TYPES = {
+    "response": pa.string(),
+    "num_input_tokens": pa.int64(),
+    "num_output_tokens": pa.int64(),
+    "error": pa.string(),
+}
 
 
-def _served_batch(batch: pa.Table, clients: list[Any], target: tuple[str, str, float | None],
-                  carry: tuple[str, ...], model: str, defaults: dict[str, Any]) -> pa.Table:
+def _served_batch(
+    batch: pa.Table,
+    clients: list[Any],
+    target: tuple[str, str, float | None],
+    carry: tuple[str, ...],
+    model: str,
+    defaults: dict[str, Any],
+) -> pa.Table:
     bodies = [chat_body(row, model, defaults) for row in batch.to_pylist()]
     answers = ray.get(random.choice(clients).chat.remote(target, bodies))
     out = batch.select(list(carry))
@@ -253,10 +293,17 @@ class OpenAITeacher(Teacher):
             answers = asyncio.run(self._answer_all(rows, in_flight=1))
             return pd.DataFrame([{**{k: row[k] for k in carry}, **out} for row, out in zip(rows, answers)])
 
-        return ds.map_batches(answer, batch_size=cfg.batch_size, batch_format="pandas", num_cpus=cfg.worker_cpus,
-                              compute=ray.data.TaskPoolStrategy(size=cfg.concurrency))
+        return ds.map_batches(
+            answer,
+            batch_size=cfg.batch_size,
+            batch_format="pandas",
+            num_cpus=cfg.worker_cpus,
+            compute=ray.data.TaskPoolStrategy(size=cfg.concurrency),
+        )
 
-    async def _answer_all(self, requests: Sequence[dict[str, Any]], in_flight: int | None = None) -> list[dict[str, Any]]:
+    async def _answer_all(
+        self, requests: Sequence[dict[str, Any]], in_flight: int | None = None
+    ) -> list[dict[str, Any]]:
         """Every request answered, ``in_flight`` at a time (default: ``concurrency``). A 429, a 5xx, a body that is
         not a chat completion (an HTML error page, JSON without ``choices``), a dropped connection or a request
         past ``request_timeout_s`` is asked again, up to ``max_retries`` times with exponential backoff; other
@@ -291,12 +338,14 @@ class OpenAITeacher(Teacher):
                             return parse_chat_completion(body if body is not None else text)
                     except (_Retry, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                         failure: Exception = exc
-                    except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                    except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                         failure = exc
                         if attempt == cfg.max_retries:
-                            raise EngineError(f"teacher.openai.base_url: {self.url} unreachable or not answering in "
-                                              f"{cfg.request_timeout_s} s after {attempt + 1} attempts: "
-                                              f"{type(exc).__name__}: {exc}") from None
+                            raise EngineError(
+                                f"teacher.openai.base_url: {self.url} unreachable or not answering in "
+                                f"{cfg.request_timeout_s} s after {attempt + 1} attempts: "
+                                f"{type(exc).__name__}: {exc}"
+                            ) from None
                     if attempt == cfg.max_retries:
                         return _error(f"endpoint error after {attempt + 1} attempts: {failure}")
                     await asyncio.sleep(cfg.base_retry_wait_s * 2**attempt)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -13,8 +13,11 @@ from amr.config import FilterConfig
 from amr.decontam import ngrams, words
 from amr.embeddings import Embedder
 
-TASK_CUE = re.compile(r"\b(write|implement|create|return|returns|given|function|program|compute|calculate|find|"
-                      r"check|design|develop|determine|count|convert|sort|generate)\b", re.IGNORECASE)
+TASK_CUE = re.compile(
+    r"\b(write|implement|create|return|returns|given|function|program|compute|calculate|find|"
+    r"check|design|develop|determine|count|convert|sort|generate)\b",
+    re.IGNORECASE,
+)
 
 
 def text_reason(text: str, config: FilterConfig, parent: str | None = None) -> str | None:
@@ -48,7 +51,8 @@ class NearDuplicates:
         self._scratch = None if uri else tempfile.TemporaryDirectory(prefix="amr-dedup-")
         self.embedder = embedder
         self.table = lancedb.connect(uri or self._scratch.name).create_table(
-            "kept", schema=pa.schema([("vector", pa.list_(pa.float32(), embedder.dim))]), mode="overwrite")
+            "kept", schema=pa.schema([("vector", pa.list_(pa.float32(), embedder.dim))]), mode="overwrite"
+        )
         self.threshold = threshold
 
     def keep(self, texts: Sequence[str]) -> list[bool]:
@@ -65,7 +69,9 @@ class NearDuplicates:
             if keep[i]:
                 kept.append(i)
         if kept:
-            self.table.add(pa.table({"vector": pa.array(list(vectors[kept]), type=pa.list_(pa.float32(), vectors.shape[1]))}))
+            self.table.add(
+                pa.table({"vector": pa.array(list(vectors[kept]), type=pa.list_(pa.float32(), vectors.shape[1]))})
+            )
         return keep
 
     def _nearest(self, vectors: np.ndarray) -> list[list[float]]:

@@ -23,9 +23,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 ENV = "AMR_LOG_LEVEL"
@@ -91,8 +92,9 @@ def job_logs(run_dir: str | Path, name: str = "logs") -> Iterator[Path]:
     _terminal = _configured if _configured is not None else level_of(None)
     handler = _JobFile(folder / "job.log")
     handler.setLevel(min(_terminal, logging.INFO))
-    handler.stream.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}): "
-                         f"{' '.join(sys.argv)}\n")
+    handler.stream.write(
+        f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} job started (pid {os.getpid()}): {' '.join(sys.argv)}\n"
+    )
     outermost = not _files
     _files.append(handler)
     _sweep()
@@ -130,8 +132,10 @@ def follow_ray() -> None:
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
     except ImportError:
         return
-    dispatcher.handlers = [(name, _Printer(handler) if name == "ray_print_logs" and not isinstance(handler, _Printer)
-                            else handler) for name, handler in dispatcher.handlers]
+    dispatcher.handlers = [
+        (name, _Printer(handler) if name == "ray_print_logs" and not isinstance(handler, _Printer) else handler)
+        for name, handler in dispatcher.handlers
+    ]
     for job in _files:
         _link_ray_logs(Path(job.baseFilename).parent)
 
@@ -140,16 +144,19 @@ class _OtherPrograms(logging.Filter):
     """On a terminal handler: records of loggers other than ``amr`` pass from the terminal's level up."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return (_terminal is None or record.levelno >= _terminal or record.name == "amr"
-                or record.name.startswith("amr."))
+        return (
+            _terminal is None or record.levelno >= _terminal or record.name == "amr" or record.name.startswith("amr.")
+        )
 
 
 _OTHERS = _OtherPrograms()
 
 
 def _loggers() -> list[logging.Logger]:
-    return [logging.root, *(logger for logger in list(logging.root.manager.loggerDict.values())
-                            if isinstance(logger, logging.Logger))]
+    return [
+        logging.root,
+        *(logger for logger in list(logging.root.manager.loggerDict.values()) if isinstance(logger, logging.Logger)),
+    ]
 
 
 def _sweep() -> None:
@@ -158,8 +165,12 @@ def _sweep() -> None:
     ``ray.serve``, ``transformers``, ...)."""
     for logger in _loggers():
         for handler in logger.handlers:
-            if (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-                    and not type(handler).__module__.startswith("_pytest") and _OTHERS not in handler.filters):
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)
+                and not type(handler).__module__.startswith("_pytest")
+                and _OTHERS not in handler.filters
+            ):
                 handler.addFilter(_OTHERS)
         if logger is logging.root or not logger.propagate:
             for job in _files:
@@ -190,8 +201,15 @@ _INNER = re.compile(r"^\([^()]*pid=\d+\)\s*")  # vLLM's own prefix: (EngineCore 
 _ERROR = re.compile(r"^(Traceback \(most recent call last\)|(\w+\.)*\w*(Error|Exception)\b)")
 _WARNING = re.compile(r"\w*Warning: ")
 _PROGRESS = re.compile(r"\d+%\||\| *\d+/\d+ \[")
-_NAMES = {"D": logging.DEBUG, "I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL,
-          "WARN": logging.WARNING, "FATAL": logging.CRITICAL}
+_NAMES = {
+    "D": logging.DEBUG,
+    "I": logging.INFO,
+    "W": logging.WARNING,
+    "E": logging.ERROR,
+    "F": logging.CRITICAL,
+    "WARN": logging.WARNING,
+    "FATAL": logging.CRITICAL,
+}
 
 
 def line_level(line: str) -> int | None:

@@ -44,20 +44,48 @@ class Method:
 
 
 REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list the baselines, then ours
-    Method("direct", "direct", "R_d, the teacher's direct answer, is the answer.", ("direct",), "direct",
-           baseline=True),
+    Method(
+        "direct", "direct", "R_d, the teacher's direct answer, is the answer.", ("direct",), "direct", baseline=True
+    ),
     Method("cot", "CoT", "The teacher reasons step by step, then writes the code.", ("cot",), "cot", baseline=True),
-    Method("ansrepair", "AnsRepair", "R_d is run against teacher-written tests in the sandbox and repaired once "
-           "if it fails.", ("direct", "anstest", "repair"), "ansrepair", baseline=True),
-    Method("amr-no-md", "AMR-Evol w/o MD", "Ablation: retrieval with R_d as the query, no modular decomposition.",
-           ("direct", "embed", "waves"), "are"),
-    Method("amr-no-are", "AMR-Evol w/o ARE", "Ablation: the final answer from the specs only, nothing retrieved.",
-           ("direct", "decompose", "waves"), "are"),
-    Method("amr", "AMR-Evol", "The full method: R_d, modular decomposition, retrieval from the module table, "
-           "adaptive response evolution, table growth.", ("direct", "decompose", "embed", "waves"), "are"),
-    Method("amr-checked", "AMR-Evol, checked", "Beyond the paper: AMR-Evol, then R_d and the evolved answer run "
-           "against teacher-written tests; the evolved answer is kept unless it fails where R_d passes.",
-           ("direct", "decompose", "embed", "waves", "anstest", "check"), "checked"),
+    Method(
+        "ansrepair",
+        "AnsRepair",
+        "R_d is run against teacher-written tests in the sandbox and repaired once if it fails.",
+        ("direct", "anstest", "repair"),
+        "ansrepair",
+        baseline=True,
+    ),
+    Method(
+        "amr-no-md",
+        "AMR-Evol w/o MD",
+        "Ablation: retrieval with R_d as the query, no modular decomposition.",
+        ("direct", "embed", "waves"),
+        "are",
+    ),
+    Method(
+        "amr-no-are",
+        "AMR-Evol w/o ARE",
+        "Ablation: the final answer from the specs only, nothing retrieved.",
+        ("direct", "decompose", "waves"),
+        "are",
+    ),
+    Method(
+        "amr",
+        "AMR-Evol",
+        "The full method: R_d, modular decomposition, retrieval from the module table, "
+        "adaptive response evolution, table growth.",
+        ("direct", "decompose", "embed", "waves"),
+        "are",
+    ),
+    Method(
+        "amr-checked",
+        "AMR-Evol, checked",
+        "Beyond the paper: AMR-Evol, then R_d and the evolved answer run "
+        "against teacher-written tests; the evolved answer is kept unless it fails where R_d passes.",
+        ("direct", "decompose", "embed", "waves", "anstest", "check"),
+        "checked",
+    ),
 )
 METHODS: dict[str, Method] = {m.name: m for m in REGISTRY}
 REFERENCE = "direct"

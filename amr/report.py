@@ -26,7 +26,9 @@ from amr import storage
 from amr.methods import METHODS, REFERENCE, REGISTRY
 
 DATASETS = {"humaneval": "HumanEval", "mbpp": "MBPP"}
-COLUMNS = [(d, kind, f"{name}{'+' if kind == 'plus' else ''}") for d, name in DATASETS.items() for kind in ("base", "plus")]
+COLUMNS = [
+    (d, kind, f"{name}{'+' if kind == 'plus' else ''}") for d, name in DATASETS.items() for kind in ("base", "plus")
+]
 ORDER = [m.name for m in REGISTRY]
 
 
@@ -57,8 +59,9 @@ def collect(dirs: list[str | Path]) -> list[Row]:
         manifest = storage.read_json(manifest_path)
         if "stages" in manifest:
             name = manifest["method"]
-            methods[storage.parent(manifest_path)] = Row(name, METHODS[name].label if name in METHODS else name,
-                                                         manifest=manifest)
+            methods[storage.parent(manifest_path)] = Row(
+                name, METHODS[name].label if name in METHODS else name, manifest=manifest
+            )
     for scores_path in _found(dirs, "scores.json"):
         scores = storage.read_json(scores_path)
         model = scores["model"]
@@ -73,8 +76,9 @@ def collect(dirs: list[str | Path]) -> list[Row]:
             name = storage.name(model)
             method = methods.setdefault(model, Row(name, f"{name} (not fine-tuned)"))
         method.scores[scores["dataset"]] = scores
-    rows = sorted(methods.values(), key=lambda m: (m.manifest is not None,
-                                                   ORDER.index(m.name) if m.name in ORDER else len(ORDER)))
+    rows = sorted(
+        methods.values(), key=lambda m: (m.manifest is not None, ORDER.index(m.name) if m.name in ORDER else len(ORDER))
+    )
     for label in {m.label for m in rows if sum(o.label == m.label for o in rows) > 1}:
         same = {key: m for key, m in methods.items() if m.label == label}
         for key, m in same.items():
@@ -122,17 +126,39 @@ def _pass1(method: Row | None, dataset: str, kind: str) -> float | None:
 
 def distill_table(methods: list[Row]) -> tuple[list[str], list[list[str]]]:
     """Per method: instructions, dataset rows, response accuracy, teacher calls and tokens, wall time."""
-    header = ["Method", "Instructions", "Dataset rows", "Response accuracy", "Teacher calls", "Input tokens",
-              "Output tokens", "Modules", "Wall time (s)"]
+    header = [
+        "Method",
+        "Instructions",
+        "Dataset rows",
+        "Response accuracy",
+        "Teacher calls",
+        "Input tokens",
+        "Output tokens",
+        "Modules",
+        "Wall time (s)",
+    ]
     rows = []
     for m in methods:
         if not m.manifest:
             continue
         d, cost = m.manifest["dataset"], teacher_cost(m.manifest)
-        accuracy = "-" if d["response_accuracy"] is None else f"{100 * d['response_accuracy']:.1f}% of {d['with_tests']}"
+        accuracy = (
+            "-" if d["response_accuracy"] is None else f"{100 * d['response_accuracy']:.1f}% of {d['with_tests']}"
+        )
         modules = m.manifest["modules"].get("rows", "-") if m.manifest["modules"] else "-"
-        rows.append([m.label, str(d["rows"] + d["dropped"]), str(d["rows"]), accuracy, str(cost["calls"]),
-                     str(cost["input_tokens"]), str(cost["output_tokens"]), str(modules), str(m.manifest["wall_time_s"])])
+        rows.append(
+            [
+                m.label,
+                str(d["rows"] + d["dropped"]),
+                str(d["rows"]),
+                accuracy,
+                str(cost["calls"]),
+                str(cost["input_tokens"]),
+                str(cost["output_tokens"]),
+                str(modules),
+                str(m.manifest["wall_time_s"]),
+            ]
+        )
     return header, rows
 
 
@@ -162,16 +188,27 @@ def funnel_table(method: Row) -> tuple[list[str], list[list[str]]]:
         notes += [f"{s['inserted']} inserted"] if "inserted" in s else []
         notes += [f"skipped: {s['skipped']}"] if "skipped" in s else []
         notes += ["resumed"] if s.get("resumed") else []
-        rows.append([name, *(str(s.get(k, "")) for k in ("rows", "errors", "input_tokens", "output_tokens")),
-                     ", ".join(notes)])
+        rows.append(
+            [name, *(str(s.get(k, "")) for k in ("rows", "errors", "input_tokens", "output_tokens")), ", ".join(notes)]
+        )
     return header, rows
 
 
 def train_table(methods: list[Row]) -> tuple[list[str], list[list[str]]]:
     header = ["Method", "Student", "Examples", "Steps", "Final loss", "Tokens/s", "Wall time (s)"]
-    rows = [[m.label, storage.name(m.train["model"]), str(m.train["examples"]), str(m.train["steps"]),
-             "-" if m.train.get("final_loss") is None else f"{m.train['final_loss']:.4f}", str(m.train["tokens_per_s"]),
-             str(m.train["wall_time_s"])] for m in methods if m.train]
+    rows = [
+        [
+            m.label,
+            storage.name(m.train["model"]),
+            str(m.train["examples"]),
+            str(m.train["steps"]),
+            "-" if m.train.get("final_loss") is None else f"{m.train['final_loss']:.4f}",
+            str(m.train["tokens_per_s"]),
+            str(m.train["wall_time_s"]),
+        ]
+        for m in methods
+        if m.train
+    ]
     return header, rows
 
 
@@ -186,7 +223,9 @@ def growth(manifest: dict[str, Any]) -> list[int]:
 def datasets_note(methods: list[Row]) -> str:
     """Which EvalPlus releases and how many tasks the scores are on (a --limit run is not the paper's full set)."""
     seen = {(s["dataset"], s["version"], s["n_tasks"], s["limit"]) for m in methods for s in m.scores.values()}
-    return "; ".join(f"{DATASETS[d]}(+) {v}: {n} tasks{' (--limit)' if limit else ''}" for d, v, n, limit in sorted(seen))
+    return "; ".join(
+        f"{DATASETS[d]}(+) {v}: {n} tasks{' (--limit)' if limit else ''}" for d, v, n, limit in sorted(seen)
+    )
 
 
 def plot_scores(methods: list[Row], path: str | Path | BinaryIO) -> None:
@@ -238,9 +277,14 @@ def write(dirs: list[str | Path], out: str | Path) -> str:
     folder = storage.RunDir(storage.normalize(out))
     plots = []
     for name, alt, wanted, plot in (
-            ("pass_at_1.png", "pass@1 per method", any(m.scores for m in methods), plot_scores),
-            ("module_growth.png", "module table growth per wave",
-             any(m.manifest and m.manifest["modules"] for m in methods), plot_growth)):
+        ("pass_at_1.png", "pass@1 per method", any(m.scores for m in methods), plot_scores),
+        (
+            "module_growth.png",
+            "module table growth per wave",
+            any(m.manifest and m.manifest["modules"] for m in methods),
+            plot_growth,
+        ),
+    ):
         if wanted:
             png = io.BytesIO()
             plot(methods, png)
@@ -254,22 +298,41 @@ def write(dirs: list[str | Path], out: str | Path) -> str:
 
 def _sections(methods: list[Row]) -> list[tuple[str, str, tuple[list[str], list[list[str]]]]]:
     """(title, caption, table) in reading order."""
-    against = (f" In brackets: the change against {REFERENCE} distillation."
-               if any(m.name == REFERENCE and m.scores for m in methods) else "")
-    sections = [("Student pass@1 (%)", f"EvalPlus, greedy. {datasets_note(methods)}.{against}", score_table(methods)),
-                ("Distillation", "Response accuracy: final answers passing the instructions' own tests in the "
-                 "sandbox. Teacher calls and tokens over every stage.", distill_table(methods)),
-                ("Student training", "", train_table(methods))]
-    sections += [(f"Funnel: {m.label}", f"Teacher {m.manifest['teacher_model']}.", funnel_table(m))
-                 for m in methods if m.manifest]
+    against = (
+        f" In brackets: the change against {REFERENCE} distillation."
+        if any(m.name == REFERENCE and m.scores for m in methods)
+        else ""
+    )
+    sections = [
+        ("Student pass@1 (%)", f"EvalPlus, greedy. {datasets_note(methods)}.{against}", score_table(methods)),
+        (
+            "Distillation",
+            "Response accuracy: final answers passing the instructions' own tests in the "
+            "sandbox. Teacher calls and tokens over every stage.",
+            distill_table(methods),
+        ),
+        ("Student training", "", train_table(methods)),
+    ]
+    sections += [
+        (f"Funnel: {m.label}", f"Teacher {m.manifest['teacher_model']}.", funnel_table(m))
+        for m in methods
+        if m.manifest
+    ]
     return [s for s in sections if s[2][1]]
 
 
 def _markdown(sections, plots) -> str:
     out = ["# amr-evol report", ""]
     for title, caption, (header, rows) in sections:
-        out += [f"## {title}", "", *([caption, ""] if caption else []), "| " + " | ".join(header) + " |",
-                "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows), ""]
+        out += [
+            f"## {title}",
+            "",
+            *([caption, ""] if caption else []),
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows),
+            "",
+        ]
     out += [f"![{alt}]({name})" for name, alt in plots]
     return "\n".join(out) + "\n"
 
@@ -280,11 +343,16 @@ def _html(sections, plots) -> str:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    parts = [f"<h2>{html.escape(t)}</h2>" + (f"<p>{html.escape(c)}</p>" if c else "") + table(*tab)
-             for t, c, tab in sections]
+    parts = [
+        f"<h2>{html.escape(t)}</h2>" + (f"<p>{html.escape(c)}</p>" if c else "") + table(*tab) for t, c, tab in sections
+    ]
     parts += [f'<figure><img src="{name}" alt="{alt}"><figcaption>{alt}</figcaption></figure>' for name, alt in plots]
-    style = ("body{font-family:sans-serif;margin:2em;max-width:72em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
-             "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th:first-child,td:first-child"
-             "{text-align:left}th{background:#f3f3f3}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>amr-evol report</title><style>{style}</style>"
-            f"</head><body><h1>amr-evol report</h1>{''.join(parts)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:72em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
+        "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th:first-child,td:first-child"
+        "{text-align:left}th{background:#f3f3f3}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>amr-evol report</title><style>{style}</style>"
+        f"</head><body><h1>amr-evol report</h1>{''.join(parts)}</body></html>\n"
+    )

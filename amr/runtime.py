@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import ray
 from ray.util.debug import log_once
@@ -74,8 +75,10 @@ def spread(actors: list[Any], method: str, items: Sequence[Any]) -> list[Any]:
     """Call ``method`` of each actor on its share of ``items`` (contiguous, even shares), all at once; the results
     of each call, in the items' order."""
     share = -(-len(items) // len(actors))
-    calls = [getattr(actor, method).remote(list(items[i:i + share]))
-             for actor, i in zip(actors, range(0, len(items), share))]
+    calls = [
+        getattr(actor, method).remote(list(items[i : i + share]))
+        for actor, i in zip(actors, range(0, len(items), share))
+    ]
     return ray.get(calls)
 
 
@@ -105,8 +108,14 @@ def require_shared_storage(paths: dict[str, str | None]) -> None:
         markers[field] = folder / f".amr-shared-{uuid.uuid4().hex[:12]}"
         markers[field].touch()
     try:
-        seen = ray.get([_sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                        .remote([str(m) for m in markers.values()]) for n in nodes])
+        seen = ray.get(
+            [
+                _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                    [str(m) for m in markers.values()]
+                )
+                for n in nodes
+            ]
+        )
     finally:
         for marker in markers.values():
             marker.unlink(missing_ok=True)
@@ -116,7 +125,8 @@ def require_shared_storage(paths: dict[str, str | None]) -> None:
                 raise ConfigError(
                     f"{field}: {path} is on this node's disk only (node {node['NodeManagerAddress']}, "
                     f"{node['NodeID'][:12]}, cannot see it); a job on {len(nodes)} nodes needs an object-store "
-                    "URI (s3://, gs://) or a shared filesystem mounted at the same path on every node")
+                    "URI (s3://, gs://) or a shared filesystem mounted at the same path on every node"
+                )
 
 
 @ray.remote(num_cpus=0, max_retries=0)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import ray
 from pydantic import Field
@@ -84,9 +85,16 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
 
     cfg, serve = config.vllm, config.serve
     replicas: dict[str, Any] = (
-        {"autoscaling_config": {"min_replicas": serve.min_replicas, "max_replicas": serve.max_replicas,
-                                "initial_replicas": max(serve.min_replicas, 1)}}
-        if serve.min_replicas is not None else {"num_replicas": cfg.concurrency})
+        {
+            "autoscaling_config": {
+                "min_replicas": serve.min_replicas,
+                "max_replicas": serve.max_replicas,
+                "initial_replicas": max(serve.min_replicas, 1),
+            }
+        }
+        if serve.min_replicas is not None
+        else {"num_replicas": cfg.concurrency}
+    )
     extra: dict[str, Any] = {}
     if cfg.device == "cpu":
         extra["placement_group_config"] = {"bundles": [{"CPU": 1}]}
@@ -95,8 +103,11 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
         extra["accelerator_type"] = cfg.accelerator_type
     return LLMConfig(
         model_loading_config=ModelLoadingConfig(model_id=model, model_source=model),
-        deployment_config={"name": DEPLOYMENT, **replicas,
-                           "max_ongoing_requests": serve.max_ongoing_requests or cfg.max_num_seqs},
+        deployment_config={
+            "name": DEPLOYMENT,
+            **replicas,
+            "max_ongoing_requests": serve.max_ongoing_requests or cfg.max_num_seqs,
+        },
         engine_kwargs=vllm_engine_kwargs(cfg),
         log_engine_metrics=False,
         **extra,
@@ -138,8 +149,9 @@ def start(config: TeacherConfig, model: str, app: str) -> None:
     began = time.perf_counter()
     log.info("teacher: starting Serve application %s (%s)", app, model)
     serve.start(proxy_location="Disabled")
-    application = build_llm_deployment(llm_config(config, model), name_prefix="",
-                                       override_serve_options={"name": DEPLOYMENT})
+    application = build_llm_deployment(
+        llm_config(config, model), name_prefix="", override_serve_options={"name": DEPLOYMENT}
+    )
     serve._run(application, name=app, route_prefix=None, _blocking=False)
     _wait_running(app, config.serve.start_timeout_s)
     log.info("teacher: %s up in %.0f s", app, time.perf_counter() - began)
@@ -160,8 +172,9 @@ def _wait_running(app: str, timeout_s: float) -> None:
             raise ServeError(f"the teacher deployment {app} failed to start: {message}")
         if time.monotonic() > deadline:
             serve.delete(app, _blocking=False)
-            raise ServeError(f"the teacher deployment {app} was not up after {timeout_s:g} s "
-                             "(teacher.serve.start_timeout_s)")
+            raise ServeError(
+                f"the teacher deployment {app} was not up after {timeout_s:g} s (teacher.serve.start_timeout_s)"
+            )
         time.sleep(1)
 
 
@@ -171,8 +184,10 @@ def _attach(app: str) -> Deployment:
     status = serve.status().applications.get(app)
     if status is None or DEPLOYMENT not in status.deployments:
         running = ", ".join(sorted(serve.status().applications)) or "none"
-        raise ServeError(f"teacher.serve.app_name: no Serve application {app!r} with a {DEPLOYMENT!r} deployment "
-                         f"on this Ray cluster (running: {running}); start one with `amr teacher serve`")
+        raise ServeError(
+            f"teacher.serve.app_name: no Serve application {app!r} with a {DEPLOYMENT!r} deployment "
+            f"on this Ray cluster (running: {running}); start one with `amr teacher serve`"
+        )
     handle = serve.get_deployment_handle(DEPLOYMENT, app)
     served = handle.llm_config.remote().result()
     return Deployment(app, DEPLOYMENT, served.model_loading_config.model_id, owned=False)
@@ -200,5 +215,7 @@ def _require_gpus(config: TeacherConfig) -> None:
     cfg = config.vllm
     have = ray.cluster_resources().get("GPU", 0)
     if cfg.device == "gpu" and have < cfg.tensor_parallel_size:
-        raise ServeError(f"teacher.vllm.device is 'gpu' with tensor_parallel_size={cfg.tensor_parallel_size}, "
-                         f"but the Ray cluster has {have:g} GPUs; use device: cpu or a cluster with GPUs")
+        raise ServeError(
+            f"teacher.vllm.device is 'gpu' with tensor_parallel_size={cfg.tensor_parallel_size}, "
+            f"but the Ray cluster has {have:g} GPUs; use device: cpu or a cluster with GPUs"
+        )

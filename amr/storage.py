@@ -24,9 +24,10 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as pds
@@ -182,8 +183,9 @@ class RunDir:
         """Execute ``ds`` once into the stage directory ``name`` (a cut-off earlier write is removed
         first); the marker comes last."""
         self._clear(name)
-        ds.write_parquet(self._fs_path(name), filesystem=self.fs, min_rows_per_file=ROWS_PER_FILE,
-                         row_group_size=BATCH_ROWS)
+        ds.write_parquet(
+            self._fs_path(name), filesystem=self.fs, min_rows_per_file=ROWS_PER_FILE, row_group_size=BATCH_ROWS
+        )
         self.fs.create_dir(self._fs_path(name))  # an empty dataset writes no file
         self._write(f"{name}/{DONE}", b"")
 
@@ -197,13 +199,17 @@ class RunDir:
         table, number = next(tables, None), 0
         while table is not None:
             file_schema = schema or table.schema
-            with (self._open_atomic(f"{name}/part-{number:05d}.parquet") as f,
-                  pq.ParquetWriter(f, file_schema) as writer):
+            with (
+                self._open_atomic(f"{name}/part-{number:05d}.parquet") as f,
+                pq.ParquetWriter(f, file_schema) as writer,
+            ):
                 rows = 0
                 while table is not None and rows < ROWS_PER_FILE:
                     if (fits := _cast(table, file_schema)) is None:
                         if schema is not None:
-                            raise ValueError(f"{self.path(name)}: columns {table.schema} do not fit the schema {schema}")
+                            raise ValueError(
+                                f"{self.path(name)}: columns {table.schema} do not fit the schema {schema}"
+                            )
                         break
                     writer.write_table(fits, row_group_size=BATCH_ROWS)
                     rows += table.num_rows
@@ -230,8 +236,12 @@ class RunDir:
         self._clear(name)
         self.fs.create_dir(self._fs_path(name))
         for file in source._stage_files(name):
-            pafs.copy_files(source._fs_path(file), self._fs_path(f"{name}/{file.rsplit('/', 1)[-1]}"),
-                            source_filesystem=source.fs, destination_filesystem=self.fs)
+            pafs.copy_files(
+                source._fs_path(file),
+                self._fs_path(f"{name}/{file.rsplit('/', 1)[-1]}"),
+                source_filesystem=source.fs,
+                destination_filesystem=self.fs,
+            )
         self._write(f"{name}/{DONE}", b"")
 
     def _clear(self, name: str) -> None:
@@ -245,8 +255,11 @@ class RunDir:
             return [name]
         infos = self.fs.get_file_info(pafs.FileSelector(self._fs_path(name), allow_not_found=True))
         root = len(self._root) + 1
-        return sorted(i.path[root:] for i in infos if i.is_file and i.path.endswith(".parquet")
-                      and not i.base_name.startswith((".", "_")))
+        return sorted(
+            i.path[root:]
+            for i in infos
+            if i.is_file and i.path.endswith(".parquet") and not i.base_name.startswith((".", "_"))
+        )
 
     def open_stage(self, name: str) -> pds.Dataset | None:
         """The stage directory (or a Parquet file) as one Arrow dataset, ``None`` when it has no rows. Column
@@ -258,13 +271,15 @@ class RunDir:
         schema = pa.unify_schemas([pq.read_schema(f, filesystem=self.fs) for f in files], promote_options="permissive")
         return pds.dataset(files, schema=schema, filesystem=self.fs, format="parquet")
 
-    def scan_stage(self, name: str, columns: list[str] | None = None,
-                   filter: pds.Expression | None = None) -> Iterator[pa.RecordBatch]:
+    def scan_stage(
+        self, name: str, columns: list[str] | None = None, filter: pds.Expression | None = None
+    ) -> Iterator[pa.RecordBatch]:
         """The stage directory's rows as ``scan`` reads them; of ``columns``, those some file has."""
         dataset = self.open_stage(name)
         if dataset is not None:
-            yield from scan(dataset, None if columns is None else [c for c in columns if c in dataset.schema.names],
-                            filter)
+            yield from scan(
+                dataset, None if columns is None else [c for c in columns if c in dataset.schema.names], filter
+            )
 
     def scan_columns(self, name: str, columns: list[str]) -> Iterator[dict[str, list[Any]]]:
         """A stage directory's ``columns`` as Python lists, a batch at a time (a column no file has reads as
@@ -288,9 +303,16 @@ class RunDir:
 
     def write_jsonl_batches(self, name: str, batches: Iterable[pa.RecordBatch | pa.Table]) -> None:
         """One JSON object per row, written a batch at a time."""
-        self._write_chunks(name, ("".join(json.dumps(row, ensure_ascii=False) + "\n"
-                                          for row in b.slice(start, JSONL_ROWS).to_pylist()).encode()
-                                  for b in batches for start in range(0, b.num_rows, JSONL_ROWS)))
+        self._write_chunks(
+            name,
+            (
+                "".join(
+                    json.dumps(row, ensure_ascii=False) + "\n" for row in b.slice(start, JSONL_ROWS).to_pylist()
+                ).encode()
+                for b in batches
+                for start in range(0, b.num_rows, JSONL_ROWS)
+            ),
+        )
 
     def scratch(self) -> Path:
         """A local directory for files that must be local (a server log): the run directory itself when
@@ -415,7 +437,7 @@ def find(root: str | os.PathLike, filename: str) -> list[str]:
     if info.type != pafs.FileType.Directory:
         return [root] if info.type == pafs.FileType.File and info.base_name == filename else []
     below = fs.get_file_info(pafs.FileSelector(located, recursive=True, allow_not_found=True))
-    return sorted(join(root, i.path[len(located):]) for i in below if i.is_file and i.base_name == filename)
+    return sorted(join(root, i.path[len(located) :]) for i in below if i.is_file and i.base_name == filename)
 
 
 def copy_to(local: str | os.PathLike, destination: str | os.PathLike) -> None:
@@ -461,8 +483,9 @@ def chunks(items: Iterable[T], size: int | None = None) -> Iterator[list[T]]:
     return iter(lambda: list(itertools.islice(items, size or PYTHON_ROWS)), [])
 
 
-def scan(dataset: pds.Dataset, columns: list[str] | None = None,
-         filter: pds.Expression | None = None) -> Iterator[pa.RecordBatch]:
+def scan(
+    dataset: pds.Dataset, columns: list[str] | None = None, filter: pds.Expression | None = None
+) -> Iterator[pa.RecordBatch]:
     """Rows as the driver reads them: ``BATCH_ROWS`` at a time in the dataset's (unified) schema, a file at
     a time, the row groups whose statistics may match ``filter`` (then the filter is applied to the rows).
 
@@ -472,8 +495,13 @@ def scan(dataset: pds.Dataset, columns: list[str] | None = None,
     schema = dataset.schema if columns is None else pa.schema([dataset.schema.field(c) for c in columns])
     read = schema if filter is None else dataset.schema  # the filter may name any column
     for fragment in dataset.get_fragments():
-        groups = None if filter is None else [g.id for piece in fragment.split_by_row_group(filter, schema=dataset.schema)
-                                              for g in piece.row_groups]
+        groups = (
+            None
+            if filter is None
+            else [
+                g.id for piece in fragment.split_by_row_group(filter, schema=dataset.schema) for g in piece.row_groups
+            ]
+        )
         with dataset.filesystem.open_input_file(fragment.path) as f:
             file = pq.ParquetFile(f, pre_buffer=False)
             present = [n for n in read.names if n in file.schema_arrow.names]
@@ -487,8 +515,13 @@ def scan(dataset: pds.Dataset, columns: list[str] | None = None,
 
 def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` in ``schema``: its columns cast, the ones it lacks null."""
-    return pa.table([table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-                     for f in schema], schema=schema)
+    return pa.table(
+        [
+            table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )
 
 
 def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table | None:

@@ -25,24 +25,39 @@ from amr.decontam import benchmark_items
 from amr.runtime import init_ray
 from amr.stages import decontaminate
 
-CLAUSES = ["The input may be empty.", "Return the result as a list.", "Handle negative numbers too.",
-           "Do it in linear time.", "Do not use recursion.", "Explain nothing, just write the code."]
+CLAUSES = [
+    "The input may be empty.",
+    "Return the result as a list.",
+    "Handle negative numbers too.",
+    "Do it in linear time.",
+    "Do not use recursion.",
+    "Explain nothing, just write the code.",
+]
 
 
 def instructions(rows: int) -> list[dict]:
     texts = [json.loads(line)["text"] for line in MBPP.read_text().splitlines()]
-    return [{"id": f"bench/{i}", "instruction": f"{texts[i % len(texts)]} {CLAUSES[i % len(CLAUSES)]} (variant {i})"}
-            for i in range(rows)]
+    return [
+        {"id": f"bench/{i}", "instruction": f"{texts[i % len(texts)]} {CLAUSES[i % len(CLAUSES)]} (variant {i})"}
+        for i in range(rows)
+    ]
 
 
 def measure(records: list[dict], config: DecontamConfig) -> dict:
     start = time.perf_counter()
-    rows = decontaminate.run(ray.data.from_items(records), config, EmbeddingConfig(), None).select_columns(
-        ["id", "contamination"]).take_all()
+    rows = (
+        decontaminate.run(ray.data.from_items(records), config, EmbeddingConfig(), None)
+        .select_columns(["id", "contamination"])
+        .take_all()
+    )
     seconds = time.perf_counter() - start
-    return {"embedding_threshold": config.embedding_threshold, "rows": len(rows), "seconds": round(seconds, 1),
-            "rows_per_s": round(len(rows) / seconds, 1),
-            "flagged": dict(Counter(r["contamination"] for r in rows if r["contamination"]).most_common())}
+    return {
+        "embedding_threshold": config.embedding_threshold,
+        "rows": len(rows),
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(len(rows) / seconds, 1),
+        "flagged": dict(Counter(r["contamination"] for r in rows if r["contamination"]).most_common()),
+    }
 
 
 def main() -> None:
@@ -52,10 +67,17 @@ def main() -> None:
     args = parser.parse_args()
     init_ray(RayConfig())
     records = instructions(args.rows)
-    results = [measure(records, DecontamConfig(embedding_threshold=None, actors=args.actors)),
-               measure(records, DecontamConfig(actors=args.actors))]
-    report = {"rows": args.rows, "actors": args.actors, "benchmark_items": len(benchmark_items()), "results": results,
-              "embedding_cost_ratio": round(results[1]["seconds"] / results[0]["seconds"], 2)}
+    results = [
+        measure(records, DecontamConfig(embedding_threshold=None, actors=args.actors)),
+        measure(records, DecontamConfig(actors=args.actors)),
+    ]
+    report = {
+        "rows": args.rows,
+        "actors": args.actors,
+        "benchmark_items": len(benchmark_items()),
+        "results": results,
+        "embedding_cost_ratio": round(results[1]["seconds"] / results[0]["seconds"], 2),
+    }
     print(json.dumps(report, indent=2))
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     Path("bench/results/decontam.json").write_text(json.dumps(report, indent=2) + "\n")

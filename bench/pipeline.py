@@ -42,9 +42,17 @@ def script(messages: list[dict[str, str]]) -> str:
         return f"```python\ndef test_{name}():\n    assert {name}(3) == {name}(3)\n```"
     n = re.search(r"Task (\d+)", user).group(1)
     helper = f'def scale_{n}(x: int) -> int:\n    """Multiply x by {n}."""\n    return x * {n}\n'
-    answer = f'def solve_{n}(x: int) -> int:\n    """Task {n}: scale x by {n} and add one."""\n    return scale_{n}(x) + 1\n'
+    answer = (
+        f'def solve_{n}(x: int) -> int:\n    """Task {n}: scale x by {n} and add one."""\n    return scale_{n}(x) + 1\n'
+    )
     if system == decompose.SYSTEM:
-        return "```python\n" + helper.replace(f"return x * {n}", "...") + "\n" + answer.split("    return")[0] + "    ...\n```"
+        return (
+            "```python\n"
+            + helper.replace(f"return x * {n}", "...")
+            + "\n"
+            + answer.split("    return")[0]
+            + "    ...\n```"
+        )
     if system == response_evolution.SYSTEM:
         return f"```python\n{helper}\n\n{answer}```"
     return f"```python\n{answer}```"
@@ -57,9 +65,19 @@ def pipeline(instructions: int, wave_size: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="amr-bench-"))
     source = tmp / "instructions.jsonl"
     rows = (mbpp_train() * (instructions // 374 + 1))[:instructions]
-    source.write_text("".join(json.dumps({"id": f"b/{i}", "instruction": f"Task {i}. {r['instruction']}",
-                                          "tests": [f"assert solve_{i}(1) == {i + 1}"]}) + "\n"
-                              for i, r in enumerate(rows)))
+    source.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"b/{i}",
+                    "instruction": f"Task {i}. {r['instruction']}",
+                    "tests": [f"assert solve_{i}(1) == {i + 1}"],
+                }
+            )
+            + "\n"
+            for i, r in enumerate(rows)
+        )
+    )
     with ScriptedTeacher(script) as teacher:
         config = DistillConfig(run_dir=str(tmp / "run"), wave_size=wave_size, teacher=teacher.config(concurrency=4))
         config.input.source = str(source)
@@ -76,14 +94,23 @@ def pipeline(instructions: int, wave_size: int) -> dict:
     steps = {step: round(s, 2) for step, s in steps.items()}
     # a wave's fixed overhead: everything but the teacher (evolve), embedding (novelty) and sandbox work with
     # the teacher's tests (verify): reading its slice, retrieval, inserts, writing its files
-    overhead = [w["wall_time_s"] - sum(w["seconds"].get(k, 0) for k in ("evolve", "novelty", "verify"))
-                for w in manifest["modules"]["waves"]]
-    return {"instructions": instructions, "wave_size": wave_size, "wall_s": round(wall, 1),
-            "teacher_busy_share": round(teacher_s / wall, 4),
-            "instructions_per_s": instructions / wall, "per_core": instructions / wall / (os.cpu_count() or 1),
-            "stage_wall_s": {**stages, "waves": round(sum(waves), 1)}, "wave_steps_s": steps,
-            "wave_overhead_s": {"mean": round(sum(overhead) / len(overhead), 3), "max": round(max(overhead), 3)}, "modules": manifest["modules"]["rows"],
-            "response_accuracy": manifest["dataset"]["response_accuracy"]}
+    overhead = [
+        w["wall_time_s"] - sum(w["seconds"].get(k, 0) for k in ("evolve", "novelty", "verify"))
+        for w in manifest["modules"]["waves"]
+    ]
+    return {
+        "instructions": instructions,
+        "wave_size": wave_size,
+        "wall_s": round(wall, 1),
+        "teacher_busy_share": round(teacher_s / wall, 4),
+        "instructions_per_s": instructions / wall,
+        "per_core": instructions / wall / (os.cpu_count() or 1),
+        "stage_wall_s": {**stages, "waves": round(sum(waves), 1)},
+        "wave_steps_s": steps,
+        "wave_overhead_s": {"mean": round(sum(overhead) / len(overhead), 3), "max": round(max(overhead), 3)},
+        "modules": manifest["modules"]["rows"],
+        "response_accuracy": manifest["dataset"]["response_accuracy"],
+    }
 
 
 def search_latency(sizes: list[int], dim: int = 384, queries: int = 200) -> list[dict]:
@@ -97,15 +124,29 @@ def search_latency(sizes: list[int], dim: int = 384, queries: int = 200) -> list
         vectors = rng.standard_normal((size - have, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         for first in range(0, len(vectors), 10_000):
-            chunk = vectors[first:first + 10_000]
-            db.insert({"name": f"f{have + first + i}", "signature": "def f()", "description": "",
-                       "code": f"def f{have + first + i}():\n    return {have + first + i}\n", "test": "",
-                       "run": "bench", "instruction_id": "", "stage": "bench", "verdict": "passed", "vector": v}
-                      for i, v in enumerate(chunk))
+            chunk = vectors[first : first + 10_000]
+            db.insert(
+                {
+                    "name": f"f{have + first + i}",
+                    "signature": "def f()",
+                    "description": "",
+                    "code": f"def f{have + first + i}():\n    return {have + first + i}\n",
+                    "test": "",
+                    "run": "bench",
+                    "instruction_id": "",
+                    "stage": "bench",
+                    "verdict": "passed",
+                    "vector": v,
+                }
+                for i, v in enumerate(chunk)
+            )
         have = size
         probe = rng.standard_normal((queries, dim)).astype(np.float32)
-        result = {"modules": size, "brute_force_ms": _median_ms(db, probe),
-                  "brute_force_batched_ms": _batched_ms(db, probe)}
+        result = {
+            "modules": size,
+            "brute_force_ms": _median_ms(db, probe),
+            "brute_force_batched_ms": _batched_ms(db, probe),
+        }
         if size >= 50_000:
             start = time.perf_counter()
             db.index(min_rows=1)
@@ -143,23 +184,35 @@ def main() -> None:
     runs = [pipeline(n, args.wave_size) for n in args.instructions]
     report: dict = {"pipeline": runs}
     for p in runs:
-        print(f"pipeline: {p['instructions']} instructions in {p['wall_s']} s = {p['instructions_per_s']:.2f}/s "
-              f"({p['per_core']:.2f}/s per core), teacher busy {p['teacher_busy_share']:.1%}, stages "
-              f"{p['stage_wall_s']}, wave steps {p['wave_steps_s']}, overhead per wave {p['wave_overhead_s']}, "
-              f"{p['modules']} modules")
+        print(
+            f"pipeline: {p['instructions']} instructions in {p['wall_s']} s = {p['instructions_per_s']:.2f}/s "
+            f"({p['per_core']:.2f}/s per core), teacher busy {p['teacher_busy_share']:.1%}, stages "
+            f"{p['stage_wall_s']}, wave steps {p['wave_steps_s']}, overhead per wave {p['wave_overhead_s']}, "
+            f"{p['modules']} modules"
+        )
     if len(runs) > 1:
         small, large = runs[0], runs[-1]
         rate = (large["instructions"] - small["instructions"]) / (large["wall_s"] - small["wall_s"])
-        report["marginal"] = {"instructions_per_s": round(rate, 2), "per_core": round(rate / (os.cpu_count() or 1), 2),
-                              "fixed_s": round(small["wall_s"] - small["instructions"] / rate, 1)}
-        print(f"marginal: {rate:.2f} instructions/s ({report['marginal']['per_core']}/s per core), "
-              f"fixed cost {report['marginal']['fixed_s']} s")
+        report["marginal"] = {
+            "instructions_per_s": round(rate, 2),
+            "per_core": round(rate / (os.cpu_count() or 1), 2),
+            "fixed_s": round(small["wall_s"] - small["instructions"] / rate, 1),
+        }
+        print(
+            f"marginal: {rate:.2f} instructions/s ({report['marginal']['per_core']}/s per core), "
+            f"fixed cost {report['marginal']['fixed_s']} s"
+        )
     report["search"] = search_latency(args.sizes)
     for s in report["search"]:
-        print(f"top-1 at {s['modules']} modules: brute force {s['brute_force_ms']} ms "
-              f"({s['brute_force_batched_ms']} ms batched)"
-              + (f", indexed {s['indexed_ms']} ms ({s['indexed_batched_ms']} ms batched; build {s['index_build_s']} s)"
-                 if "indexed_ms" in s else ""))
+        print(
+            f"top-1 at {s['modules']} modules: brute force {s['brute_force_ms']} ms "
+            f"({s['brute_force_batched_ms']} ms batched)"
+            + (
+                f", indexed {s['indexed_ms']} ms ({s['indexed_batched_ms']} ms batched; build {s['index_build_s']} s)"
+                if "indexed_ms" in s
+                else ""
+            )
+        )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
 

@@ -92,11 +92,27 @@ def main() -> None:
             began = time.perf_counter()
             manifest = distill.run(base.model_copy(update={"method": method, "run_dir": str(run_dir)}))
             tokens = [(s.get("input_tokens", 0), s.get("output_tokens", 0)) for s in manifest["stages"].values()]
-            results[method] = {"manifest": manifest, "passed": passed(run_dir), "wall_s": round(time.perf_counter() - began, 1),
-                               "input_tokens": sum(t[0] for t in tokens), "output_tokens": sum(t[1] for t in tokens)}
+            results[method] = {
+                "manifest": manifest,
+                "passed": passed(run_dir),
+                "wall_s": round(time.perf_counter() - began, 1),
+                "input_tokens": sum(t[0] for t in tokens),
+                "output_tokens": sum(t[1] for t in tokens),
+            }
     report = table(results, len(source.read_text().splitlines()))
-    (out / "quality.json").write_text(json.dumps({"config": args.config, "overrides": args.set, "slice": [args.first, args.last],
-                                                  "teacher": base.teacher.model, "methods": report}, indent=2) + "\n")
+    (out / "quality.json").write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "overrides": args.set,
+                "slice": [args.first, args.last],
+                "teacher": base.teacher.model,
+                "methods": report,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(markdown(report, base.teacher.model, args.first, args.last))
 
 
@@ -105,11 +121,17 @@ def table(results: dict, total: int) -> dict:
     report = {}
     for method, r in results.items():
         ours = r["passed"]
-        row = {"accuracy": round(sum(ours.values()) / total, 4), "right": sum(ours.values()), "of": total,
-               "both": sum(direct.get(i, False) and ours.get(i, False) for i in set(direct) | set(ours)),
-               "only_this": sum(ours.get(i, False) and not direct.get(i, False) for i in ours),
-               "only_direct": sum(direct.get(i, False) and not ours.get(i, False) for i in direct),
-               "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"], "wall_s": r["wall_s"]}
+        row = {
+            "accuracy": round(sum(ours.values()) / total, 4),
+            "right": sum(ours.values()),
+            "of": total,
+            "both": sum(direct.get(i, False) and ours.get(i, False) for i in set(direct) | set(ours)),
+            "only_this": sum(ours.get(i, False) and not direct.get(i, False) for i in ours),
+            "only_direct": sum(direct.get(i, False) and not ours.get(i, False) for i in direct),
+            "input_tokens": r["input_tokens"],
+            "output_tokens": r["output_tokens"],
+            "wall_s": r["wall_s"],
+        }
         if method != "direct":
             row.update(diagnostics(Path(r["manifest"]["config"]["run_dir"]), direct, ours))
             if "check" in r["manifest"]["stages"]:
@@ -119,14 +141,22 @@ def table(results: dict, total: int) -> dict:
 
 
 def markdown(report: dict, teacher: str, first: int, last: int) -> str:
-    lines = [f"MBPP train {first}-{last}, teacher {teacher}:", "",
-             "| method | accuracy | right | both | only this | only direct | input tok | output tok | wall (s) | notes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"MBPP train {first}-{last}, teacher {teacher}:",
+        "",
+        "| method | accuracy | right | both | only this | only direct | input tok | output tok | wall (s) | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for method, r in report.items():
-        notes = ", ".join(f"{k} {v}" for k, v in r.items() if k in (
-            "md_without_specs", "rows_retrieving", "mean_similarity", "broke_passing_r_d", "fell_back_to_r_d"))
-        lines.append(f"| {method} | {r['accuracy']:.1%} | {r['right']}/{r['of']} | {r['both']} | {r['only_this']} | "
-                     f"{r['only_direct']} | {r['input_tokens']} | {r['output_tokens']} | {r['wall_s']} | {notes} |")
+        notes = ", ".join(
+            f"{k} {v}"
+            for k, v in r.items()
+            if k in ("md_without_specs", "rows_retrieving", "mean_similarity", "broke_passing_r_d", "fell_back_to_r_d")
+        )
+        lines.append(
+            f"| {method} | {r['accuracy']:.1%} | {r['right']}/{r['of']} | {r['both']} | {r['only_this']} | "
+            f"{r['only_direct']} | {r['input_tokens']} | {r['output_tokens']} | {r['wall_s']} | {notes} |"
+        )
     return "\n".join(lines)
 
 

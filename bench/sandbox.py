@@ -47,17 +47,33 @@ def pairs() -> list[dict]:
         code = p["prompt"] + p["canonical_solution"]
         expected, ref_time = trusted_exec(code, p["base_input"], p["entry_point"], record_time=True)
         blob = base64.b64encode(pickle.dumps((p["base_input"], expected))).decode()
-        out.append({"code": code, "entry_point": p["entry_point"], "inputs": p["base_input"],
-                    "expected": expected, "atol": p["atol"], "ref_time": ref_time,
-                    "test": TEST.format(blob=blob)})
+        out.append(
+            {
+                "code": code,
+                "entry_point": p["entry_point"],
+                "inputs": p["base_input"],
+                "expected": expected,
+                "atol": p["atol"],
+                "ref_time": ref_time,
+                "test": TEST.format(blob=blob),
+            }
+        )
     return out
 
 
 def evalplus_check(pair: dict) -> str:
     from evalplus.eval import untrusted_check
 
-    return untrusted_check("humaneval", pair["code"], pair["inputs"], pair["entry_point"], pair["expected"],
-                           pair["atol"], pair["ref_time"], fast_check=True)[0]
+    return untrusted_check(
+        "humaneval",
+        pair["code"],
+        pair["inputs"],
+        pair["entry_point"],
+        pair["expected"],
+        pair["atol"],
+        pair["ref_time"],
+        fast_check=True,
+    )[0]
 
 
 def run_evalplus(work: list[dict], workers: int) -> tuple[float, list[str]]:
@@ -106,21 +122,33 @@ def main() -> None:
     evalplus_s, evalplus_verdicts = run_evalplus(work, args.workers)
     latency = empty_latency(args.empty)
     report = {
-        "pairs": len(work), "workers": args.workers, "isolation": sandbox.level,
-        "evalplus": {"seconds": evalplus_s, "checks_per_s": len(work) / evalplus_s,
-                     "passed": evalplus_verdicts.count("pass")},
-        "amr": {"seconds": amr_s, "checks_per_s": len(work) / amr_s, "passed": amr_verdicts.count("passed"),
-                "pool_start_s": startup},
+        "pairs": len(work),
+        "workers": args.workers,
+        "isolation": sandbox.level,
+        "evalplus": {
+            "seconds": evalplus_s,
+            "checks_per_s": len(work) / evalplus_s,
+            "passed": evalplus_verdicts.count("pass"),
+        },
+        "amr": {
+            "seconds": amr_s,
+            "checks_per_s": len(work) / amr_s,
+            "passed": amr_verdicts.count("passed"),
+            "pool_start_s": startup,
+        },
         "empty_program_latency": latency,
     }
     report["throughput_ratio_amr_over_evalplus"] = report["amr"]["checks_per_s"] / report["evalplus"]["checks_per_s"]
     for side in ("evalplus", "amr"):
         r = report[side]
-        print(f"{side:>9}: {len(work)} checks in {r['seconds']:.2f} s = {r['checks_per_s']:.1f} checks/s, "
-              f"{r['passed']} passed")
+        print(
+            f"{side:>9}: {len(work)} checks in {r['seconds']:.2f} s = {r['checks_per_s']:.1f} checks/s, "
+            f"{r['passed']} passed"
+        )
     print(f"amr pool start ({args.workers} {sandbox.level} servers): {startup:.2f} s")
-    print(f"empty program, one check at a time: evalplus {latency['evalplus_ms']:.1f} ms, "
-          f"amr {latency['amr_ms']:.1f} ms")
+    print(
+        f"empty program, one check at a time: evalplus {latency['evalplus_ms']:.1f} ms, amr {latency['amr_ms']:.1f} ms"
+    )
     print(f"throughput ratio (amr / evalplus): {report['throughput_ratio_amr_over_evalplus']:.2f}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")

@@ -31,9 +31,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -50,8 +51,16 @@ WARM_UP = 10
 def _instructions(path: Path, rows: int) -> None:
     with path.open("w") as f:
         for i in range(rows):
-            f.write(json.dumps({"id": f"s/{i}", "instruction": f"Task {i}. Scale a number.",
-                                "tests": [f"assert solve_{i}(1) == {i + 1}"]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"s/{i}",
+                        "instruction": f"Task {i}. Scale a number.",
+                        "tests": [f"assert solve_{i}(1) == {i + 1}"],
+                    }
+                )
+                + "\n"
+            )
 
 
 def _job(config: dict[str, Any]) -> dict[str, Any]:
@@ -63,8 +72,14 @@ def _job(config: dict[str, Any]) -> dict[str, Any]:
     init_ray(config.ray)
     tmp = Path(config.run_dir).parent
     _instructions(tmp / "warm-up.jsonl", WARM_UP)
-    distill.run(config.model_copy(update={"run_dir": str(tmp / "warm-up"),
-                                          "input": config.input.model_copy(update={"source": str(tmp / "warm-up.jsonl")})}))
+    distill.run(
+        config.model_copy(
+            update={
+                "run_dir": str(tmp / "warm-up"),
+                "input": config.input.model_copy(update={"source": str(tmp / "warm-up.jsonl")}),
+            }
+        )
+    )
     manifest, measured = _measured(lambda: distill.run(config))
     return {**measured, "dataset_rows": manifest["dataset"]["rows"]}
 
@@ -106,28 +121,40 @@ def _measured(run: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
     after = process.memory_info().rss
     ray.shutdown()
     # started_at: perf_counter is CLOCK_MONOTONIC on Linux, the clock of every process (the teacher's too)
-    return result, {"seconds": seconds, "started_at": start, "driver_rss_before_mib": before >> 20,
-                    "driver_peak_rss_mib": max(peak[0], before, after) >> 20, "driver_rss_after_mib": after >> 20}
+    return result, {
+        "seconds": seconds,
+        "started_at": start,
+        "driver_rss_before_mib": before >> 20,
+        "driver_peak_rss_mib": max(peak[0], before, after) >> 20,
+        "driver_rss_after_mib": after >> 20,
+    }
 
 
 def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="amr-scale-"))
     _instructions(tmp / "instructions.jsonl", rows)
     with ScriptedTeacher(script, latency_s=latency, slots=replicas, keep_requests=False) as teacher:
-        config = DistillConfig(run_dir=str(tmp / "run"), method=method,
-                               teacher=teacher.config(concurrency=replicas, batch_size=1))
+        config = DistillConfig(
+            run_dir=str(tmp / "run"), method=method, teacher=teacher.config(concurrency=replicas, batch_size=1)
+        )
         config.input.source = str(tmp / "instructions.jsonl")
         config.modules.bootstrap_limit = 0
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             job = pool.submit(_job, config.model_dump()).result()
     assert job["dataset_rows"] == rows, job
     answered = [t for t in teacher.answered_at if t >= job["started_at"]]  # the warm-up's calls left out
-    return {"rows": rows, "replicas": replicas, "seconds": round(job["seconds"], 1),
-            "per_hour": round(rows / job["seconds"] * 3600),
-            "streaming_per_hour": round((len(answered) - 1) / (answered[-1] - answered[0]) * 3600),
-            "ideal_per_hour": round(replicas / latency * 3600),
-            "teacher_calls": len(answered), "driver_rss_before_mib": job["driver_rss_before_mib"],
-            "driver_peak_rss_mib": job["driver_peak_rss_mib"], "driver_rss_after_mib": job["driver_rss_after_mib"]}
+    return {
+        "rows": rows,
+        "replicas": replicas,
+        "seconds": round(job["seconds"], 1),
+        "per_hour": round(rows / job["seconds"] * 3600),
+        "streaming_per_hour": round((len(answered) - 1) / (answered[-1] - answered[0]) * 3600),
+        "ideal_per_hour": round(replicas / latency * 3600),
+        "teacher_calls": len(answered),
+        "driver_rss_before_mib": job["driver_rss_before_mib"],
+        "driver_peak_rss_mib": job["driver_peak_rss_mib"],
+        "driver_rss_after_mib": job["driver_rss_after_mib"],
+    }
 
 
 def measure_decontamination(rows: int) -> dict:
@@ -136,8 +163,12 @@ def measure_decontamination(rows: int) -> dict:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         job = pool.submit(_decontamination_job, str(tmp / "instructions.jsonl")).result()
     assert job["dataset_rows"] == rows, job
-    return {"rows": rows, "seconds": round(job["seconds"], 1), "per_hour": round(rows / job["seconds"] * 3600),
-            **{k: v for k, v in job.items() if k.startswith("driver_")}}
+    return {
+        "rows": rows,
+        "seconds": round(job["seconds"], 1),
+        "per_hour": round(rows / job["seconds"] * 3600),
+        **{k: v for k, v in job.items() if k.startswith("driver_")},
+    }
 
 
 def main() -> None:
@@ -150,8 +181,13 @@ def main() -> None:
     parser.add_argument("--method", default="direct")
     parser.add_argument("--decontamination-sizes", type=int, nargs="*", default=[1000, 10_000])
     args = parser.parse_args()
-    report: dict = {"latency_s": args.latency, "method": args.method, "replicas": [], "sizes": [],
-                    "decontamination_sizes": []}
+    report: dict = {
+        "latency_s": args.latency,
+        "method": args.method,
+        "replicas": [],
+        "sizes": [],
+        "decontamination_sizes": [],
+    }
     for replicas in args.replicas:
         report["replicas"].append(measure(args.per_replica * replicas, replicas, args.latency, args.method))
         print(json.dumps(report["replicas"][-1]), flush=True)

@@ -61,8 +61,13 @@ def run_plain(args) -> dict:
     outs = llm.chat(prompts(args.prompts), SamplingParams(temperature=0, max_tokens=args.max_tokens))
     end = time.perf_counter()
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    return {"side": "plain vllm.LLM", "output_tokens": tokens, "wall_s": end - start,
-            "engine_start_s": ready - start, "generate_tok_s": tokens / (end - ready)}
+    return {
+        "side": "plain vllm.LLM",
+        "output_tokens": tokens,
+        "wall_s": end - start,
+        "engine_start_s": ready - start,
+        "generate_tok_s": tokens / (end - ready),
+    }
 
 
 def run_ray(args) -> dict:
@@ -81,8 +86,13 @@ def run_ray(args) -> dict:
         end = time.perf_counter()
     assert not any(r["error"] for r in out), [r["error"] for r in out if r["error"]][:3]
     tokens = sum(r["num_output_tokens"] for r in out)
-    return {"side": "Serve deployment", "output_tokens": tokens, "wall_s": end - start,
-            "engine_start_s": ready - start, "generate_tok_s": tokens / (end - ready)}
+    return {
+        "side": "Serve deployment",
+        "output_tokens": tokens,
+        "wall_s": end - start,
+        "engine_start_s": ready - start,
+        "generate_tok_s": tokens / (end - ready),
+    }
 
 
 def main() -> None:
@@ -104,21 +114,31 @@ def main() -> None:
     for side in ("plain", "ray"):
         cmd = [sys.executable, __file__, "--side", side, *sys.argv[1:]]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
             sys.exit(f"{side} side failed:\n{done.stderr[-4000:]}")
-        results.append(json.loads(lines[-1][len("RESULT "):]))
+        results.append(json.loads(lines[-1][len("RESULT ") :]))
     plain, ray_side = results
     teacher = job_config(args).teacher
-    report = {"config": args.config, "model": teacher.model, "device": teacher.vllm.device,
-              "prompts": args.prompts, "max_tokens": args.max_tokens,
-              "results": results, "ratio_end_to_end": ray_side["tok_s"] / plain["tok_s"],
-              "ratio_generation": ray_side["generate_tok_s"] / plain["generate_tok_s"]}
+    report = {
+        "config": args.config,
+        "model": teacher.model,
+        "device": teacher.vllm.device,
+        "prompts": args.prompts,
+        "max_tokens": args.max_tokens,
+        "results": results,
+        "ratio_end_to_end": ray_side["tok_s"] / plain["tok_s"],
+        "ratio_generation": ray_side["generate_tok_s"] / plain["generate_tok_s"],
+    }
     for r in results:
-        print(f"{r['side']:>22}: {r['output_tokens']} tokens in {r['wall_s']:.1f} s = {r['tok_s']:.1f} tok/s end to "
-              f"end (start {r['engine_start_s']:.1f} s), generation alone {r['generate_tok_s']:.1f} tok/s")
-    print(f"ratio deployment / plain vLLM: end to end {report['ratio_end_to_end']:.2f}, "
-          f"generation {report['ratio_generation']:.2f}")
+        print(
+            f"{r['side']:>22}: {r['output_tokens']} tokens in {r['wall_s']:.1f} s = {r['tok_s']:.1f} tok/s end to "
+            f"end (start {r['engine_start_s']:.1f} s), generation alone {r['generate_tok_s']:.1f} tok/s"
+        )
+    print(
+        f"ratio deployment / plain vLLM: end to end {report['ratio_end_to_end']:.2f}, "
+        f"generation {report['ratio_generation']:.2f}"
+    )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
 

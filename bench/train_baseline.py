@@ -32,18 +32,29 @@ def run(config: TrainConfig) -> dict:
     data = examples(rows, config.template, source)
     torch.set_num_threads(max(1, math.floor(config.scaling.cpus_per_worker)))
     with tempfile.TemporaryDirectory(prefix="amr-train-baseline-") as scratch:
-        trainer = build_trainer(config, resolve(config.model, config.model_store), data, scratch,
-                                use_gpu=config.scaling.use_gpu)
+        trainer = build_trainer(
+            config, resolve(config.model, config.model_store), data, scratch, use_gpu=config.scaling.use_gpu
+        )
         throughput = Throughput()
         trainer.add_callback(throughput)
         result = trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-    return {"side": "plain SFTTrainer", "model": config.model, "dataset": source, "steps": trainer.state.global_step,
-            "final_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
-            "tokens": throughput.tokens, "seconds": round(throughput.seconds, 2),
-            "tokens_per_s": round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else None,
-            "examples": len(data), "train_rows": len(trainer.train_dataset), "workers": 1, "bf16": trainer.args.bf16,
-            "config": config.model_dump(mode="json")}
+    return {
+        "side": "plain SFTTrainer",
+        "model": config.model,
+        "dataset": source,
+        "steps": trainer.state.global_step,
+        "final_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss,
+        "tokens": throughput.tokens,
+        "seconds": round(throughput.seconds, 2),
+        "tokens_per_s": round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else None,
+        "examples": len(data),
+        "train_rows": len(trainer.train_dataset),
+        "workers": 1,
+        "bf16": trainer.args.bf16,
+        "config": config.model_dump(mode="json"),
+    }
 
 
 def main() -> None:

@@ -25,8 +25,9 @@ def default_cache() -> Path:
     return Path(os.environ.get("AMR_EVALPLUS_CACHE", "~/.cache/amr/evalplus")).expanduser()
 
 
-def dataset_file(dataset: str, version: str | None = None, limit: int | None = None,
-                 cache_dir: str | Path | None = None) -> Path:
+def dataset_file(
+    dataset: str, version: str | None = None, limit: int | None = None, cache_dir: str | Path | None = None
+) -> Path:
     """The plain-JSONL file of ``dataset`` at ``version`` (the first ``limit`` tasks), written once to the cache."""
     version = version or EVALPLUS_VERSIONS[dataset][0]
     source = DATASETS[dataset][version]

@@ -44,14 +44,27 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         with storage.local_dir(config.output) as out:  # evalplus reads and writes local files
             with open(out / "samples.jsonl", "w") as f:
                 f.writelines(json.dumps(s) + "\n" for s in samples)
-            scored = score(config.dataset, data, out / "samples.jsonl", cache_dir=cache, **config.scoring.model_dump(),
-                           log=out / "evalplus.log")
+            scored = score(
+                config.dataset,
+                data,
+                out / "samples.jsonl",
+                cache_dir=cache,
+                **config.scoring.model_dump(),
+                log=out / "evalplus.log",
+            )
         if storage.is_uri(config.output):
             scored["results"] = storage.join(config.output, storage.name(scored["results"]))
-        scores = {"dataset": config.dataset, "version": version, "model": config.model, "limit": config.limit,
-                  **scored, "generation_errors": sum(s["error"] is not None for s in samples),
-                  "output_tokens": sum(s["output_tokens"] for s in samples),
-                  "generation_s": round(generated - start, 1), "scoring_s": round(time.perf_counter() - generated, 1),
-                  "config": config.model_dump()}
+        scores = {
+            "dataset": config.dataset,
+            "version": version,
+            "model": config.model,
+            "limit": config.limit,
+            **scored,
+            "generation_errors": sum(s["error"] is not None for s in samples),
+            "output_tokens": sum(s["output_tokens"] for s in samples),
+            "generation_s": round(generated - start, 1),
+            "scoring_s": round(time.perf_counter() - generated, 1),
+            "config": config.model_dump(),
+        }
         storage.write_json(storage.join(config.output, "scores.json"), scores)  # last: it marks the output done
     return scores

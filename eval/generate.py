@@ -13,17 +13,21 @@ from amr.engines import Teacher
 from amr.model_store import REGISTRY, ModelError
 
 # evalplus.codegen.run_codegen's wording (local variables there, hence copied): the same prompt keeps scores comparable
-INSTRUCTION_PREFIX = ("Please provide a self-contained Python script that solves the following problem in a "
-                      "markdown code block:")
-RESPONSE_PREFIX = ("Below is a Python script with a self-contained function that solves the problem and passes "
-                   "corresponding tests:")
+INSTRUCTION_PREFIX = (
+    "Please provide a self-contained Python script that solves the following problem in a markdown code block:"
+)
+RESPONSE_PREFIX = (
+    "Below is a Python script with a self-contained function that solves the problem and passes corresponding tests:"
+)
 
 
 def messages(prompt: str) -> list[dict[str, str]]:
     """evalplus's chat prompt (``provider.utility.make_raw_chat_prompt``): the task in a code block; the answer
     is prefilled with the response prefix and an open python block, which the model continues."""
-    return [{"role": "user", "content": f"{INSTRUCTION_PREFIX}\n```\n{prompt.strip()}\n```\n"},
-            {"role": "assistant", "content": f"{RESPONSE_PREFIX}\n```python\n"}]
+    return [
+        {"role": "user", "content": f"{INSTRUCTION_PREFIX}\n```\n{prompt.strip()}\n```\n"},
+        {"role": "assistant", "content": f"{RESPONSE_PREFIX}\n```python\n"},
+    ]
 
 
 def stop_strings() -> list[str]:
@@ -36,16 +40,26 @@ def stop_strings() -> list[str]:
 def requests(tasks: list[dict[str, Any]], n: int = 1, seed: int | None = None) -> list[dict[str, Any]]:
     """``n`` chat requests per task (sample ``i`` seeded ``seed + i`` when a seed is set)."""
     stop = stop_strings()
-    return [{"id": f"{t['task_id']}#{i}", "task_id": t["task_id"], "sample": i, "messages": messages(t["prompt"]),
-             "sampling": {"stop": stop, "seed": None if seed is None else seed + i}}
-            for t in tasks for i in range(n)]
+    return [
+        {
+            "id": f"{t['task_id']}#{i}",
+            "task_id": t["task_id"],
+            "sample": i,
+            "messages": messages(t["prompt"]),
+            "sampling": {"stop": stop, "seed": None if seed is None else seed + i},
+        }
+        for t in tasks
+        for i in range(n)
+    ]
 
 
 def student(config: EvalConfig) -> TeacherConfig:
     """The engine configuration of the model under evaluation: a registry name or a local model directory."""
     if config.model not in REGISTRY and not Path(config.model).expanduser().exists():
-        raise ModelError(f"model {config.model!r}: no such model directory, and not a registry name "
-                         f"({', '.join(sorted(REGISTRY))}); evaluation runs offline")
+        raise ModelError(
+            f"model {config.model!r}: no such model directory, and not a registry name "
+            f"({', '.join(sorted(REGISTRY))}); evaluation runs offline"
+        )
     return TeacherConfig(model=config.model, sampling=config.sampling, vllm=config.vllm)
 
 
@@ -56,7 +70,13 @@ def generate(tasks: list[dict[str, Any]], config: EvalConfig, engine: Teacher) -
 
     answers = engine.complete(requests(tasks, config.samples, config.sampling.seed), carry=("task_id", "sample"))
     entry_points = {t["task_id"]: t["entry_point"] for t in tasks}
-    return [{"task_id": r["task_id"],
-             "solution": sanitize(r["response"].replace("\t", "    "), entrypoint=entry_points[r["task_id"]]),
-             "raw": r["response"], "error": r["error"], "output_tokens": r["num_output_tokens"]}
-            for r in answers]
+    return [
+        {
+            "task_id": r["task_id"],
+            "solution": sanitize(r["response"].replace("\t", "    "), entrypoint=entry_points[r["task_id"]]),
+            "raw": r["response"],
+            "error": r["error"],
+            "output_tokens": r["num_output_tokens"],
+        }
+        for r in answers
+    ]

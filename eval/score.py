@@ -22,8 +22,9 @@ import subprocess
 import sys
 import threading
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -39,31 +40,68 @@ def results_path(samples: str | Path) -> Path:
     return Path(str(samples).removesuffix(".jsonl") + "_eval_results.json")
 
 
-def score(dataset: str, dataset_file: str | Path, samples: str | Path, *, cache_dir: str | Path,
-          parallel: int | None = None, min_time_limit: float = 1.0, gt_time_limit_factor: float = 4.0,
-          log: str | Path | None = None) -> dict[str, Any]:
+def score(
+    dataset: str,
+    dataset_file: str | Path,
+    samples: str | Path,
+    *,
+    cache_dir: str | Path,
+    parallel: int | None = None,
+    min_time_limit: float = 1.0,
+    gt_time_limit_factor: float = 4.0,
+    log: str | Path | None = None,
+) -> dict[str, Any]:
     """Score ``samples`` (JSONL: task_id, solution; every task of ``dataset_file``, any number of samples
     each) on EvalPlus's base and plus tests, ``parallel`` checks at once (None: one per CPU); return pass@k and
     the path of evalplus's results JSON. evalplus's own output (progress, its summary) goes to ``log`` if given."""
     results = results_path(samples)
     results.unlink(missing_ok=True)  # evalplus would read a stale one back
-    arguments = [dataset, str(dataset_file), str(samples), str(cache_dir), parallel or os.cpu_count(),
-                 min_time_limit, gt_time_limit_factor, log and str(log)]
-    done = subprocess.run([sys.executable, "-c", "import json, sys; from eval.score import _evaluate; "
-                           "_evaluate(*json.loads(sys.argv[1]))", json.dumps(arguments)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    arguments = [
+        dataset,
+        str(dataset_file),
+        str(samples),
+        str(cache_dir),
+        parallel or os.cpu_count(),
+        min_time_limit,
+        gt_time_limit_factor,
+        log and str(log),
+    ]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from eval.score import _evaluate; _evaluate(*json.loads(sys.argv[1]))",
+            json.dumps(arguments),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if done.returncode:
         raise RuntimeError(f"evalplus scoring of {samples} failed (exit {done.returncode}):\n{done.stdout[-3000:]}")
     return {**pass_at_k(results), "results": str(results)}
 
 
-def _evaluate(dataset: str, dataset_file: str, samples: str, cache_dir: str, parallel: int,
-              min_time_limit: float, gt_time_limit_factor: float, log: str | None) -> None:
+def _evaluate(
+    dataset: str,
+    dataset_file: str,
+    samples: str,
+    cache_dir: str,
+    parallel: int,
+    min_time_limit: float,
+    gt_time_limit_factor: float,
+    log: str | None,
+) -> None:
     from evalplus.evaluate import evaluate
 
     with _offline(dataset, dataset_file, cache_dir), _output(log):
-        evaluate(dataset=dataset, samples=samples, parallel=parallel,
-                 min_time_limit=min_time_limit, gt_time_limit_factor=gt_time_limit_factor)
+        evaluate(
+            dataset=dataset,
+            samples=samples,
+            parallel=parallel,
+            min_time_limit=min_time_limit,
+            gt_time_limit_factor=gt_time_limit_factor,
+        )
 
 
 def pass_at_k(results: str | Path) -> dict[str, Any]:
@@ -96,9 +134,13 @@ def _offline(dataset: str, dataset_file: str | Path, cache_dir: str | Path) -> I
 
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     module, name = (humaneval, "HUMANEVAL_OVERRIDE_PATH") if dataset == "humaneval" else (mbpp, "MBPP_OVERRIDE_PATH")
-    patches = [(module, name, str(dataset_file)), (humaneval, "make_cache", refuse), (mbpp, "make_cache", refuse),
-               (evaluate, "CACHE_DIR", str(cache_dir)),
-               (evaluate, "threading", types.SimpleNamespace(Thread=functools.partial(threading.Thread, daemon=True)))]
+    patches = [
+        (module, name, str(dataset_file)),
+        (humaneval, "make_cache", refuse),
+        (mbpp, "make_cache", refuse),
+        (evaluate, "CACHE_DIR", str(cache_dir)),
+        (evaluate, "threading", types.SimpleNamespace(Thread=functools.partial(threading.Thread, daemon=True))),
+    ]
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
     try:
         for obj, attr, value in patches:

@@ -31,10 +31,14 @@ from jobs.common import (
     user_errors,
 )
 
-app = typer.Typer(help="amr-evol: distil code generation from a teacher LLM with AMR-Evol, on Ray.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-models_app = typer.Typer(help="Offline model registry: list and pull models into the model store.",
-                         no_args_is_help=True)
+app = typer.Typer(
+    help="amr-evol: distil code generation from a teacher LLM with AMR-Evol, on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(
+    help="Offline model registry: list and pull models into the model store.", no_args_is_help=True
+)
 teacher_app = typer.Typer(help="The teacher engine on its own.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Run generated code and tests in isolation.", no_args_is_help=True)
 modules_app = typer.Typer(help="The functional module database (a LanceDB table).", no_args_is_help=True)
@@ -49,7 +53,9 @@ app.add_typer(jobs_app, name="jobs")
 app.callback()(setup_logging)
 
 
-StoreOption = typer.Option(None, "--store", help="Model store directory (default: $AMR_MODEL_STORE or ~/.cache/amr/models).")
+StoreOption = typer.Option(
+    None, "--store", help="Model store directory (default: $AMR_MODEL_STORE or ~/.cache/amr/models)."
+)
 
 
 @models_app.command("list")
@@ -81,7 +87,9 @@ def models_pull(
 @teacher_app.command("generate")
 @user_errors
 def teacher_generate(
-    input: Path = typer.Option(..., "--input", "-i", help="JSONL or Parquet: id + messages (or prompt), optional sampling."),
+    input: Path = typer.Option(
+        ..., "--input", "-i", help="JSONL or Parquet: id + messages (or prompt), optional sampling."
+    ),
     output: str = typer.Option(..., "--output", "-o", help="Parquet file to write: a path or an object-store URI."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML with ray/teacher sections."),
     overrides: list[str] = OverridesOption,
@@ -102,15 +110,21 @@ def teacher_generate(
     with open_teacher(cfg.teacher, cfg.model_store) as teacher:
         table = RunDir(folder or ".").write_dataset(name, teacher.generate(ray.data.from_items(requests)))
     stats = usage(table)
-    console.print(f"{output}: {stats['rows']} rows, {stats['errors']} errors, {stats['input_tokens']} input "
-                  f"and {stats['output_tokens']} output tokens in {time.perf_counter() - start:.1f} s", soft_wrap=True)
+    console.print(
+        f"{output}: {stats['rows']} rows, {stats['errors']} errors, {stats['input_tokens']} input "
+        f"and {stats['output_tokens']} output tokens in {time.perf_counter() - start:.1f} s",
+        soft_wrap=True,
+    )
 
 
 @teacher_app.command("serve")
 @user_errors
 def teacher_serve(
-    name: str = typer.Option("amr-teacher", "--name", help="The Serve application's name: jobs attach to it with "
-                             "--set teacher.serve.app_name=NAME."),
+    name: str = typer.Option(
+        "amr-teacher",
+        "--name",
+        help="The Serve application's name: jobs attach to it with --set teacher.serve.app_name=NAME.",
+    ),
     config: Path = typer.Option(None, "--config", "-c", help="YAML with ray/teacher sections."),
     overrides: list[str] = OverridesOption,
 ) -> None:
@@ -123,13 +137,21 @@ def teacher_serve(
     if cfg.teacher.backend != "vllm":
         raise ConfigError("teacher.backend: only a vllm teacher is deployed (an openai one is already a service)")
     if not cluster_address(cfg.ray):
-        raise ConfigError("ray.address: a deployment that outlives this command needs a running Ray cluster "
-                          "(`ray start --head`, then --set ray.address=auto or RAY_ADDRESS)")
+        raise ConfigError(
+            "ray.address: a deployment that outlives this command needs a running Ray cluster "
+            "(`ray start --head`, then --set ray.address=auto or RAY_ADDRESS)"
+        )
     init_ray(cfg.ray)
-    start(cfg.teacher.model_copy(update={"serve": cfg.teacher.serve.model_copy(update={"app_name": None})}),
-          resolve(cfg.teacher.model, cfg.model_store), name)
-    console.print(f"teacher {cfg.teacher.model} serving as Serve application {name!r}; attach jobs with "
-                  f"--set teacher.serve.app_name={name}; stop it with `amr teacher stop {name}`", soft_wrap=True)
+    start(
+        cfg.teacher.model_copy(update={"serve": cfg.teacher.serve.model_copy(update={"app_name": None})}),
+        resolve(cfg.teacher.model, cfg.model_store),
+        name,
+    )
+    console.print(
+        f"teacher {cfg.teacher.model} serving as Serve application {name!r}; attach jobs with "
+        f"--set teacher.serve.app_name={name}; stop it with `amr teacher stop {name}`",
+        soft_wrap=True,
+    )
 
 
 @teacher_app.command("stop")
@@ -153,8 +175,14 @@ def teacher_stop(
 @user_errors
 def sandbox_run(
     code: Path = typer.Argument(..., exists=True, dir_okay=False, help="Python file with the code."),
-    test: Path = typer.Option(None, "--test", "-t", exists=True, dir_okay=False,
-                              help="Test file: plain statements, or check()/test_*() functions that are called."),
+    test: Path = typer.Option(
+        None,
+        "--test",
+        "-t",
+        exists=True,
+        dir_okay=False,
+        help="Test file: plain statements, or check()/test_*() functions that are called.",
+    ),
     entry_point: str = typer.Option(None, help="Function passed to check(candidate)."),
     timeout: float = typer.Option(SandboxConfig().timeout_s, help="Wall-clock limit in seconds."),
     memory_mb: int = typer.Option(SandboxConfig().memory_mb, help="Address-space limit in MiB."),
@@ -165,17 +193,25 @@ def sandbox_run(
     """Run one code + test pair; exit 0 whatever the verdict, 2 when the sandbox cannot run."""
     from amr.sandbox import Sandbox
 
-    config = load_config(SandboxConfig, None, ["workers=1", f"timeout_s={timeout}", f"memory_mb={memory_mb}",
-                                               f"require={require}", *overrides])
+    config = load_config(
+        SandboxConfig,
+        None,
+        ["workers=1", f"timeout_s={timeout}", f"memory_mb={memory_mb}", f"require={require}", *overrides],
+    )
     with Sandbox(config) as sandbox:
-        [record] = sandbox.run([{"code": code.read_text(), "test": test.read_text() if test else "",
-                                 "entry_point": entry_point}])
+        [record] = sandbox.run(
+            [{"code": code.read_text(), "test": test.read_text() if test else "", "entry_point": entry_point}]
+        )
     if as_json:
         print(json.dumps(record))
         return
     colour = "green" if record["status"] == "passed" else "red"
-    console.print(f"[bold {colour}]{record['status']}[/] in {record['duration_s']:.3f} s "
-                  f"({record['isolation']} isolation) {record['reason']}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold {colour}]{record['status']}[/] in {record['duration_s']:.3f} s "
+        f"({record['isolation']} isolation) {record['reason']}",
+        highlight=False,
+        soft_wrap=True,
+    )
     for stream in ("stdout", "stderr"):
         if record[stream]:
             console.rule(stream)
@@ -199,23 +235,41 @@ def modules_stats(uri: str = UriOption, table: str = TableOption) -> None:
 @user_errors
 def modules_bootstrap(
     config: Path = typer.Option(None, "--config", "-c", help="YAML job config (defaults if omitted)."),
-    input: str = typer.Option(None, "--input", "-i", help="Instructions to self-instruct helpers from (default: "
-                              "modules.bootstrap_from, else input.source)."),
+    input: str = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="Instructions to self-instruct helpers from (default: modules.bootstrap_from, else input.source).",
+    ),
     limit: int = typer.Option(None, min=1, help="How many instructions (default: modules.bootstrap_limit)."),
     run_dir: str = typer.Option(None, help="Where bootstrap.parquet goes (and the table, unless --uri)."),
-    uri: str = typer.Option(None, "--uri", help="The module table's LanceDB directory or URI (default: modules.uri, "
-                            "else <run_dir>/modules)."),
+    uri: str = typer.Option(
+        None,
+        "--uri",
+        help="The module table's LanceDB directory or URI (default: modules.uri, else <run_dir>/modules).",
+    ),
     overrides: list[str] = OverridesOption,
 ) -> None:
     """Bootstrap the module table: helpers self-instructed by the teacher, tested in the sandbox, verified ones inserted."""
-    shortcuts = [f"{k}={v}" for k, v in (("modules.bootstrap_from", input), ("modules.bootstrap_limit", limit),
-                                         ("run_dir", run_dir), ("modules.uri", uri)) if v]
+    shortcuts = [
+        f"{k}={v}"
+        for k, v in (
+            ("modules.bootstrap_from", input),
+            ("modules.bootstrap_limit", limit),
+            ("run_dir", run_dir),
+            ("modules.uri", uri),
+        )
+        if v
+    ]
     with shutting_down_ray():
         report = distill_pipeline.bootstrap(load_config(DistillConfig, config, [*shortcuts, *overrides]))
     found = ", ".join(f"{v} {k}" for k, v in report["candidates"].items()) or "no functions"
     table = report["table"]
-    console.print(f"bootstrap: {found}; {report['inserted']} inserted; table {table['uri']}: {table['rows']} modules "
-                  f"(version {table['version']})", soft_wrap=True)
+    console.print(
+        f"bootstrap: {found}; {report['inserted']} inserted; table {table['uri']}: {table['rows']} modules "
+        f"(version {table['version']})",
+        soft_wrap=True,
+    )
 
 
 @modules_app.command("search")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import ray
 import typer
@@ -26,8 +26,16 @@ console = Console()
 OverridesOption = typer.Option([], "--set", help="Override a config key: key.path=value.")
 
 # ConnectionError: a cluster address that does not answer (amr submit, amr jobs)
-USER_ERRORS = (ConfigError, InputError, ModelError, EngineError, SandboxError, ModuleDBError, ReportError,
-               ConnectionError)
+USER_ERRORS = (
+    ConfigError,
+    InputError,
+    ModelError,
+    EngineError,
+    SandboxError,
+    ModuleDBError,
+    ReportError,
+    ConnectionError,
+)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -45,12 +53,19 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def setup_logging(
-    verbose: bool = typer.Option(False, "--verbose", "-v",
-                                 help="Show Ray's, vLLM's and Ray Data's INFO lines on the terminal too."),
-    log_level: str = typer.Option(None, "--log-level", envvar=logs.ENV, show_default="WARNING", metavar="LEVEL",
-                                  help="The lowest level of other programs' log lines on the terminal (DEBUG, "
-                                       "INFO, WARNING, ERROR, CRITICAL); a job's log files "
-                                       "(<run dir>/logs/job.log) get them from INFO up."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show Ray's, vLLM's and Ray Data's INFO lines on the terminal too."
+    ),
+    log_level: str = typer.Option(
+        None,
+        "--log-level",
+        envvar=logs.ENV,
+        show_default="WARNING",
+        metavar="LEVEL",
+        help="The lowest level of other programs' log lines on the terminal (DEBUG, "
+        "INFO, WARNING, ERROR, CRITICAL); a job's log files "
+        "(<run dir>/logs/job.log) get them from INFO up.",
+    ),
 ) -> None:
     """The project's own log lines (``amr.*`` loggers) go to the terminal through rich, not through the handlers
     Ray and vLLM install on the root logger; other programs' lines from ``log_level`` up (``amr.logs``)."""

@@ -1,7 +1,7 @@
 """``amr distill``: the distillation job (``amr.pipelines.distill``) from the command line, with a summary.
 
-    amr distill --config jobs/configs/local_cpu.yaml [--method amr] [--set key.path=value ...]
-    python -m jobs.distill ...   (the same, for `ray job submit`)
+amr distill --config jobs/configs/local_cpu.yaml [--method amr] [--set key.path=value ...]
+python -m jobs.distill ...   (the same, for `ray job submit`)
 """
 
 from __future__ import annotations
@@ -31,24 +31,34 @@ def print_summary(manifest: dict[str, Any], console: Console | None = None) -> N
         notes = f"{s['inserted']} functions inserted" if "inserted" in s else notes
         notes = f"{s['queries']} queries embedded" if "queries" in s else notes
         notes = ", ".join(f"{v} {k}" for k, v in s["verdicts"].items()) if "verdicts" in s else notes
-        table.add_row(name, str(s["rows"]), *(str(s.get(k, "")) for k in ("errors", "input_tokens", "output_tokens")),
-                      notes)
+        table.add_row(
+            name, str(s["rows"]), *(str(s.get(k, "")) for k in ("errors", "input_tokens", "output_tokens")), notes
+        )
     console.print(table)
     if manifest["modules"]:
         m, growth = manifest["modules"], manifest["stages"]["grow"]["candidates"]
-        console.print(f"module table: {m['rows']} functions (version {m['version']}, {len(m['waves'])} waves); "
-                      f"new functions: {', '.join(f'{v} {k}' for k, v in sorted(growth.items())) or 'none'}",
-                      soft_wrap=True)
+        console.print(
+            f"module table: {m['rows']} functions (version {m['version']}, {len(m['waves'])} waves); "
+            f"new functions: {', '.join(f'{v} {k}' for k, v in sorted(growth.items())) or 'none'}",
+            soft_wrap=True,
+        )
     d = manifest["dataset"]
     accuracy = f"{d['response_accuracy']:.1%}" if d["response_accuracy"] is not None else "n/a"
-    console.print(f"dataset: {d['rows']} rows ({d['dropped']} dropped), response accuracy {accuracy} on "
-                  f"{d['with_tests']} with tests: {d['path']}", soft_wrap=True)
+    console.print(
+        f"dataset: {d['rows']} rows ({d['dropped']} dropped), response accuracy {accuracy} on "
+        f"{d['with_tests']} with tests: {d['path']}",
+        soft_wrap=True,
+    )
     t = manifest["teacher"]
     if "engine_starts" in t:
-        console.print(f"teacher: Serve application {t['app']} ({'attached' if t['attached'] else 'started by the job'}), "
-                      f"{t['replicas']} replicas, {t['engine_starts']} engine starts", soft_wrap=True)
-    console.print(f"wall time {manifest['wall_time_s']} s; run directory {manifest['config']['run_dir']}/",
-                  soft_wrap=True)
+        console.print(
+            f"teacher: Serve application {t['app']} ({'attached' if t['attached'] else 'started by the job'}), "
+            f"{t['replicas']} replicas, {t['engine_starts']} engine starts",
+            soft_wrap=True,
+        )
+    console.print(
+        f"wall time {manifest['wall_time_s']} s; run directory {manifest['config']['run_dir']}/", soft_wrap=True
+    )
 
 
 def main(

@@ -1,7 +1,7 @@
 """``amr eval``: an EvalPlus evaluation (``eval.evaluate``) from the command line.
 
-    amr eval --model M --dataset humaneval|mbpp [--version V] [--limit N] --output DIR [--set key.path=value ...]
-    python -m jobs.eval ...   (the same, for `ray job submit`)
+amr eval --model M --dataset humaneval|mbpp [--version V] [--limit N] --output DIR [--set key.path=value ...]
+python -m jobs.eval ...   (the same, for `ray job submit`)
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ def print_scores(scores: dict[str, Any], console: Console | None = None) -> None
     name = {"humaneval": "HumanEval", "mbpp": "MBPP"}[scores["dataset"]]
     console.print(f"{name} {scores['version']}, {scores['n_tasks']} tasks, {scores['model']}:", soft_wrap=True)
     if scores["generation_errors"]:
-        console.print(f"  [bold red]{scores['generation_errors']} of {scores['n_samples']} generations failed[/] "
-                      f"(their errors in samples.jsonl): they score as wrong answers", soft_wrap=True)
+        console.print(
+            f"  [bold red]{scores['generation_errors']} of {scores['n_samples']} generations failed[/] "
+            f"(their errors in samples.jsonl): they score as wrong answers",
+            soft_wrap=True,
+        )
     for k in (1, 10, 100):
         if f"base_pass@{k}" in scores:
             console.print(f"  pass@{k}: {name} {scores[f'base_pass@{k}']:.1%}  {name}+ {scores[f'plus_pass@{k}']:.1%}")
@@ -32,7 +35,9 @@ def print_scores(scores: dict[str, Any], console: Console | None = None) -> None
 
 
 def main(
-    model: str = typer.Option(None, "--model", "-m", help="Registry name or local model directory (default: the config's)."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Registry name or local model directory (default: the config's)."
+    ),
     dataset: str = typer.Option(None, "--dataset", "-d", help="humaneval or mbpp (default: the config's)."),
     version: str = typer.Option(None, help="EvalPlus release: humaneval v0.1.10; mbpp v0.1.0 (default) or v0.2.0."),
     limit: int = typer.Option(None, min=1, help="The first N tasks only (a smoke run)."),
@@ -41,8 +46,11 @@ def main(
     overrides: list[str] = OverridesOption,
 ) -> None:
     """Evaluate a model on HumanEval(+) or MBPP(+) with EvalPlus, offline; prints base and plus pass@1."""
-    shortcuts = [f"{k}={v}" for k, v in (("model", model), ("dataset", dataset), ("version", version),
-                                         ("limit", limit), ("output", output)) if v]
+    shortcuts = [
+        f"{k}={v}"
+        for k, v in (("model", model), ("dataset", dataset), ("version", version), ("limit", limit), ("output", output))
+        if v
+    ]
     cfg = load_config(EvalConfig, config, [*shortcuts, *overrides])
     with shutting_down_ray():
         scores = evaluate(cfg)

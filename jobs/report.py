@@ -11,7 +11,9 @@ from jobs.common import console, run_as_module
 
 def main(
     dirs: list[str] = typer.Argument(..., help="`amr run` outputs, distill run dirs or eval dirs (paths or URIs)."),
-    output: str = typer.Option(..., "--output", "-o", help="Directory (or URI) for report.html, report.md and the plots."),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="Directory (or URI) for report.html, report.md and the plots."
+    ),
 ) -> None:
     """Report: the paper's table, response accuracy, the funnel, token costs and plots from finished runs."""
     out = write(dirs, output)

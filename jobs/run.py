@@ -57,8 +57,13 @@ def run(config: RunConfig) -> str:
                 teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
             if config.instructions:
                 source = _instructions(config, storage.join(out, "instructions"))
-                config = config.model_copy(update={"distill": config.distill.model_copy(
-                    update={"input": config.distill.input.model_copy(update={"source": source})})})
+                config = config.model_copy(
+                    update={
+                        "distill": config.distill.model_copy(
+                            update={"input": config.distill.input.model_copy(update={"source": source})}
+                        )
+                    }
+                )
             for method in config.methods:
                 _distill(config, method, storage.join(out, method, "distill"), out)
             if base_on_teacher:
@@ -82,7 +87,9 @@ def _student(config: RunConfig, method: str, out: str) -> str:
 
 def _eval_configs(config: RunConfig, model: str, folder: str) -> list[EvalConfig]:
     settings = config.eval.model_dump(exclude={"datasets", "base"})
-    return [EvalConfig(**settings, model=model, dataset=d, output=storage.join(folder, d)) for d in config.eval.datasets]
+    return [
+        EvalConfig(**settings, model=model, dataset=d, output=storage.join(folder, d)) for d in config.eval.datasets
+    ]
 
 
 def _engine_of(config: RunConfig, model: str | None) -> str | None:
@@ -98,13 +105,19 @@ def _engine_of(config: RunConfig, model: str | None) -> str | None:
 
 def _teacher_needed(config: RunConfig, out: str, base: str | None) -> bool:
     """Whether a step the teacher serves is left: instructions, a method's distillation, the base evaluation."""
-    return (config.instructions is not None and not storage.exists(storage.join(out, "instructions", "all.jsonl"))
-            or any(not _distilled(storage.join(out, m, "distill")) for m in config.methods)
-            or base is not None and any(not _scored(storage.join(base, d)) for d in config.eval.datasets))
+    return (
+        config.instructions is not None
+        and not storage.exists(storage.join(out, "instructions", "all.jsonl"))
+        or any(not _distilled(storage.join(out, m, "distill")) for m in config.methods)
+        or base is not None
+        and any(not _scored(storage.join(base, d)) for d in config.eval.datasets)
+    )
 
 
 def _distilled(run_dir: str) -> bool:
-    return storage.exists(storage.join(run_dir, "manifest.json")) and storage.exists(storage.join(run_dir, "dataset.parquet"))
+    return storage.exists(storage.join(run_dir, "manifest.json")) and storage.exists(
+        storage.join(run_dir, "dataset.parquet")
+    )
 
 
 def _scored(eval_dir: str) -> bool:
@@ -114,8 +127,11 @@ def _scored(eval_dir: str) -> bool:
 def _instructions(config: RunConfig, folder: str) -> str:
     """The instructions, built under ``folder`` with the distill job's teacher, model store, Ray and embedding
     settings where the run's ``instructions`` section leaves them out."""
-    shared = {k: getattr(config.distill, k) for k in ("teacher", "model_store", "ray", "embedding")
-              if k not in config.instructions.model_fields_set}
+    shared = {
+        k: getattr(config.distill, k)
+        for k in ("teacher", "model_store", "ray", "embedding")
+        if k not in config.instructions.model_fields_set
+    }
     return instructions.build(config.instructions.model_copy(update=shared), folder)
 
 
@@ -124,8 +140,10 @@ def _distill(config: RunConfig, method: str, run_dir: str, out: str) -> None:
         return _skip(f"{method}: distill", run_dir)
     target = RunDir(run_dir)
     if method in SHARES_DIRECT and not target.stage_done("direct.parquet"):
-        shared = next((d for m in SHARES_DIRECT
-                       if (d := RunDir(storage.join(out, m, "distill"))).stage_done("direct.parquet")), None)
+        shared = next(
+            (d for m in SHARES_DIRECT if (d := RunDir(storage.join(out, m, "distill"))).stage_done("direct.parquet")),
+            None,
+        )
         if shared:
             target.copy_stage("direct.parquet", shared)
     _started(f"{method}: distill", run_dir)
@@ -141,8 +159,13 @@ def _train(config: RunConfig, method: str, out: str) -> None:
         return _skip(f"{method}: train", output)
     _started(f"{method}: train", output)
     # one Ray Train run per method, also where methods share a storage_path
-    cfg = config.train.model_copy(update={"dataset": storage.join(out, method, "distill"), "output": output,
-                                          "name": f"{config.train.name}-{method}"})
+    cfg = config.train.model_copy(
+        update={
+            "dataset": storage.join(out, method, "distill"),
+            "output": output,
+            "name": f"{config.train.name}-{method}",
+        }
+    )
     print_train(train(cfg), console)
 
 

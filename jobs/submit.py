@@ -33,11 +33,17 @@ from amr.config import (
 )
 from jobs.common import OverridesOption, console
 
-JOBS: dict[str, type[BaseModel]] = {"instructions": InstructionsConfig, "distill": DistillConfig,
-                                    "train": TrainConfig, "eval": EvalConfig, "run": RunConfig}
+JOBS: dict[str, type[BaseModel]] = {
+    "instructions": InstructionsConfig,
+    "distill": DistillConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "run": RunConfig,
+}
 NOT_UPLOADED = (".venv", ".git", "runs", "results", "__pycache__", ".pytest_cache")  # folders, at any depth
-AddressOption = typer.Option(None, "--address", "-a", help="The cluster's dashboard, http://HEAD:8265 "
-                             "(default: $RAY_ADDRESS).")
+AddressOption = typer.Option(
+    None, "--address", "-a", help="The cluster's dashboard, http://HEAD:8265 (default: $RAY_ADDRESS)."
+)
 
 
 def entrypoint(job: str, config: str, overrides: list[str], args: list[str]) -> str:
@@ -53,14 +59,19 @@ def runtime_env(working_dir: Path, pip: list[str], env: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"--env {item!r}: expected KEY=VALUE")
         variables[key] = value
-    return {"working_dir": str(working_dir), "excludes": [f"{name}/" for name in NOT_UPLOADED],
-            "env_vars": variables, **({"pip": pip} if pip else {})}
+    return {
+        "working_dir": str(working_dir),
+        "excludes": [f"{name}/" for name in NOT_UPLOADED],
+        "env_vars": variables,
+        **({"pip": pip} if pip else {}),
+    }
 
 
 def submit(
     job: str = typer.Argument(..., help=f"The job: {', '.join(JOBS)}."),
-    args: list[str] = typer.Argument(None, help="After --: arguments before --config, e.g. instructions' "
-                                     "'seed --output PATH'."),
+    args: list[str] = typer.Argument(
+        None, help="After --: arguments before --config, e.g. instructions' 'seed --output PATH'."
+    ),
     config: Path = typer.Option(..., "--config", "-c", help="The job's YAML config, inside --working-dir."),
     overrides: list[str] = OverridesOption,
     address: str = AddressOption,
@@ -76,14 +87,18 @@ def submit(
     load_config(JOBS[job], config, overrides)
     root, path = working_dir.resolve(), config.resolve()
     if not path.is_relative_to(root) or set(path.relative_to(root).parts) & set(NOT_UPLOADED):
-        raise ConfigError(f"--config {config}: not uploaded with the working directory {root} (outside it, or in "
-                          f"one of {', '.join(NOT_UPLOADED)}); move the config or pass --working-dir")
+        raise ConfigError(
+            f"--config {config}: not uploaded with the working directory {root} (outside it, or in "
+            f"one of {', '.join(NOT_UPLOADED)}); move the config or pass --working-dir"
+        )
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(entrypoint=entrypoint(job, str(path.relative_to(root)), overrides, args or []),
-                               runtime_env=runtime_env(root, pip, env), submission_id=submission_id,
-                               metadata={"amr_job": job, "config": str(path.relative_to(root))})
-    console.print(f"submitted {job}: {job_id}  (amr jobs status|logs|stop {job_id})", soft_wrap=True,
-                  highlight=False)
+    job_id = client.submit_job(
+        entrypoint=entrypoint(job, str(path.relative_to(root)), overrides, args or []),
+        runtime_env=runtime_env(root, pip, env),
+        submission_id=submission_id,
+        metadata={"amr_job": job, "config": str(path.relative_to(root))},
+    )
+    console.print(f"submitted {job}: {job_id}  (amr jobs status|logs|stop {job_id})", soft_wrap=True, highlight=False)
     if follow:
         raise typer.Exit(_follow(client, job_id))
 
@@ -105,24 +120,31 @@ def _follow(client: JobSubmissionClient, job_id: str) -> int:
         time.sleep(0.5)
         status = client.get_job_status(job_id)
     info = client.get_job_info(job_id)
-    console.print(f"{job_id}: {status.value}" + (f" ({info.message})" if info.message else ""), soft_wrap=True,
-                  highlight=False)
+    console.print(
+        f"{job_id}: {status.value}" + (f" ({info.message})" if info.message else ""), soft_wrap=True, highlight=False
+    )
     return 0 if status == JobStatus.SUCCEEDED else 1
 
 
 def status(job_id: str = typer.Argument(...), address: str = AddressOption) -> None:
     """A job's status, entrypoint and times."""
     info = JobSubmissionClient(address).get_job_info(job_id)
-    console.print(f"{job_id}: {info.status.value}" + (f" ({info.message})" if info.message else ""),
-                  soft_wrap=True, highlight=False)
+    console.print(
+        f"{job_id}: {info.status.value}" + (f" ({info.message})" if info.message else ""),
+        soft_wrap=True,
+        highlight=False,
+    )
     console.print(f"entrypoint: {info.entrypoint}", soft_wrap=True, highlight=False)
     for name, ms in (("started", info.start_time), ("ended", info.end_time)):
         if ms:
             console.print(f"{name}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ms / 1000))}", highlight=False)
 
 
-def logs(job_id: str = typer.Argument(...), address: str = AddressOption,
-         follow: bool = typer.Option(False, "--follow", "-f", help="Tail until the job ends.")) -> None:
+def logs(
+    job_id: str = typer.Argument(...),
+    address: str = AddressOption,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Tail until the job ends."),
+) -> None:
     """A job's logs so far (or followed to its end)."""
     client = JobSubmissionClient(address)
     if follow:
@@ -139,5 +161,8 @@ def stop(job_id: str = typer.Argument(...), address: str = AddressOption) -> Non
 def list_jobs(address: str = AddressOption) -> None:
     """The cluster's jobs, newest last."""
     for info in sorted(JobSubmissionClient(address).list_jobs(), key=lambda i: i.start_time or 0):
-        console.print(f"{info.submission_id or info.job_id}  {info.status.value:9}  {info.entrypoint}",
-                      soft_wrap=True, highlight=False)
+        console.print(
+            f"{info.submission_id or info.job_id}  {info.status.value:9}  {info.entrypoint}",
+            soft_wrap=True,
+            highlight=False,
+        )

@@ -22,8 +22,13 @@ from jobs.common import OverridesOption, run_as_module, shutting_down_ray
 
 def main(
     config: Path = typer.Option(None, "--config", "-c", help="YAML train config (defaults if omitted)."),
-    dataset: str = typer.Option(None, "--dataset", "-d", help="A distill run directory (dataset.parquet or "
-                                "dataset.jsonl), or such a file; local path or object-store URI."),
+    dataset: str = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="A distill run directory (dataset.parquet or "
+        "dataset.jsonl), or such a file; local path or object-store URI.",
+    ),
     output: str = typer.Option(None, "--output", "-o", help="Output directory: model/, train.json, checkpoints/."),
     overrides: list[str] = OverridesOption,
 ) -> None:
@@ -40,14 +45,24 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console = console or Console()
     loss = summary.get("final_loss")
     resumed = f" (resumed at step {summary['resumed_from_step']})" if summary.get("resumed_from_step") else ""
-    console.print(f"train: {summary['model']} on {summary['dataset']} ({summary['examples']} examples), "
-                  f"{summary['workers']} workers", soft_wrap=True, highlight=False)
-    console.print(f"steps: {summary['steps']}{resumed}; final loss: {'-' if loss is None else f'{loss:.4f}'}; "
-                  f"{summary['tokens']} tokens in {summary['seconds']} s: {summary['tokens_per_s']} tokens/s",
-                  soft_wrap=True, highlight=False)
+    console.print(
+        f"train: {summary['model']} on {summary['dataset']} ({summary['examples']} examples), "
+        f"{summary['workers']} workers",
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(
+        f"steps: {summary['steps']}{resumed}; final loss: {'-' if loss is None else f'{loss:.4f}'}; "
+        f"{summary['tokens']} tokens in {summary['seconds']} s: {summary['tokens_per_s']} tokens/s",
+        soft_wrap=True,
+        highlight=False,
+    )
     console.print(f"model: {summary['model_dir']}", soft_wrap=True, highlight=False)
-    console.print(f"summary: {Path(summary['model_dir']).parent / 'train.json'}; checkpoints: {summary['storage']}",
-                  soft_wrap=True, highlight=False)
+    console.print(
+        f"summary: {Path(summary['model_dir']).parent / 'train.json'}; checkpoints: {summary['storage']}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":

@@ -53,17 +53,35 @@ def tiny_model(tmp_path_factory) -> str:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     files = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))[:40]
-    tok.train(files, trainers.BpeTrainer(vocab_size=2000, special_tokens=special,
-                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tok.train(
+        files,
+        trainers.BpeTrainer(
+            vocab_size=2000, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
     fast.chat_template = CHATML
     fast.save_pretrained(out)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
-                         pad_token_id=fast.pad_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
     return str(out)
 
@@ -75,8 +93,11 @@ def tiny_teacher(ray_local, tiny_model):
     from amr.config import SamplingConfig, TeacherConfig, VLLMConfig
     from amr.engines import open_teacher
 
-    config = TeacherConfig(model=tiny_model, sampling=SamplingConfig(max_tokens=16),
-                           vllm=VLLMConfig(max_model_len=1024, batch_size=4, cpu_reserved_cores=0))
+    config = TeacherConfig(
+        model=tiny_model,
+        sampling=SamplingConfig(max_tokens=16),
+        vllm=VLLMConfig(max_model_len=1024, batch_size=4, cpu_reserved_cores=0),
+    )
     with open_teacher(config) as teacher:
         yield teacher
 
@@ -116,8 +137,13 @@ def s3_server():
     server.start()
     host, port = server.get_host_and_port()
     endpoint, bucket = f"http://{host}:{port}", "amr-test"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:

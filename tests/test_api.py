@@ -25,10 +25,18 @@ def _example() -> str:
 @pytest.mark.timeout(900)
 def test_the_documented_example_runs(smollm2, tmp_path):
     (tmp_path / "jobs").symlink_to(ROOT / "jobs")  # its config path is relative to the repository root
-    script = _example() + ("\nimport json\nprint('RESULT', json.dumps({'rows': result.rows, 'columns': ds.column_names,"
-                           " 'baseline': baseline.manifest['method'], 'baseline_rows': baseline.dataset().num_rows}))\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=880,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    script = _example() + (
+        "\nimport json\nprint('RESULT', json.dumps({'rows': result.rows, 'columns': ds.column_names,"
+        " 'baseline': baseline.manifest['method'], 'baseline_rows': baseline.dataset().num_rows}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=880,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert result["rows"] >= 1 and result["baseline"] == "direct" and result["baseline_rows"] >= 1

@@ -13,9 +13,21 @@ from tests.support.scripted_teacher import ScriptedTeacher
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["models"], ["models", "list"], ["models", "pull"], ["teacher"],
-                                     ["teacher", "generate"], ["teacher", "serve"], ["teacher", "stop"],
-                                     ["distill"], ["modules", "bootstrap"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["models"],
+        ["models", "list"],
+        ["models", "pull"],
+        ["teacher"],
+        ["teacher", "generate"],
+        ["teacher", "serve"],
+        ["teacher", "stop"],
+        ["distill"],
+        ["modules", "bootstrap"],
+    ],
+)
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -35,7 +47,9 @@ def test_bad_config_and_input_exit_2_with_the_place(write, tmp_path):
     assert result.exit_code == 2
     assert f"{bad}:2: input.limit" in result.output
     ray_before = ray.is_initialized()
-    result = runner.invoke(app, ["distill", "--set", "input.source=/nope.jsonl", "--set", f"run_dir={tmp_path / 'run'}"])
+    result = runner.invoke(
+        app, ["distill", "--set", "input.source=/nope.jsonl", "--set", f"run_dir={tmp_path / 'run'}"]
+    )
     assert result.exit_code == 2 and "no such input file" in result.output
     assert ray.is_initialized() == ray_before and not (tmp_path / "run").exists()  # refused before Ray or any write
     requests = write("r.jsonl", '{"id": 1, "prompt": "hi"}\n{"id": 1, "prompt": "again"}\n')
@@ -48,8 +62,10 @@ def test_bad_config_and_input_exit_2_with_the_place(write, tmp_path):
 def test_teacher_serve_needs_a_running_cluster(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     result = runner.invoke(app, ["teacher", "serve", "--name", "t"])
-    assert result.exit_code == 2 and "ray.address: a deployment that outlives this command needs a running Ray" \
-        in result.output
+    assert (
+        result.exit_code == 2
+        and "ray.address: a deployment that outlives this command needs a running Ray" in result.output
+    )
     result = runner.invoke(app, ["teacher", "serve", "--set", "teacher.backend=openai", "--set", "ray.address=auto"])
     assert result.exit_code == 2 and "only a vllm teacher is deployed" in result.output
 
@@ -59,10 +75,24 @@ TINY = ["--set", "teacher.sampling.max_tokens=8"]
 
 @pytest.mark.slow
 def test_teacher_generate_attached_to_a_running_deployment_writes_parquet(ray_local, tiny_teacher, write, tmp_path):
-    requests = write("r.jsonl", '{"id": "a", "prompt": "def f():"}\n{"id": "b", "messages": [{"role": "user", "content": "x"}]}\n')
+    requests = write(
+        "r.jsonl", '{"id": "a", "prompt": "def f():"}\n{"id": "b", "messages": [{"role": "user", "content": "x"}]}\n'
+    )
     out = tmp_path / "out.parquet"
-    result = runner.invoke(app, ["teacher", "generate", "-i", str(requests), "-o", str(out),
-                                 "--set", f"teacher.serve.app_name={tiny_teacher.served.app_name}", *TINY])
+    result = runner.invoke(
+        app,
+        [
+            "teacher",
+            "generate",
+            "-i",
+            str(requests),
+            "-o",
+            str(out),
+            "--set",
+            f"teacher.serve.app_name={tiny_teacher.served.app_name}",
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = pq.read_table(out).to_pylist()
     assert sorted(r["id"] for r in rows) == ["a", "b"]
@@ -78,17 +108,36 @@ def test_distill_direct_on_mbpp_writes_the_run_directory(ray_local, tmp_path):
     """The shipped config with an API teacher (scripted, over HTTP); the vLLM teacher is in the test below."""
     run_dir = tmp_path / "run"
     with ScriptedTeacher(lambda messages: ANSWER) as teacher:
-        result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--method", "direct",
-                                     "--set", "teacher.backend=openai", "--set", "teacher.model=scripted",
-                                     "--set", f"teacher.openai.base_url={teacher.base_url}",
-                                     "--set", "teacher.openai.api_key_env=null",
-                                     "--set", "input.limit=3", "--set", f"run_dir={run_dir}"])
+        result = runner.invoke(
+            app,
+            [
+                "distill",
+                "--config",
+                "jobs/configs/local_cpu.yaml",
+                "--method",
+                "direct",
+                "--set",
+                "teacher.backend=openai",
+                "--set",
+                "teacher.model=scripted",
+                "--set",
+                f"teacher.openai.base_url={teacher.base_url}",
+                "--set",
+                "teacher.openai.api_key_env=null",
+                "--set",
+                "input.limit=3",
+                "--set",
+                f"run_dir={run_dir}",
+            ],
+        )
     assert result.exit_code == 0, result.output
     table = pq.read_table(run_dir / "direct.parquet")
     assert sorted(table.column("id").to_pylist()) == ["mbpp/601", "mbpp/609", "mbpp/613"]  # mbpp-train: no MBPP+ task
     assert set(table.column_names) >= {"instruction", "tests", "direct_response", "direct_input_tokens", "direct_error"}
     lines = (run_dir / "dataset.jsonl").read_text().splitlines()
-    assert len(lines) == 3 and json.loads(lines[0])["tests"] and json.loads(lines[0])["messages"][1]["role"] == "assistant"
+    assert (
+        len(lines) == 3 and json.loads(lines[0])["tests"] and json.loads(lines[0])["messages"][1]["role"] == "assistant"
+    )
     assert json.loads(lines[0])["messages"][1]["content"] == ANSWER
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stage = manifest["stages"]["direct"]
@@ -110,9 +159,26 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
 
     run_dir = tmp_path / "run"
     engines = logged_engine_starts()
-    result = runner.invoke(app, ["distill", "--config", "jobs/configs/local_cpu.yaml", "--set", "teacher.model=smollm2-135m-instruct",
-                                 "--set", "input.limit=3", "--set", "wave_size=1", "--set", "modules.bootstrap_limit=1",
-                                 "--set", "teacher.sampling.max_tokens=64", "--set", f"run_dir={run_dir}"])
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--config",
+            "jobs/configs/local_cpu.yaml",
+            "--set",
+            "teacher.model=smollm2-135m-instruct",
+            "--set",
+            "input.limit=3",
+            "--set",
+            "wave_size=1",
+            "--set",
+            "modules.bootstrap_limit=1",
+            "--set",
+            "teacher.sampling.max_tokens=64",
+            "--set",
+            f"run_dir={run_dir}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert logged_engine_starts() - engines == 1
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -43,8 +43,10 @@ def _port() -> int:
 
 def _agent_ports() -> list[str]:
     """Free ports for a node's agents: the defaults are fixed, and the test session's own Ray holds them."""
-    return [f"--{name}-port={_port()}" for name in
-            ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export", "runtime-env-agent")]
+    return [
+        f"--{name}-port={_port()}"
+        for name in ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export", "runtime-env-agent")
+    ]
 
 
 class Cluster:
@@ -55,10 +57,25 @@ class Cluster:
         self.address = f"http://127.0.0.1:{self.dashboard}"
         self.workers: list[subprocess.Popen] = []
         self.head = subprocess.Popen(
-            [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs}", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={self.dashboard}", "--num-cpus=0", f"--temp-dir={root / 'ray'}", "--block",
-             "--disable-usage-stats", *_agent_ports()], env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [
+                RAY,
+                "start",
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                f"--port={self.gcs}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard}",
+                "--num-cpus=0",
+                f"--temp-dir={root / 'ray'}",
+                "--block",
+                "--disable-usage-stats",
+                *_agent_ports(),
+            ],
+            env=ENV,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self._wait(lambda: self.alive() == 1, "the head node", timeout=120)
         self.runtime_resources = (root / "ray" / "session_latest").resolve() / "runtime_resources"
         self.runtime_resources.mkdir(exist_ok=True)
@@ -68,12 +85,26 @@ class Cluster:
         folder shared by nodes is emptied under a running job when another node dies); ``hide``: a
         directory this node alone sees as empty (its own disk, not shared)."""
         own = [self.runtime_resources, *([hide] if hide else [])]
-        command = ["bwrap", "--dev-bind", "/", "/", *[a for d in own for a in ("--tmpfs", str(d))], "--",
-                   RAY, "start", f"--address=127.0.0.1:{self.gcs}", "--node-ip-address=127.0.0.1",
-                   f"--num-cpus={cpus}", "--block", "--disable-usage-stats", *_agent_ports()]
+        command = [
+            "bwrap",
+            "--dev-bind",
+            "/",
+            "/",
+            *[a for d in own for a in ("--tmpfs", str(d))],
+            "--",
+            RAY,
+            "start",
+            f"--address=127.0.0.1:{self.gcs}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={cpus}",
+            "--block",
+            "--disable-usage-stats",
+            *_agent_ports(),
+        ]
         before = self.alive()
-        worker = subprocess.Popen(command, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            command, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.workers.append(worker)
         self._wait(lambda: self.alive() == before + 1, "the worker node to join")
         return worker
@@ -85,8 +116,13 @@ class Cluster:
         self._wait(lambda: self.alive() == before - 1, "the killed node to be marked dead")
 
     def alive(self) -> int:
-        out = subprocess.run([RAY, "list", "nodes", "--format=json", "--filter", "state=ALIVE",
-                              f"--address=127.0.0.1:{self.gcs}"], env=ENV, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [RAY, "list", "nodes", "--format=json", "--filter", "state=ALIVE", f"--address=127.0.0.1:{self.gcs}"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         try:
             return len(json.loads(out.stdout)) if out.returncode == 0 else -1
         except ValueError:  # the head's state API is not up yet
@@ -138,7 +174,9 @@ def test_submitted_distill_survives_a_killed_worker_node(cluster, tmp_path, monk
         deadline = time.monotonic() + 240
         while len(scripted.requests) < 6:  # R_d done, decomposition under way
             status = runner.invoke(app, ["jobs", "status", job_id, *address]).output
-            assert "RUNNING" in status or "PENDING" in status, runner.invoke(app, ["jobs", "logs", job_id, *address]).output
+            assert "RUNNING" in status or "PENDING" in status, runner.invoke(
+                app, ["jobs", "logs", job_id, *address]
+            ).output
             assert time.monotonic() < deadline
             time.sleep(0.2)
         cluster.kill(first)

@@ -47,8 +47,10 @@ def launcher() -> dict:
 
 def pods(spec: dict) -> list[tuple[str, dict]]:
     """(group name, pod spec) of a RayCluster spec: the head, then every worker group."""
-    return [("head", spec["headGroupSpec"]["template"]["spec"]),
-            *((g["groupName"], g["template"]["spec"]) for g in spec["workerGroupSpecs"])]
+    return [
+        ("head", spec["headGroupSpec"]["template"]["spec"]),
+        *((g["groupName"], g["template"]["spec"]) for g in spec["workerGroupSpecs"]),
+    ]
 
 
 def gpus(pod: dict) -> int:
@@ -63,7 +65,11 @@ def dockerfile() -> list[str]:
 def test_every_yaml_parses():
     files = sorted(CLUSTER.rglob("*.yaml")) + sorted(CLUSTER.rglob("*.yml"))
     assert {f.relative_to(CLUSTER).as_posix() for f in files} >= {
-        "ray-cluster.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml", "kuberay/storage.yaml"}
+        "ray-cluster.yaml",
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob.yaml",
+        "kuberay/storage.yaml",
+    }
     for f in files:
         docs = documents(f)
         assert docs and all(isinstance(d, dict) for d in docs), f"{f}: expected mappings"
@@ -122,8 +128,9 @@ def test_raycluster_groups_and_shared_volume():
     assert "ReadWriteMany" in claim["spec"]["accessModes"]
     images = set()
     for name, pod in pods(spec):
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-                  if "persistentVolumeClaim" in v}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+        }
         for c in pod["containers"]:
             images.add(c["image"])
             mounted = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
@@ -188,8 +195,9 @@ def test_gpu_groups_hold_what_the_config_asks_for():
         assert train.scaling.workers <= have and train.scaling.use_gpu, where
         assert evaluate.concurrency * evaluate.tensor_parallel_size <= have, where
     assert train.global_batch_size % (train.micro_batch_size * train.scaling.workers) == 0
-    worker_cpus = [int(c["resources"]["limits"]["cpu"]) for name, pod in pods(spec) if name != "head"
-                   for c in pod["containers"]]
+    worker_cpus = [
+        int(c["resources"]["limits"]["cpu"]) for name, pod in pods(spec) if name != "head" for c in pod["containers"]
+    ]
     gpu_node_cpus = min(t["resources"]["CPU"] for t in types.values() if t["resources"].get("GPU"))
     assert cfg.distill.sandbox.workers <= max(worker_cpus) and cfg.distill.sandbox.workers <= gpu_node_cpus
     assert train.scaling.cpus_per_worker * train.scaling.workers <= gpu_node_cpus

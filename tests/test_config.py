@@ -4,8 +4,11 @@ import pytest
 
 from amr.config import ConfigError, DistillConfig, TeacherJobConfig, load_config
 
-CONFIGS = sorted(p for p in Path(__file__).parents[1].joinpath("jobs", "configs").glob("*.yaml")
-                 if not p.name.startswith(("train_", "run_")))  # TrainConfig and RunConfig files: their own tests
+CONFIGS = sorted(
+    p
+    for p in Path(__file__).parents[1].joinpath("jobs", "configs").glob("*.yaml")
+    if not p.name.startswith(("train_", "run_"))
+)  # TrainConfig and RunConfig files: their own tests
 
 
 def test_defaults_follow_the_paper():
@@ -68,8 +71,10 @@ def test_includes_work_for_every_section_at_any_depth(write, tmp_path):
     write("parts/teacher.yaml", "model: smollm2-135m-instruct\nsampling:\n  max_tokens: 77\n")
     write("parts/distill.yaml", "method: direct\nrun_dir: elsewhere\nwave_size: 3\nteacher: teacher.yaml\n")
     write("parts/instructions.yaml", "self_instruct:\n  count: 5\n")
-    run = write("run.yaml", "distill:\n  include: parts/distill.yaml\n  input:\n    limit: 2\n"
-                            "instructions: parts/instructions.yaml\n")
+    run = write(
+        "run.yaml",
+        "distill:\n  include: parts/distill.yaml\n  input:\n    limit: 2\ninstructions: parts/instructions.yaml\n",
+    )
     cfg = load_config(RunConfig, run)
     # an optional section (instructions) and a section of an included file (distill's teacher, relative to it)
     assert cfg.instructions is not None and cfg.instructions.self_instruct.count == 5
@@ -87,12 +92,17 @@ def test_the_gpu_run_includes_the_gpu_distill_config():
     from amr.config import RunConfig
 
     root = Path(__file__).parents[1] / "jobs" / "configs"
-    run, distill = load_config(RunConfig, root / "run_gpu_cluster.yaml"), load_config(DistillConfig, root / "gpu_cluster.yaml")
+    run, distill = (
+        load_config(RunConfig, root / "run_gpu_cluster.yaml"),
+        load_config(DistillConfig, root / "gpu_cluster.yaml"),
+    )
     assert run.distill.teacher == distill.teacher and run.distill.wave_size == distill.wave_size
     assert "include: gpu_cluster.yaml" in (root / "run_gpu_cluster.yaml").read_text()
 
 
 def test_a_renamed_key_names_its_new_name(write):
     path = write("old.yaml", "modules:\n  seed_limit: 3\n")
-    with pytest.raises(ConfigError, match=r"old.yaml:2: modules.seed_limit: unknown key: renamed to modules.bootstrap_limit"):
+    with pytest.raises(
+        ConfigError, match=r"old.yaml:2: modules.seed_limit: unknown key: renamed to modules.bootstrap_limit"
+    ):
         load_config(DistillConfig, path)

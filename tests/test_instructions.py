@@ -21,18 +21,28 @@ from tests.support.scripted_teacher import ScriptedTeacher
 
 runner = CliRunner()
 MBPP_11 = "Write a python function to remove first and last occurrence of a given character from the string."
-REWORDED_HE_0 = "In a given list of numbers, check if any two of the numbers are closer to each other than a given threshold."
+REWORDED_HE_0 = (
+    "In a given list of numbers, check if any two of the numbers are closer to each other than a given threshold."
+)
 LOOSE_HE_0 = "Given floats and a limit, tell whether some pair of values lies nearer together than that limit."
 CLEAN = "Write a function that formats a duration in seconds as hours, minutes and seconds, like 1h 2m 3s."
 
 
 def test_ngram_index_exact_and_overlap():
-    items = [{"id": "b/1", "prompt": "Write a function to find the shared elements from the given two lists.",
-              "solution": "def similar(a, b):\n    return set(a) & set(b)\n"},
-             {"id": "b/2", "prompt": "Sum a list.", "solution": ""}]
+    items = [
+        {
+            "id": "b/1",
+            "prompt": "Write a function to find the shared elements from the given two lists.",
+            "solution": "def similar(a, b):\n    return set(a) & set(b)\n",
+        },
+        {"id": "b/2", "prompt": "Sum a list.", "solution": ""},
+    ]
     index = NgramIndex.build(items, 5)
     assert index.match("Please: write a FUNCTION to find the shared elements from the given two lists!", 1) == {
-        "check": "exact", "benchmark_id": "b/1", "score": 1.0}
+        "check": "exact",
+        "benchmark_id": "b/1",
+        "score": 1.0,
+    }
     assert index.match("Now sum a list, then sort it.", 1)["check"] == "exact"  # shorter than n: the whole text
     overlap = index.match("We want to find the shared elements from the given lists of numbers", 1)
     assert overlap["check"] == "ngram" and overlap["benchmark_id"] == "b/1" and 0 < overlap["score"] < 1
@@ -41,13 +51,22 @@ def test_ngram_index_exact_and_overlap():
 
 
 def test_problem_statements_and_judge_verdicts():
-    assert problem_statement(f"{MBPP_11}\nYour code should pass this test:\nassert remove_Occ('hello','l') == 'heo'") == MBPP_11
+    assert (
+        problem_statement(f"{MBPP_11}\nYour code should pass this test:\nassert remove_Occ('hello','l') == 'heo'")
+        == MBPP_11
+    )
     he = {i["id"]: i for i in benchmark_items(["humaneval"])}
-    assert he["HumanEval/0"]["problem"] == ("Check if in given list of numbers, are any two numbers closer to each other "
-                                            "than\ngiven threshold.")  # the docstring without its doctests
+    assert he["HumanEval/0"]["problem"] == (
+        "Check if in given list of numbers, are any two numbers closer to each other than\ngiven threshold."
+    )  # the docstring without its doctests
     plus = {i["id"]: i for i in benchmark_items(["mbpp-plus"])}
     assert plus["Mbpp/2"]["problem"] == "Write a function to find the shared elements from the given two lists."
-    assert [judge.verdict(t) for t in ("Yes. Same task.", "**No** - different", "Maybe", None)] == [True, False, None, None]
+    assert [judge.verdict(t) for t in ("Yes. Same task.", "**No** - different", "Maybe", None)] == [
+        True,
+        False,
+        None,
+        None,
+    ]
     top, cosines = nearest(np.eye(3, dtype=np.float32)[[2, 0]], np.eye(3, dtype=np.float32)[[0, 1, 2]], 2)
     assert top[:, 0].tolist() == [2, 0] and cosines[:, 0].tolist() == [1.0, 1.0]
 
@@ -61,7 +80,10 @@ def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path
     assert result.exit_code == 0, result.output
     report = json.loads((folder / "seeds.jsonl.report.json").read_text())
     kept, removed = _jsonl(out), _jsonl(report["removed_rows"])
-    assert report["removed_rows"] == str(folder / "seeds.jsonl.removed.jsonl") and not (folder / "seeds.jsonl.stages").exists()
+    assert (
+        report["removed_rows"] == str(folder / "seeds.jsonl.removed.jsonl")
+        and not (folder / "seeds.jsonl.stages").exists()
+    )
     ids = sorted(int(r["id"].split("/")[1]) for r in [*kept, *removed])
     assert ids == list(range(601, 975)) and report["input_rows"] == 374
     # MBPP+ draws 111 of its 399 tasks from MBPP's train split: those seeds are the evaluation's own problems
@@ -76,15 +98,23 @@ def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path
 
     # `amr run` with an instructions section: seeds (done above) -> self-instruct -> evolution -> all.jsonl
     with ScriptedTeacher(_generation_script) as teacher:
-        config = RunConfig(output=str(tmp_path / "run"), instructions={
-            "teacher": teacher.config().model_dump(), "self_instruct": {"count": 2}, "evolve": {"rounds": 1}})
+        config = RunConfig(
+            output=str(tmp_path / "run"),
+            instructions={
+                "teacher": teacher.config().model_dump(),
+                "self_instruct": {"count": 2},
+                "evolve": {"rounds": 1},
+            },
+        )
         source = run_job._instructions(config, folder)
         calls = len(teacher.requests)
         assert run_job._instructions(config, folder) == source and len(teacher.requests) == calls  # resumed
     built = [json.loads(line) for line in (folder / "all.jsonl").read_text().splitlines()]
     si = [json.loads(line) for line in (folder / "self-instruct.jsonl").read_text().splitlines()]
     evolved = [json.loads(line) for line in (folder / "evolved.jsonl").read_text().splitlines()]
-    assert source == str(folder / "all.jsonl") and len(si) == 2 and calls == 3 + len(si)  # 2 x oversample 1.5, then one rewrite each
+    assert (
+        source == str(folder / "all.jsonl") and len(si) == 2 and calls == 3 + len(si)
+    )  # 2 x oversample 1.5, then one rewrite each
     assert {r["parent_id"] for r in evolved} <= {r["id"] for r in si} and all(r["round"] == 1 for r in evolved)
     assert [r["id"] for r in built] == [r["id"] for r in [*kept, *si, *evolved]]
     assert all(set(r) == {"id", "instruction", "tests"} for r in built)  # what `amr distill` reads
@@ -103,10 +133,12 @@ def _judge_script(messages: list[dict[str, str]]) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
-    rows = [{"id": "e/1", "instruction": MBPP_11, "parent_id": "s/1", "round": 1, "heuristic": "constraints"},
-            {"id": "e/2", "instruction": REWORDED_HE_0, "parent_id": "s/2", "round": 1, "heuristic": "rarer"},
-            {"id": "e/3", "instruction": LOOSE_HE_0, "parent_id": "s/3", "round": 2, "heuristic": "reasoning"},
-            {"id": "e/4", "instruction": CLEAN, "parent_id": "s/4", "round": 2, "heuristic": "complexity"}]
+    rows = [
+        {"id": "e/1", "instruction": MBPP_11, "parent_id": "s/1", "round": 1, "heuristic": "constraints"},
+        {"id": "e/2", "instruction": REWORDED_HE_0, "parent_id": "s/2", "round": 1, "heuristic": "rarer"},
+        {"id": "e/3", "instruction": LOOSE_HE_0, "parent_id": "s/3", "round": 2, "heuristic": "reasoning"},
+        {"id": "e/4", "instruction": CLEAN, "parent_id": "s/4", "round": 2, "heuristic": "complexity"},
+    ]
     source = tmp_path / "level.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = InstructionsConfig()
@@ -114,7 +146,9 @@ def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
     out = tmp_path / "clean.parquet"
     report = instructions.decontaminate(str(source), config, str(out))
     assert {r["id"]: (r["check"], r["benchmark_id"]) for r in _jsonl(report["removed_rows"])} == {
-        "e/1": ("exact", "mbpp/11"), "e/2": ("embedding", "HumanEval/0")}
+        "e/1": ("exact", "mbpp/11"),
+        "e/2": ("embedding", "HumanEval/0"),
+    }
     assert report["judge"] is None and [r["id"] for r in _jsonl(report["near_rows"])] == ["e/3", "e/4"]
     assert report["by_check_and_benchmark"] == {"exact": {"MBPP": 1}, "embedding": {"HumanEval+": 1}}
 
@@ -124,32 +158,45 @@ def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
         judged = instructions.decontaminate(str(source), config, str(tmp_path / "judged.parquet"))
     assert judged["judge"] == {"pairs": 4, "same": 1, "different": 3, "unparsed": 0, "errors": 0}
     assert [(r["id"], r["check"]) for r in _jsonl(judged["removed_rows"])] == [
-        ("e/1", "exact"), ("e/2", "embedding"), ("e/3", "judge")]
+        ("e/1", "exact"),
+        ("e/2", "embedding"),
+        ("e/3", "judge"),
+    ]
     assert [r["id"] for r in _jsonl(judged["near_rows"])] == ["e/4"]
     import pyarrow.parquet as pq
 
     clean = pq.read_table(tmp_path / "judged.parquet").to_pylist()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(rows[3]) + "\n" + json.dumps({**rows[0], "id": "e/5", "near": []}) + "\n")
-    result = runner.invoke(app, ["instructions", "decontaminate", "--input", str(bad), "--output", str(tmp_path / "x.jsonl")])
+    result = runner.invoke(
+        app, ["instructions", "decontaminate", "--input", str(bad), "--output", str(tmp_path / "x.jsonl")]
+    )
     assert result.exit_code == 2 and f"{bad}:2: field 'near' is reserved" in result.output
-    assert clean == [{"id": "e/4", "instruction": CLEAN, "parent_id": "s/4", "round": 2, "heuristic": "complexity",
-                      "tests": []}]
+    assert clean == [
+        {"id": "e/4", "instruction": CLEAN, "parent_id": "s/4", "round": 2, "heuristic": "complexity", "tests": []}
+    ]
 
 
-SEEDS = [{"id": f"s/{i}", "instruction": text} for i, text in enumerate([
-    "Write a function to count the vowels in a string.",
-    "Write a function to merge two sorted lists into one sorted list.",
-    "Write a function to find the longest word in a sentence.",
-    "Write a function to rotate a list to the right by k places. EMPTY",
-    "Write a function to compute the running sum of a list. CHAT",
-    "Write a function to flatten a nested list of integers. LEAK",
-])]
-TAILS = {"constraints": "The input may hold up to 10000 items and must not be modified.",
-         "rarer": "Use only integer arithmetic and no imports.",
-         "reasoning": "First validate the input, then compute the result, then format it as a string.",
-         "misdirection": "This code is wrong:\n```python\ndef f(x):\n    return x[0]\n```",
-         "complexity": "It must run in O(n) time and O(1) extra space."}
+SEEDS = [
+    {"id": f"s/{i}", "instruction": text}
+    for i, text in enumerate(
+        [
+            "Write a function to count the vowels in a string.",
+            "Write a function to merge two sorted lists into one sorted list.",
+            "Write a function to find the longest word in a sentence.",
+            "Write a function to rotate a list to the right by k places. EMPTY",
+            "Write a function to compute the running sum of a list. CHAT",
+            "Write a function to flatten a nested list of integers. LEAK",
+        ]
+    )
+]
+TAILS = {
+    "constraints": "The input may hold up to 10000 items and must not be modified.",
+    "rarer": "Use only integer arithmetic and no imports.",
+    "reasoning": "First validate the input, then compute the result, then format it as a string.",
+    "misdirection": "This code is wrong:\n```python\ndef f(x):\n    return x[0]\n```",
+    "complexity": "It must run in O(n) time and O(1) extra space.",
+}
 
 
 def _generation_script(messages: list[dict[str, str]]) -> str:
@@ -177,10 +224,20 @@ def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(ray_local, t
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps(s) + "\n" for s in SEEDS))
     with ScriptedTeacher(_generation_script) as teacher:
-        overrides = ["--set", f"teacher={json.dumps(teacher.config().model_dump(mode='json'))}",
-                     "--set", "self_instruct.count=3", "--set", "self_instruct.examples=2", "--set", "evolve.rounds=2"]
+        overrides = [
+            "--set",
+            f"teacher={json.dumps(teacher.config().model_dump(mode='json'))}",
+            "--set",
+            "self_instruct.count=3",
+            "--set",
+            "self_instruct.examples=2",
+            "--set",
+            "evolve.rounds=2",
+        ]
         si = tmp_path / "si.jsonl"
-        result = runner.invoke(app, ["instructions", "self-instruct", "--input", str(seeds), "--output", str(si), *overrides])
+        result = runner.invoke(
+            app, ["instructions", "self-instruct", "--input", str(seeds), "--output", str(si), *overrides]
+        )
         assert result.exit_code == 0, result.output
         report = json.loads((tmp_path / "si.jsonl.report.json").read_text())
         assert report["requested"] == 5 and len(teacher.requests) == 5  # 3 x oversample 1.5, rounded up
@@ -188,19 +245,28 @@ def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(ray_local, t
         near, checked = report["dropped"].get("near-duplicate", 0), report["decontamination"]
         assert sum(report["dropped"].values()) - near + checked["input_rows"] == 5  # text filters, then the checks
         # a problem written from the LEAK seed is a reworded HumanEval/0
-        assert all((r["check"], r["benchmark_id"]) == ("embedding", "HumanEval/0") for r in _jsonl(checked["removed_rows"]))
+        assert all(
+            (r["check"], r["benchmark_id"]) == ("embedding", "HumanEval/0") for r in _jsonl(checked["removed_rows"])
+        )
         assert not any(REWORDED_HE_0 in r["instruction"] for r in rows)
         assert len(rows) == min(checked["kept"] - near, 3)
         assert set(report["dropped"]) <= {"empty", "not a task", "near-duplicate"} and len(rows) == report["kept"] <= 3
-        assert all(r["round"] == 0 and r["heuristic"] == "self-instruct" and r["parent_id"] is None and
-                   set(r["examples"]) <= {s["id"] for s in SEEDS} and len(r["examples"]) == 2 for r in rows)
+        assert all(
+            r["round"] == 0
+            and r["heuristic"] == "self-instruct"
+            and r["parent_id"] is None
+            and set(r["examples"]) <= {s["id"] for s in SEEDS}
+            and len(r["examples"]) == 2
+            for r in rows
+        )
         assert all("report how many items" in r["instruction"] for r in rows)
 
         evolved = tmp_path / "evol.jsonl"
         args = ["instructions", "evolve", "--input", str(seeds), "--output", str(evolved), *overrides]
         assert runner.invoke(app, args).exit_code == 0
-        levels = [[json.loads(line) for line in (tmp_path / f"evol.round{n}.jsonl").read_text().splitlines()]
-                  for n in (1, 2)]
+        levels = [
+            [json.loads(line) for line in (tmp_path / f"evol.round{n}.jsonl").read_text().splitlines()] for n in (1, 2)
+        ]
         summary = json.loads((tmp_path / "evol.jsonl.report.json").read_text())
         r1 = summary["rounds"][0]
         assert r1["requested"] == 6 and r1["dropped"].get("empty", 0) == 0
@@ -236,13 +302,23 @@ def test_decontamination_reads_and_writes_an_object_store(ray_local, s3_server, 
     rows = [{"id": "e/1", "instruction": MBPP_11, "round": 1}, {"id": "e/4", "instruction": CLEAN, "round": 2}]
     storage.write_text(f"{folder}/level.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     out = f"{folder}/clean.parquet"
-    args = ["instructions", "decontaminate", "--input", f"{folder}/level.jsonl", "--output", out,
-            "--set", "decontam.embedding_threshold=null"]
+    args = [
+        "instructions",
+        "decontaminate",
+        "--input",
+        f"{folder}/level.jsonl",
+        "--output",
+        out,
+        "--set",
+        "decontam.embedding_threshold=null",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = storage.read_json(f"{out}.report.json")
     assert report["by_check"] == {"exact": 1} and report["removed_rows"] == f"{out}.removed.jsonl"
-    assert [(r["id"], r["check"]) for r in map(json.loads, storage.read_lines(report["removed_rows"]))] == [("e/1", "exact")]
+    assert [(r["id"], r["check"]) for r in map(json.loads, storage.read_lines(report["removed_rows"]))] == [
+        ("e/1", "exact")
+    ]
     assert load_instructions(out, keep_fields=True) == [{"id": "e/4", "instruction": CLEAN, "round": 2, "tests": []}]
     assert not storage.exists(f"{out}.stages")  # removed once the report is written
     again = runner.invoke(app, args)

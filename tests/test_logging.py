@@ -27,8 +27,10 @@ pytestmark = pytest.mark.timeout(300)
 
 DATASET_INFO = "Starting execution of Dataset"  # Ray Data's INFO line (driver side) for each dataset it runs
 RAY_INFO = "Started a local Ray instance"  # Ray's
-INSTRUCTIONS = [{"id": f"t/{n}", "instruction": f"Write f{n}() returning {n}.", "tests": [f"assert f{n}() == {n}"]}
-                for n in range(2)]
+INSTRUCTIONS = [
+    {"id": f"t/{n}", "instruction": f"Write f{n}() returning {n}.", "tests": [f"assert f{n}() == {n}"]}
+    for n in range(2)
+]
 
 
 def answer(messages: list[dict[str, str]]) -> str:
@@ -65,8 +67,13 @@ def _amr(args: list[str], tmp_path: Path, scripted: ScriptedTeacher) -> tuple[st
     config.sandbox.require, config.sandbox.workers = "bwrap", 1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if k not in (logs.ENV, "RAY_ADDRESS")}
-    done = subprocess.run([str(Path(sys.executable).parent / "amr"), *args, "distill", "--config",
-                           str(tmp_path / "config.yaml")], env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "amr"), *args, "distill", "--config", str(tmp_path / "config.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr, Path(config.run_dir)
 
@@ -94,8 +101,9 @@ def _say(tag: str) -> None:
 
 
 @pytest.mark.parametrize("verbose", [False, True])
-def test_workers_info_lines_go_to_job_log_and_their_warnings_to_the_terminal(ray_local, terminal, tmp_path, capfd,
-                                                                            verbose):
+def test_workers_info_lines_go_to_job_log_and_their_warnings_to_the_terminal(
+    ray_local, terminal, tmp_path, capfd, verbose
+):
     """On the session's Ray, started before the job: Ray forwards the workers' lines to the driver."""
     terminal(verbose)
     init_ray(RayConfig())  # joins the running Ray, as a job does
@@ -113,7 +121,7 @@ def test_workers_info_lines_go_to_job_log_and_their_warnings_to_the_terminal(ray
 
 def test_a_failing_job_keeps_its_traceback_in_job_log(tmp_path):
     with pytest.raises(ZeroDivisionError), logs.job_logs(tmp_path):
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     assert "ZeroDivisionError" in (tmp_path / "logs" / "job.log").read_text()
 
 
@@ -129,20 +137,26 @@ def test_log_level_options(terminal, monkeypatch):
     assert result.exit_code == 2 and "--log-level" in result.output
 
 
-@pytest.mark.parametrize(("line", "level"), [
-    ("INFO 2026-12-04 03:25:35,196 amr-teacher_teacher h76nqo4h -- CALL chat OK", logging.INFO),
-    ("(EngineCore pid=25230) INFO 12-04 03:25:55 [core.py:133] Initializing a V1 LLM engine", logging.INFO),
-    ("(Worker pid=25271) WARNING 12-04 03:26:14 [cpu_worker.py:114] libtcmalloc is not found", logging.WARNING),
-    ('{"asctime": "2026-12-04 03:25:30,353", "levelname": "INFO", "message": "Triton not installed"}', logging.INFO),
-    ("2026-12-04 03:25:02,021\tWARNING authentication_token_setup.py:85 -- Token", logging.WARNING),
-    ("W1204 03:26:12.027000 25271 torch/_library/triton.py:53] Triton not available", logging.WARNING),
-    ("[W1204 03:26:14.900648262 utils.cpp:68] Warning: NUMA binding", logging.WARNING),
-    ("/venv/vllm/triton_utils/dispatcher.py:138: FutureWarning: `reduce_op` is deprecated", logging.WARNING),
-    ("Loading safetensors checkpoint shards: 100% Completed | 1/1 [00:00<00:00,  1.77it/s]", logging.INFO),
-    ("Traceback (most recent call last):", logging.ERROR),
-    ("ray.exceptions.RayTaskError: boom", logging.ERROR),
-    ("  File \"x.py\", line 1, in f", None),
-])
+@pytest.mark.parametrize(
+    ("line", "level"),
+    [
+        ("INFO 2026-12-04 03:25:35,196 amr-teacher_teacher h76nqo4h -- CALL chat OK", logging.INFO),
+        ("(EngineCore pid=25230) INFO 12-04 03:25:55 [core.py:133] Initializing a V1 LLM engine", logging.INFO),
+        ("(Worker pid=25271) WARNING 12-04 03:26:14 [cpu_worker.py:114] libtcmalloc is not found", logging.WARNING),
+        (
+            '{"asctime": "2026-12-04 03:25:30,353", "levelname": "INFO", "message": "Triton not installed"}',
+            logging.INFO,
+        ),
+        ("2026-12-04 03:25:02,021\tWARNING authentication_token_setup.py:85 -- Token", logging.WARNING),
+        ("W1204 03:26:12.027000 25271 torch/_library/triton.py:53] Triton not available", logging.WARNING),
+        ("[W1204 03:26:14.900648262 utils.cpp:68] Warning: NUMA binding", logging.WARNING),
+        ("/venv/vllm/triton_utils/dispatcher.py:138: FutureWarning: `reduce_op` is deprecated", logging.WARNING),
+        ("Loading safetensors checkpoint shards: 100% Completed | 1/1 [00:00<00:00,  1.77it/s]", logging.INFO),
+        ("Traceback (most recent call last):", logging.ERROR),
+        ("ray.exceptions.RayTaskError: boom", logging.ERROR),
+        ('  File "x.py", line 1, in f', None),
+    ],
+)
 def test_a_worker_line_states_its_level(line, level):
     assert logs.line_level(line) == level
 
@@ -156,5 +170,9 @@ def test_worker_lines_without_a_level_follow_their_process():
         printer({"pid": 2, "lines": ["a print", "Traceback (most recent call last):", '  File "x.py"', "KeyError: 1"]})
         printer({"pid": "raylet", "lines": ["A worker died or was killed while executing a task"]})
     assert [line for data in shown for line in data["lines"]] == [
-        "a print", "Traceback (most recent call last):", '  File "x.py"', "KeyError: 1",
-        "A worker died or was killed while executing a task"]
+        "a print",
+        "Traceback (most recent call last):",
+        '  File "x.py"',
+        "KeyError: 1",
+        "A worker died or was killed while executing a task",
+    ]

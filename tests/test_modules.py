@@ -11,12 +11,21 @@ from amr.embeddings import Embedder
 from amr.modules import ModuleDB, ModuleDBError, module_key
 
 FUNCTIONS = {
-    "is_prime": ("def is_prime(n: int) -> bool", "Return True when n is a prime number.",
-                 "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))"),
-    "reverse_words": ("def reverse_words(s: str) -> str", "Reverse the order of the words in a sentence.",
-                      "def reverse_words(s):\n    return ' '.join(s.split()[::-1])"),
-    "gcd": ("def gcd(a: int, b: int) -> int", "Greatest common divisor of two integers.",
-            "def gcd(a, b):\n    while b:\n        a, b = b, a % b\n    return a"),
+    "is_prime": (
+        "def is_prime(n: int) -> bool",
+        "Return True when n is a prime number.",
+        "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))",
+    ),
+    "reverse_words": (
+        "def reverse_words(s: str) -> str",
+        "Reverse the order of the words in a sentence.",
+        "def reverse_words(s):\n    return ' '.join(s.split()[::-1])",
+    ),
+    "gcd": (
+        "def gcd(a: int, b: int) -> int",
+        "Greatest common divisor of two integers.",
+        "def gcd(a, b):\n    while b:\n        a, b = b, a % b\n    return a",
+    ),
 }
 
 
@@ -29,14 +38,27 @@ def embedder() -> Embedder:
 
 def modules(embedder: Embedder, names=FUNCTIONS, run="r1") -> list[dict]:
     specs = [f"{FUNCTIONS[n][0]}: {FUNCTIONS[n][1]}" for n in names]
-    return [{"name": n, "signature": FUNCTIONS[n][0], "description": FUNCTIONS[n][1], "code": FUNCTIONS[n][2],
-             "test": f"def test_{n}():\n    pass", "run": run, "instruction_id": f"mbpp/{i}", "stage": "seed",
-             "verdict": "passed", "vector": v} for i, (n, v) in enumerate(zip(names, embedder.encode(specs)))]
+    return [
+        {
+            "name": n,
+            "signature": FUNCTIONS[n][0],
+            "description": FUNCTIONS[n][1],
+            "code": FUNCTIONS[n][2],
+            "test": f"def test_{n}():\n    pass",
+            "run": run,
+            "instruction_id": f"mbpp/{i}",
+            "stage": "seed",
+            "verdict": "passed",
+            "vector": v,
+        }
+        for i, (n, v) in enumerate(zip(names, embedder.encode(specs)))
+    ]
 
 
 def test_embeddings_are_unit_vectors_that_rank_by_meaning(embedder):
-    vectors = embedder.encode(["check whether a number is prime", "is n a prime number?",
-                               "sort a list of dictionaries by a key"])
+    vectors = embedder.encode(
+        ["check whether a number is prime", "is n a prime number?", "sort a list of dictionaries by a key"]
+    )
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > 0.6 > 0.2 > vectors[0] @ vectors[2]
@@ -112,8 +134,9 @@ def test_modules_commands(tmp_path, embedder):
     runner = CliRunner()
     stats = runner.invoke(app, ["modules", "stats", "--uri", uri])
     assert stats.exit_code == 0 and json.loads(stats.stdout)["rows"] == 3
-    found = runner.invoke(app, ["modules", "search", "greatest common divisor", "--uri", uri, "--k", "1",
-                                "--model", embedder.path])
+    found = runner.invoke(
+        app, ["modules", "search", "greatest common divisor", "--uri", uri, "--k", "1", "--model", embedder.path]
+    )
     assert found.exit_code == 0 and "gcd" in found.stdout and "is_prime" not in found.stdout
     out = tmp_path / "modules.jsonl"
     assert runner.invoke(app, ["modules", "export", str(out), "--uri", uri]).exit_code == 0

@@ -57,13 +57,17 @@ def test_function_specs_take_signature_and_docstring_and_drop_bodies():
 
 
 def test_defined_functions_are_standalone_with_the_program_imports():
-    program = "import math\nfrom functools import lru_cache\n\nX = 3\n\n@lru_cache(None)\n" \
-              "def area(r: float) -> float:\n    '''Circle area.'''\n    return math.pi * r * r\n\n" \
-              "def double(x):\n    return 2 * x\n"
+    program = (
+        "import math\nfrom functools import lru_cache\n\nX = 3\n\n@lru_cache(None)\n"
+        "def area(r: float) -> float:\n    '''Circle area.'''\n    return math.pi * r * r\n\n"
+        "def double(x):\n    return 2 * x\n"
+    )
     area, double = defined_functions(program)
     assert area["signature"] == "def area(r: float) -> float" and area["description"] == "Circle area."
-    assert area["code"] == "import math\nfrom functools import lru_cache\n\n\n@lru_cache(None)\n" \
-                           "def area(r: float) -> float:\n    '''Circle area.'''\n    return math.pi * r * r\n"
+    assert (
+        area["code"] == "import math\nfrom functools import lru_cache\n\n\n@lru_cache(None)\n"
+        "def area(r: float) -> float:\n    '''Circle area.'''\n    return math.pi * r * r\n"
+    )
     assert double["description"] == "" and double["code"].endswith("def double(x):\n    return 2 * x\n")
     namespace: dict = {}
     exec(area["code"], namespace)
@@ -76,11 +80,15 @@ def test_normalized_source_ignores_formatting_and_comments():
 
 
 def test_defined_functions_carry_the_definitions_they_use():
-    program = "import re\nLIMIT = 10\n\ndef unused():\n    return 0\n\ndef is_small(n):\n    return n < LIMIT\n\n" \
-              "def smalls(xs):\n    return [x for x in xs if is_small(x)]\n"
+    program = (
+        "import re\nLIMIT = 10\n\ndef unused():\n    return 0\n\ndef is_small(n):\n    return n < LIMIT\n\n"
+        "def smalls(xs):\n    return [x for x in xs if is_small(x)]\n"
+    )
     smalls = defined_functions(program)[-1]
-    assert smalls["code"] == "import re\n\n\nLIMIT = 10\n\n\ndef is_small(n):\n    return n < LIMIT\n\n\n" \
-                             "def smalls(xs):\n    return [x for x in xs if is_small(x)]\n"
+    assert (
+        smalls["code"] == "import re\n\n\nLIMIT = 10\n\n\ndef is_small(n):\n    return n < LIMIT\n\n\n"
+        "def smalls(xs):\n    return [x for x in xs if is_small(x)]\n"
+    )
     namespace: dict = {}
     exec(smalls["code"], namespace)
     assert namespace["smalls"]([3, 30]) == [3]
@@ -93,12 +101,26 @@ def test_assert_statements_survive_a_broken_line():
 
 
 def test_function_specs_in_the_papers_description_style():
-    commented = "```python\ndef is_prime(n: int) -> bool:\n    # Description: Check whether n is a prime number.\n    ...\n```"
-    prose = "```\ndef count_vowels(s: str) -> int:\n    Description: Count the vowels of s.\n\ndef main(s):\n    pass\n```"
-    assert function_specs(commented) == [{"name": "is_prime", "signature": "def is_prime(n: int) -> bool",
-                                          "description": "Check whether n is a prime number."}]
-    assert function_specs(prose) == [{"name": "count_vowels", "signature": "def count_vowels(s: str) -> int",
-                                      "description": "Count the vowels of s."}]
+    commented = (
+        "```python\ndef is_prime(n: int) -> bool:\n    # Description: Check whether n is a prime number.\n    ...\n```"
+    )
+    prose = (
+        "```\ndef count_vowels(s: str) -> int:\n    Description: Count the vowels of s.\n\ndef main(s):\n    pass\n```"
+    )
+    assert function_specs(commented) == [
+        {
+            "name": "is_prime",
+            "signature": "def is_prime(n: int) -> bool",
+            "description": "Check whether n is a prime number.",
+        }
+    ]
+    assert function_specs(prose) == [
+        {
+            "name": "count_vowels",
+            "signature": "def count_vowels(s: str) -> int",
+            "description": "Count the vowels of s.",
+        }
+    ]
     # an implementation without a description is not a spec, with or without the label
     assert function_specs("```python\ndef add(a, b):\n    return a + b\n```") == []
 

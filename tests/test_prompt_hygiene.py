@@ -51,8 +51,12 @@ def _m(name: str) -> ModuleType:
 
 def builders() -> dict[str, Callable[..., list[dict[str, str]]]]:
     """The prompt builders: each module's functions whose name ends in ``messages``, as ``module.function``."""
-    return {f"{name}.{f}": v for name in PROMPT_MODULES for f, v in vars(_m(name)).items()
-            if f.endswith("messages") and inspect.isfunction(v) and v.__module__ == f"amr.prompts.{name}"}
+    return {
+        f"{name}.{f}": v
+        for name in PROMPT_MODULES
+        for f, v in vars(_m(name)).items()
+        if f.endswith("messages") and inspect.isfunction(v) and v.__module__ == f"amr.prompts.{name}"
+    }
 
 
 def module_texts(module: ModuleType, prefix: str) -> dict[str, str]:
@@ -72,8 +76,13 @@ def pieces(text: str) -> list[str]:
     """The text and its parts: what lies between headings (one example's question, draft, answer...), its
     paragraphs, code blocks and numbered list items. The embedding check compares problem statements: a whole
     system prompt is no statement, its example question is."""
-    parts = [text, *re.split(r"^#+ .*$", text, flags=re.M), *re.split(r"\n\s*\n", text),
-             *re.findall(r"```\w*\n(.*?)```", text, flags=re.S), *re.findall(r"^\d+\. (.+)$", text, flags=re.M)]
+    parts = [
+        text,
+        *re.split(r"^#+ .*$", text, flags=re.M),
+        *re.split(r"\n\s*\n", text),
+        *re.findall(r"```\w*\n(.*?)```", text, flags=re.S),
+        *re.findall(r"^\d+\. (.+)$", text, flags=re.M),
+    ]
     return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
 
 
@@ -86,8 +95,9 @@ def prompt_texts(modules: dict[str, ModuleType] | None = None) -> dict[str, str]
     if modules is None:
         for name, build in builders().items():
             for args in CALLS.get(name, []):
-                texts.update({f"{name}{args}[{i}]": m["content"] for i, m in enumerate(build(*args))
-                              if m["role"] != "system"})
+                texts.update(
+                    {f"{name}{args}[{i}]": m["content"] for i, m in enumerate(build(*args)) if m["role"] != "system"}
+                )
         from eval import generate
 
         texts.update({f"eval.generate.{k}": getattr(generate, k) for k in ("INSTRUCTION_PREFIX", "RESPONSE_PREFIX")})
@@ -102,11 +112,14 @@ def reference_items(config: DecontamConfig) -> list[dict[str, str]]:
     train = [json.loads(line) for line in MBPP.read_text().splitlines()]
     return benchmark_items(config.benchmarks) + [
         {"id": f"mbpp/{r['task_id']}", "prompt": r["text"], "solution": r["code"], "problem": r["text"]}
-        for r in train if r["task_id"] in MBPP_TRAIN_IDS]
+        for r in train
+        if r["task_id"] in MBPP_TRAIN_IDS
+    ]
 
 
-def contamination(texts: dict[str, str], config: DecontamConfig | None = None,
-                  embedding: EmbeddingConfig | None = None) -> list[str]:
+def contamination(
+    texts: dict[str, str], config: DecontamConfig | None = None, embedding: EmbeddingConfig | None = None
+) -> list[str]:
     """One line per piece of a text that a check flags: ``NAME: check BENCHMARK_ID (score): piece``. The checks are
     ``amr.decontam``'s, with ``config``'s thresholds (default: the defaults), in its order: exact and n-gram on the
     words, else the embedding of the problem statement."""
@@ -130,28 +143,37 @@ def contamination(texts: dict[str, str], config: DecontamConfig | None = None,
         for i, j, cosine in zip(todo, top[:, 0].tolist(), cosines[:, 0].tolist()):
             if cosine >= config.embedding_threshold:
                 found[i] = ("embedding", items[j]["id"], cosine)
-    return [f"{named[i][0]}: {check} {benchmark} ({score:.3f}): {' '.join(named[i][1].split())[:160]}"
-            for i, (check, benchmark, score) in sorted(found.items())]
+    return [
+        f"{named[i][0]}: {check} {benchmark} ({score:.3f}): {' '.join(named[i][1].split())[:160]}"
+        for i, (check, benchmark, score) in sorted(found.items())
+    ]
 
 
 def test_every_prompt_text_is_collected():
     texts = prompt_texts()
     missing = set(builders()) - set(CALLS)
     assert not missing, f"prompt builders without placeholder arguments in CALLS: {sorted(missing)}"
-    for name in ("selfinstruct.SYSTEM", "judge.SYSTEM", "repair.TESTS_SYSTEM", "repair.REPAIR_SYSTEM",
-                 "instruction_evolution.HEURISTICS['misdirection']", "eval.generate.INSTRUCTION_PREFIX"):
+    for name in (
+        "selfinstruct.SYSTEM",
+        "judge.SYSTEM",
+        "repair.TESTS_SYSTEM",
+        "repair.REPAIR_SYSTEM",
+        "instruction_evolution.HEURISTICS['misdirection']",
+        "eval.generate.INSTRUCTION_PREFIX",
+    ):
         assert texts[name].strip(), name
     assert {p for p in pieces(texts["cot.SYSTEM"]) if p.startswith("Write a function")}  # the example's question alone
 
 
 def test_the_check_finds_a_planted_benchmark_problem():
     """The check itself: a benchmark problem hidden in an example, verbatim, reworded, and MBPP train's."""
-    planted = {"verbatim": "### Python Question:\nWrite a function to find the shared elements from the given two "
-                           "lists.\n\n### Response:\n```python\ndef f(a, b):\n    return [x for x in a if x in b]\n```",
-               "reworded": "## Example\n### Problem:\nWrite a function to find the shared elements of the two given "
-                           "lists.",
-               "train": "1. Write a function to find the longest chain which can be formed from the given set of pairs.",
-               "clean": "### Python Question:\nWrite a function to wrap a paragraph at a column width."}
+    planted = {
+        "verbatim": "### Python Question:\nWrite a function to find the shared elements from the given two "
+        "lists.\n\n### Response:\n```python\ndef f(a, b):\n    return [x for x in a if x in b]\n```",
+        "reworded": "## Example\n### Problem:\nWrite a function to find the shared elements of the two given lists.",
+        "train": "1. Write a function to find the longest chain which can be formed from the given set of pairs.",
+        "clean": "### Python Question:\nWrite a function to wrap a paragraph at a column width.",
+    }
     found = contamination(planted)
     assert any(f.startswith("verbatim: exact Mbpp/2") for f in found), found
     assert any(f.startswith("reworded: embedding Mbpp/2") for f in found), found

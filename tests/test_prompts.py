@@ -16,13 +16,17 @@ from amr.prompts import bootstrap, cot, decompose, direct, repair, response_evol
 
 BUILDERS = {
     "decompose": lambda: decompose.messages("Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
-    "evolve": lambda: response_evolution.messages("Add two numbers.", ["def add(a: int, b: int) -> int:\n    \"\"\"Sum.\"\"\"\n    ..."],
-                                      ["def plus(x, y):\n    return x + y"]),
+    "evolve": lambda: response_evolution.messages(
+        "Add two numbers.",
+        ['def add(a: int, b: int) -> int:\n    """Sum."""\n    ...'],
+        ["def plus(x, y):\n    return x + y"],
+    ),
     "testgen": lambda: testgen.messages("def add(a, b):\n    return a + b", "add"),
     "cot": lambda: cot.messages("Add two numbers."),
     "anstest": lambda: repair.tests_messages("Add two numbers."),
-    "repair": lambda: repair.repair_messages("Add two numbers.", "def add(a, b):\n    return a - b",
-                                             "AssertionError at test.py:1: assert add(1, 1) == 2"),
+    "repair": lambda: repair.repair_messages(
+        "Add two numbers.", "def add(a, b):\n    return a - b", "AssertionError at test.py:1: assert add(1, 1) == 2"
+    ),
 }
 
 
@@ -57,9 +61,11 @@ def test_one_shot_examples_parse_as_what_they_teach():
 def test_stages_with_a_function_table_show_different_example_functions():
     """MD, ARE, bootstrapping and test generation each teach with their own functions: a weak teacher that copies
     an example does not put one function into the module table from every stage."""
-    names = {m.__name__: {f["name"] for block in code_blocks(m.SYSTEM) for f in defined_functions(block)}
-             | {s["name"] for s in function_specs(m.SYSTEM)}
-             for m in (decompose, response_evolution, bootstrap, testgen)}
+    names = {
+        m.__name__: {f["name"] for block in code_blocks(m.SYSTEM) for f in defined_functions(block)}
+        | {s["name"] for s in function_specs(m.SYSTEM)}
+        for m in (decompose, response_evolution, bootstrap, testgen)
+    }
     assert all(names.values()), names
     for a, b in itertools.combinations(names, 2):
         assert not names[a] & names[b], (a, b, names[a] & names[b])
@@ -82,6 +88,6 @@ def test_baseline_one_shot_examples_hold():
 
 
 def test_evolve_shows_no_draft_and_marks_empty_retrieval():
-    user = response_evolution.messages("Q", ["def f():\n    \"\"\"d\"\"\"\n    ..."], [])[1]["content"]
+    user = response_evolution.messages("Q", ['def f():\n    """d"""\n    ...'], [])[1]["content"]
     assert "### Relevant Functions:\n(none)" in user and "Draft" not in user
     assert direct.messages("Q")[1]["content"] == "Q"

@@ -19,19 +19,48 @@ def manifest(method: str, accuracy: float, waves: list[int] | None = None) -> di
     stages = {"direct": {"rows": 10, "errors": 0, "input_tokens": 100, "output_tokens": 300}}
     modules = {}
     if waves is not None:
-        stages["bootstrap"] = {"rows": 2, "errors": 0, "input_tokens": 20, "output_tokens": 40, "candidates": {"verified": 3},
-                          "test_calls": 3, "test_input_tokens": 30, "test_output_tokens": 60, "inserted": 3}
-        stages["grow"] = {"candidates": {"verified": sum(waves), "known": 1}, "test_calls": sum(waves) + 1,
-                          "test_input_tokens": 5, "test_output_tokens": 7}
-        modules = {"rows": 3 + sum(waves), "version": 1 + len(waves),
-                   "waves": [{"wave": i, "rows": 5, "inserted": n} for i, n in enumerate(waves)]}
-    return {"method": method, "teacher_model": "teacher", "stages": stages, "modules": modules, "wall_time_s": 12.0,
-            "dataset": {"rows": 10, "dropped": 0, "with_tests": 10, "response_accuracy": accuracy}}
+        stages["bootstrap"] = {
+            "rows": 2,
+            "errors": 0,
+            "input_tokens": 20,
+            "output_tokens": 40,
+            "candidates": {"verified": 3},
+            "test_calls": 3,
+            "test_input_tokens": 30,
+            "test_output_tokens": 60,
+            "inserted": 3,
+        }
+        stages["grow"] = {
+            "candidates": {"verified": sum(waves), "known": 1},
+            "test_calls": sum(waves) + 1,
+            "test_input_tokens": 5,
+            "test_output_tokens": 7,
+        }
+        modules = {
+            "rows": 3 + sum(waves),
+            "version": 1 + len(waves),
+            "waves": [{"wave": i, "rows": 5, "inserted": n} for i, n in enumerate(waves)],
+        }
+    return {
+        "method": method,
+        "teacher_model": "teacher",
+        "stages": stages,
+        "modules": modules,
+        "wall_time_s": 12.0,
+        "dataset": {"rows": 10, "dropped": 0, "with_tests": 10, "response_accuracy": accuracy},
+    }
 
 
 def scores(model: Path | str, dataset: str, base: float, plus: float) -> dict:
-    return {"model": str(model), "dataset": dataset, "version": {"humaneval": "v0.1.10", "mbpp": "v0.1.0"}[dataset],
-            "n_tasks": 40, "limit": 40, "base_pass@1": base, "plus_pass@1": plus}
+    return {
+        "model": str(model),
+        "dataset": dataset,
+        "version": {"humaneval": "v0.1.10", "mbpp": "v0.1.0"}[dataset],
+        "n_tasks": 40,
+        "limit": 40,
+        "base_pass@1": base,
+        "plus_pass@1": plus,
+    }
 
 
 def write(path: Path | str, data: dict) -> None:
@@ -39,18 +68,30 @@ def write(path: Path | str, data: dict) -> None:
     storage.write_json(path, data)
 
 
-def method_dirs(root: Path | str, method: str, accuracy: float, he: tuple, mbpp: tuple, waves=None,
-                students: Path | None = None) -> None:
+def method_dirs(
+    root: Path | str, method: str, accuracy: float, he: tuple, mbpp: tuple, waves=None, students: Path | None = None
+) -> None:
     """One method's outputs as `amr run` lays them out under ``root`` (a path or URI); the student under
     ``students`` when given (a run whose output is a URI keeps its students on a local disk)."""
     write(storage.join(root, method, "distill", "manifest.json"), manifest(method, accuracy, waves))
     student = storage.join(students, method) if students else storage.join(root, method, "student")
-    write(storage.join(student, "train.json"), {
-        "model": "smollm2-135m-instruct", "examples": 10, "steps": 4, "final_loss": 0.5, "tokens_per_s": 100.0,
-        "wall_time_s": 60.0, "dataset": storage.join(root, method, "distill", "dataset.parquet")})
+    write(
+        storage.join(student, "train.json"),
+        {
+            "model": "smollm2-135m-instruct",
+            "examples": 10,
+            "steps": 4,
+            "final_loss": 0.5,
+            "tokens_per_s": 100.0,
+            "wall_time_s": 60.0,
+            "dataset": storage.join(root, method, "distill", "dataset.parquet"),
+        },
+    )
     for dataset, (base, plus) in (("humaneval", he), ("mbpp", mbpp)):
-        write(storage.join(root, method, "eval", dataset, "scores.json"),
-              scores(storage.join(student, "model"), dataset, base, plus))
+        write(
+            storage.join(root, method, "eval", dataset, "scores.json"),
+            scores(storage.join(student, "model"), dataset, base, plus),
+        )
 
 
 @pytest.mark.timeout(120)
@@ -64,13 +105,18 @@ def test_report_links_scores_to_methods_and_lays_out_the_papers_table(tmp_path):
     assert [m.label for m in methods] == ["smollm2-135m-instruct (not fine-tuned)", "direct", "AMR-Evol"]
     header, rows = score_table(methods)
     assert header == ["Method", "HumanEval", "HumanEval+", "MBPP", "MBPP+"]
-    assert rows == [["smollm2-135m-instruct (not fine-tuned)", "10.0", "5.0", "10.0", "5.0"],
-                    ["direct", "40.0", "35.0", "50.0", "45.0"],
-                    ["AMR-Evol", "45.0 (+5.0)", "40.0 (+5.0)", "50.0 (+0.0)", "42.5 (-2.5)"]]
+    assert rows == [
+        ["smollm2-135m-instruct (not fine-tuned)", "10.0", "5.0", "10.0", "5.0"],
+        ["direct", "40.0", "35.0", "50.0", "45.0"],
+        ["AMR-Evol", "45.0 (+5.0)", "40.0 (+5.0)", "50.0 (+0.0)", "42.5 (-2.5)"],
+    ]
     amr = methods[2]
     assert growth(amr.manifest) == [3, 5, 5, 6]
-    assert teacher_cost(amr.manifest) == {"calls": 10 + 2 + 3 + 4, "input_tokens": 100 + 20 + 30 + 5,
-                                          "output_tokens": 300 + 40 + 60 + 7}
+    assert teacher_cost(amr.manifest) == {
+        "calls": 10 + 2 + 3 + 4,
+        "input_tokens": 100 + 20 + 30 + 5,
+        "output_tokens": 300 + 40 + 60 + 7,
+    }
 
     # a second run of the same methods: labels say which run
     method_dirs(tmp_path / "other", "amr", 0.7, (0.5, 0.5), (0.5, 0.5))

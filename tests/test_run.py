@@ -31,12 +31,28 @@ def scripted():
 
 def run_config(tmp_path, scripted, tiny_model) -> dict:
     distill = distill_config(tmp_path / "instructions", scripted).model_dump(mode="json", exclude={"run_dir", "method"})
-    return {"output": str(tmp_path / "out"), "distill": distill,
-            "train": {"model": tiny_model, "seq_len": 128, "max_steps": 2, "global_batch_size": 2, "micro_batch_size": 1,
-                      "save_steps": 2, "scaling": {"workers": 1}, "gradient_checkpointing": False},
-            "eval": {"datasets": ["humaneval", "mbpp"], "limit": 2, "base": False, "sampling": {"max_tokens": 16},
-                     "vllm": {"max_model_len": 512, "cpu_reserved_cores": 0},
-                     "scoring": {"min_time_limit": 10.0, "gt_time_limit_factor": 50.0}}}
+    return {
+        "output": str(tmp_path / "out"),
+        "distill": distill,
+        "train": {
+            "model": tiny_model,
+            "seq_len": 128,
+            "max_steps": 2,
+            "global_batch_size": 2,
+            "micro_batch_size": 1,
+            "save_steps": 2,
+            "scaling": {"workers": 1},
+            "gradient_checkpointing": False,
+        },
+        "eval": {
+            "datasets": ["humaneval", "mbpp"],
+            "limit": 2,
+            "base": False,
+            "sampling": {"max_tokens": 16},
+            "vllm": {"max_model_len": 512, "cpu_reserved_cores": 0},
+            "scoring": {"min_time_limit": 10.0, "gt_time_limit_factor": 50.0},
+        },
+    }
 
 
 @pytest.mark.slow
@@ -63,12 +79,18 @@ def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny
 
     report = (out / "report" / "report.md").read_text()
     table = report.split("## Student pass@1 (%)")[1].split("##")[0]
-    labels = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
+    labels = [
+        line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "Method" not in line
+    ]
     assert labels == ["direct", "AMR-Evol"]
     amr_row = next(line for line in table.splitlines() if line.startswith("| AMR-Evol |"))
     assert len(re.findall(r"\d \([+-]\d+\.\d\)", amr_row)) == 4  # HumanEval(+) and MBPP(+) against direct
     assert "HumanEval(+) v0.1.10: 2 tasks (--limit)" in report
-    assert "| direct | 4 | 4 | 50.0% of 4 |" in report and "| AMR-Evol | 4 | 4 | 75.0% of 4 |" in report and "## Funnel: AMR-Evol" in report
+    assert (
+        "| direct | 4 | 4 | 50.0% of 4 |" in report
+        and "| AMR-Evol | 4 | 4 | 75.0% of 4 |" in report
+        and "## Funnel: AMR-Evol" in report
+    )
     html = (out / "report" / "report.html").read_text()
     assert "<table>" in html and 'src="pass_at_1.png"' in html and 'src="module_growth.png"' in html
     for plot in ("pass_at_1.png", "module_growth.png"):
@@ -85,7 +107,9 @@ def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny
 def test_run_config_owns_its_paths_and_includes_sections(write):
     cfg = load_config(RunConfig, "jobs/configs/run_local_cpu.yaml")
     assert (cfg.methods, cfg.distill.teacher.model, cfg.distill.input.limit) == (["amr"], "smollm2-135m-instruct", 8)
-    assert cfg.distill.teacher.sampling.max_tokens == 256 and cfg.distill.teacher.vllm.cpu_kvcache_gib == 2  # local_cpu.yaml, changed
+    assert (
+        cfg.distill.teacher.sampling.max_tokens == 256 and cfg.distill.teacher.vllm.cpu_kvcache_gib == 2
+    )  # local_cpu.yaml, changed
     assert cfg.train.max_steps == 10 and cfg.eval.limit == 20  # train_local_cpu.yaml, read in
     bad = write("run.yaml", "distill:\n  run_dir: x\n")
     result = runner.invoke(app, ["run", "--config", str(bad)])
@@ -97,13 +121,27 @@ def test_run_config_owns_its_paths_and_includes_sections(write):
     assert result.exit_code == 2 and "methods.1: Input should be" in result.output
     result = runner.invoke(app, ["run", "--config", "jobs/configs/run_local_cpu.yaml", "--output", "s3://bucket/run"])
     assert result.exit_code == 2 and "students: required when output is an object-store URI" in result.output
-    result = runner.invoke(app, ["run", "--config", "jobs/configs/run_local_cpu.yaml", "--output", "s3://bucket/run",
-                                 "--set", "students=s3://bucket/students"])
-    assert result.exit_code == 2 and "students: s3://bucket/students: a local or shared-filesystem path" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--config",
+            "jobs/configs/run_local_cpu.yaml",
+            "--output",
+            "s3://bucket/run",
+            "--set",
+            "students=s3://bucket/students",
+        ],
+    )
+    assert (
+        result.exit_code == 2 and "students: s3://bucket/students: a local or shared-filesystem path" in result.output
+    )
 
 
 @pytest.mark.timeout(300)
-def test_run_on_an_object_store_keeps_the_students_on_a_local_disk(ray_local, scripted, tiny_model, s3_server, tmp_path):
+def test_run_on_an_object_store_keeps_the_students_on_a_local_disk(
+    ray_local, scripted, tiny_model, s3_server, tmp_path
+):
     # the distillation runs into the bucket; training and evaluation are done already (the student on the local
     # disk, its scores in the bucket: what a first run left), so the run skips them, then links them by
     # provenance and writes the report into the bucket
@@ -113,18 +151,39 @@ def test_run_on_an_object_store_keeps_the_students_on_a_local_disk(ray_local, sc
     config = {**run_config(tmp_path, scripted, tiny_model), "output": f"{out}/", "students": str(students)}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    storage.write_json(f"{students}/direct/train.json", {
-        "model": tiny_model, "examples": 4, "steps": 2, "final_loss": 1.0, "tokens_per_s": 1.0, "wall_time_s": 1.0,
-        "dataset": f"{out}/direct/distill/dataset.parquet"})
+    storage.write_json(
+        f"{students}/direct/train.json",
+        {
+            "model": tiny_model,
+            "examples": 4,
+            "steps": 2,
+            "final_loss": 1.0,
+            "tokens_per_s": 1.0,
+            "wall_time_s": 1.0,
+            "dataset": f"{out}/direct/distill/dataset.parquet",
+        },
+    )
     for dataset in ("humaneval", "mbpp"):
-        storage.write_json(f"{out}/direct/eval/{dataset}/scores.json", {
-            "model": f"{students}/direct/model", "dataset": dataset, "version": "v0", "n_tasks": 2, "limit": 2,
-            "base_pass@1": 0.5, "plus_pass@1": 0.25})
+        storage.write_json(
+            f"{out}/direct/eval/{dataset}/scores.json",
+            {
+                "model": f"{students}/direct/model",
+                "dataset": dataset,
+                "version": "v0",
+                "n_tasks": 2,
+                "limit": 2,
+                "base_pass@1": 0.5,
+                "plus_pass@1": 0.25,
+            },
+        )
     result = runner.invoke(app, ["run", "--config", str(path), "--set", "methods=[direct]"])
     assert result.exit_code == 0, result.output
     assert result.output.count("done already") == 3  # train and two evaluations
     assert f"report: {out}/report/report.html" in result.output
-    assert storage.read_json(f"{out}/direct/distill/manifest.json")["dataset"]["path"] == f"{out}/direct/distill/dataset.parquet"
+    assert (
+        storage.read_json(f"{out}/direct/distill/manifest.json")["dataset"]["path"]
+        == f"{out}/direct/distill/dataset.parquet"
+    )
     report = storage.read_text(f"{out}/report/report.md")
     assert "| direct | 50.0 | 25.0 | 50.0 | 25.0 |" in report  # scores linked to the distillation by train.json
     assert "| direct | 4 | 4 | 50.0% of 4 |" in report and "## Student training" in report

@@ -28,20 +28,34 @@ def humaneval_plus() -> list[dict]:
 
 def test_verdicts(sandbox):
     code = "def add(a, b):\n    print('adding', a, b)\n    return a + b\n"
-    records = sandbox.run([
-        {"code": code, "test": "assert add(1, 2) == 3"},
-        {"code": code, "test": "assert add(1, 2) == 3\nassert add(2, 2) == 5"},
-        {"code": code, "test": "def test_small():\n    assert add(0, 0) == 0\ndef test_big():\n    assert add(1, 1) == 3"},
-        {"code": code, "test": "def check(candidate):\n    assert candidate(2, 3) == 5", "entry_point": "add"},
-        {"code": code, "test": "def check(candidate):\n    assert candidate(2, 3) == 5", "entry_point": "mul"},
-        {"code": "def add(a, b) return a + b", "test": "assert add(1, 2) == 3"},
-        {"code": code, "test": "assert add(1, 2) ==="},
-        {"code": code, "test": "assert add(1, '2') == 3"},
-        {"code": code},
-    ])
+    records = sandbox.run(
+        [
+            {"code": code, "test": "assert add(1, 2) == 3"},
+            {"code": code, "test": "assert add(1, 2) == 3\nassert add(2, 2) == 5"},
+            {
+                "code": code,
+                "test": "def test_small():\n    assert add(0, 0) == 0\ndef test_big():\n    assert add(1, 1) == 3",
+            },
+            {"code": code, "test": "def check(candidate):\n    assert candidate(2, 3) == 5", "entry_point": "add"},
+            {"code": code, "test": "def check(candidate):\n    assert candidate(2, 3) == 5", "entry_point": "mul"},
+            {"code": "def add(a, b) return a + b", "test": "assert add(1, 2) == 3"},
+            {"code": code, "test": "assert add(1, 2) ==="},
+            {"code": code, "test": "assert add(1, '2') == 3"},
+            {"code": code},
+        ]
+    )
     assert all(set(r) == set(RECORD_FIELDS) for r in records)
-    assert [r["status"] for r in records] == ["passed", "failed", "failed", "passed", "error", "error", "error",
-                                              "failed", "passed"]
+    assert [r["status"] for r in records] == [
+        "passed",
+        "failed",
+        "failed",
+        "passed",
+        "error",
+        "error",
+        "error",
+        "failed",
+        "passed",
+    ]
     assert records[0]["stdout"] == "adding 1 2\n" and records[0]["isolation"] == "bwrap"
     assert records[1]["reason"] == "AssertionError at test.py:2: assert add(2, 2) == 5"
     assert records[2]["reason"] == "AssertionError at test.py:4: assert add(1, 1) == 3"
@@ -53,8 +67,10 @@ def test_verdicts(sandbox):
 
 def test_humaneval_plus_canonical_solutions_pass(sandbox):
     problems = humaneval_plus()
-    records = sandbox.run({"code": p["prompt"] + p["canonical_solution"],
-                           "test": p["test"], "entry_point": p["entry_point"]} for p in problems)
+    records = sandbox.run(
+        {"code": p["prompt"] + p["canonical_solution"], "test": p["test"], "entry_point": p["entry_point"]}
+        for p in problems
+    )
     failures = {p["task_id"]: r for p, r in zip(problems, records) if r["status"] != "passed"}
     assert len(problems) == 164 and failures == {}
 
@@ -62,28 +78,36 @@ def test_humaneval_plus_canonical_solutions_pass(sandbox):
 def test_humaneval_plus_broken_solutions_fail(sandbox):
     problems = humaneval_plus()
     broken = "\n\ndef {0}(*args, **kwargs):\n    return object()\n"  # runs, returns nothing comparable
-    records = sandbox.run({"code": p["prompt"] + p["canonical_solution"] + broken.format(p["entry_point"]),
-                           "test": p["test"], "entry_point": p["entry_point"]} for p in problems)
+    records = sandbox.run(
+        {
+            "code": p["prompt"] + p["canonical_solution"] + broken.format(p["entry_point"]),
+            "test": p["test"],
+            "entry_point": p["entry_point"],
+        }
+        for p in problems
+    )
     passing = [p["task_id"] for p, r in zip(problems, records) if r["status"] != "failed"]
     assert passing == []
 
 
 def test_fallback_to_process_level_warns_and_still_contains():
     with pytest.warns(SandboxWarning, match="not found"), Sandbox(NO_BWRAP) as sandbox:
-        records = sandbox.run([
-            {"code": "def f():\n    return 1", "test": "assert f() == 1"},
-            {"code": "while True:\n    pass"},
-            {"code": "x = bytearray(8 * 1024**3)"},
-            {"code": "import os, time\nfor _ in range(10_000):\n    if os.fork() == 0:\n        time.sleep(1000)"},
-            {"code": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(1000)\n"},
-            {"code": "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(5)"},
-            {"code": "import os\nos._exit(0)"},
-        ])
-        assert [r["status"] for r in records] == ["passed", "timeout", "memory", "error", "passed", "killed",
-                                                  "error"]
+        records = sandbox.run(
+            [
+                {"code": "def f():\n    return 1", "test": "assert f() == 1"},
+                {"code": "while True:\n    pass"},
+                {"code": "x = bytearray(8 * 1024**3)"},
+                {"code": "import os, time\nfor _ in range(10_000):\n    if os.fork() == 0:\n        time.sleep(1000)"},
+                {"code": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(1000)\n"},
+                {"code": "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(5)"},
+                {"code": "import os\nos._exit(0)"},
+            ]
+        )
+        assert [r["status"] for r in records] == ["passed", "timeout", "memory", "error", "passed", "killed", "error"]
         assert {r["isolation"] for r in records} == {"process"}
-        assert [descendants(pid) for pid in sandbox.server_pids()] == [set()] * NO_BWRAP.workers, \
+        assert [descendants(pid) for pid in sandbox.server_pids()] == [set()] * NO_BWRAP.workers, (
             "a check left a process behind"
+        )
         assert sandbox.run([{"code": "x = 1", "test": "assert x == 1"}])[0]["status"] == "passed"
 
 
@@ -105,15 +129,17 @@ def test_cli_prints_the_record_and_exits_0_whatever_the_verdict(write):
     code = write("code.py", "def f(x):\n    return x + 1\n")
     runner = CliRunner()
     for test, status in (("assert f(1) == 2", "passed"), ("assert f(1) == 3", "failed")):
-        result = runner.invoke(app, ["sandbox", "run", str(code), "--test", str(write("t.py", test)),
-                                     "--require", "bwrap", "--json"])
+        result = runner.invoke(
+            app, ["sandbox", "run", str(code), "--test", str(write("t.py", test)), "--require", "bwrap", "--json"]
+        )
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["status"] == status
     slow = write("slow.py", "import time\ntime.sleep(10)")
     result = runner.invoke(app, ["sandbox", "run", str(slow), "--timeout", "0.5", "--json"])
     assert json.loads(result.stdout)["status"] == "timeout"
-    result = runner.invoke(app, ["sandbox", "run", str(code), "--require", "bwrap",
-                                 "--set", "bwrap=/nonexistent/bwrap"])
+    result = runner.invoke(
+        app, ["sandbox", "run", str(code), "--require", "bwrap", "--set", "bwrap=/nonexistent/bwrap"]
+    )
     assert result.exit_code == 2 and "not found" in result.output
 
 
@@ -128,5 +154,7 @@ def test_job_sandbox_actors_check_held_rows_and_a_streamed_stage(ray_local):
         assert sorted((r["id"], r["status"], r["isolation"]) for r in out) == expected
         held = sandbox.run(rows)  # split over both actors, answered in order
         assert [(r["id"], h["status"], h["isolation"]) for r, h in zip(rows, held)] == expected
-        pids = set(ray_local.get([a.__ray_call__.remote(lambda actor: __import__("os").getpid()) for a in sandbox.actors]))
+        pids = set(
+            ray_local.get([a.__ray_call__.remote(lambda actor: __import__("os").getpid()) for a in sandbox.actors])
+        )
         assert len(pids) == 2

@@ -26,8 +26,16 @@ SECRET = f"amr-secret-{uuid.uuid4().hex}"
 os.environ["AMR_TEST_SECRET"] = SECRET  # set before any server starts: must not reach the code
 CANARY = Path(__file__)
 HOST_TMP_NAME = f"amr-escape-{uuid.uuid4().hex}"
-CONFIG = SandboxConfig(require="bwrap", workers=2, timeout_s=3, memory_mb=256, max_processes=16,
-                       max_file_mb=4, disk_mb=16, output_bytes=1024)
+CONFIG = SandboxConfig(
+    require="bwrap",
+    workers=2,
+    timeout_s=3,
+    memory_mb=256,
+    max_processes=16,
+    max_file_mb=4,
+    disk_mb=16,
+    output_bytes=1024,
+)
 
 
 @dataclass
@@ -63,75 +71,176 @@ PORT = LISTENER.getsockname()[1]
 
 CORPUS = [
     Case("fork bomb", "import os\nwhile True:\n    os.fork()", "error", "BlockingIOError"),
-    Case("fork bomb of sleepers", "import os, time\nfor _ in range(10_000):\n    if os.fork() == 0:\n"
-         "        time.sleep(1000)", "error", "BlockingIOError"),
-    Case("thread bomb", "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, "
-         "args=(1000,), daemon=True).start()", "error", "can't start new thread"),
+    Case(
+        "fork bomb of sleepers",
+        "import os, time\nfor _ in range(10_000):\n    if os.fork() == 0:\n        time.sleep(1000)",
+        "error",
+        "BlockingIOError",
+    ),
+    Case(
+        "thread bomb",
+        "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, "
+        "args=(1000,), daemon=True).start()",
+        "error",
+        "can't start new thread",
+    ),
     Case("infinite loop", "while True:\n    pass", "timeout", "wall-clock limit of 3 s"),
-    Case("busy loop ignoring signals", "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, "
-         "signal.SIGHUP, signal.SIGXCPU, signal.SIGALRM, signal.SIGUSR1):\n    signal.signal(s, signal.SIG_IGN)\n"
-         "while True:\n    pass", "timeout", "limit"),
+    Case(
+        "busy loop ignoring signals",
+        "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, "
+        "signal.SIGHUP, signal.SIGXCPU, signal.SIGALRM, signal.SIGUSR1):\n    signal.signal(s, signal.SIG_IGN)\n"
+        "while True:\n    pass",
+        "timeout",
+        "limit",
+    ),
     Case("sleep forever", "import time\ntime.sleep(10**6)", "timeout", "wall-clock"),
     Case("deep recursion", "def f(n):\n    return f(n + 1)\nf(0)", "error", "RecursionError"),
-    Case("C stack overflow", "import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return list(map(f, [n]))\n"
-         "f(0)", "killed", "SIGSEGV"),
+    Case(
+        "C stack overflow",
+        "import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return list(map(f, [n]))\nf(0)",
+        "killed",
+        "SIGSEGV",
+    ),
     Case("memory bomb", "x = bytearray(8 * 1024**3)", "memory", "MemoryError"),
     Case("growing memory bomb", "chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))", "memory"),
     Case("memory bomb in the test", "def f():\n    return [0] * 10**9", "memory", "during the test", "f()"),
-    Case("disk filler, one file", "with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 2**20)",
-         "killed", "file size limit of 4 MiB"),
-    Case("disk filler, many files", "i = 0\nwhile True:\n    with open(f'f{i}', 'wb') as f:\n"
-         "        f.write(b'x' * 3 * 2**20)\n    i += 1", "error", "No space left on device"),
+    Case(
+        "disk filler, one file",
+        "with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 2**20)",
+        "killed",
+        "file size limit of 4 MiB",
+    ),
+    Case(
+        "disk filler, many files",
+        "i = 0\nwhile True:\n    with open(f'f{i}', 'wb') as f:\n        f.write(b'x' * 3 * 2**20)\n    i += 1",
+        "error",
+        "No space left on device",
+    ),
     Case("huge stdout", "while True:\n    print('x' * 1000)", "killed", "file size limit"),
     Case("huge stderr", "import sys\nwhile True:\n    sys.stderr.write('y' * 1000)", "killed", "file size limit"),
     Case("read /etc/shadow", "print(open('/etc/shadow').read())", "error", "FileNotFoundError.*/etc/shadow"),
     Case("read the home dir", "import os\nprint(os.listdir('/root'))", "error", "FileNotFoundError"),
     Case("read the project's files", f"print(open({str(CANARY)!r}).read())", "error", "FileNotFoundError"),
-    Case("environment secrets", "import glob, os\nprint(dict(os.environ))\nfor p in glob.glob('/proc/*/environ'):\n"
-         "    try:\n        print(open(p, 'rb').read())\n    except OSError:\n        pass", "passed",
-         stdout_lacks=(SECRET, "AMR_TEST_SECRET")),
+    Case(
+        "environment secrets",
+        "import glob, os\nprint(dict(os.environ))\nfor p in glob.glob('/proc/*/environ'):\n"
+        "    try:\n        print(open(p, 'rb').read())\n    except OSError:\n        pass",
+        "passed",
+        stdout_lacks=(SECRET, "AMR_TEST_SECRET"),
+    ),
     Case("write into the system", "open('/usr/amr-evil', 'w').write('x')", "error", "Read-only file system"),
     Case("delete a host file", f"import os\nos.remove({str(CANARY)!r})", "error", "FileNotFoundError"),
-    Case("write to the host's /tmp", f"open('/tmp/{HOST_TMP_NAME}', 'w').write('x')\ndef f():\n    return 1",
-         "passed", test="assert f() == 1"),
-    Case("connect to 127.0.0.1", f"import socket\nsocket.create_connection(('127.0.0.1', {PORT}), timeout=2)",
-         "error", "ConnectionRefusedError"),
-    Case("connect out", "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)", "error",
-         "Network is unreachable"),
+    Case(
+        "write to the host's /tmp",
+        f"open('/tmp/{HOST_TMP_NAME}', 'w').write('x')\ndef f():\n    return 1",
+        "passed",
+        test="assert f() == 1",
+    ),
+    Case(
+        "connect to 127.0.0.1",
+        f"import socket\nsocket.create_connection(('127.0.0.1', {PORT}), timeout=2)",
+        "error",
+        "ConnectionRefusedError",
+    ),
+    Case(
+        "connect out",
+        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)",
+        "error",
+        "Network is unreachable",
+    ),
     Case("resolve a name", "import socket\nsocket.getaddrinfo('pypi.org', 443)", "error", "gaierror"),
-    Case("kill the parent", "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(5)",
-         "killed", "check server was lost"),
-    Case("kill every process", "import os, signal, time\nos.kill(-1, signal.SIGKILL)\ntime.sleep(5)",
-         "killed", "check server was lost"),
+    Case(
+        "kill the parent",
+        "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(5)",
+        "killed",
+        "check server was lost",
+    ),
+    Case(
+        "kill every process",
+        "import os, signal, time\nos.kill(-1, signal.SIGKILL)\ntime.sleep(5)",
+        "killed",
+        "check server was lost",
+    ),
     Case("os._exit(0) before the test", "import os\nos._exit(0)", "error", "exited with code 0"),
     Case("sys.exit(0) in the code", "import sys\nsys.exit(0)", "error", "SystemExit"),
     Case("sys.exit(0) in the test", "def f():\n    raise SystemExit(0)", "failed", "SystemExit", "f()"),
-    Case("patched builtins fake a pass", "import builtins\nbuiltins.len = lambda x: 42\n"
-         "builtins.sorted = lambda x: [1, 2]\ndef f(x):\n    return x", "failed", "AssertionError",
-         "assert len(f([1])) == 42\nassert sorted(f([2, 1])) == [1, 2]"),
-    Case("patched AssertionError", "import builtins\nclass Nope(Exception):\n    pass\n"
-         "builtins.AssertionError = Nope\ndef f():\n    return 1", "failed", "AssertionError", "assert f() == 2"),
-    Case("printed fake verdict", "print('{\"status\": \"passed\", \"reason\": \"\"}')\nraise ValueError('no')",
-         "error", "ValueError: no"),
+    Case(
+        "patched builtins fake a pass",
+        "import builtins\nbuiltins.len = lambda x: 42\nbuiltins.sorted = lambda x: [1, 2]\ndef f(x):\n    return x",
+        "failed",
+        "AssertionError",
+        "assert len(f([1])) == 42\nassert sorted(f([2, 1])) == [1, 2]",
+    ),
+    Case(
+        "patched AssertionError",
+        "import builtins\nclass Nope(Exception):\n    pass\nbuiltins.AssertionError = Nope\ndef f():\n    return 1",
+        "failed",
+        "AssertionError",
+        "assert f() == 2",
+    ),
+    Case(
+        "printed fake verdict",
+        'print(\'{"status": "passed", "reason": ""}\')\nraise ValueError(\'no\')',
+        "error",
+        "ValueError: no",
+    ),
     Case("ctypes segfault", "import ctypes\nctypes.string_at(0)", "killed", "SIGSEGV"),
-    Case("daemon outliving the run", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-         "        time.sleep(1000)\n    os._exit(0)\ndef f():\n    return 1", "passed", test="assert f() == 1"),
-    Case("shell daemon", "import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 1000 &'], start_new_session=True)",
-         "passed"),
-    Case("signal handler exits 0", "import os, signal\nsignal.signal(signal.SIGALRM, lambda *a: os._exit(0))\n"
-         "signal.alarm(1)\nwhile True:\n    pass", "error", "exited with code 0"),
-    Case("/proc snooping", "import os\nprint([open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') "
-         "if p.isdigit()])", "passed", stdout_lacks=("pytest", "ray")),
-    Case("symlink escape", "import os\nos.symlink('/root', 'r')\nos.symlink('/proc/1/root/root', 'r2')\n"
-         "os.symlink('/', 'everything')\nos.listdir('r2')", "error", "FileNotFoundError"),
-    Case("permission trap for the cleanup", "import os\nos.makedirs('a/b')\nopen('a/b/f', 'w').write('x')\n"
-         "os.chmod('a/b', 0)\nos.chmod('a', 0)\nos.chmod('.', 0)\nos.chmod('/tmp', 0)", "passed"),
-    Case("file descriptor exhaustion", "files = [open('/dev/null') for _ in range(10**5)]", "error",
-         "Too many open files"),
-    Case("raise its own limits", "import resource\nresource.setrlimit(resource.RLIMIT_AS, "
-         "(resource.RLIM_INFINITY, resource.RLIM_INFINITY))", "error", "ValueError"),
-    Case("new user namespace", "import ctypes\nrc = ctypes.CDLL(None).unshare(0x10000000)", "passed",
-         test="assert rc == -1"),
+    Case(
+        "daemon outliving the run",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        time.sleep(1000)\n    os._exit(0)\ndef f():\n    return 1",
+        "passed",
+        test="assert f() == 1",
+    ),
+    Case(
+        "shell daemon",
+        "import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 1000 &'], start_new_session=True)",
+        "passed",
+    ),
+    Case(
+        "signal handler exits 0",
+        "import os, signal\nsignal.signal(signal.SIGALRM, lambda *a: os._exit(0))\n"
+        "signal.alarm(1)\nwhile True:\n    pass",
+        "error",
+        "exited with code 0",
+    ),
+    Case(
+        "/proc snooping",
+        "import os\nprint([open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit()])",
+        "passed",
+        stdout_lacks=("pytest", "ray"),
+    ),
+    Case(
+        "symlink escape",
+        "import os\nos.symlink('/root', 'r')\nos.symlink('/proc/1/root/root', 'r2')\n"
+        "os.symlink('/', 'everything')\nos.listdir('r2')",
+        "error",
+        "FileNotFoundError",
+    ),
+    Case(
+        "permission trap for the cleanup",
+        "import os\nos.makedirs('a/b')\nopen('a/b/f', 'w').write('x')\n"
+        "os.chmod('a/b', 0)\nos.chmod('a', 0)\nos.chmod('.', 0)\nos.chmod('/tmp', 0)",
+        "passed",
+    ),
+    Case(
+        "file descriptor exhaustion",
+        "files = [open('/dev/null') for _ in range(10**5)]",
+        "error",
+        "Too many open files",
+    ),
+    Case(
+        "raise its own limits",
+        "import resource\nresource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))",
+        "error",
+        "ValueError",
+    ),
+    Case(
+        "new user namespace",
+        "import ctypes\nrc = ctypes.CDLL(None).unshare(0x10000000)",
+        "passed",
+        test="assert rc == -1",
+    ),
     Case("read stdin", "input()", "error", "EOFError"),
 ]
 
@@ -149,8 +258,7 @@ def sentinel():
 @pytest.fixture(scope="module")
 def corpus(sentinel):
     with Sandbox(CONFIG) as sandbox:
-        records = dict(zip((c.name for c in CORPUS), sandbox.run(
-            {"code": c.code, "test": c.test} for c in CORPUS)))
+        records = dict(zip((c.name for c in CORPUS), sandbox.run({"code": c.code, "test": c.test} for c in CORPUS)))
         yield sandbox, records
 
 
@@ -183,7 +291,14 @@ def test_host_and_job_unharmed(corpus, sentinel):
     # under each bwrap: its pid-namespace init and the check server, nothing else survived
     pids = sandbox.server_pids()
     assert len(pids) == CONFIG.workers and all(len(descendants(pid)) == 2 for pid in pids)
-    records = sandbox.run([{"code": "import os\nprint(sorted(os.listdir('/tmp')))\ndef f(x):\n    return 2 * x",
-                            "test": "assert f(2) == 4"}] * 4)
+    records = sandbox.run(
+        [
+            {
+                "code": "import os\nprint(sorted(os.listdir('/tmp')))\ndef f(x):\n    return 2 * x",
+                "test": "assert f(2) == 4",
+            }
+        ]
+        * 4
+    )
     assert [r["status"] for r in records] == ["passed"] * 4
     assert {r["stdout"] for r in records} == {"['stderr', 'stdout', 'work']\n"}, "a check saw an earlier check's files"

@@ -22,19 +22,35 @@ from tests.conftest import logged_engine_starts
 
 
 def test_cpu_deployment_follows_the_engine_settings():
-    cfg = TeacherConfig(vllm=VLLMConfig(max_model_len=1024, concurrency=2, max_num_seqs=8, cpu_kvcache_gib=2,
-                                        cpu_reserved_cores=0, engine_kwargs={"seed": 3}))
+    cfg = TeacherConfig(
+        vllm=VLLMConfig(
+            max_model_len=1024,
+            concurrency=2,
+            max_num_seqs=8,
+            cpu_kvcache_gib=2,
+            cpu_reserved_cores=0,
+            engine_kwargs={"seed": 3},
+        )
+    )
     llm = llm_config(cfg, "/models/m")
-    assert llm.engine_kwargs == {"dtype": "float32", "max_model_len": 1024, "max_num_seqs": 8,
-                                 "enable_prefix_caching": True, "tensor_parallel_size": 1, "enforce_eager": True,
-                                 "seed": 3}
+    assert llm.engine_kwargs == {
+        "dtype": "float32",
+        "max_model_len": 1024,
+        "max_num_seqs": 8,
+        "enable_prefix_caching": True,
+        "tensor_parallel_size": 1,
+        "enforce_eager": True,
+        "seed": 3,
+    }
     assert llm.placement_group_config == {"bundles": [{"CPU": 1}]}
     assert llm.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}}
     assert llm.deployment_config == {"name": "teacher", "num_replicas": 2, "max_ongoing_requests": 8}
     scaled = cfg.model_copy(update={"serve": ServeConfig(min_replicas=0, max_replicas=3, max_ongoing_requests=4)})
     assert llm_config(scaled, "/models/m").deployment_config == {
-        "name": "teacher", "max_ongoing_requests": 4,
-        "autoscaling_config": {"min_replicas": 0, "max_replicas": 3, "initial_replicas": 1}}
+        "name": "teacher",
+        "max_ongoing_requests": 4,
+        "autoscaling_config": {"min_replicas": 0, "max_replicas": 3, "initial_replicas": 1},
+    }
 
 
 def test_autoscaling_needs_both_bounds():
@@ -60,8 +76,9 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
 
 def test_engine_key_ignores_sampling_and_batching_only():
     base = TeacherConfig(model="m")
-    same = base.model_copy(update={"sampling": SamplingConfig(max_tokens=7),
-                                   "vllm": base.vllm.model_copy(update={"batch_size": 99})})
+    same = base.model_copy(
+        update={"sampling": SamplingConfig(max_tokens=7), "vllm": base.vllm.model_copy(update={"batch_size": 99})}
+    )
     other = base.model_copy(update={"vllm": base.vllm.model_copy(update={"max_model_len": 512})})
     assert engine_key(base, "/m") == engine_key(same, "/m") != engine_key(other, "/m")
     assert engine_key(base, "/m") != engine_key(base, "/other")
@@ -85,13 +102,20 @@ def test_one_deployment_serves_streamed_stages_waves_and_nested_jobs(ray_local, 
     engines = logged_engine_starts()
     assert isinstance(teacher, ServedTeacher) and teacher.served.owned
     app = teacher.served.app_name
-    rows = [{"id": f"r{i}", "topic": f"t{i}", "messages": [{"role": "user", "content": f"def f{i}(x):"}]}
-            for i in range(5)]
+    rows = [
+        {"id": f"r{i}", "topic": f"t{i}", "messages": [{"role": "user", "content": f"def f{i}(x):"}]} for i in range(5)
+    ]
     rows[1]["sampling"] = {"max_tokens": 3}
     rows.append({"id": "too-long", "topic": "x", "messages": [{"role": "user", "content": "import os\n" * 2000}]})
     # evaluation's requests: an answer prefilled by an assistant message, and evalplus's 7 stop strings
-    rows.append({"id": "eval", "topic": "e", "sampling": {"stop": [f"\nstop{i}" for i in range(7)]},
-                 "messages": [{"role": "user", "content": "def g():"}, {"role": "assistant", "content": "```python\n"}]})
+    rows.append(
+        {
+            "id": "eval",
+            "topic": "e",
+            "sampling": {"stop": [f"\nstop{i}" for i in range(7)]},
+            "messages": [{"role": "user", "content": "def g():"}, {"role": "assistant", "content": "```python\n"}],
+        }
+    )
     streamed = {r["id"]: r for r in teacher.generate(ray_local.data.from_items(rows), carry=("id", "topic")).take_all()}
     held = {r["id"]: r for r in teacher.complete(rows, carry=("id", "topic"))}
     for out in (streamed, held):
@@ -117,4 +141,3 @@ def test_one_deployment_serves_streamed_stages_waves_and_nested_jobs(ray_local, 
     state = teacher.state()
     assert (state["replicas"], state["engine_starts"], state["attached"]) == (1, 1, False)
     assert engine_starts(app) == 1 and logged_engine_starts() == engines  # no path started an engine
-

@@ -60,8 +60,11 @@ TESTS = {
 def script(messages: list[dict[str, str]]) -> str:
     system, user = messages[0]["content"], messages[1]["content"]
     if messages[-1]["content"] == decompose.REMINDER:  # the retry of an answer without specs
-        return ("```python\ndef digit_sum(n: int) -> int:\n    # Description: Sum of the decimal digits of n.\n    ...\n```"
-                if "digits" in user else "Still no split.")
+        return (
+            "```python\ndef digit_sum(n: int) -> int:\n    # Description: Sum of the decimal digits of n.\n    ...\n```"
+            if "digits" in user
+            else "Still no split."
+        )
     if system == decompose.SYSTEM:
         return "Plan:\n" + MD_ANSWER if "primes" in user else "I would not split this."
     if system == response_evolution.SYSTEM:
@@ -89,32 +92,55 @@ def embedder() -> Embedder:
 def db(tmp_path, embedder) -> ModuleDB:
     db = ModuleDB(str(tmp_path / "modules"), embedder.dim)
     vector = embedder.encode([spec_text("def is_prime(n: int) -> bool", "Return True when n is a prime number.")])[0]
-    db.insert([{"name": "is_prime", "signature": "def is_prime(n: int) -> bool",
-                "description": "Return True when n is a prime number.", "code": IS_PRIME,
-                "test": "assert is_prime(7)", "run": "seed", "instruction_id": "seed/1", "stage": "seed",
-                "verdict": "passed", "vector": vector}])
+    db.insert(
+        [
+            {
+                "name": "is_prime",
+                "signature": "def is_prime(n: int) -> bool",
+                "description": "Return True when n is a prime number.",
+                "code": IS_PRIME,
+                "test": "assert is_prime(7)",
+                "run": "seed",
+                "instruction_id": "seed/1",
+                "stage": "seed",
+                "verdict": "passed",
+                "vector": vector,
+            }
+        ]
+    )
     return db
 
 
 def test_decompose_parses_specs_and_says_why_none(ray_local, scripted):
-    rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "```python\n...\n```"},
-            {"id": "b", "instruction": "Print hello.", "direct_response": "print('hello')"}]
-    out = {r["id"]: r for r in md_stage.run(ray_local.data.from_items(rows), OpenAITeacher(scripted.config())).take_all()}
+    rows = [
+        {"id": "a", "instruction": "List the primes below n.", "direct_response": "```python\n...\n```"},
+        {"id": "b", "instruction": "Print hello.", "direct_response": "print('hello')"},
+    ]
+    out = {
+        r["id"]: r for r in md_stage.run(ray_local.data.from_items(rows), OpenAITeacher(scripted.config())).take_all()
+    }
     assert [s["name"] for s in json.loads(out["a"]["specs"])] == ["is_prime", "primes_below"]
     assert out["a"]["md_reason"] is None and out["a"]["md_output_tokens"] > 0
     assert json.loads(out["b"]["specs"]) == [] and out["b"]["md_reason"].startswith("no function")
 
 
 def test_decompose_retries_once_with_a_reminder_of_the_format(ray_local, scripted):
-    rows = [{"id": "c", "instruction": "Sum the digits of n.", "direct_response": "```python\nx = 1\n```"},
-            {"id": "b", "instruction": "Print hello.", "direct_response": "print('hello')"}]
+    rows = [
+        {"id": "c", "instruction": "Sum the digits of n.", "direct_response": "```python\nx = 1\n```"},
+        {"id": "b", "instruction": "Print hello.", "direct_response": "print('hello')"},
+    ]
     teacher = OpenAITeacher(scripted.config())
     first = md_stage.run(ray_local.data.from_items(rows), teacher).take_all()
     assert all(md_stage.needs_retry(r) and not r["md_retried"] for r in first)
     seen = len(scripted.requests)
     again = {r["id"]: r for r in md_stage.retry(ray_local.data.from_items(first), teacher).take_all()}
-    assert json.loads(again["c"]["specs"]) == [{"name": "digit_sum", "signature": "def digit_sum(n: int) -> int",
-                                                "description": "Sum of the decimal digits of n."}]
+    assert json.loads(again["c"]["specs"]) == [
+        {
+            "name": "digit_sum",
+            "signature": "def digit_sum(n: int) -> int",
+            "description": "Sum of the decimal digits of n.",
+        }
+    ]
     assert again["c"]["md_retried"] and again["c"]["md_reason"] is None
     assert again["b"]["md_retried"] and again["b"]["md_reason"].startswith("no function")  # left as it is, counted
     request = next(r for r in scripted.requests[seen:] if "digits" in r[1]["content"])
@@ -123,14 +149,26 @@ def test_decompose_retries_once_with_a_reminder_of_the_format(ray_local, scripte
 
 
 def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted, db, embedder):
-    specs = json.dumps([{"name": "is_prime", "signature": "def is_prime(n: int) -> bool",
-                         "description": "Check whether n is prime."},
-                        {"name": "primes_below", "signature": "def primes_below(limit: int) -> list[int]",
-                         "description": "All prime numbers smaller than limit."}])
+    specs = json.dumps(
+        [
+            {
+                "name": "is_prime",
+                "signature": "def is_prime(n: int) -> bool",
+                "description": "Check whether n is prime.",
+            },
+            {
+                "name": "primes_below",
+                "signature": "def primes_below(limit: int) -> list[int]",
+                "description": "All prime numbers smaller than limit.",
+            },
+        ]
+    )
     rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "x", "specs": specs}]
     with EmbedderActors("all-minilm-l6-v2", None, 64, actors=1) as embedders:
         rows = embed_stage.run(ray_local.data.from_items(rows), embedders, "specs").take_all()
-    assert np.allclose(np.asarray(rows[0]["query_vectors"]), embedder.encode(retrieve.queries(rows[0], "specs")), atol=1e-5)
+    assert np.allclose(
+        np.asarray(rows[0]["query_vectors"]), embedder.encode(retrieve.queries(rows[0], "specs")), atol=1e-5
+    )
     [row] = retrieve.run(rows, db, db.version, k=1)
     hits = json.loads(row["retrieved"])
     assert [h["name"] for h in hits] == ["is_prime"] and hits[0]["similarity"] > 0.8  # one hit, not repeated
@@ -139,29 +177,49 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
     seen = len(scripted.requests)
     [final] = are_stage.run([row], OpenAITeacher(scripted.config()))
     prompt = scripted.requests[seen][1]["content"]
-    assert "### Relevant Functions:\n```python\ndef is_prime" in prompt and "x" not in prompt.split("### Python Question:")[0]
-    assert "def primes_below(limit: int) -> list[int]:\n    \"\"\"All prime numbers" in prompt
+    assert (
+        "### Relevant Functions:\n```python\ndef is_prime" in prompt
+        and "x" not in prompt.split("### Python Question:")[0]
+    )
+    assert 'def primes_below(limit: int) -> list[int]:\n    """All prime numbers' in prompt
     assert "def digit_sum" in final["are_response"]
 
 
 def test_growth_inserts_novel_verified_functions_only(ray_local, scripted, db, embedder):
-    rows = [{"id": "a", "are_response": FINAL}, {"id": "b", "are_response": FINAL}, {"id": "c", "are_response": "no code"}]
+    rows = [
+        {"id": "a", "are_response": FINAL},
+        {"id": "b", "are_response": FINAL},
+        {"id": "c", "are_response": "no code"},
+    ]
     cands = grow.candidates(rows)
     assert [(c["instruction_id"], c["name"]) for c in cands] == [
-        ("a", "is_prime"), ("a", "primes_below"), ("a", "digit_sum"),
-        ("b", "is_prime"), ("b", "primes_below"), ("b", "digit_sum")]
+        ("a", "is_prime"),
+        ("a", "primes_below"),
+        ("a", "digit_sum"),
+        ("b", "is_prime"),
+        ("b", "primes_below"),
+        ("b", "digit_sum"),
+    ]
     assert cands[1]["code"].startswith("import math\n\n\ndef is_prime(")  # what primes_below calls comes along
     assert "def primes_below" in cands[1]["code"] and "digit_sum" not in cands[1]["code"]
     before = db.version
     kept, rejected = grow.novel(cands, db, embedder, before, threshold=0.9)
     assert [c["name"] for c in kept] == ["primes_below", "digit_sum"]
     assert [(c["instruction_id"], c["name"], c["outcome"]) for c in rejected] == [
-        ("a", "is_prime", "known"), ("b", "is_prime", "known"),
-        ("b", "primes_below", "duplicate in wave"), ("b", "digit_sum", "duplicate in wave")]
+        ("a", "is_prime", "known"),
+        ("b", "is_prime", "known"),
+        ("b", "primes_below", "duplicate in wave"),
+        ("b", "digit_sum", "duplicate in wave"),
+    ]
     with SandboxActors(SandboxConfig(require="bwrap", workers=1)) as sandbox:
-        vacuous = {"instruction_id": "a", "name": "always_true", "signature": "def always_true() -> bool",
-                   "description": "True.", "code": "def always_true() -> bool:\n    return True\n",
-                   "vector": kept[0]["vector"]}
+        vacuous = {
+            "instruction_id": "a",
+            "name": "always_true",
+            "signature": "def always_true() -> bool",
+            "description": "True.",
+            "code": "def always_true() -> bool:\n    return True\n",
+            "vector": kept[0]["vector"],
+        }
         verified = grow.verify([*kept, vacuous], OpenAITeacher(scripted.config()), sandbox)
     outcomes = {c["name"]: (c["outcome"], c["reason"]) for c in verified}
     assert outcomes["always_true"] == ("no test", "no assert statement in the test")  # never run, never inserted

@@ -41,7 +41,9 @@ def test_path_arithmetic_is_the_same_for_paths_and_uris(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert storage.is_uri("s3://b/x") and not storage.is_uri("runs/x") and not storage.is_uri(f"file://{tmp_path}")
     assert storage.normalize("s3://b/runs/x/") == "s3://b/runs/x"
-    assert storage.normalize("runs/x/") == storage.normalize(f"file://{tmp_path}/runs/x") == str(tmp_path / "runs" / "x")
+    assert (
+        storage.normalize("runs/x/") == storage.normalize(f"file://{tmp_path}/runs/x") == str(tmp_path / "runs" / "x")
+    )
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     assert storage.normalize("link") == str(tmp_path / "real")  # one spelling per location
@@ -59,10 +61,18 @@ def test_file_functions_find_copy_and_remove(run_dir, tmp_path):
     storage.write_json(storage.join(root, "amr", "eval", "mbpp", "scores.json"), {"a": 1})
     storage.write_text(storage.join(root, "base", "scores.json"), '{"b": 2}')
     storage.write_bytes(storage.join(root, "plot.png"), b"\x89PNG")
-    assert storage.exists(root) and storage.exists(storage.join(root, "amr")) and not storage.is_file(storage.join(root, "amr"))
-    assert storage.find(root, "scores.json") == [storage.join(root, "amr", "eval", "mbpp", "scores.json"),
-                                                 storage.join(root, "base", "scores.json")]
-    assert storage.find(storage.join(root, "base", "scores.json"), "scores.json") == [storage.join(root, "base", "scores.json")]
+    assert (
+        storage.exists(root)
+        and storage.exists(storage.join(root, "amr"))
+        and not storage.is_file(storage.join(root, "amr"))
+    )
+    assert storage.find(root, "scores.json") == [
+        storage.join(root, "amr", "eval", "mbpp", "scores.json"),
+        storage.join(root, "base", "scores.json"),
+    ]
+    assert storage.find(storage.join(root, "base", "scores.json"), "scores.json") == [
+        storage.join(root, "base", "scores.json")
+    ]
     assert storage.read_json(storage.join(root, "base", "scores.json")) == {"b": 2}
     assert list(storage.read_lines(storage.join(root, "base", "scores.json"))) == ['{"b": 2}']
     with storage.open_input(storage.join(root, "plot.png")) as f:
@@ -86,7 +96,9 @@ def test_file_functions_find_copy_and_remove(run_dir, tmp_path):
     storage.remove(storage.join(root, "copied"))
     storage.remove(storage.join(root, "one.txt"))
     storage.remove(missing)  # nothing there: nothing to do
-    assert not storage.exists(storage.join(root, "copied", "a.txt")) and not storage.exists(storage.join(root, "one.txt"))
+    assert not storage.exists(storage.join(root, "copied", "a.txt")) and not storage.exists(
+        storage.join(root, "one.txt")
+    )
 
 
 def test_text_and_json_round_trip_with_nested_names(run_dir):
@@ -141,7 +153,10 @@ def test_write_dataset_promotes_a_column_null_in_one_block(ray_local, run_dir):
     written = run_dir.write_dataset("stage.parquet", ray_local.data.from_arrow(blocks))
     table = run_dir.read_table("stage.parquet")
     assert table.equals(written) and table.schema.field("error").type == pa.string()
-    assert sorted(table.to_pylist(), key=lambda r: r["id"]) == [{"id": "a", "error": None}, {"id": "b", "error": "boom"}]
+    assert sorted(table.to_pylist(), key=lambda r: r["id"]) == [
+        {"id": "a", "error": None},
+        {"id": "b", "error": "boom"},
+    ]
     with pytest.raises(ValueError, match="e.parquet: nothing to write"):
         run_dir.write_dataset("e.parquet", ray_local.data.from_items([{"x": 1}]).filter(lambda r: False))
 
@@ -156,7 +171,10 @@ def test_stage_directories_are_written_by_workers_and_read_back_unified(ray_loca
     dataset = run_dir.open_stage("stage.parquet")
     assert dataset.schema.field("error").type == pa.string() and dataset.count_rows() == 3
     assert sorted(run_dir.read_stage("stage.parquet").take_all(), key=lambda r: r["index"]) == [
-        {"index": 0, "error": None}, {"index": 1, "error": None}, {"index": 2, "error": "boom"}]
+        {"index": 0, "error": None},
+        {"index": 1, "error": None},
+        {"index": 2, "error": "boom"},
+    ]
     copy = RunDir(run_dir.uri + "-copy")
     copy.copy_stage("stage.parquet", run_dir)
     assert copy.stage_done("stage.parquet") and copy.open_stage("stage.parquet").to_table().num_rows == 3
@@ -172,10 +190,16 @@ def test_driver_made_stage_files_fill_up_to_rows_per_file(run_dir, monkeypatch):
     schema = pa.schema([("index", pa.int64()), ("error", pa.string())])
     tables = [pa.table({"index": [i], "error": pa.array([None] if i < 2 else ["boom"])}) for i in range(3)]
     run_dir.write_stage_tables("made.parquet", iter(tables), schema)
-    assert run_dir._stage_files("made.parquet") == ["made.parquet/part-00000.parquet", "made.parquet/part-00001.parquet"]
+    assert run_dir._stage_files("made.parquet") == [
+        "made.parquet/part-00000.parquet",
+        "made.parquet/part-00001.parquet",
+    ]
     assert [f.count_rows() for f in run_dir.open_stage("made.parquet").get_fragments()] == [2, 1]
     assert run_dir.open_stage("made.parquet").to_table().to_pylist() == [
-        {"index": 0, "error": None}, {"index": 1, "error": None}, {"index": 2, "error": "boom"}]
+        {"index": 0, "error": None},
+        {"index": 1, "error": None},
+        {"index": 2, "error": "boom"},
+    ]
 
     # no declared schema: a table whose columns do not fit the open file starts the next one
     monkeypatch.setattr(storage, "ROWS_PER_FILE", 100)
@@ -183,11 +207,16 @@ def test_driver_made_stage_files_fill_up_to_rows_per_file(run_dir, monkeypatch):
     run_dir.write_stage_tables("inferred.parquet", iter(tables))
     assert [f.count_rows() for f in run_dir.open_stage("inferred.parquet").get_fragments()] == [2, 1, 1]
     assert run_dir.open_stage("inferred.parquet").to_table().to_pylist()[1:] == [
-        {"index": 1, "error": None, "round": None}, {"index": 2, "error": "boom", "round": None},
-        {"index": 3, "error": "late", "round": 1}]
+        {"index": 1, "error": None, "round": None},
+        {"index": 2, "error": "boom", "round": None},
+        {"index": 3, "error": "late", "round": 1},
+    ]
     # the driver's scan reads file by file, in the unified schema, with the filter applied
-    assert [b.to_pylist() for b in run_dir.scan_stage("inferred.parquet", ["index", "round"], pc.field("index") >= 2)
-            if b.num_rows] == [[{"index": 2, "round": None}], [{"index": 3, "round": 1}]]
+    assert [
+        b.to_pylist()
+        for b in run_dir.scan_stage("inferred.parquet", ["index", "round"], pc.field("index") >= 2)
+        if b.num_rows
+    ] == [[{"index": 2, "round": None}], [{"index": 3, "round": 1}]]
     with pytest.raises(ValueError, match="do not fit the schema"):
         run_dir.write_stage_tables("declared.parquet", iter(tables), schema)
     assert not run_dir.stage_done("declared.parquet")
@@ -206,9 +235,18 @@ def test_a_failed_streamed_write_leaves_no_file(run_dir):
 
 
 def _module(name: str, vector: np.ndarray) -> dict:
-    return {"name": name, "signature": f"def {name}()", "description": name, "code": f"def {name}():\n    return 1",
-            "test": f"assert {name}() == 1", "run": "r1", "instruction_id": f"mbpp/{name}", "stage": "seed",
-            "verdict": "passed", "vector": vector}
+    return {
+        "name": name,
+        "signature": f"def {name}()",
+        "description": name,
+        "code": f"def {name}():\n    return 1",
+        "test": f"assert {name}() == 1",
+        "run": "r1",
+        "instruction_id": f"mbpp/{name}",
+        "stage": "seed",
+        "verdict": "passed",
+        "vector": vector,
+    }
 
 
 def test_module_table_on_s3(s3_server):

@@ -23,9 +23,16 @@ def rows(n: int = 8) -> list[dict]:
     for i in range(n):
         instruction = f"Write a function add{i}(a, b) that returns a + b + {i}."
         response = f"def add{i}(a, b):\n" + "    # add\n" * (i % 3) + f"    return a + b + {i}\n"
-        out.append({"id": f"t/{i}", "instruction": instruction, "response": response,
-                    "messages": [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}],
-                    "tests": [f"assert add{i}(1, 2) == {3 + i}"], "tests_passed": True})
+        out.append(
+            {
+                "id": f"t/{i}",
+                "instruction": instruction,
+                "response": response,
+                "messages": [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}],
+                "tests": [f"assert add{i}(1, 2) == {3 + i}"],
+                "tests_passed": True,
+            }
+        )
     return out
 
 
@@ -39,15 +46,36 @@ def dataset(tmp_path_factory) -> str:
 
 def tiny(tiny_model: str, *extra: str) -> list[str]:
     """Overrides for a short run: 8 rows, global batch 4 (2 workers x 2), 6 steps, a checkpoint every 2."""
-    return [f"model={tiny_model}", "seq_len=128", "global_batch_size=4", "micro_batch_size=2", "max_steps=6",
-            "save_steps=2", "keep_checkpoints=2", "gradient_checkpointing=false", "learning_rate=1e-3", *extra]
+    return [
+        f"model={tiny_model}",
+        "seq_len=128",
+        "global_batch_size=4",
+        "micro_batch_size=2",
+        "max_steps=6",
+        "save_steps=2",
+        "keep_checkpoints=2",
+        "gradient_checkpointing=false",
+        "learning_rate=1e-3",
+        *extra,
+    ]
 
 
 def test_train_config_defaults_follow_the_paper_and_configs_validate(write):
     cfg = TrainConfig()
-    assert (cfg.epochs, cfg.max_steps, cfg.seq_len, cfg.optimizer, cfg.precision) == (3, 200, 2048, "adamw_torch", "auto")
+    assert (cfg.epochs, cfg.max_steps, cfg.seq_len, cfg.optimizer, cfg.precision) == (
+        3,
+        200,
+        2048,
+        "adamw_torch",
+        "auto",
+    )
     local = load_config(TrainConfig, "jobs/configs/train_local_cpu.yaml")
-    assert (local.model, local.seq_len, local.scaling.workers, local.scaling.use_gpu) == ("smollm2-135m-instruct", 512, 2, False)
+    assert (local.model, local.seq_len, local.scaling.workers, local.scaling.use_gpu) == (
+        "smollm2-135m-instruct",
+        512,
+        2,
+        False,
+    )
     gpu = load_config(TrainConfig, "jobs/configs/train_gpu.yaml")
     assert (gpu.epochs, gpu.max_steps, gpu.seq_len, gpu.scaling.use_gpu) == (3, 200, 2048, True)
     bad = write("bad.yaml", "finetune: lora\nscaling:\n  workers: many\n")
@@ -58,8 +86,9 @@ def test_train_config_defaults_follow_the_paper_and_configs_validate(write):
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("template", ["chat", "alpaca"])
 def test_loss_mask_covers_only_the_response(tiny_model, dataset, tmp_path, template):
-    config = load_config(TrainConfig, None, tiny(tiny_model, f"template={template}", "scaling.workers=1",
-                                                 f"dataset={dataset}"))
+    config = load_config(
+        TrainConfig, None, tiny(tiny_model, f"template={template}", "scaling.workers=1", f"dataset={dataset}")
+    )
     trainer = build_trainer(config, tiny_model, str(tmp_path))
     tokenizer = trainer.processing_class
     assert trainer.args.max_steps == 6  # 3 epochs of 8 rows at 4 a step, under max_steps
@@ -67,12 +96,15 @@ def test_loss_mask_covers_only_the_response(tiny_model, dataset, tmp_path, templ
     for row, tokenized in zip(rows(), trainer.train_dataset):
         ids, labels = tokenized["input_ids"], tokenized["labels"]
         if template == "chat":
-            prompt = tokenizer.apply_chat_template([row["messages"][0]], add_generation_prompt=True, tokenize=True,
-                                                   return_dict=True)["input_ids"]
+            prompt = tokenizer.apply_chat_template(
+                [row["messages"][0]], add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
             completion = row["response"] + "<|im_end|>\n"
         else:
-            prompt = tokenizer(f"Below is an instruction that describes a task. Write a response that appropriately "
-                               f"completes the request.\n\n### Instruction:\n{row['instruction']}\n\n### Response:\n")["input_ids"]
+            prompt = tokenizer(
+                f"Below is an instruction that describes a task. Write a response that appropriately "
+                f"completes the request.\n\n### Instruction:\n{row['instruction']}\n\n### Response:\n"
+            )["input_ids"]
             completion = row["response"] + tokenizer.eos_token
         n = len(prompt)
         assert ids[:n] == prompt
@@ -87,14 +119,17 @@ def test_loss_mask_covers_only_the_response(tiny_model, dataset, tmp_path, templ
 @pytest.mark.timeout(180)
 def test_packing_keeps_the_mask_and_trains(tiny_model, dataset, tmp_path):
     """Packed rows of seq_len tokens (TRL best-fit, sequence boundaries kept), trained in process for 2 steps."""
-    config = load_config(TrainConfig, None, tiny(tiny_model, "packing=true", "scaling.workers=1", "max_steps=2",
-                                                 f"dataset={dataset}"))
-    unpacked = build_trainer(config.model_copy(update={"packing": False}), tiny_model, str(tmp_path / "a")).train_dataset
+    config = load_config(
+        TrainConfig, None, tiny(tiny_model, "packing=true", "scaling.workers=1", "max_steps=2", f"dataset={dataset}")
+    )
+    unpacked = build_trainer(
+        config.model_copy(update={"packing": False}), tiny_model, str(tmp_path / "a")
+    ).train_dataset
     trainer = build_trainer(config, tiny_model, str(tmp_path / "b"))
     packed = trainer.train_dataset
     assert len(packed) < len(unpacked) and all(len(r["input_ids"]) <= 128 for r in packed)
     assert sorted(n for r in packed for n in r["seq_lengths"]) == sorted(len(r["input_ids"]) for r in unpacked)
-    assert sum(l != -100 for r in packed for l in r["labels"]) == sum(l != -100 for r in unpacked for l in r["labels"])
+    assert sum(t != -100 for r in packed for t in r["labels"]) == sum(t != -100 for r in unpacked for t in r["labels"])
     assert trainer.train().global_step == 2
 
 
@@ -102,26 +137,48 @@ def test_bad_datasets_name_the_file_and_field(tmp_path, tiny_model):
     with pytest.raises(InputError, match="dataset.parquet: no such dataset file"):
         count_examples(str(tmp_path / "nowhere"), "chat")
     (tmp_path / "empty").mkdir()
-    pq.write_table(pa.Table.from_pylist([{"id": "a", "instruction": "x", "response": "y"}]).slice(0, 0),
-                   tmp_path / "empty" / "dataset.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([{"id": "a", "instruction": "x", "response": "y"}]).slice(0, 0),
+        tmp_path / "empty" / "dataset.parquet",
+    )
     with pytest.raises(InputError, match=r"empty/dataset.parquet: no rows"):
         count_examples(str(tmp_path / "empty"), "chat")
-    (tmp_path / "bad.jsonl").write_text(json.dumps(rows(2)[1]) + "\n" + json.dumps({"id": "a", "instruction": "x", "answer": "y"}))
-    with pytest.raises(InputError, match=r"bad.jsonl: row 1 \(id 'a'\): field 'response' is missing \(columns: id, instruction, answer\)"):
+    (tmp_path / "bad.jsonl").write_text(
+        json.dumps(rows(2)[1]) + "\n" + json.dumps({"id": "a", "instruction": "x", "answer": "y"})
+    )
+    with pytest.raises(
+        InputError,
+        match=r"bad.jsonl: row 1 \(id 'a'\): field 'response' is missing \(columns: id, instruction, answer\)",
+    ):
         count_examples(str(tmp_path / "bad.jsonl"), "alpaca")
     with pytest.raises(InputError, match="field 'messages' must end with a non-empty assistant message"):
-        example({"id": "a", "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}, "chat", "f")
+        example(
+            {"id": "a", "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}, "chat", "f"
+        )
     (tmp_path / "stage" / "dataset.parquet").mkdir(parents=True)  # as distill writes it: a directory of files
     for part in (0, 1):
-        pq.write_table(pa.Table.from_pylist(rows()[part * 4:part * 4 + 4]), tmp_path / "stage" / "dataset.parquet" / f"{part}.parquet")
+        pq.write_table(
+            pa.Table.from_pylist(rows()[part * 4 : part * 4 + 4]),
+            tmp_path / "stage" / "dataset.parquet" / f"{part}.parquet",
+        )
     assert count_examples(str(tmp_path / "stage"), "chat") == (8, str(tmp_path / "stage" / "dataset.parquet"))
     (tmp_path / "lines.jsonl").write_text('{"id": "a", "instruction": "x", "response": "y"}\n{oops\n')
     with pytest.raises(InputError, match="lines.jsonl:2: invalid JSON"):
         count_examples(str(tmp_path / "lines.jsonl"), "chat")
     with pytest.raises(ConfigError, match="global_batch_size: 5 is not a multiple"):
         run(load_config(TrainConfig, None, [f"dataset={tmp_path}", f"output={tmp_path}/o", "global_batch_size=5"]))
-    result = runner.invoke(app, ["train", "--dataset", str(tmp_path / "empty"), "--output", str(tmp_path / "out"),
-                                 "--set", f"model={tiny_model}"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            str(tmp_path / "empty"),
+            "--output",
+            str(tmp_path / "out"),
+            "--set",
+            f"model={tiny_model}",
+        ],
+    )
     assert result.exit_code == 2 and "dataset.parquet: no rows" in result.output
 
 
@@ -134,8 +191,19 @@ def checkpoint_dirs(out):
 def trained(ray_local, tiny_model, dataset, tmp_path_factory):
     """`amr train` end to end: 6 steps on 2 CPU workers."""
     out = tmp_path_factory.mktemp("student")
-    result = runner.invoke(app, ["train", "--dataset", dataset, "--output", str(out), "--set", "scaling.workers=2",
-                                 *(f"--set={o}" for o in tiny(tiny_model))])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            dataset,
+            "--output",
+            str(out),
+            "--set",
+            "scaling.workers=2",
+            *(f"--set={o}" for o in tiny(tiny_model)),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -184,9 +252,22 @@ def test_lora_is_merged_into_a_plain_model_that_generates(ray_local, tiny_model,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    summary = run(load_config(TrainConfig, None, [f"dataset={dataset}", f"output={tmp_path}", *tiny(tiny_model),
-                                                  "finetune=lora", "lora.r=4", "lora.alpha=8", "max_steps=2",
-                                                  "gradient_checkpointing=true"]))
+    summary = run(
+        load_config(
+            TrainConfig,
+            None,
+            [
+                f"dataset={dataset}",
+                f"output={tmp_path}",
+                *tiny(tiny_model),
+                "finetune=lora",
+                "lora.r=4",
+                "lora.alpha=8",
+                "max_steps=2",
+                "gradient_checkpointing=true",
+            ],
+        )
+    )
     assert summary["steps"] == 2
     checkpoint = checkpoint_dirs(tmp_path)[-1] / "checkpoint"
     assert (checkpoint / "adapter_model.safetensors").is_file()  # checkpoints hold the adapter
@@ -195,8 +276,9 @@ def test_lora_is_merged_into_a_plain_model_that_generates(ray_local, tiny_model,
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     assert any(not v.equal(base.state_dict()[k]) for k, v in model.state_dict().items())
     tokenizer = AutoTokenizer.from_pretrained(summary["model_dir"])
-    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "Write add."}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write add."}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 6

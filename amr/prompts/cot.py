@@ -3,7 +3,7 @@ the code, and the whole answer, reasoning included, becomes the response."""
 
 from __future__ import annotations
 
-SYSTEM = '''You are a professional coder. Answer the programming question in two parts. First, under
+SYSTEM = """You are a professional coder. Answer the programming question in two parts. First, under
 "Reasoning:", think step by step: restate what is asked, the edge cases, and the approach. Then write
 a correct, complete and efficient Python solution in one Markdown code block.
 
@@ -28,7 +28,7 @@ def merge_intervals(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((start, end))
     return merged
-```'''
+```"""
 
 
 def messages(instruction: str) -> list[dict[str, str]]:

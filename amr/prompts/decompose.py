@@ -66,12 +66,17 @@ def messages(instruction: str, draft: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-REMINDER = ("Your answer has no function specification in the required format. Write each function as a typed "
-            "signature followed by a docstring that says what it does, with `...` as its body, all in one Python "
-            "code block.")
+REMINDER = (
+    "Your answer has no function specification in the required format. Write each function as a typed "
+    "signature followed by a docstring that says what it does, with `...` as its body, all in one Python "
+    "code block."
+)
 
 
 def retry_messages(instruction: str, draft: str, previous: str) -> list[dict[str, str]]:
     """The same request once more, after the answer that gave no spec and a reminder of the format."""
-    return [*messages(instruction, draft), {"role": "assistant", "content": previous},
-            {"role": "user", "content": REMINDER}]
+    return [
+        *messages(instruction, draft),
+        {"role": "assistant", "content": previous},
+        {"role": "user", "content": REMINDER},
+    ]

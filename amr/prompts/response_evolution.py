@@ -66,6 +66,8 @@ def _block(codes: Sequence[str]) -> str:
 
 def messages(instruction: str, specs: Sequence[str], functions: Sequence[str]) -> list[dict[str, str]]:
     """``specs``: spec stubs (signature + docstring); ``functions``: retrieved function sources."""
-    user = (f"## New Task\n### Python Question:\n{instruction}\n\n### Function Specifications:\n{_block(specs)}\n\n"
-            f"### Relevant Functions:\n{_block(functions)}\n\n### Response:\n")
+    user = (
+        f"## New Task\n### Python Question:\n{instruction}\n\n### Function Specifications:\n{_block(specs)}\n\n"
+        f"### Relevant Functions:\n{_block(functions)}\n\n### Response:\n"
+    )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-SYSTEM = '''You are a professional coder who writes programming exercises. You will be given a few example
+SYSTEM = """You are a professional coder who writes programming exercises. You will be given a few example
 problems. Write one new Python programming problem in the same style: a self-contained task for a single
 function, stated in one to three sentences, different from every example. Write only the problem under
 "### New Problem:", without a solution, tests or examples of its output.
@@ -18,7 +18,7 @@ to the names that have it.
 
 ### New Problem:
 Write a function to convert a spreadsheet column number to its letter name, such as 1 to 'A', 26 to 'Z' and 28
-to 'AB'.'''
+to 'AB'."""
 
 
 def messages(examples: list[str]) -> list[dict[str, str]]:

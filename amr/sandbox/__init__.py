@@ -1,7 +1,7 @@
 """Run generated code and its tests in isolation: a pool of warm check servers (see ``isolation``).
 
-    with Sandbox(SandboxConfig(require="bwrap")) as sandbox:
-        [record] = sandbox.run([{"code": "def f(x): return x", "test": "assert f(1) == 1"}])
+with Sandbox(SandboxConfig(require="bwrap")) as sandbox:
+    [record] = sandbox.run([{"code": "def f(x): return x", "test": "assert f(1) == 1"}])
 """
 
 from amr.sandbox.isolation import LEVELS, SandboxError

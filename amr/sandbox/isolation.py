@@ -61,15 +61,13 @@ def launch(level: str, config: SandboxConfig) -> Launch:
     python = interpreter(config)
     as_root = os.geteuid() == 0
     user = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if as_root else {}
-    limits = {key: getattr(config, key) for key in
-              ("max_processes", "max_file_mb", "max_open_files", "output_bytes")}
+    limits = {key: getattr(config, key) for key in ("max_processes", "max_file_mb", "max_open_files", "output_bytes")}
     if level == "bwrap":
         bwrap = shutil.which(config.bwrap)
         if bwrap is None:
             raise SandboxError(f"sandbox.bwrap: {config.bwrap!r} not found (install bubblewrap)")
         settings = {"root": "/tmp", "own_pid_namespace": True, "limits": limits}
-        argv = [bwrap, *_bwrap_args(python, config),
-                python, "-I", "-c", WORKER_SOURCE, json.dumps(settings)]
+        argv = [bwrap, *_bwrap_args(python, config), python, "-I", "-c", WORKER_SOURCE, json.dumps(settings)]
         return Launch(level, argv, dict(ENV), "/", user)
     scratch = tempfile.mkdtemp(prefix="amr-sandbox-")
     if as_root:
@@ -80,9 +78,22 @@ def launch(level: str, config: SandboxConfig) -> Launch:
 
 
 def _bwrap_args(python: str, config: SandboxConfig) -> list[str]:
-    args = ["--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
-            "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+    args = [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "sandbox",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
@@ -94,8 +105,19 @@ def _bwrap_args(python: str, config: SandboxConfig) -> list[str]:
         if not os.path.exists(path):
             raise SandboxError(f"sandbox.ro_binds: {path} does not exist")
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(config.disk_mb << 20), "--tmpfs", "/tmp",
-             "--clearenv", "--chdir", "/tmp"]
+    args += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(config.disk_mb << 20),
+        "--tmpfs",
+        "/tmp",
+        "--clearenv",
+        "--chdir",
+        "/tmp",
+    ]
     for key, value in {**ENV, "HOME": "/tmp", "TMPDIR": "/tmp"}.items():
         args += ["--setenv", key, value]
     return args

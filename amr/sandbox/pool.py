@@ -12,8 +12,9 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, TypedDict
+from typing import Any, TypedDict
 
 from amr.config import SandboxConfig
 from amr.sandbox.isolation import LEVELS, Launch, SandboxError, launch
@@ -77,7 +78,7 @@ class Sandbox:
 
     def _first_server(self) -> tuple[str, _Server]:
         errors = []
-        allowed = LEVELS[LEVELS.index(self.config.require):]
+        allowed = LEVELS[LEVELS.index(self.config.require) :]
         for level in reversed(allowed):
             try:
                 server = _Server(launch(level, self.config))
@@ -85,23 +86,31 @@ class Sandbox:
                 errors.append(f"{level}: {exc}")
                 continue
             if level != LEVELS[-1]:
-                warnings.warn(f"sandbox runs at isolation level {level!r}, not {LEVELS[-1]!r} "
-                              f"({'; '.join(errors)}); set sandbox.require to refuse", SandboxWarning,
-                              stacklevel=3)
+                warnings.warn(
+                    f"sandbox runs at isolation level {level!r}, not {LEVELS[-1]!r} "
+                    f"({'; '.join(errors)}); set sandbox.require to refuse",
+                    SandboxWarning,
+                    stacklevel=3,
+                )
             return level, server
-        raise SandboxError(f"no isolation level at least {self.config.require!r} works here: "
-                           + "; ".join(errors))
+        raise SandboxError(f"no isolation level at least {self.config.require!r} works here: " + "; ".join(errors))
 
     def _start(self) -> _Server:
         return _Server(launch(self.level, self.config))
 
     def _check(self, check: Check) -> dict[str, Any]:
-        request = {"code": check["code"], "test": check.get("test") or "",
-                   "entry_point": check.get("entry_point"), "timeout_s": self.config.timeout_s,
-                   "memory_mb": self.config.memory_mb}
+        request = {
+            "code": check["code"],
+            "test": check.get("test") or "",
+            "entry_point": check.get("entry_point"),
+            "timeout_s": self.config.timeout_s,
+            "memory_mb": self.config.memory_mb,
+        }
         if not isinstance(request["code"], str) or not isinstance(request["test"], str):
-            raise TypeError(f"a check's code and test must be strings, got {type(request['code']).__name__} "
-                            f"and {type(request['test']).__name__}")
+            raise TypeError(
+                f"a check's code and test must be strings, got {type(request['code']).__name__} "
+                f"and {type(request['test']).__name__}"
+            )
         server = self._idle.get()
         start = time.monotonic()
         try:
@@ -114,8 +123,13 @@ class Sandbox:
             why = server.failure()
             server.close()
             server = self._start()
-            record = {"status": "killed", "reason": f"the check server was lost ({why}) and replaced",
-                      "duration_s": round(time.monotonic() - start, 4), "stdout": "", "stderr": ""}
+            record = {
+                "status": "killed",
+                "reason": f"the check server was lost ({why}) and replaced",
+                "duration_s": round(time.monotonic() - start, 4),
+                "stdout": "",
+                "stderr": "",
+            }
         self._idle.put(server)
         return {**record, "isolation": self.level}
 
@@ -128,9 +142,16 @@ class _Server:
         self._stderr = tempfile.TemporaryFile()
         self._buffer = b""
         try:
-            self.proc = subprocess.Popen(spec.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, env=spec.env, cwd=spec.cwd,
-                                         start_new_session=True, **spec.popen_user)
+            self.proc = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=spec.env,
+                cwd=spec.cwd,
+                start_new_session=True,
+                **spec.popen_user,
+            )
         except OSError as exc:
             self._cleanup()
             raise SandboxError(f"cannot start {spec.argv[0]}: {exc}") from exc

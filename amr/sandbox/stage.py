@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import ray
@@ -36,8 +37,10 @@ class SandboxActors:
         self.workers = config.workers or os.cpu_count() or 1
         count = config.actors or sum(1 for node in ray.nodes() if node["Alive"])
         settings = config.model_copy(update={"workers": self.workers}).model_dump()
-        self.actors = [_SandboxActor.options(num_cpus=self.workers, scheduling_strategy="SPREAD").remote(settings)
-                       for _ in range(count)]
+        self.actors = [
+            _SandboxActor.options(num_cpus=self.workers, scheduling_strategy="SPREAD").remote(settings)
+            for _ in range(count)
+        ]
 
     def run(self, checks: Sequence[Check]) -> list[dict[str, Any]]:
         """One record per check, in order; the checks are split evenly over the actors."""
@@ -45,9 +48,14 @@ class SandboxActors:
 
     def check_dataset(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """Add the sandbox record columns to rows with ``code``, ``test`` and optional ``entry_point``."""
-        return ds.map_batches(_check_batch, fn_kwargs={"actors": self.actors}, batch_format="pandas",
-                              batch_size=16 * self.workers, num_cpus=0,
-                              compute=ray.data.TaskPoolStrategy(size=2 * len(self.actors)))
+        return ds.map_batches(
+            _check_batch,
+            fn_kwargs={"actors": self.actors},
+            batch_format="pandas",
+            batch_size=16 * self.workers,
+            num_cpus=0,
+            compute=ray.data.TaskPoolStrategy(size=2 * len(self.actors)),
+        )
 
     def close(self) -> None:
         ray.get([a.close.remote() for a in self.actors])
@@ -64,7 +72,9 @@ class SandboxActors:
 
 def _check_batch(batch: pd.DataFrame, actors: list[Any]) -> pd.DataFrame:
     entry_points = batch["entry_point"] if "entry_point" in batch else [None] * len(batch)
-    checks = [{"code": code, "test": test, "entry_point": entry}
-              for code, test, entry in zip(batch["code"], batch["test"], entry_points)]
+    checks = [
+        {"code": code, "test": test, "entry_point": entry}
+        for code, test, entry in zip(batch["code"], batch["test"], entry_points)
+    ]
     records = ray.get(random.choice(actors).run.remote(checks))
     return batch.assign(**{field: [r[field] for r in records] for field in RECORD_FIELDS})

@@ -24,9 +24,28 @@ import sys
 import time
 import traceback
 
-for _name in ("bisect", "cmath", "collections", "copy", "dataclasses", "datetime", "decimal", "enum",
-              "fractions", "functools", "hashlib", "heapq", "itertools", "math", "operator", "random",
-              "re", "statistics", "string", "typing"):
+for _name in (
+    "bisect",
+    "cmath",
+    "collections",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "enum",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "itertools",
+    "math",
+    "operator",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "typing",
+):
     __import__(_name)  # warm: every check forks with these already imported
 
 PR_SET_PDEATHSIG = 1
@@ -78,16 +97,23 @@ def _run(code, test, entry_point):
     try:
         exec(compile(test, "test.py", "exec"), namespace)
         checks = sorted(
-            (f for name, f in namespace.items()
-             if callable(f) and getattr(getattr(f, "__code__", None), "co_filename", "") == "test.py"
-             and (name == "check" or name.startswith("test_"))),
+            (
+                f
+                for name, f in namespace.items()
+                if callable(f)
+                and getattr(getattr(f, "__code__", None), "co_filename", "") == "test.py"
+                and (name == "check" or name.startswith("test_"))
+            ),
             key=lambda f: f.__code__.co_firstlineno,
         )
         for check in checks:
             if check.__code__.co_argcount:
                 if not entry_point or entry_point not in namespace:
-                    _verdict("error", f"test.py: {check.__name__}() takes the function under test, "
-                                      f"but the code defines no entry point {entry_point!r}")
+                    _verdict(
+                        "error",
+                        f"test.py: {check.__name__}() takes the function under test, "
+                        f"but the code defines no entry point {entry_point!r}",
+                    )
                 check(namespace[entry_point])
             else:
                 check()
@@ -141,10 +167,14 @@ def _child(check, limits, work, out_path, err_path, verdict_w):
     cpu = int(check["timeout_s"]) + 1
     memory = check["memory_mb"] << 20
     procs = _process_count(os.getuid()) + limits["max_processes"]
-    for kind, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (memory, memory)),
-                        (resource.RLIMIT_NPROC, (procs, procs)), (resource.RLIMIT_CORE, (0, 0)),
-                        (resource.RLIMIT_FSIZE, (limits["max_file_mb"] << 20,) * 2),
-                        (resource.RLIMIT_NOFILE, (limits["max_open_files"],) * 2)):
+    for kind, value in (
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_AS, (memory, memory)),
+        (resource.RLIMIT_NPROC, (procs, procs)),
+        (resource.RLIMIT_CORE, (0, 0)),
+        (resource.RLIMIT_FSIZE, (limits["max_file_mb"] << 20,) * 2),
+        (resource.RLIMIT_NOFILE, (limits["max_open_files"],) * 2),
+    ):
         resource.setrlimit(kind, value)
     _run(check["code"], check.get("test") or "", check.get("entry_point"))
 
@@ -301,9 +331,13 @@ def run_check(check, settings):
     os.close(verdict_r)
     os.close(pidfd)
     status, reason = _classify(timed_out, verdict, wstatus, rusage, check, limits)
-    record = {"status": status, "reason": reason, "duration_s": round(duration, 4),
-              "stdout": _captured(out_path, limits["output_bytes"]),
-              "stderr": _captured(err_path, limits["output_bytes"])}
+    record = {
+        "status": status,
+        "reason": reason,
+        "duration_s": round(duration, 4),
+        "stdout": _captured(out_path, limits["output_bytes"]),
+        "stderr": _captured(err_path, limits["output_bytes"]),
+    }
     _wipe(root)
     return record
 

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import ray
 
 from amr.engines import Teacher
 
 
-def ask(ds: ray.data.Dataset, teacher: Teacher, build: Callable[[dict[str, Any]], list[dict[str, str]]],
-        name: str, carry: Sequence[str] | None = None) -> ray.data.Dataset:
+def ask(
+    ds: ray.data.Dataset,
+    teacher: Teacher,
+    build: Callable[[dict[str, Any]], list[dict[str, str]]],
+    name: str,
+    carry: Sequence[str] | None = None,
+) -> ray.data.Dataset:
     """One teacher call per row: ``build(row)`` gives the chat; the row keeps ``carry`` (default: all
     its columns) and gains ``{name}_response``, ``{name}_error``, ``{name}_input_tokens`` and
     ``{name}_output_tokens``."""
     carry = tuple(carry or ds.columns())
     return teacher.generate(ds.map(lambda row: _request(row, build, carry)), carry=carry).map(
-        lambda row: _renamed(row, name, carry))
+        lambda row: _renamed(row, name, carry)
+    )
 
 
-def ask_rows(rows: list[dict[str, Any]], teacher: Teacher, build: Callable[[dict[str, Any]], list[dict[str, str]]],
-             name: str) -> list[dict[str, Any]]:
+def ask_rows(
+    rows: list[dict[str, Any]], teacher: Teacher, build: Callable[[dict[str, Any]], list[dict[str, str]]], name: str
+) -> list[dict[str, Any]]:
     """``ask`` for rows the driver holds (a wave): all sent at once through ``Teacher.complete``, in order."""
     if not rows:
         return []
@@ -29,14 +37,20 @@ def ask_rows(rows: list[dict[str, Any]], teacher: Teacher, build: Callable[[dict
     return [_renamed(row, name, carry) for row in answers]
 
 
-def _request(row: dict[str, Any], build: Callable[[dict[str, Any]], list[dict[str, str]]],
-             carry: tuple[str, ...]) -> dict[str, Any]:
+def _request(
+    row: dict[str, Any], build: Callable[[dict[str, Any]], list[dict[str, str]]], carry: tuple[str, ...]
+) -> dict[str, Any]:
     return {**{k: row[k] for k in carry}, "messages": build(row)}
 
 
 def _renamed(row: dict[str, Any], name: str, carry: tuple[str, ...]) -> dict[str, Any]:
-    return {**{k: row[k] for k in carry}, f"{name}_response": row["response"], f"{name}_error": row["error"],
-            f"{name}_input_tokens": row["num_input_tokens"], f"{name}_output_tokens": row["num_output_tokens"]}
+    return {
+        **{k: row[k] for k in carry},
+        f"{name}_response": row["response"],
+        f"{name}_error": row["error"],
+        f"{name}_input_tokens": row["num_input_tokens"],
+        f"{name}_output_tokens": row["num_output_tokens"],
+    }
 
 
 def calls(name: str) -> list[str]:
@@ -52,7 +66,7 @@ def teacher_counts(batches: Iterable[dict[str, list[Any]]], name: str) -> dict[s
         counts["rows"] += len(errors)
         found = [e for e in errors if e]
         counts["errors"] += len(found)
-        counts["error_examples"] += found[:3 - len(counts["error_examples"])]
+        counts["error_examples"] += found[: 3 - len(counts["error_examples"])]
         counts["input_tokens"] += int(sum(t or 0 for t in inputs))
         counts["output_tokens"] += int(sum(t or 0 for t in outputs))
     return counts

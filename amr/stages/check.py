@@ -16,6 +16,7 @@ from amr.sandbox.stage import SandboxActors
 def run(ds: ray.data.Dataset, sandbox: SandboxActors) -> ray.data.Dataset:
     """Rows with ``are_*``, ``direct_*``, ``self_tests`` and R_d's ``self_test_status`` -> + the evolved answer's
     ``are_self_test_status``, ``checked_source`` (``are`` or ``direct``) and ``checked_response``/``checked_error``."""
+
     def with_code(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "code": python_code(row["are_response"] or "") or "", "test": "\n".join(row["self_tests"])}
 
@@ -35,5 +36,10 @@ def choose(row: dict[str, Any]) -> dict[str, Any]:
     falls_back = direct_ok and (not evolved or status != "passed" and row["self_test_status"] == "passed")
     source = "direct" if falls_back else "are"
     out = {k: v for k, v in row.items() if k not in (*RECORD_FIELDS, "code", "test")}
-    return {**out, "are_self_test_status": status, "checked_source": source,
-            "checked_response": row[f"{source}_response"], "checked_error": row[f"{source}_error"]}
+    return {
+        **out,
+        "are_self_test_status": status,
+        "checked_source": source,
+        "checked_response": row[f"{source}_response"],
+        "checked_error": row[f"{source}_error"],
+    }

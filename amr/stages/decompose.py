@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ray
 
@@ -41,7 +42,8 @@ def retry(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
     replaced by the new answer's, ``md_retried`` True."""
     answer = ("md_response", "md_error", "md_input_tokens", "md_output_tokens", "specs", "md_reason", "md_retried")
     carry = [c for c in ds.columns() if c not in answer]
-    build = lambda row: decompose.retry_messages(row["instruction"], row["direct_response"],  # noqa: E731
-                                                 row["md_response"] or "")
-    return ask(ds, teacher, build, "md", carry).map(parse).map(
-        lambda row: {**row, "md_retried": True})
+
+    def build(row: dict[str, Any]) -> list[dict[str, str]]:
+        return decompose.retry_messages(row["instruction"], row["direct_response"], row["md_response"] or "")
+
+    return ask(ds, teacher, build, "md", carry).map(parse).map(lambda row: {**row, "md_retried": True})

@@ -33,10 +33,12 @@ class _Checker:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = batch["instruction"].tolist()
-        found = [{"check": "same-task", "benchmark_id": self.task_ids[rid.lower()], "score": 1.0}
-                 if rid.lower() in self.task_ids
-                 else self.index.match(text, self.config.min_ngram_matches)
-                 for rid, text in zip(batch["id"].tolist(), texts)]
+        found = [
+            {"check": "same-task", "benchmark_id": self.task_ids[rid.lower()], "score": 1.0}
+            if rid.lower() in self.task_ids
+            else self.index.match(text, self.config.min_ngram_matches)
+            for rid, text in zip(batch["id"].tolist(), texts)
+        ]
         near: list[list[dict]] = [[] for _ in texts]
         todo = [i for i, f in enumerate(found) if f is None]
         if self.embedder is not None and todo:
@@ -46,11 +48,17 @@ class _Checker:
                 if scores[0] >= self.config.embedding_threshold:
                     found[i] = {"check": "embedding", "benchmark_id": self.ids[indices[0]], "score": scores[0]}
                 else:
-                    near[i] = [{"benchmark_id": self.ids[j], "score": round(c, 4)} for j, c in zip(indices, scores)
-                               if c >= self.config.judge_floor]
-        return batch.assign(near=near, contamination=[f and f["check"] for f in found],
-                            benchmark_id=[f and f["benchmark_id"] for f in found],
-                            contamination_score=[f and round(f["score"], 4) for f in found])
+                    near[i] = [
+                        {"benchmark_id": self.ids[j], "score": round(c, 4)}
+                        for j, c in zip(indices, scores)
+                        if c >= self.config.judge_floor
+                    ]
+        return batch.assign(
+            near=near,
+            contamination=[f and f["check"] for f in found],
+            benchmark_id=[f and f["benchmark_id"] for f in found],
+            contamination_score=[f and round(f["score"], 4) for f in found],
+        )
 
 
 def _benchmark_vectors(embedder: Embedder, problems: list[str]) -> np.ndarray:
@@ -68,10 +76,18 @@ def _benchmark_vectors(embedder: Embedder, problems: list[str]) -> np.ndarray:
     return vectors
 
 
-def run(ds: ray.data.Dataset, config: DecontamConfig, embedding: EmbeddingConfig,
-        model_store: str | None) -> ray.data.Dataset:
-    return ds.map_batches(_Checker, fn_constructor_kwargs={"config": config.model_dump(),
-                                                           "embedding": embedding.model_dump(),
-                                                           "model_store": model_store},
-                          batch_format="pandas", batch_size=config.batch_size, num_cpus=1,
-                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.actors))
+def run(
+    ds: ray.data.Dataset, config: DecontamConfig, embedding: EmbeddingConfig, model_store: str | None
+) -> ray.data.Dataset:
+    return ds.map_batches(
+        _Checker,
+        fn_constructor_kwargs={
+            "config": config.model_dump(),
+            "embedding": embedding.model_dump(),
+            "model_store": model_store,
+        },
+        batch_format="pandas",
+        batch_size=config.batch_size,
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.actors),
+    )

@@ -16,9 +16,14 @@ from amr.stages.retrieve import Query, queries
 def run(ds: ray.data.Dataset, embedders: EmbedderActors, query: Query) -> ray.data.Dataset:
     """Rows -> + ``query_vectors``: one unit vector per retrieval query, in ``queries`` order, embedded by the
     job's embedder actors."""
-    return ds.map_batches(_embedded, fn_kwargs={"actors": embedders.actors, "query": query}, batch_format="pandas",
-                          batch_size=embedders.batch_size, num_cpus=0,
-                          compute=ray.data.TaskPoolStrategy(size=2 * len(embedders.actors)))
+    return ds.map_batches(
+        _embedded,
+        fn_kwargs={"actors": embedders.actors, "query": query},
+        batch_format="pandas",
+        batch_size=embedders.batch_size,
+        num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=2 * len(embedders.actors)),
+    )
 
 
 def _embedded(batch: pd.DataFrame, actors: list[Any], query: Query) -> pd.DataFrame:

@@ -34,8 +34,9 @@ def candidates(rows: list[dict[str, Any]], response: str = "are_response") -> li
     return out
 
 
-def novel(cands: list[dict[str, Any]], db: ModuleDB, embedder: Encoder, version: int,
-          threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def novel(
+    cands: list[dict[str, Any]], db: ModuleDB, embedder: Encoder, version: int, threshold: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split candidates into novel ones (with ``vector``) and the rest (with ``outcome``): a candidate is
     novel when its cosine to every module of ``version`` and to every earlier novel candidate of the
     wave is below ``threshold``."""
@@ -63,9 +64,11 @@ def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxActors)
     rows = [{f: c[f] for f in CANDIDATE_FIELDS} for c in kept]
     tested = ask_rows(rows, teacher, lambda r: testgen.messages(r["code"], r["name"]), "test")
     tests = [python_code(r["test_response"] or "") or "" for r in tested]
-    unchecked = {i: row["test_error"] or ("no Python test in the answer" if not test.strip() else
-                                          vacuous_test(test, row["name"]))
-                 for i, (row, test) in enumerate(zip(tested, tests))}
+    unchecked = {
+        i: row["test_error"]
+        or ("no Python test in the answer" if not test.strip() else vacuous_test(test, row["name"]))
+        for i, (row, test) in enumerate(zip(tested, tests))
+    }
     checkable = [i for i, why in unchecked.items() if not why]
     records = dict(zip(checkable, sandbox.run([{"code": kept[i]["code"], "test": tests[i]} for i in checkable])))
     out = []
@@ -76,14 +79,30 @@ def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxActors)
             outcome, reason = "verified", ""
         else:
             outcome, reason = "rejected", f"{records[i]['status']}: {records[i]['reason']}"
-        out.append({**cand, "test": test, "outcome": outcome, "reason": reason,
-                    "test_input_tokens": row["test_input_tokens"], "test_output_tokens": row["test_output_tokens"]})
+        out.append(
+            {
+                **cand,
+                "test": test,
+                "outcome": outcome,
+                "reason": reason,
+                "test_input_tokens": row["test_input_tokens"],
+                "test_output_tokens": row["test_output_tokens"],
+            }
+        )
     return out
 
 
 def insert(verified: list[dict[str, Any]], db: ModuleDB, run: str, stage: str) -> int:
     """Insert the verified functions with provenance; returns rows added (retries add none)."""
-    return db.insert({**{f: c[f] for f in ("name", "signature", "description", "code", "test")},
-                      "vector": np.asarray(c["vector"], dtype=np.float32), "run": run,
-                      "instruction_id": c["instruction_id"], "stage": stage, "verdict": "passed"}
-                     for c in verified if c["outcome"] == "verified")
+    return db.insert(
+        {
+            **{f: c[f] for f in ("name", "signature", "description", "code", "test")},
+            "vector": np.asarray(c["vector"], dtype=np.float32),
+            "run": run,
+            "instruction_id": c["instruction_id"],
+            "stage": stage,
+            "verdict": "passed",
+        }
+        for c in verified
+        if c["outcome"] == "verified"
+    )

@@ -20,8 +20,12 @@ from amr.stages import ask
 
 def _with_check(row: dict[str, Any]) -> dict[str, Any]:
     tests = assert_statements(row["anstest_response"] or "")
-    return {**row, "self_tests": tests, "code": python_code(row["direct_response"] or "") or "",
-            "test": "\n".join(tests)}
+    return {
+        **row,
+        "self_tests": tests,
+        "code": python_code(row["direct_response"] or "") or "",
+        "test": "\n".join(tests),
+    }
 
 
 def _verdict(row: dict[str, Any], carry: list[str]) -> dict[str, Any]:
@@ -29,8 +33,12 @@ def _verdict(row: dict[str, Any], carry: list[str]) -> dict[str, Any]:
         status, reason = "no tests", row["anstest_error"] or "no assert statement in the answer"
     else:
         status, reason = row["status"], row["reason"]
-    return {**{k: row[k] for k in carry}, "self_tests": row["self_tests"], "self_test_status": status,
-            "self_test_reason": reason}
+    return {
+        **{k: row[k] for k in carry},
+        "self_tests": row["self_tests"],
+        "self_test_status": status,
+        "self_test_reason": reason,
+    }
 
 
 def test(ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxActors) -> ray.data.Dataset:
@@ -43,9 +51,11 @@ def test(ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxActors) -> ray.
 
 def run(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
     """Rows whose R_d failed its tests -> + ``repair_*`` columns: the repaired answer."""
+
     def build(row: dict[str, Any]) -> list[dict[str, str]]:
         solution = python_code(row["direct_response"] or "") or row["direct_response"] or ""
         return repair.repair_messages(row["instruction"], solution, row["self_test_reason"])
+
     return ask(ds, teacher, build, "repair")
 
 

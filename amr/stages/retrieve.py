@@ -21,8 +21,9 @@ def queries(row: dict[str, Any], query: Query) -> list[str]:
     return [spec_text(s["signature"], s["description"]) for s in json.loads(row["specs"])]
 
 
-def run(rows: list[dict[str, Any]], db: ModuleDB, version: int, *, k: int = 1,
-        min_similarity: float | None = None) -> list[dict[str, Any]]:
+def run(
+    rows: list[dict[str, Any]], db: ModuleDB, version: int, *, k: int = 1, min_similarity: float | None = None
+) -> list[dict[str, Any]]:
     """Rows with ``query_vectors`` (``amr.stages.embed``) -> + ``retrieved`` (JSON list of
     name/code/similarity, best first, no repeats) and ``module_version``."""
     flat = [v for row in rows for v in row["query_vectors"]]
@@ -35,8 +36,11 @@ def run(rows: list[dict[str, Any]], db: ModuleDB, version: int, *, k: int = 1,
                 if min_similarity is not None and hit["similarity"] < min_similarity:
                     continue
                 if hit["code"] not in found or found[hit["code"]]["similarity"] < hit["similarity"]:
-                    found[hit["code"]] = {"name": hit["name"], "code": hit["code"],
-                                          "similarity": round(hit["similarity"], 4)}
+                    found[hit["code"]] = {
+                        "name": hit["name"],
+                        "code": hit["code"],
+                        "similarity": round(hit["similarity"], 4),
+                    }
         best = sorted(found.values(), key=lambda h: -h["similarity"])
         out.append({**row, "retrieved": json.dumps(best), "module_version": version})
     return out

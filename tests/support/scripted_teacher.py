@@ -18,7 +18,7 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -32,8 +32,16 @@ FAULTS = ("500", "503", "429", "drop", "no-choices", "html", "slow")
 
 
 class ScriptedTeacher:
-    def __init__(self, script: Script, model: str = "scripted", latency_s: float = 0.0, slots: int | None = None,
-                 keep_requests: bool = True, faults: Faults | None = None, slow_s: float = 5.0):
+    def __init__(
+        self,
+        script: Script,
+        model: str = "scripted",
+        latency_s: float = 0.0,
+        slots: int | None = None,
+        keep_requests: bool = True,
+        faults: Faults | None = None,
+        slow_s: float = 5.0,
+    ):
         self.script, self.model, self.latency_s = script, model, latency_s
         self.faults, self.slow_s, self._attempts = faults, slow_s, {}
         self.faulted: list[str] = []  # every fault served, in order
@@ -55,8 +63,9 @@ class ScriptedTeacher:
     def config(self, **openai) -> TeacherConfig:
         """A teacher config that reaches this server through the openai back end."""
         settings = {"api_key_env": None, **openai}
-        return TeacherConfig(backend="openai", model=self.model,
-                             openai=OpenAIConfig(base_url=self.base_url, **settings))
+        return TeacherConfig(
+            backend="openai", model=self.model, openai=OpenAIConfig(base_url=self.base_url, **settings)
+        )
 
     def __enter__(self) -> ScriptedTeacher:
         self._thread.start()
@@ -116,13 +125,20 @@ class ScriptedTeacher:
             return web.json_response({"error": {"message": f"script failed: {exc!r}"}}, status=422)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         completion_tokens = len(text.split())
-        return web.json_response({
-            "id": f"chatcmpl-{self.calls}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{self.calls}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
 
     async def _fault(self, request: web.Request, fault: str) -> web.Response:
         if fault in ("500", "503", "429"):
