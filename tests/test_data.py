@@ -174,3 +174,10 @@ def test_requests_accept_prompt_or_messages(write):
         load_requests(write("bad.jsonl", '{"id": 1}\n'))
     with pytest.raises(InputError, match=r"bad2.jsonl:1: field 'messages' must be"):
         load_requests(write("bad2.jsonl", '{"id": 1, "messages": [{"role": "user"}]}\n'))
+
+
+def test_an_instruction_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"id": "a", "instruction": "x"}\n{"id": "b", "instruction": "café"}\n'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin1.jsonl:2: not UTF-8 text \(byte 0xe9 at column 32\)"):
+        load_instructions(str(path))

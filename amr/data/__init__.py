@@ -9,6 +9,7 @@ field.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 from array import array
@@ -53,11 +54,13 @@ def mbpp_train() -> list[dict[str, Any]]:
         if row["task_id"] not in MBPP_TRAIN_IDS:
             continue
         setup = [row["test_setup_code"]] if row["test_setup_code"].strip() else []
-        records.append({
-            "id": f"mbpp/{row['task_id']}",
-            "instruction": f"{row['text']}\nYour code should pass this test:\n{row['test_list'][0]}",
-            "tests": setup + row["test_list"] + row["challenge_test_list"],
-        })
+        records.append(
+            {
+                "id": f"mbpp/{row['task_id']}",
+                "instruction": f"{row['text']}\nYour code should pass this test:\n{row['test_list'][0]}",
+                "tests": setup + row["test_list"] + row["challenge_test_list"],
+            }
+        )
     return records
 
 
@@ -67,11 +70,16 @@ def mbpp_train_overlaps() -> list[dict[str, Any]]:
     benchmark_id, score}`` each. Vendored (``amr.data.overlaps`` computes it); an error if the data files it was
     computed from have changed."""
     overlaps = json.loads(MBPP_TRAIN_OVERLAPS.read_text())
-    changed = [name for name, sha in overlaps["data_sha256"].items()
-               if hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() != sha]
+    changed = [
+        name
+        for name, sha in overlaps["data_sha256"].items()
+        if hashlib.sha256((DATA_DIR / name).read_bytes()).hexdigest() != sha
+    ]
     if changed:
-        raise RuntimeError(f"{MBPP_TRAIN_OVERLAPS}: computed from other versions of {', '.join(changed)}; "
-                           "regenerate it: python -m amr.data.overlaps")
+        raise RuntimeError(
+            f"{MBPP_TRAIN_OVERLAPS}: computed from other versions of {', '.join(changed)}; "
+            "regenerate it: python -m amr.data.overlaps"
+        )
     return overlaps["removed"]
 
 
@@ -88,8 +96,9 @@ def load_instructions(source: str, limit: int | None = None, keep_fields: bool =
     return list(iter_instructions(source, limit, keep_fields))
 
 
-def iter_instructions(source: str, limit: int | None = None, keep_fields: bool = False,
-                      reserved: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+def iter_instructions(
+    source: str, limit: int | None = None, keep_fields: bool = False, reserved: tuple[str, ...] = ()
+) -> Iterator[dict[str, Any]]:
     """``load_instructions`` one record at a time, for inputs larger than memory; with ``keep_fields``, a
     field named in ``reserved`` (one the caller adds) is an error."""
     if source in BUILTIN_SOURCES:  # ``limit``: the first N of the source, decontaminated or not
@@ -97,8 +106,9 @@ def iter_instructions(source: str, limit: int | None = None, keep_fields: bool =
     return _validated(source if storage.is_uri(source) else Path(source), limit, keep_fields, reserved)
 
 
-def _validated(path: Path | str, limit: int | None = None, keep_fields: bool = False,
-               reserved: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+def _validated(
+    path: Path | str, limit: int | None = None, keep_fields: bool = False, reserved: tuple[str, ...] = ()
+) -> Iterator[dict[str, Any]]:
     """The file's (a local path or an object-store URI) first ``limit`` records, validated; ids are checked
     unique once all are read (the check keeps 8 bytes per record, not the ids)."""
     if not storage.is_file(path):
@@ -171,16 +181,25 @@ def load_requests(path: str | Path) -> list[dict[str, Any]]:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise InputError(f"{where}: field 'messages' is missing (or give a non-empty 'prompt')")
             messages = [{"role": "user", "content": prompt}]
-        if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages
+            )
         ):
             raise InputError(f"{where}: field 'messages' must be a non-empty list of {{role, content}} strings")
         sampling = row.get("sampling") or {}
         if not isinstance(sampling, dict):
             raise InputError(f"{where}: field 'sampling' must be an object")
-        requests.append({"id": rid, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-                         "sampling": sampling})
+        requests.append(
+            {
+                "id": rid,
+                "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+                "sampling": sampling,
+            }
+        )
     return requests
 
 
@@ -192,10 +211,18 @@ def _rows(path: Path | str) -> Iterator[tuple[int, Any]]:
             rows = (row for batch in pq.ParquetFile(f).iter_batches() for row in batch.to_pylist())
             yield from enumerate(rows, start=1)
         return
-    for i, text in enumerate(storage.read_lines(path), start=1):
-        if not text.strip():
-            continue
-        try:
-            yield i, json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{i}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    with storage.open_input(path) as f:
+        for i, raw in enumerate(io.BufferedReader(f, buffer_size=storage.READ_BUFFER), start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{path}:{i}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
+            if not text.strip():
+                continue
+            try:
+                yield i, json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{i}: invalid JSON: {exc.msg} (column {exc.colno})") from None
