@@ -181,3 +181,14 @@ def test_an_instruction_file_that_is_not_utf8_names_its_line(tmp_path):
     path.write_bytes('{"id": "a", "instruction": "x"}\n{"id": "b", "instruction": "café"}\n'.encode("latin-1"))
     with pytest.raises(InputError, match=r"latin1.jsonl:2: not UTF-8 text \(byte 0xe9 at column 32\)"):
         load_instructions(str(path))
+
+
+def test_a_nul_byte_and_a_parquet_file_that_is_not_parquet_name_the_file(tmp_path):
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"id": "a", "instruction": "x"}\n{"id": "b",\x00 "instruction": "y"}\n')
+    with pytest.raises(InputError, match=r"binary.jsonl:2: a NUL byte at column 12; is this a binary file\?"):
+        load_instructions(str(binary))
+    fake = tmp_path / "rows.parquet"
+    fake.write_text('{"id": "a", "instruction": "x"}\n')
+    with pytest.raises(InputError, match=r"rows.parquet: not a Parquet file \(.*\); write Parquet, or name it .jsonl"):
+        load_instructions(str(fake))

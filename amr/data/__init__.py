@@ -207,8 +207,14 @@ def _rows(path: Path | str) -> Iterator[tuple[int, Any]]:
     if str(path).endswith(".parquet"):
         import pyarrow.parquet as pq
 
+        import pyarrow as pa
+
         with storage.open_input(path) as f:
-            rows = (row for batch in pq.ParquetFile(f).iter_batches() for row in batch.to_pylist())
+            try:
+                batches = pq.ParquetFile(f).iter_batches()
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{path}: not a Parquet file ({exc}); write Parquet, or name it .jsonl") from None
+            rows = (row for batch in batches for row in batch.to_pylist())
             yield from enumerate(rows, start=1)
         return
     with storage.open_input(path) as f:
@@ -222,6 +228,8 @@ def _rows(path: Path | str) -> Iterator[tuple[int, Any]]:
                 ) from None
             if not text.strip():
                 continue
+            if "\x00" in text:
+                raise InputError(f"{path}:{i}: a NUL byte at column {text.index(chr(0)) + 1}; is this a binary file?")
             try:
                 yield i, json.loads(text)
             except json.JSONDecodeError as exc:
