@@ -234,6 +234,12 @@ class ModulesConfig(Strict):
         "function of its wave) is below this. The paper leaves it open; 0.9 keeps near-duplicates out.",
     )
     index_min_rows: int = Field(50_000, ge=1, description="Build the ANN index once the table has this many rows.")
+    lease_ttl_s: float = Field(
+        60.0,
+        gt=0,
+        description="One job writes a table at a time: it holds a lease next to the table, renewed every quarter "
+        "of this; another job's lease silent for longer is taken over (its holder died).",
+    )
     bootstrap_from: str | None = Field(
         None,
         description="Instructions the bootstrap helpers are "

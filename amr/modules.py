@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,9 @@ class ModuleDBError(ValueError):
 class ModuleDB:
     """One LanceDB table of verified functions at ``uri`` (a directory or an object-store URI)."""
 
-    def __init__(self, uri: str, dim: int, table: str = "modules"):
-        self.uri, self.name, self.dim = uri, table, dim
+    def __init__(self, uri: str, dim: int, table: str = "modules", before_write: Callable[[], None] | None = None):
+        """``before_write``: called before every insert (a writer's lease check, ``amr.lease``)."""
+        self.uri, self.name, self.dim, self.before_write = uri, table, dim, before_write
         self.db = lancedb.connect(uri)
         try:
             self.table = self.db.open_table(table)
@@ -170,6 +171,8 @@ class ModuleDB:
                 )
         if not rows:
             return 0
+        if self.before_write:
+            self.before_write()
         data = pa.Table.from_pylist(rows, schema=schema(self.dim))
         result = self.table.merge_insert("key").when_not_matched_insert_all().execute(data)
         return int(result.num_inserted_rows)

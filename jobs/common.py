@@ -17,6 +17,7 @@ from amr import logs
 from amr.config import ConfigError
 from amr.data import InputError
 from amr.engines import EngineError
+from amr.lease import LeaseError
 from amr.model_store import ModelError
 from amr.modules import ModuleDBError
 from amr.report import ReportError
@@ -33,6 +34,7 @@ USER_ERRORS = (
     EngineError,
     SandboxError,
     ModuleDBError,
+    LeaseError,
     ReportError,
     ConnectionError,
 )

@@ -10,15 +10,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import lancedb
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from amr import storage
 from amr.config import ConfigError, DistillConfig
+from amr.lease import LeaseError
 from amr.pipelines import distill
 from amr.prompts import bootstrap, cot, decompose, repair, response_evolution, testgen
 from amr.storage import RunDir
@@ -354,3 +357,33 @@ def test_a_rerun_with_other_settings_stops_and_restart_from_recomputes(ray_local
     assert recorded["direct"]["inputs"]["teacher.sampling"]["temperature"] == 0.7
     distill.run(changed)  # the same settings: resumed, nothing asked again
     assert len(scripted.requests) == calls + 4
+
+
+@pytest.mark.timeout(400)
+def test_a_second_job_on_a_table_in_use_stops_and_the_table_keeps_no_duplicates(ray_local, tmp_path):
+    evolving, release = threading.Event(), threading.Event()
+
+    def held_at_are(messages):  # the first job holds its lease in its first wave until released
+        if messages[0]["content"] == response_evolution.SYSTEM:
+            evolving.set()
+            release.wait(300)
+        return script(messages)
+
+    table = str(tmp_path / "shared-table")
+    with ScriptedTeacher(held_at_are) as teacher:
+        first, second = (config(tmp_path / name, teacher) for name in ("a", "b"))
+        first.modules.uri = second.modules.uri = table
+        done: dict = {}
+        job = threading.Thread(target=lambda: done.update(distill.run(first)))
+        job.start()
+        assert evolving.wait(240)
+        asked = len(teacher.requests)
+        with pytest.raises(LeaseError, match=rf"the module table is in use by {re.escape(first.run_dir)} \(host"):
+            distill.run(second)
+        assert len(teacher.requests) == asked  # stopped before asking the teacher anything
+        release.set()
+        job.join(300)
+        assert done["modules"]["rows"] == 4
+        distill.run(second)  # the table free again: the same functions are known, none added twice
+    keys = lancedb.connect(table).open_table("modules").to_arrow()["key"].to_pylist()
+    assert len(keys) == len(set(keys)) == 4

@@ -40,6 +40,7 @@ from amr.config import ConfigError, DistillConfig
 from amr.data import iter_instructions, load_instructions
 from amr.embeddings import EmbedderActors
 from amr.engines import Teacher, open_teacher
+from amr.lease import Lease
 from amr.logs import job_logs
 from amr.methods import Method, method
 from amr.modules import ModuleDB
@@ -94,10 +95,11 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
         require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
         # the CPU-side actors first: they start in the background while the teacher's engine starts
         with ordered(), ExitStack() as resources:
+            lease = resources.enter_context(_lease(config, run_dir)) if "waves" in chosen.stages else None
             sandbox = resources.enter_context(SandboxActors(config.sandbox))
             embedders = resources.enter_context(_embedders(config)) if chosen.uses_modules else None
             teacher = resources.enter_context(open_teacher(config.teacher, config.model_store))
-            job = _Job(config, chosen, run_dir, total, teacher, sandbox, embedders)
+            job = _Job(config, chosen, run_dir, total, teacher, sandbox, embedders, lease)
             rows: str | ray.data.Dataset = INPUT
             for stage in chosen.stages:
                 rows = STEPS[stage](job, rows)
@@ -142,6 +144,8 @@ class _Job:
     teacher: Teacher
     sandbox: SandboxActors
     embedders: EmbedderActors | None
+    lease: Lease | None
+    """The module table's writer lease, for methods that grow it."""
     stages: dict[str, Any] = field(default_factory=dict)
     modules: dict[str, Any] = field(default_factory=dict)
 
@@ -222,9 +226,7 @@ def _embed(job: _Job, rows: str) -> str:
 
 
 def _waves_step(job: _Job, rows: str) -> str:
-    job.modules = _waves(
-        job.config, job.method, rows, job.total, job.teacher, job.sandbox, job.embedders, job.run_dir, job.stages
-    )
+    job.modules = _waves(job, rows)
     return WAVES
 
 
@@ -250,19 +252,13 @@ STEPS: dict[str, Callable[[_Job, str], str | ray.data.Dataset]] = {
 """Each stage of a method (``amr.methods.Method.stages``): the rows so far (a stage's directory) -> the next."""
 
 
-def _waves(
-    config: DistillConfig,
-    chosen: Method,
-    source: str,
-    total: int,
-    teacher: Teacher,
-    sandbox: SandboxActors,
-    embedder: EmbedderActors,
-    run_dir: RunDir,
-    stages: dict[str, Any],
-) -> dict[str, Any]:
-    """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice."""
-    db, run_id = _table(config, run_dir, embedder)
+def _waves(job: _Job, source: str) -> dict[str, Any]:
+    """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice; the table is
+    written under the job's lease."""
+    config, chosen, total, teacher, sandbox = job.config, job.method, job.total, job.teacher, job.sandbox
+    embedder, run_dir, stages = job.embedders, job.run_dir, job.stages
+    assert job.lease and embedder, "a method with waves takes the table's lease and embeds"
+    db, run_id = _table(config, run_dir, embedder, job.lease)
     stages["bootstrap"] = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id)
     rows = run_dir.open_stage(source)
     waves: list[dict[str, Any]] = []
@@ -360,10 +356,20 @@ def _embedders(config: DistillConfig) -> EmbedderActors:
     return EmbedderActors(e.model, config.model_store, e.batch_size, e.actors)
 
 
-def _table(config: DistillConfig, run_dir: RunDir, embedder: EmbedderActors) -> tuple[ModuleDB, str]:
-    """The module table and the run id (the run directory's name) its rows are tagged with."""
-    db = ModuleDB(config.modules.uri or run_dir.path("modules"), embedder.dim, config.modules.table)
+def _table(config: DistillConfig, run_dir: RunDir, embedder: EmbedderActors, lease: Lease) -> tuple[ModuleDB, str]:
+    """The module table, written under ``lease``, and the run id (the run directory's name) its rows are tagged
+    with."""
+    db = ModuleDB(_table_uri(config, run_dir), embedder.dim, config.modules.table, before_write=lease.check)
     return db, run_dir.uri.rsplit("/", 1)[-1]
+
+
+def _table_uri(config: DistillConfig, run_dir: RunDir) -> str:
+    return config.modules.uri or run_dir.path("modules")
+
+
+def _lease(config: DistillConfig, run_dir: RunDir) -> Lease:
+    """The module table's writer lease, held by this run directory (``amr.lease``)."""
+    return Lease(_table_uri(config, run_dir), config.modules.table, run_dir.uri, config.modules.lease_ttl_s)
 
 
 def bootstrap(config: DistillConfig) -> dict[str, Any]:
@@ -375,11 +381,12 @@ def bootstrap(config: DistillConfig) -> dict[str, Any]:
     run_dir = RunDir(config.run_dir)
     init_ray(config.ray)
     with (
+        _lease(config, run_dir) as lease,
         SandboxActors(config.sandbox) as sandbox,
         _embedders(config) as embedder,
         open_teacher(config.teacher, config.model_store) as teacher,
     ):
-        db, run_id = _table(config, run_dir, embedder)
+        db, run_id = _table(config, run_dir, embedder, lease)
         report = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id, always=True)
     return {**report, "table": {"uri": db.uri, "rows": db.count(), "version": db.version}}
 

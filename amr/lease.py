@@ -1,0 +1,205 @@
+"""One writer per module table: a lease object next to the table.
+
+LanceDB duplicates rows when two writers merge-insert the same new keys at once, so a job that writes a
+table first takes its lease, ``<table uri>/<table>.lease.json``: the holder (the run directory), host, pid,
+when it started and a heartbeat that a background thread renews. A second job finds the lease held and stops
+at once, naming the holder; a lease whose heartbeat is older than its time to live (its holder died without
+releasing it) is taken over. Both steps are conditional writes, so two jobs can never both win:
+
+- on a local (or shared POSIX) disk, creation is ``O_EXCL`` and a renewal or takeover compares the lease's
+  content under an ``flock`` of a guard file;
+- on S3, creation is a ``PutObject`` with ``If-None-Match: *`` and a renewal or takeover one with
+  ``If-Match: <the ETag read>``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from amr import storage
+
+log = logging.getLogger(__name__)
+
+
+class LeaseError(RuntimeError):
+    """The table is another job's, or this job lost its lease."""
+
+
+class _Store(Protocol):
+    def create(self, body: bytes) -> str | None: ...  # a token, or None when the lease exists
+    def read(self) -> tuple[bytes, str] | None: ...  # (body, token), or None when there is no lease
+    def replace(self, body: bytes, token: str) -> str | None: ...  # the new token, or None when changed since
+    def delete(self, token: str) -> None: ...  # only if unchanged since
+
+
+class _LocalStore:
+    def __init__(self, path: Path):
+        self.path, self.guard = path, path.with_name(path.name + ".guard")
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def create(self, body: bytes) -> str | None:
+        with self._guarded():
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return None
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+            return _digest(body)
+
+    def read(self) -> tuple[bytes, str] | None:
+        try:
+            body = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return body, _digest(body)
+
+    def replace(self, body: bytes, token: str) -> str | None:
+        with self._guarded():
+            if (found := self.read()) is None or found[1] != token:
+                return None
+            storage.write_bytes(self.path, body)
+            return _digest(body)
+
+    def delete(self, token: str) -> None:
+        with self._guarded():
+            if (found := self.read()) is not None and found[1] == token:
+                self.path.unlink()
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        with open(self.guard, "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(guard, fcntl.LOCK_UN)
+
+
+class _S3Store:
+    def __init__(self, uri: str):
+        import boto3
+        from botocore.exceptions import ClientError
+
+        parsed = urlparse(uri)
+        self.bucket, self.key, self.ClientError = parsed.netloc, parsed.path.lstrip("/"), ClientError
+        self.client = boto3.client("s3")  # endpoint, region and credentials from the AWS_* variables
+
+    def create(self, body: bytes) -> str | None:
+        return self._put(body, IfNoneMatch="*")
+
+    def read(self) -> tuple[bytes, str] | None:
+        try:
+            found = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except self.ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        return found["Body"].read(), found["ETag"]
+
+    def replace(self, body: bytes, token: str) -> str | None:
+        return self._put(body, IfMatch=token)
+
+    def delete(self, token: str) -> None:
+        if (found := self.read()) is not None and found[1] == token:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key)
+
+    def _put(self, body: bytes, **condition: str) -> str | None:
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **condition)["ETag"]
+        except self.ClientError as exc:
+            if exc.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return None
+            raise
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _store(uri: str) -> _Store:
+    if not storage.is_uri(uri):
+        return _LocalStore(Path(uri))
+    if uri.startswith("s3://"):
+        return _S3Store(uri)
+    raise LeaseError(
+        f"{uri}: a module table's lease needs a local or shared disk or S3 (conditional writes); "
+        f"{urlparse(uri).scheme}:// has none here: put modules.uri on one of those"
+    )
+
+
+class Lease:
+    """The lease on one table for as long as the context lasts: ``with Lease(uri, holder): ...``; ``check()``
+    before each commit raises when it was lost (another job took it over after a stall)."""
+
+    def __init__(self, table_uri: str, table: str, holder: str, ttl_s: float = 60.0):
+        self.uri = storage.join(table_uri, f"{table}.lease.json")
+        self.holder, self.ttl_s = holder, ttl_s
+        self.store = _store(self.uri)
+        self.token: str | None = None
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._body = {"holder": holder, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+
+    def __enter__(self) -> Lease:
+        self.token = self.store.create(self._encoded())
+        if self.token is None:
+            self._take_over()
+        self._beat = threading.Thread(target=self._heartbeat, name="module-table-lease", daemon=True)
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._beat:
+            self._beat.join()
+        if self.token and not self.lost:
+            self.store.delete(self.token)
+
+    def check(self) -> None:
+        if self.lost:
+            raise LeaseError(self.lost)
+
+    def _encoded(self) -> bytes:
+        return json.dumps({**self._body, "heartbeat": time.time()}).encode()
+
+    def _take_over(self) -> None:
+        while self.token is None:
+            found = self.store.read()
+            if found is None:  # released meanwhile
+                self.token = self.store.create(self._encoded())
+                continue
+            held, token = json.loads(found[0]), found[1]
+            age = time.time() - held["heartbeat"]
+            if age <= self.ttl_s:
+                raise LeaseError(
+                    f"{self.uri}: the module table is in use by {held['holder']} (host {held['host']}, pid "
+                    f"{held['pid']}, heartbeat {age:.0f} s ago). One job writes a table at a time: wait for it, "
+                    f"or give this job another modules.uri. A lease silent for over {self.ttl_s:.0f} s is "
+                    "taken over."
+                )
+            self.token = self.store.replace(self._encoded(), token)
+            if self.token:
+                log.warning("took over %s: %s's heartbeat stopped %.0f s ago", self.uri, held["holder"], age)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            token = self.store.replace(self._encoded(), self.token) if self.token else None
+            if token is None:
+                self.lost = f"{self.uri}: this job's lease was taken over by another job after a stall; stopping"
+                log.error(self.lost)
+                return
+            self.token = token
