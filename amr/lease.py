@@ -183,17 +183,35 @@ class Lease:
                 self.token = self.store.create(self._encoded())
                 continue
             held, token = json.loads(found[0]), found[1]
-            age = time.time() - held["heartbeat"]
-            if age <= self.ttl_s:
-                raise LeaseError(
-                    f"{self.uri}: the module table is in use by {held['holder']} (host {held['host']}, pid "
-                    f"{held['pid']}, heartbeat {age:.0f} s ago). One job writes a table at a time: wait for it, "
-                    f"or give this job another modules.uri. A lease silent for over {self.ttl_s:.0f} s is "
-                    "taken over."
-                )
+            age, dead = time.time() - held["heartbeat"], self._dead(held)
+            if age <= self.ttl_s and not dead:
+                if held["holder"] != self.holder or held["host"] == self._body["host"]:
+                    raise LeaseError(
+                        f"{self.uri}: the module table is in use by {held['holder']} (host {held['host']}, pid "
+                        f"{held['pid']}, heartbeat {age:.0f} s ago). One job writes a table at a time: wait for it, "
+                        f"or give this job another modules.uri. A lease silent for over {self.ttl_s:.0f} s is "
+                        "taken over."
+                    )
+                # this run directory's own lease, from another host: a resubmitted job after its node died
+                log.warning("%s: held by this run on %s; waiting for it to go stale", self.uri, held["host"])
+                time.sleep(self.ttl_s - age + 0.1)
+                continue
             self.token = self.store.replace(self._encoded(), token)
             if self.token:
-                log.warning("took over %s: %s's heartbeat stopped %.0f s ago", self.uri, held["holder"], age)
+                why = "its process is gone" if dead else f"its heartbeat stopped {age:.0f} s ago"
+                log.warning("took over %s from %s: %s", self.uri, held["holder"], why)
+
+    def _dead(self, held: dict[str, Any]) -> bool:
+        """Whether the holder is a process of this host that is gone (a killed job: its lease is free at once)."""
+        if held["host"] != self._body["host"]:
+            return False
+        try:
+            os.kill(held["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):

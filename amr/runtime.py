@@ -4,7 +4,6 @@ a multi-node job's storage is storage every node sees."""
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,9 +39,8 @@ def init_ray(config: RayConfig) -> None:
             ray.init(num_cpus=num_cpus, include_dashboard=False)
     logs.follow_ray()
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = sys.stderr.isatty()
-    if not ctx.enable_progress_bars:  # off on purpose, no terminal: not worth Ray Data's one-time warning
-        log_once("ray_data_progress_manager_disabled")
+    ctx.enable_progress_bars = False  # the job's own display (amr.progress) shows its stages
+    log_once("ray_data_progress_manager_disabled")  # off on purpose: not worth Ray Data's one-time warning
     # every stage reads the one before it, and Ray 2.60's DataSourceV2 Parquet reader has seconds of fixed
     # cost per read (docs/benchmarks.md, "Reading a stage")
     ctx.use_datasource_v2 = False

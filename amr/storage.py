@@ -231,11 +231,12 @@ class RunDir:
             for table in tables:
                 writer.write_table(table.cast(schema), row_group_size=BATCH_ROWS)
 
-    def copy_stage(self, name: str, source: RunDir) -> None:
-        """``source``'s finished stage ``name`` as this directory's (its files copied as they are)."""
+    def copy_stage(self, name: str, source: RunDir, source_name: str | None = None) -> None:
+        """``source``'s finished stage ``name`` (or ``source_name``) as this directory's ``name`` (its files copied
+        as they are)."""
         self._clear(name)
         self.fs.create_dir(self._fs_path(name))
-        for file in source._stage_files(name):
+        for file in source._stage_files(source_name or name):
             pafs.copy_files(
                 source._fs_path(file),
                 self._fs_path(f"{name}/{file.rsplit('/', 1)[-1]}"),
@@ -243,6 +244,19 @@ class RunDir:
                 destination_filesystem=self.fs,
             )
         self._write(f"{name}/{DONE}", b"")
+
+    def replace_stage(self, name: str, ds: ray.data.Dataset) -> None:
+        """Replace the finished stage ``name`` with ``ds``, which may read it: ``ds`` is written beside it
+        (``name.next``) first, then copied over it; ``finish_replace`` completes a replacement cut off in
+        between."""
+        self.write_stage(f"{name}.next", ds)
+        self.finish_replace(name)
+
+    def finish_replace(self, name: str) -> None:
+        """Complete a replacement of ``name`` whose new rows are written (nothing when there is none)."""
+        if self.stage_done(f"{name}.next"):
+            self.copy_stage(name, self, f"{name}.next")
+        self._clear(f"{name}.next")
 
     def _clear(self, name: str) -> None:
         if self.exists(name):

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from amr import logs
+from amr import logs, progress
 from amr.config import ConfigError
 from amr.data import InputError
 from amr.engines import EngineError
@@ -73,7 +73,7 @@ def setup_logging(
     Ray and vLLM install on the root logger; other programs' lines from ``log_level`` up (``amr.logs``)."""
     project = logging.getLogger("amr")
     if not project.handlers:
-        project.addHandler(RichHandler(console=Console(stderr=True), show_path=False, markup=False))
+        project.addHandler(RichHandler(console=progress.console, show_path=False, markup=False))
         project.propagate = False
     try:
         logs.configure(log_level, verbose)

@@ -387,3 +387,37 @@ def test_a_second_job_on_a_table_in_use_stops_and_the_table_keeps_no_duplicates(
         distill.run(second)  # the table free again: the same functions are known, none added twice
     keys = lancedb.connect(table).open_table("modules").to_arrow()["key"].to_pylist()
     assert len(keys) == len(set(keys)) == 4
+
+
+@pytest.mark.timeout(400)
+def test_a_rerun_after_an_outage_asks_again_for_the_failed_rows_only(ray_local, uninterrupted, tmp_path):
+    outage = {"on": True}
+
+    def down_for_some(messages, attempt):  # direct fails for add_three, ARE for count_evens, while the outage lasts
+        user, system = messages[-1]["content"], messages[0]["content"]
+        if outage["on"] and (
+            ("Task: add_three" in user and system not in (decompose.SYSTEM, response_evolution.SYSTEM))
+            or ("Task: count_evens" in user and system == response_evolution.SYSTEM)
+        ):
+            return "503"
+        return None
+
+    with ScriptedTeacher(script, faults=down_for_some) as teacher:
+        cfg = config(tmp_path, teacher)
+        cfg.teacher = teacher.config(max_retries=1, base_retry_wait_s=0.05)
+        first = distill.run(cfg)
+        assert first["stages"]["direct"]["errors"] == 1 and first["stages"]["evolve"]["errors"] == 1
+        assert first["dataset"]["rows"] == 3  # count_evens (no final answer) dropped
+        outage["on"] = False
+        asked = len(teacher.requests)
+        again = distill.run(cfg)
+        tasks = [re.search(r"Task: (\w+)", m[-1]["content"]) for m in teacher.requests[asked:]]
+        # direct, MD and ARE once for add_three, ARE once for count_evens; plus tests for their new functions
+        assert sorted(t.group(1) for t in tasks if t) == ["add_three", "add_three", "add_three", "count_evens"]
+    direct, evolve = again["stages"]["direct"], again["stages"]["evolve"]
+    assert (direct["asked_again"], direct["recovered"], direct["errors"]) == (1, 1, 0)
+    assert again["stages"]["decompose"]["rows"] == 4 and evolve["errors"] == 0
+    assert [w.get("asked_again") for w in again["modules"]["waves"]] == [None, 2]
+    whole = pq.read_table(Path(uninterrupted[0].run_dir) / "dataset.parquet").to_pylist()
+    resumed = pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist()
+    assert [(r["id"], r["response"]) for r in resumed] == [(r["id"], r["response"]) for r in whole]

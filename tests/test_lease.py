@@ -4,6 +4,8 @@ taken over, a lease taken over is noticed by its old holder; on a local disk and
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -52,3 +54,14 @@ def test_a_stale_lease_is_taken_over_and_its_old_holder_notices(tmp_path, s3_ser
 def test_a_store_without_conditional_writes_is_refused(tmp_path):
     with pytest.raises(LeaseError, match=r"gs://b/t/modules.lease.json: a module table's lease needs"):
         Lease("gs://b/t", "modules", "runs/x")
+
+
+@pytest.mark.timeout(30)
+def test_a_lease_left_by_a_killed_job_on_this_host_is_free_at_once(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with Lease(str(tmp_path), "modules", "runs/killed", ttl_s=3600) as killed:
+        body = json.loads(killed.store.read()[0])
+    (tmp_path / "modules.lease.json").write_text(json.dumps({**body, "pid": gone.pid, "heartbeat": time.time()}))
+    with Lease(str(tmp_path), "modules", "runs/killed", ttl_s=3600) as resumed:  # no wait for the hour to pass
+        assert json.loads(resumed.store.read()[0])["pid"] == os.getpid()

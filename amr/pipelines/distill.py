@@ -46,6 +46,7 @@ from amr.methods import Method, method
 from amr.modules import ModuleDB
 from amr.parsing import python_code
 from amr.pipelines import fingerprints
+from amr.progress import StageProgress
 from amr.runtime import init_ray, ordered, package_versions, require_shared_storage
 from amr.sandbox.stage import SandboxActors
 from amr.stages import (
@@ -96,17 +97,17 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
         # the CPU-side actors first: they start in the background while the teacher's engine starts
         with ordered(), ExitStack() as resources:
             lease = resources.enter_context(_lease(config, run_dir)) if "waves" in chosen.stages else None
+            progress = resources.enter_context(StageProgress())
             sandbox = resources.enter_context(SandboxActors(config.sandbox))
             embedders = resources.enter_context(_embedders(config)) if chosen.uses_modules else None
             teacher = resources.enter_context(open_teacher(config.teacher, config.model_store))
-            job = _Job(config, chosen, run_dir, total, teacher, sandbox, embedders, lease)
+            job = _Job(config, chosen, run_dir, total, teacher, sandbox, embedders, lease, progress)
             rows: str | ray.data.Dataset = INPUT
             for stage in chosen.stages:
                 rows = STEPS[stage](job, rows)
                 fingerprints.record(run_dir, config, chosen, stage)
-            dataset = _dataset(
-                config, chosen, run_dir.read_stage(rows) if isinstance(rows, str) else rows, total, sandbox, run_dir
-            )
+            final = run_dir.read_stage(rows) if isinstance(rows, str) else rows
+            dataset = _dataset(config, chosen, final, total, sandbox, run_dir, progress)
             manifest = {
                 "method": config.method,
                 "config": config.model_dump(mode="json"),
@@ -146,17 +147,40 @@ class _Job:
     embedders: EmbedderActors | None
     lease: Lease | None
     """The module table's writer lease, for methods that grow it."""
+    progress: StageProgress
     stages: dict[str, Any] = field(default_factory=dict)
     modules: dict[str, Any] = field(default_factory=dict)
+    redo: set[str] = field(default_factory=set)
+    """Ids asked again in this run (a resume): every later stage recomputes their rows."""
 
-    def streamed(self, name: str, build: Callable[[], ray.data.Dataset], prefix: str | None = None) -> str:
-        """Run a stage over all rows once (the directory ``<name>.parquet``); ``prefix``: its teacher columns'
-        prefix. Returns the directory's name."""
+    def streamed(
+        self,
+        name: str,
+        run: Callable[[ray.data.Dataset], ray.data.Dataset],
+        source: str,
+        prefix: str | None = None,
+    ) -> str:
+        """Run a stage over the rows of the stage ``source`` once (the directory ``<name>.parquet``); ``prefix``:
+        its teacher columns' prefix. Resumed, a finished stage asks again for the rows its teacher call failed
+        for and the rows an earlier stage asked again for (``redo``), and only those. Returns the directory's
+        name."""
         path = f"{name}.parquet"
+        self.run_dir.finish_replace(path)
         began = time.perf_counter()
+        tokens = f"{prefix}_output_tokens" if prefix else None
         if not self.run_dir.stage_done(path):
-            self.run_dir.write_stage(path, build())
+            rows = self.progress.counted(run(self.read(source)), name, _count(self.run_dir, source), tokens)
+            self.run_dir.write_stage(path, rows)
+            self.progress.finished(name)
             self.stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1)}
+        elif stale := self.redo | (failed := self._failed(path, prefix)):
+            fresh = self.progress.counted(run(self.read(source).filter(lambda r: r["id"] in stale)), name, None, tokens)
+            self.run_dir.replace_stage(path, self.read(path).filter(lambda r: r["id"] not in stale).union(fresh))
+            self.progress.finished(name)
+            self.redo |= stale
+            self.stages[name] = {"wall_time_s": round(time.perf_counter() - began, 1), "resumed": True}
+            self.stages[name]["asked_again"] = len(failed)
+            self.stages[name]["recovered"] = len(failed - self._failed(path, prefix))
         self.stages.setdefault(name, {"resumed": True})
         self.stages[name].update(
             teacher_counts(self.run_dir.scan_columns(path, calls(prefix)), prefix)
@@ -165,20 +189,31 @@ class _Job:
         )
         return path
 
+    def _failed(self, path: str, prefix: str | None) -> set[str]:
+        """The ids of a finished stage's rows whose teacher call failed."""
+        if not prefix:
+            return set()
+        return {
+            rid
+            for b in self.run_dir.scan_columns(path, ["id", f"{prefix}_error"])
+            for rid, error in zip(b["id"], b[f"{prefix}_error"])
+            if error
+        }
+
     def read(self, path: str) -> ray.data.Dataset:
         return self.run_dir.read_stage(path)
 
 
 def _direct(job: _Job, rows: str) -> str:
-    return job.streamed("direct", lambda: direct.run(job.read(rows), job.teacher), "direct")
+    return job.streamed("direct", lambda ds: direct.run(ds, job.teacher), rows, "direct")
 
 
 def _cot(job: _Job, rows: str) -> str:
-    return job.streamed("cot", lambda: cot.run(job.read(rows), job.teacher), "cot")
+    return job.streamed("cot", lambda ds: cot.run(ds, job.teacher), rows, "cot")
 
 
 def _anstest(job: _Job, rows: str) -> str:
-    tested = job.streamed("anstest", lambda: repair.test(job.read(rows), job.teacher, job.sandbox), "anstest")
+    tested = job.streamed("anstest", lambda ds: repair.test(ds, job.teacher, job.sandbox), rows, "anstest")
     verdicts = Counter(v for b in job.run_dir.scan_columns(tested, ["self_test_status"]) for v in b["self_test_status"])
     job.stages["anstest"]["verdicts"] = dict(verdicts)
     return tested
@@ -190,22 +225,24 @@ def _repair(job: _Job, rows: str) -> ray.data.Dataset:
     if not _count_where(job.run_dir, rows, ["direct_error", "self_test_status"], repair.needs_repair):
         return kept
     repaired = job.streamed(
-        "repair", lambda: repair.run(job.read(rows).filter(repair.needs_repair), job.teacher), "repair"
+        "repair", lambda ds: repair.run(ds.filter(repair.needs_repair), job.teacher), rows, "repair"
     )
     return kept.union(job.read(repaired).map(lambda r: repair.final(r, r)))
 
 
 def _decompose(job: _Job, rows: str) -> str:
     """MD, and once more with a reminder of the format for the answers no spec parsed from."""
-    first = specs = job.streamed("decompose", lambda: decompose.run(job.read(rows), job.teacher), "md")
+    first = specs = job.streamed("decompose", lambda ds: decompose.run(ds, job.teacher), rows, "md")
     retried = _count_where(job.run_dir, first, ["md_error", "md_reason"], decompose.needs_retry)
     if retried:
         again = job.streamed(
-            "decompose-retry", lambda: decompose.retry(job.read(first).filter(decompose.needs_retry), job.teacher), "md"
+            "decompose-retry", lambda ds: decompose.retry(ds.filter(decompose.needs_retry), job.teacher), first, "md"
         )
-        specs = job.streamed(
-            "specs", lambda: job.read(first).filter(lambda r: not decompose.needs_retry(r)).union(job.read(again))
-        )
+        specs = "specs.parquet"  # the answers that parsed, and the retried ones: made again after any re-ask
+        if job.redo or not job.run_dir.stage_done(specs):
+            parsed = job.read(first).filter(lambda r: not decompose.needs_retry(r))
+            job.run_dir.write_stage(specs, parsed.union(job.read(again)))
+        job.stages["specs"] = {"rows": _count(job.run_dir, specs)}
     job.stages["decompose"]["retried"] = retried
     job.stages["decompose"]["without_specs"] = _count_where(
         job.run_dir, specs, ["md_reason"], lambda r: r["md_reason"] is not None
@@ -214,10 +251,12 @@ def _decompose(job: _Job, rows: str) -> str:
 
 
 def _embed(job: _Job, rows: str) -> str:
-    source = job.read(rows)
-    if job.method.query == "direct":
-        source = source.map(lambda r: {**r, "specs": "[]"})
-    vectors = job.streamed("embed", lambda: embed.run(source, job.embedders, job.method.query))
+    def queries(ds: ray.data.Dataset) -> ray.data.Dataset:
+        if job.method.query == "direct":
+            ds = ds.map(lambda r: {**r, "specs": "[]"})
+        return embed.run(ds, job.embedders, job.method.query)
+
+    vectors = job.streamed("embed", queries, rows)
     job.stages["embed"]["queries"] = sum(
         pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
         for b in job.run_dir.scan_stage(vectors, ["query_vectors"])
@@ -231,7 +270,7 @@ def _waves_step(job: _Job, rows: str) -> str:
 
 
 def _check(job: _Job, rows: str) -> str:
-    checked = job.streamed("check", lambda: check.run(job.read(rows), job.sandbox))
+    checked = job.streamed("check", lambda ds: check.run(ds, job.sandbox), rows)
     for column in ("checked_source", "are_self_test_status"):
         job.stages["check"][column] = dict(
             Counter(v for b in job.run_dir.scan_columns(checked, [column]) for v in b[column])
@@ -255,13 +294,15 @@ STEPS: dict[str, Callable[[_Job, str], str | ray.data.Dataset]] = {
 def _waves(job: _Job, source: str) -> dict[str, Any]:
     """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice; the table is
     written under the job's lease."""
-    config, chosen, total, teacher, sandbox = job.config, job.method, job.total, job.teacher, job.sandbox
+    config, total, teacher, sandbox = job.config, job.total, job.teacher, job.sandbox
     embedder, run_dir, stages = job.embedders, job.run_dir, job.stages
     assert job.lease and embedder, "a method with waves takes the table's lease and embeds"
     db, run_id = _table(config, run_dir, embedder, job.lease)
     stages["bootstrap"] = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id)
     rows = run_dir.open_stage(source)
     waves: list[dict[str, Any]] = []
+    count = -(-total // config.wave_size)
+    job.progress.start("waves", total)
     for number, first in enumerate(range(0, total, config.wave_size)):
         last = min(first + config.wave_size, total)
         out_path, growth_path, pin_path = (
@@ -269,9 +310,9 @@ def _waves(job: _Job, source: str) -> dict[str, Any]:
             f"{GROWTH}/{number:05d}.parquet",
             f"{WAVES}/{number:05d}.json",
         )
-        if run_dir.exists(out_path):
-            pin = run_dir.read_json(pin_path)
-        else:
+        done = run_dir.read_table(out_path).to_pylist() if run_dir.exists(out_path) else None
+        stale = None if done is None else {r["id"] for r in done if r["are_error"] or r["id"] in job.redo}
+        if done is None or stale:  # a new wave, or a resumed one with rows to ask again
             pin = run_dir.read_json(pin_path) if run_dir.exists(pin_path) else {"version_read": db.version}
             run_dir.write_json(pin_path, pin)
             wave = sorted(
@@ -279,52 +320,86 @@ def _waves(job: _Job, source: str) -> dict[str, Any]:
                     r
                     for b in scan(rows, filter=(pc.field("index") >= first) & (pc.field("index") < last))
                     for r in b.to_pylist()
+                    if stale is None or r["id"] in stale
                 ),
                 key=lambda r: r["index"],
             )
             began, seconds = time.perf_counter(), {}
-            with _timed(seconds, "retrieve"):
-                if not chosen.retrieves:
-                    wave = [{**r, "retrieved": "[]", "module_version": pin["version_read"]} for r in wave]
-                else:
-                    wave = [
-                        {k: v for k, v in r.items() if k != "query_vectors"}
-                        for r in retrieve.run(
-                            wave,
-                            db,
-                            pin["version_read"],
-                            k=config.modules.top_k,
-                            min_similarity=config.modules.min_similarity,
-                        )
-                    ]
-            with _timed(seconds, "evolve"):
-                answered = response_evolution.run(wave, teacher, use_retrieved=chosen.retrieves)
-            outcomes = _grow(
-                grow.candidates(answered),
-                config,
-                teacher,
-                sandbox,
-                db,
-                embedder,
-                pin["version_read"],
-                run_id,
-                "growth",
-                seconds,
-            )
+            answered, outcomes = _wave(job, db, run_id, pin["version_read"], wave, seconds)
+            tokens = sum(r["are_output_tokens"] or 0 for r in answered)
+            if stale:  # the rows kept, and their growth, with the new ones
+                answered = sorted([r for r in done if r["id"] not in stale] + answered, key=lambda r: r["index"])
+                kept = run_dir.read_table(growth_path).to_pylist() if run_dir.exists(growth_path) else []
+                outcomes = [o for o in kept if o["instruction_id"] not in stale] + outcomes
+                pin["asked_again"] = len(stale)
+                job.redo |= stale
             pin["seconds"] = seconds
             # counted, not returned: a rerun of a cut-off wave finds its inserts already there
-            pin["inserted"] = db.count(run=run_id, stage="growth", instruction_id=[r["id"] for r in wave])
+            pin["inserted"] = db.count(run=run_id, stage="growth", instruction_id=[r["id"] for r in answered])
             pin["version_after"] = db.version
             pin["wall_time_s"] = round(time.perf_counter() - began, 1)
             run_dir.write_json(pin_path, pin)
             if outcomes:
                 run_dir.write_rows(growth_path, outcomes)
             run_dir.write_rows(out_path, answered)  # last: its presence marks the wave done
+            job.progress.advance("waves", len(wave), tokens)
+            log.info("wave %d/%d: %s", number + 1, count, _wave_line(answered, outcomes, pin, stale))
+        else:
+            pin = run_dir.read_json(pin_path)
+            job.progress.advance("waves", last - first)
         waves.append({"wave": number, "rows": last - first, **pin})
+    job.progress.finished("waves")
     db.index(config.modules.index_min_rows)
     stages["evolve"] = teacher_counts(run_dir.scan_columns(WAVES, calls("are")), "are")
     stages["grow"] = _growth_counts(run_dir.scan_columns(GROWTH, GROWTH_COLUMNS))
     return {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
+
+
+def _wave_line(
+    answered: list[dict[str, Any]], outcomes: list[dict[str, Any]], pin: dict[str, Any], stale: set[str] | None
+) -> str:
+    """A wave's line: its rows, those that retrieved a function, its new functions and what became of them."""
+    retrieved = sum(1 for r in answered if r["retrieved"] not in (None, "[]"))
+    verdicts = Counter(o["outcome"] for o in outcomes)
+    again = f" ({len(stale)} asked again)" if stale else ""
+    return (
+        f"{len(answered)} rows{again}, {retrieved} retrieved a function; {len(outcomes)} new functions "
+        f"({', '.join(f'{n} {k}' for k, n in sorted(verdicts.items())) or 'none'}), {pin['inserted']} inserted; "
+        f"table version {pin['version_after']} ({pin['wall_time_s']:.0f} s)"
+    )
+
+
+def _wave(
+    job: _Job, db: ModuleDB, run_id: str, version: int, wave: list[dict[str, Any]], seconds: dict[str, float]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One wave's rows retrieved for (from the table at ``version``), evolved, and their new functions grown;
+    the answered rows and the growth outcomes."""
+    config, chosen = job.config, job.method
+    with _timed(seconds, "retrieve"):
+        if not chosen.retrieves:
+            wave = [{**r, "retrieved": "[]", "module_version": version} for r in wave]
+        else:
+            wave = [
+                {k: v for k, v in r.items() if k != "query_vectors"}
+                for r in retrieve.run(
+                    wave, db, version, k=config.modules.top_k, min_similarity=config.modules.min_similarity
+                )
+            ]
+    with _timed(seconds, "evolve"):
+        answered = response_evolution.run(wave, job.teacher, use_retrieved=chosen.retrieves)
+    outcomes = _grow(
+        grow.candidates(answered),
+        config,
+        job.teacher,
+        job.sandbox,
+        db,
+        job.embedders,
+        version,
+        run_id,
+        "growth",
+        seconds,
+    )
+    return answered, outcomes
 
 
 def _grow(
@@ -484,7 +559,13 @@ DATASET_SCHEMA = pa.schema(
 
 
 def _dataset(
-    config: DistillConfig, chosen: Method, final: ray.data.Dataset, total: int, sandbox: SandboxActors, run_dir: RunDir
+    config: DistillConfig,
+    chosen: Method,
+    final: ray.data.Dataset,
+    total: int,
+    sandbox: SandboxActors,
+    run_dir: RunDir,
+    progress: StageProgress,
 ) -> dict[str, Any]:
     """The SFT dataset (``dataset.parquet``, streamed; ``dataset.jsonl``), and its response accuracy where
     instructions have tests (each answer's code run against them in the sandbox)."""
@@ -511,7 +592,9 @@ def _dataset(
         return batch.select(DATASET_SCHEMA.names).cast(DATASET_SCHEMA)
 
     answered = final.filter(lambda r: not r[error] and bool(r[response])).map(example)
-    run_dir.write_stage(DATASET, sandbox.check_dataset(answered).map_batches(verdicts, batch_format="pyarrow"))
+    checked = sandbox.check_dataset(answered).map_batches(verdicts, batch_format="pyarrow")
+    run_dir.write_stage(DATASET, progress.counted(checked, "dataset", total, None))
+    progress.finished("dataset")
     run_dir.write_jsonl_batches(JSONL, run_dir.scan_stage(DATASET))
     verdict = Counter(v for b in run_dir.scan_columns(DATASET, ["tests_passed"]) for v in b["tests_passed"])
     rows, with_tests, passed = verdict.total(), verdict[True] + verdict[False], verdict[True]
