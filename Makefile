@@ -16,15 +16,17 @@ export TOKENIZERS_PARALLELISM ?= false
 setup: $(VENV)/.installed bwrap
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	# torch pinned in the same command, so nothing resolves to a CUDA build on CPU machines
-	$(BIN)/pip install -q $(PIP_EXTRA) torch==2.13.0 -e '.[cpu,eval,test]'
-	# evalplus 0.3.1 pulls API clients it does not need for evaluation: no deps (see [eval] extra)
-	$(BIN)/pip install -q --no-deps evalplus==0.3.1
-	# PyPI's torchvision is a CUDA build that breaks `import vllm`; triton is unused on CPU
-	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton
-	touch $@
+	@echo "setting up $(VENV): torch (CPU), vLLM (CPU), Ray, the project (pip's output: $(VENV)/setup.log)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# torch pinned in the same command, so nothing resolves to a CUDA build on CPU machines; evalplus 0.3.1
+	@# pulls API clients it does not need for evaluation: no deps (see the eval extra); PyPI's torchvision is a
+	@# CUDA build that breaks `import vllm`, and triton is unused on CPU
+	@( $(BIN)/pip install -U pip && \
+	  $(BIN)/pip install $(PIP_EXTRA) torch==2.13.0 -e '.[cpu,eval,test]' && \
+	  $(BIN)/pip install --no-deps evalplus==0.3.1 && \
+	  $(BIN)/pip uninstall -y torchvision torchaudio torchcodec triton ) > $(VENV)/setup.log 2>&1 || \
+	  { tail -n 30 $(VENV)/setup.log; echo "set-up failed: $(VENV)/setup.log has pip's output"; exit 1; }
+	@touch $@
 
 bwrap:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
