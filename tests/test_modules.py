@@ -103,16 +103,36 @@ def test_wrong_embedding_size_and_missing_fields_are_errors(tmp_path, embedder):
         db.insert([dict(modules(embedder, ["gcd"])[0], test=None)])
 
 
+@pytest.mark.timeout(120)
 def test_readers_see_commits_of_the_single_writer(tmp_path, embedder):
-    db = ModuleDB(str(tmp_path / "db"), embedder.dim)
+    """A reader opened before the writer's first commit sees each commit while the writer is still writing: the
+    writer waits, before each insert after its first, until the reader has read the count it committed last."""
     rows = modules(embedder)
-    seen: list[int] = []
+    reader = ModuleDB(str(tmp_path / "db"), embedder.dim)  # opened once, before any commit
+    db = ModuleDB(str(tmp_path / "db"), embedder.dim)
+    observed = [threading.Event() for _ in rows]  # observed[i]: the reader read i rows
+    commits = iter(range(len(rows)))
+    timed_out: list[int] = []
+
+    def before_write() -> None:  # the writer's hook, called before each insert
+        i = next(commits)
+        if not observed[i].wait(30):
+            timed_out.append(i)
+
+    db.before_write = before_write
     writer = threading.Thread(target=lambda: [db.insert([row]) for row in rows])
     writer.start()
+    seen: list[int] = []
     while writer.is_alive():
-        seen.append(ModuleDB(str(tmp_path / "db"), embedder.dim).count())
+        count = reader.count()
+        if count < len(rows):
+            observed[count].set()
+        if not seen or seen[-1] != count:
+            seen.append(count)
     writer.join()
-    assert seen == sorted(seen) and ModuleDB(str(tmp_path / "db"), embedder.dim).count() == 3
+    assert timed_out == [], f"the reader never read the counts {timed_out} while the writer waited for it"
+    assert seen[:3] == [0, 1, 2]  # every state but the last was read while the writer was alive
+    assert reader.count() == 3 and reader.search(embedder.encode(["greatest common divisor"]))[0][0]["name"] == "gcd"
 
 
 def test_count_by_provenance(tmp_path, embedder):
