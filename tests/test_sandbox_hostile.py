@@ -45,7 +45,7 @@ class Case:
     status: str
     reason: str = ""  # regex the record's reason must match
     test: str = ""
-    stdout_lacks: tuple[str, ...] = ()
+    stdout: str | None = None  # the whole of stdout, when the program prints its own verdict
 
 
 def listener() -> tuple[socket.socket, list]:
@@ -123,10 +123,14 @@ CORPUS = [
     Case("read the project's files", f"print(open({str(CANARY)!r}).read())", "error", "FileNotFoundError"),
     Case(
         "environment secrets",
-        "import glob, os\nprint(dict(os.environ))\nfor p in glob.glob('/proc/*/environ'):\n"
-        "    try:\n        print(open(p, 'rb').read())\n    except OSError:\n        pass",
+        # decided inside the sandbox, printed as a short verdict: no output cap can hide a leak
+        f"import glob, os\nneedles = [{SECRET[:15]!r} + {SECRET[15:]!r}, 'AMR_TEST_' + 'SECRET']\n"
+        "texts = {'os.environ': repr(dict(os.environ)).encode()}\nfor p in glob.glob('/proc/*/environ'):\n"
+        "    try:\n        texts[p] = open(p, 'rb').read()\n    except OSError:\n        pass\n"
+        "print('own environ read:', '/proc/self/environ' in texts)\n"
+        "print('leaks:', sorted(w for w, t in texts.items() for n in needles if n.encode() in t))",
         "passed",
-        stdout_lacks=(SECRET, "AMR_TEST_SECRET"),
+        stdout="own environ read: True\nleaks: []\n",
     ),
     Case("write into the system", "open('/usr/amr-evil', 'w').write('x')", "error", "Read-only file system"),
     Case("delete a host file", f"import os\nos.remove({str(CANARY)!r})", "error", "FileNotFoundError"),
@@ -206,9 +210,12 @@ CORPUS = [
     ),
     Case(
         "/proc snooping",
-        "import os\nprint([open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit()])",
+        "import os\ncmdlines = [open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit()]\n"
+        "print('own cmdline read:', any(b'python' in c for c in cmdlines))\n"
+        "print('host processes seen:', sorted({w for c in cmdlines for w in ('pytest', 'ray', 'raylet', 'gcs_server') "
+        "if w.encode() in c}))",
         "passed",
-        stdout_lacks=("pytest", "ray"),
+        stdout="own cmdline read: True\nhost processes seen: []\n",
     ),
     Case(
         "symlink escape",
@@ -272,8 +279,8 @@ def test_contained(corpus, case: Case):
     assert (record["status"], record["isolation"]) == (case.status, "bwrap"), record
     assert re.search(case.reason, record["reason"]), record
     assert record["duration_s"] < CONFIG.timeout_s + 2, record
-    for text in case.stdout_lacks:
-        assert text not in record["stdout"], record
+    if case.stdout is not None:
+        assert record["stdout"] == case.stdout, record
     for stream in ("stdout", "stderr"):
         assert len(record[stream]) <= CONFIG.output_bytes + 40, record
 
