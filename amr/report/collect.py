@@ -4,6 +4,7 @@ per-task verdicts, training curves and example rows behind them."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,7 @@ def training_curves(student: str) -> dict[str, list[tuple[int, float]]]:
     run's later value of a step wins); none when it wrote none."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs each file it reads at INFO
     curves: dict[str, dict[int, float]] = {}
     for folder in sorted(_event_dirs(student)):
         events = EventAccumulator(folder, size_guidance={"scalars": 0})

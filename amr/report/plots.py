@@ -104,12 +104,12 @@ def plot_times(methods: list[Row], path: Output) -> None:
     """Seconds per step of every method (``tables.stage_times``), as horizontal bars grouped by method."""
     import matplotlib.pyplot as plt
 
-    bars = [(f"{m.label}: {step}", seconds) for m in methods for step, seconds in stage_times(m)]
+    bars = [(f"{m.label}: {step}", seconds, f"C{i}") for i, m in enumerate(methods) for step, seconds in stage_times(m)]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(bars) + 1.2))
-    drawn = ax.barh([label for label, _ in bars], [s for _, s in bars], color="#dd8452")
+    drawn = ax.barh([label for label, _, _ in bars], [s for _, s, _ in bars], color=[c for _, _, c in bars])
     ax.bar_label(drawn, fmt="%.0f s", fontsize=8, padding=2)
     ax.invert_yaxis()
-    ax.set_xlim(0, max((s for _, s in bars), default=1) * 1.15)
+    ax.set_xlim(0, max((s for _, s, _ in bars), default=1) * 1.15)
     ax.set_xlabel("seconds")
     ax.set_title("Time per step")
     ax.tick_params(axis="y", labelsize=8)
