@@ -11,9 +11,9 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap models run test lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale clean
+.PHONY: setup bwrap chromium models run test lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale clean
 
-setup: $(VENV)/.installed bwrap
+setup: $(VENV)/.installed bwrap chromium
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setting up $(VENV): torch (CPU), vLLM (CPU), Ray, the project (pip's output: $(VENV)/setup.log)"
@@ -32,6 +32,11 @@ bwrap:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) ; } || \
 	  echo "warning: bubblewrap (bwrap) is not installed and could not be: the sandbox falls back to process isolation (see README)"
+
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "warning: chromium is not installed and could not be: the report's render test is skipped (it fails under CI)"
 
 models: setup
 	$(BIN)/amr models pull $(MODELS)

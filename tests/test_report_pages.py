@@ -271,7 +271,7 @@ def test_funnel_times_teacher_and_examples(run_output):
         ("instructions", 10),
         ("direct", 10),
         ("decompose", 9),
-        ("decompose: with specs", 7),
+        ("with specs", 7),
         ("evolve", 9),
         ("dataset rows", 9),
         ("passing tests", 6),

@@ -127,13 +127,14 @@ def funnel_table(method: Row) -> Table:
 def funnel(manifest: dict[str, Any]) -> list[tuple[str, int]]:
     """The rows that come out of each step, from the instructions to the answers that pass their tests: each
     teacher stage's rows without an error (MD: with specs), the dataset, and the answers passing."""
-    d = manifest["dataset"]
+    d, stages = manifest["dataset"], manifest["stages"]
     steps = [("instructions", d["rows"] + d["dropped"])]
-    for name, s in manifest["stages"].items():
-        if "rows" in s and "errors" in s and name != "bootstrap":
-            steps.append((name, s["rows"] - s["errors"]))
-        if "without_specs" in s:
-            steps.append((f"{name}: with specs", s["rows"] - s["without_specs"]))
+    steps += [(n, s["rows"] - s["errors"]) for n, s in stages.items() if "errors" in s and n != "bootstrap"]
+    if "without_specs" in stages.get("decompose", {}):  # counted once MD's retry is done
+        md = stages["decompose"]
+        names = [n for n, _ in steps]
+        after = max(names.index(n) for n in ("decompose", "decompose-retry") if n in names)
+        steps.insert(after + 1, ("with specs", md["rows"] - md["without_specs"]))
     steps.append(("dataset rows", d["rows"]))
     if d["response_accuracy"] is not None:
         steps.append(("passing tests", round(d["response_accuracy"] * d["with_tests"])))
