@@ -104,6 +104,29 @@ def test_a_broken_sample_scores_0_on_its_task_and_pass_at_k_counts_samples(cache
 
 
 @pytest.mark.timeout(300)
+def test_pass_at_10_from_12_samples_per_task(cache, tmp_path):
+    """samples > 1: evalplus's unbiased estimator over 12 samples per task, of which 12, 0 and 1 are right."""
+    from eval.generate import requests
+
+    data = dataset_file("mbpp", limit=3, cache_dir=cache)
+    tasks = load_tasks(data)
+    asked = requests(tasks, 12, seed=7)  # what `amr eval --set samples=12` sends: 12 per task, each its own seed
+    assert [(r["task_id"], r["sample"], r["sampling"]["seed"]) for r in asked[:2]] == [
+        (tasks[0]["task_id"], 0, 7),
+        (tasks[0]["task_id"], 1, 8),
+    ]
+    assert len(asked) == 36 and len({r["id"] for r in asked}) == 36 and asked[-1]["sampling"]["seed"] == 18
+    right = {tasks[0]["task_id"]: 12, tasks[1]["task_id"]: 0, tasks[2]["task_id"]: 1}
+    rows = [_canonical(t) if i < right[t["task_id"]] else _broken(t) for t in tasks for i in range(12)]
+    scores = score("mbpp", data, _write_samples(tmp_path / "samples.jsonl", rows), cache_dir=cache, **PATIENT)
+    assert (scores["n_tasks"], scores["n_samples"]) == (3, 36)
+    # pass@1: (1 + 0 + 1/12) / 3; pass@10: (1 + 0 + (1 - C(11,10)/C(12,10))) / 3 = (1 + 0 + 5/6) / 3
+    assert scores["base_pass@1"] == scores["plus_pass@1"] == 0.3611
+    assert scores["base_pass@10"] == scores["plus_pass@10"] == 0.6111
+    assert "base_pass@100" not in scores
+
+
+@pytest.mark.timeout(300)
 def test_scoring_works_from_a_process_with_a_large_address_space(cache, tmp_path):
     # a Ray driver maps ~9 GiB; evalplus's checkers cap theirs at 4 GiB, so they must not fork from this process.
     # HumanEval/15's plus inputs build strings of megabytes: under the cap inherited from here they fail.
