@@ -4,6 +4,7 @@ server (moto)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,14 @@ def logged_engine_starts() -> int:
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     # a dead worker's log moves to logs/old/
     return sum(path.read_text(errors="replace").count(ENGINE_START_LINE) for path in logs.rglob("worker-*.out"))
+
+
+@pytest.fixture(autouse=True)
+def _scripts_did_not_raise():
+    """A test whose requests made a scripted teacher's script raise fails (tests/support/scripted_teacher.py)."""
+    yield
+    if scripted := sys.modules.get("tests.support.scripted_teacher"):
+        scripted.raise_script_errors()
 
 
 @pytest.fixture(scope="session")

@@ -148,6 +148,7 @@ def test_decompose_retries_once_with_a_reminder_of_the_format(ray_local, scripte
     assert request[2]["content"] == "I would not split this."  # the answer it gave the first time
 
 
+@pytest.mark.timeout(300)
 def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted, db, embedder):
     specs = json.dumps(
         [
@@ -166,9 +167,17 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
     rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "x", "specs": specs}]
     with EmbedderActors("all-minilm-l6-v2", None, 64, actors=1) as embedders:
         rows = embed_stage.run(ray_local.data.from_items(rows), embedders, "specs").take_all()
-    assert np.allclose(
-        np.asarray(rows[0]["query_vectors"]), embedder.encode(retrieve.queries(rows[0], "specs")), atol=1e-5
+    # one vector per spec, of its signature and description (written out here, not made by the code under test)
+    expected = embedder.encode(
+        [
+            "def is_prime(n: int) -> bool\nCheck whether n is prime.",
+            "def primes_below(limit: int) -> list[int]\nAll prime numbers smaller than limit.",
+        ]
     )
+    assert np.allclose(np.asarray(rows[0]["query_vectors"]), expected, atol=1e-5)
+    code = "def f(x):\n    return x + 1"  # amr-no-md: the code of R_d is the one query
+    assert retrieve.queries({"direct_response": f"Here:\n```python\n{code}\n```\nDone."}, "direct") == [code]
+    assert retrieve.queries({"direct_response": "no code"}, "direct") == []
     [row] = retrieve.run(rows, db, db.version, k=1)
     hits = json.loads(row["retrieved"])
     assert [h["name"] for h in hits] == ["is_prime"] and hits[0]["similarity"] > 0.8  # one hit, not repeated

@@ -8,6 +8,12 @@ so benchmarks measure the pipeline rather than the machine. With ``faults`` it f
 endpoint does: ``faults(messages, attempt)`` (attempt: how many times this chat came before) names a fault
 of ``FAULTS`` or None to answer.
 
+A script that raises fails the test: the request is answered with an HTTP 422 error naming the exception (not
+retried: the job does not wait on it), the exception is recorded, and it is raised again in the test, when the ``with`` block
+ends or, for a teacher that outlives one test (a fixture), when the test that made the request ends (the autouse
+fixture in ``tests/conftest.py`` calls ``raise_script_errors``). Where an error row is the point, the script asks
+for one explicitly: ``raise Rejected("why")`` is answered with HTTP 422, which the job records on the row.
+
     with ScriptedTeacher(lambda messages: "```python\\ndef f():\\n    return 1\\n```") as scripted:
         teacher = OpenAITeacher(scripted.config())
 """
@@ -18,6 +24,8 @@ import asyncio
 import socket
 import threading
 import time
+import traceback
+import weakref
 from collections.abc import Callable
 
 from aiohttp import web
@@ -29,6 +37,24 @@ Faults = Callable[[list[dict[str, str]], int], "str | None"]
 FAULTS = ("500", "503", "429", "drop", "no-choices", "html", "slow")
 """HTTP 500/503/429 with a JSON error; the connection closed before any answer; a 200 whose JSON has no
 ``choices``; a 200 HTML page (a proxy's); an answer after ``slow_s``."""
+
+
+_LIVE: weakref.WeakSet[ScriptedTeacher] = weakref.WeakSet()
+
+
+class Rejected(Exception):
+    """Raised by a script to answer a request with HTTP 422 on purpose: the job records it as the row's error."""
+
+
+class ScriptError(AssertionError):
+    """A test's script raised: the test fails with the script's traceback."""
+
+
+def raise_script_errors() -> None:
+    """Raise (once) what the scripts of every live scripted teacher raised since the last call."""
+    errors = [e for teacher in list(_LIVE) for e in teacher.take_script_errors()]
+    if errors:
+        raise ScriptError(f"{len(errors)} request(s) made the teacher's script raise:\n" + "\n".join(errors))
 
 
 class ScriptedTeacher:
@@ -45,6 +71,8 @@ class ScriptedTeacher:
         self.script, self.model, self.latency_s = script, model, latency_s
         self.faults, self.slow_s, self._attempts = faults, slow_s, {}
         self.faulted: list[str] = []  # every fault served, in order
+        self.received_at: list[float] = []  # time.perf_counter() of every request received (faulted ones too)
+        self.script_errors: list[str] = []  # the tracebacks of what the script raised (Rejected aside)
         self._slots = asyncio.Semaphore(slots) if slots else None
         self.keep_requests = keep_requests  # False: count only (a benchmark's memory figures stay the job's)
         self.requests: list[list[dict[str, str]]] = []  # every chat received, in arrival order
@@ -71,11 +99,20 @@ class ScriptedTeacher:
         self._thread.start()
         if not self._ready.wait(30):
             raise RuntimeError("the scripted teacher did not start")
+        _LIVE.add(self)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, value, tb) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        _LIVE.discard(self)
+        errors = self.take_script_errors()
+        if errors and kind is None:  # else the test already fails with its own exception
+            raise ScriptError(f"{len(errors)} request(s) made the teacher's script raise:\n" + "\n".join(errors))
+
+    def take_script_errors(self) -> list[str]:
+        errors, self.script_errors = self.script_errors, []
+        return errors
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -107,6 +144,7 @@ class ScriptedTeacher:
             self.busy_s += time.perf_counter() - began
 
     async def _answer(self, request: web.Request) -> web.Response:
+        self.received_at.append(time.perf_counter())
         body = await request.json()
         messages = body["messages"]
         if self.faults:
@@ -121,8 +159,11 @@ class ScriptedTeacher:
             self.requests.append(messages)
         try:
             text = self.script(messages)
-        except Exception as exc:  # a 4xx is not retried: the job records it on the row
-            return web.json_response({"error": {"message": f"script failed: {exc!r}"}}, status=422)
+        except Rejected as exc:  # asked for: a 4xx is not retried, the job records it on the row
+            return web.json_response({"error": {"message": f"rejected: {exc}"}}, status=422)
+        except Exception as exc:  # a bug in the test or in what the job asked: the test fails
+            self.script_errors.append(f"{messages[0]['content'][:80]!r}...: {traceback.format_exc()}")
+            return web.json_response({"error": {"message": f"the script raised {exc!r}"}}, status=422)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         completion_tokens = len(text.split())
         return web.json_response(
