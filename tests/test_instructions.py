@@ -202,13 +202,15 @@ TAILS = {
 def _generation_script(messages: list[dict[str, str]]) -> str:
     user = messages[1]["content"]
     if messages[0]["content"] == selfinstruct.SYSTEM:
-        first = re.search(r"1\. (.*)", user).group(1)
-        if "EMPTY" in first:
-            return "### New Problem:\n"
-        if "CHAT" in first:
-            return "### New Problem:\nHello there, how are you doing today, my dear friend?"
-        if "LEAK" in first:
+        # a marked example decides (LEAK before CHAT before EMPTY); with none, a variant of the first example
+        examples = " ".join(re.findall(r"^\d+\. (.*)$", user, re.M))
+        if "LEAK" in examples:
             return f"### New Problem:\n{REWORDED_HE_0}"
+        if "CHAT" in examples:
+            return "### New Problem:\nHello there, how are you doing today, my dear friend?"
+        if "EMPTY" in examples:
+            return "### New Problem:\n"
+        first = re.search(r"1\. (.*)", user).group(1)
         return f"### New Problem:\nWrite a function to {first.split(' to ', 1)[1].rstrip('.')} and report how many items it saw."
     method = re.search(r"### Method:\n(.*)\n\n### Problem", user).group(1)
     heuristic = next(h for h, text in instruction_evolution.HEURISTICS.items() if text == method)
@@ -242,15 +244,18 @@ def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(ray_local, t
         report = json.loads((tmp_path / "si.jsonl.report.json").read_text())
         assert report["requested"] == 5 and len(teacher.requests) == 5  # 3 x oversample 1.5, rounded up
         rows = [json.loads(line) for line in si.read_text().splitlines()]
-        near, checked = report["dropped"].get("near-duplicate", 0), report["decontamination"]
-        assert sum(report["dropped"].values()) - near + checked["input_rows"] == 5  # text filters, then the checks
-        # a problem written from the LEAK seed is a reworded HumanEval/0
-        assert all(
-            (r["check"], r["benchmark_id"]) == ("embedding", "HumanEval/0") for r in _jsonl(checked["removed_rows"])
+        # the 5 requests' examples (seed 0): si/0 LEAK+EMPTY, si/1 vowels+longest, si/2 CHAT+EMPTY, si/3 and si/4
+        # EMPTY+longest: 2 empty, 1 not a task; of the 2 checked, si/0 (a reworded HumanEval/0) is removed
+        assert report["dropped"] == {"empty": 2, "not a task": 1}
+        checked = report["decontamination"]
+        assert (checked["input_rows"], checked["kept"]) == (2, 1)
+        assert [(r["id"], r["check"], r["benchmark_id"]) for r in _jsonl(checked["removed_rows"])] == [
+            ("si/0", "embedding", "HumanEval/0")
+        ]
+        assert [r["id"] for r in rows] == ["si/1"] and report["kept"] == 1
+        assert rows[0]["instruction"] == (
+            "Write a function to count the vowels in a string and report how many items it saw."
         )
-        assert not any(REWORDED_HE_0 in r["instruction"] for r in rows)
-        assert len(rows) == min(checked["kept"] - near, 3)
-        assert set(report["dropped"]) <= {"empty", "not a task", "near-duplicate"} and len(rows) == report["kept"] <= 3
         assert all(
             r["round"] == 0
             and r["heuristic"] == "self-instruct"
@@ -277,6 +282,12 @@ def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(ray_local, t
             for r in level:
                 assert TAILS[r["heuristic"]] in r["instruction"]  # the heuristic named is the one applied
         assert summary["rounds"][1]["requested"] == len(levels[0])
+        # s/0 is rewritten with "constraints" in round 1, and its rewrite with "rarer" in round 2, where the script
+        # returns a copy of its parent: dropped as a copy. s/2.e1 (misdirection) gets misdirection again: the same
+        # tail twice adds too few new trigrams, a copy too; s/3.e1.e2 is a near-duplicate of the kept ones
+        assert summary["rounds"][0]["dropped"] == {} and [r["id"] for r in levels[0]] == [f"s/{i}.e1" for i in range(6)]
+        assert summary["rounds"][1]["dropped"] == {"copy of parent": 2, "near-duplicate": 1}
+        assert [r["id"] for r in levels[1]] == ["s/1.e1.e2", "s/4.e1.e2", "s/5.e1.e2"]
         everything = [json.loads(line) for line in evolved.read_text().splitlines()]
         assert everything == levels[0] + levels[1]
 
