@@ -165,3 +165,24 @@ def nearest(vectors: np.ndarray, benchmark_vectors: np.ndarray, k: int) -> tuple
     order = np.take_along_axis(-similarity, top, axis=1).argsort(axis=1)
     top = np.take_along_axis(top, order, axis=1)
     return top, np.take_along_axis(similarity, top, axis=1)
+
+
+EVAL_BENCHMARKS = {"humaneval": "humaneval", "mbpp": "mbpp-plus"}
+"""An evaluation dataset (``amr eval --dataset``) -> the benchmark items it scores on."""
+
+
+def eval_overlaps(
+    records: Iterable[dict[str, Any]], datasets: Iterable[str], n: int = 13, min_matches: int = 1
+) -> list[dict[str, Any]]:
+    """The instructions that are tasks of the evaluation ``datasets``: ``{id, check, benchmark_id, score}`` each,
+    by task id (``mbpp/602`` is MBPP+'s ``Mbpp/602``), then by the exact and n-gram checks on the instruction."""
+    items = benchmark_items({EVAL_BENCHMARKS[d] for d in datasets})
+    ids = {item["id"].lower(): item["id"] for item in items}
+    index = NgramIndex.build(items, n)
+    found = []
+    for record in records:
+        if (same := ids.get(str(record["id"]).lower())) is not None:
+            found.append({"id": record["id"], "check": "task id", "benchmark_id": same, "score": 1.0})
+        elif hit := index.match(record["instruction"], min_matches):
+            found.append({"id": record["id"], **hit})
+    return found

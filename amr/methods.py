@@ -30,8 +30,9 @@ class Method:
 
     @property
     def uses_modules(self) -> bool:
-        """It runs waves against the functional module table (and grows it)."""
-        return "waves" in self.stages
+        """It retrieves from the functional module table in its waves, and grows it (the ablation without
+        retrieval neither reads nor grows one)."""
+        return self.retrieves and "waves" in self.stages
 
     @property
     def retrieves(self) -> bool:

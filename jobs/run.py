@@ -22,7 +22,9 @@ from pathlib import Path
 import typer
 
 from amr import report, storage
-from amr.config import EvalConfig, RunConfig, load_config
+from amr.config import ConfigError, EvalConfig, RunConfig, load_config
+from amr.data import iter_instructions
+from amr.decontam import eval_overlaps
 from amr.engines import engine_key, open_teacher
 from amr.logs import job_logs
 from amr.methods import REGISTRY
@@ -47,6 +49,7 @@ def run(config: RunConfig) -> str:
     untouched student is the teacher's model on the same engine settings, its evaluation too); each evaluated
     model then gets one engine for all its datasets."""
     out = storage.normalize(config.output)
+    _refuse_eval_overlap(config)
     with job_logs(out):
         init_ray(config.distill.ray)
         require_shared_storage({"output": out, "students": config.students and storage.normalize(config.students)})
@@ -75,6 +78,22 @@ def run(config: RunConfig) -> str:
         if config.eval.base:
             _evaluate(config, config.train.model, base)
         return report.write([out], storage.join(out, "report"))
+
+
+def _refuse_eval_overlap(config: RunConfig) -> None:
+    """Stop before any work when the distill input holds tasks of the evaluated datasets (built instructions are
+    decontaminated by their build)."""
+    if config.allow_eval_overlap or config.instructions:
+        return
+    source = config.distill.input
+    found = eval_overlaps(iter_instructions(source.source, source.limit), config.eval.datasets)
+    if found:
+        named = ", ".join(f"{f['id']} ~ {f['benchmark_id']} ({f['check']})" for f in found[:5])
+        raise ConfigError(
+            f"distill.input.source: {len(found)} of its instructions are tasks of the evaluated datasets ({named}"
+            f"{', ...' if len(found) > 5 else ''}): a student trained on them is scored on what it saw. "
+            "Decontaminate it (amr instructions decontaminate), or set allow_eval_overlap: true."
+        )
 
 
 def _student(config: RunConfig, method: str, out: str) -> str:

@@ -210,6 +210,10 @@ def test_ablations_use_the_same_machinery(ray_local, scripted, tmp_path):
     no_are = distill.run(config(tmp_path / "no-are", scripted, method="amr-no-are"))
     waves = pq.read_table(Path(no_are["config"]["run_dir"]) / "waves" / "00001.parquet").to_pylist()
     assert all(json.loads(r["retrieved"]) == [] for r in waves)
+    # it never reads the module table, so it neither bootstraps nor grows one
+    assert no_are["modules"] == {} and "grow" not in no_are["stages"] and no_are["stages"]["evolve"]["rows"] == 4
+    assert not (Path(no_are["config"]["run_dir"]) / "modules").exists()
+    assert no_are["dataset"]["rows"] == 4
 
 
 def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):

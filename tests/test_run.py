@@ -12,9 +12,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from amr.config import RunConfig, load_config
+from amr.config import ConfigError, RunConfig, load_config
+from amr.data import iter_instructions
+from amr.decontam import eval_overlaps
 from amr.prompts import direct, response_evolution
 from jobs.cli import app
+from jobs.run import run
 from tests.conftest import logged_engine_starts
 from tests.support.scripted_teacher import ScriptedTeacher
 from tests.test_distill import config as distill_config
@@ -195,3 +198,35 @@ def test_run_on_an_object_store_keeps_the_students_on_a_local_disk(
     calls = len(scripted.requests)
     again = runner.invoke(app, ["run", "--config", str(path), "--set", "methods=[direct]"])
     assert again.exit_code == 0 and again.output.count("done already") == 4 and len(scripted.requests) == calls
+
+
+@pytest.mark.timeout(120)
+def test_a_run_refuses_to_distil_tasks_of_its_evaluation_datasets(tmp_path):
+    source = tmp_path / "mixed.jsonl"
+    rows = [
+        {"id": "mbpp/602", "instruction": "Write a python function to find the first repeated character."},
+        {
+            "id": "mine/1",
+            "instruction": "Check if in given list of numbers, are any two numbers closer to each other than given "
+            "threshold. Write it in Python.",
+        },
+        {"id": "mine/2", "instruction": "Reverse the order of the words in a sentence."},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = RunConfig(output=str(tmp_path / "run"))
+    config.distill.input.source = str(source)
+    with pytest.raises(
+        ConfigError,
+        match=r"distill.input.source: 2 of its instructions are tasks of the evaluated datasets \(mbpp/602 ~ "
+        r"Mbpp/602 \(task id\), mine/1 ~ HumanEval/0 \(ngram\)\).*allow_eval_overlap: true",
+    ):
+        run(config)
+    assert not (tmp_path / "run").exists()  # stopped before any work
+    config.eval.datasets = ["mbpp"]  # HumanEval is not evaluated: only the MBPP+ task is refused
+    with pytest.raises(ConfigError, match=r"1 of its instructions .*\(mbpp/602 ~ Mbpp/602 \(task id\)\)"):
+        run(config)
+    config.distill.input.source = "mbpp-train-raw"
+    with pytest.raises(ConfigError, match=r"distill.input.source: 119 of its instructions"):
+        run(config)
+    config.distill.input.source = "mbpp-train"  # the default: decontaminated
+    assert eval_overlaps(iter_instructions("mbpp-train"), ["humaneval", "mbpp"]) == []

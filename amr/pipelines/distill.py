@@ -96,7 +96,7 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
         require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
         # the CPU-side actors first: they start in the background while the teacher's engine starts
         with ordered(), ExitStack() as resources:
-            lease = resources.enter_context(_lease(config, run_dir)) if "waves" in chosen.stages else None
+            lease = resources.enter_context(_lease(config, run_dir)) if chosen.uses_modules else None
             progress = resources.enter_context(StageProgress())
             sandbox = resources.enter_context(SandboxActors(config.sandbox))
             embedders = resources.enter_context(_embedders(config)) if chosen.uses_modules else None
@@ -293,12 +293,12 @@ STEPS: dict[str, Callable[[_Job, str], str | ray.data.Dataset]] = {
 
 def _waves(job: _Job, source: str) -> dict[str, Any]:
     """Waves of ``wave_size`` rows of the stage ``source`` in input order, each read as one slice; the table is
-    written under the job's lease."""
+    read and grown under the job's lease (a method that does not retrieve, the ablation without it, has none)."""
     config, total, teacher, sandbox = job.config, job.total, job.teacher, job.sandbox
     embedder, run_dir, stages = job.embedders, job.run_dir, job.stages
-    assert job.lease and embedder, "a method with waves takes the table's lease and embeds"
-    db, run_id = _table(config, run_dir, embedder, job.lease)
-    stages["bootstrap"] = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id)
+    db, run_id = (None, "") if not (job.lease and embedder) else _table(config, run_dir, embedder, job.lease)
+    if db:
+        stages["bootstrap"] = _bootstrap(config, teacher, sandbox, db, embedder, run_dir, run_id)
     rows = run_dir.open_stage(source)
     waves: list[dict[str, Any]] = []
     count = -(-total // config.wave_size)
@@ -313,7 +313,7 @@ def _waves(job: _Job, source: str) -> dict[str, Any]:
         done = run_dir.read_table(out_path).to_pylist() if run_dir.exists(out_path) else None
         stale = None if done is None else {r["id"] for r in done if r["are_error"] or r["id"] in job.redo}
         if done is None or stale:  # a new wave, or a resumed one with rows to ask again
-            pin = run_dir.read_json(pin_path) if run_dir.exists(pin_path) else {"version_read": db.version}
+            pin = run_dir.read_json(pin_path) if run_dir.exists(pin_path) else {"version_read": db and db.version}
             run_dir.write_json(pin_path, pin)
             wave = sorted(
                 (
@@ -335,8 +335,10 @@ def _waves(job: _Job, source: str) -> dict[str, Any]:
                 job.redo |= stale
             pin["seconds"] = seconds
             # counted, not returned: a rerun of a cut-off wave finds its inserts already there
-            pin["inserted"] = db.count(run=run_id, stage="growth", instruction_id=[r["id"] for r in answered])
-            pin["version_after"] = db.version
+            pin["inserted"] = (
+                db.count(run=run_id, stage="growth", instruction_id=[r["id"] for r in answered]) if db else 0
+            )
+            pin["version_after"] = db and db.version
             pin["wall_time_s"] = round(time.perf_counter() - began, 1)
             run_dir.write_json(pin_path, pin)
             if outcomes:
@@ -349,8 +351,10 @@ def _waves(job: _Job, source: str) -> dict[str, Any]:
             job.progress.advance("waves", last - first)
         waves.append({"wave": number, "rows": last - first, **pin})
     job.progress.finished("waves")
-    db.index(config.modules.index_min_rows)
     stages["evolve"] = teacher_counts(run_dir.scan_columns(WAVES, calls("are")), "are")
+    if not db:
+        return {}  # no table: nothing to report of one
+    db.index(config.modules.index_min_rows)
     stages["grow"] = _growth_counts(run_dir.scan_columns(GROWTH, GROWTH_COLUMNS))
     return {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": waves}
 
@@ -362,6 +366,8 @@ def _wave_line(
     retrieved = sum(1 for r in answered if r["retrieved"] not in (None, "[]"))
     verdicts = Counter(o["outcome"] for o in outcomes)
     again = f" ({len(stale)} asked again)" if stale else ""
+    if pin["version_after"] is None:  # no table
+        return f"{len(answered)} rows{again} ({pin['wall_time_s']:.0f} s)"
     return (
         f"{len(answered)} rows{again}, {retrieved} retrieved a function; {len(outcomes)} new functions "
         f"({', '.join(f'{n} {k}' for k, n in sorted(verdicts.items())) or 'none'}), {pin['inserted']} inserted; "
@@ -370,10 +376,15 @@ def _wave_line(
 
 
 def _wave(
-    job: _Job, db: ModuleDB, run_id: str, version: int, wave: list[dict[str, Any]], seconds: dict[str, float]
+    job: _Job,
+    db: ModuleDB | None,
+    run_id: str,
+    version: int | None,
+    wave: list[dict[str, Any]],
+    seconds: dict[str, float],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One wave's rows retrieved for (from the table at ``version``), evolved, and their new functions grown;
-    the answered rows and the growth outcomes."""
+    the answered rows and the growth outcomes (none without a table)."""
     config, chosen = job.config, job.method
     with _timed(seconds, "retrieve"):
         if not chosen.retrieves:
@@ -387,6 +398,8 @@ def _wave(
             ]
     with _timed(seconds, "evolve"):
         answered = response_evolution.run(wave, job.teacher, use_retrieved=chosen.retrieves)
+    if not db:
+        return answered, []
     outcomes = _grow(
         grow.candidates(answered),
         config,
