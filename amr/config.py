@@ -114,6 +114,12 @@ class ServeConfig(Strict):
     start_timeout_s: float = Field(
         1800, gt=0, description="Longest wait for the deployment to be up (engine start, model load)."
     )
+    recovery_timeout_s: float = Field(
+        600,
+        gt=0,
+        description="A request whose replica or engine died is sent again while Serve restarts the replica "
+        "(health check, engine start), for up to this long; then it is the row's error.",
+    )
 
     @model_validator(mode="after")
     def _autoscaling_pair(self) -> ServeConfig:
@@ -750,6 +756,11 @@ class RunConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig, description="The distill job (or a YAML file name).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The student's training (or a YAML file name).")
     eval: RunEvalConfig = Field(default_factory=RunEvalConfig)
+    allow_eval_overlap: bool = Field(
+        False,
+        description="Distil instructions that are tasks of the evaluated datasets (by task id, the exact and "
+        "n-gram checks of `decontam`). False: such an input stops the run before any work, naming them.",
+    )
 
     INCLUDE_DROPS: ClassVar[dict[str, tuple[str, ...]]] = {
         "distill": ("run_dir", "method"),
