@@ -15,7 +15,7 @@ def main(
         ..., "--output", "-o", help="Directory (or URI) for report.html, report.md and the plots."
     ),
 ) -> None:
-    """Report: the paper's table, response accuracy, the funnel, token costs and plots from finished runs."""
+    """Report: did AMR-Evol help (against direct, paired), the paper's table, the funnel, costs, curves, examples."""
     out = write(dirs, output)
     console.print(f"report: {join(out, 'report.html')} (and report.md)", soft_wrap=True, highlight=False)
 

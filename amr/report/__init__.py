@@ -146,7 +146,7 @@ def _lead(c: Comparison) -> Section:
         "of a dataset counts as failed). Students: pass@1 with its 95% Wilson interval. Sign test: exact, "
         "two-sided, on the items only one of the two got right.",
         sentences=verdicts(c),
-        tables=[response_table(c), student_table(c)],
+        tables=[t for t in (response_table(c), student_table(c)) if t[1]],  # students: where both were scored
         lead=True,
     )
 

@@ -51,12 +51,11 @@ def plot_growth(methods: list[Row], path: Output) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for m in methods:
-        if m.manifest and m.manifest["modules"]:
-            rows = growth(m.manifest)
-            ax.plot(range(len(rows)), rows, marker="o", label=m.label)
+    grown = [(m.label, growth(m.manifest)) for m in methods if m.manifest and m.manifest["modules"]]
+    for label, rows in grown:
+        ax.plot(range(len(rows)), rows, marker="o", label=label)
     _integer(ax.xaxis, ax.yaxis)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(max(rows) for _, rows in grown) * 1.1 + 1)  # an empty table too: 0 and 1, not 0.01
     ax.set_xlabel("wave (0: after bootstrapping)")
     ax.set_ylabel("verified functions in the table")
     ax.set_title("Functional module table growth")

@@ -16,7 +16,7 @@ h2{border-bottom:2px solid #e5e5e5;padding-bottom:.2em;margin-top:1.8em}
 .answer{background:#f4f8ff;border-left:5px solid #4c72b0;padding:.6em 1.2em;margin:1em 0}
 .answer li{margin:.3em 0;font-size:1.05em}
 table{border-collapse:collapse;margin:.5em 0 1.2em}
-th,td{border:1px solid #d8d8d8;padding:.3em .6em;text-align:right}
+th,td{border:1px solid #d8d8d8;padding:.3em .6em;text-align:right}td{white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}
 figure{display:inline-block;margin:.5em 1.5em 1em 0;vertical-align:top}img{max-width:100%}
 figcaption{color:#555;font-size:.9em}
@@ -24,7 +24,7 @@ figcaption{color:#555;font-size:.9em}
 .example .grid{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));gap:.8em}
 .example h4{margin:.3em 0}pre{background:#f7f7f7;padding:.5em;overflow:auto;max-height:22em;font-size:.8em}
 .passed{color:#1a7f37}.failed{color:#c0392b}.not-tested{color:#777}
-.sim{color:#555;font-size:.85em}
+.sim,.spec{color:#555;font-size:.85em}
 """
 
 
@@ -121,13 +121,20 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _short(text: str | None, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters (a small teacher's descriptions can run on for pages)."""
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _verdict(word: str) -> str:
     return f"<span class='{word.replace(' ', '-')}'>{_e(word)}</span>"
 
 
 def _example(e: dict[str, Any]) -> str:
     specs = "".join(
-        f"<li><code>{_e(x['signature'])}</code><br>{_e(x.get('description') or '')}</li>" for x in e["specs"]
+        f"<li><code>{_e(x['signature'])}</code><br><span class='spec'>{_e(_short(x.get('description')))}</span></li>"
+        for x in e["specs"]
     )
     retrieved = "".join(
         f"<li><code>{_e(x['name'])}</code> <span class='sim'>similarity {x['similarity']:.2f}</span>"
