@@ -114,7 +114,11 @@ def test_plumbing_of_compare_distills_trains_evaluates_and_reports(ray_local, sc
 @pytest.mark.timeout(60)
 def test_run_config_owns_its_paths_and_includes_sections(write):
     cfg = load_config(RunConfig, "jobs/configs/run_local_cpu.yaml")
-    assert (cfg.methods, cfg.distill.teacher.model, cfg.distill.input.limit) == (["amr"], "smollm2-135m-instruct", 8)
+    assert (cfg.methods, cfg.distill.teacher.model, cfg.distill.input.limit) == (
+        ["direct", "amr"],
+        "smollm2-135m-instruct",
+        8,
+    )  # make run: AMR-Evol against direct on the same instructions
     assert (
         cfg.distill.teacher.sampling.max_tokens == 256 and cfg.distill.teacher.vllm.cpu_kvcache_gib == 2
     )  # local_cpu.yaml, changed
