@@ -38,6 +38,7 @@ from amr.report.tables import (
     growth,
     response_table,
     score_table,
+    stage_times,
     student_table,
     teacher_cost,
     teacher_name,
@@ -103,12 +104,13 @@ def write(dirs: list[str | Path], out: str | Path) -> str:
                 else [],
             )
         )
-    sections.append(
-        Section(
-            "Time per step",
-            figures=[(figure("time.png", plots.plot_times, methods), "seconds per step of each method")],
+    if any(stage_times(m) for m in methods):
+        sections.append(
+            Section(
+                "Time per step",
+                figures=[(figure("time.png", plots.plot_times, methods), "seconds per step of each method")],
+            )
         )
-    )
     if any(m.manifest["modules"] for m in distilled):
         sections.append(
             Section(
@@ -121,6 +123,7 @@ def write(dirs: list[str | Path], out: str | Path) -> str:
         Section(f"Stages: {m.label}", f"Teacher {teacher_name(m.manifest)}.", tables=[funnel_table(m)])
         for m in distilled
     ]
+    sections = [s for s in sections if s.sentences or any(rows for _, rows in s.tables) or s.figures or s.examples]
     lede = _lede(methods)
     folder.write_text("report.md", markdown(sections, lede))
     folder.write_text("report.html", page(sections, lede))

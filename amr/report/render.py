@@ -50,7 +50,7 @@ def markdown(sections: list[Section], lede: str) -> str:
         out += [f"## {s.title}", ""]
         out += [s.caption, ""] if s.caption else []
         out += [*(f"- {line}" for line in s.sentences), ""] if s.sentences else []
-        for header, rows in s.tables:
+        for header, rows in filter(lambda t: t[1], s.tables):
             out += [
                 "| " + " | ".join(header) + " |",
                 "|" + "---|" * len(header),
@@ -98,7 +98,7 @@ def page(sections: list[Section], lede: str) -> str:
         if s.sentences:
             items = "".join(f"<li>{_e(line)}</li>" for line in s.sentences)
             body += f"<ul class='{'answer' if s.lead else ''}'>{items}</ul>"
-        body += "".join(_table(*t) for t in s.tables)
+        body += "".join(_table(*t) for t in s.tables if t[1])
         body += "".join(
             f'<figure><img src="{_e(name)}" alt="{_e(alt)}"><figcaption>{_e(alt)}</figcaption></figure>'
             for name, alt in s.figures
