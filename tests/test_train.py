@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from amr.config import ConfigError, TrainConfig, load_config
 from amr.data import InputError
+from amr.report.collect import training_curves
 from jobs.cli import app
 from tests.support.faults import FailOnce
 from train.data import count_examples, example
@@ -221,6 +222,11 @@ def test_amr_train_cli_two_workers(trained, tiny_model):
     assert summary["versions"]["trl"] == "1.16.0"
     assert f"steps: 6; final loss: {summary['final_loss']:.4f}" in output and "tokens/s" in output
     assert f"model: {out / 'model'}" in output
+    curves = training_curves(str(out))  # TensorBoard event files under out/tensorboard, rank 0's
+    assert [step for step, _ in curves["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert curves["train/loss"][-1][1] == pytest.approx(summary["final_loss"], abs=1e-4)
+    assert max(v for _, v in curves["train/learning_rate"]) > 0  # after warm-up
+    assert all(v > 0 for _, v in curves["train/tokens_per_s"])
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     changed = [k for k, v in model.state_dict().items() if not v.equal(base.state_dict()[k])]

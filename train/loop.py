@@ -24,6 +24,7 @@ from train.data import iter_examples
 
 MODEL_DIR = "model"
 METRICS = ".worker-metrics.json"
+TENSORBOARD = "tensorboard"
 
 
 def build_trainer(config: TrainConfig, model_path: str, output_dir: str, world_size: int = 1, use_gpu: bool = False):
@@ -99,6 +100,38 @@ def bf16_enabled(precision: str, use_gpu: bool) -> bool:
     return precision == "bf16"
 
 
+class TensorBoardLog(TrainerCallback):
+    """Rank 0 writes each logged step's loss, learning rate and tokens/s (non-padding tokens summed over
+    workers, since the step logged before) as TensorBoard scalars ``train/*`` under ``log_dir``."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir, self.writer = log_dir, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(self.log_dir)
+        self.last = (time.perf_counter(), state.num_input_tokens_seen)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self.writer or not logs or "loss" not in logs:
+            return
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        scalars = {"loss": logs["loss"], "learning_rate": logs.get("learning_rate")}
+        if now > self.last[0]:
+            scalars["tokens_per_s"] = (tokens - self.last[1]) / (now - self.last[0])
+        for name, value in scalars.items():
+            if value is not None:
+                self.writer.add_scalar(f"train/{name}", value, state.global_step)
+        self.writer.flush()
+        self.last = (now, tokens)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.writer:
+            self.writer.close()
+
+
 class Throughput(TrainerCallback):
     """Non-padding tokens (summed over workers) and wall time of this ``train()`` call."""
 
@@ -127,6 +160,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
     throughput = Throughput()
     trainer.add_callback(RayTrainReportCallback())
     trainer.add_callback(throughput)
+    trainer.add_callback(TensorBoardLog(os.path.join(loop_config["output"], TENSORBOARD)))
     for callback in loop_config.get("callbacks") or ():  # the caller's own (run(callbacks=...)), on every attempt
         trainer.add_callback(callback)
     checkpoint = ray.train.get_checkpoint()
