@@ -72,7 +72,7 @@ def test_paired_counts_and_the_verdict_in_words():
         "direct answered 9 more of 10 instructions correctly than AMR-Evol (10 vs 1; p<0.01): beyond noise"
     )
     assert verdict("A", "B", Paired(2, 2, 1, 5), "solved", "MBPP tasks") == (
-        "A and B solved the same number of the 10 MBPP tasks (3; p=1.00): no difference"
+        "A and B solved the same number of the 10 MBPP tasks (3 each; p=1.00): no difference"
     )
 
 
@@ -237,7 +237,7 @@ def test_the_comparison_from_the_runs_files(run_output):
     assert verdicts(c)[:3] == [
         "AMR-Evol answered 2 more of 10 instructions correctly than direct (6 vs 4; p=0.62): within noise",
         "AMR-Evol's student solved 1 more of 5 HumanEval tasks than direct's student (3 vs 2; p=1.00): within noise",
-        "AMR-Evol's student and direct's student solved the same number of the 5 HumanEval+ tasks (2; p=1.00): "
+        "AMR-Evol's student and direct's student solved the same number of the 5 HumanEval+ tasks (2 each; p=1.00): "
         "no difference",
     ]
     assert verdicts(c)[3] == (

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -99,7 +100,12 @@ def write(dirs: list[str | Path], out: str | Path) -> str:
             Section(
                 "Student training",
                 tables=[train_table(methods)],
-                figures=[(figure("loss.png", plots.plot_loss, curves), "training loss per step (TensorBoard)")]
+                figures=[
+                    (
+                        figure("loss.png", partial(plots.plot_loss, curves=curves), methods),
+                        "training loss per step (TensorBoard)",
+                    )
+                ]
                 if curves
                 else [],
             )

@@ -28,6 +28,11 @@ def _integer(*axes) -> None:
         axis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _colours(methods: list[Row]) -> dict[str, str]:
+    """One colour per method in every figure."""
+    return {m.label: f"C{i % 10}" for i, m in enumerate(methods)}
+
+
 def plot_scores(methods: list[Row], path: Output) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
@@ -38,7 +43,7 @@ def plot_scores(methods: list[Row], path: Output) -> None:
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(COLUMNS), 4))
     for i, m in enumerate(scored):
         values = [pass1(m, d, kind) or 0.0 for d, kind, _ in COLUMNS]
-        bars = ax.bar(x + i * width - 0.4 + width / 2, values, width, label=m.label)
+        bars = ax.bar(x + i * width - 0.4 + width / 2, values, width, label=m.label, color=_colours(methods)[m.label])
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(x, [name for _, _, name in COLUMNS])
     ax.set_ylabel("pass@1 (%)")
@@ -53,7 +58,7 @@ def plot_growth(methods: list[Row], path: Output) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     grown = [(m.label, growth(m.manifest)) for m in methods if m.manifest and m.manifest["modules"]]
     for label, rows in grown:
-        ax.plot(range(len(rows)), rows, marker="o", label=label)
+        ax.plot(range(len(rows)), rows, marker="o", label=label, color=_colours(methods)[label])
     _integer(ax.xaxis, ax.yaxis)
     ax.set_ylim(0, max(max(rows) for _, rows in grown) * 1.1 + 1)  # an empty table too: 0 and 1, not 0.01
     ax.set_xlabel("wave (0: after bootstrapping)")
@@ -83,14 +88,14 @@ def plot_funnel(methods: list[Row], path: Output) -> None:
     _save(fig, path)
 
 
-def plot_loss(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Output) -> None:
-    """Training loss per step for each method (label -> TensorBoard tag -> points)."""
+def plot_loss(methods: list[Row], path: Output, curves: dict[str, dict[str, list[tuple[int, float]]]]) -> None:
+    """Training loss per step for each method with ``curves`` (label -> TensorBoard tag -> points)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for label, tags in curves.items():
         points = tags.get(LOSS, [])
-        ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=label)
+        ax.plot([s for s, _ in points], [v for _, v in points], marker="o", label=label, color=_colours(methods)[label])
     _integer(ax.xaxis)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
@@ -103,7 +108,8 @@ def plot_times(methods: list[Row], path: Output) -> None:
     """Seconds per step of every method (``tables.stage_times``), as horizontal bars grouped by method."""
     import matplotlib.pyplot as plt
 
-    bars = [(f"{m.label}: {step}", seconds, f"C{i}") for i, m in enumerate(methods) for step, seconds in stage_times(m)]
+    colours = _colours(methods)
+    bars = [(f"{m.label}: {step}", seconds, colours[m.label]) for m in methods for step, seconds in stage_times(m)]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(bars) + 1.2))
     drawn = ax.barh([label for label, _, _ in bars], [s for _, s, _ in bars], color=[c for _, _, c in bars])
     ax.bar_label(drawn, fmt="%.0f s", fontsize=8, padding=2)

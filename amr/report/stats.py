@@ -77,7 +77,7 @@ def verdict(a: str, b: str, pair: Paired, verb: str, items: str) -> str:
     if pair.n == 0:
         return f"{a} and {b}: nothing in common to compare"
     if diff == 0:
-        return f"{a} and {b} {verb} the same number of the {pair.n} {items} ({pair.a}; {p_text(pair.p)}): no difference"
+        return f"{a} and {b} {verb} the same number of the {pair.n} {items} ({pair.a} each; {p_text(pair.p)}): no difference"
     more, fewer = (a, b) if diff > 0 else (b, a)
     counts = f"{pair.a} vs {pair.b}" if diff > 0 else f"{pair.b} vs {pair.a}"
     noise = "beyond noise" if pair.p < SIGNIFICANT else "within noise"
