@@ -30,6 +30,7 @@ from amr.report.tables import (
     student_table,
     teacher_name,
     verdicts,
+    without_specs,
 )
 from jobs.cli import app
 
@@ -303,6 +304,10 @@ def test_funnel_times_teacher_and_examples(run_output):
         ("c", "passed", "passed"),  # specs
     ]
     assert examples(rows[:1], {}, {})[0]["amr_verdict"] == "not tested"
+    assert without_specs([{"id": "a", "specs": [], "md_reason": "no function"}, {"id": "b", "specs": [{}]}]) == (
+        ["Instruction", "Why no specs"],
+        [["a", "no function"]],
+    )
 
 
 def chromium() -> str:
@@ -349,6 +354,7 @@ def test_report_renders_in_headless_chromium(run_output, tmp_path):
     assert md.index("## Did AMR-Evol help?") < md.index("## Student pass@1")  # the answer leads
     assert "- AMR-Evol answered 2 more of 10 instructions correctly than direct (6 vs 4; p=0.62): within noise" in md
     assert "Teacher smollm2-135m-instruct; 10 instructions" in md and "/root/.cache" not in md
+    assert "| mbpp/600 | no function in R_d |" in md.split("## Rows without specs: AMR-Evol")[1]
 
     # the page as Chromium loads it: every image decoded (naturalWidth > 0)
     page = (out / "report.html").read_text()

@@ -45,6 +45,7 @@ from amr.report.tables import (
     teacher_name,
     train_table,
     verdicts,
+    without_specs,
 )
 
 __all__ = ["ReportError", "Row", "collect", "growth", "score_table", "teacher_cost", "write"]
@@ -124,7 +125,7 @@ def write(dirs: list[str | Path], out: str | Path) -> str:
                 figures=[(figure("module_growth.png", plots.plot_growth, methods), "module table growth per wave")],
             )
         )
-    sections += [s for c in comparisons if (s := _examples(c)).examples]
+    sections += [s for c in comparisons for s in _examples(c)]
     sections += [
         Section(f"Stages: {m.label}", f"Teacher {teacher_name(m.manifest)}.", tables=[funnel_table(m)])
         for m in distilled
@@ -160,16 +161,23 @@ def _lead(c: Comparison) -> Section:
     )
 
 
-def _examples(c: Comparison) -> Section:
+def _examples(c: Comparison) -> list[Section]:
+    """A few rows side by side, and the rows without specs with the reason."""
     rows = example_rows(c.a.run_dir)
-    chosen = examples(rows, row_verdicts(c.a.run_dir), row_verdicts(c.b.run_dir))
-    return Section(
-        f"Examples: {c.b.label} and {c.a.label} side by side",
-        "R_d is the teacher's direct answer (direct's training data); the specs come from modular decomposition, "
-        "the functions from the module table, and the AMR answer from all three. Verdicts: the instruction's "
-        "own tests.",
-        examples=chosen,
-    )
+    return [
+        Section(
+            f"Examples: {c.b.label} and {c.a.label} side by side",
+            "R_d is the teacher's direct answer (direct's training data); the specs come from modular "
+            "decomposition, the functions from the module table, and the AMR answer from all three. Verdicts: the "
+            "instruction's own tests.",
+            examples=examples(rows, row_verdicts(c.a.run_dir), row_verdicts(c.b.run_dir)),
+        ),
+        Section(
+            f"Rows without specs: {c.a.label}",
+            "Their answer is evolved from the instruction alone: nothing to retrieve with.",
+            tables=[without_specs(rows)],
+        ),
+    ]
 
 
 def _lede(methods: list[Row]) -> str:

@@ -320,3 +320,8 @@ def examples(
         {**r, "amr_verdict": word(passed_a.get(r["id"])), "direct_verdict": word(passed_b.get(r["id"]))}
         for r in sorted(rows, key=telling)[:n]
     ]
+
+
+def without_specs(rows: list[dict[str, Any]]) -> Table:
+    """The rows modular decomposition found no spec in (``collect.example_rows``), and why."""
+    return ["Instruction", "Why no specs"], [[r["id"], r["md_reason"] or "-"] for r in rows if not r["specs"]]
