@@ -321,6 +321,17 @@ def chromium() -> str:
     pytest.skip(reason)
 
 
+@pytest.mark.timeout(30)
+def test_without_chromium_the_render_test_skips_except_under_ci(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
+        chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        chromium()
+
+
 def headless(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     flags = [
         "--headless",
