@@ -5,7 +5,7 @@ Every error names the file, the line and the dotted key it is about.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
@@ -389,6 +389,14 @@ def load_config(model: type[C], path: str | Path | None, overrides: list[str] = 
 
     A section may name another YAML file instead of holding its keys (``distill: local_cpu.yaml``, relative
     to the file that names it); overrides apply after it is read in."""
+    return config_sources(model, path, overrides)[0]
+
+
+def config_sources(
+    model: type[C], path: str | Path | None, overrides: Sequence[str] = ()
+) -> tuple[C, dict[tuple[str, ...], str]]:
+    """``load_config``'s config, and where each key path given in a file or an override came from: ``file:line``
+    (the included file's for an included key) or ``--set``. A key absent from the map has its default."""
     where = str(path) if path else "<defaults>"
     raw: dict[str, Any] = {}
     lines: dict[tuple[str, ...], str] = {}
@@ -400,9 +408,27 @@ def load_config(model: type[C], path: str | Path | None, overrides: list[str] = 
         keys = _apply_override(raw, item)
         overridden.add(keys)
     try:
-        return model.model_validate(raw)
+        config = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, lines, overridden)) from None
+    return config, {keys: _origin(keys, lines, overridden, where) for keys in _given(raw)}
+
+
+def _given(raw: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every key path of a loaded mapping, sections and values alike (list items by index)."""
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
+    for key, value in items:
+        yield (*prefix, str(key))
+        yield from _given(value, (*prefix, str(key)))
+
+
+def _origin(
+    keys: tuple[str, ...], lines: dict[tuple[str, ...], str], overridden: set[tuple[str, ...]], where: str
+) -> str:
+    """Where a key path was set: ``--set`` (it or a section above it), else its nearest ``file:line``."""
+    if any(keys[: len(o)] == o for o in overridden):
+        return "--set"
+    return next((lines[keys[:n]] for n in range(len(keys), 0, -1) if keys[:n] in lines), where)
 
 
 def as_config(model: type[C], config: C | str | Path | None, overrides: Sequence[str] = ()) -> C:
@@ -540,10 +566,7 @@ def _describe(
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
         key = ".".join(loc)
-        if any(loc[: len(o)] == o for o in overridden):
-            origin = "--set"
-        else:
-            origin = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), where)
+        origin = _origin(loc, lines, overridden, where)
         message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         if err["type"] == "extra_forbidden" and loc[-2:] in RENAMED:
             message = f"unknown key: renamed to {RENAMED[loc[-2:]]}"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from amr import model_store
+from amr import config_show, doctor, export, model_store
 from amr.config import (
     ConfigError,
     DistillConfig,
@@ -24,7 +25,9 @@ from jobs import eval as eval_job
 from jobs import run as run_job
 from jobs import train as train_job
 from jobs.common import (
+    LogLevelOption,
     OverridesOption,
+    VerboseOption,
     console,
     setup_logging,
     shutting_down_ray,
@@ -49,8 +52,26 @@ app.add_typer(modules_app, name="modules")
 app.add_typer(instructions.app, name="instructions")
 jobs_app = typer.Typer(help="Jobs on a Ray cluster (see amr submit).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+config_app = typer.Typer(help="Job configurations as they resolve.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
-app.callback()(setup_logging)
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"amr-evol {version('amr-evol')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = VerboseOption,
+    log_level: str = LogLevelOption,
+    _version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print amr-evol's version and exit."
+    ),
+) -> None:
+    """amr-evol: distil code generation from a teacher LLM with AMR-Evol, on Ray."""
+    setup_logging(verbose, log_level)
 
 
 StoreOption = typer.Option(
@@ -316,6 +337,68 @@ jobs_app.command("status")(user_errors(submit.status))
 jobs_app.command("logs")(user_errors(submit.logs))
 jobs_app.command("stop")(user_errors(submit.stop))
 jobs_app.command("list")(user_errors(submit.list_jobs))
+
+
+@config_app.command("show")
+@user_errors
+def config_show_command(
+    config: Path = typer.Option(None, "--config", "-c", help="The job's YAML config (defaults if omitted)."),
+    job: str = typer.Option(
+        None, "--job", help=f"Whose config: {', '.join(config_show.JOBS)} (default: the first whose keys fit)."
+    ),
+    overrides: list[str] = OverridesOption,
+) -> None:
+    """Print a job's resolved config (includes read in, --set applied, defaults filled) as YAML that loads back
+    as the same config, each value followed by the file and line it came from, --set or default."""
+    if job is not None and job not in config_show.JOBS:
+        raise typer.BadParameter(f"{job!r}: one of {', '.join(config_show.JOBS)}", param_hint="--job")
+    print(config_show.show(job or config_show.guess_job(config), config, overrides), end="")
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    run_dir: str = typer.Argument(..., help="A finished `amr distill` run directory (a path or a URI)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write a datasets.save_to_disk folder here, with the card as README.md."
+    ),
+    push_to_hub: str = typer.Option(
+        None,
+        "--push-to-hub",
+        metavar="REPO",
+        help="Push the dataset and its card to this Hub dataset repository (USER/NAME); the token of HF_TOKEN "
+        "or `hf auth login`.",
+    ),
+    private: bool = typer.Option(False, "--private", help="With --push-to-hub: create the repository private."),
+) -> None:
+    """A run's dataset with its dataset card, for `datasets.load_from_disk` or the Hugging Face Hub."""
+    if output is None and push_to_hub is None:
+        raise typer.BadParameter("give --output DIR, --push-to-hub REPO or both", param_hint="--output")
+    if private and push_to_hub is None:
+        raise typer.BadParameter("--private goes with --push-to-hub", param_hint="--private")
+    if output is not None:
+        rows = export.save(run_dir, output).num_rows
+        console.print(f"{output}: {rows} rows and README.md (load with datasets.load_from_disk)", soft_wrap=True)
+    if push_to_hub is not None:
+        console.print(f"pushed to {export.push(run_dir, push_to_hub, private)}", soft_wrap=True)
+
+
+@app.command("doctor")
+def doctor_command(store: Path = StoreOption) -> None:
+    """Check what jobs need from this machine: bubblewrap, vLLM, the models, memory and disk, Ray; say what to fix.
+    Exit 1 when something required is missing."""
+    table = Table(title="amr doctor")
+    for column in ("check", "status", "found", "to fix"):
+        table.add_column(column, overflow="fold")
+    checks = doctor.run(store)
+    for check in checks:
+        status = "[green]OK" if check.ok else "[red]problem" if check.required else "[yellow]warning"
+        table.add_row(check.name, status, check.found, "" if check.ok else check.fix)
+    console.print(table)
+    missing = [c.name for c in checks if c.required and not c.ok]
+    if missing:
+        console.print(f"[bold red]missing:[/] {', '.join(missing)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from amr import logs, progress
 from amr.config import ConfigError
 from amr.data import InputError
 from amr.engines import EngineError
+from amr.export import ExportError
 from amr.lease import LeaseError
 from amr.model_store import ModelError
 from amr.modules import ModuleDBError
@@ -25,6 +26,19 @@ from amr.sandbox import SandboxError
 
 console = Console()
 OverridesOption = typer.Option([], "--set", help="Override a config key: key.path=value.")
+VerboseOption = typer.Option(
+    False, "--verbose", "-v", help="Show Ray's, vLLM's and Ray Data's INFO lines on the terminal too."
+)
+LogLevelOption = typer.Option(
+    None,
+    "--log-level",
+    envvar=logs.ENV,
+    show_default="WARNING",
+    metavar="LEVEL",
+    help="The lowest level of other programs' log lines on the terminal (DEBUG, "
+    "INFO, WARNING, ERROR, CRITICAL); a job's log files "
+    "(<run dir>/logs/job.log) get them from INFO up.",
+)
 
 # ConnectionError: a cluster address that does not answer (amr submit, amr jobs)
 USER_ERRORS = (
@@ -36,6 +50,7 @@ USER_ERRORS = (
     ModuleDBError,
     LeaseError,
     ReportError,
+    ExportError,
     ConnectionError,
 )
 
@@ -54,21 +69,7 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def setup_logging(
-    verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="Show Ray's, vLLM's and Ray Data's INFO lines on the terminal too."
-    ),
-    log_level: str = typer.Option(
-        None,
-        "--log-level",
-        envvar=logs.ENV,
-        show_default="WARNING",
-        metavar="LEVEL",
-        help="The lowest level of other programs' log lines on the terminal (DEBUG, "
-        "INFO, WARNING, ERROR, CRITICAL); a job's log files "
-        "(<run dir>/logs/job.log) get them from INFO up.",
-    ),
-) -> None:
+def setup_logging(verbose: bool = VerboseOption, log_level: str = LogLevelOption) -> None:
     """The project's own log lines (``amr.*`` loggers) go to the terminal through rich, not through the handlers
     Ray and vLLM install on the root logger; other programs' lines from ``log_level`` up (``amr.logs``)."""
     project = logging.getLogger("amr")

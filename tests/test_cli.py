@@ -26,6 +26,9 @@ runner = CliRunner()
         ["teacher", "stop"],
         ["distill"],
         ["modules", "bootstrap"],
+        ["config", "show"],
+        ["export"],
+        ["doctor"],
     ],
 )
 def test_every_command_has_help(command):

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from amr import card
 from amr.config import ConfigError, DistillConfig
 from amr.data import iter_instructions, load_instructions
 from amr.embeddings import EmbedderActors
@@ -120,6 +121,7 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
                 "wall_time_s": round(time.perf_counter() - start, 1),
             }
         run_dir.write_json("manifest.json", manifest)
+        card.write(run_dir, manifest)  # README.md, the dataset card
         fingerprints.record(run_dir, config, chosen, "dataset")
     return manifest
 
