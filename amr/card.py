@@ -142,6 +142,8 @@ def decontamination(source: str) -> str:
             f"- {d['removed']} of {d['input_rows']} instructions removed (by check: {_counts(d['by_check'])}; "
             f"by benchmark: {removed}), {d['near_kept']} near ones kept"
         )
+    if not lines:
+        return f"`{report_path(source)}` holds no decontamination counts: unknown."
     return f"From `{report_path(source)}`:\n\n" + "\n".join(lines)
 
 
@@ -152,6 +154,8 @@ def _decontaminations(source: str, report: dict[str, Any]) -> list[dict[str, Any
         return [report]
     if "decontamination" in report:
         return [report["decontamination"]]
+    if "rounds" not in report:
+        return []  # not a report of amr instructions
     stem, suffix = os.path.splitext(storage.name(source))
     rounds = [storage.join(storage.parent(source), f"{stem}.round{r['round']}{suffix}") for r in report["rounds"]]
     return [storage.read_json(f"{level}.report.json")["decontamination"] for level in rounds]

@@ -79,13 +79,15 @@ def test_the_run_writes_a_dataset_card_that_loads(run_dir):
 
 
 @pytest.mark.timeout(60)
-def test_builtin_sources_say_what_was_decontaminated():
+def test_builtin_sources_say_what_was_decontaminated(tmp_path):
     removed, total = len(mbpp_train_overlaps()), len(mbpp_train())
     assert card.decontamination("mbpp-train").startswith(f"Decontaminated: the {removed} of {total} MBPP train")
     assert card.decontamination("mbpp-train-raw").startswith(
         f"Not decontaminated: all of MBPP train 601-974, the {removed}"
     )
     assert "No decontamination report beside `x.jsonl`" in card.decontamination("x.jsonl")
+    (tmp_path / "own.jsonl.report.json").write_text('{"made_by": "someone else"}')
+    assert card.decontamination(str(tmp_path / "own.jsonl")).endswith("holds no decontamination counts: unknown.")
 
 
 @pytest.mark.timeout(300)
