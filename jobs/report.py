@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amr.report import write
+from amr.report import answer, write
 from amr.storage import join
 from jobs.common import console, run_as_module
 
@@ -17,6 +17,8 @@ def main(
 ) -> None:
     """Report: did AMR-Evol help (against direct, paired), the paper's table, the funnel, costs, curves, examples."""
     out = write(dirs, output)
+    for line in answer(dirs):
+        console.print(line, soft_wrap=True, highlight=False)
     console.print(f"report: {join(out, 'report.html')} (and report.md)", soft_wrap=True, highlight=False)
 
 

@@ -238,6 +238,8 @@ def _main(config: Path | None, shortcuts: list[str], overrides: list[str]) -> No
     cfg = load_config(RunConfig, config, [*shortcuts, *overrides])
     with shutting_down_ray():
         where = run(cfg)
+    for line in report.answer([storage.normalize(cfg.output)]):  # did AMR help, in words
+        console.print(line, soft_wrap=True, highlight=False)
     console.print(f"report: {storage.join(where, 'report.html')} (and report.md)", soft_wrap=True, highlight=False)
 
 

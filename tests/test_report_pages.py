@@ -361,6 +361,7 @@ def test_report_renders_in_headless_chromium(run_output, tmp_path):
     out = tmp_path / "report"
     result = runner.invoke(app, ["report", str(run_output), "--output", str(out)])
     assert result.exit_code == 0, result.output
+    assert "AMR-Evol answered 2 more of 10 instructions correctly than direct" in result.output  # the terminal too
     md = (out / "report.md").read_text()
     assert md.index("## Did AMR-Evol help?") < md.index("## Student pass@1")  # the answer leads
     assert "- AMR-Evol answered 2 more of 10 instructions correctly than direct (6 vs 4; p=0.62): within noise" in md

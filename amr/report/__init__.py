@@ -48,7 +48,7 @@ from amr.report.tables import (
     without_specs,
 )
 
-__all__ = ["ReportError", "Row", "collect", "growth", "score_table", "teacher_cost", "write"]
+__all__ = ["ReportError", "Row", "answer", "collect", "growth", "score_table", "teacher_cost", "write"]
 
 
 def write(dirs: list[str | Path], out: str | Path) -> str:
@@ -135,6 +135,11 @@ def write(dirs: list[str | Path], out: str | Path) -> str:
     folder.write_text("report.md", markdown(sections, lede))
     folder.write_text("report.html", page(sections, lede))
     return folder.uri
+
+
+def answer(dirs: list[str | Path]) -> list[str]:
+    """Did AMR help: the report's verdicts in words, for the terminal (none without an AMR method and direct)."""
+    return [line for a, b in comparable(collect(dirs)) for line in verdicts(_comparison(a, b))]
 
 
 def _comparison(a: Row, b: Row) -> Comparison:
