@@ -95,10 +95,12 @@ def test_plumbing_of_compare_distills_trains_evaluates_and_reports(ray_local, sc
     assert len(re.findall(r"\d \([+-]\d+\.\d\)", amr_row)) == 4  # HumanEval(+) and MBPP(+) against direct
     assert "HumanEval(+) v0.1.10: 2 tasks (--limit)" in report
     assert (  # the script's figures (plumbing): direct's answers lack the helpers that ARE's include
-        "| direct | 4 | 4 | 50.0% of 4 |" in report
-        and "| AMR-Evol | 4 | 4 | 75.0% of 4 |" in report
-        and "## Funnel: AMR-Evol" in report
+        "| direct | scripted | 4 | 4 | 50.0% of 4 |" in report
+        and "| AMR-Evol | scripted | 4 | 4 | 75.0% of 4 |" in report
+        and "## Stages: AMR-Evol" in report
     )
+    assert report.index("## Did AMR-Evol help? Against direct") < report.index("## Student pass@1")  # it leads
+    assert "AMR-Evol answered 1 more of 4 instructions correctly than direct (3 vs 2; p=1.00)" in result.output
     html = (out / "report" / "report.html").read_text()
     assert "<table>" in html and 'src="pass_at_1.png"' in html and 'src="module_growth.png"' in html
     for plot in ("pass_at_1.png", "module_growth.png"):
@@ -198,7 +200,7 @@ def test_run_on_an_object_store_keeps_the_students_on_a_local_disk(
     )
     report = storage.read_text(f"{out}/report/report.md")
     assert "| direct | 50.0 | 25.0 | 50.0 | 25.0 |" in report  # scores linked to the distillation by train.json
-    assert "| direct | 4 | 4 | 50.0% of 4 |" in report and "## Student training" in report
+    assert "| direct | scripted | 4 | 4 | 50.0% of 4 |" in report and "## Student training" in report
     calls = len(scripted.requests)
     again = runner.invoke(app, ["run", "--config", str(path), "--set", "methods=[direct]"])
     assert again.exit_code == 0 and again.output.count("done already") == 4 and len(scripted.requests) == calls
