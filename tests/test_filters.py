@@ -93,3 +93,37 @@ def test_near_duplicates_within_a_batch_and_against_the_kept_ones(embedder, tmp_
         True,
         False,
     ]
+
+
+class _Vectors:
+    """An embedder with chosen vectors: cosines exact in float32, for the threshold's boundary."""
+
+    dim = 2
+
+    def __init__(self, vectors: dict[str, list[float]]):
+        self.vectors = vectors
+
+    def encode(self, texts):
+        import numpy as np
+
+        return np.asarray([self.vectors[t] for t in texts], dtype=np.float32)
+
+
+@pytest.mark.timeout(60)
+def test_near_duplicates_at_the_threshold_with_chosen_vectors(tmp_path):
+    embedder = _Vectors(
+        {"a": [1.0, 0.0], "b": [0.0, 1.0], "half": [0.5, 0.5], "a again": [1.0, 0.0], "minus a": [-1.0, 0.0]}
+    )
+    seen = NearDuplicates(embedder, 0.5, uri=str(tmp_path / "dedup"))
+    assert seen.keep(["a", "half", "b"]) == [True, False, True]  # half: cosine 0.5 to a, at the threshold
+    assert seen.table.count_rows() == 2
+    rows = seen.table.to_arrow().to_pylist()
+    assert [r["vector"] for r in rows] == [[1.0, 0.0], [0.0, 1.0]]
+    assert seen.keep(["a again"]) == [False]  # cosine 1 to a kept one
+    assert seen.keep(["minus a", "a again"]) == [True, False]  # one search for both: each its own nearest
+    assert seen.table.count_rows() == 3
+    assert NearDuplicates(embedder, 0.5, uri=str(tmp_path / "dedup")).keep(["a"]) == [True]  # a new table there
+    orthogonal = NearDuplicates(embedder, 0.0)  # a cosine of 0 is at this threshold
+    assert orthogonal.keep(["a"]) == [True] and orthogonal.keep(["b"]) == [False]
+    assert orthogonal.table.count_rows() == 1
+    assert NearDuplicates(embedder, 1.0).keep(["a", "a again", "b"]) == [True, False, True]

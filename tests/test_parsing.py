@@ -1,3 +1,5 @@
+import pytest
+
 from amr.parsing import (
     assert_statements,
     code_blocks,
@@ -134,3 +136,58 @@ def test_a_test_must_assert_something_about_its_function():
     assert vacuous_test("def test_f():\n    f(2)\n    assert True\n", "f") == "no assert calls f"
     assert vacuous_test("print(f(2))", "f") == "no assert statement in the test"
     assert vacuous_test("def broken(:", "f") is None  # the sandbox reports the syntax error
+
+
+# Killers of the mutants that survived a mutmut run over amr/parsing.py (issue 22): each expected value is written out.
+
+
+@pytest.mark.timeout(30)
+def test_code_blocks_strip_only_the_newlines_around_a_block():
+    # the first line's indentation and a last line ending in X are code
+    assert code_blocks("```python\n\n    indented = 1\nX\n\n```") == ["    indented = 1\nX"]
+
+
+@pytest.mark.timeout(30)
+def test_function_specs_of_an_answer_without_code_blocks():
+    answer = 'Split it like this:\n\ndef area(r: float) -> MatrixX:\n    """Area of a circle of radius r."""\n    ...\n'
+    assert function_specs(answer) == [
+        {"name": "area", "signature": "def area(r: float) -> MatrixX", "description": "Area of a circle of radius r."}
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_prose_descriptions_join_their_lines_and_drop_stubs_and_quotes():
+    answer = (
+        "```\n"
+        "def matmul(a: Matrix, b: Matrix) -> Matrix:\n"
+        "    Description: Multiply matrix A by matrix X\n"
+        "    XOR-free: sums of products.\n"
+        "    ...\n"
+        "    pass\n"
+        "\n"
+        "def count(s: str) -> int:\n"
+        "    \"Count the vowels of s.'\n"  # mismatched quotes: not Python, the prose path
+        "```"
+    )
+    assert function_specs(answer) == [
+        {
+            "name": "matmul",
+            "signature": "def matmul(a: Matrix, b: Matrix) -> Matrix",
+            "description": "Multiply matrix A by matrix X XOR-free: sums of products.",
+        },
+        {"name": "count", "signature": "def count(s: str) -> int", "description": "Count the vowels of s."},
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_defined_functions_with_annotated_globals_and_verbatim_last_lines():
+    program = "LIMIT: int = 10\nX = 2\n\ndef scaled(n):\n    return n * LIMIT + X\n\ndef padded():\n    return 1  \n"
+    assert defined_functions(program) == [
+        {
+            "name": "scaled",
+            "signature": "def scaled(n)",
+            "description": "",
+            "code": "LIMIT: int = 10\n\n\nX = 2\n\n\ndef scaled(n):\n    return n * LIMIT + X\n",
+        },
+        {"name": "padded", "signature": "def padded()", "description": "", "code": "def padded():\n    return 1  \n"},
+    ]
