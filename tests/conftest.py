@@ -3,8 +3,11 @@ server (moto)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # spawn, each importing torch and vLLM again): ~25 s less per engine on 2 cores, same engine and outputs.
 # Jobs keep vLLM's default (a process per engine core and worker, with its CPU threads bound).
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# The caches of what the project computes (decontamination vectors, evalplus's ground truth) start empty, so that
+# a run is cold by construction and its time is a fresh machine's; the model store is what `make models` fills.
+_COLD_CACHE = tempfile.mkdtemp(prefix="amr-test-cache-")
+atexit.register(shutil.rmtree, _COLD_CACHE, ignore_errors=True)
+os.environ["AMR_CACHE"] = _COLD_CACHE
+os.environ["AMR_EVALPLUS_CACHE"] = os.path.join(_COLD_CACHE, "evalplus")
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
