@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap chromium models run test lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale clean
+.PHONY: setup bwrap chromium models run test lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults clean
 
 setup: $(VENV)/.installed bwrap chromium
 
@@ -51,7 +51,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: bench-sandbox bench-pipeline bench-teacher bench-decontam bench-scale
+bench: bench-sandbox bench-pipeline bench-teacher bench-decontam bench-scale bench-faults
 
 bench-teacher: models
 	$(BIN)/python bench/teacher.py
@@ -61,6 +61,9 @@ bench-sandbox: setup
 
 bench-pipeline: models
 	$(BIN)/python bench/pipeline.py
+
+bench-faults: setup
+	$(BIN)/python bench/faults.py
 
 bench-decontam: models
 	$(BIN)/python bench/decontam.py

@@ -19,6 +19,7 @@ handle or an HTTP client: no Ray Data pipeline to start per wave).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -179,8 +180,9 @@ class ServedTeacher(Teacher):
     async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return await chat_all(*self._target(), [chat_body(r, self.model, self.defaults) for r in requests])
 
-    def _target(self) -> tuple[str, str, float | None]:
-        return self.served.app_name, self.served.deployment_name, self.config.serve.request_timeout_s
+    def _target(self) -> tuple[str, str, float | None, float]:
+        serve = self.config.serve
+        return self.served.app_name, self.served.deployment_name, serve.request_timeout_s, serve.recovery_timeout_s
 
 
 BATCHES_IN_FLIGHT = 4
@@ -203,22 +205,32 @@ def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict
 
 
 async def chat_all(
-    app: str, deployment_name: str, timeout_s: float | None, bodies: list[dict[str, Any]]
+    app: str, deployment_name: str, timeout_s: float | None, recovery_s: float, bodies: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Send chat requests to a deployment through its handle, all at once (at most ``HANDLE_WINDOW`` in flight);
-    the output columns of each, in order (a failed request: its error)."""
+    the output columns of each, in order (a failed request: its error). A request whose replica or engine died
+    is sent again while the deployment restarts it, for up to ``recovery_s``."""
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment_name, app).options(stream=True)
     slots = asyncio.Semaphore(HANDLE_WINDOW)
 
     async def chat(body: dict[str, Any]) -> dict[str, Any]:
-        async with slots:
-            try:
-                answer = handle.chat.remote(ChatRequest(**body))
-                response = await asyncio.wait_for(answer.__anext__(), timeout_s)
-            except Exception as exc:  # the row keeps the error; the job goes on
-                return _error(f"{type(exc).__name__}: {str(exc)[:2000]}")
+        lost_since = None
+        for attempt in itertools.count():
+            async with slots:
+                try:
+                    answer = handle.chat.remote(ChatRequest(**body))
+                    response = await asyncio.wait_for(answer.__anext__(), timeout_s)
+                    break
+                except Exception as exc:  # the row keeps the error; the job goes on
+                    failure = f"{type(exc).__name__}: {str(exc)[:2000]}"
+                    if not _replica_lost(exc):
+                        return _error(failure)
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > recovery_s:
+                return _error(f"the teacher's replica did not recover in {recovery_s:.0f} s: {failure}")
+            await asyncio.sleep(min(2**attempt, 15))
         return parse_chat_completion(response.model_dump() if hasattr(response, "model_dump") else response)
 
     return list(await asyncio.gather(*(chat(b) for b in bodies)))
@@ -232,7 +244,9 @@ class _Client:
     def __init__(self):
         import amr.serving  # noqa: F401  the request class (vLLM's protocol) is imported once, now
 
-    async def chat(self, target: tuple[str, str, float | None], bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def chat(
+        self, target: tuple[str, str, float | None, float], bodies: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         return await chat_all(*target, bodies)
 
 
@@ -247,7 +261,7 @@ OUTPUT_TYPES = {
 def _served_batch(
     batch: pa.Table,
     clients: list[Any],
-    target: tuple[str, str, float | None],
+    target: tuple[str, str, float | None, float],
     carry: tuple[str, ...],
     model: str,
     defaults: dict[str, Any],
@@ -258,6 +272,19 @@ def _served_batch(
     for column, kind in OUTPUT_TYPES.items():
         out = out.append_column(column, pa.array([a[column] for a in answers], kind))
     return out
+
+
+REPLICA_LOST = ("EngineDeadError", "DeploymentUnavailableError", "BackPressureError")
+"""Failures of a request that a deployment recovers from by itself (a dead engine's replica fails its health
+check and is restarted): by class name, so that the driver needs no vLLM."""
+
+
+def _replica_lost(exc: BaseException) -> bool:
+    """Whether a request failed because its replica or engine is gone (not because of the request)."""
+    if isinstance(exc, ray.exceptions.RayActorError):  # the replica's actor died (ActorDiedError, unavailable)
+        return True
+    cause = getattr(exc, "cause", None)  # a RayTaskError carries the replica's own exception
+    return any(type(e).__name__ in REPLICA_LOST for e in (exc, cause) if e is not None)
 
 
 def _run_async(work: Any) -> Any:
@@ -331,15 +358,16 @@ class OpenAITeacher(Teacher):
                         async with session.post(self.url, json=payload, headers=self.headers) as response:
                             text = await response.text()
                             if response.status == 429 or response.status >= 500:
-                                raise _Retry(f"HTTP {response.status}: {text[:500]}")
+                                raise _Retry(f"HTTP {response.status}: {text[:500]}", response.headers)
                             body = _json_or_none(text)
                             if response.status == 200 and not (isinstance(body, dict) and body.get("choices")):
                                 raise _Retry(f"HTTP 200 without a chat completion: {text[:500]}")
                             return parse_chat_completion(body if body is not None else text)
                     except (_Retry, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                         failure: Exception = exc
+                        wait = exc.wait_s if isinstance(exc, _Retry) else None
                     except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-                        failure = exc
+                        failure, wait = exc, None
                         if attempt == cfg.max_retries:
                             raise EngineError(
                                 f"teacher.openai.base_url: {self.url} unreachable or not answering in "
@@ -348,7 +376,7 @@ class OpenAITeacher(Teacher):
                             ) from None
                     if attempt == cfg.max_retries:
                         return _error(f"endpoint error after {attempt + 1} attempts: {failure}")
-                    await asyncio.sleep(cfg.base_retry_wait_s * 2**attempt)
+                    await asyncio.sleep(wait if wait is not None else cfg.base_retry_wait_s * 2**attempt)
             raise AssertionError("unreachable")
 
         timeout = aiohttp.ClientTimeout(total=cfg.request_timeout_s)
@@ -364,7 +392,16 @@ def _json_or_none(text: str) -> Any:
 
 
 class _Retry(Exception):
-    """A response worth asking again for (429, 5xx, not a chat completion)."""
+    """A response worth asking again for (429, 5xx, not a chat completion); ``wait_s``: what its ``Retry-After``
+    header asks for (seconds, at most ``MAX_RETRY_AFTER_S``), None without one."""
+
+    def __init__(self, message: str, headers: Any = None):
+        super().__init__(message)
+        after = (headers or {}).get("Retry-After", "")
+        self.wait_s = min(float(after), MAX_RETRY_AFTER_S) if after.replace(".", "", 1).isdigit() else None
+
+
+MAX_RETRY_AFTER_S = 120.0
 
 
 def parse_chat_completion(body: Any) -> dict[str, Any]:

@@ -77,6 +77,15 @@ def test_retries_back_off_doubling_from_base_retry_wait(ray_local):
         assert expected <= wait < expected + 0.3, waits
 
 
+def test_a_429_waits_as_long_as_its_retry_after_says(ray_local):
+    with ScriptedTeacher(_script, faults=lambda messages, attempt: "429-after" if attempt < 1 else None) as server:
+        teacher = OpenAITeacher(server.config(max_retries=2, base_retry_wait_s=0.01))
+        [row] = teacher.complete(_rows(1))
+    assert row["response"] == "answer to row 0" and server.faulted == ["429-after"]
+    [wait] = [later - earlier for earlier, later in zip(server.received_at, server.received_at[1:])]
+    assert 1.0 <= wait < 1.5  # Retry-After: 1, not the 0.01 s backoff
+
+
 def test_qps_paces_request_starts(ray_local):
     with ScriptedTeacher(_script) as server:
         teacher = OpenAITeacher(server.config(qps=5, concurrency=2, base_retry_wait_s=0.01))

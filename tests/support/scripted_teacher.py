@@ -36,7 +36,8 @@ Script = Callable[[list[dict[str, str]]], str]
 Faults = Callable[[list[dict[str, str]], int], "str | None"]
 FAULTS = ("500", "503", "429", "drop", "no-choices", "html", "slow")
 """HTTP 500/503/429 with a JSON error; the connection closed before any answer; a 200 whose JSON has no
-``choices``; a 200 HTML page (a proxy's); an answer after ``slow_s``."""
+``choices``; a 200 HTML page (a proxy's); an answer after ``slow_s``. Also ``429-after``: a 429 with
+``Retry-After: 1``."""
 
 
 _LIVE: weakref.WeakSet[ScriptedTeacher] = weakref.WeakSet()
@@ -184,6 +185,8 @@ class ScriptedTeacher:
     async def _fault(self, request: web.Request, fault: str) -> web.Response:
         if fault in ("500", "503", "429"):
             return web.json_response({"error": {"message": f"injected {fault}"}}, status=int(fault))
+        if fault == "429-after":  # a rate limit that says when to come back
+            return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "1"})
         if fault == "drop":
             request.transport.close()
             return web.Response()
