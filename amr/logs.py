@@ -11,7 +11,8 @@ Serve replica, Ray Data's tasks, the sandbox). A job writes every line, its own 
 ``AMR_LOG_LEVEL``); a job started without it (the Python API) uses ``AMR_LOG_LEVEL`` or WARNING, and
 nothing is filtered outside jobs. Errors and warnings always reach the terminal: a line is hidden only when
 it says that it is below the level (``INFO ...``, vLLM's ``(EngineCore pid=..) INFO ...``, glog's ``I1204``,
-a JSON record's ``"levelname": "INFO"``, a progress bar), or continues such a line of the same process.
+a JSON record's ``"levelname": "INFO"``, a progress bar), or continues such a line of the same process; a
+print of Ray Train's processes counts as INFO, and the warnings every CPU job meets (``EXPECTED``) as INFO.
 """
 
 from __future__ import annotations
@@ -229,6 +230,25 @@ def line_level(line: str) -> int | None:
     return None
 
 
+EXPECTED = re.compile(
+    "|".join(
+        (
+            r"Triton is not installed|Model Runner V2 requires Triton|Triton not available",  # CPU: no Triton
+            r"Inductor compilation was disabled|Reset SSM cache type",  # enforce_eager on CPU, below
+            r"torch\.distributed\.reduce_op` is deprecated",  # inside vLLM's own imports
+            r"is not found in LD_PRELOAD|NUMA binding|OMP_NUM_THREADS=\d+ is set",  # vLLM's CPU tuning hints
+            r"Enforce eager set, disabling torch\.compile",  # the CPU configs' choice (docs/teachers.md)
+            r"VLLM_CPU_NUM_OF_RESERVED_CPU is less than",  # 2 cores: none reserved, on purpose (local_cpu.yaml)
+            r"Failed to query Ray Train Controller actor state",  # Ray Train's cleaner, while the controller ends
+            r"replicas that have taken more than 30s to initialize|slow __init__ or reconfigure",  # a CPU engine start
+        )
+    )
+)
+"""Warnings every CPU job meets and no setting of the project removes: for the job's log files only."""
+QUIET_SOURCES = ("RayTrainWorker", "TrainController", "PlacementGroupCleaner")
+"""Ray Train's processes, whose unlevelled prints are progress (trainer metrics, checkpoint reports): INFO."""
+
+
 class _Printer:
     """Ray's printer of the workers' output (``log_to_driver``), behind the level and the jobs' files. A line
     without a level of its own has its process's last one (the rest of a traceback, of a warning); the first
@@ -265,7 +285,11 @@ class _Printer:
                 level = logging.ERROR
             else:
                 level = line_level(line)
-                level = self.last.get(pid, logging.WARNING) if level is None else level
+                if level is None:
+                    unlevelled = logging.INFO if source.startswith(QUIET_SOURCES) else logging.WARNING
+                    level = self.last.get(pid, unlevelled)
+                elif level == logging.WARNING and EXPECTED.search(line):
+                    level = logging.INFO
                 self.last[pid] = level
             if _files:
                 workers.log(level, "%s %s", prefix, line)

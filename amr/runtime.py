@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -39,6 +40,8 @@ def init_ray(config: RayConfig) -> None:
             ray.init(num_cpus=num_cpus, include_dashboard=False)
     logs.follow_ray()
     ctx = ray.data.DataContext.get_current()
+    # the stages' filters are Python predicates over several columns (a failed call, a parse), on purpose
+    warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn' when possible", category=UserWarning)
     ctx.enable_progress_bars = False  # the job's own display (amr.progress) shows its stages
     log_once("ray_data_progress_manager_disabled")  # off on purpose: not worth Ray Data's one-time warning
     # every stage reads the one before it, and Ray 2.60's DataSourceV2 Parquet reader has seconds of fixed

@@ -176,3 +176,31 @@ def test_worker_lines_without_a_level_follow_their_process():
         "KeyError: 1",
         "A worker died or was killed while executing a task",
     ]
+
+
+@pytest.mark.timeout(30)
+def test_ray_trains_prints_and_the_warnings_every_cpu_job_meets_stay_in_the_log_file():
+    shown = []
+    printer = logs._Printer(shown.append)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logs, "_terminal", logging.WARNING)
+        printer({"pid": 3, "actor_name": "RayTrainWorker", "lines": ["{'loss': '0.2731', 'epoch': '1'}"]})
+        printer(
+            {
+                "pid": 4,
+                "actor_name": "PlacementGroupCleaner",
+                "lines": ["Failed to query Ray Train Controller actor state."],
+            }
+        )
+        printer(
+            {"pid": 5, "lines": ["(EngineCore pid=9) WARNING 12-04 13:43:12 [cpu.py:224] Triton is not installed."]}
+        )
+        printer({"pid": 5, "lines": ["(EngineCore pid=9) WARNING 12-04 13:43:12 [x.py:1] KV cache too small"]})
+        printer(
+            {"pid": 3, "actor_name": "RayTrainWorker", "lines": ["Traceback (most recent call last):", "OSError: disk"]}
+        )
+    assert [line for data in shown for line in data["lines"]] == [
+        "(EngineCore pid=9) WARNING 12-04 13:43:12 [x.py:1] KV cache too small",  # other warnings still shown
+        "Traceback (most recent call last):",  # and a Ray Train worker's errors
+        "OSError: disk",
+    ]
