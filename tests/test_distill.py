@@ -344,6 +344,12 @@ def test_a_rerun_with_other_settings_stops_and_restart_from_recomputes(ray_local
     ):
         distill.run(changed)
     assert len(scripted.requests) == calls  # stopped before any work
+    other_teacher = cfg.model_copy(deep=True)
+    other_teacher.teacher.model = "qwen2.5-coder-0.5b-instruct"
+    with pytest.raises(
+        ConfigError, match=r"its direct stage .*teacher.model: 'scripted' -> 'qwen2.5-coder-0.5b-instruct'"
+    ):
+        distill.run(other_teacher)
     other_method = cfg.model_copy(update={"method": "cot"})  # the dataset is direct's: not silently replaced
     with pytest.raises(
         ConfigError, match=r"its dataset stage was made with other settings \(method: 'direct' -> 'cot'"
