@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
@@ -78,13 +79,17 @@ class StageProgress:
     def counted(self, ds: ray.data.Dataset, stage: str, total: int | None, tokens: str | None) -> ray.data.Dataset:
         """``ds`` with its rows counted as they are made; ``tokens``: the column of teacher output tokens."""
         self.start(stage, total)
-        if self._counter is None:
-            self._counter = _Counter.remote()
+        if self._counter is None:  # on the driver's node: a worker node lost mid-job does not take it along
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            self._counter = _Counter.options(scheduling_strategy=here).remote()
         counter = self._counter
 
         def report(batch: pa.Table) -> pa.Table:
             made = pa.compute.sum(batch.column(tokens)).as_py() if tokens and tokens in batch.column_names else 0
-            ray.get(counter.add.remote(stage, batch.num_rows, int(made or 0)))
+            try:
+                ray.get(counter.add.remote(stage, batch.num_rows, int(made or 0)))
+            except ray.exceptions.RayActorError:  # the display loses a count, the stage loses nothing
+                pass
             return batch
 
         return ds.map_batches(report, batch_format="pyarrow", zero_copy_batch=True)
