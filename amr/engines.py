@@ -25,7 +25,8 @@ import os
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -46,7 +47,10 @@ from amr.serving import (
     vllm_env,
 )
 
-OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error")
+OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error", "faults")
+"""A teacher call's columns. ``faults``: the kind of each failed attempt, in order, joined by ", " ("HTTP 503,
+HTTP 503" for a request answered at its third attempt; an error row's last kind is its error's): see
+``fault_counts``."""
 HANDLE_WINDOW = 512
 """Requests a wave keeps in flight to a deployment through its handle (Serve queues them per replica)."""
 
@@ -216,7 +220,7 @@ async def chat_all(
     slots = asyncio.Semaphore(HANDLE_WINDOW)
 
     async def chat(body: dict[str, Any]) -> dict[str, Any]:
-        lost_since = None
+        lost_since, faults = None, []
         for attempt in itertools.count():
             async with slots:
                 try:
@@ -226,12 +230,13 @@ async def chat_all(
                 except Exception as exc:  # the row keeps the error; the job goes on
                     failure = f"{type(exc).__name__}: {str(exc)[:2000]}"
                     if not _replica_lost(exc):
-                        return _error(failure)
+                        return _error(failure, [*faults, type(exc).__name__])
+                    faults.append("replica lost")
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > recovery_s:
-                return _error(f"the teacher's replica did not recover in {recovery_s:.0f} s: {failure}")
+                return _error(f"the teacher's replica did not recover in {recovery_s:.0f} s: {failure}", faults)
             await asyncio.sleep(min(2**attempt, 15))
-        return parse_chat_completion(response.model_dump() if hasattr(response, "model_dump") else response)
+        return parse_chat_completion(response.model_dump() if hasattr(response, "model_dump") else response, faults)
 
     return list(await asyncio.gather(*(chat(b) for b in bodies)))
 
@@ -255,6 +260,7 @@ OUTPUT_TYPES = {
     "num_input_tokens": pa.int64(),
     "num_output_tokens": pa.int64(),
     "error": pa.string(),
+    "faults": pa.string(),
 }
 
 
@@ -351,23 +357,30 @@ class OpenAITeacher(Teacher):
             await asyncio.sleep(start - now)
 
         async def post(session: aiohttp.ClientSession, payload: dict[str, Any]) -> dict[str, Any]:
+            faults: list[str] = []
             async with slots:
                 for attempt in range(cfg.max_retries + 1):
                     await paced()
                     try:
                         async with session.post(self.url, json=payload, headers=self.headers) as response:
                             text = await response.text()
+                            status = f"HTTP {response.status}"
                             if response.status == 429 or response.status >= 500:
-                                raise _Retry(f"HTTP {response.status}: {text[:500]}", response.headers)
+                                raise _Retry(status, f"{status}: {text[:500]}", response.headers)
                             body = _json_or_none(text)
                             if response.status == 200 and not (isinstance(body, dict) and body.get("choices")):
-                                raise _Retry(f"HTTP 200 without a chat completion: {text[:500]}")
-                            return parse_chat_completion(body if body is not None else text)
+                                raise _Retry(
+                                    "not a chat completion", f"HTTP 200 without a chat completion: {text[:500]}"
+                                )
+                            failed = [*faults, status] if response.status != 200 else faults
+                            return parse_chat_completion(body if body is not None else text, failed)
                     except (_Retry, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                         failure: Exception = exc
                         wait = exc.wait_s if isinstance(exc, _Retry) else None
+                        faults.append(exc.kind if isinstance(exc, _Retry) else "connection dropped")
                     except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                         failure, wait = exc, None
+                        faults.append("timeout" if isinstance(exc, TimeoutError) else "unreachable")
                         if attempt == cfg.max_retries:
                             raise EngineError(
                                 f"teacher.openai.base_url: {self.url} unreachable or not answering in "
@@ -375,7 +388,7 @@ class OpenAITeacher(Teacher):
                                 f"{type(exc).__name__}: {exc}"
                             ) from None
                     if attempt == cfg.max_retries:
-                        return _error(f"endpoint error after {attempt + 1} attempts: {failure}")
+                        return _error(f"endpoint error after {attempt + 1} attempts: {failure}", faults)
                     await asyncio.sleep(wait if wait is not None else cfg.base_retry_wait_s * 2**attempt)
             raise AssertionError("unreachable")
 
@@ -392,11 +405,12 @@ def _json_or_none(text: str) -> Any:
 
 
 class _Retry(Exception):
-    """A response worth asking again for (429, 5xx, not a chat completion); ``wait_s``: what its ``Retry-After``
-    header asks for (seconds, at most ``MAX_RETRY_AFTER_S``), None without one."""
+    """A response worth asking again for (429, 5xx, not a chat completion), of a ``kind``; ``wait_s``: what its
+    ``Retry-After`` header asks for (seconds, at most ``MAX_RETRY_AFTER_S``), None without one."""
 
-    def __init__(self, message: str, headers: Any = None):
+    def __init__(self, kind: str, message: str, headers: Any = None):
         super().__init__(message)
+        self.kind = kind
         after = (headers or {}).get("Retry-After", "")
         self.wait_s = min(float(after), MAX_RETRY_AFTER_S) if after.replace(".", "", 1).isdigit() else None
 
@@ -404,8 +418,9 @@ class _Retry(Exception):
 MAX_RETRY_AFTER_S = 120.0
 
 
-def parse_chat_completion(body: Any) -> dict[str, Any]:
-    """Map an OpenAI ``/chat/completions`` response body (or error body) to the output columns."""
+def parse_chat_completion(body: Any, faults: Sequence[str] = ()) -> dict[str, Any]:
+    """Map an OpenAI ``/chat/completions`` response body (or error body) to the output columns; ``faults``: the
+    kinds of the request's failed attempts (an error body's own kind last)."""
     try:
         usage = body.get("usage") or {}
         return {
@@ -413,17 +428,34 @@ def parse_chat_completion(body: Any) -> dict[str, Any]:
             "num_input_tokens": int(usage.get("prompt_tokens", 0)),
             "num_output_tokens": int(usage.get("completion_tokens", 0)),
             "error": None,
+            "faults": _joined(faults),
         }
     except (KeyError, IndexError, TypeError, AttributeError):
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
             error = error.get("message", error)
         message = error or (body.get("message") if isinstance(body, dict) else None) or body
-        return _error(f"endpoint error: {str(message)[:2000]}")
+        return _error(f"endpoint error: {str(message)[:2000]}", faults or ["not a chat completion"])
 
 
-def _error(message: str) -> dict[str, Any]:
-    return {"response": "", "num_input_tokens": 0, "num_output_tokens": 0, "error": message}
+def _error(message: str, faults: Sequence[str]) -> dict[str, Any]:
+    return {"response": "", "num_input_tokens": 0, "num_output_tokens": 0, "error": message, "faults": _joined(faults)}
+
+
+def _joined(faults: Sequence[str]) -> str:
+    return ", ".join(faults)
+
+
+def fault_counts(faults: Iterable[str | None], errors: Iterable[str | None]) -> dict[str, dict[str, int]]:
+    """Retried attempts and error rows by kind, from the ``faults`` and ``error`` columns of teacher calls."""
+    retried: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for fault, error in zip(faults, errors):
+        kinds = fault.split(", ") if fault else []
+        if error:
+            failed[kinds.pop() if kinds else "error"] += 1
+        retried.update(kinds)
+    return {"retried": dict(sorted(retried.items())), "errors_by_kind": dict(sorted(failed.items()))}
 
 
 def usage(table: Any) -> dict[str, int]:

@@ -32,6 +32,18 @@ def _twice(messages: list[dict[str, str]], attempt: int) -> str | None:
     return FAULTS[i % len(FAULTS)] if attempt < 2 else None
 
 
+KINDS = {
+    "500": "HTTP 500",
+    "503": "HTTP 503",
+    "429": "HTTP 429",
+    "drop": "connection dropped",
+    "no-choices": "not a chat completion",
+    "html": "not a chat completion",
+    "slow": "timeout",
+}
+"""The kind the job records for each injected fault (the rows' ``faults``, the manifest's counts)."""
+
+
 def _rows(n: int, prefix: str = "row") -> list[dict]:
     return [{"id": str(i), "messages": [{"role": "user", "content": f"{prefix} {i}"}]} for i in range(n)]
 
@@ -43,6 +55,7 @@ def test_transient_faults_are_retried_on_both_ways_in(ray_local):
         out = {r["id"]: r for r in teacher.generate(streamed).take_all()}
         assert all(r["error"] is None and r["response"] == f"answer to row {i}" for i, r in out.items())
         assert sorted(set(server.faulted)) == sorted(FAULTS) and len(server.faulted) == 28
+        assert {out[str(i)]["faults"] for i in range(7)} == {f"{KINDS[f]}, {KINDS[f]}" for f in FAULTS}
         answered = teacher.complete(_rows(14, "row"))  # the same chats again: their faults are spent
         assert all(r["error"] is None for r in answered)
     with ScriptedTeacher(_script, faults=_twice, slow_s=1.5) as server:
@@ -50,6 +63,7 @@ def test_transient_faults_are_retried_on_both_ways_in(ray_local):
         answered = teacher.complete(_rows(14))
         assert [r["response"] for r in answered] == [f"answer to row {i}" for i in range(14)]
         assert len(server.faulted) == 28
+        assert [r["faults"] for r in answered[:7]] == [f"{KINDS[f]}, {KINDS[f]}" for f in FAULTS]
 
 
 def test_a_rejected_request_is_the_rows_error_and_not_asked_again(ray_local):
@@ -57,6 +71,7 @@ def test_a_rejected_request_is_the_rows_error_and_not_asked_again(ray_local):
         teacher = OpenAITeacher(server.config(max_retries=6, base_retry_wait_s=0.01))
         [row] = teacher.generate(ray_local.data.from_items(_rows(1, "refuse"))).take_all()
         assert row["error"] == "endpoint error: rejected: a request the endpoint rejects" and server.calls == 1
+        assert row["faults"] == "HTTP 422"
 
 
 def test_transient_faults_past_the_retries_are_the_rows_error(ray_local):
@@ -64,6 +79,7 @@ def test_transient_faults_past_the_retries_are_the_rows_error(ray_local):
         teacher = OpenAITeacher(server.config(max_retries=2, base_retry_wait_s=0.01))
         [row] = teacher.complete(_rows(1))
         assert row["error"].startswith("endpoint error after 3 attempts: HTTP 503") and server.calls == 0
+        assert row["faults"] == "HTTP 503, HTTP 503, HTTP 503"
 
 
 def test_retries_back_off_doubling_from_base_retry_wait(ray_local):

@@ -31,6 +31,7 @@ class Teacher:
                     "error": error,
                     "num_input_tokens": 10 + i,
                     "num_output_tokens": 20 + i,
+                    "faults": "HTTP 500, HTTP 500" if error else "",
                 }
             )
         return out
@@ -221,6 +222,7 @@ def test_bootstrap_asks_once_per_instruction():
         "bootstrap_error": None,
         "bootstrap_input_tokens": 10,
         "bootstrap_output_tokens": 20,
+        "bootstrap_faults": "",
     }
     assert "Sort a list." in teacher.requests[0]["messages"][-1]["content"]
     assert grow.bootstrap([], teacher) == []

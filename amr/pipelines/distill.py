@@ -40,7 +40,7 @@ from amr import card
 from amr.config import ConfigError, DistillConfig
 from amr.data import iter_instructions, load_instructions
 from amr.embeddings import EmbedderActors
-from amr.engines import Teacher, open_teacher
+from amr.engines import Teacher, fault_counts, open_teacher
 from amr.lease import Lease
 from amr.logs import job_logs
 from amr.methods import Method, method
@@ -538,26 +538,30 @@ def _count_where(run_dir: RunDir, path: str, columns: list[str], predicate: Call
     )
 
 
-GROWTH_COLUMNS = ["outcome", "test_input_tokens", "test_output_tokens"]
+GROWTH_COLUMNS = ["outcome", "test_input_tokens", "test_output_tokens", "test_error", "test_faults"]
 
 
 def _growth_counts(batches: Iterable[dict[str, list[Any]]]) -> dict[str, Any]:
-    """Candidates by outcome, and the teacher calls and tokens of their tests."""
+    """Candidates by outcome, and the teacher calls, tokens and faults (``fault_counts``) of their tests."""
     outcomes: Counter[str] = Counter()
     calls = inputs = outputs = 0
+    faults, errors = [], []
     for batch in batches:
         n = len(batch["outcome"])
-        for outcome, tin, tout in zip(*(batch.get(c, [None] * n) for c in GROWTH_COLUMNS)):
+        for outcome, tin, tout, error, fault in zip(*(batch.get(c, [None] * n) for c in GROWTH_COLUMNS)):
             if outcome == "none":
                 continue
             outcomes[outcome] += 1
             if tin is not None:
                 calls, inputs, outputs = calls + 1, inputs + tin, outputs + tout
+                faults.append(fault)
+                errors.append(error)
     return {
         "candidates": dict(sorted(outcomes.items())),
         "test_calls": calls,
         "test_input_tokens": inputs,
         "test_output_tokens": outputs,
+        **fault_counts(faults, errors),
     }
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import ray
 
-from amr.engines import Teacher
+from amr.engines import Teacher, fault_counts
 
 
 def ask(
@@ -18,8 +19,7 @@ def ask(
     carry: Sequence[str] | None = None,
 ) -> ray.data.Dataset:
     """One teacher call per row: ``build(row)`` gives the chat; the row keeps ``carry`` (default: all
-    its columns) and gains ``{name}_response``, ``{name}_error``, ``{name}_input_tokens`` and
-    ``{name}_output_tokens``."""
+    its columns) and gains ``{name}_response`` and the ``calls(name)`` columns."""
     carry = tuple(carry or ds.columns())
     return teacher.generate(ds.map(lambda row: _request(row, build, carry)), carry=carry).map(
         lambda row: _renamed(row, name, carry)
@@ -50,23 +50,28 @@ def _renamed(row: dict[str, Any], name: str, carry: tuple[str, ...]) -> dict[str
         f"{name}_error": row["error"],
         f"{name}_input_tokens": row["num_input_tokens"],
         f"{name}_output_tokens": row["num_output_tokens"],
+        f"{name}_faults": row["faults"],
     }
 
 
 def calls(name: str) -> list[str]:
-    """The columns ``ask(..., name)`` adds that describe the calls: error and token counts."""
-    return [f"{name}_error", f"{name}_input_tokens", f"{name}_output_tokens"]
+    """The columns ``ask(..., name)`` adds that describe the calls: error, token counts, faults met."""
+    return [f"{name}_error", f"{name}_input_tokens", f"{name}_output_tokens", f"{name}_faults"]
 
 
 def teacher_counts(batches: Iterable[dict[str, list[Any]]], name: str) -> dict[str, Any]:
-    """Rows, errors (and three examples) and tokens from batches of the ``calls(name)`` columns."""
+    """Rows, errors (and three examples), tokens, and the retried attempts and errors by kind (``fault_counts``)
+    from batches of the ``calls(name)`` columns."""
     counts: dict[str, Any] = {"rows": 0, "errors": 0, "error_examples": [], "input_tokens": 0, "output_tokens": 0}
+    by_kind: dict[str, Counter[str]] = {"retried": Counter(), "errors_by_kind": Counter()}
     for batch in batches:
-        errors, inputs, outputs = (batch[c] for c in calls(name))
+        errors, inputs, outputs, faults = (batch[c] for c in calls(name))
         counts["rows"] += len(errors)
         found = [e for e in errors if e]
         counts["errors"] += len(found)
         counts["error_examples"] += found[: 3 - len(counts["error_examples"])]
         counts["input_tokens"] += int(sum(t or 0 for t in inputs))
         counts["output_tokens"] += int(sum(t or 0 for t in outputs))
-    return counts
+        for key, kinds in fault_counts(faults, errors).items():
+            by_kind[key].update(kinds)
+    return {**counts, **{key: dict(sorted(kinds.items())) for key, kinds in by_kind.items()}}

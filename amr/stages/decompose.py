@@ -11,7 +11,7 @@ import ray
 from amr.engines import Teacher
 from amr.parsing import function_specs
 from amr.prompts import decompose
-from amr.stages import ask
+from amr.stages import ask, calls
 
 
 def parse(row: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def needs_retry(row: dict[str, Any]) -> bool:
 def retry(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
     """Rows of ``run`` that need a retry -> asked once more with a reminder of the format; their MD columns
     replaced by the new answer's, ``md_retried`` True."""
-    answer = ("md_response", "md_error", "md_input_tokens", "md_output_tokens", "specs", "md_reason", "md_retried")
+    answer = ("md_response", *calls("md"), "specs", "md_reason", "md_retried")
     carry = [c for c in ds.columns() if c not in answer]
 
     def build(row: dict[str, Any]) -> list[dict[str, str]]:

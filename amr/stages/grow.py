@@ -87,6 +87,8 @@ def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxActors)
                 "reason": reason,
                 "test_input_tokens": row["test_input_tokens"],
                 "test_output_tokens": row["test_output_tokens"],
+                "test_error": row["test_error"],
+                "test_faults": row["test_faults"],
             }
         )
     return out

@@ -15,7 +15,7 @@ from amr.engines import Teacher
 from amr.parsing import assert_statements, python_code
 from amr.prompts import repair
 from amr.sandbox.stage import SandboxActors
-from amr.stages import ask
+from amr.stages import ask, calls
 
 
 def _with_check(row: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def test(ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxActors) -> ray.
     """Rows with ``instruction`` and ``direct_response`` -> + ``anstest_*``, ``self_tests`` and the
     sandbox verdict of R_d against them: ``self_test_status`` (passed, failed, ..., no tests), ``self_test_reason``."""
     asked = ask(ds, teacher, lambda row: repair.tests_messages(row["instruction"]), "anstest")
-    carry = [*ds.columns(), "anstest_response", "anstest_error", "anstest_input_tokens", "anstest_output_tokens"]
+    carry = [*ds.columns(), "anstest_response", *calls("anstest")]
     return sandbox.check_dataset(asked.map(_with_check)).map(lambda row: _verdict(row, carry))
 
 
