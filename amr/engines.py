@@ -455,7 +455,7 @@ def fault_counts(faults: Iterable[str | None], errors: Iterable[str | None]) -> 
         if error:
             failed[kinds.pop() if kinds else "error"] += 1
         retried.update(kinds)
-    return {"retried": dict(sorted(retried.items())), "errors_by_kind": dict(sorted(failed.items()))}
+    return {"retries": dict(sorted(retried.items())), "errors_by_kind": dict(sorted(failed.items()))}
 
 
 def usage(table: Any) -> dict[str, int]:

@@ -418,7 +418,7 @@ def test_a_rerun_after_an_outage_asks_again_for_the_failed_rows_only(ray_local, 
         first = distill.run(cfg)
         assert first["stages"]["direct"]["errors"] == 1 and first["stages"]["evolve"]["errors"] == 1
         for stage in ("direct", "evolve"):  # two attempts each: one retried, the last the row's error
-            assert first["stages"][stage]["retried"] == first["stages"][stage]["errors_by_kind"] == {"HTTP 503": 1}
+            assert first["stages"][stage]["retries"] == first["stages"][stage]["errors_by_kind"] == {"HTTP 503": 1}
         assert first["dataset"]["rows"] == 3  # count_evens (no final answer) dropped
         outage["on"] = False
         asked = len(teacher.requests)

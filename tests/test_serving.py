@@ -193,5 +193,7 @@ def test_a_job_recovers_when_its_teachers_replica_is_killed_mid_wave(ray_local, 
         "decompose": [],
         "evolve": [],
     }
+    for stage in ("direct", "decompose", "evolve", "grow"):  # a request in flight at the kill is sent again
+        assert set(stages[stage]["retries"]) <= {"replica lost"} and stages[stage]["errors_by_kind"] == {}
     rows = [json.loads(line) for line in (tmp_path / "run" / "dataset.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == [f"i{i}" for i in range(6)]

@@ -63,7 +63,7 @@ def teacher_counts(batches: Iterable[dict[str, list[Any]]], name: str) -> dict[s
     """Rows, errors (and three examples), tokens, and the retried attempts and errors by kind (``fault_counts``)
     from batches of the ``calls(name)`` columns."""
     counts: dict[str, Any] = {"rows": 0, "errors": 0, "error_examples": [], "input_tokens": 0, "output_tokens": 0}
-    by_kind: dict[str, Counter[str]] = {"retried": Counter(), "errors_by_kind": Counter()}
+    by_kind: dict[str, Counter[str]] = {"retries": Counter(), "errors_by_kind": Counter()}
     for batch in batches:
         errors, inputs, outputs, faults = (batch[c] for c in calls(name))
         counts["rows"] += len(errors)
