@@ -38,7 +38,6 @@ import ray
 from amr.config import TeacherConfig
 from amr.model_store import resolve
 from amr.serving import (
-    ChatRequest,
     EngineError,
     deployment,
     engine_starts,
@@ -216,6 +215,8 @@ async def chat_all(
     is sent again while the deployment restarts it, for up to ``recovery_s``."""
     from ray import serve
 
+    from amr.chat_request import ChatRequest
+
     handle = serve.get_deployment_handle(deployment_name, app).options(stream=True)
     slots = asyncio.Semaphore(HANDLE_WINDOW)
 
@@ -247,7 +248,7 @@ class _Client:
     ServeDeploymentProcessorConfig) starts new actors for every stage, ~10 s each on 2 cores."""
 
     def __init__(self):
-        import amr.serving  # noqa: F401  the request class (vLLM's protocol) is imported once, now
+        import amr.chat_request  # noqa: F401  the request class (vLLM's protocol) is imported once, now
 
     async def chat(
         self, target: tuple[str, str, float | None, float], bodies: list[dict[str, Any]]

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from pydantic import Field
-from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
 from amr.config import TeacherConfig, VLLMConfig
 
@@ -48,13 +46,6 @@ class Deployment:
     """The ``model`` field of its requests: the model's path or hub id."""
     owned: bool
     """Started by this job (and deleted at its end), not attached to."""
-
-
-class ChatRequest(ChatCompletionRequest):
-    """A chat request to the deployment: vLLM's, without the OpenAI API's limit of 4 stop strings (evalplus
-    stops on 7; vLLM's sampling takes any number)."""
-
-    stop: str | list[str] | None = Field(default_factory=list)
 
 
 def vllm_engine_kwargs(cfg: VLLMConfig) -> dict[str, Any]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import ray
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
 from amr import logs, progress
 from amr.config import ConfigError
@@ -74,12 +74,27 @@ def setup_logging(verbose: bool = VerboseOption, log_level: str = LogLevelOption
     Ray and vLLM install on the root logger; other programs' lines from ``log_level`` up (``amr.logs``)."""
     project = logging.getLogger("amr")
     if not project.handlers:
-        project.addHandler(RichHandler(console=progress.console, show_path=False, markup=False))
+        project.addHandler(TerminalHandler())
         project.propagate = False
     try:
         logs.configure(log_level, verbose)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--log-level") from None
+
+
+class TerminalHandler(logging.Handler):
+    """A project log line on the terminal, above any progress bars: ``HH:MM:SS message``, the level named from
+    WARNING up; long lines are left to the terminal to wrap."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = f"{record.levelname}: " if record.levelno >= logging.WARNING else ""
+            style = "bold red" if record.levelno >= logging.ERROR else "yellow" if level else None
+            stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+            line = f"{stamp} {level}{self.format(record)}"
+            progress.console.print(line, style=style, soft_wrap=True, highlight=False, markup=False)
+        except Exception:
+            self.handleError(record)
 
 
 @contextmanager

@@ -19,10 +19,18 @@ from amr.pipelines import distill
 from jobs.common import OverridesOption, run_as_module, shutting_down_ray
 
 
-def print_summary(manifest: dict[str, Any], console: Console | None = None) -> None:
+def print_summary(manifest: dict[str, Any], console: Console | None = None, table: bool = True) -> None:
+    """The job's stages as a table (``table``), then what it made: the dataset, the module table, the teacher."""
     console = console or Console()
-    table = Table(title=f"amr distill ({manifest['method']}) with {manifest['teacher_model']}")
-    for name in ("stage", "rows", "teacher errors", "input tok", "output tok", "notes"):
+    if table:
+        console.print(stage_table(manifest))
+    for line in summary_lines(manifest):
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+def stage_table(manifest: dict[str, Any]) -> Table:
+    table = Table(title=f"amr distill ({manifest['method']}) with {manifest['config']['teacher']['model']}")
+    for name in ("stage", "rows", "teacher errors", "retries", "input tok", "output tok", "notes"):
         table.add_column(name, justify="left" if name in ("stage", "notes") else "right")
     for name, s in manifest["stages"].items():
         if "rows" not in s:
@@ -31,34 +39,46 @@ def print_summary(manifest: dict[str, Any], console: Console | None = None) -> N
         notes = f"{s['inserted']} functions inserted" if "inserted" in s else notes
         notes = f"{s['queries']} queries embedded" if "queries" in s else notes
         notes = ", ".join(f"{v} {k}" for k, v in s["verdicts"].items()) if "verdicts" in s else notes
+        retries = str(sum(s["retries"].values())) if "retries" in s else ""
         table.add_row(
-            name, str(s["rows"]), *(str(s.get(k, "")) for k in ("errors", "input_tokens", "output_tokens")), notes
+            name,
+            str(s["rows"]),
+            str(s.get("errors", "")),
+            retries,
+            *(str(s.get(k, "")) for k in ("input_tokens", "output_tokens")),
+            notes,
         )
-    console.print(table)
+    return table
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """What the job made, in a few lines: the dataset and its response accuracy, the teacher's calls, the module
+    table, where it all is."""
+    d, stages = manifest["dataset"], manifest["stages"].values()
+    accuracy = f"{d['response_accuracy']:.1%}" if d["response_accuracy"] is not None else "n/a"
+    tokens = [sum(s.get(k, 0) for s in stages) for k in ("input_tokens", "output_tokens", "errors")]
+    retries = sum(sum(s.get("retries", {}).values()) for s in stages)
+    lines = [
+        f"dataset: {d['rows']} rows ({d['dropped']} dropped), response accuracy {accuracy} on {d['with_tests']} "
+        f"with tests: {d['path']}",
+        f"teacher {manifest['config']['teacher']['model']}: {tokens[0]} tokens in, {tokens[1]} out; {tokens[2]} errors, "
+        f"{retries} retries" + _served(manifest["teacher"]),
+    ]
     if manifest["modules"]:
         m, growth = manifest["modules"], manifest["stages"]["grow"]["candidates"]
-        console.print(
+        lines.append(
             f"module table: {m['rows']} functions (version {m['version']}, {len(m['waves'])} waves); "
-            f"new functions: {', '.join(f'{v} {k}' for k, v in sorted(growth.items())) or 'none'}",
-            soft_wrap=True,
+            f"new functions: {', '.join(f'{v} {k}' for k, v in sorted(growth.items())) or 'none'}"
         )
-    d = manifest["dataset"]
-    accuracy = f"{d['response_accuracy']:.1%}" if d["response_accuracy"] is not None else "n/a"
-    console.print(
-        f"dataset: {d['rows']} rows ({d['dropped']} dropped), response accuracy {accuracy} on "
-        f"{d['with_tests']} with tests: {d['path']}",
-        soft_wrap=True,
-    )
-    t = manifest["teacher"]
-    if "engine_starts" in t:
-        console.print(
-            f"teacher: Serve application {t['app']} ({'attached' if t['attached'] else 'started by the job'}), "
-            f"{t['replicas']} replicas, {t['engine_starts']} engine starts",
-            soft_wrap=True,
-        )
-    console.print(
-        f"wall time {manifest['wall_time_s']} s; run directory {manifest['config']['run_dir']}/", soft_wrap=True
-    )
+    lines.append(f"wall time {manifest['wall_time_s']} s; run directory {manifest['config']['run_dir']}/")
+    return lines
+
+
+def _served(teacher: dict[str, Any]) -> str:
+    if "engine_starts" not in teacher:
+        return ""
+    how = "attached" if teacher["attached"] else "started by the job"
+    return f"; Serve application {teacher['app']} ({how}), {teacher['replicas']} replicas, {teacher['engine_starts']} engine starts"
 
 
 def main(

@@ -21,17 +21,23 @@ from jobs.common import OverridesOption, run_as_module, shutting_down_ray
 def print_scores(scores: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     name = {"humaneval": "HumanEval", "mbpp": "MBPP"}[scores["dataset"]]
-    console.print(f"{name} {scores['version']}, {scores['n_tasks']} tasks, {scores['model']}:", soft_wrap=True)
+    passes = "; ".join(
+        f"pass@{k} {name} {scores[f'base_pass@{k}']:.1%}, {name}+ {scores[f'plus_pass@{k}']:.1%}"
+        for k in (1, 10, 100)
+        if f"base_pass@{k}" in scores
+    )
+    console.print(
+        f"{name} {scores['version']}, {scores['n_tasks']} tasks, {scores['model']}: {passes} "
+        f"(results: {parent(scores['results'])}/)",
+        soft_wrap=True,
+        highlight=False,
+    )
     if scores["generation_errors"]:
         console.print(
             f"  [bold red]{scores['generation_errors']} of {scores['n_samples']} generations failed[/] "
             f"(their errors in samples.jsonl): they score as wrong answers",
             soft_wrap=True,
         )
-    for k in (1, 10, 100):
-        if f"base_pass@{k}" in scores:
-            console.print(f"  pass@{k}: {name} {scores[f'base_pass@{k}']:.1%}  {name}+ {scores[f'plus_pass@{k}']:.1%}")
-    console.print(f"results in {parent(scores['results'])}/ (scores.json, samples.jsonl)", soft_wrap=True)
 
 
 def main(

@@ -166,9 +166,9 @@ def _distill(config: RunConfig, method: str, run_dir: str, out: str) -> None:
         if shared:  # with the settings it was made from: a different teacher's R_d is refused, not reused
             target.copy_stage("direct.parquet", shared)
             fingerprints.copy(target, shared, "direct")
-    _started(f"{method}: distill", run_dir)
+    _started(f"{method}: distill")
     cfg = config.distill.model_copy(update={"method": method, "run_dir": run_dir})
-    print_distill(distill.run(cfg), console)
+    print_distill(distill.run(cfg), console, table=False)
 
 
 def _train(config: RunConfig, method: str, out: str) -> None:
@@ -177,7 +177,7 @@ def _train(config: RunConfig, method: str, out: str) -> None:
     output = _student(config, method, out)
     if storage.exists(storage.join(output, "train.json")):
         return _skip(f"{method}: train", output)
-    _started(f"{method}: train", output)
+    _started(f"{method}: train")
     # one Ray Train run per method, also where methods share a storage_path
     cfg = config.train.model_copy(
         update={
@@ -202,12 +202,13 @@ def _evaluate(config: RunConfig, model: str, folder: str) -> None:
         return
     with open_teacher(student(left[0]), left[0].model_store):
         for cfg in left:
-            _started(f"{step}: eval {cfg.dataset}", cfg.output)
+            _started(f"{step}: eval {cfg.dataset}")
             print_scores(evaluate(cfg), console)
 
 
-def _started(step: str, where: str) -> None:
-    console.rule(f"{step} -> {where}  ({time.strftime('%H:%M:%S')})")
+def _started(step: str) -> None:
+    """A step's heading (where it writes is in its summary)."""
+    console.rule(f"{step}  ({time.strftime('%H:%M:%S')})")
 
 
 def _skip(step: str, where: str) -> None:

@@ -45,24 +45,15 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console = console or Console()
     loss = summary.get("final_loss")
     resumed = f" (resumed at step {summary['resumed_from_step']})" if summary.get("resumed_from_step") else ""
-    console.print(
+    lines = [
         f"train: {summary['model']} on {summary['dataset']} ({summary['examples']} examples), "
-        f"{summary['workers']} workers",
-        soft_wrap=True,
-        highlight=False,
-    )
-    console.print(
-        f"steps: {summary['steps']}{resumed}; final loss: {'-' if loss is None else f'{loss:.4f}'}; "
-        f"{summary['tokens']} tokens in {summary['seconds']} s: {summary['tokens_per_s']} tokens/s",
-        soft_wrap=True,
-        highlight=False,
-    )
-    console.print(f"model: {summary['model_dir']}", soft_wrap=True, highlight=False)
-    console.print(
-        f"summary: {Path(summary['model_dir']).parent / 'train.json'}; checkpoints: {summary['storage']}",
-        soft_wrap=True,
-        highlight=False,
-    )
+        f"{summary['workers']} workers: {summary['steps']} steps{resumed}, final loss "
+        f"{'-' if loss is None else f'{loss:.4f}'}, {summary['tokens']} tokens in {summary['seconds']} s "
+        f"({summary['tokens_per_s']} tokens/s)",
+        f"model: {summary['model_dir']} (summary: train.json beside it; checkpoints: {summary['storage']})",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ def test_amr_eval_scores_smollm2_on_three_humaneval_tasks(ray_local, smollm2, ca
     assert any("def " in s["solution"] for s in samples)  # the real model writes Python through vLLM
     results = json.loads((out / "samples_eval_results.json").read_text())
     assert sorted(results["eval"]) == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
-    assert f"pass@1: HumanEval {scores['base_pass@1']:.1%}  HumanEval+ {scores['plus_pass@1']:.1%}" in result.output
+    assert f"pass@1 HumanEval {scores['base_pass@1']:.1%}, HumanEval+ {scores['plus_pass@1']:.1%}" in result.output
     print(
         json.dumps({k: scores[k] for k in ("base_pass@1", "plus_pass@1", "output_tokens", "generation_s", "scoring_s")})
     )
@@ -271,7 +271,7 @@ def test_amr_eval_writes_its_results_to_an_object_store(
     )
     assert result.exit_code == 0, result.output
     assert logged_engine_starts() == engines
-    assert f"results in {out}/" in result.output
+    assert f"(results: {out}/)" in result.output
     scores = storage.read_json(f"{out}/scores.json")
     assert (scores["model"], scores["n_tasks"], scores["generation_errors"]) == (tiny_model, 2, 0)
     assert scores["results"] == f"{out}/samples_eval_results.json" and scores["config"]["output"] == out
