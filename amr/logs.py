@@ -163,20 +163,41 @@ def _loggers() -> list[logging.Logger]:
 def _sweep() -> None:
     """Every logger's terminal handlers get the level filter; the running jobs' files are added where records
     stop propagating: the root logger and every logger that does not propagate (``amr``, ``ray``, ``ray.data``,
-    ``ray.serve``, ``transformers``, ...)."""
+    ``ray.serve``, ``transformers``, ...). Handlers added later (vLLM's and Serve's, set up as they are imported)
+    get the same at once (``_watch_new_handlers``)."""
+    _watch_new_handlers()
     for logger in _loggers():
-        for handler in logger.handlers:
-            if (
-                isinstance(handler, logging.StreamHandler)
-                and not isinstance(handler, logging.FileHandler)
-                and not type(handler).__module__.startswith("_pytest")
-                and _OTHERS not in handler.filters
-            ):
-                handler.addFilter(_OTHERS)
-        if logger is logging.root or not logger.propagate:
-            for job in _files:
-                if job not in logger.handlers:
-                    logger.addHandler(job)
+        _route(logger)
+
+
+def _route(logger: logging.Logger) -> None:
+    for handler in logger.handlers:
+        if (
+            isinstance(handler, logging.StreamHandler)
+            and not isinstance(handler, logging.FileHandler)
+            and not type(handler).__module__.startswith("_pytest")
+            and _OTHERS not in handler.filters
+        ):
+            handler.addFilter(_OTHERS)
+    if logger is logging.root or not logger.propagate:
+        for job in _files:
+            if job not in logger.handlers:
+                logger.addHandler(job)
+
+
+def _watch_new_handlers() -> None:
+    """Route a logger again whenever a handler is added to it: a library that sets up its logging when it is
+    imported (vLLM, through Ray Serve LLM) would otherwise print its INFO lines on the terminal."""
+    if getattr(logging.Logger.addHandler, "routed", False):
+        return
+    add = logging.Logger.addHandler
+
+    def add_handler(self: logging.Logger, handler: logging.Handler) -> None:
+        add(self, handler)
+        _route(self)
+
+    add_handler.routed = True  # type: ignore[attr-defined]
+    logging.Logger.addHandler = add_handler  # type: ignore[method-assign]
 
 
 def _link_ray_logs(folder: Path) -> None:
@@ -241,6 +262,7 @@ EXPECTED = re.compile(
             r"VLLM_CPU_NUM_OF_RESERVED_CPU is less than",  # 2 cores: none reserved, on purpose (local_cpu.yaml)
             r"Failed to query Ray Train Controller actor state",  # Ray Train's cleaner, while the controller ends
             r"replicas that have taken more than 30s to initialize|slow __init__ or reconfigure",  # a CPU engine start
+            r"Failed to get queue length from Replica",  # Serve's router, while the replica's CPUs run the engine
         )
     )
 )

@@ -1,12 +1,14 @@
 """The `amr` command line, in process (typer's runner) on the session's local Ray."""
 
 import json
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
 import ray
 from typer.testing import CliRunner
 
+from amr.modules import ModuleDB
 from jobs.cli import app
 from tests.support.scripted_teacher import ScriptedTeacher
 
@@ -202,3 +204,13 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
     assert manifest["dataset"]["rows"] + manifest["dataset"]["dropped"] == 3
     assert manifest["dataset"]["with_tests"] == manifest["dataset"]["rows"]
     assert "module table:" in result.output and str(run_dir) in result.output
+    # the run directory's own files and the table, not the manifest's counts: MD and growth made something
+    specs = [json.loads(s) for s in pq.read_table(run_dir / "specs.parquet").column("specs").to_pylist()]
+    assert len(specs) == 3 and sum(map(len, specs)) >= 1
+    outcomes = pq.read_table(run_dir / "growth").column("outcome").to_pylist()
+    candidates = [o for o in outcomes if o != "none"]
+    assert len(candidates) >= 1 and Counter(candidates) == stages["grow"]["candidates"]
+    table = ModuleDB.open(manifest["modules"]["uri"], manifest["modules"]["table"])
+    assert (
+        table.count() == manifest["modules"]["rows"] == stages["bootstrap"]["inserted"] + candidates.count("verified")
+    )

@@ -196,6 +196,10 @@ def test_ray_trains_prints_and_the_warnings_every_cpu_job_meets_stay_in_the_log_
             {"pid": 5, "lines": ["(EngineCore pid=9) WARNING 12-04 13:43:12 [cpu.py:224] Triton is not installed."]}
         )
         printer({"pid": 5, "lines": ["(EngineCore pid=9) WARNING 12-04 13:43:12 [x.py:1] KV cache too small"]})
+        queue = (
+            "WARNING 2026-12-04 15:21:22,211 serve 6 -- Failed to get queue length from Replica(id='p') within 0.1s."
+        )
+        printer({"pid": 6, "actor_name": "_Client", "lines": [queue]})
         printer(
             {"pid": 3, "actor_name": "RayTrainWorker", "lines": ["Traceback (most recent call last):", "OSError: disk"]}
         )
@@ -204,3 +208,22 @@ def test_ray_trains_prints_and_the_warnings_every_cpu_job_meets_stay_in_the_log_
         "Traceback (most recent call last):",  # and a Ray Train worker's errors
         "OSError: disk",
     ]
+
+
+def test_a_library_that_sets_up_its_logging_later_is_filtered_too(terminal, tmp_path):
+    """vLLM and Ray Serve add their handlers when they are imported, after the command line's set-up: their INFO
+    lines stay off the terminal (here, a logger that prints to a stream of its own) and reach job.log."""
+    import io
+
+    terminal(False)
+    late, out = logging.getLogger("late_library"), io.StringIO()
+    late.propagate, late.level = False, logging.INFO
+    try:
+        with logs.job_logs(tmp_path):
+            late.addHandler(logging.StreamHandler(out))  # set up inside the job, as an import would
+            late.info("an INFO line of another program")
+            late.warning("a warning of another program")
+    finally:
+        late.handlers.clear()
+    assert out.getvalue() == "a warning of another program\n"
+    assert "an INFO line of another program" in (tmp_path / "logs" / "job.log").read_text()
