@@ -686,6 +686,12 @@ class EvalSettings(Strict):
         description="Greedy by default (pass@1); max_tokens 768 as evalplus.",
     )
     samples: int = Field(1, ge=1, description="Samples per task; more than 1 (pass@k) needs sampling.temperature > 0.")
+    template: Literal["chat", "alpaca"] = Field(
+        "chat",
+        description="Prompt format, as the student was trained (`train.template`; `amr run` uses it unless this is "
+        "set). 'chat': evalplus's chat prompt through the model's chat template; 'alpaca': the same instruction in "
+        "the Alpaca template, the answer prefilled with evalplus's response prefix and a python fence.",
+    )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
     cache_dir: str | None = Field(

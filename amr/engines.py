@@ -193,8 +193,9 @@ BATCHES_IN_FLIGHT = 4
 
 
 def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """The deployment's chat request for a request row: its messages, the sampling defaults with its overrides.
-    An answer prefilled by a final assistant message is continued, as ray.data.llm's chat template stage does."""
+    """The deployment's chat request for a request row: its messages, the sampling defaults with its overrides,
+    its own ``chat_template`` if it has one. An answer prefilled by a final assistant message is continued, as
+    ray.data.llm's chat template stage does."""
     chat = messages(row)
     prefilled = bool(chat) and chat[-1]["role"] == "assistant"
     return {
@@ -203,6 +204,7 @@ def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict
         "stream": False,
         "add_generation_prompt": not prefilled,
         "continue_final_message": prefilled,
+        **({"chat_template": row["chat_template"]} if row.get("chat_template") else {}),
         **sampling(row, defaults),
     }
 

@@ -99,7 +99,9 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
             **replicas,
             "max_ongoing_requests": serve.max_ongoing_requests or cfg.max_num_seqs,
         },
-        engine_kwargs=vllm_engine_kwargs(cfg),
+        # a request may bring its chat template (alpaca evaluation: amr.prompts.student.VERBATIM); the deployment
+        # has no HTTP route, only the job's own requests reach it
+        engine_kwargs={**vllm_engine_kwargs(cfg), "trust_request_chat_template": True},
         log_engine_metrics=False,
         **extra,
     )
@@ -127,7 +129,7 @@ def deployment(config: TeacherConfig, model: str) -> Iterator[Deployment]:
     try:
         yield Deployment(app, DEPLOYMENT, model, owned=True)
     finally:
-        log.info("teacher: deleting Serve application %s", app)
+        log.info("serving %s: deleting Serve application %s", model, app)
         serve.delete(app, _blocking=True)
 
 
@@ -138,14 +140,14 @@ def start(config: TeacherConfig, model: str, app: str) -> None:
 
     _require_gpus(config)
     began = time.perf_counter()
-    log.info("teacher: starting Serve application %s (%s)", app, model)
+    log.info("serving %s: starting Serve application %s", model, app)
     serve.start(proxy_location="Disabled")
     application = build_llm_deployment(
         llm_config(config, model), name_prefix="", override_serve_options={"name": DEPLOYMENT}
     )
     serve._run(application, name=app, route_prefix=None, _blocking=False)
     _wait_running(app, config.serve.start_timeout_s)
-    log.info("teacher: %s up in %.0f s", app, time.perf_counter() - began)
+    log.info("serving %s: %s up in %.0f s", model, app, time.perf_counter() - began)
 
 
 def _wait_running(app: str, timeout_s: float) -> None:

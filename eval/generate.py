@@ -11,6 +11,7 @@ from typing import Any
 from amr.config import EvalConfig, TeacherConfig
 from amr.engines import Teacher
 from amr.model_store import REGISTRY, ModelError
+from amr.prompts.student import ALPACA, VERBATIM
 
 # evalplus.codegen.run_codegen's wording (local variables there, hence copied): the same prompt keeps scores comparable
 INSTRUCTION_PREFIX = (
@@ -21,11 +22,15 @@ RESPONSE_PREFIX = (
 )
 
 
-def messages(prompt: str) -> list[dict[str, str]]:
+def messages(prompt: str, template: str = "chat") -> list[dict[str, str]]:
     """evalplus's chat prompt (``provider.utility.make_raw_chat_prompt``): the task in a code block; the answer
-    is prefilled with the response prefix and an open python block, which the model continues."""
+    is prefilled with the response prefix and an open python block, which the model continues. ``alpaca``: the
+    same instruction inside the Alpaca template (sent with the ``VERBATIM`` chat template), the same prefill."""
+    instruction = f"{INSTRUCTION_PREFIX}\n```\n{prompt.strip()}\n```\n"
+    if template == "alpaca":
+        instruction = ALPACA.format(instruction=instruction.rstrip("\n"))
     return [
-        {"role": "user", "content": f"{INSTRUCTION_PREFIX}\n```\n{prompt.strip()}\n```\n"},
+        {"role": "user", "content": instruction},
         {"role": "assistant", "content": f"{RESPONSE_PREFIX}\n```python\n"},
     ]
 
@@ -37,16 +42,19 @@ def stop_strings() -> list[str]:
     return [*EOS, "\n```\n"]
 
 
-def requests(tasks: list[dict[str, Any]], n: int = 1, seed: int | None = None) -> list[dict[str, Any]]:
-    """``n`` chat requests per task (sample ``i`` seeded ``seed + i`` when a seed is set)."""
+def requests(
+    tasks: list[dict[str, Any]], n: int = 1, seed: int | None = None, template: str = "chat"
+) -> list[dict[str, Any]]:
+    """``n`` chat requests per task (sample ``i`` seeded ``seed + i`` when a seed is set), in ``template``."""
     stop = stop_strings()
     return [
         {
             "id": f"{t['task_id']}#{i}",
             "task_id": t["task_id"],
             "sample": i,
-            "messages": messages(t["prompt"]),
+            "messages": messages(t["prompt"], template),
             "sampling": {"stop": stop, "seed": None if seed is None else seed + i},
+            **({"chat_template": VERBATIM} if template == "alpaca" else {}),
         }
         for t in tasks
         for i in range(n)
@@ -68,7 +76,8 @@ def generate(tasks: list[dict[str, Any]], config: EvalConfig, engine: Teacher) -
     ``engine`` serves the model under evaluation (``amr.engines.open_teacher(student(config))``)."""
     from evalplus.sanitize import sanitize
 
-    answers = engine.complete(requests(tasks, config.samples, config.sampling.seed), carry=("task_id", "sample"))
+    asked = requests(tasks, config.samples, config.sampling.seed, config.template)
+    answers = engine.complete(asked, carry=("task_id", "sample"))
     entry_points = {t["task_id"]: t["entry_point"] for t in tasks}
     return [
         {

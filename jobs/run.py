@@ -106,6 +106,8 @@ def _student(config: RunConfig, method: str, out: str) -> str:
 
 def _eval_configs(config: RunConfig, model: str, folder: str) -> list[EvalConfig]:
     settings = config.eval.model_dump(exclude={"datasets", "base"})
+    if "template" not in config.eval.model_fields_set:  # as the students were trained
+        settings["template"] = config.train.template
     return [
         EvalConfig(**settings, model=model, dataset=d, output=storage.join(folder, d)) for d in config.eval.datasets
     ]

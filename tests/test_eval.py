@@ -279,3 +279,37 @@ def test_amr_eval_writes_its_results_to_an_object_store(
     assert [s["task_id"] for s in samples] == ["HumanEval/0", "HumanEval/1"]
     assert sorted(storage.read_json(scores["results"])["eval"]) == ["HumanEval/0", "HumanEval/1"]
     assert storage.is_file(f"{out}/evalplus.log")
+
+
+def test_alpaca_evaluation_sends_the_alpaca_prompt_as_the_student_was_trained(ray_local, tiny_teacher, tiny_model):
+    """``eval.template: alpaca``: evalplus's instruction inside the Alpaca template, the answer prefilled, and none
+    of the model's chat template around it: the engine reads exactly the tokens of that text."""
+    from transformers import AutoTokenizer
+
+    from eval.generate import requests
+
+    task = {"task_id": "t/0", "prompt": 'def add(a, b):\n    """Add two numbers."""\n'}
+    [alpaca], [chat] = requests([task], template="alpaca"), requests([task])
+    text = (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        "\n\n### Instruction:\nPlease provide a self-contained Python script that solves the following problem in a "
+        'markdown code block:\n```\ndef add(a, b):\n    """Add two numbers."""\n```\n\n### Response:\n'
+        "Below is a Python script with a self-contained function that solves the problem and passes corresponding "
+        "tests:\n```python\n"
+    )
+    assert "".join(m["content"] for m in alpaca["messages"]) == text and "chat_template" not in chat
+    answered = {r["id"]: r for r in tiny_teacher.complete([alpaca, {**chat, "id": "chat"}], carry=("id",))}
+    tokens = AutoTokenizer.from_pretrained(tiny_model)(text, add_special_tokens=False).input_ids
+    assert answered[alpaca["id"]]["error"] is None and answered[alpaca["id"]]["num_input_tokens"] == len(tokens)
+    assert answered["chat"]["num_input_tokens"] != len(tokens)  # the chat template adds its role markers
+
+
+def test_amr_run_evaluates_with_the_training_template_unless_told_otherwise():
+    from amr.config import RunConfig
+    from jobs.run import _eval_configs
+
+    alpaca = RunConfig(train={"template": "alpaca"})
+    assert {c.template for c in _eval_configs(alpaca, "m", "out")} == {"alpaca"}
+    told = RunConfig(train={"template": "alpaca"}, eval={"template": "chat"})
+    assert {c.template for c in _eval_configs(told, "m", "out")} == {"chat"}
+    assert {c.template for c in _eval_configs(RunConfig(), "m", "out")} == {"chat"}

@@ -41,6 +41,7 @@ def test_cpu_deployment_follows_the_engine_settings():
         "tensor_parallel_size": 1,
         "enforce_eager": True,
         "seed": 3,
+        "trust_request_chat_template": True,  # alpaca evaluation's requests bring their template
     }
     assert llm.placement_group_config == {"bundles": [{"CPU": 1}]}
     assert llm.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}}

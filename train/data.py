@@ -15,15 +15,10 @@ from typing import Any
 import pyarrow as pa
 
 from amr.data import InputError
+from amr.prompts.student import ALPACA
 from amr.storage import RunDir
 
 FILES = ("dataset.parquet", "dataset.jsonl")
-
-ALPACA = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-    "\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-)
-"""The Alpaca / WizardCoder prompt (``template: alpaca``); the response follows, then the EOS token."""
 
 
 def dataset_file(source: str) -> tuple[RunDir, str]:
