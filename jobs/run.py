@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from amr import report, storage
 from amr.config import ConfigError, EvalConfig, RunConfig, load_config
@@ -30,6 +31,7 @@ from amr.logs import job_logs
 from amr.methods import REGISTRY
 from amr.model_store import resolve
 from amr.pipelines import distill, fingerprints, instructions
+from amr.pipelines.plan import Step, plan
 from amr.runtime import init_ray, require_shared_storage
 from amr.storage import RunDir
 from eval.evaluate import evaluate
@@ -217,28 +219,50 @@ def _skip(step: str, where: str) -> None:
     console.print(f"{step}: done already ({where})", soft_wrap=True, highlight=False)
 
 
+DryRunOption = typer.Option(False, "--dry-run", help="Print the plan (steps, rows, teacher calls) and stop.")
+
+
 def main(
     config: Path = typer.Option(None, "--config", "-c", help="YAML run config (defaults if omitted)."),
     output: str = typer.Option(None, "--output", "-o", help="Directory for the whole run (default: the config's)."),
+    dry_run: bool = DryRunOption,
     overrides: list[str] = OverridesOption,
 ) -> None:
     """Run: distill -> train -> eval -> report for the config's methods; resumable; prints where the report is."""
-    _main(config, [f"output={output}"] if output else [], overrides)
+    _main(config, [f"output={output}"] if output else [], overrides, dry_run)
 
 
 def compare(
     methods: str = typer.Option("direct,amr", help="Comma-separated methods, e.g. direct,cot,ansrepair,amr."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML run config (defaults if omitted)."),
     output: str = typer.Option(None, "--output", "-o", help="Directory for the whole run (default: the config's)."),
+    dry_run: bool = DryRunOption,
     overrides: list[str] = OverridesOption,
 ) -> None:
     """Compare: the run for several methods on the same instructions, one report with the table."""
     shortcuts = [f"methods=[{methods}]"] + ([f"output={output}"] if output else [])
-    _main(config, shortcuts, overrides)
+    _main(config, shortcuts, overrides, dry_run)
 
 
-def _main(config: Path | None, shortcuts: list[str], overrides: list[str]) -> None:
+def print_plan(steps: list[Step], output: str) -> None:
+    table = Table(title=f"amr run: the plan, under {output} (nothing started)")
+    for name in ("step", "rows", "model calls", "writes"):
+        table.add_column(name, justify="right" if name in ("rows", "model calls") else "left")
+    for step in steps:
+        low, high = step.calls
+        calls = "" if not high else f"{low}" if low == high else f"{low}-{high}"
+        table.add_row(step.name, str(step.rows or ""), calls, step.output)
+    console.print(table)
+    teacher = [s.calls for s in steps if ": distill" in s.name or s.name.startswith("instructions")]
+    low, high = (sum(c[i] for c in teacher) for i in (0, 1))
+    console.print(f"teacher calls: {low}-{high} (the rest of the model calls are the evaluated students')")
+
+
+def _main(config: Path | None, shortcuts: list[str], overrides: list[str], dry_run: bool = False) -> None:
     cfg = load_config(RunConfig, config, [*shortcuts, *overrides])
+    if dry_run:
+        _refuse_eval_overlap(cfg)
+        return print_plan(plan(cfg), storage.normalize(cfg.output))
     with shutting_down_ray():
         where = run(cfg)
     for line in report.answer([storage.normalize(cfg.output)]):  # did AMR help, in words

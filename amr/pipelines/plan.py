@@ -1,0 +1,92 @@
+"""What ``amr run`` will do, before it starts anything (``amr run --dry-run``): its steps in order, the rows
+each handles and the teacher calls each makes, estimated from the config alone.
+
+Estimates are ranges where the teacher's answers decide: decomposition asks again (once) for answers without
+specs; AnsRepair repairs only the answers that fail their tests; growth asks one test per new function, which
+the table's growth decides (counted here as up to two per row, what AMR-Evol's answers usually define).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amr.config import RunConfig
+from amr.data import iter_instructions
+from amr.methods import method
+
+FUNCTIONS_PER_ROW = 2
+"""New functions per answer assumed for the upper estimate of growth tests."""
+EVAL_TASKS = {"humaneval": 164, "mbpp": 399}
+"""Tasks of the evaluated releases (HumanEval+ v0.1.10, MBPP+ v0.1.0)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    rows: int
+    calls: tuple[int, int]
+    """Teacher (or, for an evaluation, evaluated model) calls: at least, at most."""
+    output: str
+    """Where it writes, relative to the run's ``output``."""
+
+
+def plan(config: RunConfig) -> list[Step]:
+    """The run's steps in the order ``amr run`` takes them (a step done already still counts: a rerun skips it)."""
+    steps: list[Step] = []
+    if config.instructions:
+        steps += _instruction_steps(config, "instructions")
+        built = config.instructions.self_instruct.count * (1 + config.instructions.evolve.rounds)
+        rows = min(built, config.distill.input.limit or built)
+    else:
+        source = config.distill.input
+        rows = sum(1 for _ in iter_instructions(source.source, source.limit))
+    asked_direct = False
+    for name in config.methods:
+        m, where = method(name), f"{name}/distill"
+        low = high = 0
+        for stage in m.stages:
+            if stage == "direct" and asked_direct:
+                continue  # methods that start from R_d share one
+            asked_direct |= stage == "direct"
+            few, many = _stage_calls(stage, rows, m.uses_modules)
+            low, high = low + few, high + many
+        if m.uses_modules:
+            bootstrap = config.distill.modules.bootstrap_limit
+            low, high = low + bootstrap, high + bootstrap * (1 + FUNCTIONS_PER_ROW)
+        steps.append(Step(f"{name}: distill ({', '.join(m.stages)})", rows, (low, high), where))
+    for name in config.methods:
+        steps.append(Step(f"{name}: train", rows, (0, 0), f"{name}/student"))
+    evaluated = [*config.methods, *(["base"] if config.eval.base else [])]
+    for name in evaluated:
+        for dataset in config.eval.datasets:
+            tasks = min(EVAL_TASKS[dataset], config.eval.limit or EVAL_TASKS[dataset])
+            calls = tasks * config.eval.samples
+            steps.append(Step(f"{name}: eval {dataset}", tasks, (calls, calls), f"{name}/eval/{dataset}"))
+    steps.append(Step("report", 0, (0, 0), "report"))
+    return steps
+
+
+def _stage_calls(stage: str, rows: int, grows: bool) -> tuple[int, int]:
+    """Teacher calls of one distill stage over ``rows`` rows: at least, at most."""
+    if stage in ("direct", "cot", "anstest"):
+        return rows, rows
+    if stage in ("decompose", "repair"):
+        return (rows, 2 * rows) if stage == "decompose" else (0, rows)
+    if stage == "waves":  # the final answer, and a test per new function where the table grows
+        return rows, rows * (1 + FUNCTIONS_PER_ROW) if grows else rows
+    return 0, 0  # embed, check: no teacher
+
+
+def _instruction_steps(config: RunConfig, folder: str) -> list[Step]:
+    cfg = config.instructions
+    count, rounds = cfg.self_instruct.count, cfg.evolve.rounds
+    requests = int(count * cfg.self_instruct.oversample)
+    judged = cfg.decontam.judge
+    steps = [
+        Step("instructions: seeds (MBPP train, decontaminated)", 0, (0, 0), f"{folder}/seeds.jsonl"),
+        Step("instructions: self-instruct", count, (requests, requests), f"{folder}/self-instruct.jsonl"),
+        Step(f"instructions: evolution, {rounds} rounds", count * rounds, (count, count * rounds), folder),
+    ]
+    if judged:  # the judge asks about the rows near a benchmark item only: up to every row
+        steps.append(Step("instructions: decontamination judge", 0, (0, count * (1 + rounds)), folder))
+    return steps

@@ -1,0 +1,74 @@
+"""``amr run --dry-run``: the plan from the config alone, with literal expected steps and teacher-call ranges;
+nothing started, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from amr.config import RunConfig
+from amr.pipelines.plan import Step, plan
+from jobs.cli import app
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _config(tmp_path, **update) -> RunConfig:
+    source = tmp_path / "instructions.jsonl"
+    source.write_text("".join(json.dumps({"id": f"i{i}", "instruction": f"Write f{i}()."}) + "\n" for i in range(5)))
+    config = RunConfig(
+        output=str(tmp_path / "run"),
+        methods=["direct", "ansrepair", "amr", "amr-no-are"],
+        eval={"datasets": ["humaneval", "mbpp"], "limit": 10, "base": False},
+        **update,
+    )
+    config.distill.input.source, config.distill.input.limit = str(source), 4
+    config.distill.modules.bootstrap_limit = 2
+    return config
+
+
+def test_the_plan_counts_rows_and_teacher_calls_per_step(tmp_path):
+    steps = plan(_config(tmp_path))
+    assert steps[:4] == [
+        Step("direct: distill (direct)", 4, (4, 4), "direct/distill"),
+        Step("ansrepair: distill (direct, anstest, repair)", 4, (4, 8), "ansrepair/distill"),  # R_d shared
+        # MD 4 (+4 asked again), ARE 4 (+2 tests per row), bootstrapping 2 (+2 tests each)
+        Step("amr: distill (direct, decompose, embed, waves)", 4, (4 + 4 + 2, 8 + 12 + 6), "amr/distill"),
+        Step("amr-no-are: distill (direct, decompose, waves)", 4, (8, 12), "amr-no-are/distill"),  # grows nothing
+    ]
+    assert [s.name for s in steps[4:8]] == [f"{m}: train" for m in ("direct", "ansrepair", "amr", "amr-no-are")]
+    assert steps[8] == Step("direct: eval humaneval", 10, (10, 10), "direct/eval/humaneval")
+    assert len(steps) == 8 + 4 * 2 + 1 and steps[-1].name == "report"
+
+
+def test_built_instructions_are_planned_too(tmp_path):
+    config = _config(tmp_path, instructions={"self_instruct": {"count": 100}, "evolve": {"rounds": 3}})
+    config.distill.input.limit = None
+    steps = plan(config)
+    assert [(s.name, s.rows, s.calls) for s in steps[:3]] == [
+        ("instructions: seeds (MBPP train, decontaminated)", 0, (0, 0)),
+        ("instructions: self-instruct", 100, (150, 150)),  # oversample 1.5
+        ("instructions: evolution, 3 rounds", 300, (100, 300)),
+    ]
+    assert steps[3] == Step("direct: distill (direct)", 400, (400, 400), "direct/distill")
+
+
+def test_dry_run_starts_nothing_and_writes_nothing(tmp_path, monkeypatch):
+    import yaml
+
+    import jobs.run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run started something")
+
+    for name in ("init_ray", "open_teacher", "evaluate"):
+        monkeypatch.setattr(jobs.run, name, refuse)
+
+    config = _config(tmp_path)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_unset=True)))
+    result = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "run.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "amr: distill" in result.output and "teacher calls: " in result.output
+    assert not (tmp_path / "run").exists()
