@@ -214,7 +214,12 @@ class EmbeddingConfig(Strict):
     model: str = Field(
         "all-minilm-l6-v2",
         description="sentence-transformers model: registry name, path, hub "
-        "id. The paper uses Alibaba-NLP/gte-large-en-v1.5.",
+        "id. The paper uses Alibaba-NLP/gte-large-en-v1.5 (with trust_remote_code).",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the model's own code from its directory (gte-large-en-v1.5 needs it): only for a model you "
+        "trust.",
     )
     batch_size: int = Field(64, ge=1)
     actors: int = Field(
@@ -782,6 +787,12 @@ class RunConfig(Strict):
         description="Build the instructions first (seed, self-instruct, evolve under OUTPUT/instructions) "
         "and distil all of them, with distill's teacher, embedding and Ray unless set here; None: distill.input.",
     )
+    levels: list[int] | None = Field(
+        None,
+        description="Distil each Code Evol-Instruct level on its own, as the paper's Table 1 (needs `instructions`): "
+        "level L is the instructions of evolution round L, distilled, trained and evaluated with every method under "
+        "OUTPUT/levelL/; the report adds a table with a column per level and benchmark. None: all instructions.",
+    )
     distill: DistillConfig = Field(default_factory=DistillConfig, description="The distill job (or a YAML file name).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The student's training (or a YAML file name).")
     eval: RunEvalConfig = Field(default_factory=RunEvalConfig)
@@ -807,6 +818,13 @@ class RunConfig(Strict):
         ]
         if owned:
             raise ValueError(f"{', '.join(owned)}: set by the run for each method (see `methods` and `output`)")
+        if self.levels is not None:
+            rounds = self.instructions.evolve.rounds if self.instructions else None
+            if rounds is None or not self.levels or any(not 1 <= level <= rounds for level in self.levels):
+                raise ValueError(
+                    f"levels: {self.levels}: evolution rounds of the instructions the run builds "
+                    + (f"(1 to {rounds})" if rounds else "(set `instructions`)")
+                )
         from amr.storage import is_uri  # pyarrow: not for every importer of the configs
 
         if self.students is not None and is_uri(self.students):

@@ -18,17 +18,23 @@ class Embedder:
     """A sentence-transformers model by registry name, local path or hub id; loaded on first use."""
 
     def __init__(
-        self, model: str = "all-minilm-l6-v2", model_store: str | None = None, batch_size: int = 64, device: str = "cpu"
+        self,
+        model: str = "all-minilm-l6-v2",
+        model_store: str | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        trust_remote_code: bool = False,
     ):
         self.path = resolve(model, model_store)
         self.batch_size = batch_size
         self.device = device
+        self.trust_remote_code = trust_remote_code
 
     @cached_property
     def model(self):
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(self.path, device=self.device)
+        return SentenceTransformer(self.path, device=self.device, trust_remote_code=self.trust_remote_code)
 
     @property
     def dim(self) -> int:
@@ -59,8 +65,8 @@ class Encoder(Protocol):
 
 @ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)  # a lost node's actor restarts elsewhere
 class _EmbedderActor:
-    def __init__(self, model: str, model_store: str | None, batch_size: int):
-        self.embedder = Embedder(model, model_store, batch_size)
+    def __init__(self, model: str, model_store: str | None, batch_size: int, trust_remote_code: bool):
+        self.embedder = Embedder(model, model_store, batch_size, trust_remote_code=trust_remote_code)
         self.dim = self.embedder.dim  # the model loads now, while the job starts its teacher
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -75,10 +81,14 @@ class EmbedderActors:
     fed by the query-embedding stage (``amr.stages.embed``) and every wave's novelty check (``encode``). They start in
     the background: created before the teacher, their model loads while its engine starts."""
 
-    def __init__(self, model: str, model_store: str | None, batch_size: int, actors: int):
+    def __init__(
+        self, model: str, model_store: str | None, batch_size: int, actors: int, trust_remote_code: bool = False
+    ):
         self.batch_size = batch_size
         self.actors = [
-            _EmbedderActor.options(scheduling_strategy="SPREAD").remote(model, model_store, batch_size)
+            _EmbedderActor.options(scheduling_strategy="SPREAD").remote(
+                model, model_store, batch_size, trust_remote_code
+            )
             for _ in range(actors)
         ]
 

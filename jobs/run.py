@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -60,23 +61,19 @@ def run(config: RunConfig) -> str:
         with ExitStack() as teacher:
             if _teacher_needed(config, out, base if base_on_teacher else None):
                 teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
-            if config.instructions:
-                source = _instructions(config, storage.join(out, "instructions"))
-                config = config.model_copy(
-                    update={
-                        "distill": config.distill.model_copy(
-                            update={"input": config.distill.input.model_copy(update={"source": source})}
-                        )
-                    }
-                )
-            for method in config.methods:
-                _distill(config, method, storage.join(out, method, "distill"), out)
+            source = _instructions(config, storage.join(out, "instructions")) if config.instructions else None
+            for group in _groups(config, out):
+                for method in config.methods:
+                    _distill(_reading(config, group.source(source)), method, group)
             if base_on_teacher:
                 _evaluate(config, config.train.model, base)
-        for method in config.methods:
-            _train(config, method, out)
-        for method in config.methods:
-            _evaluate(config, storage.join(_student(config, method, out), "model"), storage.join(out, method, "eval"))
+        for group in _groups(config, out):
+            for method in config.methods:
+                _train(config, method, group)
+        for group in _groups(config, out):
+            for method in config.methods:
+                student = storage.join(_student(config, method, group), "model")
+                _evaluate(config, student, storage.join(group.out, method, "eval"), group.named(method))
         if config.eval.base:
             _evaluate(config, config.train.model, base)
         return report.write([out], storage.join(out, "report"))
@@ -98,12 +95,46 @@ def _refuse_eval_overlap(config: RunConfig) -> None:
         )
 
 
-def _student(config: RunConfig, method: str, out: str) -> str:
+@dataclass(frozen=True)
+class _Group:
+    """The instructions one set of methods distils: all of them (``name`` ""), or one evolution level's
+    (``levelL``, under ``OUTPUT/levelL``)."""
+
+    name: str
+    out: str
+    level: int | None = None
+
+    def source(self, built: str | None) -> str | None:
+        """The distill input: the built instructions (all, or this level's round), None for the config's own."""
+        if built is None or self.level is None:
+            return built
+        return storage.join(storage.parent(built), f"evolved.round{self.level}.jsonl")
+
+    def named(self, step: str) -> str:
+        return f"{self.name} {step}" if self.name else step
+
+
+def _groups(config: RunConfig, out: str) -> list[_Group]:
+    if config.levels is None:
+        return [_Group("", out)]
+    return [_Group(f"level{level}", storage.join(out, f"level{level}"), level) for level in config.levels]
+
+
+def _reading(config: RunConfig, source: str | None) -> RunConfig:
+    """``config`` with the distill input ``source`` (None: as it is)."""
+    if source is None:
+        return config
+    distill = config.distill
+    update = {"input": distill.input.model_copy(update={"source": source})}
+    return config.model_copy(update={"distill": distill.model_copy(update=update)})
+
+
+def _student(config: RunConfig, method: str, group: _Group) -> str:
     """The method's train output, on a local or shared disk: under ``students`` when set (``out`` may then be
-    an object-store URI), else ``out/<method>/student``."""
+    an object-store URI), else ``<group>/<method>/student``."""
     if config.students:
-        return storage.join(storage.normalize(config.students), method)
-    return storage.join(out, method, "student")
+        return storage.join(storage.normalize(config.students), *filter(None, [group.name, method]))
+    return storage.join(group.out, method, "student")
 
 
 def _eval_configs(config: RunConfig, model: str, folder: str) -> list[EvalConfig]:
@@ -131,7 +162,7 @@ def _teacher_needed(config: RunConfig, out: str, base: str | None) -> bool:
     return (
         config.instructions is not None
         and not storage.exists(storage.join(out, "instructions", "all.jsonl"))
-        or any(not _distilled(storage.join(out, m, "distill")) for m in config.methods)
+        or any(not _distilled(storage.join(g.out, m, "distill")) for g in _groups(config, out) for m in config.methods)
         or base is not None
         and any(not _scored(storage.join(base, d)) for d in config.eval.datasets)
     )
@@ -158,55 +189,53 @@ def _instructions(config: RunConfig, folder: str) -> str:
     return instructions.build(config.instructions.model_copy(update=shared), folder)
 
 
-def _distill(config: RunConfig, method: str, run_dir: str, out: str) -> None:
+def _distill(config: RunConfig, method: str, group: _Group) -> None:
+    run_dir, step = storage.join(group.out, method, "distill"), group.named(f"{method}: distill")
     if _distilled(run_dir):
-        return _skip(f"{method}: distill", run_dir)
+        return _skip(step, run_dir)
     target = RunDir(run_dir)
     if method in SHARES_DIRECT and not target.stage_done("direct.parquet"):
-        shared = next(
-            (d for m in SHARES_DIRECT if (d := RunDir(storage.join(out, m, "distill"))).stage_done("direct.parquet")),
-            None,
-        )
+        siblings = (RunDir(storage.join(group.out, m, "distill")) for m in SHARES_DIRECT)
+        shared = next((d for d in siblings if d.stage_done("direct.parquet")), None)
         if shared:  # with the settings it was made from: a different teacher's R_d is refused, not reused
             target.copy_stage("direct.parquet", shared)
             fingerprints.copy(target, shared, "direct")
-    _started(f"{method}: distill")
+    _started(step)
     cfg = config.distill.model_copy(update={"method": method, "run_dir": run_dir})
     print_distill(distill.run(cfg), console, table=False)
 
 
-def _train(config: RunConfig, method: str, out: str) -> None:
+def _train(config: RunConfig, method: str, group: _Group) -> None:
     from train.trainer import run as train
 
-    output = _student(config, method, out)
+    output, step = _student(config, method, group), group.named(f"{method}: train")
     if storage.exists(storage.join(output, "train.json")):
-        return _skip(f"{method}: train", output)
-    _started(f"{method}: train")
-    # one Ray Train run per method, also where methods share a storage_path
+        return _skip(step, output)
+    _started(step)
+    # one Ray Train run per method (and level), also where they share a storage_path
     cfg = config.train.model_copy(
         update={
-            "dataset": storage.join(out, method, "distill"),
+            "dataset": storage.join(group.out, method, "distill"),
             "output": output,
-            "name": f"{config.train.name}-{method}",
+            "name": "-".join(filter(None, [config.train.name, group.name, method])),
         }
     )
     print_train(train(cfg), console)
 
 
-def _evaluate(config: RunConfig, model: str, folder: str) -> None:
-    """The model on every dataset of the run, with one engine for all of them."""
+def _evaluate(config: RunConfig, model: str, folder: str, name: str = "base") -> None:
+    """The model on every dataset of the run, with one engine for all of them; ``name`` heads its steps."""
     left = []
-    step = storage.name(storage.parent(folder))  # the method, or base
     for cfg in _eval_configs(config, model, folder):
         if _scored(cfg.output):
-            _skip(f"{step}: eval {cfg.dataset}", cfg.output)
+            _skip(f"{name}: eval {cfg.dataset}", cfg.output)
         else:
             left.append(cfg)
     if not left:
         return
     with open_teacher(student(left[0]), left[0].model_store):
         for cfg in left:
-            _started(f"{step}: eval {cfg.dataset}")
+            _started(f"{name}: eval {cfg.dataset}")
             print_scores(evaluate(cfg), console)
 
 

@@ -7,8 +7,8 @@ from amr.config import ConfigError, DistillConfig, TeacherJobConfig, load_config
 CONFIGS = sorted(
     p
     for p in Path(__file__).parents[1].joinpath("jobs", "configs").glob("*.yaml")
-    if not p.name.startswith(("train_", "run_"))
-)  # TrainConfig and RunConfig files: their own tests
+    if not p.name.startswith(("train_", "run_", "paper_"))
+)  # TrainConfig and RunConfig files (the paper's recipes among them): their own tests (test_plan for paper_*)
 
 
 def test_defaults_follow_the_paper():

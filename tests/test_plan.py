@@ -72,3 +72,46 @@ def test_dry_run_starts_nothing_and_writes_nothing(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "amr: distill" in result.output and "teacher calls: " in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_papers_table_1_recipe_plans_three_levels_of_four_methods():
+    from amr.config import load_config
+
+    config = load_config(RunConfig, "jobs/configs/paper_table1.yaml")
+    steps = plan(config)
+    distills = [s for s in steps if ": distill" in s.name]
+    assert [s.name.split(":")[0] for s in distills] == [
+        f"level{level}/{m}" for level in (1, 2, 3) for m in ("direct", "cot", "ansrepair", "amr")
+    ]
+    assert all(s.rows == 10_000 for s in distills) and distills[-1].output == "level3/amr/distill"
+    assert sum(": train" in s.name for s in steps) == 12 and sum(": eval" in s.name for s in steps) == 12 * 2 + 2
+    assert config.distill.embedding.model == "Alibaba-NLP/gte-large-en-v1.5" and config.instructions.decontam.judge
+    ablations = load_config(RunConfig, "jobs/configs/paper_table3.yaml")
+    assert ablations.methods == ["amr", "amr-no-md", "amr-no-are"] and ablations.levels == [1, 2, 3]
+
+
+def test_levels_are_rounds_of_the_instructions_the_run_builds(tmp_path):
+    from amr.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"levels: \[1\]: .*set `instructions`"):
+        load_config(RunConfig, None, ["levels=[1]"])
+    with pytest.raises(ConfigError, match=r"levels: \[4\]: .*\(1 to 3\)"):
+        load_config(RunConfig, None, ["levels=[4]", "instructions={}"])
+
+
+def test_each_level_reads_its_evolution_round_and_writes_under_its_folder(tmp_path):
+    from amr.config import load_config
+    from jobs.run import _groups, _reading, _student
+
+    config = load_config(RunConfig, None, ["levels=[1, 3]", "instructions={}", f"output={tmp_path}"])
+    built = str(tmp_path / "instructions" / "all.jsonl")
+    groups = _groups(config, str(tmp_path))
+    assert [(g.name, g.out, g.source(built)) for g in groups] == [
+        ("level1", str(tmp_path / "level1"), str(tmp_path / "instructions" / "evolved.round1.jsonl")),
+        ("level3", str(tmp_path / "level3"), str(tmp_path / "instructions" / "evolved.round3.jsonl")),
+    ]
+    assert _reading(config, groups[1].source(built)).distill.input.source.endswith("evolved.round3.jsonl")
+    assert _student(config, "amr", groups[0]) == str(tmp_path / "level1" / "amr" / "student")
+    shared = config.model_copy(update={"students": "/shared/students"})
+    assert _student(shared, "amr", groups[1]) == "/shared/students/level3/amr"
+    assert [(g.name, g.source(built)) for g in _groups(load_config(RunConfig, None, []), "out")] == [("", built)]

@@ -173,3 +173,31 @@ def test_report_reads_and_writes_an_object_store(s3_server, tmp_path):
     missing = f"s3://{s3_server['bucket']}/report-{tmp_path.name}/nothing"
     result = runner.invoke(app, ["report", missing, "--output", str(tmp_path / "report")])
     assert result.exit_code == 2 and f"no such directory: {missing}" in result.output
+
+
+def test_a_run_per_level_is_laid_out_as_the_papers_table_1():
+    from amr.report.collect import Row
+    from amr.report.tables import level_of, level_table
+
+    def row(method: str, level: int | None, he: float) -> Row:
+        where = f"/runs/t1/level{level}/{method}" if level else f"/runs/t1/{method}"
+        found = Row(method, method, run_dir=f"{where}/distill" if level else None)
+        found.scores = {"humaneval": {"base_pass@1": he, "plus_pass@1": he / 2}}
+        found.evals = {"humaneval": f"{where}/eval/humaneval"}
+        return found
+
+    rows = [
+        row("direct", 1, 0.4),
+        row("amr", 1, 0.5),
+        row("direct", 2, 0.3),
+        row("amr", 3, 0.6),
+        row("base", None, 0.1),
+    ]
+    assert [level_of(r) for r in rows] == [1, 1, 2, 3, None]
+    header, cells = level_table(rows)
+    assert header == ["Method", *(f"L{n} {b}" for n in (1, 2, 3) for b in ("HumanEval", "HumanEval+", "MBPP", "MBPP+"))]
+    assert cells == [
+        ["direct", "40.0", "20.0", "-", "-", "30.0", "15.0", "-", "-", "-", "-", "-", "-"],
+        ["AMR-Evol", "50.0", "25.0", "-", "-", "-", "-", "-", "-", "60.0", "30.0", "-", "-"],
+    ]
+    assert level_table(rows[-1:]) == (["Method"], [])  # no levels: no table

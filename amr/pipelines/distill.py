@@ -443,7 +443,7 @@ def _grow(
 
 def _embedders(config: DistillConfig) -> EmbedderActors:
     e = config.embedding
-    return EmbedderActors(e.model, config.model_store, e.batch_size, e.actors)
+    return EmbedderActors(e.model, config.model_store, e.batch_size, e.actors, e.trust_remote_code)
 
 
 def _table(config: DistillConfig, run_dir: RunDir, embedder: EmbedderActors, lease: Lease) -> tuple[ModuleDB, str]:

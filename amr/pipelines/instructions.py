@@ -442,7 +442,8 @@ def _write_kept(
 
 def _seen(sources: list[str], config: InstructionsConfig) -> NearDuplicates:
     """The near-duplicate table, holding ``sources``' rows (a new instruction must differ from its sources too)."""
-    embedder = Embedder(config.embedding.model, config.model_store, config.embedding.batch_size)
+    e = config.embedding
+    embedder = Embedder(e.model, config.model_store, e.batch_size, trust_remote_code=e.trust_remote_code)
     seen = NearDuplicates(embedder, config.filters.near_duplicate)
     _remember(seen, sources)
     return seen

@@ -33,16 +33,37 @@ class Step:
 def plan(config: RunConfig) -> list[Step]:
     """The run's steps in the order ``amr run`` takes them (a step done already still counts: a rerun skips it)."""
     steps: list[Step] = []
+    limit = config.distill.input.limit
     if config.instructions:
         steps += _instruction_steps(config, "instructions")
-        built = config.instructions.self_instruct.count * (1 + config.instructions.evolve.rounds)
-        rows = min(built, config.distill.input.limit or built)
+        count, rounds = config.instructions.self_instruct.count, config.instructions.evolve.rounds
+        built = count if config.levels else count * (1 + rounds)  # a level: one round's instructions
+        rows = min(built, limit or built)
     else:
-        source = config.distill.input
-        rows = sum(1 for _ in iter_instructions(source.source, source.limit))
-    asked_direct = False
+        rows = sum(1 for _ in iter_instructions(config.distill.input.source, limit))
+    groups = [f"level{level}/" for level in config.levels] if config.levels else [""]
+    for group in groups:
+        steps += _distill_steps(config, rows, group)
+    steps += [
+        Step(f"{group}{name}: train", rows, (0, 0), f"{group}{name}/student")
+        for group in groups
+        for name in config.methods
+    ]
+    evaluated = [f"{group}{name}" for group in groups for name in config.methods]
+    for name in [*evaluated, *(["base"] if config.eval.base else [])]:
+        for dataset in config.eval.datasets:
+            tasks = min(EVAL_TASKS[dataset], config.eval.limit or EVAL_TASKS[dataset])
+            calls = tasks * config.eval.samples
+            steps.append(Step(f"{name}: eval {dataset}", tasks, (calls, calls), f"{name}/eval/{dataset}"))
+    steps.append(Step("report", 0, (0, 0), "report"))
+    return steps
+
+
+def _distill_steps(config: RunConfig, rows: int, group: str) -> list[Step]:
+    """Each method's distillation of one group's ``rows`` (``group``: "" or ``levelL/``)."""
+    steps, asked_direct = [], False
     for name in config.methods:
-        m, where = method(name), f"{name}/distill"
+        m = method(name)
         low = high = 0
         for stage in m.stages:
             if stage == "direct" and asked_direct:
@@ -53,16 +74,9 @@ def plan(config: RunConfig) -> list[Step]:
         if m.uses_modules:
             bootstrap = config.distill.modules.bootstrap_limit
             low, high = low + bootstrap, high + bootstrap * (1 + FUNCTIONS_PER_ROW)
-        steps.append(Step(f"{name}: distill ({', '.join(m.stages)})", rows, (low, high), where))
-    for name in config.methods:
-        steps.append(Step(f"{name}: train", rows, (0, 0), f"{name}/student"))
-    evaluated = [*config.methods, *(["base"] if config.eval.base else [])]
-    for name in evaluated:
-        for dataset in config.eval.datasets:
-            tasks = min(EVAL_TASKS[dataset], config.eval.limit or EVAL_TASKS[dataset])
-            calls = tasks * config.eval.samples
-            steps.append(Step(f"{name}: eval {dataset}", tasks, (calls, calls), f"{name}/eval/{dataset}"))
-    steps.append(Step("report", 0, (0, 0), "report"))
+        steps.append(
+            Step(f"{group}{name}: distill ({', '.join(m.stages)})", rows, (low, high), f"{group}{name}/distill")
+        )
     return steps
 
 

@@ -37,6 +37,7 @@ from amr.report.tables import (
     examples,
     funnel_table,
     growth,
+    level_table,
     response_table,
     score_table,
     stage_times,
@@ -85,6 +86,16 @@ def write(dirs: list[str | Path], out: str | Path) -> str:
             else [],
         ),
     ]
+    by_level = level_table(methods)
+    if by_level[1]:
+        sections.append(
+            Section(
+                "Per instruction level (the paper's Table 1)",
+                "pass@1 (%) of each method's student, distilled on the instructions of one Code Evol-Instruct "
+                "level (L1-L3).",
+                tables=[by_level],
+            )
+        )
     distilled = [m for m in methods if m.manifest]
     if distilled:
         sections.append(

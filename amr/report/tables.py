@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,35 @@ def score_table(methods: list[Row]) -> Table:
             base = pass1(reference, dataset, kind) if reference and m.train and m is not reference else None
             text = "-" if value is None else f"{value:.1f}"
             cells.append(text if value is None or base is None else f"{text} ({value - base:+.1f})")
+        rows.append(cells)
+    return header, rows
+
+
+LEVEL = re.compile(r"(?:^|/)level(\d+)/")
+"""A run's level folder (``amr run`` with ``levels``): ``OUTPUT/levelL/<method>/...``."""
+
+
+def level_of(method: Row) -> int | None:
+    """The Code Evol-Instruct level a method's row was distilled on, from where it lies; None: not per level."""
+    found = LEVEL.search((method.run_dir or next(iter(method.evals.values()), "")) + "/")
+    return int(found.group(1)) if found else None
+
+
+def level_table(methods: list[Row]) -> Table:
+    """The paper's Table 1 layout: a row per method, a column per level and benchmark, pass@1 (%)."""
+    per_method: dict[str, dict[int, Row]] = {}
+    for m in methods:
+        if m.scores and (level := level_of(m)) is not None:
+            per_method.setdefault(m.name, {})[level] = m
+    levels = sorted({level for found in per_method.values() for level in found})
+    header = ["Method", *(f"L{level} {name}" for level in levels for _, _, name in COLUMNS)]
+    rows = []
+    for name, found in per_method.items():
+        cells = [METHODS[name].label if name in METHODS else name]
+        for level in levels:
+            for dataset, kind, _ in COLUMNS:
+                value = pass1(found.get(level), dataset, kind)
+                cells.append("-" if value is None else f"{value:.1f}")
         rows.append(cells)
     return header, rows
 

@@ -27,7 +27,9 @@ class _Checker:
         self.embedder = None
         if self.config.embedding_threshold is not None:
             embedding = EmbeddingConfig(**embedding)
-            self.embedder = Embedder(embedding.model, model_store, embedding.batch_size)
+            self.embedder = Embedder(
+                embedding.model, model_store, embedding.batch_size, trust_remote_code=embedding.trust_remote_code
+            )
             self.ids = [item["id"] for item in items]
             self.vectors = _benchmark_vectors(self.embedder, [item["problem"] for item in items])
 
