@@ -6,6 +6,7 @@ import json
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -284,13 +285,29 @@ def modules_bootstrap(
     ]
     with shutting_down_ray():
         report = distill_pipeline.bootstrap(load_config(DistillConfig, config, [*shortcuts, *overrides]))
-    found = ", ".join(f"{v} {k}" for k, v in report["candidates"].items()) or "no functions"
-    table = report["table"]
-    console.print(
-        f"bootstrap: {found}; {report['inserted']} inserted; table {table['uri']}: {table['rows']} modules "
-        f"(version {table['version']})",
-        soft_wrap=True,
-    )
+    for line in bootstrap_lines(report):
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+def bootstrap_lines(report: dict[str, Any]) -> list[str]:
+    """What bootstrapping made: candidates by outcome, the verified rate, the teacher's cost, the table."""
+    candidates, table = report["candidates"], report["table"]
+    found = ", ".join(f"{v} {k}" for k, v in candidates.items()) or "no functions"
+    tested = sum(n for outcome, n in candidates.items() if outcome != "known")
+    rate = f" ({candidates.get('verified', 0) / tested:.0%} of the new ones verified)" if tested else ""
+    lines = [f"bootstrap: {found}; {report['inserted']} inserted{rate}"]
+    if "rows" in report:  # this run asked the teacher (a resumed one did not)
+        calls = report["rows"] + report["test_calls"]
+        tokens = [
+            report["input_tokens"] + report["test_input_tokens"],
+            report["output_tokens"] + report["test_output_tokens"],
+        ]
+        lines.append(
+            f"teacher: {calls} calls ({report['rows']} helpers, {report['test_calls']} tests), {tokens[0]} tokens in, "
+            f"{tokens[1]} out, {report['errors']} errors; {report['wall_time_s']} s"
+        )
+    lines.append(f"table {table['uri']}: {table['rows']} modules (version {table['version']})")
+    return lines
 
 
 @modules_app.command("search")

@@ -267,7 +267,8 @@ def test_amr_modules_bootstrap_fills_a_table_once(ray_local, scripted, tmp_path)
     path.write_text(yaml.safe_dump(config(tmp_path, scripted).model_dump(mode="json")))
     result = CliRunner().invoke(app, ["modules", "bootstrap", "--config", str(path), "--limit", "2"])
     assert result.exit_code == 0, result.output
-    assert "bootstrap: 2 verified; 2 inserted" in result.output and ": 2 modules" in result.output
+    assert "bootstrap: 2 verified; 2 inserted (100% of the new ones verified)" in result.output
+    assert "teacher: 4 calls (2 helpers, 2 tests)" in result.output and ": 2 modules" in result.output
     calls = len(scripted.requests)
     again = CliRunner().invoke(app, ["modules", "bootstrap", "--config", str(path), "--limit", "2"])
     assert ": 2 modules" in again.output and len(scripted.requests) == calls  # resumed
