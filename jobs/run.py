@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -32,7 +31,7 @@ from amr.logs import job_logs
 from amr.methods import REGISTRY
 from amr.model_store import resolve
 from amr.pipelines import distill, fingerprints, instructions
-from amr.pipelines.plan import Step, plan
+from amr.pipelines.plan import Group, Step, groups, plan
 from amr.runtime import init_ray, require_shared_storage
 from amr.storage import RunDir
 from eval.evaluate import evaluate
@@ -62,15 +61,15 @@ def run(config: RunConfig) -> str:
             if _teacher_needed(config, out, base if base_on_teacher else None):
                 teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
             source = _instructions(config, storage.join(out, "instructions")) if config.instructions else None
-            for group in _groups(config, out):
+            for group in groups(config, out):
                 for method in config.methods:
                     _distill(_reading(config, group.source(source)), method, group)
             if base_on_teacher:
                 _evaluate(config, config.train.model, base)
-        for group in _groups(config, out):
+        for group in groups(config, out):
             for method in config.methods:
                 _train(config, method, group)
-        for group in _groups(config, out):
+        for group in groups(config, out):
             for method in config.methods:
                 student = storage.join(_student(config, method, group), "model")
                 _evaluate(config, student, storage.join(group.out, method, "eval"), group.named(method))
@@ -95,31 +94,6 @@ def _refuse_eval_overlap(config: RunConfig) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Group:
-    """The instructions one set of methods distils: all of them (``name`` ""), or one evolution level's
-    (``levelL``, under ``OUTPUT/levelL``)."""
-
-    name: str
-    out: str
-    level: int | None = None
-
-    def source(self, built: str | None) -> str | None:
-        """The distill input: the built instructions (all, or this level's round), None for the config's own."""
-        if built is None or self.level is None:
-            return built
-        return storage.join(storage.parent(built), f"evolved.round{self.level}.jsonl")
-
-    def named(self, step: str) -> str:
-        return f"{self.name} {step}" if self.name else step
-
-
-def _groups(config: RunConfig, out: str) -> list[_Group]:
-    if config.levels is None:
-        return [_Group("", out)]
-    return [_Group(f"level{level}", storage.join(out, f"level{level}"), level) for level in config.levels]
-
-
 def _reading(config: RunConfig, source: str | None) -> RunConfig:
     """``config`` with the distill input ``source`` (None: as it is)."""
     if source is None:
@@ -129,7 +103,7 @@ def _reading(config: RunConfig, source: str | None) -> RunConfig:
     return config.model_copy(update={"distill": distill.model_copy(update=update)})
 
 
-def _student(config: RunConfig, method: str, group: _Group) -> str:
+def _student(config: RunConfig, method: str, group: Group) -> str:
     """The method's train output, on a local or shared disk: under ``students`` when set (``out`` may then be
     an object-store URI), else ``<group>/<method>/student``."""
     if config.students:
@@ -162,7 +136,7 @@ def _teacher_needed(config: RunConfig, out: str, base: str | None) -> bool:
     return (
         config.instructions is not None
         and not storage.exists(storage.join(out, "instructions", "all.jsonl"))
-        or any(not _distilled(storage.join(g.out, m, "distill")) for g in _groups(config, out) for m in config.methods)
+        or any(not _distilled(storage.join(g.out, m, "distill")) for g in groups(config, out) for m in config.methods)
         or base is not None
         and any(not _scored(storage.join(base, d)) for d in config.eval.datasets)
     )
@@ -189,7 +163,7 @@ def _instructions(config: RunConfig, folder: str) -> str:
     return instructions.build(config.instructions.model_copy(update=shared), folder)
 
 
-def _distill(config: RunConfig, method: str, group: _Group) -> None:
+def _distill(config: RunConfig, method: str, group: Group) -> None:
     run_dir, step = storage.join(group.out, method, "distill"), group.named(f"{method}: distill")
     if _distilled(run_dir):
         return _skip(step, run_dir)
@@ -205,7 +179,7 @@ def _distill(config: RunConfig, method: str, group: _Group) -> None:
     print_distill(distill.run(cfg), console, table=False)
 
 
-def _train(config: RunConfig, method: str, group: _Group) -> None:
+def _train(config: RunConfig, method: str, group: Group) -> None:
     from train.trainer import run as train
 
     output, step = _student(config, method, group), group.named(f"{method}: train")

@@ -101,17 +101,18 @@ def test_levels_are_rounds_of_the_instructions_the_run_builds(tmp_path):
 
 def test_each_level_reads_its_evolution_round_and_writes_under_its_folder(tmp_path):
     from amr.config import load_config
-    from jobs.run import _groups, _reading, _student
+    from amr.pipelines.plan import groups
+    from jobs.run import _reading, _student
 
     config = load_config(RunConfig, None, ["levels=[1, 3]", "instructions={}", f"output={tmp_path}"])
     built = str(tmp_path / "instructions" / "all.jsonl")
-    groups = _groups(config, str(tmp_path))
-    assert [(g.name, g.out, g.source(built)) for g in groups] == [
+    found = groups(config, str(tmp_path))
+    assert [(g.name, g.out, g.source(built)) for g in found] == [
         ("level1", str(tmp_path / "level1"), str(tmp_path / "instructions" / "evolved.round1.jsonl")),
         ("level3", str(tmp_path / "level3"), str(tmp_path / "instructions" / "evolved.round3.jsonl")),
     ]
-    assert _reading(config, groups[1].source(built)).distill.input.source.endswith("evolved.round3.jsonl")
-    assert _student(config, "amr", groups[0]) == str(tmp_path / "level1" / "amr" / "student")
+    assert _reading(config, found[1].source(built)).distill.input.source.endswith("evolved.round3.jsonl")
+    assert _student(config, "amr", found[0]) == str(tmp_path / "level1" / "amr" / "student")
     shared = config.model_copy(update={"students": "/shared/students"})
-    assert _student(shared, "amr", groups[1]) == "/shared/students/level3/amr"
-    assert [(g.name, g.source(built)) for g in _groups(load_config(RunConfig, None, []), "out")] == [("", built)]
+    assert _student(shared, "amr", found[1]) == "/shared/students/level3/amr"
+    assert [(g.name, g.source(built)) for g in groups(load_config(RunConfig, None, []), "out")] == [("", built)]

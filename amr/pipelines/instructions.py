@@ -75,6 +75,12 @@ REMOVED = {
 """A removed row's columns in ``<output>.removed.jsonl`` (stage column: its name there)."""
 
 
+def round_path(output: str, number: int) -> str:
+    """Where evolution round ``number`` of ``evolve``'s ``output`` is written: ``<stem>.round<number><suffix>``."""
+    stem, suffix = os.path.splitext(storage.name(output))
+    return storage.join(storage.parent(output), f"{stem}.round{number}{suffix}")
+
+
 def report_path(output: str) -> str:
     return f"{output}.report.json"
 
@@ -155,11 +161,10 @@ def evolve(source: str, config: InstructionsConfig, output: str) -> dict[str, An
     with one heuristic each. Each round is filtered, decontaminated and written as its own dataset
     (``<output stem>.round<r><suffix>``, resumable); ``output`` holds every round's rows."""
     _check_output(output)
-    stem, suffix = os.path.splitext(storage.name(output))
     seen = _seen([source], config)
     parents, levels, rounds = source, [], []
     for number in range(1, config.evolve.rounds + 1):
-        level = storage.join(storage.parent(output), f"{stem}.round{number}{suffix}")
+        level = round_path(output, number)
         if storage.exists(report_path(level)):  # done: its rows join the near-duplicate table, as when made
             _remember(seen, [level])
         else:
@@ -497,10 +502,12 @@ def _benchmark(benchmark_id: str) -> str:
     return {"HumanEval": "HumanEval+", "Mbpp": "MBPP+", "mbpp": "MBPP"}.get(name, name)
 
 
+EVOLVED = "evolved.jsonl"
+"""``build``'s evolution output; its rounds (levels) beside it (``round_path``)."""
 BUILD_STEPS = (
     ("seeds.jsonl", "mbpp-train-raw", decontaminate),  # all of MBPP train: the step's report says what goes
     ("self-instruct.jsonl", "seeds.jsonl", self_instruct),
-    ("evolved.jsonl", "self-instruct.jsonl", evolve),
+    (EVOLVED, "self-instruct.jsonl", evolve),
 )
 """``build``'s steps: output file, source (the one before it, under the same folder) and step."""
 

@@ -10,14 +10,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amr import storage
 from amr.config import RunConfig
 from amr.data import iter_instructions
 from amr.methods import method
+from amr.pipelines.instructions import EVOLVED, round_path
 
 FUNCTIONS_PER_ROW = 2
 """New functions per answer assumed for the upper estimate of growth tests."""
 EVAL_TASKS = {"humaneval": 164, "mbpp": 399}
 """Tasks of the evaluated releases (HumanEval+ v0.1.10, MBPP+ v0.1.0)."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """The instructions one set of methods distils: all of them (``name`` ""), or one evolution level's
+    (``levelL``, under ``OUTPUT/levelL``)."""
+
+    name: str
+    out: str
+    level: int | None = None
+
+    def source(self, built: str | None) -> str | None:
+        """The distill input: the built instructions (``all.jsonl``, or this level's round beside it), None for
+        the config's own."""
+        if built is None or self.level is None:
+            return built
+        return round_path(storage.join(storage.parent(built), EVOLVED), self.level)
+
+    def named(self, step: str) -> str:
+        return f"{self.name} {step}" if self.name else step
+
+
+def groups(config: RunConfig, out: str) -> list[Group]:
+    """The run's groups under ``out``: one, or one per level of ``config.levels``."""
+    if config.levels is None:
+        return [Group("", out)]
+    return [Group(f"level{level}", storage.join(out, f"level{level}"), level) for level in config.levels]
 
 
 @dataclass(frozen=True)
@@ -41,29 +70,29 @@ def plan(config: RunConfig) -> list[Step]:
         rows = min(built, limit or built)
     else:
         rows = sum(1 for _ in iter_instructions(config.distill.input.source, limit))
-    groups = [f"level{level}/" for level in config.levels] if config.levels else [""]
-    for group in groups:
-        steps += _distill_steps(config, rows, group)
+    folders = [g.out for g in groups(config, "")]  # relative to the run's output: "" or levelL
+    for folder in folders:
+        steps += _distill_steps(config, rows, folder)
     steps += [
-        Step(f"{group}{name}: train", rows, (0, 0), f"{group}{name}/student")
-        for group in groups
+        Step(f"{storage.join(folder, name)}: train", rows, (0, 0), storage.join(folder, name, "student"))
+        for folder in folders
         for name in config.methods
     ]
-    evaluated = [f"{group}{name}" for group in groups for name in config.methods]
+    evaluated = [storage.join(folder, name) for folder in folders for name in config.methods]
     for name in [*evaluated, *(["base"] if config.eval.base else [])]:
         for dataset in config.eval.datasets:
             tasks = min(EVAL_TASKS[dataset], config.eval.limit or EVAL_TASKS[dataset])
             calls = tasks * config.eval.samples
-            steps.append(Step(f"{name}: eval {dataset}", tasks, (calls, calls), f"{name}/eval/{dataset}"))
+            steps.append(Step(f"{name}: eval {dataset}", tasks, (calls, calls), storage.join(name, "eval", dataset)))
     steps.append(Step("report", 0, (0, 0), "report"))
     return steps
 
 
-def _distill_steps(config: RunConfig, rows: int, group: str) -> list[Step]:
-    """Each method's distillation of one group's ``rows`` (``group``: "" or ``levelL/``)."""
+def _distill_steps(config: RunConfig, rows: int, folder: str) -> list[Step]:
+    """Each method's distillation of one group's ``rows`` (``folder``: "" or ``levelL``)."""
     steps, asked_direct = [], False
     for name in config.methods:
-        m = method(name)
+        m, where = method(name), storage.join(folder, name)
         low = high = 0
         for stage in m.stages:
             if stage == "direct" and asked_direct:
@@ -75,7 +104,7 @@ def _distill_steps(config: RunConfig, rows: int, group: str) -> list[Step]:
             bootstrap = config.distill.modules.bootstrap_limit
             low, high = low + bootstrap, high + bootstrap * (1 + FUNCTIONS_PER_ROW)
         steps.append(
-            Step(f"{group}{name}: distill ({', '.join(m.stages)})", rows, (low, high), f"{group}{name}/distill")
+            Step(f"{where}: distill ({', '.join(m.stages)})", rows, (low, high), storage.join(where, "distill"))
         )
     return steps
 
