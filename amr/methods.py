@@ -22,6 +22,8 @@ class Method:
     answer: str
     """Prefix of the final answer's columns: ``{answer}_response`` and ``{answer}_error``."""
     baseline: bool = False
+    evolves_unmatched: bool = False
+    """ARE rewrites a row that retrieved no module too (from its specs alone); otherwise that row keeps R_d."""
 
     @property
     def reads_direct(self) -> bool:
@@ -60,7 +62,8 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
     Method(
         "amr-no-md",
         "AMR-Evol w/o MD",
-        "Ablation: retrieval with R_d as the query, no modular decomposition.",
+        "Ablation: retrieval with R_d as the query, no modular decomposition (a row that retrieves "
+        "nothing keeps R_d).",
         ("direct", "embed", "waves"),
         "are",
     ),
@@ -75,17 +78,19 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
         "amr",
         "AMR-Evol",
         "The full method: R_d, modular decomposition, retrieval from the module table, "
-        "adaptive response evolution, table growth.",
+        "adaptive response evolution, table growth. A row that retrieves no module (none above "
+        "modules.min_similarity) keeps R_d: there is nothing to adapt.",
         ("direct", "decompose", "embed", "waves"),
         "are",
     ),
     Method(
         "amr-checked",
         "AMR-Evol, checked",
-        "Beyond the paper: AMR-Evol, then R_d and the evolved answer run "
-        "against teacher-written tests; the evolved answer is kept unless it fails where R_d passes.",
+        "Beyond the paper: AMR-Evol with every row evolved (retrieval or not), then R_d and the evolved "
+        "answer run against teacher-written tests; the evolved answer is kept unless it fails where R_d passes.",
         ("direct", "decompose", "embed", "waves", "anstest", "check"),
         "checked",
+        evolves_unmatched=True,  # the check chooses between R_d and the rewrite, so every row gets one
     ),
 )
 METHODS: dict[str, Method] = {m.name: m for m in REGISTRY}

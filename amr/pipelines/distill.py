@@ -354,6 +354,9 @@ def _waves(job: _Job, source: str) -> dict[str, Any]:
         waves.append({"wave": number, "rows": last - first, **pin})
     job.progress.finished("waves")
     stages["evolve"] = teacher_counts(run_dir.scan_columns(WAVES, calls("are")), "are")
+    stages["evolve"]["kept_direct"] = sum(
+        source == "direct" for b in run_dir.scan_columns(WAVES, ["are_source"]) for source in b["are_source"]
+    )
     if not db:
         return {}  # no table: nothing to report of one
     db.index(config.modules.index_min_rows)
@@ -365,13 +368,15 @@ def _wave_line(
     answered: list[dict[str, Any]], outcomes: list[dict[str, Any]], pin: dict[str, Any], stale: set[str] | None
 ) -> str:
     """A wave's line: its rows, those that retrieved a function, its new functions and what became of them."""
-    retrieved = sum(1 for r in answered if r["retrieved"] not in (None, "[]"))
+    retrieved = sum(response_evolution.matched(r) for r in answered)
+    kept = sum(r["are_source"] == "direct" for r in answered)
     verdicts = Counter(o["outcome"] for o in outcomes)
     again = f" ({len(stale)} asked again)" if stale else ""
     if pin["version_after"] is None:  # no table
         return f"{len(answered)} rows{again} ({pin['wall_time_s']:.0f} s)"
     return (
-        f"{len(answered)} rows{again}, {retrieved} retrieved a function; {len(outcomes)} new functions "
+        f"{len(answered)} rows{again}, {retrieved} retrieved a function{f' ({kept} kept R_d)' if kept else ''}; "
+        f"{len(outcomes)} new functions "
         f"({', '.join(f'{n} {k}' for k, n in sorted(verdicts.items())) or 'none'}), {pin['inserted']} inserted; "
         f"table version {pin['version_after']} ({pin['wall_time_s']:.0f} s)"
     )
@@ -399,7 +404,9 @@ def _wave(
                 )
             ]
     with _timed(seconds, "evolve"):
-        answered = response_evolution.run(wave, job.teacher, use_retrieved=chosen.retrieves)
+        answered = response_evolution.run(
+            wave, job.teacher, use_retrieved=chosen.retrieves, evolve_unmatched=chosen.evolves_unmatched
+        )
     if not db:
         return answered, []
     outcomes = _grow(

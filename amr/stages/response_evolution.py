@@ -23,6 +23,30 @@ def chat(row: dict[str, Any], use_retrieved: bool = True) -> list[dict[str, str]
     return response_evolution.messages(row["instruction"], specs, functions)
 
 
-def run(rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True) -> list[dict[str, Any]]:
-    """A wave's rows with ``instruction``, ``specs``, ``retrieved`` -> + ``are_*`` columns, in order."""
-    return ask_rows(rows, teacher, lambda row: chat(row, use_retrieved), "are")
+def run(
+    rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True, evolve_unmatched: bool = True
+) -> list[dict[str, Any]]:
+    """A wave's rows with ``instruction``, ``specs``, ``retrieved`` -> + ``are_*`` columns and ``are_source``
+    (``evolved``, or ``direct``), in order. Unless ``evolve_unmatched``, a row that retrieved nothing keeps R_d
+    as its answer, without a teacher call: there is no module to adapt."""
+    asked = [r for r in rows if evolve_unmatched or not use_retrieved or matched(r)]
+    answered = {r["id"]: r for r in ask_rows(asked, teacher, lambda row: chat(row, use_retrieved), "are")}
+    return [{**answered[r["id"]], "are_source": "evolved"} if r["id"] in answered else kept(r) for r in rows]
+
+
+def matched(row: dict[str, Any]) -> bool:
+    """Whether retrieval found a module for any of the row's specs (above the floor)."""
+    return row["retrieved"] not in (None, "[]")
+
+
+def kept(row: dict[str, Any]) -> dict[str, Any]:
+    """R_d as the row's final answer, in the ``are_*`` columns."""
+    return {
+        **row,
+        "are_response": row["direct_response"],
+        "are_error": row["direct_error"],
+        "are_input_tokens": 0,
+        "are_output_tokens": 0,
+        "are_faults": "",
+        "are_source": "direct",
+    }
