@@ -142,12 +142,14 @@ def follow_ray() -> None:
 
 
 class _OtherPrograms(logging.Filter):
-    """On a terminal handler: records of loggers other than ``amr`` pass from the terminal's level up."""
+    """On a terminal handler: records of loggers other than ``amr`` pass from the terminal's level up, the
+    warnings every CPU job meets (``EXPECTED``) counting as INFO."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return (
-            _terminal is None or record.levelno >= _terminal or record.name == "amr" or record.name.startswith("amr.")
-        )
+        if _terminal is None or record.name == "amr" or record.name.startswith("amr."):
+            return True
+        expected = record.levelno == logging.WARNING and EXPECTED.search(record.getMessage())
+        return (logging.INFO if expected else record.levelno) >= _terminal
 
 
 _OTHERS = _OtherPrograms()
@@ -263,6 +265,7 @@ EXPECTED = re.compile(
             r"Failed to query Ray Train Controller actor state",  # Ray Train's cleaner, while the controller ends
             r"replicas that have taken more than 30s to initialize|slow __init__ or reconfigure",  # a CPU engine start
             r"Failed to get queue length from Replica",  # Serve's router, while the replica's CPUs run the engine
+            r"Failed to route request after \d+ attempts",  # requests beyond max_ongoing_requests wait their turn
         )
     )
 )
