@@ -1,11 +1,14 @@
 """Response quality per method, paired: does a method's final answer pass its instruction's own tests where
 direct distillation's does?
 
-    python bench/quality.py [--first 601 --last 700] [--methods direct amr amr-checked]
+    python bench/quality.py [--first 601 --last 700] [--methods direct amr amr-checked] [--seed-limit 175]
                             [--config jobs/configs/local_cpu.yaml] [--set KEY=VALUE ...] [--output DIR]
 
 Every method distils the same MBPP train slice with the config's teacher (one engine for all: the methods
 share the job's deployment, and R_d: ``direct.parquet`` is computed once and copied, as ``amr run`` does).
+The module table is seeded once, as the paper does, from a pool of its own: ``amr modules bootstrap`` over the
+decontaminated MBPP train problems outside the slice (``--seed-limit`` of them; 0: no seed, each method
+bootstraps from its input as the config says); every AMR method starts from a copy of that table.
 Response accuracy is the project's own: each final answer's code run in the sandbox against the
 instruction's MBPP asserts (never shown to the teacher). Reported per method: accuracy, the paired count
 against direct (right in both, only this method, only direct), teacher tokens and wall time; and for the AMR
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,6 +37,31 @@ def slice_file(first: int, last: int, folder: Path) -> Path:
     path = folder / f"mbpp-{first}-{last}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in chosen))
     return path
+
+
+def pool_file(first: int, last: int, folder: Path) -> Path:
+    """The seed pool: decontaminated MBPP train problems outside ``first``..``last``."""
+    from amr.data import mbpp_train_decontaminated
+
+    chosen = [r for r in mbpp_train_decontaminated() if not first <= int(r["id"].split("/")[1]) <= last]
+    path = folder / f"pool-outside-{first}-{last}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    return path
+
+
+def seed(base, pool: Path, limit: int, folder: Path) -> dict:
+    """The seed table in ``folder/modules`` (``amr modules bootstrap``; resumed if done): its report."""
+    from amr.pipelines import distill
+
+    config = base.model_copy(deep=True)
+    config.run_dir, config.modules.bootstrap_from, config.modules.bootstrap_limit = str(folder), str(pool), limit
+    return distill.bootstrap(config)
+
+
+def seeded(run_dir: Path, seed_dir: Path) -> None:
+    """A method's run directory starts from a copy of the seed table (its lease excluded)."""
+    if not (run_dir / "modules").exists():
+        shutil.copytree(seed_dir / "modules", run_dir / "modules", ignore=shutil.ignore_patterns("*.lease*"))
 
 
 def passed(run_dir: Path) -> dict[str, bool]:
@@ -53,11 +82,15 @@ def diagnostics(run_dir: Path, direct: dict[str, bool], ours: dict[str, bool]) -
         out["md_without_specs"] = sum(r is not None for r in md)
     if (run_dir / "waves").exists():
         files = sorted(str(p) for p in (run_dir / "waves").glob("*.parquet"))
-        waves = [r for f in files for r in pq.read_table(f, columns=["id", "retrieved"]).to_pylist()]
-        hits = [[h["similarity"] for h in json.loads(r["retrieved"] or "[]")] for r in waves]
-        found = [s for row in hits for s in row]
-        out["rows_retrieving"] = sum(bool(h) for h in hits)
+        waves = [r for f in files for r in pq.read_table(f).select(["id", "retrieved", "are_source"]).to_pylist()]
+        hits = {r["id"]: [h["similarity"] for h in json.loads(r["retrieved"] or "[]")] for r in waves}
+        found = [s for row in hits.values() for s in row]
+        retrieving = [i for i, h in hits.items() if h]
+        out["rows_retrieving"] = len(retrieving)
         out["mean_similarity"] = round(sum(found) / len(found), 3) if found else None
+        out["retrieving_gained"] = sum(ours.get(i, False) and not direct.get(i, False) for i in retrieving)
+        out["retrieving_broke"] = sum(direct.get(i, False) and not ours.get(i, False) for i in retrieving)
+        out["kept_r_d"] = sum(r["are_source"] == "direct" for r in waves)
     out["broke_passing_r_d"] = sum(direct.get(i, False) and not ours.get(i, False) for i in direct)
     return out
 
@@ -69,11 +102,13 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=601)
     parser.add_argument("--last", type=int, default=700)
     parser.add_argument("--methods", nargs="+", default=["direct", "amr", "amr-checked"])
+    parser.add_argument("--seed-limit", type=int, default=175, help="seed pool size (0: no seed table)")
     parser.add_argument("--output", default="bench/results/quality")
     args = parser.parse_args()
 
     from amr.config import DistillConfig, load_config
     from amr.engines import open_teacher
+    from amr.methods import METHODS
     from amr.pipelines import distill, fingerprints
     from amr.runtime import init_ray
     from amr.storage import RunDir
@@ -86,8 +121,18 @@ def main() -> None:
     init_ray(base.ray)
     results = {}
     with open_teacher(base.teacher, base.model_store):
+        began = time.perf_counter()
+        seeding = (
+            seed(base, pool_file(args.first, args.last, out), args.seed_limit, out / "seed")
+            if args.seed_limit
+            else None
+        )
+        if seeding:
+            seeding["wall_s"] = round(time.perf_counter() - began, 1)
         for method in methods:
             run_dir = out / method
+            if seeding and METHODS[method].uses_modules:
+                seeded(run_dir, out / "seed")
             if method != "direct" and not RunDir(str(run_dir)).stage_done("direct.parquet"):
                 RunDir(str(run_dir)).copy_stage("direct.parquet", RunDir(str(out / "direct")))
                 fingerprints.copy(RunDir(str(run_dir)), RunDir(str(out / "direct")), "direct")
@@ -109,13 +154,29 @@ def main() -> None:
                 "overrides": args.set,
                 "slice": [args.first, args.last],
                 "teacher": base.teacher.model,
+                "seed": seeding,
                 "methods": report,
             },
             indent=2,
         )
         + "\n"
     )
+    if seeding:
+        print(seed_line(seeding))
     print(markdown(report, base.teacher.model, args.first, args.last))
+
+
+def seed_line(report: dict) -> str:
+    """The seed table: its size, the verified rate of the pool's new functions, the teacher's cost."""
+    tested = sum(n for outcome, n in report["candidates"].items() if outcome != "known")
+    rate = report["candidates"].get("verified", 0) / tested if tested else 0.0
+    cost = (
+        f"; teacher {report['input_tokens'] + report['test_input_tokens']} tokens in, "
+        f"{report['output_tokens'] + report['test_output_tokens']} out, {report['wall_s']} s"
+        if "rows" in report
+        else " (resumed)"
+    )
+    return f"Seed table: {report['table']['rows']} functions, {rate:.0%} of the pool's new functions verified{cost}."
 
 
 def table(results: dict, total: int) -> dict:
@@ -153,7 +214,17 @@ def markdown(report: dict, teacher: str, first: int, last: int) -> str:
         notes = ", ".join(
             f"{k} {v}"
             for k, v in r.items()
-            if k in ("md_without_specs", "rows_retrieving", "mean_similarity", "broke_passing_r_d", "fell_back_to_r_d")
+            if k
+            in (
+                "md_without_specs",
+                "rows_retrieving",
+                "mean_similarity",
+                "retrieving_gained",
+                "retrieving_broke",
+                "kept_r_d",
+                "broke_passing_r_d",
+                "fell_back_to_r_d",
+            )
         )
         lines.append(
             f"| {method} | {r['accuracy']:.1%} | {r['right']}/{r['of']} | {r['both']} | {r['only_this']} | "

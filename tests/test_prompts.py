@@ -51,8 +51,7 @@ def test_one_shot_examples_parse_as_what_they_teach():
     assert [f["name"] for f in defined_functions(answer)] == ["strip_punctuation", "split_words", "slugify"]
     helpers: dict = {}
     exec(code_blocks(bootstrap.SYSTEM)[0], helpers)
-    total = sum(helpers["line_total"](q, p) for q, p in [(2, 1.25), (1, 3.0)])
-    assert helpers["round_money"](helpers["apply_discount"](total, 10)) == 4.95
+    assert helpers["cart_total"]([("pen", 2, 1.25), ("pad", 1, 3.0)], 10) == 4.95
     assert helpers["apply_discount"](10.0, 150) == 0.0
     test = code_blocks(testgen.SYSTEM.split("### Test:")[1])[0]
     exec(code_blocks(testgen.SYSTEM)[0] + "\n" + test + "\ntest_clamp()", {})

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 SYSTEM = '''You are a professional coder and tester. You will be given a Python function, with the code it
 uses. Write one test function named `test_<function name>` that checks the function under test with
-several assert statements: typical inputs, edge cases and corner cases, each with the exact expected
-result. Do not repeat the code; do not use any test framework. Put the test in one Python code block.
+three to five assert statements: a typical input and edge cases, each on a small input whose exact
+result you can work out by hand from the function's description. Do not repeat the code; do not use
+any test framework. Put the test in one Python code block.
 
 ## One-Shot Example
 ### Function Under Test: clamp
