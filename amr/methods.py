@@ -62,8 +62,7 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
     Method(
         "amr-no-md",
         "AMR-Evol w/o MD",
-        "Ablation: retrieval with R_d as the query, no modular decomposition (a row that retrieves "
-        "nothing keeps R_d).",
+        "Ablation: retrieval with R_d as the query, no modular decomposition (a row that retrieves nothing keeps R_d).",
         ("direct", "embed", "waves"),
         "are",
     ),
