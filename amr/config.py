@@ -253,8 +253,8 @@ class ModulesConfig(Strict):
     )
     bootstrap_from: str | None = Field(
         None,
-        description="Instructions the bootstrap helpers are "
-        "self-instructed from: a source like input.source; None: the job's input.",
+        description="Instructions whose solutions, written by the teacher as small "
+        "functions, seed the table: a source like input.source; None: the job's input.",
     )
     bootstrap_limit: int = Field(
         20,

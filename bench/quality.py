@@ -107,45 +107,19 @@ def main() -> None:
     args = parser.parse_args()
 
     from amr.config import DistillConfig, load_config
-    from amr.engines import open_teacher
-    from amr.methods import METHODS
-    from amr.pipelines import distill, fingerprints
+    from amr.logs import job_logs
     from amr.runtime import init_ray
-    from amr.storage import RunDir
+    from jobs.common import setup_logging
 
+    setup_logging(verbose=False, log_level=None)  # the job's lines on the terminal, other programs' in out/logs
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = slice_file(args.first, args.last, out)
     base = load_config(DistillConfig, args.config, [*args.set, f"input.source={source}", "input.limit=null"])
     methods = ["direct", *[m for m in args.methods if m != "direct"]]
-    init_ray(base.ray)
-    results = {}
-    with open_teacher(base.teacher, base.model_store):
-        began = time.perf_counter()
-        seeding = (
-            seed(base, pool_file(args.first, args.last, out), args.seed_limit, out / "seed")
-            if args.seed_limit
-            else None
-        )
-        if seeding:
-            seeding["wall_s"] = round(time.perf_counter() - began, 1)
-        for method in methods:
-            run_dir = out / method
-            if seeding and METHODS[method].uses_modules:
-                seeded(run_dir, out / "seed")
-            if method != "direct" and not RunDir(str(run_dir)).stage_done("direct.parquet"):
-                RunDir(str(run_dir)).copy_stage("direct.parquet", RunDir(str(out / "direct")))
-                fingerprints.copy(RunDir(str(run_dir)), RunDir(str(out / "direct")), "direct")
-            began = time.perf_counter()
-            manifest = distill.run(base.model_copy(update={"method": method, "run_dir": str(run_dir)}))
-            tokens = [(s.get("input_tokens", 0), s.get("output_tokens", 0)) for s in manifest["stages"].values()]
-            results[method] = {
-                "manifest": manifest,
-                "passed": passed(run_dir),
-                "wall_s": round(time.perf_counter() - began, 1),
-                "input_tokens": sum(t[0] for t in tokens),
-                "output_tokens": sum(t[1] for t in tokens),
-            }
+    with job_logs(out):
+        init_ray(base.ray)
+        seeding, results = distil(base, methods, args, out)
     report = table(results, len(source.read_text().splitlines()))
     (out / "quality.json").write_text(
         json.dumps(
@@ -177,6 +151,50 @@ def seed_line(report: dict) -> str:
         else " (resumed)"
     )
     return f"Seed table: {report['table']['rows']} functions, {rate:.0%} of the pool's new functions verified{cost}."
+
+
+def distil(base, methods: list[str], args: argparse.Namespace, out: Path) -> tuple[dict | None, dict]:
+    """The seed table (unless ``--seed-limit 0``), then every method on one teacher deployment: the seeding's
+    report and each method's manifest, verdicts, wall time and teacher tokens."""
+    from amr.engines import open_teacher
+    from amr.methods import METHODS
+    from amr.pipelines import distill, fingerprints
+    from amr.storage import RunDir
+
+    results = {}
+    with open_teacher(base.teacher, base.model_store):
+        began = time.perf_counter()
+        seeding = (
+            seed(base, pool_file(args.first, args.last, out), args.seed_limit, out / "seed")
+            if args.seed_limit
+            else None
+        )
+        if seeding:
+            seeding["wall_s"] = round(time.perf_counter() - began, 1)
+        for method in methods:
+            run_dir = out / method
+            if seeding and METHODS[method].uses_modules:
+                seeded(run_dir, out / "seed")
+            if method != "direct" and not RunDir(str(run_dir)).stage_done("direct.parquet"):
+                RunDir(str(run_dir)).copy_stage("direct.parquet", RunDir(str(out / "direct")))
+                fingerprints.copy(RunDir(str(run_dir)), RunDir(str(out / "direct")), "direct")
+            began = time.perf_counter()
+            manifest = distill.run(base.model_copy(update={"method": method, "run_dir": str(run_dir)}))
+            tokens = [  # every teacher call: the stages' and the growth tests'
+                (
+                    s.get("input_tokens", 0) + s.get("test_input_tokens", 0),
+                    s.get("output_tokens", 0) + s.get("test_output_tokens", 0),
+                )
+                for s in manifest["stages"].values()
+            ]
+            results[method] = {
+                "manifest": manifest,
+                "passed": passed(run_dir),
+                "wall_s": round(time.perf_counter() - began, 1),
+                "input_tokens": sum(t[0] for t in tokens),
+                "output_tokens": sum(t[1] for t in tokens),
+            }
+    return seeding, results
 
 
 def table(results: dict, total: int) -> dict:

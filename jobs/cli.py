@@ -272,7 +272,7 @@ def modules_bootstrap(
     ),
     overrides: list[str] = OverridesOption,
 ) -> None:
-    """Bootstrap the module table: helpers self-instructed by the teacher, tested in the sandbox, verified ones inserted."""
+    """Bootstrap the module table: the teacher solves instructions as small functions, tested in the sandbox; verified ones inserted."""
     shortcuts = [
         f"{k}={v}"
         for k, v in (

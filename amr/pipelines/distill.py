@@ -470,7 +470,7 @@ def _lease(config: DistillConfig, run_dir: RunDir) -> Lease:
 
 
 def bootstrap(config: DistillConfig) -> dict[str, Any]:
-    """``amr modules bootstrap``: helpers self-instructed from ``modules.bootstrap_from`` (default: the input),
+    """``amr modules bootstrap``: solutions as small functions for ``modules.bootstrap_from`` (default: the input),
     teacher tests, the sandbox, the verified ones inserted, whatever the table holds already.
     Resumable like the job (``<run_dir>/bootstrap.parquet`` marks it done)."""
     if not config.modules.bootstrap_limit:
@@ -498,7 +498,7 @@ def _bootstrap(
     run_id: str,
     always: bool = False,
 ) -> dict[str, Any]:
-    """Seed the table (unless ``always``, only an empty one): self-instructed helpers, teacher tests,
+    """Seed the table (unless ``always``, only an empty one): solutions as small functions, teacher tests,
     sandbox (``bootstrap.parquet`` marks it done)."""
     done = "bootstrap.parquet"
     if not run_dir.exists(done):

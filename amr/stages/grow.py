@@ -20,7 +20,7 @@ CANDIDATE_FIELDS = ("instruction_id", "name", "signature", "description", "code"
 
 
 def bootstrap(rows: list[dict[str, Any]], teacher: Teacher) -> list[dict[str, Any]]:
-    """Self-instructed helper functions per instruction: rows gain ``bootstrap_*`` columns."""
+    """The teacher's solution to each instruction as small, general functions: rows gain ``bootstrap_*`` columns."""
     return ask_rows(rows, teacher, lambda row: bootstrap_prompt.messages(row["instruction"]), "bootstrap")
 
 
