@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap chromium models run test lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults clean
+.PHONY: setup bwrap chromium models run test lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-quality clean
 
 setup: $(VENV)/.installed bwrap chromium
 
@@ -70,6 +70,10 @@ bench-decontam: models
 
 bench-scale: models
 	$(BIN)/python bench/scale.py
+
+# not in `make bench`: response quality per method takes ~1 h on 2 cores (bench/quality.py --help)
+bench-quality: models
+	$(BIN)/python bench/quality.py $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache
