@@ -86,7 +86,8 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
         "amr-checked",
         "AMR-Evol, checked",
         "Beyond the paper: AMR-Evol with every row evolved (retrieval or not), then R_d and the evolved "
-        "answer run against teacher-written tests; the evolved answer is kept unless it fails where R_d passes.",
+        "answer run against teacher-written tests; the evolved answer replaces R_d where it passes them and R_d does "
+        "not.",
         ("direct", "decompose", "embed", "waves", "anstest", "check"),
         "checked",
         evolves_unmatched=True,  # the check chooses between R_d and the rewrite, so every row gets one

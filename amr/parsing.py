@@ -14,15 +14,28 @@ def code_blocks(response: str) -> list[str]:
     return [block.strip("\n") for block in _FENCE.findall(response or "")]
 
 
-def python_code(response: str) -> str | None:
-    """The first code block that parses as Python, else None."""
-    for block in code_blocks(response):
-        try:
-            ast.parse(block)
-        except SyntaxError:
-            continue
-        return block
+def python_code(response: str, cut_off: bool = False) -> str | None:
+    """The first code block that parses as Python, else None. ``cut_off``: a block that does not (an answer cut
+    off at ``max_tokens``) counts as its longest run of whole lines from the start that does."""
+    blocks = code_blocks(response)
+    for block in blocks:
+        if _parses(block):
+            return block
+    if cut_off:
+        for block in blocks:
+            lines = block.splitlines()
+            for end in range(len(lines) - 1, 0, -1):
+                if _parses(head := "\n".join(lines[:end])):
+                    return head
     return None
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return False
+    return True
 
 
 def normalized_source(code: str) -> str:

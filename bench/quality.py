@@ -24,6 +24,7 @@ import json
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -82,7 +83,7 @@ def diagnostics(run_dir: Path, direct: dict[str, bool], ours: dict[str, bool]) -
         out["md_without_specs"] = sum(r is not None for r in md)
     if (run_dir / "waves").exists():
         files = sorted(str(p) for p in (run_dir / "waves").glob("*.parquet"))
-        waves = [r for f in files for r in pq.read_table(f).select(["id", "retrieved", "are_source"]).to_pylist()]
+        waves = [r for f in files for r in pq.read_table(f).select(["id", "retrieved", "are_kept"]).to_pylist()]
         hits = {r["id"]: [h["similarity"] for h in json.loads(r["retrieved"] or "[]")] for r in waves}
         found = [s for row in hits.values() for s in row]
         retrieving = [i for i, h in hits.items() if h]
@@ -90,7 +91,7 @@ def diagnostics(run_dir: Path, direct: dict[str, bool], ours: dict[str, bool]) -
         out["mean_similarity"] = round(sum(found) / len(found), 3) if found else None
         out["retrieving_gained"] = sum(ours.get(i, False) and not direct.get(i, False) for i in retrieving)
         out["retrieving_broke"] = sum(direct.get(i, False) and not ours.get(i, False) for i in retrieving)
-        out["kept_r_d"] = sum(r["are_source"] == "direct" for r in waves)
+        out["kept_r_d"] = dict(Counter(r["are_kept"] for r in waves if r["are_kept"]))
     out["broke_passing_r_d"] = sum(direct.get(i, False) and not ours.get(i, False) for i in direct)
     return out
 

@@ -250,13 +250,14 @@ def test_amr_checked_keeps_r_d_where_the_evolved_answer_breaks_it(ray_local, tmp
         checked = distill.run(config(tmp_path / "checked", teacher, method="amr-checked"))
     # amr: add and is_even, the first wave, retrieve nothing from the empty table, so they keep R_d and ARE is
     # not asked for them; add's R_d stays right
-    assert paper["stages"]["evolve"]["kept_direct"] == 2 and not any("Task: add." in m for m in evolved)
+    assert paper["stages"]["evolve"]["kept_direct"] == {"nothing retrieved": 2}
+    assert not any("Task: add." in m for m in evolved)
     assert paper["dataset"]["response_accuracy"] == 0.75
     # amr-checked evolves every row and breaks add; the check runs both answers against the teacher's own tests
     # (SELF_TESTS: add's passes R_d and fails the evolved one; is_even has none; the others fail R_d, which
-    # lacks its helpers) and falls back to R_d for add only
-    assert checked["stages"]["evolve"]["kept_direct"] == 0
-    assert checked["stages"]["check"]["checked_source"] == {"are": 3, "direct": 1}
+    # lacks its helpers, and pass evolved): the evolved answer replaces R_d for add_three and count_evens only
+    assert checked["stages"]["evolve"]["kept_direct"] == {}
+    assert checked["stages"]["check"]["checked_source"] == {"are": 2, "direct": 2}
     assert checked["stages"]["check"]["are_self_test_status"] == {"failed": 1, "passed": 2, "no tests": 1}
     rows = pq.read_table(Path(checked["config"]["run_dir"]) / "check.parquet").to_pylist()
     assert {r["id"]: r["checked_source"] for r in rows}["t/add"] == "direct"

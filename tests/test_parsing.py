@@ -22,6 +22,15 @@ def test_unclosed_fence_and_no_code():
     assert python_code("") is None
 
 
+def test_a_test_cut_off_at_max_tokens_keeps_its_whole_asserts():
+    cut = "```python\ndef test_f():\n    assert f(1) == 1\n    assert f([\n        2,\n    ]) == 2\n    assert f(3) =="
+    assert python_code(cut) is None
+    assert (
+        python_code(cut, cut_off=True) == "def test_f():\n    assert f(1) == 1\n    assert f([\n        2,\n    ]) == 2"
+    )
+    assert python_code("```python\ndef test_f():\n    assert f(", cut_off=True) is None  # no whole assert left
+
+
 MD_ANSWER = '''The solution splits into two functions:
 
 ```python

@@ -191,7 +191,34 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
         and "x" not in prompt.split("### Python Question:")[0]
     )
     assert 'def primes_below(limit: int) -> list[int]:\n    """All prime numbers' in prompt
-    assert "def digit_sum" in final["are_response"]
+    assert "def digit_sum" in final["are_response"] and final["are_kept"] is None
+    assert final["evolved_response"] == final["are_response"]
+
+
+def test_a_rewrite_that_leaves_out_the_function_asked_for_keeps_r_d():
+    specs = [{"name": n, "signature": f"def {n}(n)", "description": "."} for n in ("is_prime", "primes_below")]
+    row = {
+        "instruction": "Write primes_below(n): the primes below n.",
+        "specs": json.dumps(specs),
+        "are_response": f"Reuse it:\n```python\n{IS_PRIME}```",  # the retrieved function alone, copied
+        "are_error": None,
+        "are_input_tokens": 5,
+        "are_output_tokens": 7,
+        "are_faults": "",
+        "direct_response": "R_d",
+        "direct_error": None,
+    }
+    assert are_stage.missing(row) == ["primes_below"]
+    assert are_stage.missing({**row, "are_response": FINAL}) == []
+    assert are_stage.missing({**row, "instruction": "List the primes below n."}) == ["primes_below"]  # the plan's last
+    assert are_stage.missing({**row, "are_response": "no code"}) == ["primes_below"]
+    kept = are_stage.kept(row, "incomplete")
+    assert (kept["are_response"], kept["evolved_response"], kept["are_kept"]) == (
+        "R_d",
+        row["are_response"],
+        "incomplete",
+    )
+    assert kept["are_output_tokens"] == 7  # the call was made: its tokens count
 
 
 def test_growth_inserts_novel_verified_functions_only(ray_local, scripted, db, embedder):

@@ -354,8 +354,8 @@ def _waves(job: _Job, source: str) -> dict[str, Any]:
         waves.append({"wave": number, "rows": last - first, **pin})
     job.progress.finished("waves")
     stages["evolve"] = teacher_counts(run_dir.scan_columns(WAVES, calls("are")), "are")
-    stages["evolve"]["kept_direct"] = sum(
-        source == "direct" for b in run_dir.scan_columns(WAVES, ["are_source"]) for source in b["are_source"]
+    stages["evolve"]["kept_direct"] = dict(
+        Counter(why for b in run_dir.scan_columns(WAVES, ["are_kept"]) for why in b["are_kept"] if why)
     )
     if not db:
         return {}  # no table: nothing to report of one
@@ -369,7 +369,7 @@ def _wave_line(
 ) -> str:
     """A wave's line: its rows, those that retrieved a function, its new functions and what became of them."""
     retrieved = sum(response_evolution.matched(r) for r in answered)
-    kept = sum(r["are_source"] == "direct" for r in answered)
+    kept = sum(r["are_kept"] is not None for r in answered)
     verdicts = Counter(o["outcome"] for o in outcomes)
     again = f" ({len(stale)} asked again)" if stale else ""
     if pin["version_after"] is None:  # no table

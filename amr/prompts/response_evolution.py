@@ -5,29 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-SYSTEM = '''You are a professional coder. You will be given a Python programming question, a plan of
-function specifications, and relevant functions taken from a database of verified functions. Write a
-correct, complete and efficient solution. Follow the plan where it helps; reuse or adapt a relevant
-function when it fits the task, and ignore it when it does not. Your answer must include all the
-Python code in one Markdown code block.
-Define the function the question asks for under the exact name and parameters the question or
-its example test uses, and write its full body: a relevant function alone is not an answer.
+SYSTEM = '''You are a professional coder. You will be given a Python programming question, relevant functions
+taken from a database of verified functions, and a plan: the specifications of the functions to write.
+Write a correct, complete and efficient solution that defines every function of the plan, under the
+exact names and parameters given, each with its full body. A relevant function is a building block:
+call it (and include its code) where it helps the task, ignore it where it does not. Never answer with
+a relevant function alone. Your answer must include all the Python code in one Markdown code block.
 
 ## One-Shot Example
 ### Python Question:
 Write a function `slugify(title)` to turn a title into a URL slug: its lower-case words joined by
 hyphens, with punctuation dropped.
-
-### Function Specifications:
-```python
-def split_words(text: str) -> list[str]:
-    """Lower-case words of a text, split on whitespace."""
-    ...
-
-def slugify(title: str) -> str:
-    """A URL slug of a title: its lower-case words joined by hyphens, without punctuation."""
-    ...
-```
 
 ### Relevant Functions:
 ```python
@@ -37,6 +25,17 @@ import string
 def strip_punctuation(text: str) -> str:
     """Remove ASCII punctuation characters from a text."""
     return text.translate(str.maketrans("", "", string.punctuation))
+```
+
+### Functions To Write:
+```python
+def split_words(text: str) -> list[str]:
+    """Lower-case words of a text, split on whitespace."""
+    ...
+
+def slugify(title: str) -> str:
+    """A URL slug of a title: its lower-case words joined by hyphens, without punctuation."""
+    ...
 ```
 
 ### Response:
@@ -67,7 +66,7 @@ def _block(codes: Sequence[str]) -> str:
 def messages(instruction: str, specs: Sequence[str], functions: Sequence[str]) -> list[dict[str, str]]:
     """``specs``: spec stubs (signature + docstring); ``functions``: retrieved function sources."""
     user = (
-        f"## New Task\n### Python Question:\n{instruction}\n\n### Function Specifications:\n{_block(specs)}\n\n"
-        f"### Relevant Functions:\n{_block(functions)}\n\n### Response:\n"
+        f"## New Task\n### Python Question:\n{instruction}\n\n### Relevant Functions:\n{_block(functions)}\n\n"
+        f"### Functions To Write:\n{_block(specs)}\n\n### Response:\n"
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

@@ -1,6 +1,7 @@
 """The check of ``amr-checked`` (beyond the paper): the evolved answer and R_d both run against teacher-written
-tests for the instruction (``repair.test``'s, never the instruction's own tests); the evolved answer is kept
-unless it fails where R_d passes, or is missing where R_d is not."""
+tests for the instruction (``repair.test``'s, never the instruction's own tests); the evolved answer replaces R_d
+where it passes them and R_d does not (or R_d is missing). Where the tests cannot tell the two apart (both pass,
+both fail, no tests), R_d stays: a rewrite changes a right answer as often as a wrong one."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def choose(row: dict[str, Any]) -> dict[str, Any]:
     else:
         status = row["status"]
     direct_ok = not row["direct_error"] and bool(row["direct_response"])
-    falls_back = direct_ok and (not evolved or status != "passed" and row["self_test_status"] == "passed")
-    source = "direct" if falls_back else "are"
+    better = evolved and status == "passed" and row["self_test_status"] != "passed"
+    source = "are" if better or (evolved and not direct_ok) else "direct"
     out = {k: v for k, v in row.items() if k not in (*RECORD_FIELDS, "code", "test")}
     return {
         **out,

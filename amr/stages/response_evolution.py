@@ -4,9 +4,11 @@ functions (R_d is not shown). Without retrieval (ablation w/o ARE) the answer co
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from amr.engines import Teacher
+from amr.parsing import defined_functions, python_code
 from amr.prompts import response_evolution
 from amr.stages import ask_rows
 
@@ -26,12 +28,24 @@ def chat(row: dict[str, Any], use_retrieved: bool = True) -> list[dict[str, str]
 def run(
     rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True, evolve_unmatched: bool = True
 ) -> list[dict[str, Any]]:
-    """A wave's rows with ``instruction``, ``specs``, ``retrieved`` -> + ``are_*`` columns and ``are_source``
-    (``evolved``, or ``direct``), in order. Unless ``evolve_unmatched``, a row that retrieved nothing keeps R_d
-    as its answer, without a teacher call: there is no module to adapt."""
+    """A wave's rows with ``instruction``, ``specs``, ``retrieved`` and R_d -> + ``are_*`` columns (the final
+    answer), ``evolved_response`` (the teacher's rewrite; None where it was not asked) and ``are_kept`` (why R_d
+    stayed the answer, else None), in order. R_d stays the answer of a row that retrieved nothing, unless
+    ``evolve_unmatched`` ("nothing retrieved": no module to adapt, no teacher call), and of a row whose rewrite
+    leaves out a function the task asks for ("incomplete", ``missing``)."""
     asked = [r for r in rows if evolve_unmatched or not use_retrieved or matched(r)]
     answered = {r["id"]: r for r in ask_rows(asked, teacher, lambda row: chat(row, use_retrieved), "are")}
-    return [{**answered[r["id"]], "are_source": "evolved"} if r["id"] in answered else kept(r) for r in rows]
+    out = []
+    for row in rows:
+        if row["id"] not in answered:
+            out.append(kept({**row, "are_response": None}, "nothing retrieved"))
+        elif not answered[row["id"]]["are_error"] and missing(answered[row["id"]]):
+            out.append(kept(answered[row["id"]], "incomplete"))
+        else:
+            out.append(
+                {**answered[row["id"]], "evolved_response": answered[row["id"]]["are_response"], "are_kept": None}
+            )
+    return out
 
 
 def matched(row: dict[str, Any]) -> bool:
@@ -39,14 +53,26 @@ def matched(row: dict[str, Any]) -> bool:
     return row["retrieved"] not in (None, "[]")
 
 
-def kept(row: dict[str, Any]) -> dict[str, Any]:
-    """R_d as the row's final answer, in the ``are_*`` columns."""
+def missing(row: dict[str, Any]) -> list[str]:
+    """The functions of the plan that the rewrite does not define: those the instruction names, else the plan's
+    last (MD lists the function the task asks for after its helpers)."""
+    names = [s["name"] for s in json.loads(row["specs"] or "[]")]
+    wanted = [n for n in names if re.search(rf"\b{re.escape(n)}\b", row["instruction"])] or names[-1:]
+    code = python_code(row["are_response"] or "")
+    defined = {f["name"] for f in defined_functions(code)} if code else set()
+    return [n for n in wanted if n not in defined]
+
+
+def kept(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    """R_d as the row's final answer, in the ``are_*`` columns; the rewrite, if any, in ``evolved_response``."""
+    asked = row["are_response"] is not None
     return {
         **row,
         "are_response": row["direct_response"],
         "are_error": row["direct_error"],
-        "are_input_tokens": 0,
-        "are_output_tokens": 0,
-        "are_faults": "",
-        "are_source": "direct",
+        "are_input_tokens": row["are_input_tokens"] if asked else 0,
+        "are_output_tokens": row["are_output_tokens"] if asked else 0,
+        "are_faults": row["are_faults"] if asked else "",
+        "evolved_response": row["are_response"],
+        "are_kept": reason,
     }
