@@ -266,6 +266,7 @@ EXPECTED = re.compile(
             r"replicas that have taken more than 30s to initialize|slow __init__ or reconfigure",  # a CPU engine start
             r"Failed to get queue length from Replica",  # Serve's router, while the replica's CPUs run the engine
             r"Failed to route request after \d+ attempts",  # requests beyond max_ongoing_requests wait their turn
+            r"worker processes have been started on node",  # a streamed stage's tasks waiting on the teacher
         )
     )
 )
@@ -307,7 +308,7 @@ class _Printer:
         kept = []
         for line in lines:
             if pid == "raylet":
-                level = logging.ERROR
+                level = logging.INFO if EXPECTED.search(line) else logging.ERROR
             else:
                 level = line_level(line)
                 if level is None:

@@ -200,6 +200,10 @@ def test_ray_trains_prints_and_the_warnings_every_cpu_job_meets_stay_in_the_log_
             "WARNING 2026-12-04 15:21:22,211 serve 6 -- Failed to get queue length from Replica(id='p') within 0.1s."
         )
         printer({"pid": 6, "actor_name": "_Client", "lines": [queue]})
+        workers = (
+            "WARNING: 8 PYTHON worker processes have been started on node: 9c with address: 192.0.2.2, which is 4x"
+        )
+        printer({"pid": "raylet", "lines": [workers]})
         printer(
             {"pid": 3, "actor_name": "RayTrainWorker", "lines": ["Traceback (most recent call last):", "OSError: disk"]}
         )
