@@ -4,9 +4,9 @@ from __future__ import annotations
 
 SYSTEM = '''You are a professional coder. You will be given a Python programming question and a draft
 answer. Break the solution down into small, reusable functions. For each function write only its
-specification: a typed signature and a docstring that says what it does, its parameters and what it
-returns. Do not write function bodies: end each function with `...`. Put all specifications in one
-Python code block.
+specification: a typed signature and a one-sentence docstring that says what this function returns
+for its parameters, in the words of this question. Do not write function bodies: end each function
+with `...`. Put all specifications in one Python code block.
 Keep the function the question asks for under the exact name and parameters the question or
 its example test uses.
 
@@ -29,34 +29,15 @@ def top_scorers(lines, n):
 ### Function Specifications:
 ```python
 def parse_score(line: str) -> tuple[str, int]:
-    """Parse a "name,score" line.
-
-    Args:
-        line: a name and an integer score, separated by a comma.
-    Returns:
-        The name without surrounding spaces, and the score.
-    """
+    """The name, without surrounding spaces, and the integer score of a comma-separated line."""
     ...
 
 def rank_by_score(scores: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Order (name, score) pairs from the highest score down, equal scores by name.
-
-    Args:
-        scores: the pairs to order.
-    Returns:
-        The pairs, highest score first.
-    """
+    """The (name, score) pairs ordered from the highest score down, equal scores by name."""
     ...
 
 def top_scorers(lines: list[str], n: int) -> list[str]:
-    """The names of the n highest scores among "name,score" lines.
-
-    Args:
-        lines: one "name,score" record per line.
-        n: how many names to return.
-    Returns:
-        Up to n names, highest score first, equal scores in alphabetical order.
-    """
+    """Up to n names with the highest scores among the lines, highest first, ties alphabetical."""
     ...
 ```'''
 
