@@ -62,8 +62,8 @@ class VLLMConfig(Strict):
     batch_size: int = Field(
         16,
         ge=1,
-        description="Rows of a streamed stage sent to the deployment together (a client "
-        "actor has 4 such batches in flight); a wave sends all its rows at once.",
+        description="Rows of a streamed stage sent to the deployment together (enough such "
+        "batches are in flight to fill the replicas' max_ongoing_requests); a wave sends all its rows at once.",
     )
     max_model_len: int = Field(4096, ge=64)
     max_num_seqs: int = Field(64, ge=1)

@@ -170,7 +170,7 @@ class ServedTeacher(Teacher):
             batch_format="pyarrow",
             batch_size=cfg.batch_size,
             num_cpus=0,
-            compute=ray.data.TaskPoolStrategy(size=BATCHES_IN_FLIGHT * len(self.clients)),
+            compute=ray.data.TaskPoolStrategy(size=self.batches_in_flight()),
             fn_kwargs={
                 "clients": self.clients,
                 "target": self._target(),
@@ -180,16 +180,19 @@ class ServedTeacher(Teacher):
             },
         )
 
+    def batches_in_flight(self) -> int:
+        """A streamed stage's batches in flight: enough to fill every replica's ``max_ongoing_requests`` (what
+        the engines batch), so that the deployment works as hard as on a wave's rows sent at once."""
+        cfg, serve = self.config.vllm, self.config.serve
+        capacity = (serve.max_ongoing_requests or cfg.max_num_seqs) * (serve.max_replicas or cfg.concurrency)
+        return max(len(self.clients), -(-capacity // cfg.batch_size))
+
     async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return await chat_all(*self._target(), [chat_body(r, self.model, self.defaults) for r in requests])
 
     def _target(self) -> tuple[str, str, float | None, float]:
         serve = self.config.serve
         return self.served.app_name, self.served.deployment_name, serve.request_timeout_s, serve.recovery_timeout_s
-
-
-BATCHES_IN_FLIGHT = 4
-"""Batches of a streamed stage each client actor has in flight (Ray Data tasks waiting on it)."""
 
 
 def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,9 @@ class Method:
     answer: str
     """Prefix of the final answer's columns: ``{answer}_response`` and ``{answer}_error``."""
     baseline: bool = False
-    evolves_unmatched: bool = False
-    """ARE rewrites a row that retrieved no module too (from its specs alone); otherwise that row keeps R_d."""
+    adapts_only: bool = True
+    """A row keeps R_d unless ARE adapted a retrieved module into its answer: when nothing was retrieved (no ARE
+    call) or the rewrite calls none of the retrieved functions. Otherwise every row's rewrite is its answer."""
 
     @property
     def reads_direct(self) -> bool:
@@ -62,7 +63,7 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
     Method(
         "amr-no-md",
         "AMR-Evol w/o MD",
-        "Ablation: retrieval with R_d as the query, no modular decomposition (a row that retrieves nothing keeps R_d).",
+        "Ablation: retrieval with R_d as the query, no modular decomposition (R_d stays where no module was adapted).",
         ("direct", "embed", "waves"),
         "are",
     ),
@@ -77,8 +78,8 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
         "amr",
         "AMR-Evol",
         "The full method: R_d, modular decomposition, retrieval from the module table, "
-        "adaptive response evolution, table growth. A row that retrieves no module (none above "
-        "modules.min_similarity) keeps R_d: there is nothing to adapt.",
+        "adaptive response evolution, table growth. R_d stays the answer where ARE adapted no "
+        "module: nothing retrieved above modules.min_similarity, or a rewrite that calls no retrieved function.",
         ("direct", "decompose", "embed", "waves"),
         "are",
     ),
@@ -90,7 +91,7 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
         "not.",
         ("direct", "decompose", "embed", "waves", "anstest", "check"),
         "checked",
-        evolves_unmatched=True,  # the check chooses between R_d and the rewrite, so every row gets one
+        adapts_only=False,  # the check chooses between R_d and the rewrite, so every row gets one
     ),
 )
 METHODS: dict[str, Method] = {m.name: m for m in REGISTRY}

@@ -4,6 +4,8 @@ job deletes the deployment it started is test_cli's SmolLM2 distill)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from ray import serve
 
@@ -73,6 +75,10 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     assert options["num_replicas"] == 4 and options["max_ongoing_requests"] == 128
     assert [b.get("GPU") for b in options["placement_group_bundles"]] == [1, 1]
     assert options["placement_group_strategy"] == "PACK"
+    # a streamed stage keeps every replica's max_ongoing_requests filled: 4 x 128 requests in batches of the config's
+    served = ServedTeacher(teacher, SimpleNamespace(model_id=teacher.model), clients=[None] * teacher.vllm.concurrency)
+    assert served.batches_in_flight() * teacher.vllm.batch_size >= 4 * 128
+    assert (served.batches_in_flight() - 1) * teacher.vllm.batch_size < 4 * 128
 
 
 def test_engine_key_ignores_sampling_and_batching_only():

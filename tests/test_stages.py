@@ -219,6 +219,10 @@ def test_a_rewrite_that_leaves_out_the_function_asked_for_keeps_r_d():
         "incomplete",
     )
     assert kept["are_output_tokens"] == 7  # the call was made: its tokens count
+    retrieved = json.dumps([{"name": "is_prime", "code": IS_PRIME, "similarity": 0.9}])
+    assert are_stage.uses_module({**row, "are_response": FINAL, "retrieved": retrieved})  # primes_below calls it
+    assert not are_stage.uses_module({**row, "retrieved": retrieved})  # defined, never called
+    assert not are_stage.uses_module({**row, "are_response": FINAL, "retrieved": "[]"})
 
 
 def test_growth_inserts_novel_verified_functions_only(ray_local, scripted, db, embedder):

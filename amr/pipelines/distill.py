@@ -405,7 +405,7 @@ def _wave(
             ]
     with _timed(seconds, "evolve"):
         answered = response_evolution.run(
-            wave, job.teacher, use_retrieved=chosen.retrieves, evolve_unmatched=chosen.evolves_unmatched
+            wave, job.teacher, use_retrieved=chosen.retrieves, adapts_only=chosen.adapts_only
         )
     if not db:
         return answered, []

@@ -3,6 +3,7 @@ functions (R_d is not shown). Without retrieval (ablation w/o ARE) the answer co
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Any
@@ -26,25 +27,28 @@ def chat(row: dict[str, Any], use_retrieved: bool = True) -> list[dict[str, str]
 
 
 def run(
-    rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True, evolve_unmatched: bool = True
+    rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True, adapts_only: bool = False
 ) -> list[dict[str, Any]]:
     """A wave's rows with ``instruction``, ``specs``, ``retrieved`` and R_d -> + ``are_*`` columns (the final
     answer), ``evolved_response`` (the teacher's rewrite; None where it was not asked) and ``are_kept`` (why R_d
-    stayed the answer, else None), in order. R_d stays the answer of a row that retrieved nothing, unless
-    ``evolve_unmatched`` ("nothing retrieved": no module to adapt, no teacher call), and of a row whose rewrite
-    leaves out a function the task asks for ("incomplete", ``missing``)."""
-    asked = [r for r in rows if evolve_unmatched or not use_retrieved or matched(r)]
+    stayed the answer, else None), in order. R_d stays the answer of a row whose rewrite leaves out a function
+    the task asks for ("incomplete", ``missing``); with ``adapts_only`` (and retrieval), also of a row that
+    retrieved nothing ("nothing retrieved": no module to adapt, no teacher call) or whose rewrite calls none of
+    the retrieved functions ("no module used": a rewrite from the specs alone, the ablation without ARE)."""
+    adapting = adapts_only and use_retrieved
+    asked = [r for r in rows if not adapting or matched(r)]
     answered = {r["id"]: r for r in ask_rows(asked, teacher, lambda row: chat(row, use_retrieved), "are")}
     out = []
     for row in rows:
-        if row["id"] not in answered:
+        answer = answered.get(row["id"])
+        if answer is None:
             out.append(kept({**row, "are_response": None}, "nothing retrieved"))
-        elif not answered[row["id"]]["are_error"] and missing(answered[row["id"]]):
-            out.append(kept(answered[row["id"]], "incomplete"))
+        elif not answer["are_error"] and missing(answer):
+            out.append(kept(answer, "incomplete"))
+        elif not answer["are_error"] and adapting and not uses_module(answer):
+            out.append(kept(answer, "no module used"))
         else:
-            out.append(
-                {**answered[row["id"]], "evolved_response": answered[row["id"]]["are_response"], "are_kept": None}
-            )
+            out.append({**answer, "evolved_response": answer["are_response"], "are_kept": None})
     return out
 
 
@@ -61,6 +65,18 @@ def missing(row: dict[str, Any]) -> list[str]:
     code = python_code(row["are_response"] or "")
     defined = {f["name"] for f in defined_functions(code)} if code else set()
     return [n for n in wanted if n not in defined]
+
+
+def uses_module(row: dict[str, Any]) -> bool:
+    """Whether the rewrite calls one of the retrieved functions."""
+    code = python_code(row["are_response"] or "")
+    try:
+        tree = ast.parse(code or "")
+    except SyntaxError:
+        return False
+    names = {h["name"] for h in json.loads(row["retrieved"] or "[]")}
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    return bool(names & called)
 
 
 def kept(row: dict[str, Any], reason: str) -> dict[str, Any]:
