@@ -14,6 +14,7 @@ from amr.config import SandboxConfig
 from amr.embeddings import Embedder, EmbedderActors
 from amr.engines import OpenAITeacher
 from amr.modules import ModuleDB, spec_text
+from amr.parsing import code_blocks
 from amr.prompts import decompose, response_evolution, testgen
 from amr.sandbox.stage import SandboxActors
 from amr.stages import decompose as md_stage
@@ -223,6 +224,13 @@ def test_a_rewrite_that_leaves_out_the_function_asked_for_keeps_r_d():
     assert are_stage.uses_module({**row, "are_response": FINAL, "retrieved": retrieved})  # primes_below calls it
     assert not are_stage.uses_module({**row, "retrieved": retrieved})  # defined, never called
     assert not are_stage.uses_module({**row, "are_response": FINAL, "retrieved": "[]"})
+    # a rewrite that calls a retrieved module without its code gets the module's code before its own
+    calls_only = "```python\ndef primes_below(limit):\n    return [n for n in range(limit) if is_prime(n)]\n```"
+    linked = are_stage.linked({**row, "are_response": calls_only, "retrieved": retrieved})
+    namespace: dict = {}
+    exec(code_blocks(linked)[0], namespace)
+    assert namespace["primes_below"](10) == [2, 3, 5, 7] and linked.startswith("```python\ndef is_prime")
+    assert are_stage.linked({**row, "are_response": FINAL, "retrieved": retrieved}) == FINAL  # defined already
 
 
 def test_growth_inserts_novel_verified_functions_only(ray_local, scripted, db, embedder):

@@ -37,7 +37,8 @@ def run(
     the retrieved functions ("no module used": a rewrite from the specs alone, the ablation without ARE)."""
     adapting = adapts_only and use_retrieved
     asked = [r for r in rows if not adapting or matched(r)]
-    answered = {r["id"]: r for r in ask_rows(asked, teacher, lambda row: chat(row, use_retrieved), "are")}
+    answers = ask_rows(asked, teacher, lambda row: chat(row, use_retrieved), "are")
+    answered = {r["id"]: {**r, "are_response": linked(r)} for r in answers}
     out = []
     for row in rows:
         answer = answered.get(row["id"])
@@ -67,16 +68,32 @@ def missing(row: dict[str, Any]) -> list[str]:
     return [n for n in wanted if n not in defined]
 
 
+def linked(row: dict[str, Any]) -> str | None:
+    """The rewrite with the code of each retrieved function it calls but does not define put before its own
+    (verified modules the answer builds on: the answer must run on its own)."""
+    response = row["are_response"]
+    code = python_code(response or "")
+    if not code:
+        return response
+    defined = {f["name"] for f in defined_functions(code)}
+    called = _called(code)
+    modules = [h["code"].strip("\n") for h in json.loads(row["retrieved"] or "[]") if h["name"] in called - defined]
+    return response.replace(code, "\n\n\n".join([*modules, code]), 1) if modules else response
+
+
+def _called(code: str) -> set[str]:
+    """The names a program calls directly."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    return {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+
+
 def uses_module(row: dict[str, Any]) -> bool:
     """Whether the rewrite calls one of the retrieved functions."""
-    code = python_code(row["are_response"] or "")
-    try:
-        tree = ast.parse(code or "")
-    except SyntaxError:
-        return False
     names = {h["name"] for h in json.loads(row["retrieved"] or "[]")}
-    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-    return bool(names & called)
+    return bool(names & _called(python_code(row["are_response"] or "") or ""))
 
 
 def kept(row: dict[str, Any], reason: str) -> dict[str, Any]:
