@@ -169,7 +169,7 @@ def test_a_job_recovers_when_its_teachers_replica_is_killed_mid_wave(ray_local, 
     source = tmp_path / "instructions.jsonl"
     source.write_text("".join(json.dumps({"id": f"i{i}", "instruction": f"Write f{i}(x)."}) + "\n" for i in range(6)))
     cfg = DistillConfig(
-        method="amr",
+        method="amr-checked",  # every row is evolved: the first wave's requests are in flight at the kill
         run_dir=str(tmp_path / "run"),
         wave_size=3,
         teacher=TeacherConfig(
