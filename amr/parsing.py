@@ -143,8 +143,8 @@ def defined_functions(code: str) -> list[dict[str, str]]:
     used = {id(node): {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} for node in defs.values()}
     out = []
     for node in tree.body:
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or defs[node.name] is not node:
+            continue  # not a function, or one defined again further down (the program runs the last)
         needed, frontier = {id(node)}, [node]
         while frontier:
             for name in used[id(frontier.pop())]:

@@ -90,6 +90,12 @@ def test_normalized_source_ignores_formatting_and_comments():
     assert normalized_source("def f( x ):\n    return x+1  # one") == normalized_source("def f(x):\n    return x + 1")
 
 
+def test_a_function_defined_twice_counts_once_as_its_last_definition():
+    program = "def f(x):\n    return x\n\n\ndef g(x):\n    return f(x)\n\n\ndef f(x):\n    return x + 1\n"
+    assert [(d["name"], d["code"].count("def f")) for d in defined_functions(program)] == [("g", 1), ("f", 1)]
+    assert "return x + 1" in defined_functions(program)[1]["code"]
+
+
 def test_defined_functions_carry_the_definitions_they_use():
     program = (
         "import re\nLIMIT = 10\n\ndef unused():\n    return 0\n\ndef is_small(n):\n    return n < LIMIT\n\n"
