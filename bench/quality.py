@@ -110,6 +110,7 @@ def main() -> None:
     from amr.config import DistillConfig, load_config
     from amr.logs import job_logs
     from amr.runtime import init_ray
+    from jobs.cli import bootstrap_lines
     from jobs.common import setup_logging
 
     setup_logging(verbose=False, log_level=None)  # the job's lines on the terminal, other programs' in out/logs
@@ -137,21 +138,8 @@ def main() -> None:
         + "\n"
     )
     if seeding:
-        print(seed_line(seeding))
+        print("\n".join(["Seed table:", *bootstrap_lines(seeding)]))
     print(markdown(report, base.teacher.model, args.first, args.last))
-
-
-def seed_line(report: dict) -> str:
-    """The seed table: its size, the verified rate of the pool's new functions, the teacher's cost."""
-    tested = sum(n for outcome, n in report["candidates"].items() if outcome != "known")
-    rate = report["candidates"].get("verified", 0) / tested if tested else 0.0
-    cost = (
-        f"; teacher {report['input_tokens'] + report['test_input_tokens']} tokens in, "
-        f"{report['output_tokens'] + report['test_output_tokens']} out, {report['wall_s']} s"
-        if "rows" in report
-        else " (resumed)"
-    )
-    return f"Seed table: {report['table']['rows']} functions, {rate:.0%} of the pool's new functions verified{cost}."
 
 
 def distil(base, methods: list[str], args: argparse.Namespace, out: Path) -> tuple[dict | None, dict]:
@@ -164,14 +152,11 @@ def distil(base, methods: list[str], args: argparse.Namespace, out: Path) -> tup
 
     results = {}
     with open_teacher(base.teacher, base.model_store):
-        began = time.perf_counter()
         seeding = (
             seed(base, pool_file(args.first, args.last, out), args.seed_limit, out / "seed")
             if args.seed_limit
             else None
         )
-        if seeding:
-            seeding["wall_s"] = round(time.perf_counter() - began, 1)
         for method in methods:
             run_dir = out / method
             if seeding and METHODS[method].uses_modules:

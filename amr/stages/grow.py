@@ -63,9 +63,8 @@ def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxActors)
     without an assert that calls the function is no test: nothing would be verified by its passing."""
     rows = [{f: c[f] for f in CANDIDATE_FIELDS} for c in kept]
     tested = ask_rows(rows, teacher, lambda r: testgen.messages(r["code"], r["name"]), "test")
-    tests = [
-        python_code(r["test_response"] or "", cut_off=True) or "" for r in tested
-    ]  # a cut-off test keeps its whole asserts
+    # a test cut off at max_tokens keeps its whole asserts
+    tests = [python_code(r["test_response"] or "", cut_off=True) or "" for r in tested]
     unchecked = {
         i: row["test_error"]
         or ("no Python test in the answer" if not test.strip() else vacuous_test(test, row["name"]))

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from amr.engines import Teacher
-from amr.parsing import defined_functions, python_code
+from amr.parsing import python_code
 from amr.prompts import response_evolution
 from amr.stages import ask_rows
 
@@ -43,7 +43,7 @@ def run(
     for row in rows:
         answer = answered.get(row["id"])
         if answer is None:
-            out.append(kept({**row, "are_response": None}, "nothing retrieved"))
+            out.append(kept(row, "nothing retrieved"))
         elif not answer["are_error"] and missing(answer):
             out.append(kept(answer, "incomplete"))
         elif not answer["are_error"] and adapting and not uses_module(answer):
@@ -63,8 +63,7 @@ def missing(row: dict[str, Any]) -> list[str]:
     last (MD lists the function the task asks for after its helpers)."""
     names = [s["name"] for s in json.loads(row["specs"] or "[]")]
     wanted = [n for n in names if re.search(rf"\b{re.escape(n)}\b", row["instruction"])] or names[-1:]
-    code = python_code(row["are_response"] or "")
-    defined = {f["name"] for f in defined_functions(code)} if code else set()
+    defined, _ = _names(python_code(row["are_response"] or "") or "")
     return [n for n in wanted if n not in defined]
 
 
@@ -75,37 +74,37 @@ def linked(row: dict[str, Any]) -> str | None:
     code = python_code(response or "")
     if not code:
         return response
-    defined = {f["name"] for f in defined_functions(code)}
-    called = _called(code)
+    defined, called = _names(code)
     modules = [h["code"].strip("\n") for h in json.loads(row["retrieved"] or "[]") if h["name"] in called - defined]
     return response.replace(code, "\n\n\n".join([*modules, code]), 1) if modules else response
 
 
-def _called(code: str) -> set[str]:
-    """The names a program calls directly."""
+def _names(code: str) -> tuple[set[str], set[str]]:
+    """The functions a program defines at its top level, and the names it calls directly."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
-        return set()
-    return {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        return set(), set()
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return defined, {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
 
 
 def uses_module(row: dict[str, Any]) -> bool:
     """Whether the rewrite calls one of the retrieved functions."""
     names = {h["name"] for h in json.loads(row["retrieved"] or "[]")}
-    return bool(names & _called(python_code(row["are_response"] or "") or ""))
+    return bool(names & _names(python_code(row["are_response"] or "") or "")[1])
 
 
 def kept(row: dict[str, Any], reason: str) -> dict[str, Any]:
-    """R_d as the row's final answer, in the ``are_*`` columns; the rewrite, if any, in ``evolved_response``."""
-    asked = row["are_response"] is not None
+    """R_d as the row's final answer, in the ``are_*`` columns; the rewrite, if the teacher was asked for one, in
+    ``evolved_response`` (with the call's tokens)."""
     return {
         **row,
         "are_response": row["direct_response"],
         "are_error": row["direct_error"],
-        "are_input_tokens": row["are_input_tokens"] if asked else 0,
-        "are_output_tokens": row["are_output_tokens"] if asked else 0,
-        "are_faults": row["are_faults"] if asked else "",
-        "evolved_response": row["are_response"],
+        "are_input_tokens": row.get("are_input_tokens", 0),
+        "are_output_tokens": row.get("are_output_tokens", 0),
+        "are_faults": row.get("are_faults", ""),
+        "evolved_response": row.get("are_response"),
         "are_kept": reason,
     }
