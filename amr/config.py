@@ -263,6 +263,21 @@ class ModulesConfig(Strict):
     )
 
 
+class CheckConfig(Strict):
+    """``amr-checked``'s resampling: where neither R_d nor the evolved answer passes the teacher's tests."""
+
+    resamples: int = Field(
+        4,
+        ge=0,
+        description="Rounds of one more sample of the direct answer for the rows no answer passed yet, each kept "
+        "only if it passes the teacher's tests (0: none). Samples of the direct prompt passed and were right more "
+        "often than samples of the evolution prompt (docs/benchmarks.md).",
+    )
+    temperature: float = Field(0.8, gt=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int = Field(0, description="Round k samples with seed + k.")
+
+
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]  # the registry's names (amr.methods)
 
 
@@ -287,6 +302,7 @@ class DistillConfig(Strict):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     modules: ModulesConfig = Field(default_factory=ModulesConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    check: CheckConfig = Field(default_factory=CheckConfig, description="method amr-checked: its resampling.")
 
 
 class DecontamConfig(Strict):

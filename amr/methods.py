@@ -88,8 +88,9 @@ REGISTRY: tuple[Method, ...] = (  # the report's order: the paper's tables list 
         "AMR-Evol, checked",
         "Beyond the paper: AMR-Evol with every row evolved (retrieval or not), then R_d and the evolved "
         "answer run against teacher-written tests; the evolved answer replaces R_d where it passes them and R_d does "
-        "not.",
-        ("direct", "decompose", "embed", "waves", "anstest", "check"),
+        "not. Where neither passes, up to check.resamples more samples of the direct answer, the first that passes "
+        "taken.",
+        ("direct", "decompose", "embed", "waves", "anstest", "check", "resample"),
         "checked",
         adapts_only=False,  # the check chooses between R_d and the rewrite, so every row gets one
     ),

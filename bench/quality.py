@@ -10,10 +10,11 @@ The module table is seeded once, as the paper does, from a pool of its own: ``am
 decontaminated MBPP train problems outside the slice (``--seed-limit`` of them; 0: no seed, each method
 bootstraps from its input as the config says); every AMR method starts from a copy of that table.
 Response accuracy is the project's own: each final answer's code run in the sandbox against the
-instruction's MBPP asserts (never shown to the teacher). Reported per method: accuracy, the paired count
+instruction's MBPP asserts (the instruction shows the first, as MBPP's prompt does, for the function's name). Reported per method: accuracy, the paired count
 against direct (right in both, only this method, only direct), teacher tokens and wall time; and for the AMR
 methods where they lose: rows whose MD gave no spec, rows that retrieved a function (and the mean
-similarity of what they retrieved), and evolved answers that broke a passing R_d. Writes
+similarity of what they retrieved), evolved answers that broke a passing R_d, and for amr-checked where its
+answers came from (R_d, the evolved answer, a resample) with the rows each gained and broke. Writes
 ``<output>/quality.json`` and prints the table as Markdown (for docs/benchmarks.md).
 """
 
@@ -92,8 +93,25 @@ def diagnostics(run_dir: Path, direct: dict[str, bool], ours: dict[str, bool]) -
         out["retrieving_gained"] = sum(ours.get(i, False) and not direct.get(i, False) for i in retrieving)
         out["retrieving_broke"] = sum(direct.get(i, False) and not ours.get(i, False) for i in retrieving)
         out["kept_r_d"] = dict(Counter(r["are_kept"] for r in waves if r["are_kept"]))
+    if (run_dir / "check.parquet").exists():  # amr-checked: where each final answer came from, and what it did
+        source = {r["id"]: r["checked_source"] for r in _rows(run_dir / "check.parquet", ["id", "checked_source"])}
+        for round_dir in sorted((run_dir / "resample").glob("*.parquet")):
+            rows = _rows(round_dir, ["id", "checked_source"])
+            source.update({r["id"]: "resample" for r in rows if r["checked_source"] == "resample"})
+        out["answer_from"] = {
+            name: f"{sum(1 for s in source.values() if s == name)} rows "
+            f"({sum(ours.get(i, False) and not direct.get(i, False) for i, s in source.items() if s == name)} gained, "
+            f"{sum(direct.get(i, False) and not ours.get(i, False) for i, s in source.items() if s == name)} broke)"
+            for name in sorted(set(source.values()))
+        }
     out["broke_passing_r_d"] = sum(direct.get(i, False) and not ours.get(i, False) for i in direct)
     return out
+
+
+def _rows(path: Path, columns: list[str]) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=columns).to_pylist()
 
 
 def main() -> None:
@@ -201,8 +219,6 @@ def table(results: dict, total: int) -> dict:
         }
         if method != "direct":
             row.update(diagnostics(Path(r["manifest"]["config"]["run_dir"]), direct, ours))
-            if "check" in r["manifest"]["stages"]:
-                row["fell_back_to_r_d"] = r["manifest"]["stages"]["check"]["checked_source"].get("direct", 0)
         report[method] = row
     return report
 
@@ -227,7 +243,7 @@ def markdown(report: dict, teacher: str, first: int, last: int) -> str:
                 "retrieving_broke",
                 "kept_r_d",
                 "broke_passing_r_d",
-                "fell_back_to_r_d",
+                "answer_from",
             )
         )
         lines.append(

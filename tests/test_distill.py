@@ -22,8 +22,8 @@ import yaml
 from amr import storage
 from amr.config import ConfigError, DistillConfig
 from amr.lease import LeaseError
-from amr.pipelines import distill
-from amr.prompts import bootstrap, cot, decompose, repair, response_evolution, testgen
+from amr.pipelines import distill, fingerprints
+from amr.prompts import bootstrap, cot, decompose, direct, repair, response_evolution, testgen
 from amr.storage import RunDir
 from tests.support.scripted_teacher import ScriptedTeacher
 
@@ -264,6 +264,46 @@ def test_amr_checked_keeps_r_d_where_the_evolved_answer_breaks_it(ray_local, tmp
     assert checked["dataset"]["response_accuracy"] == 0.75  # count_evens's own test is wrong on purpose
 
 
+def test_amr_checked_resamples_the_direct_answer_where_no_answer_passes(ray_local, tmp_path):
+    answered = []
+
+    def wrong_twice(messages: list[dict[str, str]]) -> str:
+        """add's evolved answer is wrong (``_breaks_add``), and so are its first two direct answers: R_d and the
+        first resample."""
+        answer = _breaks_add(messages)
+        if messages[0]["content"] == direct.SYSTEM and "Task: add." in messages[1]["content"]:
+            answered.append(answer)
+            return answer.replace("return a + b", "return a * b") if len(answered) < 3 else answer
+        return answer
+
+    with ScriptedTeacher(wrong_twice) as teacher:
+        cfg = config(tmp_path, teacher, method="amr-checked")
+        cfg.check.resamples = 3
+        manifest = distill.run(cfg)
+        add_asked = [
+            p
+            for m, p in zip(teacher.requests, teacher.parameters)
+            if m[0]["content"] == direct.SYSTEM and "Task: add." in m[1]["content"]
+        ]
+        calls = len(teacher.requests)
+        assert distill.run(cfg)["dataset"] == manifest["dataset"] and len(teacher.requests) == calls  # resumed
+    # only add fails the teacher's test with both answers; round 1's sample fails it too, round 2's passes
+    assert manifest["stages"]["check"]["checked_source"] == {"are": 2, "direct": 2}
+    assert manifest["stages"]["resample"] == {
+        "rounds": [{"asked": 1, "passed": 0}, {"asked": 1, "passed": 1}],
+        "resolved": 1,
+    }
+    assert [(p["temperature"], p["top_p"], p.get("seed")) for p in add_asked] == [
+        (0.0, 1.0, None),  # R_d, greedy
+        (0.8, 0.95, 1),
+        (0.8, 0.95, 2),
+    ]
+    run_dir = Path(manifest["config"]["run_dir"])
+    final = {r["id"]: r for r in pq.read_table(run_dir / "dataset.parquet").to_pylist()}
+    assert "return a + b" in final["t/add"]["response"] and final["t/add"]["tests_passed"]
+    assert manifest["dataset"]["rows"] == 4 and manifest["dataset"]["response_accuracy"] == 0.75
+
+
 def test_amr_modules_bootstrap_fills_a_table_once(ray_local, scripted, tmp_path):
     from typer.testing import CliRunner
 
@@ -374,6 +414,17 @@ def test_a_rerun_with_other_settings_stops_and_restart_from_recomputes(ray_local
     assert recorded["direct"]["inputs"]["teacher.sampling"]["temperature"] == 0.7
     distill.run(changed)  # the same settings: resumed, nothing asked again
     assert len(scripted.requests) == calls + 4
+
+
+def test_a_stage_made_in_an_older_row_format_is_not_read_back(tmp_path, monkeypatch):
+    cfg = DistillConfig(run_dir=str(tmp_path / "run"), method="amr-checked")
+    chosen, run_dir = distill.method(cfg.method), RunDir(cfg.run_dir)
+    for stage in fingerprints.stages(chosen):
+        fingerprints.record(run_dir, cfg, chosen, stage)
+    fingerprints.check(run_dir, cfg, chosen)
+    monkeypatch.setitem(fingerprints.FORMATS, "check", fingerprints.FORMATS["check"] + 1)
+    with pytest.raises(ConfigError, match=r"its check stage was made with other settings \(format: 2 -> 3\)"):
+        fingerprints.check(run_dir, cfg, chosen)
 
 
 @pytest.mark.timeout(400)

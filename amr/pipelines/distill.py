@@ -280,6 +280,33 @@ def _check(job: _Job, rows: str) -> str:
     return checked
 
 
+def _resample(job: _Job, rows: str) -> ray.data.Dataset:
+    """Rounds of one more direct sample for the rows whose chosen answer fails the teacher's tests (``check``), each
+    round over the rows the last left unresolved (``resample/K.parquet``); every row with its final answer."""
+    cfg = job.config.check
+    resolved, current, rounds = [job.read(rows).filter(lambda r: not check.unresolved(r))], rows, []
+    for number in range(1, cfg.resamples + 1):
+        left = _count_where(job.run_dir, current, ["self_tests", "checked_status"], check.unresolved)
+        if not left:
+            break
+        sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed + number}
+        current = job.streamed(
+            f"resample/{number}",
+            lambda ds, s=sampling: check.resample(ds.filter(check.unresolved), job.teacher, job.sandbox, s),
+            current,
+            "resample",
+        )
+        rounds.append(
+            {
+                "asked": left,
+                "passed": left - _count_where(job.run_dir, current, ["self_tests", "checked_status"], check.unresolved),
+            }
+        )
+        resolved.append(job.read(current).filter(lambda r: not check.unresolved(r)))
+    job.stages["resample"] = {"rounds": rounds, "resolved": sum(r["passed"] for r in rounds)}
+    return resolved[0].union(*resolved[1:], job.read(current).filter(check.unresolved))
+
+
 STEPS: dict[str, Callable[[_Job, str], str | ray.data.Dataset]] = {
     "direct": _direct,
     "cot": _cot,
@@ -289,6 +316,7 @@ STEPS: dict[str, Callable[[_Job, str], str | ray.data.Dataset]] = {
     "embed": _embed,
     "waves": _waves_step,
     "check": _check,
+    "resample": _resample,
 }
 """Each stage of a method (``amr.methods.Method.stages``): the rows so far (a stage's directory) -> the next."""
 

@@ -1,8 +1,8 @@
 """What each stage of a distill run was made from, so that a rerun never mixes rows made under other settings.
 
 Each stage's fingerprint is a digest of what its rows depend on (the input, the teacher's model and sampling,
-the stage's prompt texts, the method, the embedding model, the module-table settings, the sandbox limits) and
-of the stage before it's fingerprint. ``<run_dir>/fingerprints.json`` records each finished stage's, with the
+the stage's prompt texts and row format, the method, the embedding model, the module-table settings, the sandbox
+limits) and of the stage before it's fingerprint. ``<run_dir>/fingerprints.json`` records each finished stage's, with the
 inputs it was made from. A rerun whose settings differ for a finished stage stops before any work, naming the
 stage and the settings; ``--restart-from STAGE`` removes that stage and every later one, and recomputes them.
 """
@@ -29,7 +29,11 @@ PROMPTS = {
     "decompose": ("decompose",),
     "waves": ("response_evolution", "testgen", "bootstrap"),
     "check": ("repair",),
+    "resample": ("direct",),
 }
+FORMATS = {"check": 2}
+"""A stage's row format where it changed since the first (a new column, a new meaning): a finished stage of an older
+format is not read back."""
 OUTPUTS = {  # a stage's files and directories in the run directory
     "input": ("input.parquet",),
     "direct": ("direct.parquet",),
@@ -40,6 +44,7 @@ OUTPUTS = {  # a stage's files and directories in the run directory
     "embed": ("embed.parquet",),
     "waves": ("bootstrap.parquet", "waves", "growth"),
     "check": ("check.parquet",),
+    "resample": ("resample",),
     "dataset": ("dataset.parquet", "dataset.jsonl", "manifest.json"),
 }
 
@@ -66,10 +71,14 @@ def inputs(config: DistillConfig, method: Method) -> dict[str, dict[str, Any]]:
     }
     for stage in method.stages:
         needs = {f"prompt {name}": _prompt(name) for name in PROMPTS.get(stage, ())}
-        if stage in ("direct", "cot", "anstest", "repair", "decompose", "waves", "check"):
+        if stage in FORMATS:
+            needs["format"] = FORMATS[stage]
+        if stage in ("direct", "cot", "anstest", "repair", "decompose", "waves", "check", "resample"):
             needs.update(answers)
-        if stage in ("anstest", "waves", "check"):
+        if stage in ("anstest", "waves", "check", "resample"):
             needs.update(sandbox)
+        if stage == "resample":
+            needs.update({f"check.{k}": v for k, v in config.check.model_dump(mode="json").items()})
         if stage in ("embed", "waves"):
             needs.update({"embedding.model": config.embedding.model, "method": method.name})
         if stage == "waves":

@@ -1,7 +1,10 @@
 """The check of ``amr-checked`` (beyond the paper): the evolved answer and R_d both run against teacher-written
 tests for the instruction (``repair.test``'s, never the instruction's own tests); the evolved answer replaces R_d
 where it passes them and R_d does not (or R_d is missing). Where the tests cannot tell the two apart (both pass,
-both fail, no tests), R_d stays: a rewrite changes a right answer as often as a wrong one."""
+both fail, no tests), R_d stays: a rewrite changes a right answer as often as a wrong one.
+
+Where neither passes, ``resample`` rounds draw one more sample of the direct answer per row and take the first
+that passes (rejection sampling against the same tests)."""
 
 from __future__ import annotations
 
@@ -9,14 +12,18 @@ from typing import Any
 
 import ray
 
+from amr.engines import Teacher
 from amr.parsing import python_code
+from amr.prompts import direct
 from amr.sandbox.pool import RECORD_FIELDS
 from amr.sandbox.stage import SandboxActors
+from amr.stages import ask
 
 
 def run(ds: ray.data.Dataset, sandbox: SandboxActors) -> ray.data.Dataset:
     """Rows with ``are_*``, ``direct_*``, ``self_tests`` and R_d's ``self_test_status`` -> + the evolved answer's
-    ``are_self_test_status``, ``checked_source`` (``are`` or ``direct``) and ``checked_response``/``checked_error``."""
+    ``are_self_test_status``, ``checked_source`` (``are`` or ``direct``), ``checked_response``/``checked_error`` and
+    ``checked_status``, the chosen answer's verdict."""
 
     def with_code(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "code": python_code(row["are_response"] or "") or "", "test": "\n".join(row["self_tests"])}
@@ -36,11 +43,49 @@ def choose(row: dict[str, Any]) -> dict[str, Any]:
     direct_ok = not row["direct_error"] and bool(row["direct_response"])
     better = evolved and status == "passed" and row["self_test_status"] != "passed"
     source = "are" if better or (evolved and not direct_ok) else "direct"
-    out = {k: v for k, v in row.items() if k not in (*RECORD_FIELDS, "code", "test")}
     return {
-        **out,
+        **_without_check(row),
         "are_self_test_status": status,
         "checked_source": source,
         "checked_response": row[f"{source}_response"],
         "checked_error": row[f"{source}_error"],
+        "checked_status": status if source == "are" else row["self_test_status"],
     }
+
+
+def unresolved(row: dict[str, Any]) -> bool:
+    """The row has teacher tests and its chosen answer does not pass them."""
+    return bool(row["self_tests"]) and row["checked_status"] != "passed"
+
+
+def resample(
+    ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxActors, sampling: dict[str, Any]
+) -> ray.data.Dataset:
+    """Unresolved rows -> one sample of the direct answer each (``resample_*``, drawn with ``sampling``), run against
+    the teacher's tests; where it passes it becomes the row's answer (``checked_source`` ``resample``)."""
+    fresh = ds.map(
+        lambda row: {**{k: v for k, v in row.items() if not k.startswith("resample_")}, "sampling": sampling}
+    )
+    asked = ask(fresh, teacher, lambda row: direct.messages(row["instruction"]), "resample")
+
+    def with_code(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "code": python_code(row["resample_response"] or "") or "", "test": "\n".join(row["self_tests"])}
+
+    return sandbox.check_dataset(asked.map(with_code)).map(_adopted)
+
+
+def _adopted(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in _without_check(row).items() if k != "sampling"}
+    if row["resample_error"] or row["status"] != "passed":
+        return out
+    return {
+        **out,
+        "checked_source": "resample",
+        "checked_response": row["resample_response"],
+        "checked_error": None,
+        "checked_status": "passed",
+    }
+
+
+def _without_check(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in (*RECORD_FIELDS, "code", "test")}

@@ -77,6 +77,7 @@ class ScriptedTeacher:
         self._slots = asyncio.Semaphore(slots) if slots else None
         self.keep_requests = keep_requests  # False: count only (a benchmark's memory figures stay the job's)
         self.requests: list[list[dict[str, str]]] = []  # every chat received, in arrival order
+        self.parameters: list[dict] = []  # and the rest of its request body (sampling, model), in the same order
         self.calls = 0
         self.answered_at: list[float] = []  # time.perf_counter() of every answer, in order
         self.busy_s = 0.0  # time spent answering (parsing, the script, the reply)
@@ -158,6 +159,7 @@ class ScriptedTeacher:
         self.answered_at.append(time.perf_counter())
         if self.keep_requests:
             self.requests.append(messages)
+            self.parameters.append({k: v for k, v in body.items() if k != "messages"})
         try:
             text = self.script(messages)
         except Rejected as exc:  # asked for: a 4xx is not retried, the job records it on the row
