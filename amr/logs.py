@@ -261,6 +261,7 @@ EXPECTED = re.compile(
             r"torch\.distributed\.reduce_op` is deprecated",  # inside vLLM's own imports
             r"is not found in LD_PRELOAD|NUMA binding|OMP_NUM_THREADS=\d+ is set",  # vLLM's CPU tuning hints
             r"Enforce eager set, disabling torch\.compile",  # the CPU configs' choice (docs/teachers.md)
+            r"does not officially support disabling chunked prefill",  # CPU engines' choice (amr.serving)
             r"VLLM_CPU_NUM_OF_RESERVED_CPU is less than",  # 2 cores: none reserved, on purpose (local_cpu.yaml)
             r"Failed to query Ray Train Controller actor state",  # Ray Train's cleaner, while the controller ends
             r"replicas that have taken more than 30s to initialize|slow __init__ or reconfigure",  # a CPU engine start
