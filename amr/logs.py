@@ -137,8 +137,30 @@ def follow_ray() -> None:
         (name, _Printer(handler) if name == "ray_print_logs" and not isinstance(handler, _Printer) else handler)
         for name, handler in dispatcher.handlers
     ]
+    _follow_ray_errors()
     for job in _files:
         _link_ray_logs(Path(job.baseFilename).parent)
+
+
+def _follow_ray_errors() -> None:
+    """The errors and warnings the cluster sends the driver (raylet's: a worker killed for memory, too many worker
+    processes started) reach the terminal through ``print_to_stdstream``, looked up where Ray calls it, not through
+    the workers' printer: the raylet's lines go through a ``_Printer`` too."""
+    from ray._private import worker
+
+    original = worker.print_to_stdstream
+    if getattr(original, "follows_amr_logs", False):
+        return
+    printer = _Printer(lambda data: original(data, ignore_prefix=False))
+
+    def print_to_stdstream(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        if data.get("pid") == "raylet":
+            printer(data)
+        else:
+            original(data, ignore_prefix)
+
+    print_to_stdstream.follows_amr_logs = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = print_to_stdstream
 
 
 class _OtherPrograms(logging.Filter):

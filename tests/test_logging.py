@@ -119,6 +119,24 @@ def test_workers_info_lines_go_to_job_log_and_their_warnings_to_the_terminal(
     assert (f"{tag}: a worker's info line" in shown) == verbose
 
 
+def test_raylets_warnings_sent_as_cluster_errors_follow_the_same_rules(ray_local, terminal, tmp_path, capfd):
+    """Ray prints what the cluster reports to the driver (raylet's warnings and errors) with ``print_to_stdstream``
+    from its error listener, not through the workers' printer."""
+    from ray._private import worker
+
+    terminal(False)
+    init_ray(RayConfig())
+    expected = "WARNING: 8 PYTHON worker processes have been started on node: 9c, which is 4x the maximum"
+    died = "A worker died or was killed while executing a task by an unexpected system error."
+    with logs.job_logs(tmp_path):
+        for line in (expected, died):
+            worker.print_to_stdstream({"lines": [line], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    shown = "".join(capfd.readouterr())
+    assert expected not in shown and died in shown
+    job_log = (tmp_path / "logs" / "job.log").read_text()
+    assert expected in job_log and died in job_log
+
+
 def test_a_failing_job_keeps_its_traceback_in_job_log(tmp_path):
     with pytest.raises(ZeroDivisionError), logs.job_logs(tmp_path):
         raise ZeroDivisionError("division by zero")
