@@ -10,6 +10,7 @@ and leaves it running. Every stage and wave reaches it through its deployment ha
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.llm._internal.common.callbacks.base import CallbackBase
 
 from amr.config import TeacherConfig, VLLMConfig
 
@@ -95,6 +97,8 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
         extra["runtime_env"] = {"env_vars": vllm_env(cfg)}
     elif cfg.accelerator_type:
         extra["accelerator_type"] = cfg.accelerator_type
+    if os.path.isdir(model):
+        extra["callback_config"] = {"callback_class": LocalModel}
     return LLMConfig(
         model_loading_config=ModelLoadingConfig(model_id=model, model_source=model),
         deployment_config={
@@ -108,6 +112,14 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
         log_engine_metrics=False,
         **extra,
     )
+
+
+class LocalModel(CallbackBase):
+    """Ray Serve LLM's node initialisation skipped: it runs a task per node, importing vLLM (seconds of a replica's
+    start on CPU), to fetch the model's files, and the model is a directory the replicas read already."""
+
+    async def on_before_node_init(self) -> None:
+        self.ctx.run_init_node = False
 
 
 def deployment_options(config: TeacherConfig, model: str) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from amr.config import (
     load_config,
 )
 from amr.engines import EngineError, ServedTeacher, engine_key, open_teacher
-from amr.serving import deployment_options, engine_starts, llm_config
+from amr.serving import LocalModel, deployment_options, engine_starts, llm_config
 from tests.conftest import logged_engine_starts
 
 
-def test_cpu_deployment_follows_the_engine_settings():
+def test_cpu_deployment_follows_the_engine_settings(tmp_path):
     cfg = TeacherConfig(
         vllm=VLLMConfig(
             max_model_len=1024,
@@ -47,6 +47,8 @@ def test_cpu_deployment_follows_the_engine_settings():
         "trust_request_chat_template": True,  # alpaca evaluation's requests bring their template
     }
     assert llm.placement_group_config == {"bundles": [{"CPU": 1}]}
+    assert llm.callback_config.callback_class is not LocalModel  # a hub id or a URI: Ray fetches it on each node
+    assert llm_config(cfg, str(tmp_path)).callback_config.callback_class is LocalModel  # a directory: no fetching
     assert llm.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}}
     assert llm.deployment_config == {"name": "teacher", "num_replicas": 2, "max_ongoing_requests": 8}
     scaled = cfg.model_copy(update={"serve": ServeConfig(min_replicas=0, max_replicas=3, max_ongoing_requests=4)})
