@@ -133,12 +133,14 @@ def teacher_cost(manifest: dict[str, Any]) -> dict[str, int]:
 
 
 def stage_notes(stage: dict[str, Any]) -> str:
-    """What a stage found, in words: rows without specs, queries, verdicts, candidates, inserts."""
+    """What a stage found, in words: rows without specs, queries, verdicts, candidates, inserts, rows resampled
+    until an answer passed."""
     notes = [f"{stage['without_specs']} without specs"] if "without_specs" in stage else []
     notes += [f"{stage['queries']} queries"] if "queries" in stage else []
     notes += [f"{v} {k}" for k, v in stage.get("verdicts", {}).items()]
     notes += [f"{v} {k}" for k, v in stage.get("candidates", {}).items()]
     notes += [f"{stage['inserted']} inserted"] if "inserted" in stage else []
+    notes += [f"{stage['resolved']} resolved by resampling"] if "resolved" in stage else []
     notes += [f"skipped: {stage['skipped']}"] if "skipped" in stage else []
     notes += ["resumed"] if stage.get("resumed") else []
     return ", ".join(notes)
