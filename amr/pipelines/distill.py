@@ -283,10 +283,10 @@ def _check(job: _Job, rows: str) -> str:
 def _resample(job: _Job, rows: str) -> ray.data.Dataset:
     """Rounds of one more direct sample for the rows whose chosen answer fails the teacher's tests (``check``), each
     round over the rows the last left unresolved (``resample/K.parquet``); every row with its final answer."""
-    cfg = job.config.check
+    cfg, columns = job.config.check, ["self_tests", "checked_status"]
     resolved, current, rounds = [job.read(rows).filter(lambda r: not check.unresolved(r))], rows, []
+    left = _count_where(job.run_dir, rows, columns, check.unresolved)
     for number in range(1, cfg.resamples + 1):
-        left = _count_where(job.run_dir, current, ["self_tests", "checked_status"], check.unresolved)
         if not left:
             break
         sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed + number}
@@ -296,12 +296,9 @@ def _resample(job: _Job, rows: str) -> ray.data.Dataset:
             current,
             "resample",
         )
-        rounds.append(
-            {
-                "asked": left,
-                "passed": left - _count_where(job.run_dir, current, ["self_tests", "checked_status"], check.unresolved),
-            }
-        )
+        still = _count_where(job.run_dir, current, columns, check.unresolved)
+        rounds.append({"asked": left, "passed": left - still})
+        left = still
         resolved.append(job.read(current).filter(lambda r: not check.unresolved(r)))
     job.stages["resample"] = {"rounds": rounds, "resolved": sum(r["passed"] for r in rounds)}
     return resolved[0].union(*resolved[1:], job.read(current).filter(check.unresolved))

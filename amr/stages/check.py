@@ -25,10 +25,7 @@ def run(ds: ray.data.Dataset, sandbox: SandboxActors) -> ray.data.Dataset:
     ``are_self_test_status``, ``checked_source`` (``are`` or ``direct``), ``checked_response``/``checked_error`` and
     ``checked_status``, the chosen answer's verdict."""
 
-    def with_code(row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "code": python_code(row["are_response"] or "") or "", "test": "\n".join(row["self_tests"])}
-
-    return sandbox.check_dataset(ds.map(with_code)).map(choose)
+    return sandbox.check_dataset(ds.map(lambda row: _against_tests(row, "are_response"))).map(choose)
 
 
 def choose(row: dict[str, Any]) -> dict[str, Any]:
@@ -68,10 +65,7 @@ def resample(
     )
     asked = ask(fresh, teacher, lambda row: direct.messages(row["instruction"]), "resample")
 
-    def with_code(row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "code": python_code(row["resample_response"] or "") or "", "test": "\n".join(row["self_tests"])}
-
-    return sandbox.check_dataset(asked.map(with_code)).map(_adopted)
+    return sandbox.check_dataset(asked.map(lambda row: _against_tests(row, "resample_response"))).map(_adopted)
 
 
 def _adopted(row: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +79,11 @@ def _adopted(row: dict[str, Any]) -> dict[str, Any]:
         "checked_error": None,
         "checked_status": "passed",
     }
+
+
+def _against_tests(row: dict[str, Any], response: str) -> dict[str, Any]:
+    """The row as a sandbox check: the code of its ``response`` column against the teacher's tests."""
+    return {**row, "code": python_code(row[response] or "") or "", "test": "\n".join(row["self_tests"])}
 
 
 def _without_check(row: dict[str, Any]) -> dict[str, Any]:
