@@ -35,7 +35,9 @@ from tests.support.scripted_teacher import ScriptedTeacher
 
 
 def script(messages: list[dict[str, str]]) -> str:
-    """Per instruction (its MBPP id in the text), two small functions: a helper and the answer."""
+    """Per instruction (its number in the text), two small functions: a helper and the answer, in the direct and the
+    evolved answer alike, so that bootstrapping fills the module table and every wave retrieves, evolves and grows
+    it."""
     system, user = messages[0]["content"], messages[1]["content"]
     if system == testgen.SYSTEM:
         name = re.search(r"### Function Under Test: (\w+)", user).group(1)
@@ -55,7 +57,7 @@ def script(messages: list[dict[str, str]]) -> str:
         )
     if system == response_evolution.SYSTEM:
         return f"```python\n{helper}\n\n{answer}```"
-    return f"```python\n{answer}```"
+    return f"```python\n{helper}\n\n{answer}```"  # the direct answer: bootstrapping verifies both functions
 
 
 def pipeline(instructions: int, wave_size: int) -> dict:
@@ -85,6 +87,13 @@ def pipeline(instructions: int, wave_size: int) -> dict:
         manifest = distill.run(config)
         wall = time.perf_counter() - start
         teacher_s = teacher.busy_s
+    evolved = manifest["stages"]["evolve"]["rows"] - sum(manifest["stages"]["evolve"]["kept_direct"].values())
+    if not (manifest["modules"]["rows"] and evolved and manifest["dataset"]["response_accuracy"] == 1.0):
+        # the scripted answers are all right and reuse each other's helpers: anything less measures a broken run
+        sys.exit(
+            f"bench/pipeline.py: the scripted run did not do the method's work ({manifest['modules']['rows']} modules, "
+            f"{evolved} answers evolved, accuracy {manifest['dataset']['response_accuracy']}); see {tmp}/run"
+        )
     stages = {name: s.get("wall_time_s") for name, s in manifest["stages"].items() if "wall_time_s" in s}
     waves = [w["wall_time_s"] for w in manifest["modules"]["waves"]]
     steps: dict[str, float] = {}
@@ -109,6 +118,7 @@ def pipeline(instructions: int, wave_size: int) -> dict:
         "wave_steps_s": steps,
         "wave_overhead_s": {"mean": round(sum(overhead) / len(overhead), 3), "max": round(max(overhead), 3)},
         "modules": manifest["modules"]["rows"],
+        "evolved": evolved,
         "response_accuracy": manifest["dataset"]["response_accuracy"],
     }
 
@@ -188,7 +198,7 @@ def main() -> None:
             f"pipeline: {p['instructions']} instructions in {p['wall_s']} s = {p['instructions_per_s']:.2f}/s "
             f"({p['per_core']:.2f}/s per core), teacher busy {p['teacher_busy_share']:.1%}, stages "
             f"{p['stage_wall_s']}, wave steps {p['wave_steps_s']}, overhead per wave {p['wave_overhead_s']}, "
-            f"{p['modules']} modules"
+            f"{p['modules']} modules, {p['evolved']} answers evolved"
         )
     if len(runs) > 1:
         small, large = runs[0], runs[-1]
