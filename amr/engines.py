@@ -220,9 +220,7 @@ async def chat_all(
     is sent again while the deployment restarts it, for up to ``recovery_s``."""
     from ray import serve
 
-    from amr.chat_request import ChatRequest
-
-    handle = serve.get_deployment_handle(deployment_name, app).options(stream=True)
+    handle = serve.get_deployment_handle(deployment_name, app)
     slots = asyncio.Semaphore(HANDLE_WINDOW)
 
     async def chat(body: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +228,7 @@ async def chat_all(
         for attempt in itertools.count():
             async with slots:
                 try:
-                    answer = handle.chat.remote(ChatRequest(**body))
-                    response = await asyncio.wait_for(answer.__anext__(), timeout_s)
+                    response = await asyncio.wait_for(handle.chat_body.remote(body), timeout_s)
                     break
                 except Exception as exc:  # the row keeps the error; the job goes on
                     failure = f"{type(exc).__name__}: {str(exc)[:2000]}"
@@ -242,7 +239,7 @@ async def chat_all(
             if time.monotonic() - lost_since > recovery_s:
                 return _error(f"the teacher's replica did not recover in {recovery_s:.0f} s: {failure}", faults)
             await asyncio.sleep(min(2**attempt, 15))
-        return parse_chat_completion(response.model_dump() if hasattr(response, "model_dump") else response, faults)
+        return parse_chat_completion(response, faults)
 
     return list(await asyncio.gather(*(chat(b) for b in bodies)))
 
@@ -250,10 +247,8 @@ async def chat_all(
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)  # a lost node's client restarts elsewhere
 class _Client:
     """Sends a streamed stage's requests to the deployment. Job-long: a Ray Data stage of its own (ray.data.llm's
-    ServeDeploymentProcessorConfig) starts new actors for every stage, ~10 s each on 2 cores."""
-
-    def __init__(self):
-        import amr.chat_request  # noqa: F401  the request class (vLLM's protocol) is imported once, now
+    ServeDeploymentProcessorConfig) starts new actors for every stage, ~10 s each on 2 cores. It sends and receives
+    plain dicts (``amr.teacher_server.TeacherServer.chat_body``), so it does not import vLLM."""
 
     async def chat(
         self, target: tuple[str, str, float | None, float], bodies: list[dict[str, Any]]

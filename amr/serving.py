@@ -1,7 +1,8 @@
 """The teacher of a job as one Ray Serve LLM deployment, started once and shared by every stage and wave.
 
-``deployment(config)`` starts a Serve application holding one ``LLMServer`` deployment (vLLM engines as
-replicas: ``vllm.concurrency`` of them, or an autoscaling range) and deletes it when the job ends, or
+``deployment(config)`` starts a Serve application holding one deployment of ``amr.teacher_server.TeacherServer``
+(Ray Serve LLM's ``LLMServer``, taking request bodies as dicts), with vLLM engines as replicas
+(``vllm.concurrency`` of them, or an autoscaling range), and deletes it when the job ends, or
 attaches to one that is already running (``teacher.serve.app_name``, started with ``amr teacher serve``)
 and leaves it running. Every stage and wave reaches it through its deployment handle
 (``amr.engines.ServedTeacher``): no stage starts an engine.
@@ -125,9 +126,9 @@ class LocalModel(CallbackBase):
 def deployment_options(config: TeacherConfig, model: str) -> dict[str, Any]:
     """The Serve deployment options Ray Serve LLM derives from the config (placement bundles, replicas),
     without starting anything."""
-    from ray.llm._internal.serve.core.server.llm_server import LLMServer
+    from amr.teacher_server import TeacherServer
 
-    return LLMServer.get_deployment_options(llm_config(config, model))
+    return TeacherServer.get_deployment_options(llm_config(config, model))
 
 
 @contextmanager
@@ -153,16 +154,31 @@ def start(config: TeacherConfig, model: str, app: str) -> None:
     from ray import serve
     from ray.serve.llm import build_llm_deployment
 
+    from amr.teacher_server import TeacherServer
+
     _require_gpus(config)
     began = time.perf_counter()
     log.info("serving %s: starting Serve application %s", model, app)
     serve.start(proxy_location="Disabled")
+    _start_telemetry_agent()
     application = build_llm_deployment(
-        llm_config(config, model), name_prefix="", override_serve_options={"name": DEPLOYMENT}
+        llm_config(config, model),
+        name_prefix="",
+        override_serve_options={"name": DEPLOYMENT},
+        deployment_cls=TeacherServer,
     )
     serve._run(application, name=app, route_prefix=None, _blocking=False)
     _wait_running(app, config.serve.start_timeout_s)
     log.info("serving %s: %s up in %.0f s", model, app, time.perf_counter() - began)
+
+
+def _start_telemetry_agent() -> None:
+    """Ray Serve LLM's usage-telemetry actor, started now, while the replicas load: each replica waits for it once
+    its engine is up, and starting it then added ~2 s to every deployment's start on 2 cores. The replicas find
+    this one by name (``get_if_exists``)."""
+    from ray.llm._internal.serve.observability.usage_telemetry.usage import _get_or_create_telemetry_agent
+
+    _get_or_create_telemetry_agent()
 
 
 def _wait_running(app: str, timeout_s: float) -> None:
@@ -183,7 +199,7 @@ def _wait_running(app: str, timeout_s: float) -> None:
             raise ServeError(
                 f"the teacher deployment {app} was not up after {timeout_s:g} s (teacher.serve.start_timeout_s)"
             )
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 def _attach(app: str) -> Deployment:
