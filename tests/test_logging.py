@@ -246,8 +246,10 @@ def test_a_library_that_sets_up_its_logging_later_is_filtered_too(terminal, tmp_
             late.info("an INFO line of another program")
             late.warning("a warning of another program")
             late.warning("Failed to route request after 50 attempts over 22.98s. Retrying.")  # Serve's back-pressure
+            late.warning("Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will")
     finally:
         late.handlers.clear()
     assert out.getvalue() == "a warning of another program\n"
     kept = (tmp_path / "logs" / "job.log").read_text()
     assert "an INFO line of another program" in kept and "Failed to route request after 50 attempts" in kept
+    assert "does not have any available CPUs" in kept
