@@ -212,9 +212,16 @@ def _attach(app: str) -> Deployment:
             f"teacher.serve.app_name: no Serve application {app!r} with a {DEPLOYMENT!r} deployment "
             f"on this Ray cluster (running: {running}); start one with `amr teacher serve`"
         )
-    handle = serve.get_deployment_handle(DEPLOYMENT, app)
-    served = handle.llm_config.remote().result()
-    return Deployment(app, DEPLOYMENT, served.model_loading_config.model_id, owned=False)
+    try:
+        model_id = serve.get_deployment_handle(DEPLOYMENT, app).model_id.remote().result()
+    except Exception as exc:
+        if "Tried to call a method 'model_id' that does not exist" not in str(exc):
+            raise
+        raise ServeError(
+            f"teacher.serve.app_name: the Serve application {app!r} is not a teacher this amr can send requests to "
+            "(started by another amr version, or not by `amr teacher serve`); start one with `amr teacher serve`"
+        ) from None
+    return Deployment(app, DEPLOYMENT, model_id, owned=False)
 
 
 def engine_starts(app: str, deployment_name: str = DEPLOYMENT) -> int:

@@ -19,7 +19,11 @@ class ChatRequest(ChatCompletionRequest):
 
 
 class TeacherServer(LLMServer):
-    """``LLMServer`` with one more method, ``chat_body``: an OpenAI chat request body in, its response body out."""
+    """``LLMServer`` with two more methods, ``chat_body`` (an OpenAI chat request body in, its response body out) and
+    ``model_id`` (the ``model`` its requests name, for a job that attaches)."""
+
+    async def model_id(self) -> str:
+        return self._llm_config.model_id
 
     async def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The response body (or error body) of one non-streamed chat request."""

@@ -106,6 +106,23 @@ def test_attaching_to_a_missing_application_says_what_runs(ray_local):
             pass
 
 
+def test_attaching_to_an_application_that_is_not_amrs_teacher_says_so(ray_local):
+    from ray import serve
+
+    @serve.deployment(name="teacher")
+    class Other:  # a "teacher" deployment without TeacherServer's methods (another amr version's, say)
+        async def __call__(self) -> str:
+            return ""
+
+    serve.run(Other.bind(), name="elsewhere", route_prefix=None)
+    try:
+        with pytest.raises(EngineError, match="'elsewhere' is not a teacher this amr can send requests to"):
+            with open_teacher(TeacherConfig(serve=ServeConfig(app_name="elsewhere"))):
+                pass
+    finally:
+        serve.delete("elsewhere")
+
+
 @pytest.mark.slow
 def test_one_deployment_serves_streamed_stages_waves_and_nested_jobs(ray_local, tiny_teacher, tiny_model):
     teacher, cfg = tiny_teacher, tiny_teacher.config
