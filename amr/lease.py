@@ -9,7 +9,9 @@ releasing it) is taken over. Both steps are conditional writes, so two jobs can 
 - on a local (or shared POSIX) disk, creation is ``O_EXCL`` and a renewal or takeover compares the lease's
   content under an ``flock`` of a guard file;
 - on S3, creation is a ``PutObject`` with ``If-None-Match: *`` and a renewal or takeover one with
-  ``If-Match: <the ETag read>``.
+  ``If-Match: <the ETag read>``;
+- on Google Cloud Storage, creation is an upload with ``ifGenerationMatch=0`` and a renewal or takeover one with
+  ``ifGenerationMatch=<the generation read>``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -125,19 +127,68 @@ class _S3Store:
             raise
 
 
+class _GCSStore:
+    def __init__(self, uri: str):
+        from google.api_core import exceptions
+        from google.cloud import storage as gcs
+
+        parsed = urlparse(uri)
+        self.errors = exceptions
+        # project and credentials from the environment (Application Default Credentials; STORAGE_EMULATOR_HOST)
+        self.blob = gcs.Client().bucket(parsed.netloc).blob(parsed.path.lstrip("/"))
+
+    def create(self, body: bytes) -> str | None:
+        return self._upload(body, 0)
+
+    def read(self) -> tuple[bytes, str] | None:
+        try:
+            body = self.blob.download_as_bytes()
+        except self.errors.NotFound:
+            return None
+        return body, str(self.blob.generation)
+
+    def replace(self, body: bytes, token: str) -> str | None:
+        return self._upload(body, int(token))
+
+    def delete(self, token: str) -> None:
+        if (found := self.read()) is not None and found[1] == token:
+            try:
+                self.blob.delete(if_generation_match=int(token))
+            except (self.errors.PreconditionFailed, self.errors.NotFound):
+                pass
+
+    def _upload(self, body: bytes, generation: int) -> str | None:
+        try:
+            self.blob.upload_from_string(body, if_generation_match=generation)
+        except self.errors.PreconditionFailed:
+            return None
+        return str(self.blob.generation)
+
+
 def _digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+STORES: dict[str, Callable[[str], _Store]] = {"s3": _S3Store, "gs": _GCSStore}
+"""The object stores a lease can be kept in (conditional writes), by URI scheme; besides a local or shared disk."""
+
+
+def supported(uri: str) -> None:
+    """Raise ``LeaseError`` unless a lease can be kept at ``uri`` (a local or shared path, or a scheme of ``STORES``)."""
+    scheme = urlparse(uri).scheme
+    if storage.is_uri(uri) and scheme not in STORES:
+        where = ", ".join(f"{s}://" for s in STORES)
+        raise LeaseError(
+            f"{uri}: a module table's lease needs conditional writes: a local or shared disk, or {where}; "
+            f"{scheme}:// has none here: put modules.uri on one of those"
+        )
+
+
 def _store(uri: str) -> _Store:
+    supported(uri)
     if not storage.is_uri(uri):
         return _LocalStore(Path(uri))
-    if uri.startswith("s3://"):
-        return _S3Store(uri)
-    raise LeaseError(
-        f"{uri}: a module table's lease needs a local or shared disk or S3 (conditional writes); "
-        f"{urlparse(uri).scheme}:// has none here: put modules.uri on one of those"
-    )
+    return STORES[urlparse(uri).scheme](uri)
 
 
 class Lease:

