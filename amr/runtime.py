@@ -98,9 +98,8 @@ def ordered() -> Iterator[None]:
 def require_shared_storage(paths: dict[str, str | None]) -> None:
     """On a cluster of several nodes, every local path (``field: path``) must be one that every node sees:
     a marker file is written under it here and looked for on each node. Object-store URIs pass as they are."""
-    nodes = [n for n in ray.nodes() if n["Alive"]]
     local = {field: path for field, path in paths.items() if path and "://" not in path}
-    if len(nodes) < 2 or not local:
+    if len(alive_nodes()) < 2 or not local:
         return
     markers = {}
     for field, path in local.items():
@@ -109,27 +108,39 @@ def require_shared_storage(paths: dict[str, str | None]) -> None:
         markers[field] = folder / f".amr-shared-{uuid.uuid4().hex[:12]}"
         markers[field].touch()
     try:
-        seen = ray.get(
-            [
-                _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-                    [str(m) for m in markers.values()]
-                )
-                for n in nodes
-            ]
-        )
+        blind = unseen([str(m) for m in markers.values()])
     finally:
         for marker in markers.values():
             marker.unlink(missing_ok=True)
-    for node, visible in zip(nodes, seen):
-        for (field, path), ok in zip(local.items(), visible):
-            if not ok:
-                raise ConfigError(
-                    f"{field}: {path} is on this node's disk only (node {node['NodeManagerAddress']}, "
-                    f"{node['NodeID'][:12]}, cannot see it); a job on {len(nodes)} nodes needs an object-store "
-                    "URI (s3://, gs://) or a shared filesystem mounted at the same path on every node"
-                )
+    for (field, path), marker in zip(local.items(), markers.values()):
+        if nodes := blind[str(marker)]:
+            raise ConfigError(
+                f"{field}: {path} is on this node's disk only ({nodes[0]} cannot see it); a job on "
+                f"{len(alive_nodes())} nodes needs an object-store URI (s3://, gs://) or a shared filesystem mounted "
+                "at the same path on every node"
+            )
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    """The Ray cluster's live nodes (``ray.nodes()``)."""
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+def unseen(paths: list[str]) -> dict[str, list[str]]:
+    """For each local path, the live nodes that cannot see it (``node ADDRESS, ID``): a task on every node looks."""
+    nodes = alive_nodes()
+    seen = ray.get(
+        [
+            _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths)
+            for n in nodes
+        ]
+    )
+    return {
+        path: [f"node {n['NodeManagerAddress']}, {n['NodeID'][:12]}" for n, found in zip(nodes, seen) if not found[i]]
+        for i, path in enumerate(paths)
+    }
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _sees(markers: list[str]) -> list[bool]:
-    return [os.path.exists(m) for m in markers]
+def _sees(paths: list[str]) -> list[bool]:
+    return [os.path.exists(p) for p in paths]

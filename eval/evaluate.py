@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from amr import storage
+from amr import preflight, storage
 from amr.config import EVALPLUS_VERSIONS, EvalConfig
 from amr.engines import EngineError, open_teacher
 from amr.logs import job_logs
-from amr.runtime import init_ray, require_shared_storage
+from amr.runtime import init_ray
 from eval.data import dataset_file, default_cache, load_tasks
 from eval.generate import generate, student
 from eval.score import score
@@ -34,7 +34,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         data = dataset_file(config.dataset, version, config.limit, cache)
         tasks = load_tasks(data)
         init_ray(config.ray)
-        require_shared_storage({"output": config.output})
+        preflight.run(config)
         with open_teacher(student(config), config.model_store) as engine:
             samples = generate(tasks, config, engine)
         failed = [s["error"] for s in samples if s["error"]]

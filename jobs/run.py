@@ -22,7 +22,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from amr import report, storage
+from amr import preflight, report, storage
 from amr.config import ConfigError, EvalConfig, RunConfig, load_config
 from amr.data import iter_instructions
 from amr.decontam import eval_overlaps
@@ -32,7 +32,7 @@ from amr.methods import REGISTRY
 from amr.model_store import resolve
 from amr.pipelines import distill, fingerprints, instructions
 from amr.pipelines.plan import Group, Step, groups, plan
-from amr.runtime import init_ray, require_shared_storage
+from amr.runtime import init_ray
 from amr.storage import RunDir
 from eval.evaluate import evaluate
 from eval.generate import student
@@ -54,7 +54,7 @@ def run(config: RunConfig) -> str:
     _refuse_eval_overlap(config)
     with job_logs(out):
         init_ray(config.distill.ray)
-        require_shared_storage({"output": out, "students": config.students and storage.normalize(config.students)})
+        preflight.run(config)
         base = storage.join(out, "base", "eval")
         base_on_teacher = config.eval.base and _engine_of(config, config.train.model) == _engine_of(config, None)
         with ExitStack() as teacher:
@@ -223,16 +223,24 @@ def _skip(step: str, where: str) -> None:
 
 
 DryRunOption = typer.Option(False, "--dry-run", help="Print the plan (steps, rows, teacher calls) and stop.")
+AddressOption = typer.Option(
+    None,
+    "--address",
+    "-a",
+    help="With --dry-run: also check the job against this Ray cluster (its dashboard http://HEAD:8265, or a Ray "
+    "address such as auto or HOST:6379); nothing is downloaded.",
+)
 
 
 def main(
     config: Path = typer.Option(None, "--config", "-c", help="YAML run config (defaults if omitted)."),
     output: str = typer.Option(None, "--output", "-o", help="Directory for the whole run (default: the config's)."),
     dry_run: bool = DryRunOption,
+    address: str = AddressOption,
     overrides: list[str] = OverridesOption,
 ) -> None:
     """Run: distill -> train -> eval -> report for the config's methods; resumable; prints where the report is."""
-    _main(config, [f"output={output}"] if output else [], overrides, dry_run)
+    _main(config, [f"output={output}"] if output else [], overrides, dry_run, address)
 
 
 def compare(
@@ -240,11 +248,12 @@ def compare(
     config: Path = typer.Option(None, "--config", "-c", help="YAML run config (defaults if omitted)."),
     output: str = typer.Option(None, "--output", "-o", help="Directory for the whole run (default: the config's)."),
     dry_run: bool = DryRunOption,
+    address: str = AddressOption,
     overrides: list[str] = OverridesOption,
 ) -> None:
     """Compare: the run for several methods on the same instructions, one report with the table."""
     shortcuts = [f"methods=[{methods}]"] + ([f"output={output}"] if output else [])
-    _main(config, shortcuts, overrides, dry_run)
+    _main(config, shortcuts, overrides, dry_run, address)
 
 
 def print_plan(steps: list[Step], output: str) -> None:
@@ -261,11 +270,22 @@ def print_plan(steps: list[Step], output: str) -> None:
     console.print(f"teacher calls: {low}-{high} (the rest of the model calls are the evaluated students')")
 
 
-def _main(config: Path | None, shortcuts: list[str], overrides: list[str], dry_run: bool = False) -> None:
+def _main(
+    config: Path | None, shortcuts: list[str], overrides: list[str], dry_run: bool = False, address: str | None = None
+) -> None:
     cfg = load_config(RunConfig, config, [*shortcuts, *overrides])
+    if address and not dry_run:
+        raise typer.BadParameter(
+            "goes with --dry-run (a run joins the cluster of distill.ray.address)", param_hint="--address"
+        )
     if dry_run:
         _refuse_eval_overlap(cfg)
-        return print_plan(plan(cfg), storage.normalize(cfg.output))
+        print_plan(plan(cfg), storage.normalize(cfg.output))
+        if address:
+            with shutting_down_ray():
+                for line in preflight.describe(preflight.against(cfg, address)):
+                    console.print(line, soft_wrap=True, highlight=False, markup=False)
+        return
     with shutting_down_ray():
         where = run(cfg)
     for line in report.answer([storage.normalize(cfg.output)]):  # did AMR help, in words

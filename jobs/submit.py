@@ -7,13 +7,16 @@
 The job runs ``python -m jobs.JOB [ARGS] --config C [--set ...]`` on the cluster, with this project
 directory as its Ray ``working_dir`` (uploaded, so the cluster runs the code you have here; the config and
 the files it includes must lie inside it), plus ``--pip`` requirements and ``--env`` variables. The config
-is loaded here first: a bad key fails before anything is uploaded. Whether the run's paths are storage
-every node sees is checked by the job itself, on the cluster. ``--address`` defaults to RAY_ADDRESS.
+is loaded here first and checked against the cluster's live nodes (``amr.preflight``: accelerator types, GPUs per
+node, the lease's storage): a bad key or a job that cannot fit fails before anything is uploaded. What needs the
+cluster itself (storage every node sees and can write, the models) the job checks there, before any work.
+``--address`` defaults to RAY_ADDRESS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ import typer
 from pydantic import BaseModel
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from amr import preflight
 from amr.config import (
     ConfigError,
     DistillConfig,
@@ -84,7 +88,10 @@ def submit(
     """Submit a job to a Ray cluster: prints the job id, then follows its logs."""
     if job not in JOBS:
         raise ConfigError(f"job {job!r}: expected one of {', '.join(JOBS)}")
-    load_config(JOBS[job], config, overrides)
+    loaded = load_config(JOBS[job], config, overrides)
+    preflight.run(
+        loaded, preflight.ClusterView.from_dashboard(address or os.environ.get("RAY_ADDRESS", "")), pull=False
+    )
     root, path = working_dir.resolve(), config.resolve()
     if not path.is_relative_to(root) or set(path.relative_to(root).parts) & set(NOT_UPLOADED):
         raise ConfigError(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -52,8 +53,8 @@ def _agent_ports() -> list[str]:
 class Cluster:
     """A head node without CPUs and worker nodes, each started with `ray start --block` in a process group of its own."""
 
-    def __init__(self, root: Path):
-        self.root, self.gcs, self.dashboard = root, _port(), _port()
+    def __init__(self, root: Path, env: dict[str, str] = ENV):
+        self.root, self.env, self.gcs, self.dashboard = root, env, _port(), _port()
         self.address = f"http://127.0.0.1:{self.dashboard}"
         self.workers: list[subprocess.Popen] = []
         self.head = subprocess.Popen(
@@ -71,7 +72,7 @@ class Cluster:
                 "--disable-usage-stats",
                 *_agent_ports(),
             ],
-            env=ENV,
+            env=self.env,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -80,10 +81,11 @@ class Cluster:
         self.runtime_resources = (root / "ray" / "session_latest").resolve() / "runtime_resources"
         self.runtime_resources.mkdir(exist_ok=True)
 
-    def add_worker(self, cpus: int = 6, hide: Path | None = None) -> subprocess.Popen:
+    def add_worker(self, cpus: int = 6, hide: Path | None = None, options: Sequence[str] = ()) -> subprocess.Popen:
         """A worker node. As on separate machines, each node unpacks job packages on its own disk (one
         folder shared by nodes is emptied under a running job when another node dies); ``hide``: a
-        directory this node alone sees as empty (its own disk, not shared)."""
+        directory this node alone sees as empty (its own disk, not shared); ``options``: more of `ray start`'s
+        (``--num-gpus=8``: GPUs that Ray counts, on a machine without them)."""
         own = [self.runtime_resources, *([hide] if hide else [])]
         command = [
             "bwrap",
@@ -100,10 +102,11 @@ class Cluster:
             "--block",
             "--disable-usage-stats",
             *_agent_ports(),
+            *options,
         ]
         before = self.alive()
         worker = subprocess.Popen(
-            command, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.workers.append(worker)
         self._wait(lambda: self.alive() == before + 1, "the worker node to join")
@@ -118,7 +121,7 @@ class Cluster:
     def alive(self) -> int:
         out = subprocess.run(
             [RAY, "list", "nodes", "--format=json", "--filter", "state=ALIVE", f"--address=127.0.0.1:{self.gcs}"],
-            env=ENV,
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=60,

