@@ -1,6 +1,6 @@
 """cluster/: the launcher, the KubeRay manifests and the Dockerfile parse, agree with the project (Ray pin,
-entry points, configs, shared storage) and hold the GPUs and CPUs run_gpu_cluster.yaml asks for.
-No Ray, no network."""
+entry points, configs, shared storage) and with each other (GPU type, GPUs per node, advertised resources), and hold
+what the GPU configs ask for (the preflight's checks against each cluster file). No Ray, no network."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import jsonschema
 import pytest
 import yaml
 
+from amr import config_show
 from amr.config import DistillConfig, RunConfig, TrainConfig, load_config
+from amr.preflight import ACCELERATOR, ClusterView, Context, Node, evaluate, needs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -93,7 +95,7 @@ def test_launcher_head_gpu_and_cpu_groups():
     workers = {name: t for name, t in types.items() if name != head}
     gpu = [t for t in workers.values() if t["resources"].get("GPU", 0) > 0]
     assert gpu, "no GPU worker group"
-    assert all(t["min_workers"] >= 1 for t in gpu), "the teacher checks for GPUs at start: keep a GPU node up"
+    assert all(t["min_workers"] >= 1 for t in gpu), "the preflight finds the GPU type on a live node: keep one up"
     assert any(not t["resources"].get("GPU") and t["resources"].get("CPU", 0) > 0 for t in workers.values())
     assert cfg["max_workers"] >= sum(t["max_workers"] for t in workers.values())
     assert cfg["docker"]["image"].startswith(f"rayproject/ray:{ray_pin()}-") and "gpu" in cfg["docker"]["image"]
@@ -120,7 +122,7 @@ def test_raycluster_groups_and_shared_volume():
     gpu_groups = [g for g in groups if gpus(g["template"]["spec"]) > 0]
     assert gpu_groups, "no GPU worker group"
     for g in gpu_groups:
-        assert g["minReplicas"] >= 1, "the teacher checks for GPUs at start: keep a GPU pod up"
+        assert g["minReplicas"] >= 1, "the preflight finds the GPU type on a live node: keep one pod up"
         for c in g["template"]["spec"]["containers"]:
             assert c["resources"]["requests"][GPU] == c["resources"]["limits"][GPU]
     assert any(gpus(g["template"]["spec"]) == 0 for g in groups), "no CPU worker group"
@@ -180,26 +182,92 @@ def test_run_gpu_cluster_config_and_its_sections_load():
     assert cfg.eval.vllm.device == "gpu"
 
 
+INSTANCES = {"p5.48xlarge": ("H100", 8), "p5e.48xlarge": ("H200", 8), "p4de.24xlarge": ("A100", 8)}
+"""GPU instance types (AWS) by accelerator and GPUs: what the launcher and the KubeRay node selector ask for."""
+GPU_CONFIGS = sorted({*CONFIGS.glob("*gpu*.yaml"), *CONFIGS.glob("paper_table*.yaml")})
+
+
+def launcher_view() -> ClusterView:
+    """The launcher's cluster as the preflight sees it: each node type at its fewest now, at its most scaled up."""
+    types = launcher()["available_node_types"]
+    head = launcher()["head_node_type"]
+
+    def count(name: str, key: str) -> int:
+        return 1 if name == head else types[name][key]
+
+    nodes = tuple(Node(n, t["resources"], count(n, "min_workers")) for n, t in types.items() if count(n, "min_workers"))
+    return ClusterView(nodes, tuple(Node(n, t["resources"], count(n, "max_workers")) for n, t in types.items()))
+
+
+def advertised(group: dict) -> dict[str, float]:
+    """What a KubeRay group's Ray node advertises: its rayStartParams, else what Ray detects in the pod."""
+    params, (container,) = group["rayStartParams"], group["template"]["spec"]["containers"]
+    limits = container["resources"]["limits"]
+    found = {
+        "CPU": float(params.get("num-cpus", limits["cpu"])),
+        "GPU": float(params.get("num-gpus", limits.get(GPU, 0))),
+    }
+    if "resources" in params:  # a JSON object as a quoted string, as KubeRay passes it to `ray start --resources`
+        found.update(json.loads(json.loads(params["resources"])))
+    return found
+
+
+def kuberay_view() -> ClusterView:
+    spec = manifest("RayCluster")["spec"]
+    head = Node("head", advertised(spec["headGroupSpec"]))
+    groups = spec["workerGroupSpecs"]
+    nodes = (head, *(Node(g["groupName"], advertised(g), g["minReplicas"]) for g in groups if g["minReplicas"]))
+    return ClusterView(nodes, (head, *(Node(g["groupName"], advertised(g), g["maxReplicas"]) for g in groups)))
+
+
 @pytest.mark.timeout(60)
-def test_gpu_groups_hold_what_the_config_asks_for():
+def test_gpu_nodes_agree_across_the_cluster_files():
+    (launched,) = [t for t in launcher()["available_node_types"].values() if t["resources"].get("GPU")]
+    accelerator, per_node = INSTANCES[launched["node_config"]["InstanceType"]]
+    assert launched["resources"]["GPU"] == per_node
+    assert {k for k in launched["resources"] if k.startswith(ACCELERATOR)} == {ACCELERATOR + accelerator}
+    (group,) = [g for g in manifest("RayCluster")["spec"]["workerGroupSpecs"] if gpus(g["template"]["spec"])]
+    pod = group["template"]["spec"]
+    assert INSTANCES[pod["nodeSelector"]["node.kubernetes.io/instance-type"]] == (accelerator, per_node)
+    # stated, as the autoscaler plans a pod that does not exist yet from them, and equal to the pod's GPUs
+    assert {"num-gpus", "resources"} <= group["rayStartParams"].keys()
+    resources = advertised(group)
+    assert resources["GPU"] == gpus(pod) == per_node and resources[ACCELERATOR + accelerator] == 1
+    assert group["maxReplicas"] == launched["max_workers"] and group["minReplicas"] == launched["min_workers"] >= 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)
+def test_gpu_configs_fit_the_shipped_clusters(path):
+    """Accelerator types, GPUs per node, replicas x tensor parallelism: the preflight's checks against the launcher's
+    and the KubeRay cluster, at their fewest nodes for what a job needs to start, at their most for its maximum."""
+    config = load_config(config_show.JOBS[config_show.guess_job(path)], path)
+    for cluster in (launcher_view(), kuberay_view()):
+        results = evaluate(needs(config), Context(cluster, attached=False, pull=False))
+        assert [r.message for r in results if r.status != "ok"] == []
+        assert all(p.count <= sum(n.holds(p) * n.count for n in cluster.nodes) for p in needs(config).placements), (
+            "what a job needs to start fits the nodes that are kept up"
+        )
+
+
+@pytest.mark.timeout(60)
+def test_the_check_fails_where_the_configs_and_the_cluster_disagree():
+    config = load_config(RunConfig, RUN_CONFIG, ["distill.teacher.vllm.accelerator_type=A100"])
+    [failed] = [r for r in evaluate(needs(config), Context(kuberay_view(), False, False)) if r.status == "fail"]
+    assert failed.message.startswith("distill.teacher.vllm.accelerator_type: A100")
+
+
+@pytest.mark.timeout(60)
+def test_the_cpu_groups_hold_what_the_config_asks_for():
     cfg = load_config(RunConfig, RUN_CONFIG)
     spec = manifest("RayCluster")["spec"]
     types = launcher()["available_node_types"]
-    node_gpus = {
-        "launcher": sum(t["resources"].get("GPU", 0) * t.get("min_workers", 0) for t in types.values()),
-        "raycluster": sum(gpus(g["template"]["spec"]) * g["minReplicas"] for g in spec["workerGroupSpecs"]),
-    }
-    teacher, train, evaluate = cfg.distill.teacher.vllm, cfg.train, cfg.eval.vllm
-    for where, have in node_gpus.items():
-        assert teacher.concurrency * teacher.tensor_parallel_size <= have, where
-        assert train.scaling.workers <= have and train.scaling.use_gpu, where
-        assert evaluate.concurrency * evaluate.tensor_parallel_size <= have, where
+    train = cfg.train
     assert train.global_batch_size % (train.micro_batch_size * train.scaling.workers) == 0
     worker_cpus = [
         int(c["resources"]["limits"]["cpu"]) for name, pod in pods(spec) if name != "head" for c in pod["containers"]
     ]
     gpu_node_cpus = min(t["resources"]["CPU"] for t in types.values() if t["resources"].get("GPU"))
     assert cfg.distill.sandbox.workers <= max(worker_cpus) and cfg.distill.sandbox.workers <= gpu_node_cpus
-    assert train.scaling.cpus_per_worker * train.scaling.workers <= gpu_node_cpus
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]
     assert cfg.eval.scoring.parallel == int(head), "evalplus scoring runs on the head: its CPUs"
