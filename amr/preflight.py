@@ -444,9 +444,10 @@ def models(needs: Needs, ctx: Context) -> Iterator[tuple[Status, str]]:
                 yield "warn", f"{key}: {model.ref} is not in the Hugging Face cache yet; the job pulls it at start"
             else:
                 yield "fail", f"{key}: {exc}"
-    blind = unseen(sorted(set(found.values()))) if found else {}
+    several = sum(n.count for n in ctx.cluster.nodes) > 1
+    blind = unseen(sorted(set(found.values()))) if found and several else {}
     for key, path in found.items():
-        if nodes := blind[path]:
+        if nodes := blind.get(path):
             yield (
                 "fail",
                 f"{key}: {needs.models[key].ref} is at {path}, which {nodes[0]} cannot see: put the model store or "
