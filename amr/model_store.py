@@ -148,14 +148,8 @@ def _hub_cache() -> Path:
 
 def _hub_snapshot(repo_id: str) -> str | None:
     """The cached snapshot of ``repo_id`` (its default revision), without asking the hub; None when not cached."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = snapshot_download(repo_id, local_files_only=True)
-    except LocalEntryNotFoundError:
-        return None
-    return _model_dir(Path(folder), f"{repo_id}'s snapshot {folder}")
+    folder = _cached_repo(repo_id)
+    return None if folder is None else _model_dir(folder, f"{repo_id}'s snapshot {folder}")
 
 
 PULL_STALL_S = 600.0
@@ -164,12 +158,40 @@ _DOWNLOAD = "import sys; from huggingface_hub import snapshot_download; print(sn
 
 
 def pull_hub(repo_id: str, *, stall_s: float = PULL_STALL_S, progress_s: float = 30.0) -> Path:
-    """``repo_id`` in the Hugging Face cache (downloaded now unless it is there): its snapshot directory. The download
-    runs in a process of its own, logging how many bytes it has every ``progress_s``; one that adds nothing for
-    ``stall_s`` is stopped, and so is one that fails, with a ``ModelError``. Offline (``HF_HUB_OFFLINE``) only the
-    cache is looked at."""
-    if found := _hub_snapshot(repo_id):
-        return Path(found)
+    """``repo_id`` in the Hugging Face cache (downloaded now unless it is there), with the repositories its config
+    takes code from (``auto_map``, for ``trust_remote_code``): its snapshot directory. A download runs in a process of
+    its own, logging how many bytes it has every ``progress_s``; one that adds nothing for ``stall_s`` is stopped, and
+    so is one that fails, with a ``ModelError``. Offline (``HF_HUB_OFFLINE``) only the cache is looked at."""
+    found = _hub_snapshot(repo_id)
+    if found is None:
+        downloaded = _download_hub(repo_id, stall_s, progress_s)
+        found = _model_dir(downloaded, f"{repo_id}'s snapshot {downloaded}")
+    for code in sorted(_code_repos(Path(found))):
+        if _cached_repo(code) is None:
+            _download_hub(code, stall_s, progress_s)
+    return Path(found)
+
+
+def _code_repos(snapshot: Path) -> set[str]:
+    """The hub repositories a model's config takes its code from: ``auto_map`` entries ``ORG/NAME--module.Class``."""
+    config = snapshot / "config.json"
+    auto_map = json.loads(config.read_text()).get("auto_map", {}) if config.is_file() else {}
+    refs = [ref for value in auto_map.values() for ref in (value if isinstance(value, list) else [value]) if ref]
+    return {ref.split("--")[0] for ref in refs if "--" in ref}
+
+
+def _cached_repo(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def _download_hub(repo_id: str, stall_s: float, progress_s: float) -> Path:
+    """Download ``repo_id`` into the Hugging Face cache in a process of its own; its snapshot directory."""
     folder = _hub_cache() / f"models--{repo_id.replace('/', '--')}"
     log.info("pulling %s from the Hugging Face Hub into %s", repo_id, folder)
     began = last_change = last_line = time.monotonic()
@@ -198,7 +220,7 @@ def pull_hub(repo_id: str, *, stall_s: float = PULL_STALL_S, progress_s: float =
     log.info(
         "pulled %s: %.2f GB in %.0f s, %s", repo_id, _bytes_under(folder) / 1e9, time.monotonic() - began, snapshot
     )
-    return Path(_model_dir(snapshot, f"{repo_id}'s snapshot {snapshot}"))
+    return snapshot
 
 
 def _bytes_under(folder: Path) -> int:

@@ -107,18 +107,26 @@ def test_a_module_table_where_no_lease_can_be_kept_fails_naming_the_key(tmp_path
     )
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch, tiny_model):
-    """A Hugging Face cache holding ``org/tiny`` (the tiny model's files), as `hf download` leaves it; offline."""
-    from huggingface_hub import constants
-
-    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "0123abcd"
-    shutil.copytree(tiny_model, snapshot)
+def cached(hub: Path, repo_id: str, files: Path | None = None) -> Path:
+    """``repo_id`` in the Hugging Face cache ``hub`` as `hf download` leaves it: ``files``' copy as its snapshot."""
+    snapshot = hub / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "0123abcd"
+    if files:
+        shutil.copytree(files, snapshot)
+    else:
+        snapshot.mkdir(parents=True)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    return snapshot
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch, tiny_model):
+    """A Hugging Face cache holding ``org/tiny`` (the tiny model's files); offline."""
+    from huggingface_hub import constants
+
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    return snapshot
+    return cached(tmp_path / "hub", "org/tiny", Path(tiny_model))
 
 
 @pytest.mark.timeout(60)
@@ -136,6 +144,14 @@ def test_a_hub_id_resolves_to_its_cached_snapshot_and_is_never_downloaded_at_run
     with pytest.raises(model_store.ModelError, match="pulling org/absent from the Hugging Face Hub failed"):
         model_store.pull_hub("org/absent")  # HF_HUB_OFFLINE (conftest): the download process fails, named
     assert time.monotonic() - began < 30
+    # a model whose code is in another repository (gte-large-en-v1.5's auto_map): pulled with it, for
+    # trust_remote_code to load offline
+    config = json.loads((hub_cache / "config.json").read_text())
+    (hub_cache / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "org/code--modeling.Tiny"}}))
+    with pytest.raises(model_store.ModelError, match="pulling org/code from the Hugging Face Hub failed"):
+        model_store.pull_hub("org/tiny")
+    cached(hub_cache.parents[2], "org/code")
+    assert model_store.pull_hub("org/tiny") == hub_cache
 
 
 @pytest.mark.timeout(120)
