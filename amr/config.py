@@ -47,11 +47,48 @@ class SamplingConfig(Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(3000, gt=0, description="Paper default: 3000.")
     seed: int | None = None
+    stop_runaway: bool = Field(
+        True,
+        description="Stop an answer once it repeats itself (hundreds of tokens of the same text; amr.runaway) "
+        "instead of at max_tokens, keeping it up to the repetition; counted as `runaway` in the stage's counts. "
+        "The vLLM deployment's replicas watch for it; an OpenAI-compatible endpoint does not.",
+    )
+
+
+class StageSampling(Strict):
+    """One stage's sampling where it differs from ``teacher.sampling`` (a key left unset keeps that)."""
+
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: list[str] | None = Field(None, description="Strings that end the answer (not included in it).")
+
+
+def _stage(description: str, max_tokens: int | None = None) -> Any:
+    return Field(default_factory=lambda: StageSampling(max_tokens=max_tokens), description=description)
+
+
+class StageSamplings(Strict):
+    """Each stage's teacher calls: ``teacher.sampling`` with the stage's own keys over it. The paper's 3,000 tokens
+    is the budget of an answer (direct, CoT, ARE, repair); the stages that write less (specs, tests, small functions)
+    get budgets sized to what they write, so that an answer that runs away there ends early."""
+
+    direct: StageSampling = _stage("R_d (and amr-checked's resamples).")
+    cot: StageSampling = _stage("The CoT baseline's answer.")
+    decompose: StageSampling = _stage("MD's function specs (a few signatures with one-line docstrings).", 1024)
+    response_evolution: StageSampling = _stage("ARE's final answer.")
+    tests: StageSampling = _stage("Teacher-written tests (a few asserts): module growth, AnsRepair, checks.", 768)
+    bootstrap: StageSampling = _stage("The module table's seed: a task's solution as small functions.", 1536)
+    repair: StageSampling = _stage("AnsRepair's repaired answer.")
 
 
 class VLLMConfig(Strict):
     device: Literal["cpu", "gpu"] = "cpu"
-    dtype: str = Field("auto", description="'auto' is float32 on CPU, the model's dtype on GPU.")
+    dtype: str = Field(
+        "auto",
+        description="'auto': on CPU bfloat16 where the CPU has AMX or AVX512-BF16 (2.35x the tokens/s of float32 "
+        "measured), else float32; on GPU the model's dtype.",
+    )
     tensor_parallel_size: int = Field(1, ge=1)
     concurrency: int = Field(
         1,
@@ -158,6 +195,9 @@ class TeacherConfig(Strict):
         description="A model registry name, a local HF directory, or a hub id.",
     )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    stages: StageSamplings = Field(
+        default_factory=StageSamplings, description="Per stage, what differs from `sampling` (max_tokens, stops)."
+    )
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig, description="backend vllm: the Ray Serve LLM deployment.")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
@@ -245,6 +285,14 @@ class ModulesConfig(Strict):
         "function of its wave) is below this. The paper leaves it open; 0.9 keeps near-duplicates out.",
     )
     index_min_rows: int = Field(50_000, ge=1, description="Build the ANN index once the table has this many rows.")
+    staleness: int = Field(
+        1,
+        ge=0,
+        description="Waves overlap: wave k retrieves from the table version wave k-1-staleness committed, so its "
+        "rewrites go to the teacher while the waves before it still test and insert their functions (and no wave "
+        "waits for the last one's slowest answer). 0: each wave sees every earlier wave's functions, the strict "
+        "order (with wave_size 1, the paper's).",
+    )
     lease_ttl_s: float = Field(
         60.0,
         gt=0,
@@ -290,10 +338,10 @@ class DistillConfig(Strict):
         64,
         ge=1,
         description="Instructions per wave of retrieval, evolution and growth; each wave reads one table "
-        "version and commits the next (1 reproduces the paper's sequential order). A wave's fixed overhead is "
-        "a fraction of a second (bench/pipeline.py, docs/benchmarks.md), so the size is set by the teacher: a wave sends all its "
-        "rows at once and waits for the longest answer, so it should fill the engines' batches. 64 fills one "
-        "replica's (vllm.max_num_seqs 64); with more replicas use replicas x max_num_seqs.",
+        "version and commits the next (1 with modules.staleness 0 reproduces the paper's sequential order). A "
+        "wave's fixed overhead is a fraction of a second (bench/pipeline.py, docs/benchmarks.md), so the size is set "
+        "by the teacher: the waves in flight (1 + modules.staleness) should fill the engines' slots, replicas x "
+        "max_num_seqs. 64 fills one replica's (vllm.max_num_seqs 64).",
     )
     model_store: str | None = Field(None, description="Model store; default ~/.cache/amr/models.")
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -703,8 +751,9 @@ class EvalSettings(Strict):
 
     limit: int | None = Field(None, ge=1, description="Evaluate the first N tasks only (a smoke run).")
     sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(max_tokens=768),
-        description="Greedy by default (pass@1); max_tokens 768 as evalplus.",
+        default_factory=lambda: SamplingConfig(max_tokens=768, stop_runaway=False),
+        description="Greedy by default (pass@1); max_tokens 768 as evalplus, whose answers end only there or at a "
+        "stop string.",
     )
     samples: int = Field(1, ge=1, description="Samples per task; more than 1 (pass@k) needs sampling.temperature > 0.")
     template: Literal["chat", "alpaca"] = Field(

@@ -46,12 +46,16 @@ from amr.serving import (
     vllm_env,
 )
 
-OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error", "faults")
+OUTPUT_COLUMNS = ("response", "num_input_tokens", "num_output_tokens", "error", "faults", "finish")
 """A teacher call's columns. ``faults``: the kind of each failed attempt, in order, joined by ", " ("HTTP 503,
 HTTP 503" for a request answered at its third attempt; an error row's last kind is its error's): see
-``fault_counts``."""
-HANDLE_WINDOW = 512
-"""Requests a wave keeps in flight to a deployment through its handle (Serve queues them per replica)."""
+``fault_counts``. ``finish``: why the answer ended: ``stop`` (it was done), ``length`` (cut at max_tokens),
+``runaway`` (it repeated itself and was stopped: ``amr.runaway``); None for an error."""
+OWN_SAMPLING_KEYS = ("stop_runaway",)
+"""Sampling keys of the project's own: the deployment's replicas read them, an OpenAI endpoint is not sent them."""
+QUEUE_FACTOR = 2
+"""Requests kept in flight per engine slot of the deployment: the one running and one waiting in Serve's queue, so
+that a slot that frees is filled at once, whatever the number of replicas."""
 
 
 class Teacher(ABC):
@@ -180,19 +184,27 @@ class ServedTeacher(Teacher):
             },
         )
 
-    def batches_in_flight(self) -> int:
-        """A streamed stage's batches in flight: enough to fill every replica's ``max_ongoing_requests`` (what
-        the engines batch), so that the deployment works as hard as on a wave's rows sent at once."""
+    def slots(self) -> int:
+        """Requests the deployment's engines take at once: every replica's ``max_ongoing_requests`` (what an engine
+        batches), at the most replicas it may have."""
         cfg, serve = self.config.vllm, self.config.serve
-        capacity = (serve.max_ongoing_requests or cfg.max_num_seqs) * (serve.max_replicas or cfg.concurrency)
-        return max(len(self.clients), -(-capacity // cfg.batch_size))
+        return (serve.max_ongoing_requests or cfg.max_num_seqs) * (serve.max_replicas or cfg.concurrency)
+
+    def batches_in_flight(self) -> int:
+        """A streamed stage's batches in flight: as many requests as a wave's rows sent at once keep (``window``)."""
+        return max(len(self.clients), -(-self.window() // self.config.vllm.batch_size))
 
     async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return await chat_all(*self._target(), [chat_body(r, self.model, self.defaults) for r in requests])
 
-    def _target(self) -> tuple[str, str, float | None, float]:
+    def window(self) -> int:
+        """Requests kept in flight to the deployment: each slot's, and one waiting for it (``QUEUE_FACTOR``)."""
+        return QUEUE_FACTOR * self.slots()
+
+    def _target(self) -> tuple[str, str, float | None, float, int]:
         serve = self.config.serve
-        return self.served.app_name, self.served.deployment_name, serve.request_timeout_s, serve.recovery_timeout_s
+        app, name = self.served.app_name, self.served.deployment_name
+        return app, name, serve.request_timeout_s, serve.recovery_timeout_s, self.window()
 
 
 def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -213,15 +225,20 @@ def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict
 
 
 async def chat_all(
-    app: str, deployment_name: str, timeout_s: float | None, recovery_s: float, bodies: list[dict[str, Any]]
+    app: str,
+    deployment_name: str,
+    timeout_s: float | None,
+    recovery_s: float,
+    window: int,
+    bodies: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Send chat requests to a deployment through its handle, all at once (at most ``HANDLE_WINDOW`` in flight);
-    the output columns of each, in order (a failed request: its error). A request whose replica or engine died
-    is sent again while the deployment restarts it, for up to ``recovery_s``."""
+    """Send chat requests to a deployment through its handle, all at once (at most ``window`` in flight); the output
+    columns of each, in order (a failed request: its error). A request whose replica or engine died is sent again
+    while the deployment restarts it, for up to ``recovery_s``."""
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment_name, app)
-    slots = asyncio.Semaphore(HANDLE_WINDOW)
+    slots = asyncio.Semaphore(window)
 
     async def chat(body: dict[str, Any]) -> dict[str, Any]:
         lost_since, faults = None, []
@@ -251,7 +268,7 @@ class _Client:
     plain dicts (``amr.teacher_server.TeacherServer.chat_body``), so it does not import vLLM."""
 
     async def chat(
-        self, target: tuple[str, str, float | None, float], bodies: list[dict[str, Any]]
+        self, target: tuple[str, str, float | None, float, int], bodies: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         return await chat_all(*target, bodies)
 
@@ -262,13 +279,14 @@ OUTPUT_TYPES = {
     "num_output_tokens": pa.int64(),
     "error": pa.string(),
     "faults": pa.string(),
+    "finish": pa.string(),
 }
 
 
 def _served_batch(
     batch: pa.Table,
     clients: list[Any],
-    target: tuple[str, str, float | None, float],
+    target: tuple[str, str, float | None, float, int],
     carry: tuple[str, ...],
     model: str,
     defaults: dict[str, Any],
@@ -315,7 +333,8 @@ class OpenAITeacher(Teacher):
             self.headers["Authorization"] = f"Bearer {key}"
 
     def _payload(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"model": self.model, "messages": messages(row), **sampling(row, self.defaults)}
+        chosen = {k: v for k, v in sampling(row, self.defaults).items() if k not in OWN_SAMPLING_KEYS}
+        return {"model": self.model, "messages": messages(row), **chosen}
 
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
         """``concurrency`` Ray Data tasks, each with one request in flight, through the same client (and the same
@@ -424,12 +443,14 @@ def parse_chat_completion(body: Any, faults: Sequence[str] = ()) -> dict[str, An
     kinds of the request's failed attempts (an error body's own kind last)."""
     try:
         usage = body.get("usage") or {}
+        choice = body["choices"][0]
         return {
-            "response": body["choices"][0]["message"]["content"] or "",
+            "response": choice["message"]["content"] or "",
             "num_input_tokens": int(usage.get("prompt_tokens", 0)),
             "num_output_tokens": int(usage.get("completion_tokens", 0)),
             "error": None,
             "faults": _joined(faults),
+            "finish": choice.get("finish_reason"),
         }
     except (KeyError, IndexError, TypeError, AttributeError):
         error = body.get("error") if isinstance(body, dict) else None
@@ -440,7 +461,14 @@ def parse_chat_completion(body: Any, faults: Sequence[str] = ()) -> dict[str, An
 
 
 def _error(message: str, faults: Sequence[str]) -> dict[str, Any]:
-    return {"response": "", "num_input_tokens": 0, "num_output_tokens": 0, "error": message, "faults": _joined(faults)}
+    return {
+        "response": "",
+        "num_input_tokens": 0,
+        "num_output_tokens": 0,
+        "error": message,
+        "faults": _joined(faults),
+        "finish": None,
+    }
 
 
 def _joined(faults: Sequence[str]) -> str:

@@ -37,7 +37,8 @@ def init_ray(config: RayConfig) -> None:
         else:
             _token_auth()
             num_cpus = config.num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
-            ray.init(num_cpus=num_cpus, include_dashboard=False)
+            # "local": a Ray of its own, even where `ray start` left a cluster on this machine (ray.init would join it)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     logs.follow_ray()
     ctx = ray.data.DataContext.get_current()
     # the stages' filters are Python predicates over several columns (a failed call, a parse), on purpose

@@ -23,6 +23,7 @@ import ray
 from ray.llm._internal.common.callbacks.base import CallbackBase
 
 from amr.config import TeacherConfig, VLLMConfig
+from amr.hardware import cpu_dtype
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def vllm_engine_kwargs(cfg: VLLMConfig) -> dict[str, Any]:
     ("CPU Generator does not use offset") once a seeded batch's prompts fill a step."""
     return {
         **({"enable_chunked_prefill": False} if cfg.device == "cpu" else {}),
-        "dtype": "float32" if cfg.device == "cpu" and cfg.dtype == "auto" else cfg.dtype,
+        "dtype": engine_dtype(cfg),
         "max_model_len": cfg.max_model_len,
         "max_num_seqs": cfg.max_num_seqs,
         "enable_prefix_caching": cfg.enable_prefix_caching,
@@ -65,6 +66,12 @@ def vllm_engine_kwargs(cfg: VLLMConfig) -> dict[str, Any]:
         "enforce_eager": cfg.device == "cpu" if cfg.enforce_eager is None else cfg.enforce_eager,
         **cfg.engine_kwargs,
     }
+
+
+def engine_dtype(cfg: VLLMConfig) -> str:
+    """The dtype an engine computes in: ``auto`` on CPU is bfloat16 where the CPU has native bf16 arithmetic (AMX or
+    AVX512-BF16), float32 elsewhere (``amr.hardware``); on GPU, the model's own."""
+    return cpu_dtype() if cfg.device == "cpu" and cfg.dtype == "auto" else cfg.dtype
 
 
 def vllm_env(cfg: VLLMConfig) -> dict[str, str]:

@@ -21,6 +21,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import tempfile
 import uuid
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -525,6 +527,38 @@ def scan(
                     table = table.filter(filter).select(schema.names)
                 yield from table.to_batches()
                 pa.default_memory_pool().release_unused()
+
+
+class Slices:
+    """A dataset's rows by ranges of an integer column (a stage's ``index``): each range reads only the row groups
+    whose statistics overlap it. The row groups' ranges are read once, one footer per file, so that reading a stage
+    a slice at a time costs what the slices hold, not a pass over every file's footer per slice."""
+
+    def __init__(self, dataset: pds.Dataset, column: str):
+        self.dataset, self.column = dataset, column
+        self.groups: list[tuple[float, float, str, int]] = []
+        for fragment in dataset.get_fragments():
+            meta = fragment.metadata
+            leaf = next((k for k in range(meta.num_columns) if meta.schema.column(k).path == column), None)
+            for group in range(meta.num_row_groups):
+                stats = None if leaf is None else meta.row_group(group).column(leaf).statistics
+                low, high = (stats.min, stats.max) if stats is not None and stats.has_min_max else (-math.inf, math.inf)
+                self.groups.append((low, high, fragment.path, group))
+
+    def read(self, low: int, high: int) -> Iterator[pa.RecordBatch]:
+        """The rows whose ``column`` is in ``[low, high)``, in the dataset's schema."""
+        wanted: dict[str, list[int]] = {}
+        for first, last, path, group in self.groups:
+            if first < high and last >= low:
+                wanted.setdefault(path, []).append(group)
+        schema, value = self.dataset.schema, pc.field(self.column)
+        for path, groups in wanted.items():
+            with self.dataset.filesystem.open_input_file(path) as f:
+                file = pq.ParquetFile(f, pre_buffer=False)
+                present = [n for n in schema.names if n in file.schema_arrow.names]
+                for batch in file.iter_batches(BATCH_ROWS, row_groups=groups, columns=present, use_threads=False):
+                    table = _conformed(pa.Table.from_batches([batch]), schema).filter((value >= low) & (value < high))
+                    yield from table.to_batches()
 
 
 def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -4,11 +4,19 @@ job's client actors send dicts and get dicts back without importing it (seconds 
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import Field
 from ray.llm._internal.serve.core.server.llm_server import LLMServer
 from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+from amr.runaway import Watch
+
+STREAMED = {"stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+"""How a watched request is run: streamed, every chunk with the token counts so far (an answer stopped mid-way
+still has them)."""
 
 
 class ChatRequest(ChatCompletionRequest):
@@ -26,8 +34,59 @@ class TeacherServer(LLMServer):
         return self._llm_config.model_id
 
     async def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The response body (or error body) of one non-streamed chat request."""
-        responses = await self.chat(ChatRequest(**body))
-        async for response in responses:
-            return response.model_dump() if hasattr(response, "model_dump") else response
-        raise RuntimeError("the engine ended the request without a response")
+        """The response body (or error body) of one chat request, answered whole. With ``stop_runaway`` (the
+        project's own key, default on) the answer is generated as a stream and watched: once it repeats itself
+        (``amr.runaway``) the request is aborted and the answer, cut after the repetition's first period, ends with
+        ``finish_reason: runaway``."""
+        body = dict(body)
+        watched = body.pop("stop_runaway", True)
+        if not watched:
+            return await _whole(await self.chat(ChatRequest(**{**body, "stream": False})))
+        stream = await self._run_request(ChatRequest(**{**body, **STREAMED}), engine_method="chat")
+        try:
+            return await _watched(stream)
+        finally:
+            await stream.aclose()  # a request stopped early is aborted in the engine
+
+
+async def _whole(responses: AsyncIterator[Any]) -> dict[str, Any]:
+    async for response in responses:
+        return response.model_dump() if hasattr(response, "model_dump") else response
+    raise RuntimeError("the engine ended the request without a response")
+
+
+async def _watched(stream: AsyncIterator[Any]) -> dict[str, Any]:
+    """Read a streamed chat answer (server-sent events, as vLLM's OpenAI layer writes them) into one response body,
+    stopping it where it runs away. An engine that answers a stream whole (one response object) is taken as is."""
+    watch, usage, finish, head = Watch(), {}, None, {}
+    async for item in stream:
+        if not isinstance(item, str):
+            return item.model_dump() if hasattr(item, "model_dump") else item
+        for event in _events(item):
+            if "error" in event:
+                return event
+            head = head or {k: event.get(k) for k in ("id", "created", "model")}
+            usage = event.get("usage") or usage
+            for choice in event.get("choices") or ():
+                finish = choice.get("finish_reason") or finish
+                if (cut := watch.feed((choice.get("delta") or {}).get("content") or "")) is not None:
+                    return _body(head, cut, "runaway", usage)
+    return _body(head, watch.text, finish, usage)
+
+
+def _events(chunk: str) -> list[dict[str, Any]]:
+    """The JSON events of a chunk of server-sent events (``data: {...}``), the end marker left out."""
+    return [
+        json.loads(line[len("data: ") :])
+        for line in chunk.split("\n")
+        if line.startswith("data: ") and line.strip() != "data: [DONE]"
+    ]
+
+
+def _body(head: dict[str, Any], text: str, finish: str | None, usage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **head,
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": usage,
+    }

@@ -95,7 +95,6 @@ def pipeline(instructions: int, wave_size: int) -> dict:
             f"{evolved} answers evolved, accuracy {manifest['dataset']['response_accuracy']}); see {tmp}/run"
         )
     stages = {name: s.get("wall_time_s") for name, s in manifest["stages"].items() if "wall_time_s" in s}
-    waves = [w["wall_time_s"] for w in manifest["modules"]["waves"]]
     steps: dict[str, float] = {}
     for w in manifest["modules"]["waves"]:
         for step, s in w["seconds"].items():
@@ -114,7 +113,7 @@ def pipeline(instructions: int, wave_size: int) -> dict:
         "teacher_busy_share": round(teacher_s / wall, 4),
         "instructions_per_s": instructions / wall,
         "per_core": instructions / wall / (os.cpu_count() or 1),
-        "stage_wall_s": {**stages, "waves": round(sum(waves), 1)},
+        "stage_wall_s": stages,
         "wave_steps_s": steps,
         "wave_overhead_s": {"mean": round(sum(overhead) / len(overhead), 3), "max": round(max(overhead), 3)},
         "modules": manifest["modules"]["rows"],

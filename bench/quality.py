@@ -53,11 +53,11 @@ def pool_file(first: int, last: int, folder: Path) -> Path:
 
 def seed(base, pool: Path, limit: int, folder: Path) -> dict:
     """The seed table in ``folder/modules`` (``amr modules bootstrap``; resumed if done): its report."""
-    from amr.pipelines import distill
+    from amr.pipelines import waves
 
     config = base.model_copy(deep=True)
     config.run_dir, config.modules.bootstrap_from, config.modules.bootstrap_limit = str(folder), str(pool), limit
-    return distill.bootstrap(config)
+    return waves.bootstrap(config)
 
 
 def seeded(run_dir: Path, seed_dir: Path) -> None:

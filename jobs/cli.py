@@ -19,7 +19,7 @@ from amr.config import (
     TeacherJobConfig,
     load_config,
 )
-from amr.pipelines import distill as distill_pipeline
+from amr.pipelines import waves
 from amr.sandbox import LEVELS
 from jobs import distill, instructions, report, submit
 from jobs import eval as eval_job
@@ -285,7 +285,7 @@ def modules_bootstrap(
         if v
     ]
     with shutting_down_ray():
-        report = distill_pipeline.bootstrap(load_config(DistillConfig, config, [*shortcuts, *overrides]))
+        report = waves.bootstrap(load_config(DistillConfig, config, [*shortcuts, *overrides]))
     for line in bootstrap_lines(report):
         console.print(line, soft_wrap=True, highlight=False)
 

@@ -132,6 +132,7 @@ def config(tmp_path: Path, scripted: ScriptedTeacher, **changes) -> DistillConfi
     source.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCTIONS))
     base = DistillConfig(run_dir=str(tmp_path / "run"), wave_size=2, teacher=scripted.config())
     base.modules.bootstrap_limit = 0
+    base.modules.staleness = 0  # the strict order: each wave reads what the one before it inserted (one test: 1)
     base.input.source = str(source)
     base.sandbox.require, base.sandbox.workers = "bwrap", 1
     return base.model_copy(update=changes)
@@ -146,6 +147,18 @@ def uninterrupted(ray_local, scripted, tmp_path_factory) -> tuple[DistillConfig,
         patch.setattr(storage, "PYTHON_ROWS", 1)
         patch.setattr(storage, "ROWS_PER_FILE", 3)
         return cfg, distill.run(cfg)
+
+
+def test_each_stage_samples_with_its_own_budget(uninterrupted, scripted):
+    """teacher.stages over teacher.sampling, per call, streamed stages and waves alike; the project's own key
+    (stop_runaway) is not sent to an OpenAI endpoint."""
+    budgets = {direct.SYSTEM: 3000, decompose.SYSTEM: 1024, testgen.SYSTEM: 768, response_evolution.SYSTEM: 3000}
+    seen = {}
+    for chat, body in zip(scripted.requests, scripted.parameters):
+        if chat[0]["content"] in budgets:
+            seen.setdefault(chat[0]["content"], set()).add(body["max_tokens"])
+            assert "stop_runaway" not in body and body["temperature"] == 0.0
+    assert seen == {system: {tokens} for system, tokens in budgets.items()}
 
 
 def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
@@ -179,6 +192,28 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
     assert json.loads((Path(cfg.run_dir) / "manifest.json").read_text())["modules"]["rows"] == 4
     lines = (Path(cfg.run_dir) / "dataset.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[0])["messages"][0]["role"] == "user"
+
+
+def test_waves_overlap_as_staleness_allows_and_insert_once(ray_local, tmp_path):
+    """Staleness 1, a wave per instruction: wave k retrieves from wave k-2's commit, so its rewrite goes to the
+    teacher before wave k-1 has tested its functions; novelty still reads wave k-1's commit, and every function is
+    inserted once."""
+    with ScriptedTeacher(script, latency_s=0.3) as teacher:
+        cfg = config(tmp_path, teacher, method="amr-checked", wave_size=1)
+        cfg.modules.staleness = 1
+        manifest = distill.run(cfg)
+        order = [(m[0]["content"], m[1]["content"]) for m in teacher.requests]
+    pins = manifest["modules"]["waves"]
+    start = pins[0]["version_read"]
+    assert [p["version_read"] for p in pins] == [start, start, pins[0]["version_after"], pins[1]["version_after"]]
+    assert [p["version_novelty"] for p in pins] == [start] + [p["version_after"] for p in pins[:3]]
+    evolved = [i for i, (system, user) in enumerate(order) if system == response_evolution.SYSTEM]
+    tested = [i for i, (system, _) in enumerate(order) if system == testgen.SYSTEM]
+    second = next(i for i in evolved if "Task: is_even." in order[i][1])
+    assert second < tested[0]  # wave 2's rewrite was asked for before wave 1's first test
+    table = lancedb.connect(manifest["modules"]["uri"]).open_table("modules").to_arrow()
+    assert table.num_rows == len(set(table.column("key").to_pylist())) == manifest["modules"]["rows"]
+    assert sum(p["inserted"] for p in pins) == manifest["modules"]["rows"] and manifest["dataset"]["rows"] == 4
 
 
 def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, uninterrupted, tmp_path):

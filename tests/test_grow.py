@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from amr.config import TeacherConfig
 from amr.stages import grow
 
 pytestmark = pytest.mark.timeout(60)
@@ -17,6 +18,7 @@ class Teacher:
 
     def __init__(self, answers: dict[str, tuple[str | None, str | None]]):
         self.answers, self.requests = answers, []
+        self.config = TeacherConfig()
 
     def complete(self, requests, carry=("id",)):
         self.requests += requests
@@ -32,6 +34,7 @@ class Teacher:
                     "num_input_tokens": 10 + i,
                     "num_output_tokens": 20 + i,
                     "faults": "HTTP 500, HTTP 500" if error else "",
+                    "finish": None if error else "stop",
                 }
             )
         return out
@@ -162,7 +165,8 @@ def test_verify_runs_only_tests_that_assert_on_their_function():
     )
     out = grow.verify(kept, teacher, sandbox)
     assert [r["name"] for r in teacher.requests] == ["ok", "bad", "vacuous", "prose", "failed_call"]
-    assert all(set(r) == {*grow.CANDIDATE_FIELDS, "messages"} for r in teacher.requests)  # no vector sent
+    assert all(set(r) == {*grow.CANDIDATE_FIELDS, "messages", "sampling"} for r in teacher.requests)  # no vector
+    assert all(r["sampling"] == {"max_tokens": 768} for r in teacher.requests)  # teacher.stages.tests' budget
     assert (
         "### Function Under Test: ok\n### Python Function:\n```python\ndef ok(x):\n    return x\n```"
         in (teacher.requests[0]["messages"][-1]["content"])
@@ -223,6 +227,8 @@ def test_bootstrap_asks_once_per_instruction():
         "bootstrap_input_tokens": 10,
         "bootstrap_output_tokens": 20,
         "bootstrap_faults": "",
+        "bootstrap_finish": "stop",
     }
     assert "Sort a list." in teacher.requests[0]["messages"][-1]["content"]
+    assert teacher.requests[0]["sampling"] == {"max_tokens": 1536}  # teacher.stages.bootstrap
     assert grow.bootstrap([], teacher) == []

@@ -56,7 +56,7 @@ def graph() -> nx.DiGraph:
 
 def test_the_graph_is_read_from_the_source():
     g = graph()
-    assert ("jobs.cli", "jobs.distill") in g.edges and ("amr.pipelines.distill", "amr.stages") in g.edges
+    assert ("jobs.cli", "jobs.distill") in g.edges and ("amr.pipelines.waves", "amr.stages") in g.edges
     assert ("jobs.run", "eval.evaluate") in g.edges and ("train.trainer", "amr.config") in g.edges
 
 

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from ray import serve
 
+from amr import hardware
 from amr.config import (
     DistillConfig,
     RunConfig,
@@ -18,12 +19,13 @@ from amr.config import (
     VLLMConfig,
     load_config,
 )
-from amr.engines import EngineError, ServedTeacher, engine_key, open_teacher
+from amr.engines import QUEUE_FACTOR, EngineError, ServedTeacher, engine_key, open_teacher
 from amr.serving import LocalModel, deployment_options, engine_starts, llm_config
 from tests.conftest import logged_engine_starts
 
 
-def test_cpu_deployment_follows_the_engine_settings(tmp_path):
+def test_cpu_deployment_follows_the_engine_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))  # no native bf16: float32
     cfg = TeacherConfig(
         vllm=VLLMConfig(
             max_model_len=1024,
@@ -78,10 +80,12 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     assert options["num_replicas"] == 4 and options["max_ongoing_requests"] == 128
     assert [b.get("GPU") for b in options["placement_group_bundles"]] == [1, 1]
     assert options["placement_group_strategy"] == "PACK"
-    # a streamed stage keeps every replica's max_ongoing_requests filled: 4 x 128 requests in batches of the config's
+    # the requests in flight follow the deployment: every replica's max_ongoing_requests filled, and as many waiting
+    # (a streamed stage in batches of the config's, a wave through the handle)
     served = ServedTeacher(teacher, SimpleNamespace(model_id=teacher.model), clients=[None] * teacher.vllm.concurrency)
-    assert served.batches_in_flight() * teacher.vllm.batch_size >= 4 * 128
-    assert (served.batches_in_flight() - 1) * teacher.vllm.batch_size < 4 * 128
+    assert served.slots() == 4 * 128 and served.window() == QUEUE_FACTOR * 4 * 128
+    assert served.batches_in_flight() * teacher.vllm.batch_size >= QUEUE_FACTOR * 4 * 128
+    assert (served.batches_in_flight() - 1) * teacher.vllm.batch_size < QUEUE_FACTOR * 4 * 128
 
 
 def test_engine_key_ignores_sampling_and_batching_only():
@@ -237,3 +241,12 @@ def test_a_job_recovers_when_its_teachers_replica_is_killed_mid_wave(ray_local, 
         assert set(stages[stage]["retries"]) <= {"replica lost"} and stages[stage]["errors_by_kind"] == {}
     rows = [json.loads(line) for line in (tmp_path / "run" / "dataset.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == [f"i{i}" for i in range(6)]
+
+
+@pytest.mark.timeout(300)
+def test_a_replica_stops_an_answer_that_repeats_itself(tiny_teacher):
+    row = {"id": "loop", "messages": [{"role": "user", "content": "def f(x):"}], "sampling": {"max_tokens": 1000}}
+    watched, whole = tiny_teacher.complete([row, {**row, "sampling": {"max_tokens": 1000, "stop_runaway": False}}])
+    assert whole["finish"] == "length" and whole["num_output_tokens"] == 1000  # random weights: a greedy loop
+    assert watched["finish"] == "runaway" and watched["num_output_tokens"] < 600
+    assert whole["response"].startswith(watched["response"])  # the same greedy answer, cut after its first period

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
 import pytest
 
 from amr import storage
 from amr.modules import ModuleDB
-from amr.storage import RunDir
+from amr.storage import RunDir, Slices
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -262,3 +264,26 @@ def test_module_table_on_s3(s3_server):
     assert [h[0]["name"] for h in hits] == ["h", "f"] and hits[0][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
     assert db.search(vectors[:1], version=empty) == [[]]
     assert ModuleDB.open(uri).count() == 3
+
+
+def test_slices_read_only_the_row_groups_a_range_overlaps(tmp_path, monkeypatch):
+    """A stage read a slice of ``index`` at a time (the waves): each slice's rows, from the row groups whose statistics
+    overlap it, every file's footer read once."""
+    for part in range(4):  # files of contiguous ranges, one shuffled, row groups of 25 rows
+        index = list(range(part * 100, (part + 1) * 100))
+        if part == 2:
+            index.reverse()
+        pq.write_table(
+            pa.table({"index": index, "v": [str(i) for i in index]}), tmp_path / f"{part}.parquet", row_group_size=25
+        )
+    slices = Slices(pds.dataset(str(tmp_path), format="parquet"), "index")
+    assert len(slices.groups) == 16
+    opened = []
+    real = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(
+        pq.ParquetFile, "iter_batches", lambda self, *a, **k: opened.append(k["row_groups"]) or real(self, *a, **k)
+    )
+    for low, high in [(0, 10), (95, 130), (250, 260), (390, 500)]:
+        rows = [r for b in slices.read(low, high) for r in b.column("index").to_pylist()]
+        assert sorted(rows) == list(range(low, min(high, 400)))
+    assert opened == [[0], [3], [0, 1], [1], [3]]  # (95, 130): the last group of file 0, the first two of file 1

@@ -18,6 +18,7 @@ from amr import prompts, storage
 from amr.config import ConfigError, DistillConfig
 from amr.data import BUILTIN_SOURCES
 from amr.methods import Method
+from amr.serving import engine_dtype
 from amr.storage import RunDir, remove
 
 FILE = "fingerprints.json"
@@ -31,6 +32,16 @@ PROMPTS = {
     "check": ("repair",),
     "resample": ("direct",),
 }
+SAMPLED = {
+    "direct": ("direct",),
+    "cot": ("cot",),
+    "anstest": ("tests",),
+    "repair": ("repair",),
+    "decompose": ("decompose",),
+    "waves": ("response_evolution", "tests", "bootstrap"),
+    "resample": ("direct",),
+}
+"""The ``teacher.stages`` entries whose sampling a stage's teacher calls use."""
 FORMATS = {"check": 2}
 """A stage's row format where it changed since the first (a new column, a new meaning): a finished stage of an older
 format is not read back."""
@@ -61,7 +72,7 @@ def inputs(config: DistillConfig, method: Method) -> dict[str, dict[str, Any]]:
         "teacher.model": teacher.model,
         "teacher.backend": teacher.backend,
         "teacher.sampling": teacher.sampling.model_dump(mode="json"),
-        "teacher.vllm.dtype": teacher.vllm.dtype,
+        "teacher.vllm.dtype": engine_dtype(teacher.vllm) if teacher.backend == "vllm" else None,
         "teacher.vllm.max_model_len": teacher.vllm.max_model_len,
         "teacher.openai.base_url": teacher.openai.base_url if teacher.backend == "openai" else None,
     }
@@ -75,6 +86,8 @@ def inputs(config: DistillConfig, method: Method) -> dict[str, dict[str, Any]]:
             needs["format"] = FORMATS[stage]
         if stage in ("direct", "cot", "anstest", "repair", "decompose", "waves", "check", "resample"):
             needs.update(answers)
+        for sampled in SAMPLED.get(stage, ()):
+            needs[f"teacher.stages.{sampled}"] = getattr(teacher.stages, sampled).model_dump(mode="json")
         if stage in ("anstest", "waves", "check", "resample"):
             needs.update(sandbox)
         if stage == "resample":

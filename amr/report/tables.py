@@ -181,7 +181,8 @@ def stage_times(method: Row) -> list[tuple[str, float]]:
         m = method.manifest
         times += [(n, s["wall_time_s"]) for n, s in m["stages"].items() if "wall_time_s" in s]
         waves = (m["modules"] or {}).get("waves", [])
-        times += [("waves", round(sum(w.get("wall_time_s", 0.0) for w in waves), 1))] if waves else []
+        if waves and "waves" not in m["stages"]:  # a run from before the waves overlapped: they added up
+            times.append(("waves", round(sum(w.get("wall_time_s", 0.0) for w in waves), 1)))
         times.append(("distill: rest", round(max(0.0, m["wall_time_s"] - sum(t for _, t in times)), 1)))
     if method.train:
         times.append(("train", method.train["wall_time_s"]))

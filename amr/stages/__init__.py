@@ -10,6 +10,32 @@ import ray
 
 from amr.engines import Teacher, fault_counts
 
+SAMPLED_AS: dict[str, str | None] = {
+    "direct": "direct",
+    "resample": "direct",
+    "cot": "cot",
+    "md": "decompose",
+    "are": "response_evolution",
+    "test": "tests",
+    "anstest": "tests",
+    "bootstrap": "bootstrap",
+    "repair": "repair",
+    "si": None,  # instruction building: each row carries its own sampling (self_instruct.sampling, evolve.sampling)
+    "evol": None,
+}
+"""Which stage of ``teacher.stages`` samples a teacher call, by the call's name (its columns' prefix)."""
+
+
+def stage_sampling(teacher: Teacher, name: str) -> dict[str, Any]:
+    """The sampling keys the stage of call ``name`` sets over ``teacher.sampling``."""
+    try:
+        stage = SAMPLED_AS[name]
+    except KeyError:
+        raise ValueError(
+            f"teacher call {name!r}: no stage of teacher.stages samples it (amr.stages.SAMPLED_AS)"
+        ) from None
+    return {} if stage is None else getattr(teacher.config.stages, stage).model_dump(exclude_none=True)
+
 
 def ask(
     ds: ray.data.Dataset,
@@ -20,8 +46,8 @@ def ask(
 ) -> ray.data.Dataset:
     """One teacher call per row: ``build(row)`` gives the chat; the row keeps ``carry`` (default: all
     its columns) and gains ``{name}_response`` and the ``calls(name)`` columns."""
-    carry = tuple(carry or ds.columns())
-    return teacher.generate(ds.map(lambda row: _request(row, build, carry)), carry=carry).map(
+    carry, stage = tuple(carry or ds.columns()), stage_sampling(teacher, name)
+    return teacher.generate(ds.map(lambda row: _request(row, build, carry, stage)), carry=carry).map(
         lambda row: _renamed(row, name, carry)
     )
 
@@ -32,15 +58,23 @@ def ask_rows(
     """``ask`` for rows the driver holds (a wave): all sent at once through ``Teacher.complete``, in order."""
     if not rows:
         return []
-    carry = tuple(rows[0])
-    answers = teacher.complete([_request(row, build, carry) for row in rows], carry=carry)
+    carry, stage = tuple(rows[0]), stage_sampling(teacher, name)
+    answers = teacher.complete([_request(row, build, carry, stage) for row in rows], carry=carry)
     return [_renamed(row, name, carry) for row in answers]
 
 
 def _request(
-    row: dict[str, Any], build: Callable[[dict[str, Any]], list[dict[str, str]]], carry: tuple[str, ...]
+    row: dict[str, Any],
+    build: Callable[[dict[str, Any]], list[dict[str, str]]],
+    carry: tuple[str, ...],
+    stage: dict[str, Any],
 ) -> dict[str, Any]:
-    return {**{k: row[k] for k in carry}, "messages": build(row)}
+    """A request row: the carried columns, the chat, and the stage's sampling under the row's own (a resample's
+    seed, an instruction's); no ``sampling`` where neither sets any."""
+    request = {**{k: row[k] for k in carry}, "messages": build(row)}
+    if sampling := {**stage, **{k: v for k, v in (row.get("sampling") or {}).items() if v is not None}}:
+        request["sampling"] = sampling
+    return request
 
 
 def _renamed(row: dict[str, Any], name: str, carry: tuple[str, ...]) -> dict[str, Any]:
@@ -51,21 +85,24 @@ def _renamed(row: dict[str, Any], name: str, carry: tuple[str, ...]) -> dict[str
         f"{name}_input_tokens": row["num_input_tokens"],
         f"{name}_output_tokens": row["num_output_tokens"],
         f"{name}_faults": row["faults"],
+        f"{name}_finish": row["finish"],
     }
 
 
 def calls(name: str) -> list[str]:
-    """The columns ``ask(..., name)`` adds that describe the calls: error, token counts, faults met."""
-    return [f"{name}_error", f"{name}_input_tokens", f"{name}_output_tokens", f"{name}_faults"]
+    """The columns ``ask(..., name)`` adds that describe the calls: error, token counts, faults met, why the answer
+    ended."""
+    return [f"{name}_error", f"{name}_input_tokens", f"{name}_output_tokens", f"{name}_faults", f"{name}_finish"]
 
 
 def teacher_counts(batches: Iterable[dict[str, list[Any]]], name: str) -> dict[str, Any]:
-    """Rows, errors (and three examples), tokens, and the retried attempts and errors by kind (``fault_counts``)
-    from batches of the ``calls(name)`` columns."""
+    """Rows, errors (and three examples), tokens, the retried attempts and errors by kind (``fault_counts``), and the
+    answers by how they ended (``finished``: stop, length, runaway) from batches of the ``calls(name)`` columns."""
     counts: dict[str, Any] = {"rows": 0, "errors": 0, "error_examples": [], "input_tokens": 0, "output_tokens": 0}
-    by_kind: dict[str, Counter[str]] = {"retries": Counter(), "errors_by_kind": Counter()}
+    by_kind: dict[str, Counter[str]] = {"retries": Counter(), "errors_by_kind": Counter(), "finished": Counter()}
     for batch in batches:
-        errors, inputs, outputs, faults = (batch[c] for c in calls(name))
+        errors, inputs, outputs, faults, finished = (batch[c] for c in calls(name))
+        by_kind["finished"].update(f for f in finished if f)
         counts["rows"] += len(errors)
         found = [e for e in errors if e]
         counts["errors"] += len(found)

@@ -90,6 +90,7 @@ def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxActors)
                 "test_output_tokens": row["test_output_tokens"],
                 "test_error": row["test_error"],
                 "test_faults": row["test_faults"],
+                "test_finish": row["test_finish"],
             }
         )
     return out

@@ -105,6 +105,7 @@ def kept(row: dict[str, Any], reason: str) -> dict[str, Any]:
         "are_input_tokens": row.get("are_input_tokens", 0),
         "are_output_tokens": row.get("are_output_tokens", 0),
         "are_faults": row.get("are_faults", ""),
+        "are_finish": row.get("are_finish"),
         "evolved_response": row.get("are_response"),
         "are_kept": reason,
     }
