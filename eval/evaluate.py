@@ -18,6 +18,7 @@ from amr.config import EVALPLUS_VERSIONS, EvalConfig
 from amr.engines import EngineError, open_teacher
 from amr.logs import job_logs
 from amr.runtime import init_ray
+from amr.serving import preload
 from eval.data import dataset_file, default_cache, load_tasks
 from eval.generate import generate, student
 from eval.score import score
@@ -33,7 +34,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         cache = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache()
         data = dataset_file(config.dataset, version, config.limit, cache)
         tasks = load_tasks(data)
-        init_ray(config.ray)
+        init_ray(config.ray, preload(student(config)))
         preflight.run(config)
         with open_teacher(student(config), config.model_store) as engine:
             samples = generate(tasks, config, engine)

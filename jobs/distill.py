@@ -16,6 +16,7 @@ from rich.table import Table
 from amr.config import DistillConfig, load_config
 from amr.methods import METHODS
 from amr.pipelines import distill
+from amr.stages import endings
 from jobs.common import OverridesOption, run_as_module, shutting_down_ray
 
 
@@ -39,6 +40,7 @@ def stage_table(manifest: dict[str, Any]) -> Table:
         notes = f"{s['inserted']} functions inserted" if "inserted" in s else notes
         notes = f"{s['queries']} queries embedded" if "queries" in s else notes
         notes = ", ".join(f"{v} {k}" for k, v in s["verdicts"].items()) if "verdicts" in s else notes
+        notes = ", ".join([notes, *endings(s)] if notes else endings(s))
         retries = str(sum(s["retries"].values())) if "retries" in s else ""
         table.add_row(
             name,

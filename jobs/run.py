@@ -33,6 +33,7 @@ from amr.model_store import resolve
 from amr.pipelines import distill, fingerprints, instructions
 from amr.pipelines.plan import Group, Step, groups, plan
 from amr.runtime import init_ray
+from amr.serving import preload
 from amr.storage import RunDir
 from eval.evaluate import evaluate
 from eval.generate import student
@@ -53,7 +54,7 @@ def run(config: RunConfig) -> str:
     out = storage.normalize(config.output)
     _refuse_eval_overlap(config)
     with job_logs(out):
-        init_ray(config.distill.ray)
+        init_ray(config.distill.ray, preload(config.distill.teacher))
         preflight.run(config)
         base = storage.join(out, "base", "eval")
         base_on_teacher = config.eval.base and _engine_of(config, config.train.model) == _engine_of(config, None)

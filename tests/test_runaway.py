@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from amr.runaway import MIN_SPAN, Watch, repeating_tail, trimmed
+from amr.stages import endings, teacher_counts
 
 CODE = '''```python
 def running_total(xs: list[int]) -> list[int]:
@@ -52,3 +53,17 @@ def test_the_watch_stops_a_growing_answer_once():
             break
     assert cut.startswith(CODE[:-1]) and cut.count("again") == 2 and len(cut) <= len(CODE) + 16
     assert len(watch.text) < len(CODE) + MIN_SPAN + 512  # stopped soon after the repetition was long enough
+
+
+def test_a_stages_counts_say_how_its_answers_ended():
+    batch = {
+        "are_error": [None, None, None, "HTTP 500"],
+        "are_input_tokens": [10, 10, 10, 0],
+        "are_output_tokens": [50, 3000, 210, 0],
+        "are_faults": ["", "", "", "HTTP 500"],
+        "are_finish": ["stop", "length", "runaway", None],
+    }
+    counts = teacher_counts([batch], "are")
+    assert counts["finished"] == {"length": 1, "runaway": 1, "stop": 1}  # an error ended no answer
+    assert endings(counts) == ["1 runaways stopped", "1 cut at max_tokens"]
+    assert endings({"finished": {"stop": 4}, "test_finished": {"runaway": 2}}) == ["2 runaways stopped"]

@@ -47,6 +47,7 @@ from amr.pipelines.job import Job, count, count_where
 from amr.progress import StageProgress
 from amr.runtime import init_ray, ordered, package_versions
 from amr.sandbox.stage import SandboxActors
+from amr.serving import preload
 from amr.stages import (
     check,
     cot,
@@ -85,7 +86,7 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
     if not total:
         raise ConfigError(f"input.source: {config.input.source} holds no instruction")
     with job_logs(config.run_dir):
-        init_ray(config.ray)
+        init_ray(config.ray, preload(config.teacher))
         preflight.run(config)
         # the CPU-side actors first: they start in the background while the teacher's engine starts
         with ordered(), ExitStack() as resources:

@@ -10,6 +10,7 @@ from amr import storage
 from amr.methods import METHODS, REFERENCE
 from amr.report.collect import Row
 from amr.report.stats import Paired, p_text, paired, verdict, wilson
+from amr.stages import endings
 
 DATASETS = {"humaneval": "HumanEval", "mbpp": "MBPP"}
 COLUMNS = [
@@ -141,6 +142,7 @@ def stage_notes(stage: dict[str, Any]) -> str:
     notes += [f"{v} {k}" for k, v in stage.get("candidates", {}).items()]
     notes += [f"{stage['inserted']} inserted"] if "inserted" in stage else []
     notes += [f"{stage['resolved']} resolved by resampling"] if "resolved" in stage else []
+    notes += endings(stage)
     notes += [f"skipped: {stage['skipped']}"] if "skipped" in stage else []
     notes += ["resumed"] if stage.get("resumed") else []
     return ", ".join(notes)

@@ -112,3 +112,11 @@ def teacher_counts(batches: Iterable[dict[str, list[Any]]], name: str) -> dict[s
         for key, kinds in fault_counts(faults, errors).items():
             by_kind[key].update(kinds)
     return {**counts, **{key: dict(sorted(kinds.items())) for key, kinds in by_kind.items()}}
+
+
+def endings(counts: dict[str, Any]) -> list[str]:
+    """A stage's answers (and its tests') that did not end by themselves, in words: stopped as runaways, cut at
+    max_tokens (from ``teacher_counts``' ``finished`` and growth's ``test_finished``)."""
+    ended = Counter(counts.get("finished", {})) + Counter(counts.get("test_finished", {}))
+    words = (("runaway", "runaways stopped"), ("length", "cut at max_tokens"))
+    return [f"{ended[kind]} {word}" for kind, word in words if ended[kind]]
