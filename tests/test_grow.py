@@ -192,6 +192,14 @@ def test_verify_runs_only_tests_that_assert_on_their_function():
     assert all(r["vector"] == [1.0] and r["instruction_id"] == "a" for r in out)  # the candidate's fields stay
 
 
+def test_verify_keeps_the_whole_asserts_of_a_test_cut_off_at_max_tokens():
+    cut = "```python\ndef test_f():\n    assert f(1) == 1\n    assert f(2) =="  # the answer ran out of tokens
+    sandbox = Sandbox({"def f(x):\n    return x\n": {"status": "passed", "reason": ""}})
+    [out] = grow.verify([cand("f", vector=[1.0])], Teacher({"f": (cut, None)}), sandbox)
+    assert sandbox.checks == [{"code": "def f(x):\n    return x\n", "test": "def test_f():\n    assert f(1) == 1"}]
+    assert (out["outcome"], out["test"]) == ("verified", "def test_f():\n    assert f(1) == 1")
+
+
 def test_insert_adds_the_verified_ones_with_their_provenance():
     verified = [
         cand("f", "i1", test="assert f(1) == 1", outcome="verified", vector=[0.5, 0.5]),

@@ -67,6 +67,23 @@ def test_function_specs_take_signature_and_docstring_and_drop_bodies():
     assert function_specs("no code here") == [] and function_specs("") == []
 
 
+def test_function_specs_repeated_by_name_keep_their_first_occurrence():
+    # the second block restates is_prime with another signature and description (and adds a spec): the first stays
+    answer = (
+        '```python\ndef is_prime(n: int) -> bool:\n    """Return True when n is prime."""\n```\n'
+        '```python\ndef is_prime(k) -> int:\n    """Count to k."""\n\ndef twice(x: int) -> int:\n'
+        '    """Double x."""\n```'
+    )
+    assert function_specs(answer) == [
+        {
+            "name": "is_prime",
+            "signature": "def is_prime(n: int) -> bool",
+            "description": "Return True when n is prime.",
+        },
+        {"name": "twice", "signature": "def twice(x: int) -> int", "description": "Double x."},
+    ]
+
+
 def test_defined_functions_are_standalone_with_the_program_imports():
     program = (
         "import math\nfrom functools import lru_cache\n\nX = 3\n\n@lru_cache(None)\n"
