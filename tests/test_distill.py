@@ -4,6 +4,7 @@ the dataset, response accuracy, and resume after a kill."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -216,6 +217,69 @@ def test_waves_overlap_as_staleness_allows_and_insert_once(ray_local, tmp_path):
     assert sum(p["inserted"] for p in pins) == manifest["modules"]["rows"] and manifest["dataset"]["rows"] == 4
 
 
+@pytest.mark.timeout(300)
+def test_retrieval_floor_top_k_and_novelty_threshold_reach_the_waves(ray_local, scripted, tmp_path, caplog):
+    """The module settings of a run, end to end. Cosines of the specs (all-minilm-l6-v2): add~is_even 0.342,
+    add_three~add 0.782, add_three~is_even 0.315, count_evens~is_even 0.650, count_evens~add 0.361. In wave 2 the
+    table holds add and is_even: with 2 hits per spec and a floor of 0.35, add_three's specs keep add only and
+    count_evens's keep is_even and add; add_three (0.782 to add) is no longer novel at 0.7."""
+    cfg = config(tmp_path, scripted)
+    cfg.modules.top_k, cfg.modules.min_similarity, cfg.modules.novelty_threshold = 2, 0.35, 0.7
+    asked = len(scripted.requests)
+    caplog.set_level(logging.INFO, logger="amr")
+    manifest = distill.run(cfg)
+    run = Path(cfg.run_dir)
+    waves = pq.read_table(run / "waves" / "00001.parquet").to_pylist()
+    hits = {r["id"]: [(h["name"], h["similarity"]) for h in json.loads(r["retrieved"])] for r in waves}
+    assert {k: [n for n, _ in v] for k, v in hits.items()} == {
+        "t/add_three": ["add"],  # is_even at 0.342 and 0.315: under the floor
+        "t/count_evens": ["is_even", "add"],  # the second hit of a spec: top_k 2
+    }
+    assert all(similarity >= 0.35 for found in hits.values() for _, similarity in found)
+    # the retrieved functions are the ones the teacher was shown
+    evolve = {
+        re.search(r"Task: (\w+)", m[1]["content"]).group(1): m[1]["content"].split("### Relevant Functions:")[1]
+        for m in scripted.requests[asked:]
+        if m[0]["content"] == response_evolution.SYSTEM
+    }
+    assert "return a + b" in evolve["count_evens"] and "return n % 2 == 0" not in evolve["add_three"]
+    growth = pq.read_table(run / "growth" / "00001.parquet").to_pylist()
+    assert sorted((g["name"], g["outcome"]) for g in growth) == [
+        ("add", "known"),
+        ("add_three", "known"),  # 0.782 >= 0.7
+        ("count_evens", "verified"),  # 0.650 < 0.7
+        ("is_even", "known"),
+    ]
+    assert [w["inserted"] for w in manifest["modules"]["waves"]] == [2, 1] and manifest["modules"]["rows"] == 3
+    # each wave's line in the job's log says what it retrieved and grew
+    log = caplog.text
+    assert re.search(r"wave 1/2: 2 rows, 0 retrieved a function.*; 2 new functions \(2 verified\), 2 inserted; ", log)
+    assert re.search(
+        r"wave 2/2: 2 rows, 2 retrieved a function; 4 new functions \(3 known, 1 verified\), 1 inserted; "
+        r"table version \d+ \(\d+ s\)",
+        log,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_restart_from_waves_removes_the_runs_own_table_and_refuses_a_shared_one(
+    ray_local, scripted, uninterrupted, tmp_path
+):
+    cfg = config(tmp_path, scripted)
+    shutil.copytree(uninterrupted[0].run_dir, cfg.run_dir)
+    manifest = distill.run(cfg, restart_from="waves")
+    # a fresh table: the first wave finds add and is_even novel again and inserts them (a table kept would know them)
+    assert [w["inserted"] for w in manifest["modules"]["waves"]] == [2, 2] and manifest["modules"]["rows"] == 4
+    assert manifest["modules"]["waves"][0]["version_read"] == uninterrupted[1]["modules"]["waves"][0]["version_read"]
+    assert manifest["stages"]["direct"]["resumed"] and "resumed" not in manifest["stages"]["evolve"]
+    shared = config(tmp_path / "shared", scripted)
+    shared.modules.uri = str(tmp_path / "shared-table")
+    for stage in ("decompose", "waves"):  # the waves and what feeds them: the shared table holds their inserts
+        with pytest.raises(ConfigError, match=rf"--restart-from {stage}: .* the shared module table .*shared-table"):
+            distill.run(shared, restart_from=stage)
+    assert not Path(shared.run_dir).exists() and not (tmp_path / "shared-table").exists()  # refused before any work
+
+
 def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, uninterrupted, tmp_path):
     cfg = config(tmp_path, scripted)
     run = Path(cfg.run_dir)
@@ -239,9 +303,8 @@ def test_rerun_recomputes_nothing_and_duplicates_nothing(ray_local, scripted, un
     assert pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist() == before
 
 
-def test_ablations_use_the_same_machinery(ray_local, scripted, tmp_path):
-    no_md = distill.run(config(tmp_path / "no-md", scripted, method="amr-no-md"))
-    assert "decompose" not in no_md["stages"] and no_md["dataset"]["rows"] == 4
+def test_the_ablation_without_are_reads_no_table(ray_local, scripted, tmp_path):
+    # amr-no-md: tests/test_ablations.py
     no_are = distill.run(config(tmp_path / "no-are", scripted, method="amr-no-are"))
     waves = pq.read_table(Path(no_are["config"]["run_dir"]) / "waves" / "00001.parquet").to_pylist()
     assert all(json.loads(r["retrieved"]) == [] for r in waves)
@@ -359,6 +422,39 @@ def test_amr_modules_bootstrap_fills_a_table_once(ray_local, scripted, tmp_path)
         .invoke(app, ["modules", "bootstrap", "--config", str(path), "--set", "modules.bootstrap_limit=0"])
         .output
     )
+
+
+def test_bootstrap_from_seeds_the_table_from_other_instructions(ray_local, scripted, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"id": "s/1", "instruction": "Task: is_even. A seed from elsewhere."}) + "\n")
+    cfg = config(tmp_path, scripted)
+    cfg.modules.bootstrap_from, cfg.modules.bootstrap_limit = str(seeds), 2
+    manifest = distill.run(cfg)
+    asked = [m[1]["content"] for m in scripted.requests if m[0]["content"] == bootstrap.SYSTEM]
+    assert sum("A seed from elsewhere." in m for m in asked) == 1  # the seed file's one instruction, not the input's
+    assert not any("Task: add." in m for m in asked)
+    assert manifest["stages"]["bootstrap"]["inserted"] == 1  # reverse_text, the script's helper for is_even
+    assert manifest["modules"]["rows"] == 5
+
+
+def test_the_lease_is_checked_before_each_insert(ray_local, tmp_path):
+    taken = []
+
+    def taken_over_at_the_first_test(messages):  # another job takes the table's lease while wave 1 grows
+        if messages[0]["content"] == testgen.SYSTEM and not taken:
+            lease = Path(cfg.run_dir) / "modules" / "modules.lease.json"
+            lease.write_text(json.dumps({**json.loads(lease.read_text()), "holder": "runs/other"}))
+            taken.append(lease)
+            time.sleep(1.0)  # 20 of the job's heartbeats: it notices the lease is no longer its own
+        return script(messages)
+
+    with ScriptedTeacher(taken_over_at_the_first_test) as teacher:
+        cfg = config(tmp_path, teacher)
+        cfg.modules.lease_ttl_s = 0.2
+        with pytest.raises(LeaseError, match="this job's lease was taken over by another job"):
+            distill.run(cfg)
+    assert taken and lancedb.connect(str(Path(cfg.run_dir) / "modules")).open_table("modules").count_rows() == 0
+    assert not (Path(cfg.run_dir) / "waves" / "00000.parquet").exists()
 
 
 def test_the_run_directory_and_table_on_an_object_store(ray_local, scripted, s3_server, tmp_path):

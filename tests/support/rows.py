@@ -1,0 +1,82 @@
+"""Stand-ins for a stage's resources in the test's own process, so that the stages' row logic runs without Ray (and
+under mutation testing, ``make mutation``): ``Rows``, a list of rows with the parts of ``ray.data.Dataset`` the stages
+call; ``Teacher``, answering each chat with a function of its messages; ``Sandbox``, a verdict per code and test.
+The real Ray, teacher and sandbox run the same stages in tests/test_stages.py and tests/test_distill.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Row = dict[str, Any]
+
+
+class Rows:
+    """Rows in order, with ``map``, ``filter``, ``columns``, ``union`` and ``take_all`` as ``ray.data.Dataset`` has
+    them."""
+
+    def __init__(self, rows: list[Row]):
+        self.rows = [dict(r) for r in rows]
+
+    def map(self, fn: Callable[[Row], Row]) -> Rows:
+        return Rows([fn(dict(r)) for r in self.rows])
+
+    def filter(self, fn: Callable[[Row], bool]) -> Rows:
+        return Rows([r for r in self.rows if fn(dict(r))])
+
+    def columns(self) -> list[str]:
+        return list(self.rows[0]) if self.rows else []
+
+    def union(self, *others: Rows) -> Rows:
+        return Rows([r for part in (self, *others) for r in part.rows])
+
+    def take_all(self) -> list[Row]:
+        return [dict(r) for r in self.rows]
+
+
+class Teacher:
+    """``answer(messages)`` gives (response, error) for each chat; every request is kept (with its carried columns)
+    in ``requests``. Tokens: the number of words of the chat and of the answer."""
+
+    def __init__(self, answer: Callable[[list[dict[str, str]]], tuple[str | None, str | None]]):
+        self.answer, self.requests = answer, []
+
+    def complete(self, requests: list[Row], carry: tuple[str, ...] = ("id",)) -> list[Row]:
+        self.requests += requests
+        out = []
+        for request in requests:
+            response, error = self.answer(request["messages"])
+            out.append(
+                {
+                    **{k: request[k] for k in carry},
+                    "response": response,
+                    "error": error,
+                    "num_input_tokens": sum(len(m["content"].split()) for m in request["messages"]),
+                    "num_output_tokens": len((response or "").split()),
+                    "faults": "HTTP 503" if error else "",
+                }
+            )
+        return out
+
+    def generate(self, ds: Rows, carry: tuple[str, ...]) -> Rows:
+        return Rows(self.complete(ds.take_all(), tuple(carry)))
+
+
+class Sandbox:
+    """``verdict(code, test)`` gives the status of each check (``passed``, ``failed``, ...); every check is kept in
+    ``checks``."""
+
+    def __init__(self, verdict: Callable[[str, str], str]):
+        self.verdict, self.checks = verdict, []
+
+    def run(self, checks: list[Row]) -> list[Row]:
+        return [self._record(c) for c in checks]
+
+    def check_dataset(self, ds: Rows) -> Rows:
+        return ds.map(lambda row: {**row, **self._record(row)})
+
+    def _record(self, check: Row) -> Row:
+        self.checks.append({"code": check["code"], "test": check["test"]})
+        status = self.verdict(check["code"], check["test"])
+        reason = "" if status == "passed" else f"AssertionError in {check['test'][:40]}"
+        return {"status": status, "reason": reason, "duration_s": 0.0, "stdout": "", "stderr": "", "isolation": "fake"}

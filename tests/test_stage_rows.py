@@ -1,0 +1,269 @@
+"""The stages' rules row by row, in this process (tests/support/rows.py stands in for Ray, the teacher and the
+sandbox): which answer each row ends with, and what the teacher and the sandbox are given. The same stages on a
+real Ray, teacher and sandbox: tests/test_stages.py and tests/test_distill.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from amr.prompts import cot as cot_prompt
+from amr.prompts import decompose as md_prompt
+from amr.prompts import direct as direct_prompt
+from amr.prompts import repair as repair_prompt
+from amr.stages import check, cot, decompose, direct, repair, response_evolution, teacher_counts
+from tests.support.rows import Rows, Sandbox, Teacher
+
+pytestmark = pytest.mark.timeout(60)
+
+ADD = 'def add(a, b):\n    """Return a + b."""\n    return a + b'
+ADD_THREE = "def add_three(a, b, c):\n    return add(add(a, b), c)"
+SPECS = json.dumps(
+    [
+        {"name": "add", "signature": "def add(a, b)", "description": "Return a + b."},
+        {"name": "add_three", "signature": "def add_three(a, b, c)", "description": "Sum of three."},
+    ]
+)
+
+
+def fenced(code: str) -> str:
+    return f"```python\n{code}\n```"
+
+
+def user(messages: list[dict[str, str]]) -> str:
+    """The chat's first user message (the task; a retry adds a reminder after it)."""
+    return next(m["content"] for m in messages if m["role"] == "user")
+
+
+def test_direct_and_cot_ask_once_per_instruction_and_name_their_columns():
+    teacher = Teacher(lambda messages: (fenced("def f():\n    return 1"), None))
+    rows = Rows([{"id": "a", "instruction": "Write f."}, {"id": "b", "instruction": "Write g."}])
+    answered = direct.run(rows, teacher).take_all()
+    assert [r["messages"] for r in teacher.requests] == [
+        direct_prompt.messages("Write f."),
+        direct_prompt.messages("Write g."),
+    ]
+    assert answered[1] == {
+        "id": "b",
+        "instruction": "Write g.",
+        "direct_response": fenced("def f():\n    return 1"),
+        "direct_error": None,
+        "direct_input_tokens": sum(len(m["content"].split()) for m in direct_prompt.messages("Write g.")),
+        "direct_output_tokens": 6,
+        "direct_faults": "",
+    }
+    [reasoned, _] = cot.run(rows, teacher).take_all()
+    assert teacher.requests[2]["messages"] == cot_prompt.messages("Write f.") and "cot_response" in reasoned
+
+
+def test_teacher_counts_sum_the_calls_and_keep_three_error_examples():
+    batches = [
+        {"e_error": [None, "HTTP 500: a", "HTTP 503: b"], "e_input_tokens": [1, 2, None], "e_output_tokens": [3, 0, 4],
+         "e_faults": ["", "HTTP 500", "HTTP 503, HTTP 503"]},
+        {"e_error": ["timeout: c", "timeout: d"], "e_input_tokens": [5, 6], "e_output_tokens": [None, 7],
+         "e_faults": ["timeout", "timeout"]},
+    ]  # fmt: skip
+    counts = teacher_counts(batches, "e")
+    assert {k: counts[k] for k in ("rows", "errors", "error_examples", "input_tokens", "output_tokens")} == {
+        "rows": 5,
+        "errors": 4,
+        "error_examples": ["HTTP 500: a", "HTTP 503: b", "timeout: c"],
+        "input_tokens": 14,
+        "output_tokens": 14,
+    }
+
+
+def md_row(id: str, **extra) -> dict:
+    return {"id": id, "instruction": f"Task {id}.", "direct_response": fenced(ADD), "direct_error": None, **extra}
+
+
+def test_decompose_parses_specs_says_why_none_and_retries_only_those():
+    answers = {"Task a.": (fenced('def add(a, b):\n    """Return a + b."""\n    ...'), None),
+               "Task b.": ("I would split it in two.", None), "Task c.": (None, "HTTP 503: down")}  # fmt: skip
+    teacher = Teacher(lambda messages: _md(answers, messages))
+    rows = decompose.run(Rows([md_row("a"), md_row("b"), md_row("c")]), teacher).take_all()
+    assert teacher.requests[0]["messages"] == md_prompt.messages("Task a.", fenced(ADD))
+    assert [(json.loads(r["specs"]), r["md_reason"], r["md_retried"]) for r in rows] == [
+        ([{"name": "add", "signature": "def add(a, b)", "description": "Return a + b."}], None, False),
+        ([], "no function with a signature and docstring in the answer", False),
+        ([], "teacher error: HTTP 503: down", False),
+    ]
+    assert [decompose.needs_retry(r) for r in rows] == [False, True, False]  # an error is asked again on a rerun
+    answers["Task b."] = (fenced('def half(x):\n    """Half of x."""'), None)
+    [again] = decompose.retry(Rows([rows[1]]), teacher).take_all()
+    assert teacher.requests[-1]["messages"] == md_prompt.retry_messages(
+        "Task b.", fenced(ADD), "I would split it in two."
+    )
+    assert (json.loads(again["specs"])[0]["name"], again["md_reason"], again["md_retried"]) == ("half", None, True)
+    assert again["md_response"] == answers["Task b."][0] and again["direct_response"] == fenced(ADD)
+
+
+def _md(answers: dict, messages: list[dict[str, str]]) -> tuple[str | None, str | None]:
+    return next(answer for task, answer in answers.items() if task in user(messages))
+
+
+def test_ansrepair_tests_r_d_and_repairs_only_the_failing_answers_from_their_feedback():
+    tests = {"Task a.": "```python\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n```", "Task b.": "No tests here.",
+             "Task c.": "```python\nassert add(1, 1) == 2\n```"}  # fmt: skip
+    teacher = Teacher(lambda messages: (next(t for k, t in tests.items() if k in user(messages)), None))
+    sandbox = Sandbox(lambda code, test: "passed" if "a + b" in code else "failed")
+    rows = [md_row("a"), md_row("b"), md_row("c", direct_response="Here: " + fenced("def add(a, b):\n    return a"))]
+    tested = repair.test(Rows(rows), teacher, sandbox).take_all()
+    assert teacher.requests[0]["messages"] == repair_prompt.tests_messages("Task a.")
+    assert sandbox.checks == [
+        {"code": ADD, "test": "assert add(1, 2) == 3\nassert add(0, 0) == 0"},
+        {"code": ADD, "test": ""},
+        {"code": "def add(a, b):\n    return a", "test": "assert add(1, 1) == 2"},
+    ]
+    assert [(r["self_tests"], r["self_test_status"]) for r in tested] == [
+        (["assert add(1, 2) == 3", "assert add(0, 0) == 0"], "passed"),
+        ([], "no tests"),
+        (["assert add(1, 1) == 2"], "failed"),
+    ]
+    assert tested[1]["self_test_reason"] == "no assert statement in the answer"
+    assert "code" not in tested[0] and "status" not in tested[0] and tested[0]["anstest_response"] == tests["Task a."]
+    assert [repair.needs_repair(r) for r in tested] == [False, False, True]
+    assert not repair.needs_repair({**tested[2], "direct_error": "HTTP 503"})  # no R_d to repair
+    teacher.answer = lambda messages: (fenced(ADD), None)
+    [repaired] = repair.run(Rows([tested[2]]), teacher).take_all()
+    # the repair sees the code of the wrong answer (not its prose) and the failure
+    assert teacher.requests[-1]["messages"] == repair_prompt.repair_messages(
+        "Task c.", "def add(a, b):\n    return a", "AssertionError in assert add(1, 1) == 2"
+    )
+    assert repair.final(tested[2], repaired)["ansrepair_response"] == fenced(ADD)
+    assert repair.final(tested[0], None)["ansrepair_response"] == tested[0]["direct_response"]
+    errored = {**tested[2], "repair_response": None, "repair_error": "HTTP 503"}
+    assert repair.final(tested[2], errored)["ansrepair_error"] == "HTTP 503"
+
+
+def test_ansrepair_without_tests_is_no_tests_whatever_the_answer():
+    teacher = Teacher(lambda messages: (None, "HTTP 503: down"))
+    [row] = repair.test(Rows([md_row("a")]), teacher, Sandbox(lambda code, test: "passed")).take_all()
+    assert (row["self_test_status"], row["self_test_reason"]) == ("no tests", "HTTP 503: down")
+
+
+def are_row(id: str, retrieved: list[dict] | None = None, **extra) -> dict:
+    return {
+        "id": id,
+        "instruction": f"Task {id}: write add_three(a, b, c).",
+        "specs": SPECS,
+        "retrieved": json.dumps(retrieved or []),
+        "direct_response": f"R_d of {id}",
+        "direct_error": None,
+        **extra,
+    }
+
+
+MODULE = {"name": "add", "code": ADD, "similarity": 0.9}
+
+
+def test_the_gated_rewrite_keeps_r_d_where_it_adapts_no_module():
+    rewrites = {
+        "uses": fenced(f"{ADD}\n\n\n{ADD_THREE}"),  # calls the retrieved add
+        "ignores": fenced("def add_three(a, b, c):\n    return a + b + c"),  # calls no retrieved function
+        "incomplete": fenced(ADD),  # leaves out add_three, the function asked for
+        "none": fenced(ADD_THREE),  # never asked: nothing retrieved
+    }
+    teacher = Teacher(lambda messages: (next(v for k, v in rewrites.items() if f"Task {k}:" in user(messages)), None))
+    rows = [are_row("uses", [MODULE]), are_row("ignores", [MODULE]), are_row("incomplete", [MODULE]), are_row("none")]
+    out = {r["id"]: r for r in response_evolution.run(rows, teacher, adapts_only=True)}
+    assert [r["id"] for r in teacher.requests] == ["uses", "ignores", "incomplete"]
+    assert "return a + b" in user(teacher.requests[0]["messages"])  # the retrieved module is shown
+    assert {k: r["are_kept"] for k, r in out.items()} == {
+        "uses": None,
+        "ignores": "no module used",
+        "incomplete": "incomplete",
+        "none": "nothing retrieved",
+    }
+    assert out["uses"]["are_response"] == out["uses"]["evolved_response"] == rewrites["uses"]
+    for kept in ("ignores", "incomplete", "none"):
+        assert out[kept]["are_response"] == f"R_d of {kept}"
+    assert out["ignores"]["evolved_response"] == rewrites["ignores"] and out["none"]["evolved_response"] is None
+    assert out["ignores"]["are_output_tokens"] > 0 and out["none"]["are_output_tokens"] == 0
+
+
+def test_the_ungated_rewrite_is_the_answer_unless_it_leaves_out_the_asked_function():
+    rewrites = {"ignores": fenced("def add_three(a, b, c):\n    return a + b + c"), "incomplete": fenced(ADD),
+                "failed": None}  # fmt: skip
+    answer = lambda messages: next(  # noqa: E731
+        (v, None if v else "HTTP 503") for k, v in rewrites.items() if f"Task {k}:" in user(messages)
+    )
+    rows = [are_row("ignores", [MODULE]), are_row("incomplete"), are_row("failed")]
+    out = {r["id"]: r for r in response_evolution.run(rows, Teacher(answer), adapts_only=False)}
+    assert out["ignores"]["are_kept"] is None and out["ignores"]["are_response"] == rewrites["ignores"]
+    assert out["incomplete"]["are_kept"] == "incomplete" and out["incomplete"]["are_response"] == "R_d of incomplete"
+    assert out["failed"]["are_kept"] is None and out["failed"]["are_error"] == "HTTP 503"  # asked again on a rerun
+    # without retrieval (the ablation w/o ARE) the prompt shows no function, whatever was retrieved
+    teacher = Teacher(lambda messages: (rewrites["ignores"], None))
+    response_evolution.run([are_row("ignores", [MODULE])], teacher, use_retrieved=False, adapts_only=True)
+    assert "return a + b" not in user(teacher.requests[0]["messages"])
+
+
+def checked_row(id: str, direct_ok: bool, evolved_ok: bool | None, tests: bool = True, **extra) -> dict:
+    return {
+        "id": id,
+        "instruction": f"Task {id}.",
+        "direct_response": fenced("def f():\n    return 'direct " + ("right" if direct_ok else "wrong") + "'"),
+        "direct_error": None,
+        "are_response": None if evolved_ok is None else fenced(f"def f():\n    return 'are {'right' if evolved_ok else 'wrong'}'"),
+        "are_error": None if evolved_ok is not None else "HTTP 503",
+        "self_tests": ["assert f().endswith('right')"] if tests else [],
+        "self_test_status": ("passed" if direct_ok else "failed") if tests else "no tests",
+        **extra,
+    }  # fmt: skip
+
+
+def test_the_check_takes_the_evolved_answer_only_where_it_passes_the_teachers_tests_and_r_d_does_not():
+    sandbox = Sandbox(lambda code, test: "passed" if "right" in code else "failed")
+    rows = [
+        checked_row("both pass", direct_ok=True, evolved_ok=True),
+        checked_row("evolved passes", direct_ok=False, evolved_ok=True),
+        checked_row("r_d passes", direct_ok=True, evolved_ok=False),
+        checked_row("both fail", direct_ok=False, evolved_ok=False),
+        checked_row("no tests", direct_ok=False, evolved_ok=True, tests=False),
+        checked_row("no evolved answer", direct_ok=False, evolved_ok=None),
+        checked_row("no r_d", direct_ok=False, evolved_ok=False, direct_response=None, direct_error="HTTP 503"),
+    ]
+    out = {r["id"]: r for r in check.run(Rows(rows), sandbox).take_all()}
+    assert {k: (r["checked_source"], r["are_self_test_status"], r["checked_status"]) for k, r in out.items()} == {
+        "both pass": ("direct", "passed", "passed"),  # the tests cannot tell them apart: R_d stays
+        "evolved passes": ("are", "passed", "passed"),
+        "r_d passes": ("direct", "failed", "passed"),
+        "both fail": ("direct", "failed", "failed"),
+        "no tests": ("direct", "no tests", "no tests"),
+        "no evolved answer": ("direct", "no answer", "failed"),
+        "no r_d": ("are", "failed", "failed"),  # the only answer there is
+    }
+    assert out["evolved passes"]["checked_response"] == rows[1]["are_response"]
+    assert out["both pass"]["checked_response"] == rows[0]["direct_response"]
+    assert (out["no r_d"]["checked_response"], out["no r_d"]["checked_error"]) == (rows[6]["are_response"], None)
+    assert sandbox.checks[0] == {"code": "def f():\n    return 'are right'", "test": "assert f().endswith('right')"}
+    assert all(not set(r) & {"status", "reason", "code", "test", "isolation"} for r in out.values())
+    assert [k for k, r in out.items() if check.unresolved(r)] == ["both fail", "no evolved answer", "no r_d"]
+
+
+def test_resampling_adopts_a_sample_only_where_it_passes_the_teachers_tests():
+    samples = {"Task a.": fenced("def f():\n    return 'right'"), "Task b.": fenced("def f():\n    return 'wrong'"),
+               "Task c.": None}  # fmt: skip
+    teacher = Teacher(
+        lambda messages: next((v, None if v else "HTTP 503") for k, v in samples.items() if k in user(messages))
+    )
+    sandbox = Sandbox(lambda code, test: "passed" if "right" in code else "failed")
+    rows = [
+        {**checked_row(i, direct_ok=False, evolved_ok=False), "checked_source": "direct", "checked_status": "failed",
+         "checked_response": "R_d", "checked_error": None, "resample_response": "an earlier round's"}
+        for i in "abc"
+    ]  # fmt: skip
+    sampling = {"temperature": 0.8, "top_p": 0.95, "seed": 3}
+    out = check.resample(Rows(rows), teacher, sandbox, sampling).take_all()
+    assert teacher.requests[0]["messages"] == direct_prompt.messages("Task a.")
+    assert all(r["sampling"] == sampling for r in teacher.requests) and all("sampling" not in r for r in out)
+    assert [(r["checked_source"], r["checked_status"], r["checked_error"]) for r in out] == [
+        ("resample", "passed", None),
+        ("direct", "failed", None),
+        ("direct", "failed", None),
+    ]
+    assert out[0]["checked_response"] == samples["Task a."] and out[1]["checked_response"] == "R_d"
+    assert out[1]["resample_response"] == samples["Task b."]  # this round's, not an earlier round's
+    assert [c["code"] for c in sandbox.checks] == ["def f():\n    return 'right'", "def f():\n    return 'wrong'", ""]
