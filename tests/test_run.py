@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from amr.config import ConfigError, RunConfig, load_config
 from amr.data import iter_instructions
 from amr.decontam import eval_overlaps
+from amr.pipelines import distill
 from amr.prompts import direct, response_evolution
 from jobs.cli import app
 from jobs.run import run
@@ -112,6 +113,25 @@ def test_plumbing_of_compare_distills_trains_evaluates_and_reports(ray_local, sc
     assert again.exit_code == 0, again.output
     assert again.output.count("done already") == 8 and len(scripted.requests) == calls  # 2 x (distill, train, 2 evals)
     assert logged_engine_starts() - engines == 2  # nothing left to serve: no engine started
+
+
+@pytest.mark.timeout(300)
+def test_a_run_refuses_to_share_the_r_d_of_another_teacher(ray_local, scripted, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    made = distill_config(tmp_path / "instructions", scripted, method="direct", run_dir=str(out / "direct" / "distill"))
+    distill.run(made)  # direct's R_d, by the teacher "scripted"
+    config = RunConfig.model_validate(
+        {**run_config(tmp_path, scripted, tiny_model), "methods": ["amr"], "allow_eval_overlap": True}
+    )
+    config.distill.teacher.model = "another-teacher"  # amr would share direct's R_d: not another teacher's
+    asked = len(scripted.requests)
+    with pytest.raises(
+        ConfigError,
+        match=r"amr/distill: its direct stage was made with other settings \(teacher.model: 'scripted' -> "
+        r"'another-teacher'\)",
+    ):
+        run(config)
+    assert len(scripted.requests) == asked and not (out / "amr" / "distill" / "manifest.json").exists()
 
 
 @pytest.mark.timeout(60)
