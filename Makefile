@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap chromium models run test lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-quality clean
+.PHONY: setup bwrap chromium models run test mutation lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-quality clean
 
 setup: $(VENV)/.installed bwrap chromium
 
@@ -46,6 +46,10 @@ run: models
 
 test: setup
 	$(BIN)/pytest tests
+
+# mutation testing of the files the fast unit tests hold (~30 min on 2 cores): docs/mutation.md
+mutation: setup
+	$(BIN)/python tests/mutation.py $(FILES)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -49,22 +49,6 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
     return ast.unparse(stub).splitlines()[0].rstrip(":")
 
 
-def _parse_lenient(code: str) -> list[ast.stmt]:
-    """Top-level statements; when the whole does not parse, each ``def`` chunk that does."""
-    try:
-        return ast.parse(code).body
-    except SyntaxError:
-        pass
-    chunks = re.split(r"^(?=(?:async\s+)?def\s)", code, flags=re.MULTILINE)
-    body: list[ast.stmt] = []
-    for chunk in chunks:
-        try:
-            body += ast.parse(chunk).body
-        except SyntaxError:
-            continue
-    return body
-
-
 def function_specs(response: str) -> list[dict[str, str]]:
     """Function specs from a modular-decomposition answer: ``name``, ``signature``, ``description``.
 

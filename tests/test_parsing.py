@@ -31,6 +31,12 @@ def test_a_test_cut_off_at_max_tokens_keeps_its_whole_asserts():
     assert python_code("```python\ndef test_f():\n    assert f(", cut_off=True) is None  # no whole assert left
 
 
+def test_a_cut_off_block_keeps_its_longest_head_that_parses():
+    assert python_code("```python\nassert f(1) == 1\nassert f(", cut_off=True) == "assert f(1) == 1"  # one line
+    two_short = "```python\ndef test_f():\n    assert f(1) == 1\n    assert f(\n        2"
+    assert python_code(two_short, cut_off=True) == "def test_f():\n    assert f(1) == 1"
+
+
 MD_ANSWER = '''The solution splits into two functions:
 
 ```python

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from amr.prompts import cot as cot_prompt
 from amr.prompts import decompose as md_prompt
 from amr.prompts import direct as direct_prompt
 from amr.prompts import repair as repair_prompt
-from amr.stages import check, cot, decompose, direct, repair, response_evolution, teacher_counts
+from amr.stages import check, cot, decompose, decontaminate, direct, embed, repair, response_evolution, teacher_counts
 from tests.support.rows import Rows, Sandbox, Teacher
 
 pytestmark = pytest.mark.timeout(60)
@@ -267,3 +269,87 @@ def test_resampling_adopts_a_sample_only_where_it_passes_the_teachers_tests():
     assert out[0]["checked_response"] == samples["Task a."] and out[1]["checked_response"] == "R_d"
     assert out[1]["resample_response"] == samples["Task b."]  # this round's, not an earlier round's
     assert [c["code"] for c in sandbox.checks] == ["def f():\n    return 'right'", "def f():\n    return 'wrong'", ""]
+
+
+class _Actor:
+    """An embedder actor whose ``encode.remote`` answers at once: one vector per text, its length and 1."""
+
+    def __init__(self):
+        self.texts: list[list[str]] = []
+        self.encode = self
+
+    def remote(self, texts: list[str]):
+        self.texts.append(texts)
+        return np.asarray([[len(t), 1.0] for t in texts])
+
+
+def test_query_embedding_gives_each_row_one_vector_per_query_in_order(monkeypatch):
+    monkeypatch.setattr(embed.ray, "get", lambda answer: answer)  # the fake actor answers at once
+    actor = _Actor()
+    batch = pd.DataFrame([are_row("a"), are_row("b", specs="[]"), {**are_row("c"), "direct_response": fenced(ADD)}])
+    out = embed._embedded(batch, [actor], "specs")
+    assert actor.texts == [["def add(a, b)\nReturn a + b.", "def add_three(a, b, c)\nSum of three."] * 2]
+    assert [len(v) for v in out["query_vectors"]] == [2, 0, 2]
+    assert out["query_vectors"][0] == [[27.0, 1.0], [36.0, 1.0]] and list(out["id"]) == ["a", "b", "c"]
+    out = embed._embedded(batch, [actor], "direct")  # without MD: the code of R_d, where it has any
+    assert actor.texts[-1] == [ADD] and [len(v) for v in out["query_vectors"]] == [0, 0, 1]
+    assert len(embed._embedded(batch.iloc[:2], [actor], "direct")) == 2 and len(actor.texts) == 2  # nothing to embed
+
+
+class _Embedder:
+    """Three directions: HumanEval/0's statement, HumanEval/1's, and every other benchmark statement; an
+    instruction points where its words say."""
+
+    path = "fake"
+
+    def __init__(self, *args, **kwargs):
+        from amr.decontam import benchmark_items
+
+        problems = {i["id"]: i["problem"] for i in benchmark_items(["humaneval"])}
+        self.first, self.second = problems["HumanEval/0"], problems["HumanEval/1"]
+
+    def encode(self, texts):
+        def vector(text: str) -> list[float]:
+            if text == self.first or "reworded" in text:
+                return [1.0, 0.0, 0.0]
+            if text == self.second:
+                return [0.0, 1.0, 0.0]
+            if "close to both" in text:
+                return [0.6, 0.8, 0.0]
+            return [0.0, 0.0, 1.0] if text.strip() else [0.0, 0.0, -1.0]
+
+        return np.asarray([vector(t) for t in texts], dtype=np.float32)
+
+
+def test_decontamination_flags_the_same_task_an_ngram_copy_and_a_reworded_problem(monkeypatch):
+    from amr.config import DecontamConfig, EmbeddingConfig
+    from amr.decontam import benchmark_items
+
+    monkeypatch.setattr(decontaminate, "Embedder", _Embedder)
+    monkeypatch.setattr(decontaminate, "_benchmark_vectors", lambda embedder, problems: embedder.encode(problems))
+    config = DecontamConfig(benchmarks=["humaneval"], judge_floor=0.5, judge_top_k=2)
+    checker = decontaminate._Checker(config.model_dump(), EmbeddingConfig().model_dump(), None)
+    copied = benchmark_items(["humaneval"])[5]["prompt"]
+    batch = pd.DataFrame(
+        {
+            "id": ["HUMANEVAL/3", "mine/copy", "mine/reworded", "mine/near", "mine/clean"],
+            "instruction": ["Anything.", copied, "A reworded problem.", "Something close to both.", ""],
+        }
+    )
+    out = [{k: None if v is None or v != v else v for k, v in r.items()} for r in checker(batch).to_dict("records")]
+    assert [(r["contamination"], r["benchmark_id"]) for r in out] == [
+        ("same-task", "HumanEval/3"),
+        ("exact", "HumanEval/5"),
+        ("embedding", "HumanEval/0"),
+        (None, None),
+        (None, None),
+    ]
+    assert [r["contamination_score"] for r in out][:3] == [1.0, out[1]["contamination_score"], 1.0]
+    assert out[3]["near"] == [
+        {"benchmark_id": "HumanEval/1", "score": 0.8},
+        {"benchmark_id": "HumanEval/0", "score": 0.6},
+    ]
+    assert out[4]["near"] == [] and out[0]["near"] == []
+    unjudged = decontaminate._Checker({**config.model_dump(), "embedding_threshold": None}, {}, None)
+    assert unjudged(batch)["contamination"].tolist()[:2] == ["same-task", "exact"]
+    assert unjudged(batch)["contamination"].isna().tolist() == [False, False, True, True, True]

@@ -1,0 +1,197 @@
+"""``make mutation``: mutation testing (mutmut, in the test extra) of the files whose rules the fast unit tests hold,
+one file at a time against its own unit tests, each in a scratch copy of the repository; writes docs/mutation.md
+(score per file, every surviving mutant with why it is accepted, the date and the commit measured).
+
+    python tests/mutation.py                        # every covered file; docs/mutation.md
+    python tests/mutation.py amr/stages/check.py    # some of them: their rows of docs/mutation.md replaced
+
+A survivor without a reason in ``ACCEPTED`` is listed as unexplained and the command exits 1: kill it with a test,
+or say there why it is equivalent or accepted. tests/test_docs.py checks that the record is not stale (the rule is
+in docs/mutation.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD = ROOT / "docs" / "mutation.md"
+COVERED = ("amr/parsing.py", "amr/filters.py", "amr/decontam.py", "amr/stages/*.py", "amr/pipelines/fingerprints.py")
+STAGE_TESTS = ["tests/test_stage_rows.py"]
+TESTS = {  # each file's fast unit tests (no Ray, no model server); a stage file not named here: STAGE_TESTS
+    "amr/parsing.py": ["tests/test_parsing.py"],
+    "amr/filters.py": ["tests/test_filters.py"],
+    "amr/decontam.py": ["tests/test_decontam.py"],
+    "amr/pipelines/fingerprints.py": ["tests/test_fingerprints.py"],
+    "amr/stages/grow.py": ["tests/test_grow.py"],
+    "amr/stages/retrieve.py": ["tests/test_retrieve.py"],
+    "amr/stages/response_evolution.py": [*STAGE_TESTS, "tests/test_stages.py::test_a_rewrite_that_leaves_out_the_function_asked_for_keeps_r_d"],
+}  # fmt: skip
+ACCEPTED: dict[str, str] = {  # "<file>: <the mutated line, stripped>": why the mutant is equivalent or accepted
+    r'amr/parsing.py: text = re.sub(r"^DESCRIPTION\s*:\s*", "", text, flags=re.IGNORECASE)': "equivalent: the "
+    "pattern is matched ignoring case",
+    r'amr/parsing.py: return "" if text in ("...", "pass", "XXXX") else text': "equivalent: an empty text is "
+    "returned as it is",
+    'amr/parsing.py: node = ""': "equivalent: like None, not a function definition",
+    r'amr/parsing.py: return [block.strip("\n") for block in _FENCE.findall(response or "XXXX")]': "equivalent: "
+    "neither text holds a fence",
+    r'amr/parsing.py: for block in code_blocks(response) or [response or "XXXX"]:': "equivalent: neither text "
+    "holds a def",
+    r'amr/parsing.py: text = "\n\n\n".join(["\n".join(imports), *parts] if (imports) or True else parts)': "equivalent: without imports the join only adds leading newlines, which the next line strips",
+    "amr/parsing.py: for end in range(len(lines) + 1, 0, -1):": "equivalent: the first two heads tried are the "
+    "whole block, which does not parse (else it was returned before)",
+}
+"""Survivors, by file and the mutated line as ``mutmut show`` prints it (stable across unrelated edits)."""
+MIN_SCORE = 0.9
+
+
+def covered() -> list[str]:
+    """The covered files, in order."""
+    return sorted({str(p.relative_to(ROOT)) for pattern in COVERED for p in ROOT.glob(pattern)})
+
+
+def blob(path: str) -> str:
+    """The file's git blob id (``git hash-object``): what the record measured."""
+    return subprocess.run(
+        ["git", "hash-object", path], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def measure(path: str, children: int) -> dict:
+    """mutmut on ``path`` against its unit tests in a scratch copy; counts by status and the survivors' diffs."""
+    tests = TESTS.get(path, STAGE_TESTS)
+    with tempfile.TemporaryDirectory(prefix="amr-mutation-") as scratch:
+        work = Path(scratch)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for folder in ("amr", "tests"):
+            shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
+        settings = {
+            "source_paths": ["amr"],
+            "only_mutate": [path],
+            "pytest_add_cli_args_test_selection": tests,
+            "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "--durations=0", "-x"],
+        }
+        config = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
+        (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + f"\n[tool.mutmut]\n{config}\n")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        mutmut = [sys.executable, "-m", "mutmut"]
+        run = subprocess.run(
+            [*mutmut, "run", "--max-children", str(children)], cwd=work, env=env, capture_output=True, text=True
+        )
+        results = subprocess.run(
+            [*mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True
+        )
+        statuses = dict(re.findall(r"^\s+(\S+): (.+)$", results.stdout, re.MULTILINE))
+        if run.returncode or not statuses:
+            raise SystemExit(f"mutmut failed on {path}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        survivors = []
+        for name, status in sorted(statuses.items()):
+            if status in ("killed", "timeout"):
+                continue
+            shown = subprocess.run([*mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True).stdout
+            lines = [line for line in shown.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+            changed = [line[1:].strip() for line in lines if line.startswith("+")] or [
+                f"removed {line[1:].strip()}" for line in lines
+            ]
+            survivors.append({"name": name, "status": status, "line": " / ".join(changed), "diff": shown.strip()})
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    tested = len(statuses) - counts.get("skipped", 0)
+    return {"file": path, "blob": blob(path), "tests": tests, "mutants": len(statuses), "killed": killed,
+            "score": killed / tested if tested else 1.0, "counts": counts, "survivors": survivors}  # fmt: skip
+
+
+def read_record() -> dict[str, dict]:
+    """The measurements docs/mutation.md holds, by file (its JSON block)."""
+    if not RECORD.exists():
+        return {}
+    found = re.search(r"<!-- measurements\n(.*?)\n-->", RECORD.read_text(), re.DOTALL)
+    return {m["file"]: m for m in json.loads(found.group(1))} if found else {}
+
+
+def write_record(measured: dict[str, dict]) -> None:
+    rows, listed = [], []
+    for m in measured.values():
+        rows.append(f"| `{m['file']}` | {m['mutants']} | {m['killed']} | {len(m['survivors'])} | {m['score']:.1%} | "
+                    f"{m['measured']} | `{m['commit'][:10]}` | `{m['blob'][:10]}` |")  # fmt: skip
+        for s in m["survivors"]:
+            why = ACCEPTED.get(f"{m['file']}: {s['line']}", "**unexplained**")
+            listed.append(
+                f"- `{m['file']}` `{s['name'].split('.')[-1]}` ({s['status']}): `{s['line'] or '(line removed)'}`: {why}"
+            )
+    text = RECORD_HEADER + "\n".join(
+        [
+            f"Measured with mutmut {version('mutmut')} on Python {sys.version.split()[0]}.",
+            "",
+            "| file | mutants | killed | survived | score | measured | commit | blob |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "## Surviving mutants",
+            "",
+            *(listed or ["None."]),
+            "",
+            f"<!-- measurements\n{json.dumps(list(measured.values()), indent=1)}\n-->",
+            "",
+        ]
+    )
+    RECORD.write_text(text)
+
+
+RECORD_HEADER = """# Mutation testing
+
+`make mutation` (`tests/mutation.py`) runs [mutmut](https://github.com/boxed/mutmut) 3 on the files whose rules the
+fast unit tests hold: `amr/parsing.py`, `amr/filters.py`, `amr/decontam.py`, every file of `amr/stages/` and
+`amr/pipelines/fingerprints.py`. Each file is mutated on its own, in a scratch copy of the repository, against its
+own unit tests (`TESTS` in `tests/mutation.py`; the stages' are `tests/test_stage_rows.py`, which runs their row
+logic in process: Ray workers would import the unmutated code). The score is the share of mutants killed (a failing
+test or a timeout) out of those tested. Every covered file must score at least 90%; each surviving mutant is listed
+below with why it is equivalent (no test could tell it apart) or accepted.
+
+**When this record is stale** (`tests/test_docs.py::test_the_mutation_record_is_not_older_than_a_release`): a release
+starts at a commit that changes `version` in `pyproject.toml`. The record names, for each covered file, the blob (the
+file's content, `git hash-object`) it measured. The record may lag the covered files by the changes of the current
+release, not more: the test fails when a covered file's measured blob is not one the file had at or after the start
+of the current release (or now), and when a covered file that existed at the start of the current release is not in
+the record. So: run `make mutation` before changing `version`, and for a file new in this release before the next.
+
+"""
+
+
+def main(argv: list[str]) -> int:
+    files = argv or covered()
+    children = int(os.environ.get("MUTATION_CHILDREN", "2"))
+    measured = read_record()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    for path in files:
+        print(f"mutating {path} ...", flush=True)
+        result = measure(path, children)
+        result["measured"], result["commit"] = datetime.date.today().isoformat(), commit
+        measured[path] = result
+        print(f"  {result['mutants']} mutants, {result['killed']} killed: {result['score']:.1%}", flush=True)
+        write_record(dict(sorted(measured.items())))
+    bad = [m for m in measured.values() if m["score"] < MIN_SCORE]
+    unexplained = [
+        f"{m['file']}: {s['line']}" for m in measured.values() for s in m["survivors"]
+        if f"{m['file']}: {s['line']}" not in ACCEPTED
+    ]  # fmt: skip
+    for line in unexplained:
+        print(f"unexplained survivor: {line}")
+    for m in bad:
+        print(f"{m['file']}: score {m['score']:.1%} < {MIN_SCORE:.0%}")
+    return 1 if bad or unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
