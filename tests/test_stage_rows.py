@@ -54,6 +54,7 @@ def test_direct_and_cot_ask_once_per_instruction_and_name_their_columns():
         "direct_input_tokens": sum(len(m["content"].split()) for m in direct_prompt.messages("Write g.")),
         "direct_output_tokens": 6,
         "direct_faults": "",
+        "direct_finish": "stop",
     }
     [reasoned, _] = cot.run(rows, teacher).take_all()
     assert teacher.requests[2]["messages"] == cot_prompt.messages("Write f.") and "cot_response" in reasoned
@@ -62,9 +63,9 @@ def test_direct_and_cot_ask_once_per_instruction_and_name_their_columns():
 def test_teacher_counts_sum_the_calls_and_keep_three_error_examples():
     batches = [
         {"e_error": [None, "HTTP 500: a", "HTTP 503: b"], "e_input_tokens": [1, 2, None], "e_output_tokens": [3, 0, 4],
-         "e_faults": ["", "HTTP 500", "HTTP 503, HTTP 503"]},
+         "e_faults": ["", "HTTP 500", "HTTP 503, HTTP 503"], "e_finish": ["stop", None, None]},
         {"e_error": ["timeout: c", "timeout: d"], "e_input_tokens": [5, 6], "e_output_tokens": [None, 7],
-         "e_faults": ["timeout", "timeout"]},
+         "e_faults": ["timeout", "timeout"], "e_finish": [None, "length"]},
     ]  # fmt: skip
     counts = teacher_counts(batches, "e")
     assert {k: counts[k] for k in ("rows", "errors", "error_examples", "input_tokens", "output_tokens")} == {
@@ -74,6 +75,7 @@ def test_teacher_counts_sum_the_calls_and_keep_three_error_examples():
         "input_tokens": 14,
         "output_tokens": 14,
     }
+    assert counts["finished"] == {"length": 1, "stop": 1}
 
 
 def md_row(id: str, **extra) -> dict:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from amr.config import TeacherConfig
+
 Row = dict[str, Any]
 
 
@@ -36,10 +38,11 @@ class Rows:
 
 class Teacher:
     """``answer(messages)`` gives (response, error) for each chat; every request is kept (with its carried columns)
-    in ``requests``. Tokens: the number of words of the chat and of the answer."""
+        in ``requests``. Tokens: the number of words of the chat and of the answer; the default ``TeacherConfig``'s stages
+    sample."""
 
     def __init__(self, answer: Callable[[list[dict[str, str]]], tuple[str | None, str | None]]):
-        self.answer, self.requests = answer, []
+        self.answer, self.requests, self.config = answer, [], TeacherConfig()
 
     def complete(self, requests: list[Row], carry: tuple[str, ...] = ("id",)) -> list[Row]:
         self.requests += requests
@@ -54,6 +57,7 @@ class Teacher:
                     "num_input_tokens": sum(len(m["content"].split()) for m in request["messages"]),
                     "num_output_tokens": len((response or "").split()),
                     "faults": "HTTP 503" if error else "",
+                    "finish": None if error else "stop",
                 }
             )
         return out
