@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap chromium models run test mutation lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-quality clean
+.PHONY: setup bwrap chromium models run test mutation lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-table bench-quality clean
 
 setup: $(VENV)/.installed bwrap chromium
 
@@ -55,7 +55,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: bench-sandbox bench-pipeline bench-teacher bench-decontam bench-scale bench-faults
+bench: bench-sandbox bench-pipeline bench-teacher bench-decontam bench-scale bench-faults bench-table
 
 bench-teacher: models
 	$(BIN)/python bench/teacher.py
@@ -74,6 +74,9 @@ bench-decontam: models
 
 bench-scale: models
 	$(BIN)/python bench/scale.py
+
+bench-table: setup
+	$(BIN)/python bench/module_table.py
 
 # not in `make bench`: response quality per method takes ~1 h on 2 cores (bench/quality.py --help)
 bench-quality: models

@@ -268,6 +268,21 @@ class EmbeddingConfig(Strict):
         description="A job's embedding actors (one CPU each), started once: they embed the "
         "retrieval queries and each wave's new functions.",
     )
+    num_gpus: float = Field(
+        0,
+        ge=0,
+        description="GPU share of each embedding actor (0.25: four actors share a GPU); 0 runs them on CPU. Ray "
+        "places the actors by this number on nodes with GPUs.",
+    )
+    device: str | None = Field(
+        None,
+        description="torch device the actors' model runs on; None: cuda when num_gpus is above 0, else cpu.",
+    )
+
+    @property
+    def actor_device(self) -> str:
+        """Where an embedding actor runs its model."""
+        return self.device or ("cuda" if self.num_gpus else "cpu")
 
 
 class ModulesConfig(Strict):
@@ -284,7 +299,18 @@ class ModulesConfig(Strict):
         description="A new function is novel when its cosine to every module (and to every earlier new "
         "function of its wave) is below this. The paper leaves it open; 0.9 keeps near-duplicates out.",
     )
-    index_min_rows: int = Field(50_000, ge=1, description="Build the ANN index once the table has this many rows.")
+    index_min_rows: int = Field(
+        50_000,
+        ge=256,
+        description="The table gets its ANN index once it has this many rows (searches are exact below), retrained "
+        "each time it doubles (its quantiser trains on 256 rows at least).",
+    )
+    upkeep_every: int = Field(
+        8,
+        ge=1,
+        description="Waves between the table's refreshes: their new rows compacted and indexed, unpinned old versions "
+        "removed (until then, a search scans those rows exactly).",
+    )
     staleness: int = Field(
         1,
         ge=0,

@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 import ray
 
+from amr.config import EmbeddingConfig
 from amr.model_store import resolve
 from amr.runtime import spread
 
@@ -63,10 +64,12 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-@ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)  # a lost node's actor restarts elsewhere
+@ray.remote(max_restarts=-1, max_task_retries=-1)  # a lost node's actor restarts elsewhere
 class _EmbedderActor:
-    def __init__(self, model: str, model_store: str | None, batch_size: int, trust_remote_code: bool):
-        self.embedder = Embedder(model, model_store, batch_size, trust_remote_code=trust_remote_code)
+    def __init__(self, config: EmbeddingConfig, model_store: str | None):
+        self.embedder = Embedder(
+            config.model, model_store, config.batch_size, config.actor_device, config.trust_remote_code
+        )
         self.dim = self.embedder.dim  # the model loads now, while the job starts its teacher
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -77,19 +80,18 @@ class _EmbedderActor:
 
 
 class EmbedderActors:
-    """A job's embedders: ``embedding.actors`` Ray actors (one CPU each) with the model loaded, started once and
-    fed by the query-embedding stage (``amr.stages.embed``) and every wave's novelty check (``encode``). They start in
-    the background: created before the teacher, their model loads while its engine starts."""
+    """A job's embedders: ``embedding.actors`` Ray actors with the model loaded (one CPU each, and
+    ``embedding.num_gpus`` of a GPU each where set), started once and fed by the query-embedding stage
+    (``amr.stages.embed``) and every wave's novelty check (``encode``). They start in the background: created
+    before the teacher, their model loads while its engine starts."""
 
-    def __init__(
-        self, model: str, model_store: str | None, batch_size: int, actors: int, trust_remote_code: bool = False
-    ):
-        self.batch_size = batch_size
+    def __init__(self, config: EmbeddingConfig, model_store: str | None = None):
+        self.batch_size = config.batch_size
         self.actors = [
-            _EmbedderActor.options(scheduling_strategy="SPREAD").remote(
-                model, model_store, batch_size, trust_remote_code
+            _EmbedderActor.options(num_cpus=1, num_gpus=config.num_gpus, scheduling_strategy="SPREAD").remote(
+                config, model_store
             )
-            for _ in range(actors)
+            for _ in range(config.actors)
         ]
 
     @cached_property

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from amr.ann import Upkeep, refresh, search
 from amr.config import FilterConfig
 from amr.decontam import ngrams, words
 from amr.embeddings import Embedder
@@ -42,10 +43,12 @@ def jaccard(a: list[str], b: list[str], n: int = 3) -> float:
 
 
 class NearDuplicates:
-    """A LanceDB table of the instructions kept so far (their embeddings); a new one whose cosine to any of
-    them, or to an earlier one of its batch, reaches ``threshold`` is a near-duplicate."""
+    """A LanceDB table of the instructions kept so far (their embeddings, on disk: the driver holds a batch); a new
+    one whose cosine to any of them, or to an earlier one of its batch, reaches ``threshold`` is a near-duplicate.
+    The table gets an ANN index past ``upkeep.min_rows`` (``amr.ann``): a batch costs the same at 10k and 1M kept
+    rows, each compared with its nearest kept one as the ANN finds it (recall@1 in docs/benchmarks.md)."""
 
-    def __init__(self, embedder: Embedder, threshold: float, uri: str | None = None):
+    def __init__(self, embedder: Embedder, threshold: float, uri: str | None = None, upkeep: Upkeep = Upkeep()):
         import lancedb
 
         self._scratch = None if uri else tempfile.TemporaryDirectory(prefix="amr-dedup-")
@@ -53,7 +56,7 @@ class NearDuplicates:
         self.table = lancedb.connect(uri or self._scratch.name).create_table(
             "kept", schema=pa.schema([("vector", pa.list_(pa.float32(), embedder.dim))]), mode="overwrite"
         )
-        self.threshold = threshold
+        self.threshold, self.upkeep, self.commits = threshold, upkeep, 0
 
     def keep(self, texts: Sequence[str]) -> list[bool]:
         """Which of ``texts`` (in order) are novel; the novel ones join the table."""
@@ -72,11 +75,15 @@ class NearDuplicates:
             self.table.add(
                 pa.table({"vector": pa.array(list(vectors[kept]), type=pa.list_(pa.float32(), vectors.shape[1]))})
             )
+            self.commits += 1
+            if self.commits >= self.upkeep.every:  # no reader pins a version: only the latest is kept
+                refresh(self.table, self.upkeep, keep_from=self.table.version)
+                self.commits = 0
         return keep
 
     def _nearest(self, vectors: np.ndarray) -> list[list[float]]:
         """Cosine distances of each vector's nearest kept row (one multi-vector query)."""
-        rows = self.table.search(list(vectors)).distance_type("cosine").limit(1).select(["_distance"]).to_list()
+        rows = search(self.table, vectors, 1, [])
         out: list[list[float]] = [[] for _ in range(len(vectors))]
         for row in rows:  # one query: no query_index
             out[row.get("query_index", 0)].append(row["_distance"])

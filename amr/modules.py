@@ -4,13 +4,16 @@ A module is a function that passed its test in the sandbox, stored with that tes
 its spec (cosine), and provenance (run, instruction id, stage). Rows are keyed by a hash of the
 function's normalised source, and inserts are merge-inserts on that key, so a retried insert never
 duplicates. LanceDB 0.40 duplicates rows when two writers merge-insert the same new keys at once:
-callers keep one writer per commit (the driver commits each wave). Reads can pin a table version.
+callers keep one writer per commit (the driver commits each wave). Reads can pin a table version, and a tag
+keeps a pinned version readable while the table's upkeep (``amr.ann``: its indices, compaction, old versions
+removed) runs every few commits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -22,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from amr import ann
+from amr.ann import Upkeep
 from amr.parsing import normalized_source
 
 # lancedb warns at every fork once imported; the job's forks are subprocess fork+exec (the vLLM
@@ -56,6 +61,16 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def tag_name(text: str) -> str:
+    """``text`` as a version tag's name (letters, digits, '.', '-', '_')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text)
+
+
+UPKEEP = Upkeep(scalar=("instruction_id",))
+"""The ANN index from 50,000 rows, a B-tree on ``instruction_id`` (a wave counts its inserts by it), a refresh every
+8 commits."""
+
+
 class ModuleDBError(ValueError):
     """The table cannot be used as asked (wrong embedding size, missing fields)."""
 
@@ -63,9 +78,18 @@ class ModuleDBError(ValueError):
 class ModuleDB:
     """One LanceDB table of verified functions at ``uri`` (a directory or an object-store URI)."""
 
-    def __init__(self, uri: str, dim: int, table: str = "modules", before_write: Callable[[], None] | None = None):
-        """``before_write``: called before every insert (a writer's lease check, ``amr.lease``)."""
-        self.uri, self.name, self.dim, self.before_write = uri, table, dim, before_write
+    def __init__(
+        self,
+        uri: str,
+        dim: int,
+        table: str = "modules",
+        before_write: Callable[[], None] | None = None,
+        upkeep: Upkeep = UPKEEP,
+    ):
+        """``before_write``: called before every insert (a writer's lease check, ``amr.lease``); ``upkeep``: when the
+        writer's ``upkeep`` calls index and compact the table."""
+        self.uri, self.name, self.dim, self.before_write, self.upkeeping = uri, table, dim, before_write, upkeep
+        self.commits = 0  # since the last upkeep
         self.db = lancedb.connect(uri)
         try:
             self.table = self.db.open_table(table)
@@ -132,13 +156,7 @@ class ModuleDB:
         if not len(vectors):
             return []
         # one multi-vector query: LanceDB answers all of them in one scan (12x faster than one by one)
-        rows = (
-            handle.search(list(vectors))
-            .distance_type("cosine")
-            .limit(k)
-            .select([*RESULT_FIELDS, "_distance"])
-            .to_list()
-        )
+        rows = ann.search(handle, vectors, k, list(RESULT_FIELDS))
         hits: list[list[dict[str, Any]]] = [[] for _ in range(len(vectors))]
         for row in sorted(rows, key=lambda r: r["_distance"]):
             hits[row.get("query_index", 0)].append(
@@ -175,15 +193,36 @@ class ModuleDB:
             self.before_write()
         data = pa.Table.from_pylist(rows, schema=schema(self.dim))
         result = self.table.merge_insert("key").when_not_matched_insert_all().execute(data)
+        self.commits += 1
         return int(result.num_inserted_rows)
 
-    def index(self, min_rows: int = 50_000) -> bool:
-        """Build the ANN index once the table has ``min_rows``; brute force is exact and fast below."""
-        rows = self.count()
-        if rows < min_rows or self.table.list_indices():
-            return False
-        self.table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", num_partitions=max(1, rows // 4096))
-        return True
+    def upkeep(self, keep_from: int | None, force: bool = False) -> dict[str, Any] | None:
+        """The writer's call after a commit: every ``upkeep.every`` commits (or when ``force``), the indices
+        refreshed, new fragments compacted, and the versions before ``keep_from`` that no tag pins removed
+        (``amr.ann.refresh``). ``keep_from``: the oldest version a reader that has not pinned yet may still read
+        (None: no version is removed). What was done, or None when it was not yet time."""
+        if not force and self.commits < self.upkeeping.every:
+            return None
+        if self.before_write:
+            self.before_write()
+        self.table.checkout_latest()
+        done = ann.refresh(self.table, self.upkeeping, keep_from)
+        self.commits = 0
+        return done
+
+    def pin(self, name: str, version: int) -> None:
+        """Keep ``version`` readable under the tag ``name`` (made a valid tag name) until ``unpin``."""
+        name = tag_name(name)
+        if name in self.table.tags.list():
+            self.table.tags.update(name, version)
+        else:
+            self.table.tags.create(name, version)
+
+    def unpin(self, name: str) -> None:
+        """Drop the tag ``name``: its version goes with the next upkeep unless a later reader needs it."""
+        name = tag_name(name)
+        if name in self.table.tags.list():
+            self.table.tags.delete(name)
 
     def stats(self) -> dict[str, Any]:
         rows = self.at().to_arrow().select(["stage", "run"]).to_pylist()

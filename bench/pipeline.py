@@ -1,16 +1,15 @@
-"""The pipeline's own cost, with an instant scripted teacher, and LanceDB top-1 latency.
+"""The pipeline's own cost, with an instant scripted teacher.
 
-    python bench/pipeline.py [--instructions 200 600] [--wave-size 100] [--sizes 10000 100000]
+    python bench/pipeline.py [--instructions 600 2000] [--wave-size 100]
 
-Part 1 runs the ``amr`` method end to end (Ray Data stages, parsing, MiniLM embeddings, LanceDB
+It runs the ``amr`` method end to end (Ray Data stages, parsing, MiniLM embeddings, LanceDB
 retrieval and inserts, the bwrap sandbox, Parquet writes) on MBPP train instructions with a scripted
 teacher that answers at once over HTTP, so nearly all wall time is spent outside the teacher (its
 server's busy time is reported). Reported per input size: instructions/s, per core, the wall time per
 stage and per wave step, and each wave's fixed overhead (its wall time less the teacher, embedding and sandbox
 steps); across two sizes, the marginal rate (extra instructions over extra seconds)
-and the fixed cost it leaves. Part 2: top-1 cosine search
-latency on tables of random 384-d modules, brute force and with the ANN index: one query at a time
-(median of 200) and per query when 200 go in one call, as retrieval sends a wave's. Writes bench/results/pipeline.json.
+and the fixed cost it leaves. The module table's search at scale: bench/module_table.py. Writes
+bench/results/pipeline.json.
 """
 
 from __future__ import annotations
@@ -19,13 +18,10 @@ import argparse
 import json
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.support (the scripted teacher)
 
@@ -122,72 +118,10 @@ def pipeline(instructions: int, wave_size: int) -> dict:
     }
 
 
-def search_latency(sizes: list[int], dim: int = 384, queries: int = 200) -> list[dict]:
-    from amr.modules import ModuleDB
-
-    rng = np.random.default_rng(0)
-    out = []
-    db = ModuleDB(tempfile.mkdtemp(prefix="amr-lance-"), dim)
-    have = 0
-    for size in sorted(sizes):
-        vectors = rng.standard_normal((size - have, dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        for first in range(0, len(vectors), 10_000):
-            chunk = vectors[first : first + 10_000]
-            db.insert(
-                {
-                    "name": f"f{have + first + i}",
-                    "signature": "def f()",
-                    "description": "",
-                    "code": f"def f{have + first + i}():\n    return {have + first + i}\n",
-                    "test": "",
-                    "run": "bench",
-                    "instruction_id": "",
-                    "stage": "bench",
-                    "verdict": "passed",
-                    "vector": v,
-                }
-                for i, v in enumerate(chunk)
-            )
-        have = size
-        probe = rng.standard_normal((queries, dim)).astype(np.float32)
-        result = {
-            "modules": size,
-            "brute_force_ms": _median_ms(db, probe),
-            "brute_force_batched_ms": _batched_ms(db, probe),
-        }
-        if size >= 50_000:
-            start = time.perf_counter()
-            db.index(min_rows=1)
-            result["index_build_s"] = round(time.perf_counter() - start, 1)
-            result["indexed_ms"] = _median_ms(db, probe)
-            result["indexed_batched_ms"] = _batched_ms(db, probe)
-        out.append(result)
-    return out
-
-
-def _median_ms(db, probe: np.ndarray) -> float:
-    handle = db.at()
-    times = []
-    for vector in probe:
-        start = time.perf_counter()
-        handle.search(vector).distance_type("cosine").limit(1).select(["name", "_distance"]).to_list()
-        times.append(time.perf_counter() - start)
-    return round(1000 * statistics.median(times), 2)
-
-
-def _batched_ms(db, probe: np.ndarray) -> float:
-    """Per query, when a wave's queries go in one ``ModuleDB.search`` call (as retrieval sends them)."""
-    start = time.perf_counter()
-    db.search(probe)
-    return round(1000 * (time.perf_counter() - start) / len(probe), 2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instructions", type=int, nargs="+", default=[600, 2000])
     parser.add_argument("--wave-size", type=int, default=100)
-    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--output", default="bench/results/pipeline.json")
     args = parser.parse_args()
     runs = [pipeline(n, args.wave_size) for n in args.instructions]
@@ -210,17 +144,6 @@ def main() -> None:
         print(
             f"marginal: {rate:.2f} instructions/s ({report['marginal']['per_core']}/s per core), "
             f"fixed cost {report['marginal']['fixed_s']} s"
-        )
-    report["search"] = search_latency(args.sizes)
-    for s in report["search"]:
-        print(
-            f"top-1 at {s['modules']} modules: brute force {s['brute_force_ms']} ms "
-            f"({s['brute_force_batched_ms']} ms batched)"
-            + (
-                f", indexed {s['indexed_ms']} ms ({s['indexed_batched_ms']} ms batched; build {s['index_build_s']} s)"
-                if "indexed_ms" in s
-                else ""
-            )
         )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")

@@ -23,6 +23,7 @@ import yaml
 from amr import storage
 from amr.config import ConfigError, DistillConfig
 from amr.lease import LeaseError
+from amr.modules import ModuleDB
 from amr.pipelines import distill, fingerprints
 from amr.prompts import bootstrap, cot, decompose, direct, repair, response_evolution, testgen
 from amr.storage import RunDir
@@ -475,6 +476,7 @@ def test_the_run_directory_and_table_on_an_object_store(ray_local, scripted, s3_
 
 def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, uninterrupted, tmp_path):
     killed = config(tmp_path / "killed", scripted)
+    killed.modules.upkeep_every = 1  # the table's upkeep after every wave: the cut-off wave's pinned version stays
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(killed.model_dump(mode="json")))
     job = subprocess.Popen(
@@ -607,7 +609,10 @@ def test_a_rerun_after_an_outage_asks_again_for_the_failed_rows_only(ray_local, 
     with ScriptedTeacher(script, faults=down_for_some) as teacher:
         cfg = config(tmp_path, teacher)
         cfg.teacher = teacher.config(max_retries=1, base_retry_wait_s=0.05)
+        cfg.modules.upkeep_every = 1  # every wave removes old versions: but not one a wave with failed rows pinned
         first = distill.run(cfg)
+        pinned = [w["version_read"] for w in first["modules"]["waves"]]
+        assert _versions(cfg) >= {pinned[1]} and pinned[0] not in _versions(cfg)  # wave 0 cannot be asked again
         assert first["stages"]["direct"]["errors"] == 1 and first["stages"]["evolve"]["errors"] == 1
         for stage in ("direct", "evolve"):  # two attempts each: one retried, the last the row's error
             assert first["stages"][stage]["retries"] == first["stages"][stage]["errors_by_kind"] == {"HTTP 503": 1}
@@ -618,6 +623,10 @@ def test_a_rerun_after_an_outage_asks_again_for_the_failed_rows_only(ray_local, 
         tasks = [re.search(r"Task: (\w+)", m[-1]["content"]) for m in teacher.requests[asked:]]
         # direct, MD and ARE once for add_three, ARE once for count_evens; plus tests for their new functions
         assert sorted(t.group(1) for t in tasks if t) == ["add_three", "add_three", "add_three", "count_evens"]
+    db = ModuleDB.open(str(Path(cfg.run_dir) / "modules"))
+    assert pinned[1] not in {t["version"] for t in db.table.tags.list().values()}
+    db.upkeep(keep_from=db.version, force=True)  # the next job's upkeep
+    assert pinned[1] not in _versions(cfg)  # wave 1 has no failed row left: unpinned, its version goes
     direct, evolve = again["stages"]["direct"], again["stages"]["evolve"]
     assert (direct["asked_again"], direct["recovered"], direct["errors"]) == (1, 1, 0)
     assert again["stages"]["decompose"]["rows"] == 4 and evolve["errors"] == 0
@@ -625,3 +634,8 @@ def test_a_rerun_after_an_outage_asks_again_for_the_failed_rows_only(ray_local, 
     whole = pq.read_table(Path(uninterrupted[0].run_dir) / "dataset.parquet").to_pylist()
     resumed = pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist()
     assert [(r["id"], r["response"]) for r in resumed] == [(r["id"], r["response"]) for r in whole]
+
+
+def _versions(cfg: DistillConfig) -> set[int]:
+    """The versions of a run's module table that can still be read."""
+    return {v["version"] for v in ModuleDB.open(str(Path(cfg.run_dir) / "modules")).table.list_versions()}

@@ -240,3 +240,15 @@ def test_bootstrap_asks_once_per_instruction():
     assert "Sort a list." in teacher.requests[0]["messages"][-1]["content"]
     assert teacher.requests[0]["sampling"] == {"max_tokens": 1536}  # teacher.stages.bootstrap
     assert grow.bootstrap([], teacher) == []
+
+
+def test_novel_reuses_the_vectors_of_texts_embedded_already():
+    cands = [cand("a"), cand("b"), cand("a")]  # a twice: embedded once
+    embedder = Embedder({"def a(x)\nThe a of x.": [1.0, 0.0]})
+    db = DB(nearest=[0.1, 0.2, 0.1])
+    kept, rejected = grow.novel(cands, db, embedder, 3, threshold=0.5, embedded={"def b(x)\nThe b of x.": [0.0, 1.0]})
+    assert embedder.texts == ["def a(x)\nThe a of x."]  # b's spec text came with the wave's queries
+    assert db.calls == [([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], 3)]
+    assert [c["name"] for c in kept] == ["a", "b"] and [(c["name"], c["outcome"]) for c in rejected] == [
+        ("a", "duplicate in wave")
+    ]

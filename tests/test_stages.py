@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from amr.config import SandboxConfig
+from amr.config import EmbeddingConfig, SandboxConfig
 from amr.embeddings import Embedder, EmbedderActors
 from amr.engines import OpenAITeacher
 from amr.modules import ModuleDB, spec_text
@@ -166,7 +166,7 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
         ]
     )
     rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "x", "specs": specs}]
-    with EmbedderActors("all-minilm-l6-v2", None, 64, actors=1) as embedders:
+    with EmbedderActors(EmbeddingConfig()) as embedders:
         rows = embed_stage.run(ray_local.data.from_items(rows), embedders, "specs").take_all()
     # one vector per spec, of its signature and description (written out here, not made by the code under test)
     expected = embedder.encode(

@@ -95,7 +95,7 @@ def inputs(config: DistillConfig, method: Method) -> dict[str, dict[str, Any]]:
         if stage in ("embed", "waves"):
             needs.update({"embedding.model": config.embedding.model, "method": method.name})
         if stage == "waves":
-            modules = config.modules.model_dump(mode="json", exclude={"index_min_rows", "lease_ttl_s"})
+            modules = config.modules.model_dump(mode="json", exclude={"index_min_rows", "upkeep_every", "lease_ttl_s"})
             needs.update({f"modules.{k}": v for k, v in modules.items()} | {"wave_size": config.wave_size})
         own[stage] = needs
     own["dataset"] = {"method": method.name, **sandbox}

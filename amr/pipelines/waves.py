@@ -13,7 +13,9 @@ not inserted again.
 A wave's files: ``waves/NNNNN.json`` (its pin: the versions it read, its timings and inserts), ``growth/NNNNN.parquet``
 (every candidate function's outcome) and ``waves/NNNNN.parquet`` (its rows, written last: the wave is done). A rerun
 resumes: done waves are read back, a cut-off wave reads the versions it pinned, inserts are merge-inserts (a function
-is inserted once however often its wave runs).
+is inserted once however often its wave runs). The versions a wave reads stay readable while a rerun may read them
+again: tagged until its rows are written and none of them can be asked again (``amr.modules.ModuleDB.pin``); the
+table's upkeep every ``modules.upkeep_every`` waves removes the others.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from amr import preflight
+from amr.ann import Upkeep
 from amr.config import ConfigError, DistillConfig
 from amr.data import load_instructions
 from amr.embeddings import EmbedderActors
 from amr.engines import Teacher, fault_counts, open_teacher
 from amr.lease import Lease
-from amr.modules import ModuleDB
+from amr.modules import UPKEEP, ModuleDB
 from amr.pipelines.job import Job
 from amr.runtime import init_ray
 from amr.sandbox.stage import SandboxActors
@@ -64,6 +67,10 @@ class Wave:
     def pin_path(self) -> str:
         return f"{WAVES}/{self.number:05d}.json"
 
+    def tag(self, run_id: str, read: str) -> str:
+        """The table tag that keeps the version this wave reads for ``read`` (retrieval, novelty) readable."""
+        return f"{run_id}.wave-{self.number:05d}.{read}"
+
 
 def run(job: Job, source: str) -> dict[str, Any]:
     """The waves over the rows of the stage ``source``, each read as one slice of it, overlapping as
@@ -89,7 +96,7 @@ def run(job: Job, source: str) -> dict[str, Any]:
                     continue
                 before = wave.number - 1 - staleness  # the wave whose commit this one reads
                 read = start if before < 0 else committed[before].result()["version_after"]
-                evolved = evolving.submit(_evolve, job, db, wave, slices, read, stale)
+                evolved = evolving.submit(_evolve, job, db, run_id, wave, slices, read, stale)
                 committed.append(growing.submit(_commit, job, db, run_id, wave, evolved, done, stale, len(waves)))
             pins = [c.result() for c in committed]
         except BaseException:
@@ -104,7 +111,7 @@ def run(job: Job, source: str) -> dict[str, Any]:
     )
     if not db:
         return {}  # no table: nothing to report of one
-    db.index(config.modules.index_min_rows)
+    db.upkeep(keep_from=None, force=True)  # indexed for the next job; its periodic upkeeps remove old versions
     stages["grow"] = _growth_counts(run_dir.scan_columns(GROWTH, GROWTH_COLUMNS))
     listed = [{"wave": w.number, "rows": w.last - w.first, **pin} for w, pin in zip(waves, pins)]
     return {"uri": db.uri, "table": db.name, "rows": db.count(), "version": db.version, "waves": listed}
@@ -117,21 +124,34 @@ def _resumed(job: Job, wave: Wave) -> dict[str, Any]:
 
 
 def _evolve(
-    job: Job, db: ModuleDB | None, wave: Wave, slices: Slices, version: int | None, stale: set[str] | None
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
+    job: Job,
+    db: ModuleDB | None,
+    run_id: str,
+    wave: Wave,
+    slices: Slices,
+    version: int | None,
+    stale: set[str] | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float], dict[str, Any]]:
     """A wave's rows (``stale``: only those, of a wave done before) retrieved for from the table at ``version`` (or
-    the version its pin names, for a wave cut off before) and evolved: its pin, the answered rows in input order, and
-    the seconds each step took."""
+    the version its pin names, for a wave cut off before) and evolved: its pin, the answered rows in input order, the
+    seconds each step took, and the vectors of its retrieval queries by text (the novelty check reuses them)."""
     run_dir, config, chosen = job.run_dir, job.config, job.method
     began = time.perf_counter()
     pin = run_dir.read_json(wave.pin_path) if run_dir.exists(wave.pin_path) else {"version_read": version}
     run_dir.write_json(wave.pin_path, pin)
+    if db:
+        db.pin(wave.tag(run_id, "read"), pin["version_read"])
     rows = sorted(
         (r for b in slices.read(wave.first, wave.last) for r in b.to_pylist() if stale is None or r["id"] in stale),
         key=lambda r: r["index"],
     )
     seconds: dict[str, float] = {}
     read = pin["version_read"]
+    embedded = {
+        text: vector
+        for r in rows
+        for text, vector in zip(retrieve.queries(r, chosen.query), r.get("query_vectors") or ())
+    }
     with _timed(seconds, "retrieve"):
         if not chosen.retrieves:
             rows = [{**r, "retrieved": "[]", "module_version": read} for r in rows]
@@ -147,7 +167,7 @@ def _evolve(
             rows, job.teacher, use_retrieved=chosen.retrieves, adapts_only=chosen.adapts_only
         )
     seconds["began"] = began
-    return pin, answered, seconds
+    return pin, answered, seconds, embedded
 
 
 def _commit(
@@ -163,12 +183,13 @@ def _commit(
     """A wave's growth, after the waves before it committed theirs: the novel functions of its answers (against the
     version its predecessor committed) tested and inserted; then its files, the wave's rows last. Returns its pin."""
     run_dir = job.run_dir
-    pin, answered, seconds = evolved.result()
+    pin, answered, seconds, embedded = evolved.result()
     began = seconds.pop("began")
     outcomes: list[dict[str, Any]] = []
     if db:
         pin.setdefault("version_novelty", db.version)  # what the waves before it inserted, all of it
         run_dir.write_json(wave.pin_path, pin)
+        db.pin(wave.tag(run_id, "novelty"), pin["version_novelty"])
         outcomes = _grow(
             grow.candidates(answered),
             job.config,
@@ -180,6 +201,7 @@ def _commit(
             run_id,
             "growth",
             seconds,
+            embedded,
         )
     tokens = sum(r["are_output_tokens"] or 0 for r in answered)
     if stale:  # the rows kept, and their growth, with the new ones
@@ -192,14 +214,26 @@ def _commit(
     # counted, not returned: a rerun of a cut-off wave finds its inserts already there
     pin["inserted"] = db.count(run=run_id, stage="growth", instruction_id=[r["id"] for r in answered]) if db else 0
     pin["version_after"] = db.version if db else None
+    if db:  # the waves after it read this wave's version_read or later
+        with _timed(seconds, "upkeep"):
+            db.upkeep(keep_from=pin["version_read"])
     pin["wall_time_s"] = round(time.perf_counter() - began, 1)
     run_dir.write_json(wave.pin_path, pin)
     if outcomes:
         run_dir.write_rows(wave.growth_path, outcomes)
     run_dir.write_rows(wave.rows_path, answered)  # last: its presence marks the wave done
+    if db and not _redoable(answered):
+        for read in ("read", "novelty"):
+            db.unpin(wave.tag(run_id, read))
     job.progress.advance("waves", wave.last - wave.first, tokens)
     log.info("wave %d/%d: %s", wave.number + 1, count, _wave_line(answered, outcomes, pin, stale))
     return pin
+
+
+def _redoable(rows: list[dict[str, Any]]) -> bool:
+    """Whether a rerun may ask some of a wave's rows again (a teacher call of theirs failed, at any stage): it then
+    reads the table versions the wave pinned."""
+    return any(value for row in rows for column, value in row.items() if column.endswith("_error"))
 
 
 def _wave_line(
@@ -231,12 +265,13 @@ def _grow(
     run_id: str,
     stage: str,
     seconds: dict[str, float] | None = None,
+    embedded: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Novel candidates get tests and the sandbox; verified ones are inserted. Returns every outcome
-    (and adds the time of each step to ``seconds``)."""
+    (and adds the time of each step to ``seconds``); ``embedded``: texts' vectors the novelty check reuses."""
     seconds = {} if seconds is None else seconds
     with _timed(seconds, "novelty"):
-        kept, rejected = grow.novel(candidates, db, embedder, version, config.modules.novelty_threshold)
+        kept, rejected = grow.novel(candidates, db, embedder, version, config.modules.novelty_threshold, embedded)
     with _timed(seconds, "verify"):
         verified = grow.verify(kept, teacher, sandbox)
     with _timed(seconds, "insert"):
@@ -246,14 +281,14 @@ def _grow(
 
 def embedders(config: DistillConfig) -> EmbedderActors:
     """The job's embedding actors, as ``embedding`` sets them."""
-    e = config.embedding
-    return EmbedderActors(e.model, config.model_store, e.batch_size, e.actors, e.trust_remote_code)
+    return EmbedderActors(config.embedding, config.model_store)
 
 
 def _table(config: DistillConfig, run_dir: RunDir, embedder: EmbedderActors, lease: Lease) -> tuple[ModuleDB, str]:
     """The module table, written under ``lease``, and the run id (the run directory's name) its rows are tagged
     with."""
-    db = ModuleDB(_table_uri(config, run_dir), embedder.dim, config.modules.table, before_write=lease.check)
+    upkeep = Upkeep(config.modules.index_min_rows, config.modules.upkeep_every, UPKEEP.scalar)
+    db = ModuleDB(_table_uri(config, run_dir), embedder.dim, config.modules.table, lease.check, upkeep)
     return db, run_dir.uri.rsplit("/", 1)[-1]
 
 

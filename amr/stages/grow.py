@@ -35,14 +35,20 @@ def candidates(rows: list[dict[str, Any]], response: str = "are_response") -> li
 
 
 def novel(
-    cands: list[dict[str, Any]], db: ModuleDB, embedder: Encoder, version: int, threshold: float
+    cands: list[dict[str, Any]],
+    db: ModuleDB,
+    embedder: Encoder,
+    version: int,
+    threshold: float,
+    embedded: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split candidates into novel ones (with ``vector``) and the rest (with ``outcome``): a candidate is
     novel when its cosine to every module of ``version`` and to every earlier novel candidate of the
-    wave is below ``threshold``."""
+    wave is below ``threshold``. ``embedded``: vectors of texts embedded already (the wave's retrieval queries: a
+    function that keeps its spec's signature and docstring has its spec's text), by text; the rest are embedded."""
     if not cands:
         return [], []
-    vectors = embedder.encode([spec_text(c["signature"], c["description"]) for c in cands])
+    vectors = embed_texts([spec_text(c["signature"], c["description"]) for c in cands], embedder, embedded or {})
     nearest = db.max_similarity(vectors, version)
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
@@ -56,6 +62,13 @@ def novel(
             continue
         kept.append({**cand, "vector": vector, "similarity": round(similarity, 4)})
     return kept, rejected
+
+
+def embed_texts(texts: list[str], embedder: Encoder, embedded: dict[str, np.ndarray]) -> np.ndarray:
+    """One vector per text: from ``embedded`` where it has the text, else from one ``encode`` call of the others."""
+    missing = list(dict.fromkeys(t for t in texts if t not in embedded))
+    fresh = dict(zip(missing, embedder.encode(missing))) if missing else {}
+    return np.asarray([embedded[t] if t in embedded else fresh[t] for t in texts], dtype=np.float32)
 
 
 def verify(kept: list[dict[str, Any]], teacher: Teacher, sandbox: SandboxActors) -> list[dict[str, Any]]:

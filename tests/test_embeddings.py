@@ -1,0 +1,56 @@
+"""Embedding actors' placement: on CPU by default, on fractions of GPUs where ``embedding.num_gpus`` asks, scheduled
+by a real Ray whose node advertises fake GPUs (Ray places by numbers only; the model runs on CPU: no CUDA here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from amr.config import EmbeddingConfig
+
+PLACEMENT = """
+import json, sys
+import numpy as np, ray
+from amr.config import EmbeddingConfig
+from amr.embeddings import EmbedderActors
+
+ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)
+for config in json.loads(sys.argv[1]):
+    with EmbedderActors(EmbeddingConfig(**config)) as embedders:
+        vectors = embedders.encode(["reverse a string", "sum of a list", "is n prime"])
+        ids = ray.get([a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_accelerator_ids()["GPU"])
+                       for a in embedders.actors])
+        print(json.dumps({"gpus_free": ray.available_resources().get("GPU", 0.0), "gpu_ids": ids,
+                          "shape": list(vectors.shape), "norms": np.linalg.norm(vectors, axis=1).round(4).tolist()}))
+"""
+
+
+def _placed(*configs: dict) -> list[dict]:
+    """Each config's actors started in turn on a local Ray of 2 fake GPUs: what they hold, and what they embed."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run(
+        [sys.executable, "-c", PLACEMENT, json.dumps(configs)], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.strip().splitlines()[-len(configs) :]]
+
+
+def test_actor_device_follows_the_gpu_share():
+    assert EmbeddingConfig().actor_device == "cpu"
+    assert EmbeddingConfig(num_gpus=0.25).actor_device == "cuda"
+    assert EmbeddingConfig(num_gpus=0.25, device="cpu").actor_device == "cpu"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_embedding_actors_take_fractions_of_fake_gpus():
+    # two actors of 0.75 GPU cannot share one GPU: each holds three quarters of its own; by default, CPU actors
+    gpu, cpu = _placed({"actors": 2, "num_gpus": 0.75, "device": "cpu"}, {"actors": 2})
+    assert gpu["gpus_free"] == pytest.approx(0.5)
+    assert sorted(len(ids) for ids in gpu["gpu_ids"]) == [1, 1] and len({i[0] for i in gpu["gpu_ids"]}) == 2
+    assert gpu["shape"] == [3, 384] and gpu["norms"] == [1.0, 1.0, 1.0]
+    assert cpu["gpus_free"] == 2 and cpu["gpu_ids"] == [[], []] and cpu["shape"] == [3, 384]
