@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,8 @@ def test_the_documented_example_runs(smollm2, tmp_path):
     (tmp_path / "jobs").symlink_to(ROOT / "jobs")  # its config path is relative to the repository root
     script = _example() + (
         "\nimport json\nprint('RESULT', json.dumps({'rows': result.rows, 'columns': ds.column_names,"
-        " 'baseline': baseline.manifest['method'], 'baseline_rows': baseline.dataset().num_rows}))\n"
+        " 'ids': ds['id'], 'baseline': baseline.manifest['method'], 'baseline_ids': baseline.dataset()['id'],"
+        " 'baseline_responses': baseline.dataset()['response']}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -39,7 +41,17 @@ def test_the_documented_example_runs(smollm2, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    assert result["rows"] >= 1 and result["baseline"] == "direct" and result["baseline_rows"] >= 1
     assert {"instruction", "response", "messages", "tests_passed"} <= set(result["columns"])
-    manifest = json.loads((tmp_path / "runs" / "api-example" / "manifest.json").read_text())
-    assert manifest["method"] == "amr" and manifest["dataset"]["rows"] == result["rows"]
+    # both runs answered the same two MBPP problems, each with a final answer
+    first_two = ["mbpp/601", "mbpp/609"]
+    assert sorted(result["ids"]) == sorted(result["baseline_ids"]) == first_two and result["rows"] == 2
+    amr = tmp_path / "runs" / "api-example"
+    manifest = json.loads((amr / "manifest.json").read_text())
+    assert manifest["method"] == "amr" and manifest["dataset"]["rows"] == 2
+    assert manifest["stages"]["direct"]["rows"] == 2 and [w["rows"] for w in manifest["modules"]["waves"]] == [2]
+    # the baseline's answers are R_d: the same greedy teacher gave the amr run the same direct answers
+    direct = {r["id"]: r["direct_response"] for r in pq.read_table(amr / "direct.parquet").to_pylist()}
+    assert dict(zip(result["baseline_ids"], result["baseline_responses"])) == direct
+    assert (tmp_path / "runs" / "api-direct" / "dataset.jsonl").read_text().count("\n") == 2
+    instruction = next(line for line in (amr / "dataset.jsonl").read_text().splitlines())
+    assert json.loads(instruction)["instruction"].splitlines()[0] in done.stdout  # the example prints ds[0]
