@@ -428,19 +428,6 @@ def test_amr_modules_bootstrap_fills_a_table_once(ray_local, scripted, tmp_path)
     )
 
 
-def test_bootstrap_from_seeds_the_table_from_other_instructions(ray_local, scripted, tmp_path):
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(json.dumps({"id": "s/1", "instruction": "Task: is_even. A seed from elsewhere."}) + "\n")
-    cfg = config(tmp_path, scripted)
-    cfg.modules.bootstrap_from, cfg.modules.bootstrap_limit = str(seeds), 2
-    manifest = distill.run(cfg)
-    asked = [m[1]["content"] for m in scripted.requests if m[0]["content"] == bootstrap.SYSTEM]
-    assert sum("A seed from elsewhere." in m for m in asked) == 1  # the seed file's one instruction, not the input's
-    assert not any("Task: add." in m for m in asked)
-    assert manifest["stages"]["bootstrap"]["inserted"] == 1  # reverse_text, the script's helper for is_even
-    assert manifest["modules"]["rows"] == 5
-
-
 def test_the_lease_is_checked_before_each_insert(ray_local, tmp_path):
     taken = []
 
@@ -501,11 +488,17 @@ def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, uni
     assert [w["inserted"] for w in resumed["modules"]["waves"]] == [w["inserted"] for w in whole["modules"]["waves"]]
 
 
-def test_an_empty_table_is_bootstrapped_first(ray_local, scripted, tmp_path):
+def test_an_empty_table_is_bootstrapped_first_from_bootstrap_from(ray_local, scripted, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"  # other instructions than the input's: modules.bootstrap_from
+    tasks = ("Task: add. A seed from elsewhere.", "Task: is_even. Another seed.", "Task: add. Past the limit.")
+    seeds.write_text("".join(json.dumps({"id": f"s/{i}", "instruction": t}) + "\n" for i, t in enumerate(tasks)))
     cfg = config(tmp_path, scripted)
-    cfg.modules.bootstrap_limit = 2
+    cfg.modules.bootstrap_from, cfg.modules.bootstrap_limit = str(seeds), 2
+    asked = len(scripted.requests)
     manifest = distill.run(cfg)
-    assert manifest["stages"]["bootstrap"]["inserted"] == 2
+    seeded = [m[1]["content"] for m in scripted.requests[asked:] if m[0]["content"] == bootstrap.SYSTEM]
+    assert [t for t in tasks if any(t in m for m in seeded)] == list(tasks[:2]) and len(seeded) == 2
+    assert manifest["stages"]["bootstrap"]["inserted"] == 2  # clamp and reverse_text, the script's helpers
     assert manifest["stages"]["bootstrap"]["candidates"] == {"verified": 2}
     assert manifest["modules"]["waves"][0]["version_read"] > 1 and manifest["modules"]["rows"] == 6
     assert [w["inserted"] for w in manifest["modules"]["waves"]] == [2, 2]  # the bootstrap rows are not the waves'
