@@ -32,6 +32,7 @@ TESTS = {  # each file's fast unit tests (no Ray, no model server); a stage file
     "amr/filters.py": ["tests/test_filters.py"],
     "amr/decontam.py": ["tests/test_decontam.py"],
     "amr/pipelines/fingerprints.py": ["tests/test_fingerprints.py"],
+    "amr/stages/__init__.py": [*STAGE_TESTS, "tests/test_runaway.py"],
     "amr/stages/grow.py": ["tests/test_grow.py"],
     "amr/stages/retrieve.py": ["tests/test_retrieve.py"],
     "amr/stages/response_evolution.py": [*STAGE_TESTS, "tests/test_stages.py::test_a_rewrite_that_leaves_out_the_function_asked_for_keeps_r_d"],

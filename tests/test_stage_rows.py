@@ -14,7 +14,18 @@ from amr.prompts import cot as cot_prompt
 from amr.prompts import decompose as md_prompt
 from amr.prompts import direct as direct_prompt
 from amr.prompts import repair as repair_prompt
-from amr.stages import check, cot, decompose, decontaminate, direct, embed, repair, response_evolution, teacher_counts
+from amr.stages import (
+    ask_rows,
+    check,
+    cot,
+    decompose,
+    decontaminate,
+    direct,
+    embed,
+    repair,
+    response_evolution,
+    teacher_counts,
+)
 from tests.support.rows import Rows, Sandbox, Teacher
 
 pytestmark = pytest.mark.timeout(60)
@@ -56,8 +67,14 @@ def test_direct_and_cot_ask_once_per_instruction_and_name_their_columns():
         "direct_faults": "",
         "direct_finish": "stop",
     }
+    assert all("sampling" not in r for r in teacher.requests)  # the direct stage changes nothing of teacher.sampling
     [reasoned, _] = cot.run(rows, teacher).take_all()
     assert teacher.requests[2]["messages"] == cot_prompt.messages("Write f.") and "cot_response" in reasoned
+
+
+def test_a_call_no_stage_samples_is_refused():
+    with pytest.raises(ValueError, match=r"teacher call 'nope': no stage of teacher.stages samples it"):
+        ask_rows([{"id": "a"}], Teacher(lambda messages: ("", None)), lambda row: [], "nope")
 
 
 def test_teacher_counts_sum_the_calls_and_keep_three_error_examples():
@@ -88,6 +105,7 @@ def test_decompose_parses_specs_says_why_none_and_retries_only_those():
     teacher = Teacher(lambda messages: _md(answers, messages))
     rows = decompose.run(Rows([md_row("a"), md_row("b"), md_row("c")]), teacher).take_all()
     assert teacher.requests[0]["messages"] == md_prompt.messages("Task a.", fenced(ADD))
+    assert teacher.requests[0]["sampling"] == {"max_tokens": 1024}  # teacher.stages.decompose over teacher.sampling
     assert [(json.loads(r["specs"]), r["md_reason"], r["md_retried"]) for r in rows] == [
         ([{"name": "add", "signature": "def add(a, b)", "description": "Return a + b."}], None, False),
         ([], "no function with a signature and docstring in the answer", False),
