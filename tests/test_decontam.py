@@ -144,3 +144,32 @@ def test_benchmark_items_of_each_benchmark():
         399,
         1163,
     )
+
+
+def test_problem_statement_drops_mbpps_test_header_and_asserts():
+    text = "Write a function to add.\nYour code should pass this test:\nassert add(1, 2) == 3"
+    assert problem_statement(text) == "Write a function to add."
+
+
+def test_benchmark_problems_are_the_statements_alone():
+    items = {i["id"]: i for i in benchmark_items()}
+    humaneval = items["HumanEval/0"]  # the entry point's docstring, without the code and the doctests
+    assert humaneval["problem"].startswith("Check if in given list of numbers, are any two numbers closer")
+    assert "def " not in humaneval["problem"] and ">>>" not in humaneval["problem"]
+    assert humaneval["prompt"].startswith("from typing import List") and "return False" in humaneval["solution"]
+    helped = items["HumanEval/10"]  # a prompt with a helper before the entry point: the entry point's docstring
+    assert helped["problem"].startswith("Find the shortest palindrome") and "is_palindrome" not in helped["problem"]
+    assert items["mbpp/1"]["problem"] == items["mbpp/1"]["prompt"]
+    plus = next(i for key, i in items.items() if i["id"] == "Mbpp/2")  # MBPP+: without the quotes and the asserts
+    assert plus["problem"] == plus["prompt"] and plus["problem"][0] not in "\"' " and "assert" not in plus["problem"]
+
+
+def test_nearest_picks_the_k_most_similar_of_many():
+    rng = np.random.default_rng(0)
+    benchmarks = rng.normal(size=(200, 8)).astype(np.float32)
+    queries = rng.normal(size=(30, 8)).astype(np.float32)
+    for k in (2, 5, 9):
+        top, cosines = nearest(queries, benchmarks, k)
+        similarity = queries @ benchmarks.T
+        assert top.tolist() == np.argsort(-similarity, axis=1, kind="stable")[:, :k].tolist()
+        assert np.allclose(cosines, np.take_along_axis(similarity, top, axis=1))

@@ -12,6 +12,7 @@ import pytest
 from amr.config import ConfigError, DistillConfig
 from amr.methods import method
 from amr.pipelines import fingerprints
+from amr.serving import engine_dtype
 from amr.storage import RunDir
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,6 +51,70 @@ def test_each_stage_depends_on_its_own_settings_only():
     api.teacher.backend, api.teacher.openai.base_url = "openai", "http://127.0.0.1:9/v1"
     assert fingerprints.inputs(api, method("direct"))["direct"]["teacher.openai.base_url"] == "http://127.0.0.1:9/v1"
     assert set(own["waves"]) >= {"prompt response_evolution", "prompt testgen", "prompt bootstrap"}
+
+
+def test_the_settings_of_each_stage_by_name(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "1", "instruction": "x"}\n')
+    cfg = DistillConfig(method="amr-checked", input={"source": str(source), "limit": 7})
+    api = cfg.model_copy(deep=True)
+    api.teacher.backend, api.teacher.openai.base_url = "openai", "http://127.0.0.1:9/v1"
+    teacher, sandbox = (
+        cfg.teacher,
+        {"sandbox.timeout_s": cfg.sandbox.timeout_s, "sandbox.memory_mb": cfg.sandbox.memory_mb},
+    )
+    answers = {
+        "teacher.model": teacher.model,
+        "teacher.backend": "vllm",
+        "teacher.sampling": teacher.sampling.model_dump(mode="json"),
+        "teacher.vllm.dtype": engine_dtype(teacher.vllm),
+        "teacher.vllm.max_model_len": teacher.vllm.max_model_len,
+        "teacher.openai.base_url": None,
+    }
+    sampled = lambda *names: {f"teacher.stages.{n}": getattr(teacher.stages, n).model_dump(mode="json") for n in names}  # noqa: E731
+    prompts = lambda *names: {f"prompt {n}": fingerprints._prompt(n) for n in names}  # noqa: E731
+    modules = {f"modules.{k}": v for k, v in cfg.modules.model_dump(mode="json").items()}
+    del modules["modules.index_min_rows"], modules["modules.lease_ttl_s"]
+    embedding = {"embedding.model": cfg.embedding.model, "method": "amr-checked"}
+    checks = {f"check.{k}": v for k, v in cfg.check.model_dump(mode="json").items()}
+    assert fingerprints.inputs(cfg, method("amr-checked")) == {
+        "input": {"input.source": fingerprints._source(str(source)), "input.limit": 7},
+        "direct": {**prompts("direct"), **answers, **sampled("direct")},
+        "decompose": {**prompts("decompose"), **answers, **sampled("decompose")},
+        "embed": embedding,
+        "waves": {
+            **prompts("response_evolution", "testgen", "bootstrap"),
+            **answers,
+            **sampled("response_evolution", "tests", "bootstrap"),
+            **sandbox,
+            **embedding,
+            **modules,
+            "wave_size": cfg.wave_size,
+        },
+        "anstest": {**prompts("repair"), **answers, **sampled("tests"), **sandbox},
+        "check": {**prompts("repair"), "format": 2, **answers, **sandbox},
+        "resample": {**prompts("direct"), **answers, **sampled("direct"), **sandbox, **checks},
+        "dataset": {"method": "amr-checked", **sandbox},
+    }
+    baselines = {**fingerprints.inputs(cfg, method("cot")), **fingerprints.inputs(api, method("ansrepair"))}
+    assert baselines["cot"] == {**prompts("cot"), **answers, **sampled("cot")}
+    api_answers = {
+        **answers,
+        "teacher.backend": "openai",
+        "teacher.vllm.dtype": None,
+        "teacher.openai.base_url": "http://127.0.0.1:9/v1",
+    }
+    assert baselines["repair"] == {**prompts("repair"), **api_answers, **sampled("repair")}
+
+
+def test_a_changed_key_is_named_also_where_one_side_lacks_it(tmp_path):
+    cfg, run_dir = made(tmp_path)
+    recorded = json.loads(run_dir.read_text(fingerprints.FILE))
+    recorded["embed"]["fingerprint"] = "0" * 16
+    recorded["embed"]["inputs"] = {"embedding.model": cfg.embedding.model, "retired": 1}  # "method" is new since
+    run_dir.write_json(fingerprints.FILE, recorded)
+    with pytest.raises(ConfigError, match=r"its embed stage .*\(method: None -> 'amr'; retired: 1 -> None\)"):
+        fingerprints.check(run_dir, cfg, AMR)
 
 
 def test_a_fingerprint_chains_the_stages_before_it():
