@@ -231,9 +231,8 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
         assert {h["code"] for h in json.loads(row["retrieved"])} <= held, row["id"]
     table.checkout_latest()
     dataset = pq.read_table(run_dir / "dataset.parquet").to_pylist()
-    final = {r["id"]: r["are_response"] for r in waves}
-    for row in dataset:  # each example is its row's final answer, and its verdict holds when run here
-        assert row["response"] == final[row["id"]]
+    assert {r["id"] for r in dataset} <= {r["id"] for r in waves} and len(dataset) == manifest["dataset"]["rows"]
+    for row in dataset:  # each example's verdict holds when its code and the instruction's tests run here
         assert row["tests_passed"] == _passes(python_code(row["response"]) or "", "\n".join(row["tests"])), row["id"]
 
 
