@@ -75,6 +75,9 @@ def test_direct_and_cot_ask_once_per_instruction_and_name_their_columns():
 def test_a_call_no_stage_samples_is_refused():
     with pytest.raises(ValueError, match=r"teacher call 'nope': no stage of teacher.stages samples it"):
         ask_rows([{"id": "a"}], Teacher(lambda messages: ("", None)), lambda row: [], "nope")
+    teacher = Teacher(lambda messages: ("", None))  # instruction building: each row brings its own sampling
+    ask_rows([{"id": "a"}, {"id": "b", "sampling": {"seed": 3}}], teacher, lambda row: [], "si")
+    assert "sampling" not in teacher.requests[0] and teacher.requests[1]["sampling"] == {"seed": 3}
 
 
 def test_teacher_counts_sum_the_calls_and_keep_three_error_examples():
@@ -93,6 +96,10 @@ def test_teacher_counts_sum_the_calls_and_keep_three_error_examples():
         "output_tokens": 14,
     }
     assert counts["finished"] == {"length": 1, "stop": 1}
+    assert (counts["retries"], counts["errors_by_kind"]) == (
+        {"HTTP 503": 1},
+        {"HTTP 500": 1, "HTTP 503": 1, "timeout": 2},
+    )
 
 
 def md_row(id: str, **extra) -> dict:
@@ -246,6 +253,8 @@ def test_the_check_takes_the_evolved_answer_only_where_it_passes_the_teachers_te
         checked_row("no tests", direct_ok=False, evolved_ok=True, tests=False),
         checked_row("no evolved answer", direct_ok=False, evolved_ok=None),
         checked_row("no r_d", direct_ok=False, evolved_ok=False, direct_response=None, direct_error="HTTP 503"),
+        checked_row("empty evolved answer", direct_ok=False, evolved_ok=True, are_response=""),
+        checked_row("empty r_d", direct_ok=False, evolved_ok=False, direct_response=""),
     ]
     out = {r["id"]: r for r in check.run(Rows(rows), sandbox).take_all()}
     assert {k: (r["checked_source"], r["are_self_test_status"], r["checked_status"]) for k, r in out.items()} == {
@@ -256,13 +265,24 @@ def test_the_check_takes_the_evolved_answer_only_where_it_passes_the_teachers_te
         "no tests": ("direct", "no tests", "no tests"),
         "no evolved answer": ("direct", "no answer", "failed"),
         "no r_d": ("are", "failed", "failed"),  # the only answer there is
+        "empty evolved answer": ("direct", "no answer", "failed"),
+        "empty r_d": ("are", "failed", "failed"),
     }
     assert out["evolved passes"]["checked_response"] == rows[1]["are_response"]
     assert out["both pass"]["checked_response"] == rows[0]["direct_response"]
     assert (out["no r_d"]["checked_response"], out["no r_d"]["checked_error"]) == (rows[6]["are_response"], None)
     assert sandbox.checks[0] == {"code": "def f():\n    return 'are right'", "test": "assert f().endswith('right')"}
     assert all(not set(r) & {"status", "reason", "code", "test", "isolation"} for r in out.values())
-    assert [k for k, r in out.items() if check.unresolved(r)] == ["both fail", "no evolved answer", "no r_d"]
+    assert [k for k, r in out.items() if check.unresolved(r)] == [
+        "both fail",
+        "no evolved answer",
+        "no r_d",
+        "empty evolved answer",
+        "empty r_d",
+    ]
+    two = checked_row("two tests", direct_ok=False, evolved_ok=True, self_tests=["assert f()", "assert f() != 1"])
+    check.run(Rows([two]), sandbox).take_all()
+    assert sandbox.checks[-1]["test"] == "assert f()\nassert f() != 1"
 
 
 def test_resampling_adopts_a_sample_only_where_it_passes_the_teachers_tests():
@@ -277,10 +297,13 @@ def test_resampling_adopts_a_sample_only_where_it_passes_the_teachers_tests():
          "checked_response": "R_d", "checked_error": None, "resample_response": "an earlier round's"}
         for i in "abc"
     ]  # fmt: skip
-    sampling = {"temperature": 0.8, "top_p": 0.95, "seed": 3}
+    rows[0]["checked_error"] = "an earlier error"
+    teacher.config.stages.direct.max_tokens = 50  # the direct stage's budget, under the round's sampling
+    sampling = {"temperature": 0.8, "top_p": 0.95, "seed": 3, "stop": None}
     out = check.resample(Rows(rows), teacher, sandbox, sampling).take_all()
     assert teacher.requests[0]["messages"] == direct_prompt.messages("Task a.")
-    assert all(r["sampling"] == sampling for r in teacher.requests) and all("sampling" not in r for r in out)
+    expected = {"max_tokens": 50, "temperature": 0.8, "top_p": 0.95, "seed": 3}
+    assert all(r["sampling"] == expected for r in teacher.requests) and all("sampling" not in r for r in out)
     assert [(r["checked_source"], r["checked_status"], r["checked_error"]) for r in out] == [
         ("resample", "passed", None),
         ("direct", "failed", None),
