@@ -126,6 +126,10 @@ def test_decompose_parses_specs_says_why_none_and_retries_only_those():
     )
     assert (json.loads(again["specs"])[0]["name"], again["md_reason"], again["md_retried"]) == ("half", None, True)
     assert again["md_response"] == answers["Task b."][0] and again["direct_response"] == fenced(ADD)
+    # the request carries the row without the answer it replaces
+    assert set(teacher.requests[-1]) == {"id", "instruction", "direct_response", "direct_error", "messages", "sampling"}
+    decompose.retry(Rows([{**rows[1], "md_response": ""}]), teacher)
+    assert teacher.requests[-1]["messages"][2] == {"role": "assistant", "content": ""}
 
 
 def _md(answers: dict, messages: list[dict[str, str]]) -> tuple[str | None, str | None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -25,11 +24,11 @@ def parse(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "specs": json.dumps(specs), "md_reason": reason}
 
 
-def run(ds: ray.data.Dataset, teacher: Teacher, carry: Sequence[str] | None = None) -> ray.data.Dataset:
+def run(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
     """Rows with ``instruction`` and ``direct_response`` -> + MD answer, ``specs``, ``md_reason``, ``md_retried``
     (False)."""
     build = lambda row: decompose.messages(row["instruction"], row["direct_response"])  # noqa: E731
-    return ask(ds, teacher, build, "md", carry).map(parse).map(lambda row: {**row, "md_retried": False})
+    return ask(ds, teacher, build, "md").map(parse).map(lambda row: {**row, "md_retried": False})
 
 
 def needs_retry(row: dict[str, Any]) -> bool:
