@@ -87,6 +87,14 @@ ACCEPTED: dict[str, str] = {  # "<file>: <the mutated line, stripped>": why the 
     'amr/pipelines/fingerprints.py: needs.update({f"check.{k}": v for k, v in config.check.model_dump(mode="XXjsonXX").items()})': "equivalent: the settings are numbers, strings, lists and None, dumped alike in python and JSON mode (pydantic takes an unknown mode as python)",
     'amr/pipelines/fingerprints.py: needs.update({f"check.{k}": v for k, v in config.check.model_dump(mode="JSON").items()})': "equivalent: the settings are numbers, strings, lists and None, dumped alike in python and JSON mode (pydantic takes an unknown mode as python)",
     "amr/pipelines/fingerprints.py: later_files = None": "equivalent: the list is read only for the waves stage, which sets it",
+    'amr/stages/__init__.py: ended = Counter(counts.get("finished", {})) + Counter(counts.get("test_finished", None))': "equivalent: Counter(None) is an empty Counter, as Counter({}) is",
+    'amr/stages/__init__.py: ended = Counter(counts.get("finished", {})) + Counter(counts.get("test_finished", ))': "equivalent: Counter(None) is an empty Counter, as Counter({}) is",
+    'amr/stages/__init__.py: ended = Counter(counts.get("finished", None)) + Counter(counts.get("test_finished", {}))': "equivalent: Counter(None) is an empty Counter, as Counter({}) is",
+    'amr/stages/__init__.py: ended = Counter(counts.get("finished", )) + Counter(counts.get("test_finished", {}))': "equivalent: Counter(None) is an empty Counter, as Counter({}) is",
+    'amr/stages/check.py: return {**row, "code": python_code(row[response] or "XXXX") or "", "test": "\\n".join(row["self_tests"])}': 'equivalent: "XXXX" holds no code either',
+    'amr/stages/check.py: lambda row: {**{k: v for k, v in row.items() if not k.startswith("XXresample_XX")}, "sampling": sampling}': "equivalent: the earlier round's resample_* columns, carried, are replaced by this round's answer columns of the same names",
+    'amr/stages/check.py: lambda row: {**{k: v for k, v in row.items() if not k.startswith("RESAMPLE_")}, "sampling": sampling}': "equivalent: the earlier round's resample_* columns, carried, are replaced by this round's answer columns of the same names",
+    'amr/stages/decompose.py: specs = [] if (row["md_error"]) and False else function_specs(row["md_response"])': "equivalent: a failed call has no answer, from which no spec parses either",
 }
 """Survivors, by file and the mutated line as ``mutmut show`` prints it (stable across unrelated edits)."""
 MIN_SCORE = 0.9
