@@ -74,7 +74,7 @@ def test_the_settings_of_each_stage_by_name(tmp_path):
     sampled = lambda *names: {f"teacher.stages.{n}": getattr(teacher.stages, n).model_dump(mode="json") for n in names}  # noqa: E731
     prompts = lambda *names: {f"prompt {n}": fingerprints._prompt(n) for n in names}  # noqa: E731
     modules = {f"modules.{k}": v for k, v in cfg.modules.model_dump(mode="json").items()}
-    del modules["modules.index_min_rows"], modules["modules.lease_ttl_s"]
+    del modules["modules.index_min_rows"], modules["modules.upkeep_every"], modules["modules.lease_ttl_s"]
     embedding = {"embedding.model": cfg.embedding.model, "method": "amr-checked"}
     checks = {f"check.{k}": v for k, v in cfg.check.model_dump(mode="json").items()}
     assert fingerprints.inputs(cfg, method("amr-checked")) == {
