@@ -95,6 +95,13 @@ ACCEPTED: dict[str, str] = {  # "<file>: <the mutated line, stripped>": why the 
     'amr/stages/check.py: lambda row: {**{k: v for k, v in row.items() if not k.startswith("XXresample_XX")}, "sampling": sampling}': "equivalent: the earlier round's resample_* columns, carried, are replaced by this round's answer columns of the same names",
     'amr/stages/check.py: lambda row: {**{k: v for k, v in row.items() if not k.startswith("RESAMPLE_")}, "sampling": sampling}': "equivalent: the earlier round's resample_* columns, carried, are replaced by this round's answer columns of the same names",
     'amr/stages/decompose.py: specs = [] if (row["md_error"]) and False else function_specs(row["md_response"])': "equivalent: a failed call has no answer, from which no spec parses either",
+    'amr/stages/grow.py: code = python_code(row[response] or "XXXX")': 'equivalent: "XXXX" holds no code either',
+    'amr/stages/grow.py: tests = [python_code(r["test_response"] or "XXXX", cut_off=True) or "" for r in tested]': (
+        'equivalent: "XXXX" holds no code either'
+    ),
+    'amr/stages/embed.py: texts = [queries(row, query) for row in batch.to_dict("RECORDS")]': (
+        "equivalent: pandas reads the orient in any case"
+    ),
 }
 """Survivors, by file and the mutated line as ``mutmut show`` prints it (stable across unrelated edits)."""
 MIN_SCORE = 0.9

@@ -182,6 +182,10 @@ def test_verify_runs_only_tests_that_assert_on_their_function():
         ("prose", "no test", "no Python test in the answer", ""),
         ("failed_call", "no test", "HTTP 500: overloaded", ""),
     ]
+    assert [(r["test_error"], r["test_faults"], r["test_finish"]) for r in out] == [
+        *[(None, "", "stop")] * 4,
+        ("HTTP 500: overloaded", "HTTP 500, HTTP 500", None),
+    ]
     assert [(r["test_input_tokens"], r["test_output_tokens"]) for r in out] == [
         (10, 20),
         (11, 21),

@@ -341,6 +341,12 @@ def test_query_embedding_gives_each_row_one_vector_per_query_in_order(monkeypatc
     out = embed._embedded(batch, [actor], "direct")  # without MD: the code of R_d, where it has any
     assert actor.texts[-1] == [ADD] and [len(v) for v in out["query_vectors"]] == [0, 0, 1]
     assert len(embed._embedded(batch.iloc[:2], [actor], "direct")) == 2 and len(actor.texts) == 2  # nothing to embed
+    embedders = type("Embedders", (), {"actors": [actor, _Actor()], "batch_size": 16})()
+    out = embed.run(Rows([are_row("a")]), embedders, "specs")
+    assert out.take_all()[0]["query_vectors"] == [[27.0, 1.0], [36.0, 1.0]]
+    options = out.batch_options  # tasks that take no CPU (the actors do the work), two per actor
+    assert (options["batch_format"], options["batch_size"], options["num_cpus"]) == ("pandas", 16, 0)
+    assert options["compute"].size == 4 and options["fn_kwargs"] == {"actors": embedders.actors, "query": "specs"}
 
 
 class _Embedder:
@@ -351,6 +357,8 @@ class _Embedder:
 
     def __init__(self, *args, **kwargs):
         from amr.decontam import benchmark_items
+
+        self.args = (args, kwargs)
 
         problems = {i["id"]: i["problem"] for i in benchmark_items(["humaneval"])}
         self.first, self.second = problems["HumanEval/0"], problems["HumanEval/1"]
@@ -363,40 +371,83 @@ class _Embedder:
                 return [0.0, 1.0, 0.0]
             if "close to both" in text:
                 return [0.6, 0.8, 0.0]
+            if "askew" in text:
+                return [0.123456, 0.992350, 0.0]
             return [0.0, 0.0, 1.0] if text.strip() else [0.0, 0.0, -1.0]
 
         return np.asarray([vector(t) for t in texts], dtype=np.float32)
 
 
-def test_decontamination_flags_the_same_task_an_ngram_copy_and_a_reworded_problem(monkeypatch):
+def test_decontamination_flags_the_same_task_a_copy_an_overlap_and_a_reworded_problem(monkeypatch):
     from amr.config import DecontamConfig, EmbeddingConfig
-    from amr.decontam import benchmark_items
+    from amr.decontam import benchmark_items, words
 
     monkeypatch.setattr(decontaminate, "Embedder", _Embedder)
     monkeypatch.setattr(decontaminate, "_benchmark_vectors", lambda embedder, problems: embedder.encode(problems))
-    config = DecontamConfig(benchmarks=["humaneval"], judge_floor=0.5, judge_top_k=2)
-    checker = decontaminate._Checker(config.model_dump(), EmbeddingConfig().model_dump(), None)
-    copied = benchmark_items(["humaneval"])[5]["prompt"]
-    batch = pd.DataFrame(
-        {
-            "id": ["HUMANEVAL/3", "mine/copy", "mine/reworded", "mine/near", "mine/clean"],
-            "instruction": ["Anything.", copied, "A reworded problem.", "Something close to both.", ""],
-        }
+    # flagged from a cosine of 1.0 (the threshold itself), near from 0.0 (the floor itself), 3 nearest judged
+    config = DecontamConfig(benchmarks=["humaneval"], embedding_threshold=1.0, judge_floor=0.0, judge_top_k=3)
+    items = benchmark_items(["humaneval"])
+    overlap = " ".join(words(items[7]["prompt"])[:20]) + " and then something else entirely"
+    rows = Rows(
+        [
+            {"id": "HUMANEVAL/3", "instruction": "Anything."},
+            {"id": "mine/copy", "instruction": items[5]["prompt"]},
+            {"id": "mine/overlap", "instruction": overlap},
+            {"id": "mine/reworded", "instruction": "A reworded problem."},
+            {"id": "mine/near", "instruction": "Something close to both."},
+            {"id": "mine/askew", "instruction": "Something askew."},
+        ]
     )
-    out = [{k: None if v is None or v != v else v for k, v in r.items()} for r in checker(batch).to_dict("records")]
+    embedding = EmbeddingConfig(batch_size=7, trust_remote_code=True)
+    checked = decontaminate.run(rows, config, embedding, "/store")
+    out = [{k: None if v is None or v != v else v for k, v in r.items()} for r in checked.take_all()]
     assert [(r["contamination"], r["benchmark_id"]) for r in out] == [
         ("same-task", "HumanEval/3"),
         ("exact", "HumanEval/5"),
+        ("ngram", "HumanEval/7"),
         ("embedding", "HumanEval/0"),
         (None, None),
         (None, None),
     ]
-    assert [r["contamination_score"] for r in out][:3] == [1.0, out[1]["contamination_score"], 1.0]
-    assert out[3]["near"] == [
+    assert [out[i]["contamination_score"] for i in (0, 1, 3)] == [1.0, 1.0, 1.0]
+    assert 0 < out[2]["contamination_score"] < 1 and out[2]["contamination_score"] == round(
+        out[2]["contamination_score"], 4
+    )
+    assert [n["score"] for n in out[4]["near"]] == [0.8, 0.6, 0.0]
+    assert out[4]["near"][:2] == [
         {"benchmark_id": "HumanEval/1", "score": 0.8},
         {"benchmark_id": "HumanEval/0", "score": 0.6},
     ]
-    assert out[4]["near"] == [] and out[0]["near"] == []
+    assert [n["score"] for n in out[5]["near"]] == [0.9923, 0.1235, 0.0]  # four places
+    assert out[0]["near"] == out[1]["near"] == out[3]["near"] == []  # flagged: nothing to judge
+    options = checked.batch_options  # one actor per CPU, at most config.actors of them
+    assert (options["batch_format"], options["batch_size"], options["num_cpus"]) == ("pandas", config.batch_size, 1)
+    assert (options["compute"].min_size, options["compute"].max_size) == (1, config.actors)
+    checker = decontaminate._Checker(**options["fn_constructor_kwargs"])
+    assert checker.embedder.args == (("all-minilm-l6-v2", "/store", 7), {"trust_remote_code": True})
     unjudged = decontaminate._Checker({**config.model_dump(), "embedding_threshold": None}, {}, None)
-    assert unjudged(batch)["contamination"].tolist()[:2] == ["same-task", "exact"]
-    assert unjudged(batch)["contamination"].isna().tolist() == [False, False, True, True, True]
+    assert unjudged.embedder is None
+    assert unjudged(pd.DataFrame(rows.rows))["contamination"].tolist()[:3] == ["same-task", "exact", "ngram"]
+    assert unjudged(pd.DataFrame(rows.rows))["contamination"].isna().tolist() == [False] * 3 + [True] * 3
+
+
+def test_benchmark_vectors_are_computed_once_per_model_and_benchmarks(monkeypatch, tmp_path):
+    monkeypatch.setenv("AMR_CACHE", str(tmp_path))
+
+    class Counting:
+        path, calls = "model-a", 0
+
+        def encode(self, texts):
+            self.calls += 1
+            return np.asarray([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    embedder = Counting()
+    first = decontaminate._benchmark_vectors(embedder, ["one", "three"])
+    again = decontaminate._benchmark_vectors(embedder, ["one", "three"])  # read back, not encoded again
+    assert first.tolist() == again.tolist() == [[3.0, 1.0], [5.0, 1.0]] and embedder.calls == 1
+    [cached] = (tmp_path / "decontam").iterdir()
+    assert cached.suffix == ".npy" and len(cached.stem) == 16 and np.load(cached).tolist() == first.tolist()
+    decontaminate._benchmark_vectors(embedder, ["one", "other"])  # other benchmarks: another file
+    embedder.path = "model-b"
+    decontaminate._benchmark_vectors(embedder, ["one", "three"])  # another model: another file
+    assert embedder.calls == 3 and len(list((tmp_path / "decontam").iterdir())) == 3

@@ -14,8 +14,8 @@ Row = dict[str, Any]
 
 
 class Rows:
-    """Rows in order, with ``map``, ``filter``, ``columns``, ``union`` and ``take_all`` as ``ray.data.Dataset`` has
-    them."""
+    """Rows in order, with ``map``, ``map_batches``, ``filter``, ``columns``, ``union`` and ``take_all`` as
+    ``ray.data.Dataset`` has them."""
 
     def __init__(self, rows: list[Row]):
         self.rows = [dict(r) for r in rows]
@@ -34,6 +34,17 @@ class Rows:
 
     def take_all(self) -> list[Row]:
         return [dict(r) for r in self.rows]
+
+    def map_batches(self, fn: Any, **options: Any) -> Rows:
+        """One pandas batch of every row through ``fn`` (a class is constructed first, as an actor's would be); the
+        options are kept in ``batch_options``."""
+        import pandas as pd
+
+        if isinstance(fn, type):
+            fn = fn(**options.get("fn_constructor_kwargs", {}))
+        out = Rows(fn(pd.DataFrame(self.rows), **options.get("fn_kwargs", {})).to_dict("records"))
+        out.batch_options = options
+        return out
 
 
 class Teacher:
