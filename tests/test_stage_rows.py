@@ -166,6 +166,15 @@ def test_ansrepair_tests_r_d_and_repairs_only_the_failing_answers_from_their_fee
     )
     assert repair.final(tested[2], repaired)["ansrepair_response"] == fenced(ADD)
     assert repair.final(tested[0], None)["ansrepair_response"] == tested[0]["direct_response"]
+    assert repair.final({**tested[0], "direct_error": "HTTP 503"}, None)["ansrepair_error"] == "HTTP 503"
+    prose = {**tested[2], "direct_response": "Add them: a plus b."}  # an R_d without code is shown as it is
+    for row, shown in ((prose, "Add them: a plus b."), ({**tested[2], "direct_response": ""}, "")):
+        repair.run(Rows([row]), teacher).take_all()
+        assert teacher.requests[-1]["messages"] == repair_prompt.repair_messages(
+            "Task c.", shown, tested[2]["self_test_reason"]
+        )
+    repair.test(Rows([md_row("d", direct_response="No code.")]), teacher, sandbox).take_all()
+    assert sandbox.checks[-1]["code"] == ""
     errored = {**tested[2], "repair_response": None, "repair_error": "HTTP 503"}
     assert repair.final(tested[2], errored)["ansrepair_error"] == "HTTP 503"
 
