@@ -28,8 +28,8 @@ def test_the_documented_example_runs(smollm2, tmp_path):
     (tmp_path / "jobs").symlink_to(ROOT / "jobs")  # its config path is relative to the repository root
     script = _example() + (
         "\nimport json\nprint('RESULT', json.dumps({'rows': result.rows, 'columns': ds.column_names,"
-        " 'ids': ds['id'], 'baseline': baseline.manifest['method'], 'baseline_ids': baseline.dataset()['id'],"
-        " 'baseline_responses': baseline.dataset()['response']}))\n"
+        " 'ids': list(ds['id']), 'baseline': baseline.manifest['method'],"
+        " 'baseline_ids': list(baseline.dataset()['id']), 'baseline_responses': list(baseline.dataset()['response'])}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],

@@ -197,7 +197,7 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
     assert "1 replicas, 1 engine starts" in result.output
     stages = manifest["stages"]
     retried = ["decompose-retry", "specs"] if stages["decompose"]["retried"] else []  # MD answers without specs
-    assert list(stages) == ["direct", "decompose", *retried, "embed", "bootstrap", "evolve", "grow"]
+    assert list(stages) == ["direct", "decompose", *retried, "embed", "bootstrap", "waves", "evolve", "grow"]
     assert all(stages[s]["rows"] == 3 and stages[s]["errors"] == 0 for s in ("direct", "decompose", "evolve"))
     assert stages["decompose"]["retried"] == stages.get("decompose-retry", {}).get("rows", 0)
     waves = manifest["modules"]["waves"]
