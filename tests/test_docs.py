@@ -93,4 +93,3 @@ def test_docs_pages_exist():
         "sandbox.md",
         "teachers.md",
     } <= names
-
