@@ -16,6 +16,7 @@ others passed; the others also run from outside the cluster (``amr submit``, ``a
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -55,12 +56,12 @@ class PreflightError(ConfigError):
 @dataclass(frozen=True)
 class Placement:
     """``count`` bundles of ``gpus`` GPUs and ``cpus`` CPUs, each on one node (of ``accelerator``, when set): a
-    tensor-parallel engine replica, a training worker."""
+    tensor-parallel engine replica, a training worker, an embedding actor (a share of a GPU)."""
 
     what: str
     count: int
     count_key: str
-    gpus: int
+    gpus: float
     size_key: str
     """The key that sizes one bundle (tensor parallelism, a training worker's CPUs)."""
     accelerator: str | None = None
@@ -69,6 +70,26 @@ class Placement:
     most: int | None = None
     """Autoscaling: the most bundles it may grow to (``count`` is what it needs to start)."""
     most_key: str | None = None
+    group: str | None = None
+    """Placements of one group run at once and share the cluster's GPUs (a distillation's teacher replicas and
+    embedding actors)."""
+
+    def whole_gpus(self, count: int) -> int:
+        """The GPUs ``count`` bundles take: shares of a GPU packed onto as few GPUs as they fit."""
+        return math.ceil(count / _per_gpu(self.gpus)) if self.gpus < 1 else math.ceil(count * self.gpus)
+
+    def bundle(self) -> str:
+        return f"{self.gpus:g} GPU{'s' if self.gpus > 1 else ''}" + (f" and {self.cpus:g} CPUs" if self.cpus else "")
+
+
+def _per_gpu(share: float) -> int:
+    """Bundles of a ``share`` (below 1) of a GPU that one GPU holds."""
+    return math.floor(1 / share + 1e-9)
+
+
+def _bundles(gpus: float, share: float) -> int:
+    """Bundles of ``share`` GPUs each that ``gpus`` free GPUs hold."""
+    return math.floor(gpus) * _per_gpu(share) if share < 1 else math.floor(gpus / share)
 
 
 @dataclass(frozen=True)
@@ -103,7 +124,8 @@ def needs(config: BaseModel) -> Needs:
         if config.instructions is not None:  # with the distill job's teacher and embedding unless set there
             given = config.instructions.model_fields_set
             if "teacher" in given:
-                _teacher(found, config.instructions.teacher, config.instructions.model_store, "instructions.teacher")
+                teacher, store = config.instructions.teacher, config.instructions.model_store
+                _teacher(found, teacher, store, "instructions.teacher", "instructions.")
             own = "embedding" in given
             _embedding(found, config.instructions if own else config.distill, "instructions." if own else "distill.")
         _train(found, config.train, "train.")
@@ -120,7 +142,7 @@ def needs(config: BaseModel) -> Needs:
         found.storage["output"] = config.output
         _engine(found, config.vllm, None, "", "evaluation engines")
     elif isinstance(config, InstructionsConfig | TeacherJobConfig):
-        _teacher(found, config.teacher, config.model_store, "teacher")
+        _teacher(found, config.teacher, config.model_store, "teacher", "")
         if isinstance(config, InstructionsConfig):
             _embedding(found, config, "")
     else:
@@ -129,7 +151,7 @@ def needs(config: BaseModel) -> Needs:
 
 
 def _distill(found: Needs, config: DistillConfig, prefix: str, uses_modules: bool, modules_default: tuple) -> None:
-    _teacher(found, config.teacher, config.model_store, f"{prefix}teacher")
+    _teacher(found, config.teacher, config.model_store, f"{prefix}teacher", prefix)
     if config.modules.uri:
         found.storage[f"{prefix}modules.uri"] = config.modules.uri
     if uses_modules:
@@ -138,18 +160,35 @@ def _distill(found: Needs, config: DistillConfig, prefix: str, uses_modules: boo
         found.leases[key] = uri
 
 
-def _teacher(found: Needs, teacher: TeacherConfig, store: str | None, key: str) -> None:
+def _teacher(found: Needs, teacher: TeacherConfig, store: str | None, key: str, job: str) -> None:
+    """``job``: the prefix of the job the teacher serves (its group of placements)."""
     if teacher.backend != "vllm" or teacher.serve.app_name:  # a service, or a deployment that is up already
         return
     found.models[f"{key}.model"] = Model(teacher.model, store)
-    _engine(found, teacher.vllm, teacher.serve, key, "teacher replicas")
+    _engine(found, teacher.vllm, teacher.serve, key, "teacher replicas", job)
 
 
 def _embedding(found: Needs, config: DistillConfig | InstructionsConfig, prefix: str) -> None:
+    """The embedding model, and the embedding actors where they take shares of GPUs (beside the job's teacher)."""
     found.models[f"{prefix}embedding.model"] = Model(config.embedding.model, config.model_store)
+    key = f"{prefix}embedding.actors"
+    if config.embedding.num_gpus and all(p.count_key != key for p in found.placements):
+        found.placements.append(
+            Placement(
+                what="embedding actors",
+                count=config.embedding.actors,
+                count_key=key,
+                gpus=config.embedding.num_gpus,
+                size_key=f"{prefix}embedding.num_gpus",
+                cpus=1,
+                group=prefix,
+            )
+        )
 
 
-def _engine(found: Needs, vllm: VLLMConfig, serve: ServeConfig | None, key: str, what: str) -> None:
+def _engine(
+    found: Needs, vllm: VLLMConfig, serve: ServeConfig | None, key: str, what: str, group: str | None = None
+) -> None:
     """A vLLM deployment on GPUs: replicas of ``tensor_parallel_size`` GPUs on one node each."""
     if vllm.device != "gpu":
         return
@@ -166,6 +205,7 @@ def _engine(found: Needs, vllm: VLLMConfig, serve: ServeConfig | None, key: str,
             accelerator_key=f"{at}vllm.accelerator_type",
             most=serve.max_replicas if scales else None,
             most_key=f"{at}serve.max_replicas" if scales else None,
+            group=group,
         )
     )
 
@@ -209,7 +249,8 @@ class Node:
         """How many of ``need``'s bundles one such node holds."""
         if need.accelerator and need.accelerator not in self.accelerators:
             return 0
-        room = [self.resources.get(r, 0) // want for r, want in (("GPU", need.gpus), ("CPU", need.cpus)) if want]
+        room = [_bundles(self.resources.get("GPU", 0), need.gpus)] if need.gpus else []
+        room += [self.resources.get("CPU", 0) // need.cpus] if need.cpus else []
         return int(min(room)) if room else 0
 
     def describe(self) -> str:
@@ -252,10 +293,18 @@ class ClusterView:
         nodes = tuple(Node(n.node_ip, n.resources_total) for n in found)
         return cls(_merged(nodes), (), f"the Ray cluster at {address}")
 
-    def holds(self, need: Placement) -> tuple[int, int]:
-        """Bundles of ``need`` the cluster holds now, and at its largest (its node groups, when known)."""
+    def holds(self, need: Placement, beside: int = 0) -> tuple[int, int]:
+        """Bundles of ``need`` the cluster holds now, and at its largest (its node groups, when known), with
+        ``beside`` of its GPUs taken by the placements that run at the same time."""
         now = sum(n.holds(need) * n.count for n in self.nodes)
-        return now, max(now, sum(g.holds(need) * g.count for g in self.groups))
+        largest = max(now, sum(g.holds(need) * g.count for g in self.groups))
+        if not beside:
+            return now, largest
+        gpus = sum(n.gpus * n.count for n in self.nodes)
+        most_gpus = max(gpus, sum(g.gpus * g.count for g in self.groups))
+        return min(now, _bundles(max(0, gpus - beside), need.gpus)), min(
+            largest, _bundles(max(0, most_gpus - beside), need.gpus)
+        )
 
     def describe(self) -> str:
         count = sum(n.count for n in self.nodes)
@@ -364,15 +413,22 @@ def accelerators(needs: Needs, ctx: Context) -> Iterator[tuple[Status, str]]:
 @check("placement")
 def placement(needs: Needs, ctx: Context) -> Iterator[tuple[Status, str]]:
     """Each placement's bundles fit: one bundle on one node, as many as it needs to start, now or once the node
-    groups have scaled up; more than its autoscaling maximum fits is a warning."""
+    groups have scaled up, beside the GPUs the placements of its group take at the same time (those at their start);
+    more than its autoscaling maximum fits is a warning."""
     have = ctx.cluster
     for need in needs.placements:
         if need.accelerator and not any(need.accelerator in n.accelerators for n in (*have.nodes, *have.groups)):
             continue  # named by the accelerator check
-        bundle = f"{need.gpus} GPU{'s' if need.gpus > 1 else ''}" + (f" and {need.cpus:g} CPUs" if need.cpus else "")
-        on = f" on one {need.accelerator} node" if need.accelerator else " on one node"
-        now, largest = have.holds(need)
-        if largest == 0:
+        others = [p for p in needs.placements if p.group is not None and p.group == need.group and p is not need]
+        taken = sum(p.whole_gpus(p.count) for p in others)
+        beside = "".join(
+            f", beside the {p.what} ({p.count_key} {p.count} x {p.size_key} {p.gpus:g}: "
+            f"{p.whole_gpus(p.count)} GPU{'s' if p.whole_gpus(p.count) > 1 else ''})"
+            for p in others
+        )
+        bundle, on = need.bundle(), f" on one {need.accelerator} node" if need.accelerator else " on one node"
+        now, largest = have.holds(need, taken if need.gpus else 0)
+        if have.holds(need)[1] == 0:
             yield (
                 "fail",
                 f"{need.size_key}: {need.what} need {bundle} each{on}, and no node holds that: {have.describe()}",
@@ -380,16 +436,16 @@ def placement(needs: Needs, ctx: Context) -> Iterator[tuple[Status, str]]:
         elif largest < need.count:
             yield (
                 "fail",
-                f"{need.count_key}: {need.count} {need.what} of {bundle} each{on} (sized by {need.size_key}), "
+                f"{need.count_key}: {need.count} {need.what} of {bundle} each{on} (sized by {need.size_key}){beside}, "
                 f"but the cluster holds {largest}: {have.describe()}",
             )
         else:
             scaled = "" if now >= need.count else f" once its node groups scale up (now {now})"
-            yield "ok", f"{need.count_key}: {need.count} {need.what} of {bundle} fit{scaled}"
+            yield "ok", f"{need.count_key}: {need.count} {need.what} of {bundle} fit{scaled}{beside}"
             if need.most and largest < need.most:
                 yield (
                     "warn",
-                    f"{need.most_key}: {need.most} {need.what}, but at most {largest} fit: {have.describe()}",
+                    f"{need.most_key}: {need.most} {need.what}, but at most {largest} fit{beside}: {have.describe()}",
                 )
 
 
