@@ -126,9 +126,13 @@ def test_embedding_actors_on_gpus_take_their_share_beside_the_teacher():
         "distill.embedding.num_gpus), beside the teacher replicas (distill.teacher.serve.min_replicas 3 x "
         "distill.teacher.vllm.tensor_parallel_size 2: 6 GPUs), but the cluster holds 8: the Ray cluster has 1 node: 1 x (8 H100, 192 CPUs)"
     ]
-    # the shipped configs on the shipped 4 x 8 cluster: 16 replicas of TP 2 and the actors' GPU do not all fit
+    # the shipped 4 x 8 cluster: 15 replicas of TP 2 fit beside the actors' GPU (the shipped config), 16 do not
     cluster = ClusterView((Node("head", {"CPU": 8}), h100()))
     results = evaluate(needs(run_config()), Context(cluster, attached=False, pull=False))
+    assert [r.message for r in results if r.status != "ok"] == []
+    results = evaluate(
+        needs(run_config("distill.teacher.serve.max_replicas=16")), Context(cluster, attached=False, pull=False)
+    )
     assert [r.message for r in results if r.status == "warn"][0].startswith(
         "distill.teacher.serve.max_replicas: 16 teacher replicas, but at most 15 fit, beside the embedding actors"
     )
@@ -269,7 +273,7 @@ def test_a_dry_run_checks_the_run_against_the_cluster(h100_cluster, tmp_path):
         line.startswith("ok placement: distill.teacher.serve.min_replicas: 4 teacher replicas of 2 GPUs fit")
         for line in lines
     )
-    assert "warn placement: distill.teacher.serve.max_replicas: 16 teacher replicas, but at most 7 fit" in " ".join(
+    assert "warn placement: distill.teacher.serve.max_replicas: 15 teacher replicas, but at most 7 fit" in " ".join(
         lines
     )
     assert "ok storage: output: " + str(tmp_path / "out") + " is writable" in lines
