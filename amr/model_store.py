@@ -125,6 +125,8 @@ def resolve(ref: str, store: str | Path | None = None) -> str:
                 f"or run `amr models pull {ref}`"
             )
         return found
+    if local.is_absolute() or ref.startswith((".", "~")):
+        raise ModelError(f"model {ref!r}: no such model directory")
     known = ", ".join(sorted(REGISTRY))
     raise ModelError(f"model {ref!r} not found: not a registry name ({known}), local path or hub id")
 

