@@ -221,8 +221,8 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
             ast.parse(f"{spec['signature']}: ...")
     table = lancedb.connect(manifest["modules"]["uri"]).open_table(manifest["modules"]["table"])
     modules = table.to_arrow().to_pylist()
-    assert len(modules) >= MIN_MODULES and len({m["key"] for m in modules}) == len(modules)
-    for module in modules:  # verified means: its code passes its teacher-written test
+    assert len({m["key"] for m in modules}) == len(modules)
+    for module in modules:  # verified means: its code passes its teacher-written test (growth's counts: test_distill)
         assert _passes(module["code"], module["test"]), module
     waves = [r for path in sorted((run_dir / "waves").glob("*.parquet")) for r in pq.read_table(path).to_pylist()]
     for pin, row in zip(manifest["modules"]["waves"], waves):  # retrieval read the version its wave pinned
@@ -236,9 +236,9 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
         assert row["tests_passed"] == _passes(python_code(row["response"]) or "", "\n".join(row["tests"])), row["id"]
 
 
-MIN_ROWS_WITH_SPECS, MIN_MODULES = 1, 1
-"""The least SmolLM2 makes of the 3 problems (greedy, 64 tokens): specs for one row, one verified function. Its
-answers in bf16 follow the engine's batches: runs gave specs for 1 to 3 rows, so the evidence holds for any of them."""
+MIN_ROWS_WITH_SPECS = 1
+"""The least SmolLM2 makes of the 3 problems (greedy, 64 tokens): specs for one row. Its answers in bf16 follow the
+engine's batches: runs gave specs for 1 to 3 rows and 0 to 2 verified functions, so the evidence holds for any."""
 
 
 def _passes(code: str, test: str) -> bool:
