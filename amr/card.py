@@ -32,6 +32,8 @@ FIELDS = {
     "messages": "the same pair as chat messages (user, assistant)",
     "tests": "the instruction's own tests (assert statements), where it has any",
     "tests_passed": "whether the response's code passed them in the sandbox (null without tests)",
+    "source": "where the response came from: direct (R_d, the teacher's direct answer), are (the evolved "
+    "answer), cot, repair or resample",
 }
 CITATION = """@inproceedings{luo2024amrevol,
   title = {Adaptive Modular Response Evolution Elicits Better Knowledge Distillation for Large Language Models
@@ -180,7 +182,15 @@ def _accuracy(dataset: dict[str, Any]) -> str:
         f"{100 * dataset['response_accuracy']:.1f}%: {passed} of the {dataset['with_tests']} answers to instructions "
         f"with tests pass them (the answer's code run against the instruction's own tests in a sandbox; "
         f"`tests_passed`). The answers are recorded as the teacher gave them, not filtered by this.{dropped}"
+        + _from_direct(dataset)
     )
+
+
+def _from_direct(dataset: dict[str, Any]) -> str:
+    """The share of answers that are R_d (a manifest written before it was counted has none)."""
+    if dataset.get("from_direct") is None:
+        return ""
+    return f" {100 * dataset['from_direct']:.0f}% of the answers are R_d, the teacher's direct answer (`source`)."
 
 
 def _source(input: dict[str, Any]) -> str:

@@ -338,15 +338,26 @@ class ModulesConfig(Strict):
 
 
 class CheckConfig(Strict):
-    """``amr-checked``'s resampling: where neither R_d nor the evolved answer passes the teacher's tests."""
+    """The checked methods' resampling (``amr-checked``, ``direct-checked``, ``amr-checked-no-retrieval``): where no
+    answer passes the teacher's tests."""
 
     resamples: int = Field(
         4,
         ge=0,
         description="Rounds of one more sample of the direct answer for the rows no answer passed yet, each kept "
-        "only if it passes the teacher's tests (0: none). Samples of the direct prompt passed and were right more "
-        "often than samples of the evolution prompt (docs/benchmarks.md).",
+        "only if it passes the teacher's tests (0: none), without a token budget. Samples of the direct prompt "
+        "passed and were right more often than samples of the evolution prompt (docs/benchmarks.md).",
     )
+    token_budget: int | None = Field(
+        None,
+        ge=1,
+        description="Resample to a teacher token budget instead: a round starts only while the job's teacher "
+        "tokens so far (input and output, every stage, as the report counts them) are below it, so the last round "
+        "may pass it by at most one round's tokens; at most max_rounds rounds. `amr run` and bench/quality.py set "
+        "it for a matched baseline (direct-checked, amr-checked-no-retrieval) to amr-checked's tokens on the same "
+        "instructions. None: `resamples` rounds.",
+    )
+    max_rounds: int = Field(32, ge=1, description="Rounds at most when resampling to token_budget.")
     temperature: float = Field(0.8, gt=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int = Field(0, description="Round k samples with seed + k.")
@@ -376,7 +387,7 @@ class DistillConfig(Strict):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     modules: ModulesConfig = Field(default_factory=ModulesConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
-    check: CheckConfig = Field(default_factory=CheckConfig, description="method amr-checked: its resampling.")
+    check: CheckConfig = Field(default_factory=CheckConfig, description="The checked methods' resampling.")
 
 
 class DecontamConfig(Strict):
@@ -892,6 +903,14 @@ class RunConfig(Strict):
         description="Distil instructions that are tasks of the evaluated datasets (by task id, the exact and "
         "n-gram checks of `decontam`). False: such an input stops the run before any work, naming them.",
     )
+    reuse: RunConfig | None = Field(
+        None,
+        description="Another run (a YAML file name, relative to this file) whose steps this run reads instead of "
+        "making them again: its built instructions and, for each method of both runs, that method's "
+        "distillation, student and scores (per level). Its instructions, levels, distill, train and eval "
+        "settings must be this run's (`eval.base` aside), and those steps done there: else the run stops before "
+        "any work, naming them. The report includes them. paper_table3.yaml reuses paper_table1.yaml.",
+    )
 
     INCLUDE_DROPS: ClassVar[dict[str, tuple[str, ...]]] = {
         "distill": ("run_dir", "method"),
@@ -928,4 +947,22 @@ class RunConfig(Strict):
                 f"students: required when output is an object-store URI ({self.output}): a local or "
                 "shared-filesystem directory for the trained students (vLLM loads them from files)"
             )
+        if self.reuse is not None:
+            differ = [
+                key
+                for key in ("instructions", "levels", "distill", "train", "eval")
+                if _settings(getattr(self, key)) != _settings(getattr(self.reuse, key))
+            ]
+            if differ:
+                raise ValueError(
+                    f"reuse: {self.reuse.output}: its {', '.join(differ)} differ from this run's: the steps it "
+                    "made are not what this run would make"
+                )
         return self
+
+
+def _settings(section: Any) -> Any:
+    """A run section as compared for ``reuse`` (the evaluation of the base model aside: the reused run's)."""
+    if isinstance(section, RunEvalConfig):
+        return section.model_dump(mode="json", exclude={"base"})
+    return section.model_dump(mode="json") if isinstance(section, BaseModel) else section

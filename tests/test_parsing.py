@@ -7,6 +7,7 @@ from amr.parsing import (
     function_specs,
     normalized_source,
     python_code,
+    under_heading,
 )
 
 
@@ -229,3 +230,11 @@ def test_defined_functions_with_annotated_globals_and_verbatim_last_lines():
         },
         {"name": "padded", "signature": "def padded()", "description": "", "code": "def padded():\n    return 1  \n"},
     ]
+
+
+def test_under_heading_takes_the_answer_to_the_next_heading_outside_code():
+    answer = "Thinking.\n### Correct Solution:\n```python\n# a comment, not a heading\ndef f():\n    return 1\n```\n"
+    assert under_heading(answer + "## New Task\nmore", "### Correct Solution:") == answer.split(":\n", 1)[1].strip()
+    assert under_heading("**x**\n## correct solution\ncode", "### Correct Solution:") == "code"  # level, case, colon
+    assert under_heading("no heading here", "### Correct Solution:") is None
+    assert under_heading("### Correct Solution: see below", "### Correct Solution:") is None  # a heading line only

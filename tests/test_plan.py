@@ -18,12 +18,12 @@ pytestmark = pytest.mark.timeout(120)
 def _config(tmp_path, **update) -> RunConfig:
     source = tmp_path / "instructions.jsonl"
     source.write_text("".join(json.dumps({"id": f"i{i}", "instruction": f"Write f{i}()."}) + "\n" for i in range(5)))
-    config = RunConfig(
-        output=str(tmp_path / "run"),
-        methods=["direct", "ansrepair", "amr", "amr-no-are"],
-        eval={"datasets": ["humaneval", "mbpp"], "limit": 10, "base": False},
-        **update,
-    )
+    settings = {
+        "output": str(tmp_path / "run"),
+        "methods": ["direct", "ansrepair", "amr", "amr-no-are"],
+        "eval": {"datasets": ["humaneval", "mbpp"], "limit": 10, "base": False},
+    }
+    config = RunConfig(**{**settings, **update})
     config.distill.input.source, config.distill.input.limit = str(source), 4
     config.distill.modules.bootstrap_limit = 2
     return config
@@ -38,7 +38,10 @@ def test_the_plan_counts_rows_and_teacher_calls_per_step(tmp_path):
         Step("amr: distill (direct, decompose, embed, waves)", 4, (4 + 4 + 2, 8 + 12 + 6), "amr/distill"),
         Step("amr-no-are: distill (direct, decompose, waves)", 4, (8, 12), "amr-no-are/distill"),  # grows nothing
     ]
-    assert [s.name for s in steps[4:8]] == [f"{m}: train" for m in ("direct", "ansrepair", "amr", "amr-no-are")]
+    # 200 steps of 128 examples would be 6,400 epochs of 4 rows: 3 epochs stop it first
+    assert [s.name for s in steps[4:8]] == [
+        f"{m}: train (200 steps x 128: 3 of 3 epochs)" for m in ("direct", "ansrepair", "amr", "amr-no-are")
+    ]
     assert steps[8] == Step("direct: eval humaneval", 10, (10, 10), "direct/eval/humaneval")
     assert len(steps) == 8 + 4 * 2 + 1 and steps[-1].name == "report"
 
@@ -86,8 +89,60 @@ def test_the_papers_table_1_recipe_plans_three_levels_of_four_methods():
     assert all(s.rows == 10_000 for s in distills) and distills[-1].output == "level3/amr/distill"
     assert sum(": train" in s.name for s in steps) == 12 and sum(": eval" in s.name for s in steps) == 12 * 2 + 2
     assert config.distill.embedding.model == "Alibaba-NLP/gte-large-en-v1.5" and config.instructions.decontam.judge
+    # 10,000 instructions a level: 200 steps of 128 examples stop training at 2.6 of the paper's 3 epochs
+    assert "level1/amr: train (200 steps x 128: 2.6 of 3 epochs)" in [s.name for s in steps]
+
+
+def test_the_papers_table_3_reuses_table_1s_instructions_and_amr_runs():
+    from amr.config import load_config
+
+    table1 = {s.output: s for s in plan(load_config(RunConfig, "jobs/configs/paper_table1.yaml"))}
     ablations = load_config(RunConfig, "jobs/configs/paper_table3.yaml")
     assert ablations.methods == ["amr", "amr-no-md", "amr-no-are"] and ablations.levels == [1, 2, 3]
+    steps = plan(ablations)
+    reused = [s for s in steps if s.output.startswith("/mnt/shared/runs/paper-table1/")]
+    # the instructions and every amr step (distill, train, eval per level), read where Table 1 writes them
+    assert reused[0] == Step("instructions: reused", 0, (0, 0), "/mnt/shared/runs/paper-table1/instructions")
+    assert [s.output.removeprefix("/mnt/shared/runs/paper-table1/") for s in reused[1:]] == [
+        *(f"level{level}/amr/distill" for level in (1, 2, 3)),
+        *(f"level{level}/amr/student" for level in (1, 2, 3)),
+        *(f"level{level}/amr/eval/{d}" for level in (1, 2, 3) for d in ("humaneval", "mbpp")),
+    ]
+    assert all(s.calls == (0, 0) and s.name.endswith("(reused)") for s in reused[1:])
+    assert all(s.output.removeprefix("/mnt/shared/runs/paper-table1/") in table1 for s in reused[1:])
+    own = [s for s in steps if ": distill" in s.name and s not in reused]
+    assert [s.name.split(":")[0] for s in own] == [
+        f"level{n}/{m}" for n in (1, 2, 3) for m in ("amr-no-md", "amr-no-are")
+    ]
+    # R_d comes from Table 1's amr run: the ablations' calls leave it out (MD, ARE, growth tests, the seed)
+    assert own[0].calls == (1_000 + 10_000, 1_000 * 3 + 10_000 * 3)
+
+
+def test_a_run_that_reuses_another_stops_before_any_work_until_that_one_is_done(tmp_path):
+    from amr.config import ConfigError, load_config
+    from jobs.run import run
+
+    table1 = load_config(RunConfig, "jobs/configs/paper_table1.yaml", [f"output={tmp_path / 't1'}"])
+    config = load_config(RunConfig, "jobs/configs/paper_table3.yaml", [f"output={tmp_path / 't3'}"])
+    config = config.model_copy(update={"reuse": table1})
+    with pytest.raises(
+        ConfigError, match=rf"reuse: {tmp_path / 't1'}: .* not done there: 16 files missing .*: run it first"
+    ):
+        run(config)
+    assert not (tmp_path / "t3").exists()
+    with pytest.raises(ConfigError, match=r"reuse: .*: its distill differ from this run's"):
+        load_config(RunConfig, "jobs/configs/paper_table3.yaml", ["distill.wave_size=7"])
+
+
+def test_a_matched_baseline_runs_after_the_method_it_is_matched_to(tmp_path):
+    config = _config(tmp_path, methods=["direct-checked", "amr-checked"])
+    distills = [s for s in plan(config) if ": distill" in s.name]
+    assert [s.name for s in distills] == [
+        "amr-checked: distill (direct, decompose, embed, waves, anstest, check, resample)",
+        "direct-checked: distill (direct, anstest, check, resample; resampling to amr-checked's teacher tokens, "
+        "at most 32 rounds)",
+    ]
+    assert distills[1].calls == (4, 4 + 4 * 32)  # R_d shared; the asserts, up to 32 rounds of 4 rows
 
 
 def test_levels_are_rounds_of_the_instructions_the_run_builds(tmp_path):

@@ -37,9 +37,11 @@ CALLS: dict[str, list[tuple]] = {
     "direct.messages": [("{instruction}",)],
     "instruction_evolution.messages": [("{instruction}", h) for h in instruction_evolution.HEURISTICS],
     "judge.messages": [("{benchmark}", "{instruction}")],
-    "repair.tests_messages": [("{instruction}",)],
-    "repair.repair_messages": [("{instruction}", "{solution}", "{feedback}")],
+    "repair.tests_messages": [("{instruction}", "{solution}")],
+    "repair.asserts_messages": [("{instruction}",)],
+    "repair.repair_messages": [("{instruction}", "{solution}", "{failure}")],
     "response_evolution.messages": [("{instruction}", ["{spec}"], ["{function}"])],
+    "response_evolution.gated_messages": [("{instruction}", ["{spec}"], ["{function}"])],
     "selfinstruct.messages": [(["{example 1}", "{example 2}"],)],
     "testgen.messages": [("{code}", "{name}")],
 }
@@ -157,7 +159,9 @@ def test_every_prompt_text_is_collected():
         "selfinstruct.SYSTEM",
         "judge.SYSTEM",
         "repair.TESTS_SYSTEM",
+        "repair.ASSERTS_SYSTEM",
         "repair.REPAIR_SYSTEM",
+        "response_evolution.GATED_SYSTEM",
         "instruction_evolution.HEURISTICS['misdirection']",
         "eval.generate.INSTRUCTION_PREFIX",
     ):

@@ -47,7 +47,14 @@ def manifest(method: str, accuracy: float, waves: list[int] | None = None) -> di
         "stages": stages,
         "modules": modules,
         "wall_time_s": 12.0,
-        "dataset": {"rows": 10, "dropped": 0, "with_tests": 10, "response_accuracy": accuracy},
+        "dataset": {
+            "rows": 10,
+            "dropped": 0,
+            "with_tests": 10,
+            "response_accuracy": accuracy,
+            "sources": {"are": 10} if waves is not None else {"direct": 10},
+            "from_direct": 0.0 if waves is not None else 1.0,
+        },
     }
 
 
@@ -116,6 +123,7 @@ def test_report_links_scores_to_methods_and_lays_out_the_papers_table(tmp_path):
         "calls": 10 + 2 + 3 + 4,
         "input_tokens": 100 + 20 + 30 + 5,
         "output_tokens": 300 + 40 + 60 + 7,
+        "tokens": 100 + 20 + 30 + 5 + 300 + 40 + 60 + 7,
     }
 
     # a second run of the same methods: labels say which run
@@ -128,7 +136,7 @@ def test_report_links_scores_to_methods_and_lays_out_the_papers_table(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| AMR-Evol | 45.0 (+5.0) | 40.0 (+5.0) | 50.0 (+0.0) | 42.5 (-2.5) |" in md
     assert "HumanEval(+) v0.1.10: 40 tasks (--limit); MBPP(+) v0.1.0: 40 tasks (--limit)" in md
-    assert "| AMR-Evol | teacher | 10 | 10 | 60.0% of 10 | 19 | 155 | 407 | 6 | 12.0 |" in md
+    assert "| AMR-Evol | teacher | 10 | 10 | 60.0% of 10 | 0% (0 of 10) | 19 | 155 | 407 | 6 | 12.0 |" in md
     assert "| grow |  |  |  |  | 3 verified, 1 known |" in md.split("## Stages: AMR-Evol")[1]
     html = (tmp_path / "report" / "report.html").read_text()
     assert "<td>45.0 (+5.0)</td>" in html and html.count("<img") == 4  # pass@1, funnel, time, growth
@@ -160,7 +168,7 @@ def test_report_reads_and_writes_an_object_store(s3_server, tmp_path):
     md = storage.read_text(f"{out}/report.md")
     assert "| AMR-Evol | 45.0 (+5.0) | 40.0 (+5.0) | 50.0 (+0.0) | 42.5 (-2.5) |" in md  # linked through train.json
     assert "| smollm2-135m-instruct (not fine-tuned) | 10.0 | 5.0 | 10.0 | 5.0 |" in md
-    assert "| AMR-Evol | teacher | 10 | 10 | 60.0% of 10 | 19 | 155 | 407 | 6 | 12.0 |" in md
+    assert "| AMR-Evol | teacher | 10 | 10 | 60.0% of 10 | 0% (0 of 10) | 19 | 155 | 407 | 6 | 12.0 |" in md
     assert "<td>45.0 (+5.0)</td>" in storage.read_text(f"{out}/report.html")
     for plot in ("pass_at_1.png", "module_growth.png"):
         with storage.open_input(f"{out}/{plot}") as f:

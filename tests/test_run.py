@@ -76,10 +76,10 @@ def test_plumbing_of_compare_distills_trains_evaluates_and_reports(ray_local, sc
     out = tmp_path / "out"
     assert f"report: {out / 'report' / 'report.html'}" in result.output
 
-    # amr reused direct's R_d: 4 direct answers in all, then 4 decompositions and 2 evolutions (+ growth tests): the
-    # first wave's 2 rows retrieve nothing from the empty table and keep R_d
+    # amr reused direct's R_d: 4 direct answers in all, then 4 decompositions and 4 evolutions (+ growth tests): every
+    # row is evolved, the first wave's too (it retrieves nothing from the empty table)
     systems = [messages[0]["content"] for messages in scripted.requests]
-    assert sum(s == direct.SYSTEM for s in systems) == 4 and sum(s == response_evolution.SYSTEM for s in systems) == 2
+    assert sum(s == direct.SYSTEM for s in systems) == 4 and sum(s == response_evolution.SYSTEM for s in systems) == 4
     amr = json.loads((out / "amr" / "distill" / "manifest.json").read_text())
     assert amr["stages"]["direct"]["resumed"] is True and amr["dataset"]["response_accuracy"] == 0.75
     for method in ("direct", "amr"):
@@ -98,7 +98,7 @@ def test_plumbing_of_compare_distills_trains_evaluates_and_reports(ray_local, sc
     assert "HumanEval(+) v0.1.10: 2 tasks (--limit)" in report
     assert (  # the script's figures (plumbing): direct's answers lack the helpers that ARE's include
         "| direct | scripted | 4 | 4 | 50.0% of 4 |" in report
-        and "| AMR-Evol | scripted | 4 | 4 | 75.0% of 4 |" in report
+        and "| AMR-Evol | scripted | 4 | 4 | 75.0% of 4 | 0% (0 of 4) |" in report
         and "## Stages: AMR-Evol" in report
     )
     assert report.index("## Did AMR-Evol help? Against direct") < report.index("## Student pass@1")  # it leads

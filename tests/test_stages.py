@@ -68,7 +68,9 @@ def script(messages: list[dict[str, str]]) -> str:
         )
     if system == decompose.SYSTEM:
         return "Plan:\n" + MD_ANSWER if "primes" in user else "I would not split this."
-    if system == response_evolution.SYSTEM:
+    if system == response_evolution.SYSTEM:  # the paper's prompt: the answer under its heading
+        return f"A more refined solution.\n{response_evolution.HEADING}\n{FINAL}\n\n## New Task\nanother"
+    if system == response_evolution.GATED_SYSTEM:
         return "Here is the solution:\n" + FINAL
     if system == testgen.SYSTEM:
         name = re.search(r"### Function Under Test: (\w+)", user).group(1)
@@ -192,11 +194,22 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
         and "x" not in prompt.split("### Python Question:")[0]
     )
     assert 'def primes_below(limit: int) -> list[int]:\n    """All prime numbers' in prompt
-    assert "def digit_sum" in final["are_response"] and final["are_kept"] is None
-    assert final["evolved_response"] == final["are_response"]
+    # the answer under the paper's heading, up to the next heading; as the teacher wrote it
+    assert final["are_response"] == final["evolved_response"] == FINAL and final["are_heading"]
+    assert (final["are_kept"], final["are_source"]) == (None, "are")
+    seen = len(scripted.requests)
+    [gated] = are_stage.run([row], OpenAITeacher(scripted.config()), gated=True)
+    assert scripted.requests[seen][0]["content"] == response_evolution.GATED_SYSTEM
+    assert gated["are_response"] == "Here is the solution:\n" + FINAL and gated["are_heading"] is None
 
 
-def test_a_rewrite_that_leaves_out_the_function_asked_for_keeps_r_d():
+def test_an_answer_without_the_papers_heading_is_taken_whole():
+    row = {"are_response": "Here:\n" + FINAL, "are_error": None}
+    assert are_stage.evolved(row)["are_response"] == "Here:\n" + FINAL and not are_stage.evolved(row)["are_heading"]
+    assert are_stage.evolved({"are_response": None, "are_error": "HTTP 503"})["are_response"] is None
+
+
+def test_the_gated_method_keeps_r_d_where_a_rewrite_leaves_out_the_function_asked_for():
     specs = [{"name": n, "signature": f"def {n}(n)", "description": "."} for n in ("is_prime", "primes_below")]
     row = {
         "instruction": "Write primes_below(n): the primes below n.",
@@ -214,10 +227,11 @@ def test_a_rewrite_that_leaves_out_the_function_asked_for_keeps_r_d():
     assert are_stage.missing({**row, "instruction": "List the primes below n."}) == ["primes_below"]  # the plan's last
     assert are_stage.missing({**row, "are_response": "no code"}) == ["primes_below"]
     kept = are_stage.kept(row, "incomplete")
-    assert (kept["are_response"], kept["evolved_response"], kept["are_kept"]) == (
+    assert (kept["are_response"], kept["evolved_response"], kept["are_kept"], kept["are_source"]) == (
         "R_d",
         row["are_response"],
         "incomplete",
+        "direct",
     )
     assert kept["are_output_tokens"] == 7  # the call was made: its tokens count
     retrieved = json.dumps([{"name": "is_prime", "code": IS_PRIME, "similarity": 0.9}])

@@ -37,6 +37,7 @@ import ray
 
 from amr import card, preflight
 from amr.config import ConfigError, DistillConfig
+from amr.cost import teacher_cost
 from amr.data import iter_instructions
 from amr.engines import open_teacher
 from amr.logs import job_logs
@@ -137,7 +138,9 @@ def _cot(job: Job, rows: str) -> str:
 
 
 def _anstest(job: Job, rows: str) -> str:
-    tested = job.streamed("anstest", lambda ds: repair.test(ds, job.teacher, job.sandbox), rows, "anstest")
+    """AnsRepair's test function from the question and R_d; the checked methods' asserts from the question alone."""
+    paper = "repair" in job.method.stages
+    tested = job.streamed("anstest", lambda ds: repair.test(ds, job.teacher, job.sandbox, paper), rows, "anstest")
     verdicts = Counter(v for b in job.run_dir.scan_columns(tested, ["self_test_status"]) for v in b["self_test_status"])
     job.stages["anstest"]["verdicts"] = dict(verdicts)
     return tested
@@ -194,8 +197,9 @@ def _waves(job: Job, rows: str) -> str:
 
 
 def _check(job: Job, rows: str) -> str:
-    checked = job.streamed("check", lambda ds: check.run(ds, job.sandbox), rows)
-    for column in ("checked_source", "are_self_test_status"):
+    evolved = "waves" in job.method.stages  # direct-checked has R_d alone
+    checked = job.streamed("check", lambda ds: check.run(ds, job.sandbox, evolved), rows)
+    for column in ("checked_source", "are_self_test_status")[: 1 + evolved]:
         job.stages["check"][column] = dict(
             Counter(v for b in job.run_dir.scan_columns(checked, [column]) for v in b[column])
         )
@@ -204,12 +208,15 @@ def _check(job: Job, rows: str) -> str:
 
 def _resample(job: Job, rows: str) -> ray.data.Dataset:
     """Rounds of one more direct sample for the rows whose chosen answer fails the teacher's tests (``check``), each
-    round over the rows the last left unresolved (``resample/K.parquet``); every row with its final answer."""
+    round over the rows the last left unresolved (``resample/K.parquet``): ``check.resamples`` rounds, or with
+    ``check.token_budget`` rounds while the job's teacher tokens are below it; every row with its final answer."""
     cfg, columns = job.config.check, ["self_tests", "checked_status"]
     resolved, current, rounds = [job.read(rows).filter(lambda r: not check.unresolved(r))], rows, []
     left = count_where(job.run_dir, rows, columns, check.unresolved)
-    for number in range(1, cfg.resamples + 1):
-        if not left:
+    budget = cfg.token_budget
+    limit = cfg.max_rounds if budget else cfg.resamples
+    for number in range(1, limit + 1):
+        if not left or (budget and teacher_cost(job.stages)["tokens"] >= budget):
             break
         sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed + number}
         current = job.streamed(
@@ -222,7 +229,10 @@ def _resample(job: Job, rows: str) -> ray.data.Dataset:
         rounds.append({"asked": left, "passed": left - still})
         left = still
         resolved.append(job.read(current).filter(lambda r: not check.unresolved(r)))
-    job.stages["resample"] = {"rounds": rounds, "resolved": sum(r["passed"] for r in rounds)}
+    stopped = "no row left" if not left else "token budget" if len(rounds) < limit else "rounds"
+    job.stages["resample"] = {"rounds": rounds, "resolved": sum(r["passed"] for r in rounds), "stopped": stopped}
+    if budget:
+        job.stages["resample"]["token_budget"] = budget
     return resolved[0].union(*resolved[1:], job.read(current).filter(check.unresolved))
 
 
@@ -248,8 +258,12 @@ DATASET_SCHEMA = pa.schema(
         ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
         ("tests", pa.list_(pa.string())),
         ("tests_passed", pa.bool_()),
+        ("source", pa.string()),
     ]
 )
+SOURCED = ("are", "ansrepair", "checked")
+"""Final answers (``Method.answer``) that come from more than one stage: their rows say which in ``{answer}_source``
+(``direct``: R_d; ``are``: the evolved answer; ``repair``; ``resample``). The others are their stage's own."""
 
 
 def _dataset(
@@ -261,9 +275,11 @@ def _dataset(
     run_dir: RunDir,
     progress: StageProgress,
 ) -> dict[str, Any]:
-    """The SFT dataset (``dataset.parquet``, streamed; ``dataset.jsonl``), and its response accuracy where
-    instructions have tests (each answer's code run against them in the sandbox)."""
+    """The SFT dataset (``dataset.parquet``, streamed; ``dataset.jsonl``), its response accuracy where
+    instructions have tests (each answer's code run against them in the sandbox), and where its answers came from:
+    rows per ``source`` and the share that is R_d (``from_direct``)."""
     response, error = f"{chosen.answer}_response", f"{chosen.answer}_error"
+    sourced = chosen.answer in SOURCED
 
     def example(r: dict[str, Any]) -> dict[str, Any]:
         tests = list(r["tests"] or [])
@@ -275,6 +291,7 @@ def _dataset(
             "tests": tests,
             "code": (python_code(r[response]) or "") if tests else "",
             "test": "\n".join(tests),
+            "source": r[f"{chosen.answer}_source"] if sourced else chosen.answer,
         }
 
     def verdicts(batch: pa.Table) -> pa.Table:
@@ -291,11 +308,14 @@ def _dataset(
     progress.finished("dataset")
     run_dir.write_jsonl_batches(JSONL, run_dir.scan_stage(DATASET))
     verdict = Counter(v for b in run_dir.scan_columns(DATASET, ["tests_passed"]) for v in b["tests_passed"])
+    sources = Counter(v for b in run_dir.scan_columns(DATASET, ["source"]) for v in b["source"])
     rows, with_tests, passed = verdict.total(), verdict[True] + verdict[False], verdict[True]
     return {
         "rows": rows,
         "dropped": total - rows,
         "with_tests": with_tests,
         "response_accuracy": round(passed / with_tests, 4) if with_tests else None,
+        "sources": dict(sorted(sources.items())),
+        "from_direct": round(sources["direct"] / rows, 4) if rows else None,
         "path": run_dir.path(DATASET),
     }

@@ -42,7 +42,7 @@ SAMPLED = {
     "resample": ("direct",),
 }
 """The ``teacher.stages`` entries whose sampling a stage's teacher calls use."""
-FORMATS = {"check": 2}
+FORMATS = {"check": 2, "waves": 2}
 """A stage's row format where it changed since the first (a new column, a new meaning): a finished stage of an older
 format is not read back."""
 OUTPUTS = {  # a stage's files and directories in the run directory

@@ -109,6 +109,12 @@ def run(job: Job, source: str) -> dict[str, Any]:
     stages["evolve"]["kept_direct"] = dict(
         Counter(why for b in run_dir.scan_columns(WAVES, ["are_kept"]) for why in b["are_kept"] if why)
     )
+    if not job.method.gated:  # the paper's answer heading: answers without it were taken whole
+        stages["evolve"]["without_heading"] = sum(
+            heading is False and not error
+            for b in run_dir.scan_columns(WAVES, ["are_heading", "are_error"])
+            for heading, error in zip(b["are_heading"], b["are_error"])
+        )
     if not db:
         return {}  # no table: nothing to report of one
     db.upkeep(keep_from=None, force=True)  # indexed for the next job; its periodic upkeeps remove old versions
@@ -163,9 +169,7 @@ def _evolve(
                 )
             ]
     with _timed(seconds, "evolve"):
-        answered = response_evolution.run(
-            rows, job.teacher, use_retrieved=chosen.retrieves, adapts_only=chosen.adapts_only
-        )
+        answered = response_evolution.run(rows, job.teacher, use_retrieved=chosen.retrieves, gated=chosen.gated)
     seconds["began"] = began
     return pin, answered, seconds, embedded
 

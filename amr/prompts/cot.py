@@ -1,5 +1,9 @@
 """Chain-of-thought distillation (baseline, paper section 4): the teacher reasons step by step before
-the code, and the whole answer, reasoning included, becomes the response."""
+the code, and the whole answer, reasoning included, becomes the response.
+
+The paper's exact text is not reachable offline here. Reconstructed from its description of the baseline (the
+teacher thinks step by step, then writes the code): the request ends with the zero-shot trigger "Let's think step
+by step."; the system prompt and the one-shot example are this project's."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ a correct, complete and efficient Python solution in one Markdown code block.
 ### Python Question:
 Write a function to merge overlapping intervals given as (start, end) pairs, returning the merged intervals
 sorted by start.
+
+Let's think step by step.
 
 ### Response:
 Reasoning:
@@ -32,5 +38,5 @@ def merge_intervals(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def messages(instruction: str) -> list[dict[str, str]]:
-    user = f"## New Task\n### Python Question:\n{instruction}\n\n### Response:\n"
+    user = f"## New Task\n### Python Question:\n{instruction}\n\nLet's think step by step.\n\n### Response:\n"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amr import storage
+from amr.cost import teacher_cost as stages_cost
 from amr.methods import METHODS, REFERENCE
 from amr.report.collect import Row
 from amr.report.stats import Paired, p_text, paired, verdict, wilson
@@ -80,13 +81,15 @@ def teacher_name(manifest: dict[str, Any]) -> str:
 
 
 def distill_table(methods: list[Row]) -> Table:
-    """Per method: instructions, dataset rows, response accuracy, teacher calls and tokens, wall time."""
+    """Per method: instructions, dataset rows, response accuracy, the share of answers that are R_d, teacher calls
+    and tokens, wall time."""
     header = [
         "Method",
         "Teacher",
         "Instructions",
         "Dataset rows",
         "Response accuracy",
+        "Answers R_d",
         "Teacher calls",
         "Input tokens",
         "Output tokens",
@@ -109,6 +112,7 @@ def distill_table(methods: list[Row]) -> Table:
                 str(d["rows"] + d["dropped"]),
                 str(d["rows"]),
                 accuracy,
+                from_direct(d),
                 str(cost["calls"]),
                 str(cost["input_tokens"]),
                 str(cost["output_tokens"]),
@@ -119,18 +123,17 @@ def distill_table(methods: list[Row]) -> Table:
     return header, rows
 
 
+def from_direct(dataset: dict[str, Any]) -> str:
+    """The share of a dataset's answers that are R_d, with the rows ("-" in a manifest written before it was
+    counted)."""
+    if dataset.get("from_direct") is None:
+        return "-"
+    return f"{100 * dataset['from_direct']:.0f}% ({dataset['sources'].get('direct', 0)} of {dataset['rows']})"
+
+
 def teacher_cost(manifest: dict[str, Any]) -> dict[str, int]:
-    """Teacher calls and tokens over every stage (answers, decompositions, growth and seed tests)."""
-    cost = {"calls": 0, "input_tokens": 0, "output_tokens": 0}
-    for stage in manifest["stages"].values():
-        if "input_tokens" in stage:
-            cost["calls"] += stage["rows"]
-            cost["input_tokens"] += stage["input_tokens"]
-            cost["output_tokens"] += stage["output_tokens"]
-        cost["calls"] += stage.get("test_calls", 0)
-        cost["input_tokens"] += stage.get("test_input_tokens", 0)
-        cost["output_tokens"] += stage.get("test_output_tokens", 0)
-    return cost
+    """Teacher calls and tokens over every stage of a distill run (``amr.stages.teacher_cost``)."""
+    return stages_cost(manifest["stages"])
 
 
 def stage_notes(stage: dict[str, Any]) -> str:
@@ -141,6 +144,8 @@ def stage_notes(stage: dict[str, Any]) -> str:
     notes += [f"{v} {k}" for k, v in stage.get("verdicts", {}).items()]
     notes += [f"{v} {k}" for k, v in stage.get("candidates", {}).items()]
     notes += [f"{stage['inserted']} inserted"] if "inserted" in stage else []
+    notes += [f"R_d kept on {v}: {k}" for k, v in stage.get("kept_direct", {}).items()]
+    notes += [f"{stage['without_heading']} without the answer heading"] if stage.get("without_heading") else []
     notes += [f"{stage['resolved']} resolved by resampling"] if "resolved" in stage else []
     notes += endings(stage)
     notes += [f"skipped: {stage['skipped']}"] if "skipped" in stage else []

@@ -1,9 +1,10 @@
-"""The check of ``amr-checked`` (beyond the paper): the evolved answer and R_d both run against teacher-written
-tests for the instruction (``repair.test``'s, never the instruction's own tests); the evolved answer replaces R_d
+"""The check of the checked methods (beyond the paper): the evolved answer and R_d both run against teacher-written
+asserts for the instruction (``repair.test``'s, never the instruction's own tests); the evolved answer replaces R_d
 where it passes them and R_d does not (or R_d is missing). Where the tests cannot tell the two apart (both pass,
-both fail, no tests), R_d stays: a rewrite changes a right answer as often as a wrong one.
+both fail, no tests), R_d stays: a rewrite changes a right answer as often as a wrong one. ``direct-checked`` has
+R_d alone (``evolved=False``).
 
-Where neither passes, ``resample`` rounds draw one more sample of the direct answer per row and take the first
+Where no answer passes, ``resample`` rounds draw one more sample of the direct answer per row and take the first
 that passes (rejection sampling against the same tests)."""
 
 from __future__ import annotations
@@ -20,12 +21,24 @@ from amr.sandbox.stage import SandboxActors
 from amr.stages import ask
 
 
-def run(ds: ray.data.Dataset, sandbox: SandboxActors) -> ray.data.Dataset:
+def run(ds: ray.data.Dataset, sandbox: SandboxActors, evolved: bool = True) -> ray.data.Dataset:
     """Rows with ``are_*``, ``direct_*``, ``self_tests`` and R_d's ``self_test_status`` -> + the evolved answer's
     ``are_self_test_status``, ``checked_source`` (``are`` or ``direct``), ``checked_response``/``checked_error`` and
-    ``checked_status``, the chosen answer's verdict."""
-
+    ``checked_status``, the chosen answer's verdict. Without an evolved answer (``evolved`` False: no ``are_*``
+    columns), R_d is the chosen answer."""
+    if not evolved:
+        return ds.map(_direct)
     return sandbox.check_dataset(ds.map(lambda row: _against_tests(row, "are_response"))).map(choose)
+
+
+def _direct(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "checked_source": "direct",
+        "checked_response": row["direct_response"],
+        "checked_error": row["direct_error"],
+        "checked_status": row["self_test_status"],
+    }
 
 
 def choose(row: dict[str, Any]) -> dict[str, Any]:

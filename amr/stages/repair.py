@@ -1,5 +1,6 @@
-"""Answer repair (baseline AnsRepair): teacher-written tests for each question, R_d run against them
-in the sandbox, one repair of a failing R_d from the execution feedback.
+"""Answer repair (baseline AnsRepair, the paper's): the teacher writes a test function from the question and R_d,
+R_d runs against it in the sandbox, and a failing R_d is repaired once from the wrong solution and the failure.
+The checked methods run R_d against asserts the teacher writes from the question alone (``test(..., paper=False)``).
 
 Open choices, as defaults: one repair round; the tests are only the teacher's (an instruction's own
 ``tests`` are never shown, they measure response accuracy); R_d stands when the teacher writes no test.
@@ -7,6 +8,7 @@ Open choices, as defaults: one repair round; the tests are only the teacher's (a
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import ray
@@ -18,8 +20,21 @@ from amr.sandbox.stage import SandboxActors
 from amr.stages import ask, calls
 
 
-def _with_check(row: dict[str, Any]) -> dict[str, Any]:
-    tests = assert_statements(row["anstest_response"] or "")
+def runnable_test(response: str) -> list[str]:
+    """AnsRepair's test: the answer's test code, if the sandbox would run an assert of it (at the top level or in a
+    ``test_*`` function, which the sandbox calls), else none."""
+    code = python_code(response, cut_off=True)
+    if not code:
+        return []
+    tree = ast.parse(code)
+    run = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    run += [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_") and not n.args.args]
+    return [code] if any(isinstance(a, ast.Assert) for n in run for a in ast.walk(n)) else []
+
+
+def _with_check(row: dict[str, Any], paper: bool) -> dict[str, Any]:
+    response = row["anstest_response"] or ""
+    tests = runnable_test(response) if paper else assert_statements(response)
     return {
         **row,
         "self_tests": tests,
@@ -41,22 +56,33 @@ def _verdict(row: dict[str, Any], carry: list[str]) -> dict[str, Any]:
     }
 
 
-def test(ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxActors) -> ray.data.Dataset:
-    """Rows with ``instruction`` and ``direct_response`` -> + ``anstest_*``, ``self_tests`` and the
-    sandbox verdict of R_d against them: ``self_test_status`` (passed, failed, ..., no tests), ``self_test_reason``."""
-    asked = ask(ds, teacher, lambda row: repair.tests_messages(row["instruction"]), "anstest")
+def _solution(row: dict[str, Any]) -> str:
+    return python_code(row["direct_response"] or "") or row["direct_response"] or ""
+
+
+def test(ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxActors, paper: bool = True) -> ray.data.Dataset:
+    """Rows with ``instruction`` and ``direct_response`` -> + ``anstest_*``, ``self_tests`` and the sandbox
+    verdict of R_d against them: ``self_test_status`` (passed, failed, ..., no tests), ``self_test_reason``.
+    ``paper``: AnsRepair's test function from the question and R_d; else asserts from the question alone."""
+
+    def build(row: dict[str, Any]) -> list[dict[str, str]]:
+        if paper:
+            return repair.tests_messages(row["instruction"], _solution(row))
+        return repair.asserts_messages(row["instruction"])
+
+    asked = ask(ds, teacher, build, "anstest")
     carry = [*ds.columns(), "anstest_response", *calls("anstest")]
-    return sandbox.check_dataset(asked.map(_with_check)).map(lambda row: _verdict(row, carry))
+    return sandbox.check_dataset(asked.map(lambda row: _with_check(row, paper))).map(lambda row: _verdict(row, carry))
 
 
 def run(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
     """Rows whose R_d failed its tests -> + ``repair_*`` columns: the repaired answer."""
-
-    def build(row: dict[str, Any]) -> list[dict[str, str]]:
-        solution = python_code(row["direct_response"] or "") or row["direct_response"] or ""
-        return repair.repair_messages(row["instruction"], solution, row["self_test_reason"])
-
-    return ask(ds, teacher, build, "repair")
+    return ask(
+        ds,
+        teacher,
+        lambda row: repair.repair_messages(row["instruction"], _solution(row), row["self_test_reason"]),
+        "repair",
+    )
 
 
 def needs_repair(row: dict[str, Any]) -> bool:
@@ -66,5 +92,15 @@ def needs_repair(row: dict[str, Any]) -> bool:
 def final(row: dict[str, Any], repaired: dict[str, Any] | None) -> dict[str, Any]:
     """The row with ``ansrepair_response``/``ansrepair_error``: the repair where there was one, else R_d."""
     if repaired is None:
-        return {**row, "ansrepair_response": row["direct_response"], "ansrepair_error": row["direct_error"]}
-    return {**row, "ansrepair_response": repaired["repair_response"], "ansrepair_error": repaired["repair_error"]}
+        return {
+            **row,
+            "ansrepair_response": row["direct_response"],
+            "ansrepair_error": row["direct_error"],
+            "ansrepair_source": "direct",
+        }
+    return {
+        **row,
+        "ansrepair_response": repaired["repair_response"],
+        "ansrepair_error": repaired["repair_error"],
+        "ansrepair_source": "repair",
+    }

@@ -1,5 +1,10 @@
 """Adaptive response evolution: the final answer from the instruction, the specs and the retrieved
-functions (R_d is not shown). Without retrieval (ablation w/o ARE) the answer comes from the specs."""
+functions (R_d is not shown). Without retrieval (ablation w/o ARE) the answer comes from the specs.
+
+The paper's ARE (``run``): every row's answer is its evolved answer, the part of the teacher's answer under
+"### Correct Solution:"; an answer without that heading is taken whole, as every other stage's answer is, and
+the row is marked (``are_heading`` False; the manifest counts them). The gated variant (``gated=True``, method
+``amr-gated``, beyond the paper) keeps R_d where ARE adapted no module (``kept``)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import re
 from typing import Any
 
 from amr.engines import Teacher
-from amr.parsing import python_code
+from amr.parsing import python_code, under_heading
 from amr.prompts import response_evolution
 from amr.stages import ask_rows
 
@@ -20,36 +25,60 @@ def spec_stub(spec: dict[str, str]) -> str:
     return f'{spec["signature"]}:\n    """{body}"""\n    ...'
 
 
-def chat(row: dict[str, Any], use_retrieved: bool = True) -> list[dict[str, str]]:
+def chat(row: dict[str, Any], use_retrieved: bool = True, gated: bool = False) -> list[dict[str, str]]:
     specs = [spec_stub(s) for s in json.loads(row["specs"])]
     functions = [h["code"] for h in json.loads(row["retrieved"])] if use_retrieved else []
-    return response_evolution.messages(row["instruction"], specs, functions)
+    build = response_evolution.gated_messages if gated else response_evolution.messages
+    return build(row["instruction"], specs, functions)
 
 
 def run(
-    rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True, adapts_only: bool = False
+    rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool = True, gated: bool = False
 ) -> list[dict[str, Any]]:
     """A wave's rows with ``instruction``, ``specs``, ``retrieved`` and R_d -> + ``are_*`` columns (the final
-    answer), ``evolved_response`` (the teacher's rewrite; None where it was not asked) and ``are_kept`` (why R_d
-    stayed the answer, else None), in order. R_d stays the answer of a row whose rewrite leaves out a function
-    the task asks for ("incomplete", ``missing``); with ``adapts_only`` (and retrieval), also of a row that
-    retrieved nothing ("nothing retrieved": no module to adapt, no teacher call) or whose rewrite calls none of
-    the retrieved functions ("no module used": a rewrite from the specs alone, the ablation without ARE)."""
-    adapting = adapts_only and use_retrieved
-    asked = [r for r in rows if not adapting or matched(r)]
-    answers = ask_rows(asked, teacher, lambda row: chat(row, use_retrieved), "are")
-    answered = {r["id"]: {**r, "are_response": linked(r)} for r in answers}
+    answer), ``are_source`` (``are``, or ``direct`` where R_d stayed), ``evolved_response`` (the teacher's answer;
+    None where it was not asked), ``are_kept`` (why R_d stayed the answer, else None) and ``are_heading`` (whether
+    the answer had the paper's heading; None for the gated prompt, which has none), in order."""
+    if gated:
+        return _gated(rows, teacher, use_retrieved)
+    answers = ask_rows(rows, teacher, lambda row: chat(row, use_retrieved), "are")
+    return [evolved(r) for r in answers]
+
+
+def evolved(row: dict[str, Any]) -> dict[str, Any]:
+    """An answered row with its evolved answer as the final answer: the part under the paper's heading, else the
+    whole answer."""
+    solution = under_heading(row["are_response"] or "", response_evolution.HEADING)
+    response = row["are_response"] if solution is None else solution
+    return {
+        **row,
+        "are_response": response,
+        "are_heading": solution is not None,
+        "are_source": "are",
+        "evolved_response": response,
+        "are_kept": None,
+    }
+
+
+def _gated(rows: list[dict[str, Any]], teacher: Teacher, use_retrieved: bool) -> list[dict[str, Any]]:
+    """The gated method's ARE: R_d stays the answer of a row whose rewrite leaves out a function the task asks for
+    ("incomplete", ``missing``); with retrieval, also of a row that retrieved nothing ("nothing retrieved": no
+    module to adapt, no teacher call) or whose rewrite calls none of the retrieved functions ("no module used": a
+    rewrite from the specs alone). A rewrite gets the code of the retrieved functions it calls (``linked``)."""
+    asked = [r for r in rows if not use_retrieved or matched(r)]
+    answers = ask_rows(asked, teacher, lambda row: chat(row, use_retrieved, gated=True), "are")
+    answered = {r["id"]: {**r, "are_response": linked(r), "are_heading": None} for r in answers}
     out = []
     for row in rows:
         answer = answered.get(row["id"])
         if answer is None:
-            out.append(kept(row, "nothing retrieved"))
+            out.append(kept({**row, "are_heading": None}, "nothing retrieved"))
         elif not answer["are_error"] and missing(answer):
             out.append(kept(answer, "incomplete"))
-        elif not answer["are_error"] and adapting and not uses_module(answer):
+        elif not answer["are_error"] and use_retrieved and not uses_module(answer):
             out.append(kept(answer, "no module used"))
         else:
-            out.append({**answer, "evolved_response": answer["are_response"], "are_kept": None})
+            out.append({**answer, "evolved_response": answer["are_response"], "are_kept": None, "are_source": "are"})
     return out
 
 
@@ -108,4 +137,5 @@ def kept(row: dict[str, Any], reason: str) -> dict[str, Any]:
         "are_finish": row.get("are_finish"),
         "evolved_response": row.get("are_response"),
         "are_kept": reason,
+        "are_source": "direct",
     }
