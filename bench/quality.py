@@ -8,8 +8,9 @@ direct distillation's does, and at what teacher cost?
 Every method distils the same MBPP train slice with the config's teacher (one engine for all: the methods
 share the job's deployment, and R_d: ``direct.parquet`` is computed once and copied, as ``amr run`` does).
 The module table is seeded once, as the paper does, from a pool of its own: ``amr modules bootstrap`` over
-``--seed-from`` (default: the decontaminated MBPP train problems outside the slice; ``--seed-limit`` of them; 0: no
-seed, each method bootstraps from its input as the config says); every AMR method starts from a copy of that table.
+``--seed-from`` (e.g. self-instructed instructions, less those near a slice problem; default: the decontaminated
+MBPP train problems outside the slice), ``--seed-limit`` of them (0: no seed, each method bootstraps from its input
+as the config says); every AMR method starts from a copy of that table.
 A matched baseline (``direct-checked``, ``amr-checked-no-retrieval``) runs after ``amr-checked`` with its teacher
 tokens as ``check.token_budget``, as ``amr run`` does. Rerunning the same command resumes every method's run.
 
@@ -54,6 +55,28 @@ def pool_file(first: int, last: int, folder: Path) -> Path:
     chosen = [r for r in mbpp_train_decontaminated() if not first <= int(r["id"].split("/")[1]) <= last]
     path = folder / f"pool-outside-{first}-{last}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    return path
+
+
+def outside_slice(pool: Path, slice_path: Path, folder: Path, threshold: float = 0.8) -> Path:
+    """``pool``'s instructions less those near a problem of the slice: the decontamination's n-gram check, or a cosine
+    of problem statements (MiniLM) of ``threshold`` or more. Self-instructed instructions come from MBPP-like seeds
+    and can restate a slice problem; a seed table must not hold its solution."""
+    from amr.decontam import NgramIndex, nearest, problem_statement
+    from amr.embeddings import Embedder
+    from amr.model_store import pull
+
+    records = [json.loads(line) for line in pool.read_text().splitlines()]
+    problems = [json.loads(line) for line in slice_path.read_text().splitlines()]
+    items = [{"id": p["id"], "prompt": p["instruction"], "solution": ""} for p in problems]
+    index = NgramIndex.build(items, 13)
+    embedder = Embedder(str(pull("all-minilm-l6-v2")))
+    vectors = embedder.encode([problem_statement(r["instruction"]) for r in records])
+    _, cosines = nearest(vectors, embedder.encode([problem_statement(p["instruction"]) for p in problems]), 1)
+    kept = [r for r, c in zip(records, cosines[:, 0]) if c < threshold and not index.match(r["instruction"], 1)]
+    path = folder / f"{pool.stem}.outside-{slice_path.stem}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    print(f"seed pool {pool}: {len(records) - len(kept)} of {len(records)} near a slice problem, left out")
     return path
 
 
@@ -126,7 +149,9 @@ def main() -> None:
     parser.add_argument("--last", type=int, default=700)
     parser.add_argument("--methods", nargs="+", default=["direct", "amr", "amr-gated", "amr-checked", "direct-checked"])
     parser.add_argument("--seed-limit", type=int, default=175, help="seed pool size (0: no seed table)")
-    parser.add_argument("--seed-from", help="seed pool instructions (default: MBPP train outside the slice)")
+    parser.add_argument(
+        "--seed-from", help="seed pool instructions, less those near a slice problem (default: MBPP train outside it)"
+    )
     parser.add_argument("--output", default="bench/results/quality")
     args = parser.parse_args()
 
@@ -178,7 +203,11 @@ def distil(base, methods: list[str], args: argparse.Namespace, out: Path, ids: l
 
     results: dict = {}
     with open_teacher(base.teacher, base.model_store):
-        pool = Path(args.seed_from) if args.seed_from else pool_file(args.first, args.last, out)
+        pool = (
+            outside_slice(Path(args.seed_from), out / f"mbpp-{args.first}-{args.last}.jsonl", out)
+            if args.seed_from
+            else pool_file(args.first, args.last, out)
+        )
         seeding = seed(base, pool, args.seed_limit, out / "seed") if args.seed_limit else None
         for method in methods:
             run_dir, chosen = out / method, METHODS[method]

@@ -171,3 +171,21 @@ def test_each_level_reads_its_evolution_round_and_writes_under_its_folder(tmp_pa
     shared = config.model_copy(update={"students": "/shared/students"})
     assert _student(shared, "amr", found[1]) == "/shared/students/level3/amr"
     assert [(g.name, g.source(built)) for g in groups(load_config(RunConfig, None, []), "out")] == [("", built)]
+
+
+def test_amr_run_gives_a_matched_baseline_the_teacher_tokens_of_its_method(tmp_path, monkeypatch):
+    import jobs.run
+    from amr import storage
+    from amr.pipelines.plan import groups
+
+    config = _config(tmp_path, methods=["direct-checked", "amr-checked"])
+    [group] = groups(config, str(tmp_path / "run"))
+    stages = {"direct": {"rows": 4, "input_tokens": 10, "output_tokens": 20}, "grow": {"test_input_tokens": 3}}
+    storage.write_json(str(tmp_path / "run" / "amr-checked" / "distill" / "manifest.json"), {"stages": stages})
+    made = {}
+    monkeypatch.setattr(jobs.run.distill, "run", lambda cfg: made.setdefault(cfg.method, cfg))
+    monkeypatch.setattr(jobs.run, "print_distill", lambda *args, **kwargs: None)
+    jobs.run._distill(config, "direct-checked", group)
+    assert made["direct-checked"].check.token_budget == 10 + 20 + 3  # amr-checked's tokens, every stage
+    jobs.run._distill(config, "amr-checked", group)
+    assert made["amr-checked"].check.token_budget is None and config.distill.check.token_budget is None
