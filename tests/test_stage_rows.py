@@ -14,6 +14,7 @@ from amr.prompts import cot as cot_prompt
 from amr.prompts import decompose as md_prompt
 from amr.prompts import direct as direct_prompt
 from amr.prompts import repair as repair_prompt
+from amr.prompts import response_evolution as are_prompt
 from amr.stages import (
     ask_rows,
     check,
@@ -136,14 +137,14 @@ def _md(answers: dict, messages: list[dict[str, str]]) -> tuple[str | None, str 
     return next(answer for task, answer in answers.items() if task in user(messages))
 
 
-def test_ansrepair_tests_r_d_and_repairs_only_the_failing_answers_from_their_feedback():
+def test_asserts_from_the_question_judge_r_d_and_ansrepair_repairs_only_the_failing_answers_from_their_failure():
     tests = {"Task a.": "```python\nassert add(1, 2) == 3\nassert add(0, 0) == 0\n```", "Task b.": "No tests here.",
              "Task c.": "```python\nassert add(1, 1) == 2\n```"}  # fmt: skip
     teacher = Teacher(lambda messages: (next(t for k, t in tests.items() if k in user(messages)), None))
     sandbox = Sandbox(lambda code, test: "passed" if "a + b" in code else "failed")
     rows = [md_row("a"), md_row("b"), md_row("c", direct_response="Here: " + fenced("def add(a, b):\n    return a"))]
-    tested = repair.test(Rows(rows), teacher, sandbox).take_all()
-    assert teacher.requests[0]["messages"] == repair_prompt.tests_messages("Task a.")
+    tested = repair.test(Rows(rows), teacher, sandbox, paper=False).take_all()  # the checked methods' asserts
+    assert teacher.requests[0]["messages"] == repair_prompt.asserts_messages("Task a.")
     assert sandbox.checks == [
         {"code": ADD, "test": "assert add(1, 2) == 3\nassert add(0, 0) == 0"},
         {"code": ADD, "test": ""},
@@ -179,6 +180,23 @@ def test_ansrepair_tests_r_d_and_repairs_only_the_failing_answers_from_their_fee
     assert repair.final(tested[2], errored)["ansrepair_error"] == "HTTP 503"
 
 
+def test_ansrepair_writes_a_test_function_from_the_question_and_r_d():
+    tests = {
+        "Task a.": fenced("def test_solution():\n    assert add(1, 2) == 3"),
+        "Task b.": fenced("def check_solution():\n    assert add(1, 2) == 3"),  # the sandbox would never call it
+        "Task c.": fenced("def test_solution():\n    add(1, 2)"),  # asserts nothing
+        "Task d.": fenced("assert add(1, 2) == 3"),
+    }
+    teacher = Teacher(lambda messages: (next(t for k, t in tests.items() if k in user(messages)), None))
+    sandbox = Sandbox(lambda code, test: "passed")
+    rows = [md_row(i, direct_response="Here: " + fenced(ADD)) for i in "abcd"]
+    tested = repair.test(Rows(rows), teacher, sandbox).take_all()
+    assert teacher.requests[0]["messages"] == repair_prompt.tests_messages("Task a.", ADD)  # the question and R_d
+    assert [r["self_test_status"] for r in tested] == ["passed", "no tests", "no tests", "passed"]
+    assert tested[0]["self_tests"] == ["def test_solution():\n    assert add(1, 2) == 3"]
+    assert sandbox.checks[0] == {"code": ADD, "test": "def test_solution():\n    assert add(1, 2) == 3"}
+
+
 def test_ansrepair_without_tests_is_no_tests_whatever_the_answer():
     teacher = Teacher(lambda messages: (None, "HTTP 503: down"))
     [row] = repair.test(Rows([md_row("a")]), teacher, Sandbox(lambda code, test: "passed")).take_all()
@@ -209,7 +227,7 @@ def test_the_gated_rewrite_keeps_r_d_where_it_adapts_no_module():
     }
     teacher = Teacher(lambda messages: (next(v for k, v in rewrites.items() if f"Task {k}:" in user(messages)), None))
     rows = [are_row("uses", [MODULE]), are_row("ignores", [MODULE]), are_row("incomplete", [MODULE]), are_row("none")]
-    out = {r["id"]: r for r in response_evolution.run(rows, teacher, adapts_only=True)}
+    out = {r["id"]: r for r in response_evolution.run(rows, teacher, gated=True)}
     assert [r["id"] for r in teacher.requests] == ["uses", "ignores", "incomplete"]
     assert "return a + b" in user(teacher.requests[0]["messages"])  # the retrieved module is shown
     assert {k: r["are_kept"] for k, r in out.items()} == {
@@ -220,25 +238,39 @@ def test_the_gated_rewrite_keeps_r_d_where_it_adapts_no_module():
     }
     assert out["uses"]["are_response"] == out["uses"]["evolved_response"] == rewrites["uses"]
     for kept in ("ignores", "incomplete", "none"):
-        assert out[kept]["are_response"] == f"R_d of {kept}"
+        assert out[kept]["are_response"] == f"R_d of {kept}" and out[kept]["are_source"] == "direct"
+    assert out["uses"]["are_source"] == "are"
+    assert all(r["messages"][0]["content"] == are_prompt.GATED_SYSTEM for r in teacher.requests)
     assert out["ignores"]["evolved_response"] == rewrites["ignores"] and out["none"]["evolved_response"] is None
     assert out["ignores"]["are_output_tokens"] > 0 and out["none"]["are_output_tokens"] == 0
 
 
-def test_the_ungated_rewrite_is_the_answer_unless_it_leaves_out_the_asked_function():
+def test_the_papers_rewrite_is_every_rows_answer():
     rewrites = {"ignores": fenced("def add_three(a, b, c):\n    return a + b + c"), "incomplete": fenced(ADD),
-                "failed": None}  # fmt: skip
+                "headed": f"Refined.\n### Correct Solution:\n{fenced(ADD_THREE)}\n## New Task\nmore", "failed": None}  # fmt: skip
     answer = lambda messages: next(  # noqa: E731
         (v, None if v else "HTTP 503") for k, v in rewrites.items() if f"Task {k}:" in user(messages)
     )
-    rows = [are_row("ignores", [MODULE]), are_row("incomplete"), are_row("failed")]
-    out = {r["id"]: r for r in response_evolution.run(rows, Teacher(answer), adapts_only=False)}
-    assert out["ignores"]["are_kept"] is None and out["ignores"]["are_response"] == rewrites["ignores"]
-    assert out["incomplete"]["are_kept"] == "incomplete" and out["incomplete"]["are_response"] == "R_d of incomplete"
-    assert out["failed"]["are_kept"] is None and out["failed"]["are_error"] == "HTTP 503"  # asked again on a rerun
+    teacher = Teacher(answer)
+    rows = [are_row("ignores", [MODULE]), are_row("incomplete"), are_row("headed"), are_row("failed")]
+    out = {r["id"]: r for r in response_evolution.run(rows, teacher)}
+    assert [r["id"] for r in teacher.requests] == ["ignores", "incomplete", "headed", "failed"]  # every row asked
+    # the paper's prompt: the retrieved module, then the specs, in the one Relevant Functions slot
+    assert teacher.requests[0]["messages"][0]["content"] == are_prompt.SYSTEM
+    assert user(teacher.requests[0]["messages"]).count("### Relevant Functions:") == 1
+    assert (
+        user(teacher.requests[1]["messages"])
+        .split("### Relevant Functions:\n")[1]
+        .startswith("```python\ndef add(a, b)")
+    )
+    assert {k: (r["are_kept"], r["are_source"]) for k, r in out.items()} == dict.fromkeys(out, (None, "are"))
+    assert out["ignores"]["are_response"] == rewrites["ignores"] and out["incomplete"]["are_response"] == fenced(ADD)
+    assert out["headed"]["are_response"] == fenced(ADD_THREE) and out["headed"]["are_heading"]
+    assert out["ignores"]["are_heading"] is False  # taken whole, and marked
+    assert out["failed"]["are_error"] == "HTTP 503"  # asked again on a rerun
     # without retrieval (the ablation w/o ARE) the prompt shows no function, whatever was retrieved
     teacher = Teacher(lambda messages: (rewrites["ignores"], None))
-    response_evolution.run([are_row("ignores", [MODULE])], teacher, use_retrieved=False, adapts_only=True)
+    response_evolution.run([are_row("ignores", [MODULE])], teacher, use_retrieved=False)
     assert "return a + b" not in user(teacher.requests[0]["messages"])
 
 
@@ -296,6 +328,18 @@ def test_the_check_takes_the_evolved_answer_only_where_it_passes_the_teachers_te
     two = checked_row("two tests", direct_ok=False, evolved_ok=True, self_tests=["assert f()", "assert f() != 1"])
     check.run(Rows([two]), sandbox).take_all()
     assert sandbox.checks[-1]["test"] == "assert f()\nassert f() != 1"
+
+
+def test_the_check_of_direct_checked_has_r_d_alone_and_runs_nothing():
+    sandbox = Sandbox(lambda code, test: "passed")
+    rows = [checked_row("r_d passes", direct_ok=True, evolved_ok=None), checked_row("r_d fails", False, None)]
+    out = {r["id"]: r for r in check.run(Rows(rows), sandbox, evolved=False).take_all()}
+    assert {k: (r["checked_source"], r["checked_status"]) for k, r in out.items()} == {
+        "r_d passes": ("direct", "passed"),  # R_d's verdict from the asserts, as anstest found it
+        "r_d fails": ("direct", "failed"),
+    }
+    assert out["r_d fails"]["checked_response"] == rows[1]["direct_response"] and sandbox.checks == []
+    assert [k for k, r in out.items() if check.unresolved(r)] == ["r_d fails"]
 
 
 def test_resampling_adopts_a_sample_only_where_it_passes_the_teachers_tests():
