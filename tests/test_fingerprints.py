@@ -90,6 +90,7 @@ def test_the_settings_of_each_stage_by_name(tmp_path):
             **embedding,
             **modules,
             "wave_size": cfg.wave_size,
+            "format": 2,
         },
         "anstest": {**prompts("repair"), **answers, **sampled("tests"), **sandbox},
         "check": {**prompts("repair"), "format": 2, **answers, **sandbox},
