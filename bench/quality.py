@@ -39,10 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def slice_file(first: int, last: int, folder: Path) -> Path:
-    """MBPP train problems ``first``..``last`` (all of them: quality, not training, so no decontamination)."""
-    from amr.data import mbpp_train
+    """MBPP train problems ``first``..``last`` less the MBPP+ tasks among them (an evaluation benchmark's tasks are
+    never distilled); the other overlaps stay (quality, not training)."""
+    from amr.data import mbpp_train, mbpp_train_overlaps
 
-    chosen = [r for r in mbpp_train() if first <= int(r["id"].split("/")[1]) <= last]
+    plus = {r["id"] for r in mbpp_train_overlaps() if r["check"] == "same-task"}
+    chosen = [r for r in mbpp_train() if first <= int(r["id"].split("/")[1]) <= last and r["id"] not in plus]
+    print(f"MBPP train {first}-{last}: {sum(first <= int(i.split('/')[1]) <= last for i in plus)} MBPP+ tasks left out")
     path = folder / f"mbpp-{first}-{last}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in chosen))
     return path
