@@ -302,14 +302,15 @@ class ModulesConfig(Strict):
     index_min_rows: int = Field(
         50_000,
         ge=256,
-        description="The table gets its ANN index once it has this many rows (searches are exact below), retrained "
-        "each time it doubles (its quantiser trains on 256 rows at least).",
+        description="The table's vector index (in memory, built from the table) is exact below this many rows; from "
+        "then on an IVF index (partitions of ~1,024 rows, 8-bit vectors, hits re-ranked by the stored vectors), "
+        "retrained each time the table doubles; the instruction_id B-tree is built from then on too.",
     )
     upkeep_every: int = Field(
         8,
         ge=1,
-        description="Waves between the table's refreshes: their new rows compacted and indexed, unpinned old versions "
-        "removed (until then, a search scans those rows exactly).",
+        description="Waves between the table's refreshes: their new fragments compacted, the instruction_id B-tree "
+        "extended to their rows (until then, a count scans them), unpinned old versions removed.",
     )
     staleness: int = Field(
         1,

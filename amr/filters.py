@@ -6,10 +6,9 @@ import re
 import tempfile
 from collections.abc import Sequence
 
-import numpy as np
 import pyarrow as pa
 
-from amr.ann import Upkeep, refresh, search
+from amr.ann import Upkeep, VectorIndex, refresh
 from amr.config import FilterConfig
 from amr.decontam import ngrams, words
 from amr.embeddings import Embedder
@@ -43,10 +42,11 @@ def jaccard(a: list[str], b: list[str], n: int = 3) -> float:
 
 
 class NearDuplicates:
-    """A LanceDB table of the instructions kept so far (their embeddings, on disk: the driver holds a batch); a new
-    one whose cosine to any of them, or to an earlier one of its batch, reaches ``threshold`` is a near-duplicate.
-    The table gets an ANN index past ``upkeep.min_rows`` (``amr.ann``): a batch costs the same at 10k and 1M kept
-    rows, each compared with its nearest kept one as the ANN finds it (recall@1 in docs/benchmarks.md)."""
+    """A LanceDB table of the instructions kept so far (their embeddings, on disk) and its vector index
+    (``amr.ann.VectorIndex``); a new one whose cosine to any of them, or to an earlier one of its batch, reaches
+    ``threshold`` is a near-duplicate. Past ``upkeep.min_rows`` the index is an IVF one: a batch costs the same at 10k
+    and 1M kept rows, each compared with its nearest kept one as the index finds it (recall@1 in
+    docs/benchmarks.md)."""
 
     def __init__(self, embedder: Embedder, threshold: float, uri: str | None = None, upkeep: Upkeep = Upkeep()):
         import lancedb
@@ -56,15 +56,14 @@ class NearDuplicates:
         self.table = lancedb.connect(uri or self._scratch.name).create_table(
             "kept", schema=pa.schema([("vector", pa.list_(pa.float32(), embedder.dim))]), mode="overwrite"
         )
+        self.index = VectorIndex(embedder.dim, upkeep.min_rows)
         self.threshold, self.upkeep, self.commits = threshold, upkeep, 0
 
     def keep(self, texts: Sequence[str]) -> list[bool]:
         """Which of ``texts`` (in order) are novel; the novel ones join the table."""
         vectors = self.embedder.encode(texts)
-        keep = [True] * len(vectors)
-        if self.table.count_rows():
-            for i, hits in enumerate(self._nearest(vectors)):
-                keep[i] = not hits or 1 - hits[0] < self.threshold
+        _, nearest = self.index.search(self.table.to_lance(), vectors, 1)
+        keep = [bool(similarity < self.threshold) for similarity in nearest[:, 0]]
         kept: list[int] = []
         for i in range(len(vectors)):
             if keep[i] and kept and float((vectors[kept] @ vectors[i]).max()) >= self.threshold:
@@ -80,11 +79,3 @@ class NearDuplicates:
                 refresh(self.table, self.upkeep, keep_from=self.table.version)
                 self.commits = 0
         return keep
-
-    def _nearest(self, vectors: np.ndarray) -> list[list[float]]:
-        """Cosine distances of each vector's nearest kept row (one multi-vector query)."""
-        rows = search(self.table, vectors, 1, [])
-        out: list[list[float]] = [[] for _ in range(len(vectors))]
-        for row in rows:  # one query: no query_index
-            out[row.get("query_index", 0)].append(row["_distance"])
-        return out

@@ -4,9 +4,10 @@ A module is a function that passed its test in the sandbox, stored with that tes
 its spec (cosine), and provenance (run, instruction id, stage). Rows are keyed by a hash of the
 function's normalised source, and inserts are merge-inserts on that key, so a retried insert never
 duplicates. LanceDB 0.40 duplicates rows when two writers merge-insert the same new keys at once:
-callers keep one writer per commit (the driver commits each wave). Reads can pin a table version, and a tag
-keeps a pinned version readable while the table's upkeep (``amr.ann``: its indices, compaction, old versions
-removed) runs every few commits.
+callers keep one writer per commit (the driver commits each wave). Searches go through an in-memory vector index
+built from the table (``amr.ann.VectorIndex``: rows only ever appended, a version is a range of row offsets). Reads
+can pin a table version, and a tag keeps a pinned version readable while the table's upkeep (``amr.ann.refresh``: its
+compaction, scalar indices, old versions removed) runs every few commits.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from amr import ann
-from amr.ann import Upkeep
+from amr.ann import Upkeep, VectorIndex
 from amr.parsing import normalized_source
 
 # lancedb warns at every fork once imported; the job's forks are subprocess fork+exec (the vLLM
@@ -67,7 +68,7 @@ def tag_name(text: str) -> str:
 
 
 UPKEEP = Upkeep(scalar=("instruction_id",))
-"""The ANN index from 50,000 rows, a B-tree on ``instruction_id`` (a wave counts its inserts by it), a refresh every
+"""The IVF index and a B-tree on ``instruction_id`` (a wave counts its inserts by it) from 50,000 rows, a refresh every
 8 commits."""
 
 
@@ -87,7 +88,7 @@ class ModuleDB:
         upkeep: Upkeep = UPKEEP,
     ):
         """``before_write``: called before every insert (a writer's lease check, ``amr.lease``); ``upkeep``: when the
-        writer's ``upkeep`` calls index and compact the table."""
+        vector index is trained and the writer's ``upkeep`` calls index and compact the table."""
         self.uri, self.name, self.dim, self.before_write, self.upkeeping = uri, table, dim, before_write, upkeep
         self.commits = 0  # since the last upkeep
         self.db = lancedb.connect(uri)
@@ -101,6 +102,8 @@ class ModuleDB:
                 f"{uri}/{table}: vectors are {have}, the embedder makes {dim}-d vectors; "
                 f"use another table or the embedding model the table was built with"
             )
+        self.vectors = VectorIndex(dim, upkeep.min_rows)
+        self._lance = self.table.to_lance()  # read-only: versions are checked out from it
 
     @classmethod
     def open(cls, uri: str, table: str = "modules") -> ModuleDB:
@@ -147,22 +150,29 @@ class ModuleDB:
             handle.checkout(version)
         return handle
 
+    def dataset(self, version: int | None = None):
+        """The table's Lance dataset at ``version`` (None: the latest), for reads."""
+        return self._lance.checkout_version(self._lance.latest_version if version is None else version)
+
+    def index(self) -> dict[str, Any] | None:
+        """The vector index brought up to the latest version (built from the table on a first call): what was done,
+        or None when it was up to date."""
+        return self.vectors.sync(self.dataset())
+
     def search(self, vectors: np.ndarray, k: int = 1, version: int | None = None) -> list[list[dict[str, Any]]]:
-        """The ``k`` most similar modules to each vector, best first, each with its ``similarity``."""
-        handle = self.at(version)
-        if handle.count_rows() == 0:
-            return [[] for _ in range(len(vectors))]
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if not len(vectors):
-            return []
-        # one multi-vector query: LanceDB answers all of them in one scan (12x faster than one by one)
-        rows = ann.search(handle, vectors, k, list(RESULT_FIELDS))
-        hits: list[list[dict[str, Any]]] = [[] for _ in range(len(vectors))]
-        for row in sorted(rows, key=lambda r: r["_distance"]):
-            hits[row.get("query_index", 0)].append(
-                {**{f: row[f] for f in RESULT_FIELDS}, "similarity": 1.0 - float(row["_distance"])}
-            )
-        return hits
+        """The ``k`` most similar modules to each vector, best first, each with its ``similarity`` (cosine)."""
+        dataset = self.dataset(version)
+        ids, scores = self.vectors.search(dataset, np.asarray(vectors, dtype=np.float32), k)
+        found = np.unique(ids[ids >= 0])
+        rows = (
+            dict(zip(found.tolist(), dataset.take(found, columns=list(RESULT_FIELDS)).to_pylist()))
+            if len(found)
+            else {}
+        )
+        return [
+            [{**rows[i], "similarity": float(s)} for i, s in zip(hit_ids.tolist(), hit_scores.tolist()) if i >= 0]
+            for hit_ids, hit_scores in zip(ids, scores)
+        ]
 
     def max_similarity(self, vectors: np.ndarray, version: int | None = None) -> list[float]:
         """Cosine similarity of each vector to its nearest module (-1 when the table is empty)."""
@@ -194,6 +204,7 @@ class ModuleDB:
         data = pa.Table.from_pylist(rows, schema=schema(self.dim))
         result = self.table.merge_insert("key").when_not_matched_insert_all().execute(data)
         self.commits += 1
+        self.index()  # the writer's index follows its inserts (or is trained anew, as the table grows)
         return int(result.num_inserted_rows)
 
     def upkeep(self, keep_from: int | None, force: bool = False) -> dict[str, Any] | None:

@@ -293,6 +293,8 @@ def _table(config: DistillConfig, run_dir: RunDir, embedder: EmbedderActors, lea
     with."""
     upkeep = Upkeep(config.modules.index_min_rows, config.modules.upkeep_every, UPKEEP.scalar)
     db = ModuleDB(_table_uri(config, run_dir), embedder.dim, config.modules.table, lease.check, upkeep)
+    if built := db.index():  # the vector index, from the table as a job starts or resumes
+        log.info("module table %s: vector index of %d rows built in %.1f s", db.uri, db.vectors.rows, built["seconds"])
     return db, run_dir.uri.rsplit("/", 1)[-1]
 
 
