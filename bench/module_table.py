@@ -1,11 +1,12 @@
 """The module table at scale: top-1 latency and recall@1 against brute force, and what a wave's table calls cost, at
 each table size (``amr.modules.ModuleDB`` with its vector index and upkeep, ``amr.ann``).
 
-    python bench/module_table.py [--rows 10000 1000000] [--dim 1024] [--waves 16]
+    python bench/module_table.py [--rows 10000 1000000] [--dim 1024] [--waves 16] [--dir DIR [--build-only]]
 
 At each size, a table of that many modules (vectors of ``--dim`` dimensions: gte-large's 1024, the paper configs'
 embedder) is written, then given its upkeep as a job's last wave would (``upkeep(force=True)``: compaction, and above
-``modules.index_min_rows`` the B-tree on instruction ids). Then:
+``modules.index_min_rows`` the B-tree on instruction ids); with ``--dir`` the tables are kept there, and a later run
+starts from the version they were written at (split a long run: ``--build-only`` first). Then:
 - the vector index built from the table, as a job does when it starts or resumes (``ModuleDB.index``: above
   ``modules.index_min_rows`` the IVF index trained on a sample and every row added);
 - top-1: ``--queries`` single-vector ``ModuleDB.search`` calls (each opens the latest version, as a wave's call opens
@@ -45,6 +46,8 @@ from amr.config import ModulesConfig
 from amr.modules import UPKEEP, ModuleDB, module_key, schema
 
 BATCH = 50_000
+BUILT = "bench.built"
+"""The tag of the version a table was written at (``--dir``: a later run starts from it)."""
 
 
 def vectors(n: int, dim: int, seed: int, clusters: int = 1000, intrinsic: int = 16) -> np.ndarray:
@@ -116,11 +119,18 @@ def measure(rows: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     config = ModulesConfig()
     upkeep = Upkeep(config.index_min_rows, config.upkeep_every, UPKEEP.scalar)
     db = ModuleDB(str(root / f"table-{rows}"), args.dim, upkeep=upkeep)
-    fill(db, x)
-    written = time.perf_counter() - began
-    upkeep = db.upkeep(keep_from=db.version, force=True)
+    if BUILT in db.table.tags.list():  # written by an earlier run (--dir): back to the version it was written at
+        db.table.restore(db.table.tags.get_version(BUILT))
+        written, upkeep = None, "reused"
+    else:
+        fill(db, x)
+        written = round(time.perf_counter() - began, 1)
+        upkeep = db.upkeep(keep_from=db.version, force=True)
+        db.pin(BUILT, db.version)
     built = db.index()
-    print(f"{rows} rows: written in {written:.0f} s, upkeep {upkeep}, vector index {built}", flush=True)
+    print(f"{rows} rows: written in {written} s, upkeep {upkeep}, vector index {built}", flush=True)
+    if args.build_only:
+        return {"rows": rows, "write_s": written, "upkeep": upkeep}
 
     queries = vectors(args.queries, args.dim, seed=2)
     truth = [f"f{i}" for i in nearest(queries, x)]
@@ -178,7 +188,7 @@ def measure(rows: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return {
         "rows": rows,
         "dim": args.dim,
-        "write_s": round(written, 1),
+        "write_s": written,
         "upkeep": upkeep,
         "vector_index": built,
         "vector_index_bytes": db.vectors.rows * (db.vectors.index.code_size + (8 if db.vectors.trained else 0)),
@@ -200,11 +210,16 @@ def main() -> None:
     parser.add_argument("--wave-queries", type=int, default=1024, help="retrieval queries per wave (~2 specs a row)")
     parser.add_argument("--candidates", type=int, default=256, help="new functions checked for novelty per wave")
     parser.add_argument("--inserts", type=int, default=64, help="of them verified and inserted")
-    parser.add_argument("--dir", help="where the tables go (default: a temporary directory, removed after)")
+    parser.add_argument(
+        "--dir", help="where the tables are kept, and reused from at the version written (default: a temporary one)"
+    )
+    parser.add_argument("--build-only", action="store_true", help="write the tables into --dir and stop")
     parser.add_argument("--output", default="bench/results/module_table.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="amr-table-bench-", dir=args.dir) as root:
-        results = [measure(rows, args, Path(root)) for rows in args.rows]
+    if args.build_only and not args.dir:
+        parser.error("--build-only writes the tables for a later run: give --dir")
+    with tempfile.TemporaryDirectory(prefix="amr-table-bench-") as scratch:
+        results = [measure(rows, args, Path(args.dir or scratch)) for rows in args.rows]
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
 
