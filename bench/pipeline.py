@@ -17,65 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.support (the scripted teacher)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: bench.scripted, tests.support
 
 from amr.config import DistillConfig
-from amr.prompts import decompose, response_evolution, testgen
+from bench.scripted import script, write_instructions
 from tests.support.scripted_teacher import ScriptedTeacher
 
 
-def script(messages: list[dict[str, str]]) -> str:
-    """Per instruction (its number in the text), two small functions: a helper and the answer, in the direct and the
-    evolved answer alike, so that bootstrapping fills the module table and every wave retrieves, evolves and grows
-    it."""
-    system, user = messages[0]["content"], messages[1]["content"]
-    if system == testgen.SYSTEM:
-        name = re.search(r"### Function Under Test: (\w+)", user).group(1)
-        return f"```python\ndef test_{name}():\n    assert {name}(3) == {name}(3)\n```"
-    n = re.search(r"Task (\d+)", user).group(1)
-    helper = f'def scale_{n}(x: int) -> int:\n    """Multiply x by {n}."""\n    return x * {n}\n'
-    answer = (
-        f'def solve_{n}(x: int) -> int:\n    """Task {n}: scale x by {n} and add one."""\n    return scale_{n}(x) + 1\n'
-    )
-    if system == decompose.SYSTEM:
-        return (
-            "```python\n"
-            + helper.replace(f"return x * {n}", "...")
-            + "\n"
-            + answer.split("    return")[0]
-            + "    ...\n```"
-        )
-    if system == response_evolution.SYSTEM:
-        return f"```python\n{helper}\n\n{answer}```"
-    return f"```python\n{helper}\n\n{answer}```"  # the direct answer: bootstrapping verifies both functions
-
-
 def pipeline(instructions: int, wave_size: int) -> dict:
-    from amr.data import mbpp_train
     from amr.pipelines import distill
 
     tmp = Path(tempfile.mkdtemp(prefix="amr-bench-"))
-    source = tmp / "instructions.jsonl"
-    rows = (mbpp_train() * (instructions // 374 + 1))[:instructions]
-    source.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": f"b/{i}",
-                    "instruction": f"Task {i}. {r['instruction']}",
-                    "tests": [f"assert solve_{i}(1) == {i + 1}"],
-                }
-            )
-            + "\n"
-            for i, r in enumerate(rows)
-        )
-    )
+    source = write_instructions(tmp / "instructions.jsonl", instructions)
     with ScriptedTeacher(script) as teacher:
         config = DistillConfig(run_dir=str(tmp / "run"), wave_size=wave_size, teacher=teacher.config(concurrency=4))
         config.input.source = str(source)

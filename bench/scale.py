@@ -4,7 +4,7 @@ with the driver's memory; and the driver's memory of `amr instructions decontami
     python bench/scale.py [--replicas 1 2 4] [--per-replica 150] [--sizes 1000 10000 100000] [--size-replicas 16]
                           [--decontamination-sizes 1000 10000]
 
-The teacher is scripted (bench/pipeline.py's answers) and answers as a remote API does: after a fixed
+The teacher is scripted (bench/scripted.py's answers) and answers as a remote API does: after a fixed
 ``--latency``, one request per replica at a time, so the figures measure the pipeline and not these cores.
 It runs in this process; each measured job runs in a fresh process of its own (its own local Ray), so the
 driver's memory is the job's alone. There a warm-up job of ``WARM_UP`` rows (Ray workers, imports) comes
@@ -38,29 +38,13 @@ from typing import Any
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.support (the scripted teacher)
-
-from pipeline import script  # bench/pipeline.py (this folder is on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: bench.scripted, tests.support
 
 from amr.config import DistillConfig
+from bench.scripted import script, write_instructions
 from tests.support.scripted_teacher import ScriptedTeacher
 
 WARM_UP = 10
-
-
-def _instructions(path: Path, rows: int) -> None:
-    with path.open("w") as f:
-        for i in range(rows):
-            f.write(
-                json.dumps(
-                    {
-                        "id": f"s/{i}",
-                        "instruction": f"Task {i}. Scale a number.",
-                        "tests": [f"assert solve_{i}(1) == {i + 1}"],
-                    }
-                )
-                + "\n"
-            )
 
 
 def _job(config: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +55,7 @@ def _job(config: dict[str, Any]) -> dict[str, Any]:
     config = DistillConfig(**config)
     init_ray(config.ray)
     tmp = Path(config.run_dir).parent
-    _instructions(tmp / "warm-up.jsonl", WARM_UP)
+    write_instructions(tmp / "warm-up.jsonl", WARM_UP, "s", mbpp=False)
     distill.run(
         config.model_copy(
             update={
@@ -93,7 +77,7 @@ def _decontamination_job(source: str) -> dict[str, Any]:
     config = InstructionsConfig()
     init_ray(config.ray)
     tmp = Path(source).parent
-    _instructions(tmp / "warm-up.jsonl", WARM_UP)
+    write_instructions(tmp / "warm-up.jsonl", WARM_UP, "s", mbpp=False)
     instructions.decontaminate(str(tmp / "warm-up.jsonl"), config, str(tmp / "warm-up.clean.jsonl"))
     report, measured = _measured(lambda: instructions.decontaminate(source, config, str(tmp / "clean.jsonl")))
     return {**measured, "dataset_rows": report["input_rows"]}
@@ -132,7 +116,7 @@ def _measured(run: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
 
 def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="amr-scale-"))
-    _instructions(tmp / "instructions.jsonl", rows)
+    write_instructions(tmp / "instructions.jsonl", rows, "s", mbpp=False)
     with ScriptedTeacher(script, latency_s=latency, slots=replicas, keep_requests=False) as teacher:
         config = DistillConfig(
             run_dir=str(tmp / "run"), method=method, teacher=teacher.config(concurrency=replicas, batch_size=1)
@@ -159,7 +143,7 @@ def measure(rows: int, replicas: int, latency: float, method: str) -> dict:
 
 def measure_decontamination(rows: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="amr-scale-"))
-    _instructions(tmp / "instructions.jsonl", rows)
+    write_instructions(tmp / "instructions.jsonl", rows, "s", mbpp=False)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         job = pool.submit(_decontamination_job, str(tmp / "instructions.jsonl")).result()
     assert job["dataset_rows"] == rows, job

@@ -1,0 +1,399 @@
+"""A simulated GPU cluster: the shipped cluster config's distill job on a local multi-node Ray cluster of fake GPUs,
+its teacher's engines replaced by a model of vLLM on those GPUs, and how busy it keeps them.
+
+    python bench/sim_cluster.py --config jobs/configs/run_gpu_cluster.yaml --nodes 4 --gpus-per-node 8 \\
+        --accelerator H100 --instructions 20000 --json bench/results/sim_cluster.json [--time-scale 4]
+
+The cluster: a head node without CPUs for tasks (as ``cluster/ray-cluster.yaml``'s) and ``--nodes`` raylets on this
+machine, each advertising ``--gpus-per-node`` GPUs, ``accelerator_type:<accelerator>`` and ``--cpus-per-node`` CPUs
+(Ray schedules by these numbers only). The job: ``amr.pipelines.distill.run`` with the config's distill section
+(a run config's ``distill``), method ``--method`` (the paper's ``amr``), on ``--instructions`` synthesized MBPP-like
+instructions (``bench.scripted.instructions``: an MBPP train problem under ``Task i.``, with a test), in a run
+directory under ``--work-dir``. Its teacher deployment is the one ``amr.serving`` builds from the config (replicas,
+tensor-parallel placement groups on the accelerator type, routing, request path), with the engine of each replica
+``bench.simcluster.engine.ModelledEngine`` (Ray Serve LLM's engine-class setting): continuous batching over
+``max_num_seqs`` at rates derived from published vLLM figures (``bench.simcluster.rates``), answer lengths recorded
+from the local teacher (``bench.simcluster.lengths``), answers from ``bench.scripted``.
+
+What is modelled, and how (also in the JSON's ``modelled``):
+
+- time: the engines run ``--time-scale`` (k) times faster than the wall clock; all other parts run at their real
+  speed on this machine's 2 cores. A second of their work is k seconds of the engines' time: every CPU-side part
+  appears k times slower than it is here (and here is 2 cores for what the cluster spreads over its nodes' CPUs), so
+  the GPU figures are a lower bound on what the job achieves on a real cluster. Simulated seconds are k x wall.
+- embeddings: the embedding actors are the job's own (``embedding.actors`` of them, one CPU each) with a model whose
+  vectors are hashes of the texts and whose cost is the configured model's, measured here on one CPU thread at start
+  (``bench.simcluster.embedding``).
+- the sandbox: the job's sandbox actors (one per node, ``sandbox.workers`` checks at once) run each check in their
+  own process for its verdict (the code is the scripted answers') and hold a worker for what a check costs the real
+  bwrap sandbox, measured here at start (``bench.simcluster.sandbox``): on 2 cores the real one would take ~5
+  minutes of CPU for the 60,000 checks of 20,000 instructions, which the cluster spreads over 40 workers.
+- everything else is the real job: Ray Data stages, the driver's waves, LanceDB, Parquet, Ray Serve.
+
+It writes ``slot_occupancy`` (the engines' slots busy over the distill, 0-1), ``gpu_idle_fraction`` (the share of
+the engines' time with nothing to do), ``seconds_per_instruction`` (simulated), ``preflight`` ("ok" or the error),
+the same per step of the job (``stages``) and what was modelled. It exits non-zero, printing the error, when the
+preflight fails, and when the job did not do its work (no module inserted, no answer evolved, a wrong dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the repo root: bench.* (also for the cluster's workers, through PYTHONPATH)
+
+from amr.config import ConfigError, DistillConfig, RunConfig, load_config  # noqa: E402
+from bench.scripted import write_instructions  # noqa: E402
+from bench.simcluster import SANDBOX_CHECK_S, STATS_DIR, TIME_SCALE, embedding, sandbox  # noqa: E402
+from bench.simcluster.rates import Rates  # noqa: E402
+
+RAY_VERSION = "2.60.0"
+"""The Ray whose LLMServer and engine protocol the modelled engine was written against."""
+ENGINE_CLASS = "bench.simcluster.engine.ModelledEngine"
+OBJECT_STORE_BYTES = 1 << 30
+"""Each node's object store (Ray's default, 30% of the memory, would be the machine's memory once per node)."""
+
+
+def distill_config(path: str, overrides: list[str]) -> DistillConfig:
+    """The distill job of a config file: a run config's ``distill`` section, or a distill config."""
+    try:
+        return load_config(RunConfig, path, [f"distill.{o}" for o in overrides]).distill
+    except ConfigError:
+        return load_config(DistillConfig, path, overrides)
+
+
+@contextmanager
+def cluster(nodes: int, gpus: int, cpus: int, accelerator: str, head_cpus: int) -> Iterator[Any]:
+    """A local Ray cluster of a head and ``nodes`` GPU nodes (raylets on this machine)."""
+    from ray.cluster_utils import Cluster
+
+    store = {"object_store_memory": OBJECT_STORE_BYTES}
+    sim = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "num_gpus": 0, **store})
+    try:
+        for _ in range(nodes):
+            sim.add_node(num_cpus=cpus, num_gpus=gpus, resources={f"accelerator_type:{accelerator}": 1}, **store)
+        sim.wait_for_nodes()
+        yield sim
+    finally:
+        import ray
+
+        ray.shutdown()
+        sim.shutdown()
+
+
+def preflight(config: DistillConfig) -> str:
+    """PREFLIGHT CALL SITE: ``amr.preflight`` (branch ``preflight``) checks the job against the cluster it is attached
+    to. Until it is on main, this reports that it did not run."""
+    try:
+        from amr import preflight as checks  # noqa: F401
+    except ImportError:
+        return "not run: amr.preflight is not on this branch"
+    return "not run: amr.preflight's entry point is not wired in yet"
+
+
+class Clock:
+    """Simulated seconds (the engines' clock: k x the wall clock), and the windows of the job's steps."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+        self.windows: list[tuple[str, float, float]] = []
+
+    def now(self) -> float:
+        return self.scale * time.time()
+
+    def timed(self, name: str, step: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            began = self.now()
+            try:
+                return step(*args, **kwargs)
+            finally:
+                self.windows.append((name, began, self.now()))
+
+        return run
+
+
+@contextmanager
+def modelled_sandbox() -> Iterator[None]:
+    """The job's sandbox actors are ``bench.simcluster.sandbox.ModelledSandboxActor`` meanwhile."""
+    from amr.sandbox import stage
+
+    real, stage._SandboxActor = stage._SandboxActor, sandbox.ModelledSandboxActor
+    try:
+        yield
+    finally:
+        stage._SandboxActor = real
+
+
+@contextmanager
+def timed_steps(clock: Clock) -> Iterator[None]:
+    """The distill job's steps (``STEPS``, and the dataset at the end) timed on ``clock``."""
+    from amr.pipelines import distill
+
+    steps, dataset = dict(distill.STEPS), distill._dataset
+    distill.STEPS.update({name: clock.timed(name, step) for name, step in steps.items()})
+    distill._dataset = clock.timed("dataset", dataset)
+    try:
+        yield
+    finally:
+        distill.STEPS.update(steps)
+        distill._dataset = dataset
+
+
+class Engines:
+    """The engines' counters (``$AMR_SIM_STATS_DIR/*.jsonl``), cumulative, read at any simulated time."""
+
+    def __init__(self, folder: Path):
+        self.series = [
+            [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            for path in sorted(folder.glob("*.jsonl"))
+        ]
+        self.series = [s for s in self.series if s]
+
+    def at(self, key: str, t: float) -> float:
+        """The sum over engines of counter ``key`` at simulated time ``t`` (linear between two lines)."""
+        total = 0.0
+        for lines in self.series:
+            before = [x for x in lines if x["t"] <= t]
+            after = [x for x in lines if x["t"] > t]
+            if not before:
+                continue
+            a = before[-1]
+            if not after:
+                total += a[key]
+                continue
+            b = after[0]
+            total += a[key] + (b[key] - a[key]) * (t - a["t"]) / (b["t"] - a["t"])
+        return total
+
+    def first_request(self) -> float | None:
+        times = [next((x["t"] for x in lines if x["requests"]), None) for lines in self.series]
+        return min((t for t in times if t is not None), default=None)
+
+    def window(self, began: float, ended: float) -> dict[str, float]:
+        """Slot occupancy and idle share of the engines between two simulated times."""
+        span, count = ended - began, len(self.series)
+        slots = sum(lines[0]["slots"] for lines in self.series)
+        busy = self.at("busy_slot_s", ended) - self.at("busy_slot_s", began)
+        idle = self.at("idle_s", ended) - self.at("idle_s", began)
+        return {
+            "simulated_s": round(span, 1),
+            "slot_occupancy": round(busy / (slots * span), 4) if span > 0 else None,
+            "gpu_idle_fraction": round(idle / (count * span), 4) if span > 0 else None,
+            "output_tokens": round(self.at("output_tokens", ended) - self.at("output_tokens", began)),
+        }
+
+    def totals(self) -> dict[str, Any]:
+        last = [lines[-1] for lines in self.series]
+        return {
+            "replicas": len(last),
+            "slots_each": last[0]["slots"] if last else None,
+            "requests": sum(x["requests"] for x in last),
+            "output_tokens": sum(x["output_tokens"] for x in last),
+            "prefill_tokens": sum(x["prefill_tokens"] for x in last),
+            "kv_peak_tokens": max((x["kv_peak_tokens"] for x in last), default=0),
+        }
+
+
+class Machine:
+    """This process's (the driver's) highest RSS and this machine's CPU use, sampled every 0.5 s."""
+
+    def __init__(self) -> None:
+        self.peak, self.cpu, self.done = 0, [], threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        psutil.cpu_percent()
+        while not self.done.wait(0.5):
+            self.peak = max(self.peak, process.memory_info().rss)
+            self.cpu.append(psutil.cpu_percent() / 100)
+
+    def cpu_busy(self) -> float:
+        """The machine's CPUs' mean busy share over the job: near 1, its CPU side may be what holds the engines."""
+        return round(sum(self.cpu) / len(self.cpu), 3) if self.cpu else 0.0
+
+    def __enter__(self) -> Machine:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "amr"], cwd=ROOT, capture_output=True, text=True)
+    return head.stdout.strip() + ("+dirty amr/" if dirty.stdout.strip() else "")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import ray
+
+    if ray.__version__ != RAY_VERSION:
+        sys.exit(
+            f"bench/sim_cluster.py: written against ray {RAY_VERSION} (LLMServer's engine class), not {ray.__version__}"
+        )
+    config = distill_config(args.config, args.set)
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="amr-sim-"))
+    work.mkdir(parents=True, exist_ok=True)
+    stats, scale = work / "engines", args.time_scale
+    embedder = config.embedding.model
+    per_text, dimension = embedding.measure(embedder, config.model_store)
+    model = embedding.build(work / "embedding", dimension, per_text, scale)
+    per_check = sandbox.measure(config.sandbox)
+    source = write_instructions(work / "instructions.jsonl", args.instructions)
+    config = config.model_copy(
+        update={
+            "method": args.method,
+            "run_dir": str(work / "run"),
+            "input": config.input.model_copy(update={"source": str(source), "limit": None}),
+            "embedding": config.embedding.model_copy(update={"model": str(model), "trust_remote_code": True}),
+        }
+    )
+    os.environ.update(
+        {
+            "RAYLLM_VLLM_ENGINE_CLS": ENGINE_CLASS,
+            TIME_SCALE: str(scale),
+            STATS_DIR: str(stats),
+            SANDBOX_CHECK_S: str(per_check),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            "RAY_AUTH_MODE": "disabled",
+        }
+    )
+    rates = Rates.of(
+        config.teacher.model, config.teacher.vllm.accelerator_type, config.teacher.vllm.tensor_parallel_size
+    )
+    report: dict[str, Any] = {
+        "config": args.config,
+        "method": args.method,
+        "instructions": args.instructions,
+        "commit": commit(),
+        "work_dir": str(work),
+        "cluster": {
+            "nodes": args.nodes,
+            "gpus_per_node": args.gpus_per_node,
+            "accelerator": args.accelerator,
+            "cpus_per_node": args.cpus_per_node,
+        },
+        "time_scale": scale,
+        "modelled": {
+            "engine": f"{ENGINE_CLASS}: continuous batching over max_num_seqs {config.teacher.vllm.max_num_seqs}, "
+            "rates from published vLLM figures (bench/simcluster/rates.py), recorded answer lengths "
+            "(bench/simcluster/lengths.json), scripted answers (bench/scripted.py)",
+            "rates": rates.describe(),
+            "time": f"engines run {scale:g}x the wall clock; every CPU-side part appears {scale:g}x slower than on "
+            "these 2 cores: the GPU figures are a lower bound",
+            "embedding": f"the job's embedding actors, with vectors from the texts' hashes at the cost of {embedder} "
+            f"measured here on one CPU thread: {1000 * per_text:.2f} ms a text",
+            "sandbox": f"the job's sandbox actors ({config.sandbox.workers} workers each), each check run in the "
+            f"actor's process for its verdict and holding its worker for the real sandbox's time per check, "
+            f"measured here: {1000 * per_check:.2f} ms",
+            "real": "Ray Data stages, the driver's waves, LanceDB, Parquet, Ray Serve and its routing",
+        },
+    }
+    clock = Clock(scale)
+    with cluster(args.nodes, args.gpus_per_node, args.cpus_per_node, args.accelerator, 0) as sim:
+        config = config.model_copy(update={"ray": config.ray.model_copy(update={"address": sim.address})})
+        ray.init(address=sim.address)
+        began = time.perf_counter()
+        report["preflight"] = preflight(config)
+        report["preflight_s"] = round(time.perf_counter() - began, 1)
+        if report["preflight"] not in ("ok",) and not report["preflight"].startswith("not run"):
+            return report
+        from amr.pipelines import distill
+
+        with Machine() as machine, timed_steps(clock), modelled_sandbox():
+            began = clock.now()
+            manifest = distill.run(config)
+            ended = clock.now()
+    engines = Engines(stats)
+    first = engines.first_request() or began
+    report.update(
+        {
+            "distill_simulated_s": round(ended - began, 1),
+            "distill_wall_s": round((ended - began) / scale, 1),
+            **{k: v for k, v in engines.window(first, ended).items() if k != "output_tokens"},
+            "seconds_per_instruction": round((ended - first) / args.instructions, 4),
+            "engines": {**engines.totals(), "kv_capacity_tokens": rates.kv_capacity_tokens()},
+            "stages": {name: engines.window(a, b) for name, a, b in clock.windows},
+            "job": job_figures(manifest, scale),
+            "driver_peak_rss_mib": round(machine.peak / 2**20),
+            "machine_cpu_busy": machine.cpu_busy(),
+        }
+    )
+    return report
+
+
+def job_figures(manifest: dict[str, Any], scale: float) -> dict[str, Any]:
+    """What the job made, and its own per-stage and per-wave-step timings (simulated seconds)."""
+    stages = manifest["stages"]
+    waves = (manifest.get("modules") or {}).get("waves", [])
+    steps: dict[str, float] = {}
+    for wave in waves:
+        for step, seconds in wave.get("seconds", {}).items():
+            steps[step] = steps.get(step, 0.0) + seconds * scale
+    evolve = stages.get("evolve", {})
+    return {
+        "stage_simulated_s": {n: round(s["wall_time_s"] * scale, 1) for n, s in stages.items() if "wall_time_s" in s},
+        "wave_steps_simulated_s": {k: round(v, 1) for k, v in steps.items()},
+        "waves": len(waves),
+        "teacher_tokens": {
+            n: {"rows": s["rows"], "output_tokens": s["output_tokens"]}
+            for n, s in stages.items()
+            if "output_tokens" in s
+        },
+        "evolved": evolve.get("rows", 0) - sum(evolve.get("kept_direct", {}).values()),
+        "modules": (manifest.get("modules") or {}).get("rows", 0),
+        "table_version": (manifest.get("modules") or {}).get("version"),
+        "dataset_rows": manifest["dataset"]["rows"],
+        "response_accuracy": manifest["dataset"]["response_accuracy"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="a run config (its distill section) or a distill config")
+    parser.add_argument("--nodes", type=int, default=4)
+    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--accelerator", default="H100")
+    parser.add_argument("--cpus-per-node", type=int, default=16, help="CPUs each GPU node advertises")
+    parser.add_argument("--instructions", type=int, default=5000)
+    parser.add_argument("--method", default="amr")
+    parser.add_argument("--time-scale", type=float, default=4.0, help="engine seconds per wall second (k)")
+    parser.add_argument("--work-dir", help="run directory and engine counters (default: a new temporary directory)")
+    parser.add_argument("--set", action="append", default=[], help="override a distill config key: key.path=value")
+    parser.add_argument("--json", required=True, help="where the report goes")
+    args = parser.parse_args()
+    report = run(args)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if report["preflight"] != "ok" and not report["preflight"].startswith("not run"):
+        sys.exit(f"bench/sim_cluster.py: preflight failed: {report['preflight']}")
+    job = report["job"]
+    print(
+        f"{args.instructions} instructions on {args.nodes} x {args.gpus_per_node} {args.accelerator}: slot occupancy "
+        f"{report['slot_occupancy']}, GPUs idle {report['gpu_idle_fraction']}, {report['seconds_per_instruction']} "
+        f"simulated s an instruction ({report['distill_wall_s']} s wall at k={args.time_scale:g}); "
+        f"{job['modules']} modules, {job['evolved']} evolved, accuracy {job['response_accuracy']}"
+    )
+    if not (job["modules"] and job["evolved"] and job["response_accuracy"] == 1.0):
+        sys.exit(f"bench/sim_cluster.py: the job did not do its work ({job}); see {report.get('work_dir')}")
+
+
+if __name__ == "__main__":
+    main()

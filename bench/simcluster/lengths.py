@@ -1,0 +1,119 @@
+"""The teacher's answer lengths per stage, recorded from real runs of the local teacher, for the modelled engine.
+
+``lengths.json`` (next to this file) holds, per stage (direct, decompose, evolve, tests), the (input tokens,
+output tokens) of every teacher call of the recorded runs: no answer text. It was made with
+
+    python -m bench.simcluster.lengths record --first 0 --count 30 --out /tmp/lengths-runs   # under the heavy lock
+    python -m bench.simcluster.lengths table /tmp/lengths-runs/* > bench/simcluster/lengths.json
+
+``record`` runs the real distill job (method ``amr``, ``jobs/configs/local_cpu.yaml``) on MBPP train instructions
+``first`` .. ``first + count - 1`` (``mbpp-train``) with the local teacher (Qwen2.5-Coder-0.5B-Instruct on vLLM CPU,
+bfloat16), the paper's ``max_tokens: 3000`` and one wave, so that runaway answers run to 3,000 tokens as they would
+on the cluster. ``table`` reads the runs' stage files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterable
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+TABLE = Path(__file__).with_name("lengths.json")
+STAGES = {
+    # stage: (files of a run directory, token column prefix)
+    "direct": (("direct.parquet",), "direct"),
+    "decompose": (("decompose.parquet", "decompose-retry.parquet"), "md"),
+    "evolve": (("waves",), "are"),
+    "tests": (("growth", "bootstrap.parquet"), "test"),
+}
+RECORD_SETTINGS = [
+    "teacher.sampling.max_tokens=3000",
+    "teacher.vllm.max_model_len=8192",
+    "teacher.vllm.dtype=bfloat16",
+    "modules.min_similarity=null",
+    "input.limit=null",
+]
+
+
+def record(first: int, count: int, out: Path) -> Path:
+    """One distill run of ``count`` MBPP train instructions from ``first`` (its own run directory under ``out``)."""
+    from amr.data import mbpp_train_decontaminated
+
+    rows = mbpp_train_decontaminated()[first : first + count]
+    run = out / f"{first:03d}-{first + count - 1:03d}"
+    run.mkdir(parents=True, exist_ok=True)
+    source = run / "instructions.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = [*RECORD_SETTINGS, f"input.source={source}", f"run_dir={run / 'run'}", f"wave_size={count}"]
+    command = [sys.executable, "-m", "jobs.distill", "--config", "jobs/configs/local_cpu.yaml"]
+    subprocess.run([*command, *(a for s in settings for a in ("--set", s))], check=True)
+    return run / "run"
+
+
+def table(runs: Iterable[Path]) -> dict[str, Any]:
+    """The (input, output) tokens of every teacher call in the run directories, per stage."""
+    from amr.storage import RunDir
+
+    calls: dict[str, list[list[int]]] = {stage: [] for stage in STAGES}
+    runs = sorted(runs)
+    for path in runs:
+        run = RunDir(str(path / "run") if (path / "run").is_dir() else str(path))
+        for stage, (files, prefix) in STAGES.items():
+            columns = [f"{prefix}_input_tokens", f"{prefix}_output_tokens", f"{prefix}_error"]
+            for name in files:
+                if not run.exists(name):
+                    continue
+                for batch in run.scan_columns(name, columns):
+                    for tokens_in, tokens_out, error in zip(*batch.values()):
+                        if tokens_out is not None and not error:
+                            calls[stage].append([int(tokens_in), int(tokens_out)])
+    return {
+        "made": {
+            "date": date.today().isoformat(),
+            "how": "python -m bench.simcluster.lengths record ... && ... table (see its docstring)",
+            "teacher": "qwen2.5-coder-0.5b-instruct on vLLM CPU (bfloat16), greedy",
+            "settings": RECORD_SETTINGS,
+            "runs": [p.name for p in runs],
+            "max_tokens": 3000,
+        },
+        "calls": calls,
+    }
+
+
+@cache
+def calls() -> dict[str, list[tuple[int, int]]]:
+    """The recorded (input, output) tokens per stage."""
+    return {stage: [tuple(c) for c in found] for stage, found in json.loads(TABLE.read_text())["calls"].items()}
+
+
+def draw(stage: str, key: str) -> tuple[int, int]:
+    """A recorded call of ``stage``, chosen by ``key`` (the same key, the same call)."""
+    found = calls()[stage]
+    return found[random.Random(key).randrange(len(found))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    rec = commands.add_parser("record")
+    rec.add_argument("--first", type=int, required=True)
+    rec.add_argument("--count", type=int, required=True)
+    rec.add_argument("--out", type=Path, required=True)
+    tab = commands.add_parser("table")
+    tab.add_argument("runs", type=Path, nargs="+")
+    args = parser.parse_args()
+    if args.command == "record":
+        print(record(args.first, args.count, args.out))
+    else:
+        print(json.dumps(table(args.runs), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The simulated cluster's modelled engine (bench/simcluster): continuous batching over its slots at the modelled
+rates, with recorded lengths and scripted answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from amr.prompts import direct
+from bench.simcluster import engine, lengths
+from bench.simcluster.rates import Rates
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"
+SCALE = 20.0
+
+
+def _engine(tmp_path, monkeypatch, slots: int, drawn: tuple[int, int]) -> engine.ModelledEngine:
+    monkeypatch.setenv(engine.TIME_SCALE, str(SCALE))
+    monkeypatch.setenv(engine.STATS_DIR, str(tmp_path))
+    monkeypatch.setattr(lengths, "draw", lambda stage, key: drawn)
+    config = SimpleNamespace(
+        model_id=MODEL,
+        accelerator_type="H100",
+        engine_kwargs={"max_num_seqs": slots, "tensor_parallel_size": 2, "enable_prefix_caching": False},
+    )
+    return engine.ModelledEngine(config)
+
+
+def _request(n: int, system: str = direct.SYSTEM, max_tokens: int | None = None) -> SimpleNamespace:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Task {n}. Add one."}]
+    return SimpleNamespace(messages=messages, max_tokens=max_tokens, max_completion_tokens=None)
+
+
+async def _answers(eng: engine.ModelledEngine, requests: list[SimpleNamespace]) -> tuple[list, float]:
+    await eng.start()
+    began = time.time()
+
+    async def one(request):
+        return [r async for r in eng.chat(request)][0]
+
+    answers = await asyncio.gather(*(one(r) for r in requests))
+    return answers, SCALE * (time.time() - began)
+
+
+def test_a_request_takes_its_prefill_and_one_step_a_token(tmp_path, monkeypatch):
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(2000, 400))
+    (answer,), took = asyncio.run(_answers(eng, [_request(7)]))
+    rates = Rates.of(MODEL, "H100", 2)
+    expected = rates.step_s(0, 0, 2048) * 2000 / 2048 + sum(rates.step_s(1, 2000 + t) for t in range(400))
+    assert expected * 0.95 < took < expected * 1.3
+    assert answer.usage.prompt_tokens == 2000 and answer.usage.completion_tokens == 400
+    assert "def solve_7" in answer.choices[0].message.content  # the scripted answer
+    assert answer.choices[0].finish_reason == "stop"
+
+
+def test_requests_beyond_the_slots_wait_for_one(tmp_path, monkeypatch):
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 300))
+    _, took_4 = asyncio.run(_answers(eng, [_request(i) for i in range(4)]))
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 300))
+    _, took_8 = asyncio.run(_answers(eng, [_request(i) for i in range(8)]))
+    assert 1.8 * took_4 < took_8 < 2.3 * took_4  # two rounds of four
+
+
+def test_max_tokens_caps_a_runaway_and_counters_add_up(tmp_path, monkeypatch):
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 3000))
+    (answer,), took = asyncio.run(_answers(eng, [_request(3, max_tokens=256)]))
+    assert answer.usage.completion_tokens == 256 and answer.choices[0].finish_reason == "length"
+    assert eng.counters["output_tokens"] == 256 and eng.counters["requests"] == 1
+    assert eng.counters["busy_slot_s"] == pytest.approx(took, rel=0.2)  # one slot busy all along
+
+
+def test_an_unknown_system_prompt_is_an_error(tmp_path, monkeypatch):
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 10))
+    with pytest.raises(ValueError, match="no recorded lengths"):
+        asyncio.run(_answers(eng, [_request(1, system="You are a poet.")]))
+
+
+def test_the_recorded_table_has_every_stage_and_runaways():
+    table = json.loads(lengths.TABLE.read_text())
+    assert set(table["calls"]) == set(lengths.STAGES)
+    assert all(len(calls) >= 20 for calls in table["calls"].values())
+    assert any(out >= 3000 for calls in table["calls"].values() for _, out in calls)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_simulated_cluster_runs_the_shipped_job(tmp_path):
+    """The cluster config's distill job on 2 nodes of 4 fake H100s: it starts, its engines are the modelled ones,
+    and the job does its real work (modules verified and inserted, answers evolved, a dataset all right)."""
+    out = tmp_path / "sim.json"
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "sim_cluster.py"),
+        *("--config", str(ROOT / "jobs" / "configs" / "run_gpu_cluster.yaml")),
+        *("--nodes", "2", "--gpus-per-node", "4", "--accelerator", "H100", "--instructions", "40"),
+        *("--set", "wave_size=16", "--work-dir", str(tmp_path / "work"), "--json", str(out)),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["engines"]["replicas"] == 4 and report["engines"]["slots_each"] == 128
+    assert report["engines"]["requests"] >= 4 * 40  # direct, decompose, evolve and tests at least
+    assert 0 < report["slot_occupancy"] <= 1 and 0 <= report["gpu_idle_fraction"] < 1
+    assert report["job"]["response_accuracy"] == 1.0 and report["job"]["modules"] > 0
+    assert set(report["stages"]) >= {"direct", "decompose", "embed", "waves", "dataset"}
