@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap chromium models run test mutation lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-table bench-quality clean
+.PHONY: setup bwrap chromium models run test mutation lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-table bench-quality bench-sim clean
 
 setup: $(VENV)/.installed bwrap chromium
 
@@ -81,6 +81,11 @@ bench-table: setup
 # not in `make bench`: response quality per method takes ~1 h on 2 cores (bench/quality.py --help)
 bench-quality: models
 	$(BIN)/python bench/quality.py $(ARGS)
+
+# not in `make bench`: the cluster job on a simulated 4 x 8 H100 cluster, ~20 min on 2 cores (bench/sim_cluster.py --help)
+bench-sim: models
+	$(BIN)/python bench/sim_cluster.py --config jobs/configs/run_gpu_cluster.yaml --nodes 4 --gpus-per-node 8 \
+	  --accelerator H100 --instructions 20000 --json bench/results/sim_cluster.json $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -39,6 +39,7 @@ preflight fails, and when the job did not do its work (no module inserted, no an
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import subprocess
@@ -58,8 +59,8 @@ sys.path.insert(0, str(ROOT))  # the repo root: bench.* (also for the cluster's 
 
 from amr.config import ConfigError, DistillConfig, RunConfig, load_config  # noqa: E402
 from bench.scripted import write_instructions  # noqa: E402
-from bench.simcluster import SANDBOX_CHECK_S, STATS_DIR, TIME_SCALE, embedding, sandbox  # noqa: E402
-from bench.simcluster.rates import Rates  # noqa: E402
+from bench.simcluster import ENGINE_START_S, SANDBOX_CHECK_S, STATS_DIR, TIME_SCALE, sandbox  # noqa: E402
+from bench.simcluster.rates import CONFIGS, Rates  # noqa: E402
 
 RAY_VERSION = "2.60.0"
 """The Ray whose LLMServer and engine protocol the modelled engine was written against."""
@@ -96,13 +97,27 @@ def cluster(nodes: int, gpus: int, cpus: int, accelerator: str, head_cpus: int) 
 
 
 def preflight(config: DistillConfig) -> str:
-    """PREFLIGHT CALL SITE: ``amr.preflight`` (branch ``preflight``) checks the job against the cluster it is attached
-    to. Until it is on main, this reports that it did not run."""
+    """The job's preflight (``amr.preflight``, which ``distill.run`` also runs first) against the simulated cluster:
+    "ok", or the error that stops the job."""
+    from amr import preflight as checks
+
     try:
-        from amr import preflight as checks  # noqa: F401
-    except ImportError:
-        return "not run: amr.preflight is not on this branch"
-    return "not run: amr.preflight's entry point is not wired in yet"
+        checks.run(config)
+    except checks.PreflightError as exc:
+        return str(exc)
+    return "ok"
+
+
+def hub_cache(folder: Path, model: str) -> Path:
+    """A Hugging Face cache that holds ``model``'s config.json alone, as the cluster's shared cache would hold the model
+    (``HF_HOME``): the preflight finds it pulled, and the modelled engine needs no weights."""
+    repo = folder / "hub" / f"models--{model.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / "config.json").write_text(json.dumps(CONFIGS[model], indent=1))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    return folder
 
 
 class Clock:
@@ -154,52 +169,57 @@ def timed_steps(clock: Clock) -> Iterator[None]:
 
 
 class Engines:
-    """The engines' counters (``$AMR_SIM_STATS_DIR/*.jsonl``), cumulative, read at any simulated time."""
+    """The engines' counters (``$AMR_SIM_STATS_DIR/*.jsonl``, one file an engine, from its start to its end),
+    cumulative, read over any window of simulated time: an engine counts from its start (loading included) to its
+    end, so replicas the deployment adds or removes count while they exist."""
 
     def __init__(self, folder: Path):
-        self.series = [
-            [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            for path in sorted(folder.glob("*.jsonl"))
+        series = [
+            [json.loads(x) for x in p.read_text().splitlines() if x.strip()] for p in sorted(folder.glob("*.jsonl"))
         ]
-        self.series = [s for s in self.series if s]
+        self.series = [s for s in series if s]
 
-    def at(self, key: str, t: float) -> float:
-        """The sum over engines of counter ``key`` at simulated time ``t`` (linear between two lines)."""
-        total = 0.0
+    @staticmethod
+    def _at(lines: list[dict[str, Any]], key: str, t: float) -> float:
+        """Counter ``key`` of one engine at time ``t`` (linear between two lines)."""
+        times = [x["t"] for x in lines]
+        i = bisect.bisect_right(times, t)
+        if i == 0:
+            return 0.0
+        if i == len(lines):
+            return lines[-1][key]
+        a, b = lines[i - 1], lines[i]
+        return a[key] + (b[key] - a[key]) * (t - a["t"]) / (b["t"] - a["t"])
+
+    def window(self, began: float, ended: float) -> dict[str, float | None]:
+        """Slot occupancy and idle share of the engines that existed between two simulated times, and how many."""
+        alive = busy = idle = slot_s = tokens = 0.0
         for lines in self.series:
-            before = [x for x in lines if x["t"] <= t]
-            after = [x for x in lines if x["t"] > t]
-            if not before:
+            a, b = max(began, lines[0]["t"]), min(ended, lines[-1]["t"])
+            if b <= a:
                 continue
-            a = before[-1]
-            if not after:
-                total += a[key]
-                continue
-            b = after[0]
-            total += a[key] + (b[key] - a[key]) * (t - a["t"]) / (b["t"] - a["t"])
-        return total
+            alive += b - a
+            slot_s += lines[0]["slots"] * (b - a)
+            busy += self._at(lines, "busy_slot_s", b) - self._at(lines, "busy_slot_s", a)
+            idle += self._at(lines, "idle_s", b) - self._at(lines, "idle_s", a)
+            tokens += self._at(lines, "output_tokens", b) - self._at(lines, "output_tokens", a)
+        span = ended - began
+        return {
+            "simulated_s": round(span, 1),
+            "slot_occupancy": round(busy / slot_s, 4) if slot_s else None,
+            "gpu_idle_fraction": round(idle / alive, 4) if alive else None,
+            "replicas_mean": round(alive / span, 2) if span > 0 else None,
+            "output_tokens": round(tokens),
+        }
 
     def first_request(self) -> float | None:
         times = [next((x["t"] for x in lines if x["requests"]), None) for lines in self.series]
         return min((t for t in times if t is not None), default=None)
 
-    def window(self, began: float, ended: float) -> dict[str, float]:
-        """Slot occupancy and idle share of the engines between two simulated times."""
-        span, count = ended - began, len(self.series)
-        slots = sum(lines[0]["slots"] for lines in self.series)
-        busy = self.at("busy_slot_s", ended) - self.at("busy_slot_s", began)
-        idle = self.at("idle_s", ended) - self.at("idle_s", began)
-        return {
-            "simulated_s": round(span, 1),
-            "slot_occupancy": round(busy / (slots * span), 4) if span > 0 else None,
-            "gpu_idle_fraction": round(idle / (count * span), 4) if span > 0 else None,
-            "output_tokens": round(self.at("output_tokens", ended) - self.at("output_tokens", began)),
-        }
-
     def totals(self) -> dict[str, Any]:
         last = [lines[-1] for lines in self.series]
         return {
-            "replicas": len(last),
+            "replicas_started": len(last),
             "slots_each": last[0]["slots"] if last else None,
             "requests": sum(x["requests"] for x in last),
             "output_tokens": sum(x["output_tokens"] for x in last),
@@ -252,6 +272,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="amr-sim-"))
     work.mkdir(parents=True, exist_ok=True)
     stats, scale = work / "engines", args.time_scale
+    # before anything imports huggingface_hub, which reads where its cache is once
+    os.environ.update({"HF_HOME": str(hub_cache(work / "huggingface", config.teacher.model)), "HF_HUB_OFFLINE": "1"})
+    from bench.simcluster import embedding
+
     embedder = config.embedding.model
     per_text, dimension = embedding.measure(embedder, config.model_store)
     model = embedding.build(work / "embedding", dimension, per_text, scale)
@@ -271,6 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             TIME_SCALE: str(scale),
             STATS_DIR: str(stats),
             SANDBOX_CHECK_S: str(per_check),
+            ENGINE_START_S: str(args.engine_start_s),
             "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
             "RAY_AUTH_MODE": "disabled",
         }
@@ -313,7 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         began = time.perf_counter()
         report["preflight"] = preflight(config)
         report["preflight_s"] = round(time.perf_counter() - began, 1)
-        if report["preflight"] not in ("ok",) and not report["preflight"].startswith("not run"):
+        if report["preflight"] != "ok":
             return report
         from amr.pipelines import distill
 
@@ -327,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         {
             "distill_simulated_s": round(ended - began, 1),
             "distill_wall_s": round((ended - began) / scale, 1),
-            **{k: v for k, v in engines.window(first, ended).items() if k != "output_tokens"},
+            **{k: v for k, v in engines.window(first, ended).items() if k not in ("output_tokens", "simulated_s")},
             "seconds_per_instruction": round((ended - first) / args.instructions, 4),
             "engines": {**engines.totals(), "kv_capacity_tokens": rates.kv_capacity_tokens()},
             "stages": {name: engines.window(a, b) for name, a, b in clock.windows},
@@ -375,6 +400,9 @@ def main() -> None:
     parser.add_argument("--instructions", type=int, default=5000)
     parser.add_argument("--method", default="amr")
     parser.add_argument("--time-scale", type=float, default=4.0, help="engine seconds per wall second (k)")
+    parser.add_argument(
+        "--engine-start-s", type=float, default=90.0, help="simulated seconds an engine takes to load before it serves"
+    )
     parser.add_argument("--work-dir", help="run directory and engine counters (default: a new temporary directory)")
     parser.add_argument("--set", action="append", default=[], help="override a distill config key: key.path=value")
     parser.add_argument("--json", required=True, help="where the report goes")
@@ -382,7 +410,7 @@ def main() -> None:
     report = run(args)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    if report["preflight"] != "ok" and not report["preflight"].startswith("not run"):
+    if report["preflight"] != "ok":
         sys.exit(f"bench/sim_cluster.py: preflight failed: {report['preflight']}")
     job = report["job"]
     print(

@@ -23,8 +23,10 @@ MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"
 SCALE = 20.0
 
 
-def _engine(tmp_path, monkeypatch, slots: int, drawn: tuple[int, int]) -> engine.ModelledEngine:
-    monkeypatch.setenv(engine.TIME_SCALE, str(SCALE))
+def _engine(
+    tmp_path, monkeypatch, slots: int, drawn: tuple[int, int, int | None], scale: float = SCALE
+) -> engine.ModelledEngine:
+    monkeypatch.setenv(engine.TIME_SCALE, str(scale))
     monkeypatch.setenv(engine.STATS_DIR, str(tmp_path))
     monkeypatch.setattr(lengths, "draw", lambda stage, key: drawn)
     config = SimpleNamespace(
@@ -35,9 +37,11 @@ def _engine(tmp_path, monkeypatch, slots: int, drawn: tuple[int, int]) -> engine
     return engine.ModelledEngine(config)
 
 
-def _request(n: int, system: str = direct.SYSTEM, max_tokens: int | None = None) -> SimpleNamespace:
+def _request(
+    n: int, system: str = direct.SYSTEM, max_tokens: int | None = None, stream: bool = False
+) -> SimpleNamespace:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Task {n}. Add one."}]
-    return SimpleNamespace(messages=messages, max_tokens=max_tokens, max_completion_tokens=None)
+    return SimpleNamespace(messages=messages, max_tokens=max_tokens, max_completion_tokens=None, stream=stream)
 
 
 async def _answers(eng: engine.ModelledEngine, requests: list[SimpleNamespace]) -> tuple[list, float]:
@@ -52,7 +56,7 @@ async def _answers(eng: engine.ModelledEngine, requests: list[SimpleNamespace]) 
 
 
 def test_a_request_takes_its_prefill_and_one_step_a_token(tmp_path, monkeypatch):
-    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(2000, 400))
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(2000, 400, None))
     (answer,), took = asyncio.run(_answers(eng, [_request(7)]))
     rates = Rates.of(MODEL, "H100", 2)
     expected = rates.step_s(0, 0, 2048) * 2000 / 2048 + sum(rates.step_s(1, 2000 + t) for t in range(400))
@@ -63,23 +67,48 @@ def test_a_request_takes_its_prefill_and_one_step_a_token(tmp_path, monkeypatch)
 
 
 def test_requests_beyond_the_slots_wait_for_one(tmp_path, monkeypatch):
-    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 300))
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 300, None))
     _, took_4 = asyncio.run(_answers(eng, [_request(i) for i in range(4)]))
-    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 300))
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 300, None))
     _, took_8 = asyncio.run(_answers(eng, [_request(i) for i in range(8)]))
     assert 1.8 * took_4 < took_8 < 2.3 * took_4  # two rounds of four
 
 
 def test_max_tokens_caps_a_runaway_and_counters_add_up(tmp_path, monkeypatch):
-    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 3000))
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 3000, None))
     (answer,), took = asyncio.run(_answers(eng, [_request(3, max_tokens=256)]))
     assert answer.usage.completion_tokens == 256 and answer.choices[0].finish_reason == "length"
     assert eng.counters["output_tokens"] == 256 and eng.counters["requests"] == 1
     assert eng.counters["busy_slot_s"] == pytest.approx(took, rel=0.2)  # one slot busy all along
 
 
+def test_a_streamed_runaway_is_stopped_where_it_repeats_and_frees_its_slot(tmp_path, monkeypatch):
+    """A recorded runaway streams a text that repeats from its recorded token on: a reader that stops it there (as the
+    replica's runaway watch does) ends the request, and the engine takes it out of its batch."""
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 3000, 300), scale=5.0)  # a stalled test sees chunks
+
+    async def read() -> tuple[str, int]:
+        await eng.start()
+        text, tokens = "", 0
+        stream = eng.chat(_request(5, stream=True))
+        async for event in stream:
+            if event.startswith("data: {"):
+                body = json.loads(event[len("data: ") :])
+                text += body["choices"][0]["delta"]["content"]
+                tokens = body["usage"]["completion_tokens"]
+                if text.count("The test repeats the same check.") >= 6:
+                    await stream.aclose()
+                    break
+        return text, tokens
+
+    text, tokens = asyncio.run(read())
+    assert "def solve_5" in text and 300 < tokens < 600
+    assert not eng.decoding and eng._busy() == 0
+    assert tokens <= eng.counters["output_tokens"] <= tokens + engine.CHUNK_TOKENS  # and the steps until it was stopped
+
+
 def test_an_unknown_system_prompt_is_an_error(tmp_path, monkeypatch):
-    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 10))
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 10, None))
     with pytest.raises(ValueError, match="no recorded lengths"):
         asyncio.run(_answers(eng, [_request(1, system="You are a poet.")]))
 
@@ -107,7 +136,7 @@ def test_the_simulated_cluster_runs_the_shipped_job(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["engines"]["replicas"] == 4 and report["engines"]["slots_each"] == 128
+    assert report["engines"]["replicas_started"] >= 4 and report["engines"]["slots_each"] == 128
     assert report["engines"]["requests"] >= 4 * 40  # direct, decompose, evolve and tests at least
     assert 0 < report["slot_occupancy"] <= 1 and 0 <= report["gpu_idle_fraction"] < 1
     assert report["job"]["response_accuracy"] == 1.0 and report["job"]["modules"] > 0

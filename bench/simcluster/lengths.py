@@ -88,12 +88,13 @@ def table(runs: Iterable[Path]) -> dict[str, Any]:
 
 
 @cache
-def calls() -> dict[str, list[tuple[int, int]]]:
-    """The recorded (input, output) tokens per stage."""
-    return {stage: [tuple(c) for c in found] for stage, found in json.loads(TABLE.read_text())["calls"].items()}
+def calls() -> dict[str, list[tuple[int, int, int | None]]]:
+    """The recorded (input tokens, output tokens, token where a runaway starts repeating itself or None) per stage."""
+    table = json.loads(TABLE.read_text())["calls"]
+    return {stage: [(c[0], c[1], c[2] if len(c) > 2 else None) for c in found] for stage, found in table.items()}
 
 
-def draw(stage: str, key: str) -> tuple[int, int]:
+def draw(stage: str, key: str) -> tuple[int, int, int | None]:
     """A recorded call of ``stage``, chosen by ``key`` (the same key, the same call)."""
     found = calls()[stage]
     return found[random.Random(key).randrange(len(found))]

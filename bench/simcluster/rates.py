@@ -53,15 +53,39 @@ class Model:
     kv_bytes_per_token: int
     """K and V of every layer, bf16."""
 
+    @classmethod
+    def of(cls, name: str, config: dict) -> Model:
+        """Its parameters and KV cache from its ``config.json`` (a Qwen2/Llama-style decoder)."""
+        hidden, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+        head = config.get("head_dim") or hidden // config["num_attention_heads"]
+        queries, kv = config["num_attention_heads"] * head, config["num_key_value_heads"] * head
+        attention = 2 * hidden * queries + 2 * hidden * kv + queries + 2 * kv  # q, o, k, v (with q/k/v biases)
+        mlp = 3 * hidden * config["intermediate_size"]
+        embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+        return cls(name, embeddings + layers * (attention + mlp + 2 * hidden) + hidden, 2 * layers * kv * 2)
 
+
+QWEN25_CODER_32B_INSTRUCT = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 5120,
+    "intermediate_size": 27648,
+    "num_hidden_layers": 64,
+    "num_attention_heads": 40,
+    "num_key_value_heads": 8,
+    "vocab_size": 152064,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+"""The shape fields of Qwen/Qwen2.5-Coder-32B-Instruct's config.json (Hugging Face Hub)."""
+CONFIGS = {"Qwen/Qwen2.5-Coder-32B-Instruct": QWEN25_CODER_32B_INSTRUCT}
+"""The models the engine is modelled for, by hub id: their config.json."""
 GPUS = {
     "H100": GPU("H100 SXM5 80GB", 3.35e12, 989e12, 80e9),
     "A100": GPU("A100 SXM4 80GB", 2.039e12, 312e12, 80e9),
-}
-MODELS = {
-    # Qwen2.5-32B architecture (config.json): 64 layers, 40 query heads, 8 KV heads of 128, 32.76B parameters
-    name: Model(name, 32.76e9, 2 * 64 * 8 * 128 * 2)
-    for name in ("Qwen/Qwen2.5-Coder-32B-Instruct", "Qwen/Qwen2.5-32B-Instruct")
 }
 
 
@@ -79,11 +103,11 @@ class Rates:
 
     @classmethod
     def of(cls, model: str, accelerator: str | None, tensor_parallel: int) -> Rates:
-        if model not in MODELS:
-            raise UnknownHardware(f"no modelled rates for model {model!r} (known: {', '.join(MODELS)})")
+        if model not in CONFIGS:
+            raise UnknownHardware(f"no modelled rates for model {model!r} (known: {', '.join(CONFIGS)})")
         if accelerator not in GPUS:
             raise UnknownHardware(f"no modelled rates for accelerator {accelerator!r} (known: {', '.join(GPUS)})")
-        return cls(MODELS[model], GPUS[accelerator], tensor_parallel)
+        return cls(Model.of(model, CONFIGS[model]), GPUS[accelerator], tensor_parallel)
 
     def step_s(self, sequences: int, context_tokens: float, prefill_tokens: int = 0) -> float:
         """Seconds of one engine step: ``sequences`` decode one token each over ``context_tokens`` of KV cache, and
