@@ -17,18 +17,24 @@ from the local teacher (``bench.simcluster.lengths``), answers from ``bench.scri
 
 What is modelled, and how (also in the JSON's ``modelled``):
 
-- time: the engines run ``--time-scale`` (k) times faster than the wall clock; all other parts run at their real
-  speed on this machine's 2 cores. A second of their work is k seconds of the engines' time: every CPU-side part
-  appears k times slower than it is here (and here is 2 cores for what the cluster spreads over its nodes' CPUs), so
-  the GPU figures are a lower bound on what the job achieves on a real cluster. Simulated seconds are k x wall.
-- embeddings: the embedding actors are the job's own (``embedding.actors`` of them, one CPU each) with a model whose
-  vectors are hashes of the texts and whose cost is the configured model's, measured here on one CPU thread at start
+- the engines: continuous batching over ``max_num_seqs`` at rates from published vLLM figures
+  (``bench.simcluster.rates``), each engine ``--engine-start-s`` to start (its GPUs held, nothing served); the model's
+  config.json alone in a Hugging Face cache (``HF_HOME``) where the cluster's shared cache would hold the model.
+- time: the engines run ``--time-scale`` (k) times faster than the wall clock; everything else runs at its real
+  speed on this machine's 2 cores. A second of CPU-side work (the driver, Ray Data, Serve's routing and autoscaling
+  loop, LanceDB) is k seconds of the engines' time: it appears k times slower than it is here, and here is 2 cores for
+  what the cluster spreads over its nodes' CPUs. Where the job waits on its CPU side, the GPU figures are therefore
+  lower than on a cluster; ``machine_cpu_busy`` near 1 says the CPU side was a limit. Simulated seconds are k x wall.
+- embeddings: the job's own embedding actors (``embedding.actors``, one CPU each) with a model whose vectors are
+  hashes of the texts and whose cost is the configured model's, measured here on one CPU thread at start
   (``bench.simcluster.embedding``).
-- the sandbox: the job's sandbox actors (one per node, ``sandbox.workers`` checks at once) run each check in their
-  own process for its verdict (the code is the scripted answers') and hold a worker for what a check costs the real
+- the sandbox: the job's own sandbox actors (one per node, ``sandbox.workers`` checks at once) run each check in their
+  process for its verdict (the code is the scripted answers') and hold a worker for what a check costs the real
   bwrap sandbox, measured here at start (``bench.simcluster.sandbox``): on 2 cores the real one would take ~5
   minutes of CPU for the 60,000 checks of 20,000 instructions, which the cluster spreads over 40 workers.
-- everything else is the real job: Ray Data stages, the driver's waves, LanceDB, Parquet, Ray Serve.
+- the cluster: all its nodes are there from the start (no node autoscaling, no provisioning time).
+- everything else is the real job: the preflight, Ray Data stages, the driver's waves, LanceDB, Parquet, the Serve
+  deployment (replicas, placement groups, autoscaling, routing, the replicas' own request handling).
 
 It writes ``slot_occupancy`` (the engines' slots busy over the distill, 0-1), ``gpu_idle_fraction`` (the share of
 the engines' time with nothing to do), ``seconds_per_instruction`` (simulated), ``preflight`` ("ok" or the error),
@@ -319,16 +325,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "modelled": {
             "engine": f"{ENGINE_CLASS}: continuous batching over max_num_seqs {config.teacher.vllm.max_num_seqs}, "
             "rates from published vLLM figures (bench/simcluster/rates.py), recorded answer lengths "
-            "(bench/simcluster/lengths.json), scripted answers (bench/scripted.py)",
+            f"(bench/simcluster/lengths.json), scripted answers (bench/scripted.py), {args.engine_start_s:g} s to "
+            "start; the model's config.json alone in the Hugging Face cache",
             "rates": rates.describe(),
-            "time": f"engines run {scale:g}x the wall clock; every CPU-side part appears {scale:g}x slower than on "
-            "these 2 cores: the GPU figures are a lower bound",
+            "time": f"engines run {scale:g}x the wall clock; every CPU-side part (driver, Ray Data, Serve's routing "
+            f"and autoscaling, LanceDB) appears {scale:g}x slower than on these 2 cores: where the job waits on them, "
+            "the GPU figures are lower than on a cluster",
             "embedding": f"the job's embedding actors, with vectors from the texts' hashes at the cost of {embedder} "
             f"measured here on one CPU thread: {1000 * per_text:.2f} ms a text",
             "sandbox": f"the job's sandbox actors ({config.sandbox.workers} workers each), each check run in the "
             f"actor's process for its verdict and holding its worker for the real sandbox's time per check, "
             f"measured here: {1000 * per_check:.2f} ms",
-            "real": "Ray Data stages, the driver's waves, LanceDB, Parquet, Ray Serve and its routing",
+            "cluster": "every node there from the start (no node autoscaling or provisioning time)",
+            "real": "the preflight, Ray Data stages, the driver's waves, LanceDB, Parquet, the Serve deployment "
+            "(replicas, placement groups, autoscaling, routing, the replicas' request handling)",
         },
     }
     clock = Clock(scale)
