@@ -25,9 +25,9 @@ What is modelled, and how (also in the JSON's ``modelled``):
   loop, LanceDB) is k seconds of the engines' time: it appears k times slower than it is here, and here is 2 cores for
   what the cluster spreads over its nodes' CPUs. Where the job waits on its CPU side, the GPU figures are therefore
   lower than on a cluster; ``machine_cpu_busy`` near 1 says the CPU side was a limit. Simulated seconds are k x wall.
-- embeddings: the job's own embedding actors (``embedding.actors``, one CPU each) with a model whose vectors are
-  hashes of the texts and whose cost is the configured model's, measured here on one CPU thread at start
-  (``bench.simcluster.embedding``).
+- embeddings: the job's own embedding actors (``embedding.actors``, placed as configured) with a model whose vectors
+  are hashes of the texts and whose cost is the configured model's: its published GPU rate for actors on GPUs, else
+  measured here on one CPU thread at start (``bench.simcluster.embedding``).
 - the sandbox: the job's own sandbox actors (one per node, ``sandbox.workers`` checks at once) run each check in their
   process for its verdict (the code is the scripted answers') and hold a worker for what a check costs the real
   bwrap sandbox, measured here at start (``bench.simcluster.sandbox``): on 2 cores the real one would take ~5
@@ -282,8 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update({"HF_HOME": str(hub_cache(work / "huggingface", config.teacher.model)), "HF_HUB_OFFLINE": "1"})
     from bench.simcluster import embedding
 
-    embedder = config.embedding.model
-    per_text, dimension = embedding.measure(embedder, config.model_store)
+    per_text, dimension, embedding_cost = embedding.cost(config.embedding, config.model_store)
     model = embedding.build(work / "embedding", dimension, per_text, scale)
     per_check = sandbox.measure(config.sandbox)
     source = write_instructions(work / "instructions.jsonl", args.instructions)
@@ -331,8 +330,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "time": f"engines run {scale:g}x the wall clock; every CPU-side part (driver, Ray Data, Serve's routing "
             f"and autoscaling, LanceDB) appears {scale:g}x slower than on these 2 cores: where the job waits on them, "
             "the GPU figures are lower than on a cluster",
-            "embedding": f"the job's embedding actors, with vectors from the texts' hashes at the cost of {embedder} "
-            f"measured here on one CPU thread: {1000 * per_text:.2f} ms a text",
+            "embedding": f"the job's embedding actors, with vectors from the texts' hashes at {1000 * per_text:.3f} ms "
+            f"a text: {embedding_cost}",
             "sandbox": f"the job's sandbox actors ({config.sandbox.workers} workers each), each check run in the "
             f"actor's process for its verdict and holding its worker for the real sandbox's time per check, "
             f"measured here: {1000 * per_check:.2f} ms",

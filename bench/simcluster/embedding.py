@@ -5,8 +5,8 @@ what the configured model costs on one CPU, in the engine's time.
 Its vectors come from each text's hash: distinct texts get unrelated unit vectors (cosine ~0 in 384 dimensions), the
 same text the same vector. With the scripted answers every new function is novel, so the module table grows by every
 verified function, the most it can: the table-scale figures are an upper bound. Each ``encode`` holds its actor
-``seconds_per_text / time_scale`` wall seconds a text, ``seconds_per_text`` measured on the configured model
-(``measure``), as an actor with one CPU of the cluster would be busy.
+``seconds_per_text / time_scale`` wall seconds a text (``cost``): for actors on GPUs (``embedding.num_gpus``) the
+model's published GPU rate, for actors on CPUs the configured model measured here on one CPU thread.
 """
 
 from __future__ import annotations
@@ -56,6 +56,25 @@ class ModelledEmbedding(InputModule):
     @classmethod
     def load(cls, model_name_or_path: str, **kwargs: Any) -> ModelledEmbedding:
         return cls(**cls.load_config(model_name_or_path))
+
+
+GPU_TEXTS_PER_S = {"all-minilm-l6-v2": 14200}
+"""Published GPU encoding rates: the sentence-transformers documentation's table of its pretrained models
+(https://www.sbert.net/docs/sentence_transformer/pretrained_models.html, "Speed", measured on a V100): a quarter of an
+H100 (the GPU configs' ``embedding.num_gpus: 0.25``) taken as fast as that V100."""
+
+
+def cost(config: Any, model_store: str | None) -> tuple[float, int, str]:
+    """Seconds a text costs the job's embedding actors, the model's dimension, and where the cost comes from."""
+    cpu, dimension = measure(config.model, model_store)
+    if not config.num_gpus:
+        return cpu, dimension, f"{config.model} measured here on one CPU thread"
+    if config.model not in GPU_TEXTS_PER_S:
+        raise ValueError(
+            f"no published GPU encoding rate for embedding.model {config.model!r} (known: {', '.join(GPU_TEXTS_PER_S)})"
+        )
+    rate = GPU_TEXTS_PER_S[config.model]
+    return 1 / rate, dimension, f"{config.model} on a GPU share, {rate} texts/s (sentence-transformers' published rate)"
 
 
 def measure(model: str, model_store: str | None, texts: list[str] = SAMPLE) -> tuple[float, int]:

@@ -1,7 +1,8 @@
 """The teacher's answer lengths per stage, recorded from real runs of the local teacher, for the modelled engine.
 
-``lengths.json`` (next to this file) holds, per stage (direct, decompose, evolve, tests), the (input tokens,
-output tokens) of every teacher call of the recorded runs: no answer text. It was made with
+``lengths.json`` (next to this file) holds, per stage (direct, decompose, evolve, tests), the input tokens, output
+tokens and, where the answer repeats itself (``amr.runaway.repeating_tail``: a runaway the replicas' watch stops),
+the token where the repetition starts, of every teacher call of the recorded runs: no answer text. It was made with
 
     python -m bench.simcluster.lengths record --first 0 --count 30 --out /tmp/lengths-runs   # under the heavy lock
     python -m bench.simcluster.lengths table /tmp/lengths-runs/* > bench/simcluster/lengths.json
@@ -27,11 +28,11 @@ from typing import Any
 
 TABLE = Path(__file__).with_name("lengths.json")
 STAGES = {
-    # stage: (files of a run directory, token column prefix)
-    "direct": (("direct.parquet",), "direct"),
-    "decompose": (("decompose.parquet", "decompose-retry.parquet"), "md"),
-    "evolve": (("waves",), "are"),
-    "tests": (("growth", "bootstrap.parquet"), "test"),
+    # stage: (files of a run directory, token column prefix, the answer's text: a test's is its code, as growth keeps it)
+    "direct": (("direct.parquet",), "direct", "direct_response"),
+    "decompose": (("decompose.parquet", "decompose-retry.parquet"), "md", "md_response"),
+    "evolve": (("waves",), "are", "are_response"),
+    "tests": (("growth", "bootstrap.parquet"), "test", "test"),
 }
 RECORD_SETTINGS = [
     "teacher.sampling.max_tokens=3000",
@@ -58,22 +59,27 @@ def record(first: int, count: int, out: Path) -> Path:
 
 
 def table(runs: Iterable[Path]) -> dict[str, Any]:
-    """The (input, output) tokens of every teacher call in the run directories, per stage."""
+    """The input and output tokens of every teacher call in the run directories, per stage, and the token where
+    the answer starts repeating itself (its position in the text, scaled to its tokens) or None."""
+    from amr.runaway import repeating_tail
     from amr.storage import RunDir
 
-    calls: dict[str, list[list[int]]] = {stage: [] for stage in STAGES}
+    calls: dict[str, list[list[int | None]]] = {stage: [] for stage in STAGES}
     runs = sorted(runs)
     for path in runs:
         run = RunDir(str(path / "run") if (path / "run").is_dir() else str(path))
-        for stage, (files, prefix) in STAGES.items():
-            columns = [f"{prefix}_input_tokens", f"{prefix}_output_tokens", f"{prefix}_error"]
+        for stage, (files, prefix, text) in STAGES.items():
+            columns = [f"{prefix}_input_tokens", f"{prefix}_output_tokens", f"{prefix}_error", text]
             for name in files:
                 if not run.exists(name):
                     continue
                 for batch in run.scan_columns(name, columns):
-                    for tokens_in, tokens_out, error in zip(*batch.values()):
-                        if tokens_out is not None and not error:
-                            calls[stage].append([int(tokens_in), int(tokens_out)])
+                    for tokens_in, tokens_out, error, answer in zip(*batch.values()):
+                        if not tokens_in or error:  # no call (a wave row with nothing to evolve), or a failed one
+                            continue
+                        repeat = repeating_tail(answer or "")
+                        start = None if repeat is None else round(repeat[0] / len(answer) * tokens_out)
+                        calls[stage].append([int(tokens_in), int(tokens_out), start])
     return {
         "made": {
             "date": date.today().isoformat(),
