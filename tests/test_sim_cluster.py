@@ -107,6 +107,15 @@ def test_a_streamed_runaway_is_stopped_where_it_repeats_and_frees_its_slot(tmp_p
     assert tokens <= eng.counters["output_tokens"] <= tokens + engine.CHUNK_TOKENS  # and the steps until it was stopped
 
 
+def test_a_chunk_boundary_just_short_of_the_progress_is_not_due_again(tmp_path, monkeypatch):
+    """Step fractions sum to a progress a hair short of a chunk boundary: the next event is the chunk after it (the
+    one within the tolerance was due now), else the scheduler pops the same event forever."""
+    eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 3000, None))
+    seq = SimpleNamespace(stream=True, started_at=0.25, done_at=3000.25)
+    eng.progress = seq.started_at + engine.CHUNK_TOKENS - engine.EPSILON / 10
+    assert eng._next_event_at(seq) == seq.started_at + 2 * engine.CHUNK_TOKENS
+
+
 def test_an_unknown_system_prompt_is_an_error(tmp_path, monkeypatch):
     eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 10, None))
     with pytest.raises(ValueError, match="no recorded lengths"):

@@ -43,6 +43,8 @@ STATS_EVERY_S = 0.5
 CHUNK_TOKENS = 64
 """Tokens of a streamed answer per chunk (256 characters of text: ``amr.runaway``'s check interval)."""
 CHARS_PER_TOKEN = 4
+EPSILON = 1e-6
+"""Tokens within which an event is due (floating-point sums of step fractions)."""
 
 
 def streamed_text(answer: str, output: int, repeats_from: int | None) -> str:
@@ -284,7 +286,7 @@ class ModelledEngine(LLMEngine):
     def _finish(self) -> None:
         """Move a prefilled prompt to decoding, answer the complete outputs."""
         self.kv_peak = max(self.kv_peak, self._kv_tokens())
-        if self.prefilling and self.prefilled >= self.prefilling[0].prefill - 1e-6:
+        if self.prefilling and self.prefilled >= self.prefilling[0].prefill - EPSILON:
             seq = self.prefilling.popleft()
             self.prefilled = 0.0
             seq.started_at = self.progress
@@ -292,9 +294,9 @@ class ModelledEngine(LLMEngine):
             self.prompts += seq.prompt
             self.starts += seq.started_at
             heapq.heappush(self.decoding, seq)
-        while self.decoding and self.decoding[0].event_at <= self.progress + 1e-6:
+        while self.decoding and self.decoding[0].event_at <= self.progress + EPSILON:
             seq = heapq.heappop(self.decoding)
-            if seq.done_at <= self.progress + 1e-6:
+            if seq.done_at <= self.progress + EPSILON:
                 seq.complete = True
                 self.prompts -= seq.prompt
                 self.starts -= seq.started_at
@@ -309,7 +311,7 @@ class ModelledEngine(LLMEngine):
         """A streamed sequence's next chunk boundary, or its end."""
         if not seq.stream:
             return seq.done_at
-        chunks = int((self.progress - seq.started_at) // CHUNK_TOKENS) + 1
+        chunks = int((self.progress + EPSILON - seq.started_at) // CHUNK_TOKENS) + 1  # one past _finish's tolerance
         return min(seq.done_at, seq.started_at + chunks * CHUNK_TOKENS)
 
     def _admit(self) -> None:
