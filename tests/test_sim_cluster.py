@@ -151,3 +151,24 @@ def test_the_simulated_cluster_runs_the_shipped_job(tmp_path):
     assert 0 < report["slot_occupancy"] <= 1 and 0 <= report["gpu_idle_fraction"] < 1
     assert report["job"]["response_accuracy"] == 1.0 and report["job"]["modules"] > 0
     assert set(report["stages"]) >= {"direct", "decompose", "embed", "waves", "dataset"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_simulated_cluster_of_other_gpus_fails_at_preflight(tmp_path):
+    """The cluster config's teacher pins H100: on nodes of A100 the job stops at its preflight, in seconds, naming the
+    config key; the harness exits non-zero with the error."""
+    out = tmp_path / "sim.json"
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "sim_cluster.py"),
+        *("--config", str(ROOT / "jobs" / "configs" / "run_gpu_cluster.yaml")),
+        *("--nodes", "4", "--gpus-per-node", "8", "--accelerator", "A100", "--instructions", "40"),
+        *("--work-dir", str(tmp_path / "work"), "--json", str(out)),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=280)
+    assert done.returncode != 0 and "preflight failed" in done.stderr
+    report = json.loads(out.read_text())
+    assert "teacher.vllm.accelerator_type" in report["preflight"] and "A100" in report["preflight"]
+    assert report["preflight_s"] < 60
+    assert "slot_occupancy" not in report  # no job ran
