@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from amr.hardware import cpu_dtype
 from amr.methods import METHODS, REGISTRY
 
 
@@ -279,10 +280,23 @@ class EmbeddingConfig(Strict):
         description="torch device the actors' model runs on; None: cuda when num_gpus is above 0, else cpu.",
     )
 
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="What the actors' model computes in. 'auto': on CPU bfloat16 where the CPU has AMX or AVX512-BF16 "
+        "(MiniLM: 3.2x the texts/s of float32, cosine to its vectors >= 0.996), else float32; on GPU float32.",
+    )
+
     @property
     def actor_device(self) -> str:
         """Where an embedding actor runs its model."""
         return self.device or ("cuda" if self.num_gpus else "cpu")
+
+    @property
+    def actor_dtype(self) -> str:
+        """What an embedding actor's model computes in (``dtype`` with ``auto`` resolved for its device)."""
+        if self.dtype != "auto":
+            return self.dtype
+        return cpu_dtype() if self.actor_device == "cpu" else "float32"
 
 
 class ModulesConfig(Strict):

@@ -16,7 +16,8 @@ from amr.runtime import spread
 
 
 class Embedder:
-    """A sentence-transformers model by registry name, local path or hub id; loaded on first use."""
+    """A sentence-transformers model by registry name, local path or hub id, computing in ``dtype``; loaded on first
+    use. Its vectors are float32 whatever it computes in."""
 
     def __init__(
         self,
@@ -25,17 +26,25 @@ class Embedder:
         batch_size: int = 64,
         device: str = "cpu",
         trust_remote_code: bool = False,
+        dtype: str = "float32",
     ):
         self.path = resolve(model, model_store)
         self.batch_size = batch_size
         self.device = device
         self.trust_remote_code = trust_remote_code
+        self.dtype = dtype
 
     @cached_property
     def model(self):
+        import torch
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(self.path, device=self.device, trust_remote_code=self.trust_remote_code)
+        return SentenceTransformer(
+            self.path,
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+            model_kwargs={"torch_dtype": getattr(torch, self.dtype)},
+        )
 
     @property
     def dim(self) -> int:
@@ -46,13 +55,9 @@ class Embedder:
         if not len(texts):
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return vectors.astype(np.float32, copy=False)
+            list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+        ).astype(np.float32, copy=False)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)  # in float32: unit length in any dtype
 
 
 class Encoder(Protocol):
@@ -68,7 +73,12 @@ class Encoder(Protocol):
 class _EmbedderActor:
     def __init__(self, config: EmbeddingConfig, model_store: str | None):
         self.embedder = Embedder(
-            config.model, model_store, config.batch_size, config.actor_device, config.trust_remote_code
+            config.model,
+            model_store,
+            config.batch_size,
+            config.actor_device,
+            config.trust_remote_code,
+            config.actor_dtype,
         )
         self.dim = self.embedder.dim  # the model loads now, while the job starts its teacher
 

@@ -1,6 +1,6 @@
 """The pipeline's own cost, with an instant scripted teacher.
 
-    python bench/pipeline.py [--instructions 600 2000] [--wave-size 100]
+    python bench/pipeline.py [--instructions 600 2000] [--wave-size 100] [--embedding-dtypes float32 auto]
 
 It runs the ``amr`` method end to end (Ray Data stages, parsing, MiniLM embeddings, LanceDB
 retrieval and inserts, the bwrap sandbox, Parquet writes) on MBPP train instructions with a scripted
@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: bench.scripted, tests.support
 
 from amr.config import DistillConfig
@@ -29,7 +31,7 @@ from bench.scripted import script, write_instructions
 from tests.support.scripted_teacher import ScriptedTeacher
 
 
-def pipeline(instructions: int, wave_size: int) -> dict:
+def pipeline(instructions: int, wave_size: int, embedding_dtype: str = "auto") -> dict:
     from amr.pipelines import distill
 
     tmp = Path(tempfile.mkdtemp(prefix="amr-bench-"))
@@ -37,6 +39,7 @@ def pipeline(instructions: int, wave_size: int) -> dict:
     with ScriptedTeacher(script) as teacher:
         config = DistillConfig(run_dir=str(tmp / "run"), wave_size=wave_size, teacher=teacher.config(concurrency=4))
         config.input.source = str(source)
+        config.embedding.dtype = embedding_dtype
         start = time.perf_counter()
         manifest = distill.run(config)
         wall = time.perf_counter() - start
@@ -60,9 +63,16 @@ def pipeline(instructions: int, wave_size: int) -> dict:
         w["wall_time_s"] - sum(w["seconds"].get(k, 0) for k in ("evolve", "novelty", "verify"))
         for w in manifest["modules"]["waves"]
     ]
+    retrieved = {
+        r["id"]: [f["name"] for f in json.loads(r["retrieved"])]
+        for path in sorted((tmp / "run" / "waves").glob("*.parquet"))
+        for r in pq.read_table(path, columns=["id", "retrieved"]).to_pylist()
+    }
     return {
         "instructions": instructions,
         "wave_size": wave_size,
+        "embedding_dtype": config.embedding.actor_dtype,
+        "retrieved": retrieved,
         "wall_s": round(wall, 1),
         "teacher_busy_share": round(teacher_s / wall, 4),
         "instructions_per_s": instructions / wall,
@@ -80,19 +90,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instructions", type=int, nargs="+", default=[600, 2000])
     parser.add_argument("--wave-size", type=int, default=100)
+    parser.add_argument(
+        "--embedding-dtypes",
+        nargs="+",
+        default=["auto"],
+        help="embedding.dtype of each run at every size, side by side (e.g. float32 auto: the ratio and how many rows "
+        "retrieved the same functions)",
+    )
     parser.add_argument("--output", default="bench/results/pipeline.json")
     args = parser.parse_args()
-    runs = [pipeline(n, args.wave_size) for n in args.instructions]
+    runs = [pipeline(n, args.wave_size, d) for n in args.instructions for d in args.embedding_dtypes]
+    for first, other in zip(runs[:: len(args.embedding_dtypes)], runs[1 :: len(args.embedding_dtypes)]):
+        same = sum(first["retrieved"][i] == other["retrieved"].get(i) for i in first["retrieved"])
+        other["against_first_dtype"] = {
+            "speed_ratio": round(first["wall_s"] / other["wall_s"], 2),
+            "same_retrieval_share": round(same / len(first["retrieved"]), 4),
+        }
+    for p in runs:
+        p.pop("retrieved")
     report: dict = {"pipeline": runs}
     for p in runs:
         print(
-            f"pipeline: {p['instructions']} instructions in {p['wall_s']} s = {p['instructions_per_s']:.2f}/s "
+            f"pipeline ({p['embedding_dtype']} embeddings): {p['instructions']} instructions in {p['wall_s']} s = "
+            f"{p['instructions_per_s']:.2f}/s "
             f"({p['per_core']:.2f}/s per core), teacher busy {p['teacher_busy_share']:.1%}, stages "
             f"{p['stage_wall_s']}, wave steps {p['wave_steps_s']}, overhead per wave {p['wave_overhead_s']}, "
-            f"{p['modules']} modules, {p['evolved']} answers evolved"
+            f"{p['modules']} modules, {p['evolved']} answers evolved, {p.get('against_first_dtype', '')}"
         )
-    if len(runs) > 1:
-        small, large = runs[0], runs[-1]
+    if len(args.instructions) > 1:
+        small, large = runs[len(args.embedding_dtypes) - 1], runs[-1]  # the last dtype's
         rate = (large["instructions"] - small["instructions"]) / (large["wall_s"] - small["wall_s"])
         report["marginal"] = {
             "instructions_per_s": round(rate, 2),

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from amr.config import EmbeddingConfig
@@ -37,6 +38,26 @@ def _placed(*configs: dict) -> list[dict]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.strip().splitlines()[-len(configs) :]]
+
+
+def test_auto_dtype_is_bf16_on_cpus_that_compute_in_it(monkeypatch):
+    import amr.config
+
+    monkeypatch.setattr(amr.config, "cpu_dtype", lambda: "bfloat16")
+    assert EmbeddingConfig().actor_dtype == "bfloat16" and EmbeddingConfig(num_gpus=0.25).actor_dtype == "float32"
+    assert EmbeddingConfig(dtype="float32").actor_dtype == "float32"
+    monkeypatch.setattr(amr.config, "cpu_dtype", lambda: "float32")
+    assert EmbeddingConfig().actor_dtype == "float32"
+
+
+@pytest.mark.timeout(120)
+def test_bf16_vectors_are_unit_length_and_close_to_float32():
+    from amr.embeddings import Embedder
+
+    texts = ["def is_prime(n): Whether n is a prime.", "def reverse(s): The string s reversed.", "sum a list"]
+    full, half = (Embedder("all-minilm-l6-v2", dtype=d).encode(texts) for d in ("float32", "bfloat16"))
+    assert half.dtype == np.float32 and np.allclose(np.linalg.norm(half, axis=1), 1.0, atol=1e-6)
+    assert (full * half).sum(axis=1).min() > 0.99 and not np.array_equal(full, half)
 
 
 def test_actor_device_follows_the_gpu_share():

@@ -35,7 +35,7 @@ def test_each_stage_depends_on_its_own_settings_only():
     cfg = DistillConfig(method="amr-checked")
     own = fingerprints.inputs(cfg, method("amr-checked"))
     assert list(own) == ["input", "direct", "decompose", "embed", "waves", "anstest", "check", "resample", "dataset"]
-    assert set(own["embed"]) == {"embedding.model", "method"}
+    assert set(own["embed"]) == {"embedding.model", "embedding.dtype", "method"}
     assert "modules.novelty_threshold" in own["waves"] and "wave_size" in own["waves"]
     assert "modules.lease_ttl_s" not in own["waves"] and "modules.index_min_rows" not in own["waves"]
     assert own["check"]["format"] == 2 and "format" not in own["anstest"]
@@ -75,7 +75,11 @@ def test_the_settings_of_each_stage_by_name(tmp_path):
     prompts = lambda *names: {f"prompt {n}": fingerprints._prompt(n) for n in names}  # noqa: E731
     modules = {f"modules.{k}": v for k, v in cfg.modules.model_dump(mode="json").items()}
     del modules["modules.index_min_rows"], modules["modules.upkeep_every"], modules["modules.lease_ttl_s"]
-    embedding = {"embedding.model": cfg.embedding.model, "method": "amr-checked"}
+    embedding = {
+        "embedding.model": cfg.embedding.model,
+        "embedding.dtype": cfg.embedding.actor_dtype,
+        "method": "amr-checked",
+    }
     checks = {f"check.{k}": v for k, v in cfg.check.model_dump(mode="json").items()}
     assert fingerprints.inputs(cfg, method("amr-checked")) == {
         "input": {"input.source": fingerprints._source(str(source)), "input.limit": 7},
@@ -112,7 +116,11 @@ def test_a_changed_key_is_named_also_where_one_side_lacks_it(tmp_path):
     cfg, run_dir = made(tmp_path)
     recorded = json.loads(run_dir.read_text(fingerprints.FILE))
     recorded["embed"]["fingerprint"] = "0" * 16
-    recorded["embed"]["inputs"] = {"embedding.model": cfg.embedding.model, "retired": 1}  # "method" is new since
+    recorded["embed"]["inputs"] = {  # "method" is new since
+        "embedding.model": cfg.embedding.model,
+        "embedding.dtype": cfg.embedding.actor_dtype,
+        "retired": 1,
+    }
     run_dir.write_json(fingerprints.FILE, recorded)
     with pytest.raises(ConfigError, match=r"its embed stage .*\(method: None -> 'amr'; retired: 1 -> None\)"):
         fingerprints.check(run_dir, cfg, AMR)

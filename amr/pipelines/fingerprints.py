@@ -93,7 +93,13 @@ def inputs(config: DistillConfig, method: Method) -> dict[str, dict[str, Any]]:
         if stage == "resample":
             needs.update({f"check.{k}": v for k, v in config.check.model_dump(mode="json").items()})
         if stage in ("embed", "waves"):
-            needs.update({"embedding.model": config.embedding.model, "method": method.name})
+            needs.update(
+                {
+                    "embedding.model": config.embedding.model,
+                    "embedding.dtype": config.embedding.actor_dtype,
+                    "method": method.name,
+                }
+            )
         if stage == "waves":
             modules = config.modules.model_dump(mode="json", exclude={"index_min_rows", "upkeep_every", "lease_ttl_s"})
             needs.update({f"modules.{k}": v for k, v in modules.items()} | {"wave_size": config.wave_size})
