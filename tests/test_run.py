@@ -138,13 +138,13 @@ def test_a_run_refuses_to_share_the_r_d_of_another_teacher(ray_local, scripted, 
 def test_run_config_owns_its_paths_and_includes_sections(write):
     cfg = load_config(RunConfig, "jobs/configs/run_local_cpu.yaml")
     assert (cfg.methods, cfg.distill.teacher.model, cfg.distill.input.limit) == (
-        ["direct", "amr"],
-        "smollm2-135m-instruct",
-        8,
-    )  # make run: AMR-Evol against direct on the same instructions
+        ["direct", "amr-checked"],
+        "qwen2.5-coder-0.5b-instruct",
+        20,
+    )  # make run: the best method against direct on the same instructions, with a teacher that can code
     assert (
-        cfg.distill.teacher.sampling.max_tokens == 256 and cfg.distill.teacher.vllm.cpu_kvcache_gib == 2
-    )  # local_cpu.yaml, changed
+        cfg.distill.teacher.sampling.max_tokens == 384 and cfg.distill.teacher.stages.decompose.max_tokens == 384
+    )  # local_cpu.yaml, read in
     assert cfg.train.max_steps == 10 and cfg.eval.limit == 20  # train_local_cpu.yaml, read in
     bad = write("run.yaml", "distill:\n  run_dir: x\n")
     result = runner.invoke(app, ["run", "--config", str(bad)])
