@@ -168,7 +168,7 @@ def test_retrieval_and_evolution_show_the_retrieved_function(ray_local, scripted
         ]
     )
     rows = [{"id": "a", "instruction": "List the primes below n.", "direct_response": "x", "specs": specs}]
-    with EmbedderActors(EmbeddingConfig()) as embedders:
+    with EmbedderActors(EmbeddingConfig(dtype="float32")) as embedders:  # the in-process embedder's dtype
         rows = embed_stage.run(ray_local.data.from_items(rows), embedders, "specs").take_all()
     # one vector per spec, of its signature and description (written out here, not made by the code under test)
     expected = embedder.encode(
