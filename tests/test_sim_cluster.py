@@ -116,6 +116,14 @@ def test_a_chunk_boundary_just_short_of_the_progress_is_not_due_again(tmp_path, 
     assert eng._next_event_at(seq) == seq.started_at + 2 * engine.CHUNK_TOKENS
 
 
+def test_rates_of_a_hub_id_and_of_its_cached_snapshot_agree():
+    """The job's preflight hands the engines the snapshot a pulled hub id resolves to."""
+    snapshot = f"/cache/hub/models--{MODEL.replace('/', '--')}/snapshots/{'0' * 40}"
+    assert Rates.of(snapshot, "H100", 2) == Rates.of(MODEL, "H100", 2)
+    with pytest.raises(ValueError, match="no modelled rates for model"):
+        Rates.of("/cache/hub/models--Qwen--Other-7B/snapshots/abc", "H100", 2)
+
+
 def test_an_unknown_system_prompt_is_an_error(tmp_path, monkeypatch):
     eng = _engine(tmp_path, monkeypatch, slots=4, drawn=(100, 10, None))
     with pytest.raises(ValueError, match="no recorded lengths"):
@@ -133,14 +141,14 @@ def test_the_recorded_table_has_every_stage_and_runaways():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_simulated_cluster_runs_the_shipped_job(tmp_path):
-    """The cluster config's distill job on 2 nodes of 4 fake H100s: it starts, its engines are the modelled ones,
+    """The cluster config's distill job on 2 nodes of 8 fake H100s: it starts, its engines are the modelled ones,
     and the job does its real work (modules verified and inserted, answers evolved, a dataset all right)."""
     out = tmp_path / "sim.json"
     command = [
         sys.executable,
         str(ROOT / "bench" / "sim_cluster.py"),
         *("--config", str(ROOT / "jobs" / "configs" / "run_gpu_cluster.yaml")),
-        *("--nodes", "2", "--gpus-per-node", "4", "--accelerator", "H100", "--instructions", "40"),
+        *("--nodes", "2", "--gpus-per-node", "8", "--accelerator", "H100", "--instructions", "40"),
         *("--set", "wave_size=16", "--work-dir", str(tmp_path / "work"), "--json", str(out)),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=540)

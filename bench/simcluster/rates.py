@@ -25,6 +25,7 @@ BF16 rate). Prefix caching (on in the shipped config) skips the prompts' shared 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MEMORY_EFFICIENCY = 0.576
@@ -103,6 +104,10 @@ class Rates:
 
     @classmethod
     def of(cls, model: str, accelerator: str | None, tensor_parallel: int) -> Rates:
+        """The rates of ``model``: a hub id, or the snapshot it resolves to in a Hugging Face cache
+        (``.../models--ORG--NAME/snapshots/REV``, as the job's preflight hands the engines a pulled hub id)."""
+        cached = re.search(r"models--([^/]+?)--([^/]+)/snapshots/[^/]+/?$", model)
+        model = f"{cached.group(1)}/{cached.group(2)}" if cached else model
         if model not in CONFIGS:
             raise UnknownHardware(f"no modelled rates for model {model!r} (known: {', '.join(CONFIGS)})")
         if accelerator not in GPUS:
