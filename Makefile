@@ -11,7 +11,7 @@ CONFIG ?= jobs/configs/run_local_cpu.yaml
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup bwrap chromium models run test mutation lint bench bench-teacher bench-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-table bench-quality bench-sim clean
+.PHONY: setup bwrap chromium models run test mutation lint bench bench-teacher bench-sandbox bench-eval-sandbox bench-pipeline bench-decontam bench-scale bench-faults bench-table bench-quality bench-sim clean
 
 setup: $(VENV)/.installed bwrap chromium
 
@@ -55,13 +55,16 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: bench-sandbox bench-pipeline bench-teacher bench-decontam bench-scale bench-faults bench-table
+bench: bench-sandbox bench-eval-sandbox bench-pipeline bench-teacher bench-decontam bench-scale bench-faults bench-table
 
 bench-teacher: models
 	$(BIN)/python bench/teacher.py
 
 bench-sandbox: setup
 	$(BIN)/python bench/sandbox.py
+
+bench-eval-sandbox: setup
+	$(BIN)/python bench/eval_sandbox.py
 
 bench-pipeline: models
 	$(BIN)/python bench/pipeline.py

@@ -214,26 +214,47 @@ class InputConfig(Strict):
     limit: int | None = Field(None, ge=1, description="Take the first N instructions.")
 
 
-class SandboxConfig(Strict):
+class IsolationConfig(Strict):
+    """How strongly, and on which nodes, untrusted code is isolated (``amr.sandbox``): the teacher's code in a
+    distill job, the student's in an evaluation."""
+
+    require: Literal["process", "bwrap"] | None = Field(
+        None,
+        description="Weakest isolation allowed. 'bwrap': namespaces + read-only system + rlimits; "
+        "'process': rlimits and process-group kill only. Below it the sandbox refuses to run. None: 'bwrap' on a "
+        "Ray cluster (an address, or more than one node), else the strongest that works here.",
+    )
+    unsafe_process_isolation_on_cluster: bool = Field(
+        False,
+        description="Let `require: process` run untrusted code on a Ray cluster: it then reaches the node's "
+        "network (the Ray dashboard and Job API, the GCS, the cloud metadata service) and its files. False: a "
+        "job on a cluster with `require: process` stops before any work.",
+    )
+    resource: str | None = Field(
+        "sandbox",
+        description="The custom Ray resource of the nodes that run untrusted code (the sandbox group of "
+        "cluster/): where a node offers it, checks run only there, one unit per check server. A cluster of "
+        "several nodes without it is refused; None: any node's CPUs (the GPU nodes' included). A single node "
+        "without it runs checks on its CPUs.",
+    )
+    bwrap: str = Field("bwrap", description="The bubblewrap executable: a name on PATH or a path.")
+
+
+class SandboxConfig(IsolationConfig):
     """Execution of generated code and tests (``amr.sandbox``)."""
 
-    require: Literal["process", "bwrap"] = Field(
-        "process",
-        description="Weakest isolation allowed. 'bwrap': namespaces + read-only system + rlimits; "
-        "'process': rlimits and process-group kill only. Below it the sandbox refuses to run.",
-    )
     workers: int | None = Field(
         None,
         ge=1,
-        description="Warm check servers per pool (per sandbox actor of a "
-        "job, which asks Ray for as many CPUs); None: one per CPU of the machine.",
+        description="Warm check servers per pool (per sandbox actor of a job, which asks Ray for as many units "
+        "of `resource`, or CPUs where no node offers it); None: a sandbox node's units of `resource`, else one per "
+        "CPU of the machine.",
     )
     actors: int | None = Field(
         None,
         ge=1,
-        description="A job's sandbox actors, each a pool of `workers` check "
-        "servers on as many CPUs, started once and used by every wave and the dataset "
-        "check; None: one per node of the Ray cluster.",
+        description="A job's sandbox actors, each a pool of `workers` check servers, started once and used by "
+        "every wave and the dataset check; None: one per node that offers `resource`, else one per node.",
     )
     timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per check (CPU limit: +1 s).")
     memory_mb: int = Field(1024, ge=64, description="Address-space limit per check.")
@@ -248,7 +269,6 @@ class SandboxConfig(Strict):
         "job's base interpreter. Generated code sees its standard library only.",
     )
     ro_binds: list[str] = Field(default_factory=list, description="Extra read-only paths (bwrap).")
-    bwrap: str = Field("bwrap", description="The bubblewrap executable: a name on PATH or a path.")
 
 
 class EmbeddingConfig(Strict):
@@ -822,6 +842,11 @@ class EvalSettings(Strict):
         "$AMR_EVALPLUS_CACHE or ~/.cache/amr/evalplus.",
     )
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    sandbox: IsolationConfig = Field(
+        default_factory=IsolationConfig,
+        description="Where and how strongly the model's code is isolated while evalplus scores it (its own "
+        "limits and time limits apply inside).",
+    )
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("samples")

@@ -42,14 +42,14 @@ def run(store: str | Path | None = None, bwrap: str = "bwrap") -> list[Check]:
 
 
 def sandbox(bwrap: str = "bwrap") -> Check:
-    """bubblewrap on PATH, and a check that passes in a bwrap sandbox (user namespaces allowed). Not required:
-    the default ``sandbox.require`` is ``process``."""
+    """bubblewrap on PATH, and a check that passes in a bwrap sandbox (user namespaces allowed). Not required on
+    one machine, where the default ``sandbox.require`` accepts process isolation; a Ray cluster requires bwrap."""
     from amr.sandbox import Sandbox, SandboxError
 
     name = "bwrap sandbox"
     fix = (
         "apt-get install bubblewrap (make setup does, as root); without it generated code runs with process "
-        "isolation only (sandbox.require: process), and sandbox.require: bwrap stops"
+        "isolation only, and sandbox.require: bwrap and jobs on a Ray cluster stop"
     )
     found = shutil.which(bwrap)
     if found is None:

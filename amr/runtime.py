@@ -26,9 +26,18 @@ LOCAL_MIN_CPUS = 8
 a local Ray gets at least this many logical CPUs so that they all start on a 2-core machine."""
 
 
+_joined: str | None = None
+"""The address of the cluster ``init_ray`` joined; None when it started a local Ray (or has not run)."""
+
+
 def cluster_address(config: RayConfig) -> str | None:
     """The cluster to join: the config's, or the one a job runs in (``ray job submit`` sets RAY_ADDRESS)."""
     return config.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def on_cluster() -> bool:
+    """Whether this process's Ray is a cluster: one joined by address, or one of more than one node."""
+    return _joined is not None or len(alive_nodes()) > 1
 
 
 def init_ray(config: RayConfig, preload: Sequence[str] = ()) -> None:
@@ -37,9 +46,11 @@ def init_ray(config: RayConfig, preload: Sequence[str] = ()) -> None:
     start), imported in a thread while Ray starts; an import of them that comes first waits for it to finish."""
     for module in preload:
         threading.Thread(target=importlib.import_module, args=(module,), daemon=True, name=f"import {module}").start()
+    global _joined
     if not ray.is_initialized():
         if address := cluster_address(config):
             ray.init(address=address, log_to_driver=True)
+            _joined = address
         else:
             _token_auth()
             num_cpus = config.num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
@@ -134,8 +145,11 @@ def alive_nodes() -> list[dict[str, Any]]:
 
 
 def unseen(paths: list[str]) -> dict[str, list[str]]:
-    """For each local path, the live nodes that cannot see it (``node ADDRESS, ID``): a task on every node looks."""
-    nodes = alive_nodes()
+    """For each local path, the live nodes with CPUs or GPUs that cannot see it (``node ADDRESS, ID``): a task on
+    each looks. A node with neither (the sandbox group's, which mounts no shared volume) takes only zero-CPU work:
+    the sandbox's checks and the calls of streamed stages to actors, which read and write no job files or models;
+    the driver's own node sees what it wrote or resolved."""
+    nodes = [n for n in alive_nodes() if n["Resources"].get("CPU") or n["Resources"].get("GPU")]
     seen = ray.get(
         [
             _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths)

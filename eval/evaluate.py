@@ -52,6 +52,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                 cache_dir=cache,
                 **config.scoring.model_dump(),
                 log=out / "evalplus.log",
+                sandbox=config.sandbox,
             )
         if storage.is_uri(config.output):
             scored["results"] = storage.join(config.output, storage.name(scored["results"]))

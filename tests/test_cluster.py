@@ -169,6 +169,7 @@ def test_submitted_distill_survives_a_killed_worker_node(cluster, tmp_path, monk
     first = cluster.add_worker()
     with ScriptedTeacher(script, latency_s=0.3) as scripted:
         cfg = distill_config(tmp_path / "job", scripted)
+        cfg.sandbox.resource = None  # no sandbox node here: checks on the workers' CPUs, restarted with them
         Path("job.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
         result = runner.invoke(app, ["submit", "distill", *address, "--config", "job.yaml", "--no-follow"])
         assert result.exit_code == 0, result.output

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from amr import config_show
-from amr.config import DistillConfig, RunConfig, TrainConfig, load_config
+from amr.config import DistillConfig, IsolationConfig, RunConfig, TrainConfig, load_config
 from amr.preflight import ACCELERATOR, ClusterView, Context, Node, evaluate, needs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +25,7 @@ CONFIGS = ROOT / "jobs" / "configs"
 RUN_CONFIG = CONFIGS / "run_gpu_cluster.yaml"
 SHARED = "/mnt/shared"
 GPU = "nvidia.com/gpu"
+RESOURCE = IsolationConfig().resource
 
 
 def ray_pin() -> str:
@@ -57,6 +58,16 @@ def pods(spec: dict) -> list[tuple[str, dict]]:
 
 def gpus(pod: dict) -> int:
     return sum(int(c["resources"].get("limits", {}).get(GPU, 0)) for c in pod["containers"])
+
+
+def sandbox_resource(group: dict) -> float:
+    """The units of the sandbox resource a KubeRay group's pods offer."""
+    return advertised(group).get(RESOURCE, 0)
+
+
+def sandbox_group(spec: dict) -> dict:
+    (group,) = [g for g in spec["workerGroupSpecs"] if sandbox_resource(g)]
+    return group
 
 
 def dockerfile() -> list[str]:
@@ -99,7 +110,8 @@ def test_launcher_head_gpu_and_cpu_groups():
     assert any(not t["resources"].get("GPU") and t["resources"].get("CPU", 0) > 0 for t in workers.values())
     assert cfg["max_workers"] >= sum(t["max_workers"] for t in workers.values())
     assert cfg["docker"]["image"].startswith(f"rayproject/ray:{ray_pin()}-") and "gpu" in cfg["docker"]["image"]
-    assert f"-v {SHARED}:{SHARED}" in cfg["docker"]["run_options"]
+    for options in ("head_run_options", "worker_run_options"):  # every node but the sandbox nodes
+        assert f"-v {SHARED}:{SHARED}" in cfg["docker"][options]
     assert any(f" {SHARED}" in c and "mount" in c for c in cfg["initialization_commands"])
 
 
@@ -130,6 +142,8 @@ def test_raycluster_groups_and_shared_volume():
     assert "ReadWriteMany" in claim["spec"]["accessModes"]
     images = set()
     for name, pod in pods(spec):
+        if name == sandbox_group(spec)["groupName"]:
+            continue  # mounts nothing: test_sandbox_group_runs_only_checks_and_mounts_nothing
         claims = {
             v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
         }
@@ -264,10 +278,44 @@ def test_the_cpu_groups_hold_what_the_config_asks_for():
     types = launcher()["available_node_types"]
     train = cfg.train
     assert train.global_batch_size % (train.micro_batch_size * train.scaling.workers) == 0
-    worker_cpus = [
-        int(c["resources"]["limits"]["cpu"]) for name, pod in pods(spec) if name != "head" for c in pod["containers"]
-    ]
-    gpu_node_cpus = min(t["resources"]["CPU"] for t in types.values() if t["resources"].get("GPU"))
-    assert cfg.distill.sandbox.workers <= max(worker_cpus) and cfg.distill.sandbox.workers <= gpu_node_cpus
-    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]
-    assert cfg.eval.scoring.parallel == int(head), "evalplus scoring runs on the head: its CPUs"
+    sandbox_units = [sandbox_resource(sandbox_group(spec)), *(t["resources"].get(RESOURCE, 0) for t in types.values())]
+    assert 0 < cfg.distill.sandbox.workers <= min(u for u in sandbox_units if u)
+    assert cfg.eval.scoring.parallel <= min(u for u in sandbox_units if u), "evalplus scoring runs on a sandbox node"
+
+
+@pytest.mark.timeout(60)
+def test_sandbox_group_runs_only_checks_and_mounts_nothing():
+    """Untrusted code goes where the sandbox resource is: a group of its own that offers no CPU to other work,
+    mounts no volume and no service-account token, and has a default-deny network; both images have bwrap."""
+    spec = manifest("RayCluster")["spec"]
+    group = sandbox_group(spec)
+    assert [g for g in spec["workerGroupSpecs"] if sandbox_resource(g)] == [group], "one sandbox group only"
+    assert group["rayStartParams"]["num-cpus"] == "0" and group["minReplicas"] >= 1
+    pod = group["template"]["spec"]
+    assert gpus(pod) == 0 and pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
+    assert "volumes" not in pod and all("volumeMounts" not in c for c in pod["containers"])
+    (container,) = pod["containers"]
+    assert sandbox_resource(group) == int(container["resources"]["limits"]["cpu"])
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+    policies = [d for d in documents(CLUSTER / "kuberay" / "sandbox-network.yaml") if d["kind"] == "NetworkPolicy"]
+    chosen = [p for p in policies if p["spec"]["podSelector"] == {"matchLabels": {"ray.io/group": group["groupName"]}}]
+    assert chosen == policies and len(policies) == 2
+    deny = [p["spec"] for p in policies if not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert deny and set(deny[0]["policyTypes"]) == {"Ingress", "Egress"}, "no default-deny policy"
+    rules = [rule for p in policies for rule in p["spec"].get("egress", [])]
+    assert rules and all("ipBlock" not in peer for rule in rules for peer in rule["to"]), "nothing outside the cluster"
+    head = [r for r in rules if any(p["podSelector"]["matchLabels"].get("ray.io/node-type") == "head" for p in r["to"])]
+    (head,) = head
+    for port in (8265, 10001):  # the dashboard and Job API, Ray Client
+        assert not any(r["port"] <= port <= r.get("endPort", r["port"]) for r in head["ports"]), port
+
+    types = launcher()["available_node_types"]
+    (node,) = [t for t in types.values() if t["resources"].get(RESOURCE)]
+    assert node["resources"]["CPU"] == 0 and not node["resources"].get("GPU") and node["min_workers"] >= 1
+    assert node["initialization_commands"] == [], "the sandbox nodes mount no shared file system"
+    assert not any(SHARED in option for option in node["docker"]["worker_run_options"])
+    assert node["node_config"]["MetadataOptions"] == {"HttpEndpoint": "disabled"}
+    assert all(not t["resources"].get(RESOURCE) for t in types.values() if t is not node)
+    assert any("apt-get install" in c and "bubblewrap" in c for c in launcher()["setup_commands"])
+    assert any("apt-get install" in line and "bubblewrap" in line for line in dockerfile())

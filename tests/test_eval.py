@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from amr.config import EVALPLUS_VERSIONS
 from eval.data import DATASETS, dataset_file, load_tasks
+from eval.evalplus_runner import EvalPlusDownload, _offline
 from eval.generate import messages
-from eval.score import EvalPlusDownload, _offline, score
+from eval.score import score
 from jobs.cli import app
 
 runner = CliRunner()

@@ -158,3 +158,42 @@ def test_job_sandbox_actors_check_held_rows_and_a_streamed_stage(ray_local):
             ray_local.get([a.__ray_call__.remote(lambda actor: __import__("os").getpid()) for a in sandbox.actors])
         )
         assert len(pids) == 2
+
+
+def test_a_cluster_requires_bwrap_unless_a_key_gives_it_up():
+    from amr.config import ConfigError
+    from amr.sandbox.cluster import required_level
+
+    assert required_level(SandboxConfig(), cluster=False) == "process"  # the strongest that works, process allowed
+    assert required_level(SandboxConfig(require="bwrap"), cluster=False) == "bwrap"
+    assert required_level(SandboxConfig(), cluster=True) == "bwrap"
+    with pytest.raises(ConfigError, match=r"sandbox.require: process on a Ray cluster.*unsafe_process_isolation_on"):
+        required_level(SandboxConfig(require="process"), cluster=True)
+    given_up = SandboxConfig(require="process", unsafe_process_isolation_on_cluster=True)
+    assert required_level(given_up, cluster=True) == "process"
+
+
+def test_checks_go_where_the_sandbox_resource_is(monkeypatch):
+    from amr.config import ConfigError
+    from amr.sandbox import cluster
+
+    def node(name: str, **resources: float) -> dict:
+        return {"NodeID": name, "Alive": True, "Resources": resources}
+
+    nodes = [node("head", CPU=0), node("gpu", CPU=96, GPU=8), node("box", sandbox=16), node("box2", sandbox=8)]
+    monkeypatch.setattr(cluster, "alive_nodes", lambda: nodes)
+    where = cluster.placement(SandboxConfig(), None)
+    assert (where.options, where.workers, where.nodes) == (
+        {"num_cpus": 0, "resources": {"sandbox": 8}},
+        8,
+        ["box", "box2"],
+    )
+    assert cluster.placement(SandboxConfig(), 2).options["resources"] == {"sandbox": 2}
+    with pytest.raises(ConfigError, match=r"12 checks at once .* have 8 units"):
+        cluster.placement(SandboxConfig(), 12)
+    with pytest.raises(ConfigError, match=r"sandbox.resource: no node of this 4-node Ray cluster offers .*'gpu-free'"):
+        cluster.placement(SandboxConfig(resource="gpu-free"), None)
+    anywhere = cluster.placement(SandboxConfig(resource=None), 4)
+    assert (anywhere.options, anywhere.nodes) == ({"num_cpus": 4}, ["head", "gpu", "box", "box2"])
+    nodes[:] = [node("laptop", CPU=8)]  # one node, no sandbox resource: its CPUs, as before
+    assert cluster.placement(SandboxConfig(), 3).options == {"num_cpus": 3}

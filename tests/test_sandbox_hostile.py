@@ -7,16 +7,21 @@ process of the sandbox's uid alive, a canary file intact, no process left over, 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from amr.config import SandboxConfig
 from amr.sandbox import Sandbox
@@ -309,3 +314,205 @@ def test_host_and_job_unharmed(corpus, sentinel):
     )
     assert [r["status"] for r in records] == ["passed"] * 4
     assert {r["stdout"] for r in records} == {"['stderr', 'stdout', 'work']\n"}, "a check saw an earlier check's files"
+
+
+# ---------------------------------------------------------------- on a live Ray cluster: checks, distill, eval
+
+DRIVER = """
+import json, sys
+import ray
+from amr.config import ConfigError, RayConfig, SandboxConfig
+from amr.runtime import init_ray
+from amr.sandbox.stage import SandboxActors
+
+init_ray(RayConfig(address=sys.argv[1]))
+checks, out = json.loads(sys.argv[2]), {}
+for name, settings in {"process": {"require": "process"}, "elsewhere": {"resource": "nowhere"}}.items():
+    try:
+        SandboxActors(SandboxConfig(**settings)).close()
+    except ConfigError as exc:
+        out[name] = str(exc)
+with SandboxActors(SandboxConfig(actors=2, workers=1, timeout_s=5, memory_mb=256)) as sandbox:
+    out["actor_nodes"] = ray.get(
+        [a.__ray_call__.remote(lambda actor: ray.get_runtime_context().get_node_id()) for a in sandbox.actors]
+    )
+    out["records"] = sandbox.run(checks)
+out["nodes"] = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class Attack:
+    name: str
+    code: str  # formatted with the cluster's ports and the target directories
+    reason: str  # what a check's record says
+
+
+ATTACKS = [
+    Attack(
+        "Ray dashboard",
+        "urllib.request.urlopen('http://127.0.0.1:{dashboard}/api/version', timeout=3)",
+        "URLError.*Connection refused",
+    ),
+    Attack(
+        "Job API submits a job",
+        "urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{dashboard}/api/jobs/', method='POST', "
+        "data=json.dumps({{'entrypoint': 'touch {targets}/run/job-ran'}}).encode(), "
+        "headers={{'Content-Type': 'application/json'}}), timeout=3)",
+        "URLError.*Connection refused",
+    ),
+    Attack("GCS", "socket.create_connection(('127.0.0.1', {gcs}), timeout=3)", "ConnectionRefusedError"),
+    Attack(
+        "cloud metadata service",
+        "socket.create_connection(('169.254.169.254', 80), timeout=3)",
+        "Network is unreachable",
+    ),
+    Attack("write the run directory", "open('{targets}/run/pwned', 'w').write('x')", "FileNotFoundError"),
+    Attack("write the module table", "open('{targets}/modules/pwned', 'w').write('x')", "FileNotFoundError"),
+    Attack("write the model store", "open('{targets}/models/pwned', 'w').write('x')", "FileNotFoundError"),
+]
+"""Each is what a check or a student's solution tries; on a cluster the Ray user owns the shared volume, so the
+targets here are writable by the sandbox's uid too: only the sandbox's own file system keeps them out."""
+
+
+@pytest.fixture(scope="module")
+def live_cluster():
+    """A Ray cluster on 127.0.0.1 with its dashboard and Job API: a head without CPUs, a CPU node (where a GPU
+    node would be) and a sandbox node offering 2 units of the sandbox resource and no CPU, which does not see
+    the shared storage (``cluster.shared``, the jobs' run directories) as the others do."""
+    from tests.test_cluster import Cluster
+
+    root = Path(tempfile.mkdtemp(prefix="amr-hc-", dir="/tmp"))  # short: Ray's socket paths live under it
+    cluster = Cluster(root)
+    cluster.shared = root / "shared"
+    cluster.shared.mkdir()
+    try:
+        cluster.add_worker(cpus=2)
+        sandbox_node = f"--resources={json.dumps({SandboxConfig().resource: 2})}"
+        cluster.add_worker(cpus=0, hide=cluster.shared, options=[sandbox_node])
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def targets():
+    """The run directory, module table and model store an attack goes for, writable by anyone (outside /tmp,
+    which the sandbox replaces)."""
+    root = Path(tempfile.mkdtemp(prefix="amr-hostile-", dir="/var/tmp"))
+    for name in ("run", "modules", "models"):
+        (root / name).mkdir()
+        (root / name).chmod(0o777)
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root)
+
+
+def attack_code(attack: Attack, cluster, targets: Path) -> str:
+    code = attack.code.format(dashboard=cluster.dashboard, gcs=cluster.gcs, targets=targets)
+    return f"import json, socket, urllib.request\n{code}\n"
+
+
+def run_driver(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python ARGV`` in this checkout, as a job's driver on the live cluster would run."""
+    from tests.test_cluster import ENV
+
+    return subprocess.run(
+        [sys.executable, *argv],
+        env={**ENV, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_checks_on_a_live_cluster_run_on_sandbox_nodes_and_reach_nothing(live_cluster, targets):
+    checks = [{"code": attack_code(a, live_cluster, targets)} for a in ATTACKS]
+    done = run_driver("-c", DRIVER, f"127.0.0.1:{live_cluster.gcs}", json.dumps(checks))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    sandbox_nodes = {node for node, resources in out["nodes"].items() if resources.get(SandboxConfig().resource)}
+    assert len(out["nodes"]) == 3 and len(sandbox_nodes) == 1
+    assert set(out["actor_nodes"]) == sandbox_nodes and len(out["actor_nodes"]) == 2, "an actor off the sandbox node"
+    assert "sandbox.unsafe_process_isolation_on_cluster: true" in out["process"]
+    assert (
+        "sandbox.resource: no node of this 3-node Ray cluster offers the custom resource 'nowhere'" in out["elsewhere"]
+    )
+    for attack, record in zip(ATTACKS, out["records"]):
+        assert (record["status"], record["isolation"]) == ("error", "bwrap"), (attack.name, record)
+        assert re.search(attack.reason, record["reason"]), (attack.name, record)
+    assert sorted(p.name for p in targets.rglob("*")) == ["models", "modules", "run"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_distill_on_a_cluster_refuses_process_isolation_before_any_work_and_runs_under_bwrap(live_cluster, tmp_path):
+    from tests.support.scripted_teacher import ScriptedTeacher
+    from tests.test_distill import config, script
+
+    with ScriptedTeacher(script) as scripted:
+        cfg = config(tmp_path, scripted, method="direct", run_dir=str(live_cluster.shared / "distill"))
+        cfg.ray.address = f"127.0.0.1:{live_cluster.gcs}"
+        job = tmp_path / "job.yaml"
+        job.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        refused = run_driver("-m", "jobs.distill", "--config", str(job), "--set", "sandbox.require=process")
+        assert refused.returncode == 2, refused.stdout + refused.stderr[-3000:]
+        assert "sandbox.unsafe_process_isolation_on_cluster: true" in refused.stdout
+        assert not Path(cfg.run_dir).exists() and scripted.requests == [], "work began before the refusal"
+        done = run_driver("-m", "jobs.distill", "--config", str(job))
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    manifest = json.loads(Path(cfg.run_dir, "manifest.json").read_text())
+    assert manifest["config"]["sandbox"]["require"] == "bwrap"
+    # the instructions' tests ran: the direct answers of add_three and count_evens call helpers they do not define
+    assert manifest["dataset"]["response_accuracy"] == 0.5
+
+
+EVAL_DRIVER = """
+import contextlib, json, sys
+import eval.evaluate as evaluation
+from jobs.cli import app
+
+solutions = json.loads(sys.argv[1])  # the student's answers, by task: generation is not under test here
+evaluation.open_teacher = lambda *args, **kwargs: contextlib.nullcontext()
+evaluation.generate = lambda tasks, config, engine: [
+    {"task_id": t["task_id"], "solution": solutions[t["task_id"]], "raw": "", "error": None, "output_tokens": 0}
+    for t in tasks
+]
+app(sys.argv[2:], prog_name="amr")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_amr_eval_on_a_cluster_contains_a_hostile_student(live_cluster, targets, tmp_path):
+    """The attacks as a student's solutions, each before a right answer: where one got through, its task would
+    pass; the last task, the right answer alone, passes."""
+    from eval.data import dataset_file, load_tasks
+
+    cache = tmp_path / "evalplus"
+    tasks = load_tasks(dataset_file("humaneval", limit=len(ATTACKS) + 1, cache_dir=cache))
+    right = [t["prompt"] + t["canonical_solution"] for t in tasks]
+    solutions = {t["task_id"]: attack_code(a, live_cluster, targets) + r for t, a, r in zip(tasks, ATTACKS, right)}
+    solutions[tasks[-1]["task_id"]] = right[-1]
+    (student := tmp_path / "student").mkdir()
+    out = live_cluster.shared / "eval"
+    done = run_driver(
+        "-c",
+        EVAL_DRIVER,
+        json.dumps(solutions),
+        "eval",
+        *("--model", str(student), "--dataset", "humaneval", "--limit", str(len(tasks)), "--output", str(out)),
+        *("--set", f"ray.address=127.0.0.1:{live_cluster.gcs}", "--set", f"cache_dir={cache}"),
+        *("--set", "scoring.parallel=2", "--set", "scoring.min_time_limit=10"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    results = json.loads((out / "samples_eval_results.json").read_text())["eval"]
+    verdicts = {a.name: results[t["task_id"]][0]["base_status"] for t, a in zip(tasks, ATTACKS)}
+    assert verdicts == {a.name: "fail" for a in ATTACKS}
+    assert results[tasks[-1]["task_id"]][0]["base_status"] == "pass"
+    assert json.loads((out / "scores.json").read_text())["base_pass@1"] == round(1 / len(tasks), 4)
+    assert sorted(p.name for p in targets.rglob("*")) == ["models", "modules", "run"]

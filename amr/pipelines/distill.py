@@ -46,7 +46,8 @@ from amr.parsing import python_code
 from amr.pipelines import fingerprints, waves
 from amr.pipelines.job import Job, count, count_where
 from amr.progress import StageProgress
-from amr.runtime import init_ray, ordered, package_versions
+from amr.runtime import cluster_address, init_ray, ordered, package_versions
+from amr.sandbox.cluster import required_level
 from amr.sandbox.stage import SandboxActors
 from amr.serving import preload
 from amr.stages import (
@@ -74,6 +75,7 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
     A finished stage made from other settings stops the job before any work (``amr.pipelines.fingerprints``);
     ``restart_from`` names a stage to recompute, with every later one."""
     start = time.perf_counter()
+    required_level(config.sandbox, cluster_address(config.ray) is not None)  # a cluster's refusal, before any work
     run_dir = RunDir(config.run_dir)
     chosen = method(config.method)
     if restart_from:

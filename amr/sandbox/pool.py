@@ -78,7 +78,8 @@ class Sandbox:
 
     def _first_server(self) -> tuple[str, _Server]:
         errors = []
-        allowed = LEVELS[LEVELS.index(self.config.require) :]
+        require = self.config.require or LEVELS[0]
+        allowed = LEVELS[LEVELS.index(require) :]
         for level in reversed(allowed):
             try:
                 server = _Server(launch(level, self.config))
@@ -93,7 +94,7 @@ class Sandbox:
                     stacklevel=3,
                 )
             return level, server
-        raise SandboxError(f"no isolation level at least {self.config.require!r} works here: " + "; ".join(errors))
+        raise SandboxError(f"no isolation level at least {require!r} works here: " + "; ".join(errors))
 
     def _start(self) -> _Server:
         return _Server(launch(self.level, self.config))
@@ -140,7 +141,7 @@ class _Server:
     def __init__(self, spec: Launch):
         self.spec = spec
         self._stderr = tempfile.TemporaryFile()
-        self._buffer = b""
+        self._buffer = bytearray()
         try:
             self.proc = subprocess.Popen(
                 spec.argv,
@@ -172,15 +173,18 @@ class _Server:
 
     def _reply(self, deadline: float) -> dict[str, Any] | None:
         fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buffer:
+        searched = 0
+        while (end := self._buffer.find(b"\n", searched)) < 0:  # linear in the reply's size, however large
+            searched = len(self._buffer)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 return None
-            chunk = os.read(fd, 1 << 16)
+            chunk = os.read(fd, 1 << 20)
             if not chunk:
                 return None
             self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
         return json.loads(line)
 
     def failure(self) -> str:

@@ -3,18 +3,20 @@ every wave (``run``) and by streamed stages (``check_dataset``)."""
 
 from __future__ import annotations
 
-import os
 import random
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import pandas as pd
 import ray
 import ray.data
 
-from amr.config import SandboxConfig
-from amr.runtime import spread
+from amr.config import IsolationConfig, SandboxConfig
+from amr.runtime import on_cluster, spread
+from amr.sandbox.cluster import placement, required_level
 from amr.sandbox.pool import RECORD_FIELDS, Check, Sandbox
+
+T = TypeVar("T")
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)  # a lost node's actor restarts elsewhere; checks are idempotent
@@ -30,16 +32,20 @@ class _SandboxActor:
 
 
 class SandboxActors:
-    """``config.actors`` sandbox actors (default: one per Ray node, spread), each running ``config.workers``
-    checks at once (default: this machine's CPU count) on as many Ray CPUs. Use as a context manager, or ``close()`` them."""
+    """``config.actors`` sandbox actors, spread over the nodes that run checks (``amr.sandbox.cluster``: those
+    that offer ``config.resource``, else every node; default one actor per such node), each running
+    ``config.workers`` checks at once on as many units of the resource (default: what a node offers) or CPUs
+    (default: this machine's count). On a Ray cluster a config that allows weaker isolation than bwrap is a
+    ConfigError here, before any actor starts. Use as a context manager, or ``close()`` them."""
 
     def __init__(self, config: SandboxConfig):
-        self.workers = config.workers or os.cpu_count() or 1
-        count = config.actors or sum(1 for node in ray.nodes() if node["Alive"])
-        settings = config.model_copy(update={"workers": self.workers}).model_dump()
+        level = required_level(config, on_cluster())
+        where = placement(config, config.workers)
+        self.workers = where.workers
+        settings = config.model_copy(update={"workers": self.workers, "require": level}).model_dump()
         self.actors = [
-            _SandboxActor.options(num_cpus=self.workers, scheduling_strategy="SPREAD").remote(settings)
-            for _ in range(count)
+            _SandboxActor.options(**where.options, scheduling_strategy="SPREAD").remote(settings)
+            for _ in range(config.actors or len(where.nodes))
         ]
 
     def run(self, checks: Sequence[Check]) -> list[dict[str, Any]]:
@@ -68,6 +74,19 @@ class SandboxActors:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def call_where_checks_run(config: IsolationConfig, cpus: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(config, *args)`` where untrusted code runs, for work that runs its own sandbox of up to ``cpus``
+    CPUs (scoring): a Ray task on a node that offers ``config.resource``, asking ``cpus`` units of it, when Ray
+    runs with such nodes; else in this process. When Ray runs, ``config.require`` is the level the cluster
+    requires (``amr.sandbox.cluster``)."""
+    if ray.is_initialized():
+        config = config.model_copy(update={"require": required_level(config, on_cluster())})
+        where = placement(config, cpus)
+        if "resources" in where.options:
+            return ray.get(ray.remote(fn).options(max_retries=0, **where.options).remote(config, *args))
+    return fn(config, *args)
 
 
 def _check_batch(batch: pd.DataFrame, actors: list[Any]) -> pd.DataFrame:
