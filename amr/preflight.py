@@ -32,6 +32,7 @@ from amr.config import (
     DistillConfig,
     EvalConfig,
     InstructionsConfig,
+    IsolationConfig,
     RunConfig,
     ServeConfig,
     TeacherConfig,
@@ -109,6 +110,9 @@ class Needs:
     leases: dict[str, str] = field(default_factory=dict)
     """Module tables the job writes under a lease (``amr.lease``)."""
     models: dict[str, Model] = field(default_factory=dict)
+    isolation: dict[str, IsolationConfig] = field(default_factory=dict)
+    """Where the job runs untrusted code (the teacher's in checks, the student's in scoring): the sandbox settings
+    by key."""
 
 
 def needs(config: BaseModel) -> Needs:
@@ -130,9 +134,11 @@ def needs(config: BaseModel) -> Needs:
             _embedding(found, config.instructions if own else config.distill, "instructions." if own else "distill.")
         _train(found, config.train, "train.")
         _engine(found, config.eval.vllm, None, "eval", "evaluation engines")
+        found.isolation.update({"distill.sandbox": config.distill.sandbox, "eval.sandbox": config.eval.sandbox})
     elif isinstance(config, DistillConfig):
         uses_modules = method(config.method).uses_modules
         found.storage["run_dir"] = config.run_dir
+        found.isolation["sandbox"] = config.sandbox
         _distill(found, config, "", uses_modules, modules_default=("run_dir", storage.join(config.run_dir, "modules")))
     elif isinstance(config, TrainConfig):
         _train(found, config, "")
@@ -140,6 +146,7 @@ def needs(config: BaseModel) -> Needs:
     elif isinstance(config, EvalConfig):
         found.models["model"] = Model(config.model, config.model_store)
         found.storage["output"] = config.output
+        found.isolation["sandbox"] = config.sandbox
         _engine(found, config.vllm, None, "", "evaluation engines")
     elif isinstance(config, InstructionsConfig | TeacherJobConfig):
         _teacher(found, config.teacher, config.model_store, "teacher", "")
@@ -459,6 +466,49 @@ def leases(needs: Needs, ctx: Context) -> Iterator[tuple[Status, str]]:
             yield "fail", f"{key}: {exc}"
         else:
             yield "ok", f"{key}: {uri}: the module table's lease works there"
+
+
+@check("isolation")
+def isolation(needs: Needs, ctx: Context) -> Iterator[tuple[Status, str]]:
+    """On a cluster, untrusted code runs under bwrap (unless a key gives that up) and on the nodes that offer the
+    sandbox resource (``amr.sandbox.cluster``); from outside the cluster, the nodes up now."""
+    from amr.runtime import on_cluster
+    from amr.sandbox.cluster import placement, required_level
+
+    cluster = not ctx.attached or on_cluster()
+    nodes = [{"NodeID": n.name, "Resources": n.resources} for n in ctx.cluster.nodes for _ in range(n.count)]
+    for key, config in needs.isolation.items():
+        try:
+            level = required_level(config, cluster, key)
+            where = placement(config, None, nodes, key)
+        except ConfigError as exc:
+            yield "fail", str(exc)
+            continue
+        on = f"{len(where.nodes)} node(s) that offer {config.resource!r}" if "resources" in where.options else "CPUs"
+        yield "ok", f"{key}: untrusted code runs at isolation {level} or stronger, on {on}"
+
+
+@check("isolation on the nodes", attached=True)
+def isolation_on_nodes(needs: Needs, ctx: Context) -> Iterator[tuple[Status, str]]:
+    """On a cluster, every node that will run untrusted code makes a sandbox at the level the job requires: a
+    check in a sandbox of each; what each node reaches, and why not bwrap."""
+    from amr.runtime import on_cluster
+    from amr.sandbox import LEVELS
+    from amr.sandbox.cluster import isolation_on_nodes as probe
+    from amr.sandbox.cluster import required_level
+
+    if not on_cluster():
+        return
+    seen: dict[str, list] = {}
+    for key, config in needs.isolation.items():
+        want = required_level(config, True, key)
+        where = seen.setdefault(config.model_dump_json(), probe(config))
+        for node in where:
+            if node.level is None or LEVELS.index(node.level) < LEVELS.index(want):
+                found = f"reaches {node.level}" if node.level else "makes no sandbox"
+                yield "fail", f"{key}.require: {want}, but node {node.address} {found}: {node.detail}"
+            else:
+                yield "ok", f"{key}: node {node.address} runs untrusted code under {node.level}"
 
 
 @check("storage", attached=True)

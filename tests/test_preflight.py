@@ -27,6 +27,10 @@ RUN_GPU = CONFIGS / "run_gpu_cluster.yaml"
 AMR = str(Path(sys.executable).parent / "amr")
 
 
+SANDBOX = Node("sandbox", {"CPU": 0, "sandbox": 16})
+"""The shipped clusters' sandbox node: untrusted code runs there only."""
+
+
 def h100(count: int = 4, gpus: int = 8) -> Node:
     return Node("gpu", {"CPU": 192, "GPU": gpus, "accelerator_type:H100": 1}, count)
 
@@ -42,14 +46,14 @@ def run_config(*overrides: str) -> RunConfig:
 
 @pytest.mark.timeout(60)
 def test_the_gpu_configs_fit_the_shipped_4x8_h100_cluster():
-    cluster = ClusterView((Node("head", {"CPU": 8}), h100()))
+    cluster = ClusterView((Node("head", {"CPU": 8}), h100(), SANDBOX))
     for name in ("run_gpu_cluster.yaml", "paper_table1.yaml", "paper_table3.yaml"):
         assert failures(load_config(RunConfig, CONFIGS / name), cluster) == [], name
 
 
 @pytest.mark.timeout(60)
 def test_an_a100_cluster_fails_naming_the_accelerator_key():
-    cluster = ClusterView((Node("gpu", {"CPU": 96, "GPU": 8, "accelerator_type:A100": 1}, 4),))
+    cluster = ClusterView((Node("gpu", {"CPU": 96, "GPU": 8, "accelerator_type:A100": 1}, 4), SANDBOX))
     [message] = failures(run_config(), cluster)
     assert message.startswith("distill.teacher.vllm.accelerator_type: H100, but no node advertises")
     assert "4 x (8 A100, 96 CPUs)" in message
@@ -139,6 +143,26 @@ def test_embedding_actors_on_gpus_take_their_share_beside_the_teacher():
 
 
 @pytest.mark.timeout(60)
+def test_untrusted_code_needs_bwrap_and_the_sandbox_nodes_on_a_cluster():
+    without = ClusterView((Node("head", {"CPU": 8}), h100()))
+    assert [m.split(":")[0] for m in failures(run_config(), without)] == [
+        "distill.sandbox.resource",
+        "eval.sandbox.resource",
+    ]
+    assert (
+        "no node of this 5-node Ray cluster offers the custom resource 'sandbox'" in failures(run_config(), without)[0]
+    )
+    cluster = ClusterView((Node("head", {"CPU": 8}), h100(), SANDBOX))
+    [message] = failures(run_config("distill.sandbox.require=process"), cluster)
+    assert message.startswith("distill.sandbox.require: process on a Ray cluster")
+    assert "distill.sandbox.unsafe_process_isolation_on_cluster: true" in message
+    given_up = run_config("eval.sandbox.require=process", "eval.sandbox.unsafe_process_isolation_on_cluster=true")
+    assert failures(given_up, cluster) == []
+    [message] = failures(run_config("eval.scoring.parallel=4", "eval.sandbox.resource=gpu-free"), cluster)
+    assert message.startswith("eval.sandbox.resource: no node of this 6-node Ray cluster offers")
+
+
+@pytest.mark.timeout(60)
 def test_a_module_table_where_no_lease_can_be_kept_fails_naming_the_key(tmp_path):
     config = DistillConfig(run_dir=str(tmp_path), modules={"uri": "hdfs://namenode/tables"})
     [message] = failures(config, ClusterView((Node("cpu", {"CPU": 8}),)))
@@ -215,14 +239,15 @@ def test_attached_to_a_ray_without_gpus_a_gpu_teacher_stops_and_a_cpu_one_passes
         )
     )
     found = run(config.model_copy(update={"teacher": TeacherConfig(model="org/tiny")}))
-    assert {(r.check, r.status) for r in found} == {("storage", "ok"), ("models", "ok"), ("leases", "ok")}
+    checked = {("storage", "ok"), ("models", "ok"), ("leases", "ok"), ("isolation", "ok")}
+    assert {(r.check, r.status) for r in found} == checked
     assert f"teacher.model: org/tiny at {hub_cache}" in [r.message for r in found]
     unwritable = config.model_copy(update={"teacher": TeacherConfig(model="org/tiny"), "run_dir": "/proc/amr-run"})
     with pytest.raises(PreflightError, match="run_dir: /proc/amr-run cannot be written"):
         run(unwritable)
 
 
-# A loopback cluster: a head without CPUs and two nodes of 8 fake H100s each
+# A loopback cluster: a head without CPUs, two nodes of 8 fake H100s each and a sandbox node
 
 
 NO_PRESTART = {**ENV, "RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0"}
@@ -236,6 +261,7 @@ def h100_cluster():
     try:
         for _ in range(2):
             cluster.add_worker(cpus=32, options=["--num-gpus=8", '--resources={"accelerator_type:H100": 1}'])
+        cluster.add_worker(cpus=0, options=['--resources={"sandbox": 16}'])
         yield cluster
     finally:
         cluster.stop()
@@ -279,13 +305,15 @@ def test_a_dry_run_checks_the_run_against_the_cluster(h100_cluster, tmp_path):
     assert "ok storage: output: " + str(tmp_path / "out") + " is writable" in lines
     assert any(line.startswith("ok models: distill.embedding.model: all-minilm-l6-v2 at") for line in lines)
     assert any("Qwen/Qwen2.5-Coder-32B-Instruct is not in the Hugging Face cache yet" in line for line in lines)
+    for key in ("distill.sandbox", "eval.sandbox"):  # the isolation each node that runs untrusted code reaches
+        assert f"ok isolation on the nodes: {key}: node 127.0.0.1 runs untrusted code under bwrap" in lines
     done, took = amr(
         *run_args, "--set=distill.teacher.vllm.tensor_parallel_size=16", f"--address={h100_cluster.address}"
     )
     assert done.returncode == 2
     out = " ".join(done.stdout.split())
     assert "distill.teacher.vllm.tensor_parallel_size: teacher replicas need 16 GPUs each on one H100 node" in out
-    assert f"the Ray cluster at {h100_cluster.address} has 3 nodes" in out and took < 60
+    assert f"the Ray cluster at {h100_cluster.address} has 4 nodes" in out and took < 60
 
 
 @pytest.mark.slow

@@ -30,41 +30,44 @@ class Placement:
     nodes: list[str]
 
 
-def required_level(config: IsolationConfig, cluster: bool) -> str:
-    """The weakest isolation level checks may run at; a ConfigError, naming the keys, for a weaker one on a
-    cluster."""
+def required_level(config: IsolationConfig, cluster: bool, key: str = "sandbox") -> str:
+    """The weakest isolation level checks may run at; a ConfigError, naming the keys (under ``key``), for a weaker
+    one on a cluster."""
     if not cluster:
         return config.require or "process"
     if config.require == "process" and not config.unsafe_process_isolation_on_cluster:
         raise ConfigError(
-            "sandbox.require: process on a Ray cluster: untrusted code would reach the nodes' network (the Ray "
-            "dashboard and Job API, the GCS, the cloud metadata service) and files. Use sandbox.require: bwrap "
-            "(bubblewrap on the nodes that run checks: cluster/README.md), or set "
-            "sandbox.unsafe_process_isolation_on_cluster: true to give that isolation up"
+            f"{key}.require: process on a Ray cluster: untrusted code would reach the nodes' network (the Ray "
+            f"dashboard and Job API, the GCS, the cloud metadata service) and files. Use {key}.require: bwrap "
+            f"(bubblewrap on the nodes that run checks: cluster/README.md), or set "
+            f"{key}.unsafe_process_isolation_on_cluster: true to give that isolation up"
         )
     return config.require or "bwrap"
 
 
-def placement(config: IsolationConfig, workers: int | None) -> Placement:
+def placement(
+    config: IsolationConfig, workers: int | None, nodes: list[dict[str, Any]] | None = None, key: str = "sandbox"
+) -> Placement:
     """Where pools of ``workers`` check servers (None: as many as a sandbox node offers, else this machine's
-    CPUs) run: on the nodes that offer ``config.resource``, asking that many units of it, else on CPUs."""
-    nodes = alive_nodes()
+    CPUs) run among ``nodes`` (``ray.nodes()``'s entries; default: this Ray's live nodes): on the nodes that offer
+    ``config.resource``, asking that many units of it, else on CPUs. A ConfigError names the keys under ``key``."""
+    nodes = alive_nodes() if nodes is None else nodes
     hosts = [n for n in nodes if config.resource and n["Resources"].get(config.resource, 0) > 0]
     if hosts:
         units = int(min(n["Resources"][config.resource] for n in hosts))
         workers = workers or units
         if workers > units:
             raise ConfigError(
-                f"{workers} checks at once (sandbox.workers; for evalplus, scoring.parallel), but the nodes that "
-                f"offer {config.resource!r} have {units} units of it"
+                f"{key}.resource: {workers} checks at once (sandbox.workers; for evalplus, scoring.parallel), but "
+                f"the nodes that offer {config.resource!r} have {units} units of it"
             )
         options = {"num_cpus": 0, "resources": {config.resource: workers}}
         return Placement(options, workers, [n["NodeID"] for n in hosts])
     if config.resource and len(nodes) > 1:
         raise ConfigError(
-            f"sandbox.resource: no node of this {len(nodes)}-node Ray cluster offers the custom resource "
+            f"{key}.resource: no node of this {len(nodes)}-node Ray cluster offers the custom resource "
             f"{config.resource!r}, which marks the nodes that run untrusted code (the sandbox group of cluster/). "
-            "Add such nodes, or set sandbox.resource: null to run checks on any node's CPUs, the GPU nodes' included"
+            f"Add such nodes, or set {key}.resource: null to run checks on any node's CPUs, the GPU nodes' included"
         )
     workers = workers or os.cpu_count() or 1
     return Placement({"num_cpus": workers}, workers, [n["NodeID"] for n in nodes])
