@@ -35,6 +35,8 @@ def main(task: dict) -> None:
     """``task``: dataset, inputs (the directory of the input files), site (the job's site-packages), and
     evalplus's parallel, min_time_limit and gt_time_limit_factor. Writes evalplus's results JSON to stdout."""
     sys.path[:] = [p for p in sys.path if not p.endswith(("site-packages", "dist-packages"))] + task["site"]
+    for threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[threads] = "1"  # no BLAS thread pool: the check's process limit counts threads too
     answer = os.dup(1)
     os.dup2(2, 1)  # evalplus prints its summary; a checker may print anything: none of it is the answer
     shutil.copy(os.path.join(task["inputs"], SAMPLES), SAMPLES)  # evalplus writes its results beside them

@@ -175,7 +175,7 @@ def _check(
             ro_binds=[*site, folder],
             timeout_s=timeout_s,
             memory_mb=16384,  # evalplus's checkers lower theirs to 4 GiB
-            max_processes=4 * task["parallel"] + 32,  # evalplus's pool, a checker per worker, their threads
+            max_processes=8 * task["parallel"] + 64,  # evalplus's pool, a checker per worker, their threads
             max_open_files=1024,
             max_file_mb=256,
             disk_mb=1024,
