@@ -478,6 +478,7 @@ from jobs.cli import app
 
 solutions = json.loads(sys.argv[1])  # the student's answers, by task: generation is not under test here
 evaluation.open_teacher = lambda *args, **kwargs: contextlib.nullcontext()
+evaluation.preload = lambda teacher: ()  # no engine starts: vLLM's import is not needed
 evaluation.generate = lambda tasks, config, engine: [
     {"task_id": t["task_id"], "solution": solutions[t["task_id"]], "raw": "", "error": None, "output_tokens": 0}
     for t in tasks
@@ -499,6 +500,7 @@ def test_amr_eval_on_a_cluster_contains_a_hostile_student(live_cluster, targets,
     solutions = {t["task_id"]: attack_code(a, live_cluster, targets) + r for t, a, r in zip(tasks, ATTACKS, right)}
     solutions[tasks[-1]["task_id"]] = right[-1]
     (student := tmp_path / "student").mkdir()
+    (student / "config.json").write_text("{}")  # a model directory to the job's checks; no engine loads it
     out = live_cluster.shared / "eval"
     done = run_driver(
         "-c",
