@@ -28,10 +28,11 @@ What is modelled, and how (also in the JSON's ``modelled``):
 - embeddings: the job's own embedding actors (``embedding.actors``, placed as configured) with a model whose vectors
   are hashes of the texts and whose cost is the configured model's: its published GPU rate for actors on GPUs, else
   measured here on one CPU thread at start (``bench.simcluster.embedding``).
-- the sandbox: the job's own sandbox actors (one per node, ``sandbox.workers`` checks at once) run each check in their
-  process for its verdict (the code is the scripted answers') and hold a worker for what a check costs the real
+- the sandbox: the job's own sandbox actors (one per sandbox node, ``sandbox.workers`` checks at once) run each check
+  in their process for its verdict (the code is the scripted answers') and hold a worker for what a check costs the real
   bwrap sandbox, measured here at start (``bench.simcluster.sandbox``): on 2 cores the real one would take ~5
-  minutes of CPU for the 60,000 checks of 20,000 instructions, which the cluster spreads over 40 workers.
+  minutes of CPU for the 60,000 checks of 20,000 instructions, which the cluster spreads over its sandbox nodes
+  (``--sandbox-nodes`` of ``--sandbox-units`` each: the shipped KubeRay group keeps one of 16 up).
 - the cluster: all its nodes are there from the start (no node autoscaling, no provisioning time).
 - everything else is the real job: the preflight, Ray Data stages, the driver's waves, LanceDB, Parquet, the Serve
   deployment (replicas, placement groups, autoscaling, routing, the replicas' own request handling).
@@ -84,15 +85,22 @@ def distill_config(path: str, overrides: list[str]) -> DistillConfig:
 
 
 @contextmanager
-def cluster(nodes: int, gpus: int, cpus: int, accelerator: str, head_cpus: int) -> Iterator[Any]:
-    """A local Ray cluster of a head and ``nodes`` GPU nodes (raylets on this machine)."""
+def cluster(
+    nodes: int, gpus: int, cpus: int, accelerator: str, head_cpus: int, sandbox_nodes: int, sandbox_units: int
+) -> Iterator[Any]:
+    """A local Ray cluster of a head, ``nodes`` GPU nodes and ``sandbox_nodes`` nodes that offer only the
+    ``sandbox`` resource, as cluster/'s sandbox group (raylets on this machine)."""
     from ray.cluster_utils import Cluster
+
+    from amr.config import SandboxConfig
 
     store = {"object_store_memory": OBJECT_STORE_BYTES}
     sim = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "num_gpus": 0, **store})
     try:
         for _ in range(nodes):
             sim.add_node(num_cpus=cpus, num_gpus=gpus, resources={f"accelerator_type:{accelerator}": 1}, **store)
+        for _ in range(sandbox_nodes):
+            sim.add_node(num_cpus=0, num_gpus=0, resources={SandboxConfig().resource: sandbox_units}, **store)
         sim.wait_for_nodes()
         yield sim
     finally:
@@ -341,7 +349,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     clock = Clock(scale)
-    with cluster(args.nodes, args.gpus_per_node, args.cpus_per_node, args.accelerator, 0) as sim:
+    shape = (args.nodes, args.gpus_per_node, args.cpus_per_node, args.accelerator, 0)
+    with cluster(*shape, args.sandbox_nodes, args.sandbox_units) as sim:
         config = config.model_copy(update={"ray": config.ray.model_copy(update={"address": sim.address})})
         ray.init(address=sim.address)
         began = time.perf_counter()
@@ -406,6 +415,8 @@ def main() -> None:
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--accelerator", default="H100")
     parser.add_argument("--cpus-per-node", type=int, default=16, help="CPUs each GPU node advertises")
+    parser.add_argument("--sandbox-nodes", type=int, default=1, help="nodes of the sandbox group (no CPUs, no GPUs)")
+    parser.add_argument("--sandbox-units", type=int, default=16, help="units of the sandbox resource each offers")
     parser.add_argument("--instructions", type=int, default=5000)
     parser.add_argument("--method", default="amr")
     parser.add_argument("--time-scale", type=float, default=4.0, help="engine seconds per wall second (k)")
