@@ -120,7 +120,8 @@ class ScriptedTeacher:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._complete)
-        runner = web.AppRunner(app)
+        # on exit, requests still in flight (a slow fault's) are cancelled at once, not waited for up to 60 s
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
         self._loop.run_until_complete(runner.setup())
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
