@@ -12,9 +12,9 @@ is the exact cosine. The index is trained anew from the table each time the tabl
 so that partitions stay ``PARTITION_ROWS`` large.
 
 Every ``every`` commits, the table's writer ``refresh``-es it: the fragments added since the last refresh are
-compacted (indexed fragments are never rewritten, nor fragments of ``COMPACT_ROWS``), the ``scalar`` columns get B-tree indices from ``min_rows`` rows
-on (an equality or IN filter reads the index, not the column), extended by the rows added, and the versions before
-``keep_from`` that no tag pins are removed: a pinned version stays readable.
+compacted (indexed fragments are never rewritten, nor fragments of ``COMPACT_ROWS``), the ``scalar`` columns get
+B-tree indices from ``min_rows`` rows on (an equality or IN filter reads the index, not the column), extended by the
+rows added, and the versions before ``keep_from`` that no tag pins are removed: a pinned version stays readable.
 """
 
 from __future__ import annotations
