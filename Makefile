@@ -85,7 +85,7 @@ bench-table: setup
 bench-quality: models
 	$(BIN)/python bench/quality.py $(ARGS)
 
-# not in `make bench`: the cluster job on a simulated 4 x 8 H100 cluster, ~20 min on 2 cores (bench/sim_cluster.py --help)
+# not in `make bench`: the cluster job on a simulated 4 x 8 H100 cluster, ~40 min on 2 cores (5,000: ~10; bench/sim_cluster.py --help)
 bench-sim: models
 	$(BIN)/python bench/sim_cluster.py --config jobs/configs/run_gpu_cluster.yaml --nodes 4 --gpus-per-node 8 \
 	  --accelerator H100 --instructions 20000 --json bench/results/sim_cluster.json $(ARGS)
