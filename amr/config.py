@@ -124,6 +124,12 @@ class VLLMConfig(Strict):
         description="GPU type each replica is placed on (Ray's accelerator_type, e.g. 'A100', 'H100'); "
         "None: any GPU. CPU engines take none.",
     )
+    stage_dir: str | None = Field(
+        None,
+        description="A node-local directory each node copies the model into, once per node, before its replicas "
+        "load it (amr.staging: a progress line, a timeout sized to the model, added to serve.start_timeout_s); "
+        "None: replicas read the model where it is (the model store or cache on shared storage).",
+    )
 
 
 class ServeConfig(Strict):
@@ -725,13 +731,20 @@ class LoraSettings(Strict):
 
 
 class TrainScaling(Strict):
-    workers: int = Field(2, ge=1, description="Ray Train workers (DDP processes): GPUs when use_gpu.")
+    workers: int = Field(2, ge=1, description="Ray Train workers (FSDP2 processes): GPUs when use_gpu.")
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL); False: CPU workers (gloo).")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker; also its torch threads.")
+    sharding: Literal["auto", "full", "hybrid", "none"] = Field(
+        "auto",
+        description="FSDP2 over the workers. 'full': parameters, gradients and optimizer state sharded over all "
+        "workers; 'hybrid' (HYBRID_SHARD): sharded within a node, replicated across nodes (the fabric between "
+        "nodes carries gradients only); 'none': every worker a full replica (data parallel); 'auto': hybrid on "
+        "more than one node, else full.",
+    )
 
 
 class TrainConfig(Strict):
-    """Student fine-tuning (``train/``, ``amr train``): SFT with TRL's SFTTrainer inside Ray Train.
+    """Student fine-tuning (``train/``, ``amr train``): SFT under FSDP2 in Ray Train (docs/training.md).
 
     Paper settings (AMR-Evol): 3 epochs, at most 200 steps, sequence length 2048, AdamW, bf16 on GPU.
     The paper leaves the learning rate, the global batch and the prompt template open: see those fields.
@@ -762,20 +775,29 @@ class TrainConfig(Strict):
         3, gt=0, description="Paper: 3. Training stops at epochs or max_steps, whichever comes first."
     )
     max_steps: int = Field(200, ge=1, description="Most optimizer steps. Paper: 200.")
-    global_batch_size: int = Field(
-        128,
-        ge=1,
-        description="Examples per optimizer step over all workers (open in the paper); a multiple of "
-        "micro_batch_size x scaling.workers, the rest is gradient accumulation.",
+    global_batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="Rows per optimizer step over all workers (open in the paper); a multiple of micro_batch_size x "
+        "scaling.workers, the rest is gradient accumulation. 'auto': derived from the data size, the smallest such "
+        "multiple that fits `epochs` into `max_steps` (the paper's 3 epochs in its 200 steps); `amr run --dry-run` "
+        "and train.json give it.",
     )
-    micro_batch_size: int = Field(1, ge=1, description="Examples per worker per forward pass.")
+    micro_batch_size: int = Field(1, ge=1, description="Rows per worker per forward pass.")
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate (open in the paper; 2e-5 as WizardCoder).")
-    lr_scheduler: str = Field("cosine", description="A transformers scheduler name.")
+    lr_scheduler: str = Field("cosine", description="A transformers scheduler name (transformers.get_scheduler).")
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    optimizer: str = Field("adamw_torch", description="A transformers optimizer name. Paper: AdamW.")
-    precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="'auto': bf16 mixed precision on GPUs that support it (paper), float32 on CPU."
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradients clipped to this global norm (as transformers).")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused"] = Field(
+        "adamw_torch", description="Paper: AdamW. torch.optim.AdamW, fused (one kernel per step) on GPU."
+    )
+    precision: Literal["auto", "bf16", "bf16-pure", "fp32"] = Field(
+        "auto",
+        description="'bf16': bfloat16 compute, float32 master weights, gradients and optimizer state (FSDP2 mixed "
+        "precision; the paper's bf16); 'bf16-pure': weights, gradients and AdamW state in bfloat16 too (half the "
+        "memory; updates below bfloat16's resolution are lost); 'fp32'; 'auto': bf16 on GPU, and on CPUs with "
+        "native bfloat16 arithmetic (AMX, AVX512-BF16), fp32 elsewhere. Weights load and the student is saved in "
+        "bfloat16 unless fp32.",
     )
     gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (less memory).")
     finetune: Literal["full", "lora"] = Field(
@@ -795,10 +817,6 @@ class TrainConfig(Strict):
     seed: int = 42
     scaling: TrainScaling = Field(default_factory=TrainScaling)
     ray: RayConfig = Field(default_factory=RayConfig)
-    trainer_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra TRL SFTConfig / transformers TrainingArguments, as is (fsdp, deepspeed...).",
-    )
 
 
 EVALPLUS_VERSIONS = {"humaneval": ("v0.1.10",), "mbpp": ("v0.1.0", "v0.2.0")}

@@ -10,6 +10,7 @@ and leaves it running. Every stage and wave reaches it through its deployment ha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -112,7 +114,8 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
     elif cfg.accelerator_type:
         extra["accelerator_type"] = cfg.accelerator_type
     if os.path.isdir(model):
-        extra["callback_config"] = {"callback_class": LocalModel}
+        staged = {"callback_class": StagedModel, "callback_kwargs": {"source": model, "root": cfg.stage_dir}}
+        extra["callback_config"] = staged if cfg.stage_dir else {"callback_class": LocalModel}
     return LLMConfig(
         model_loading_config=ModelLoadingConfig(model_id=model, model_source=model),
         deployment_config={
@@ -134,6 +137,37 @@ class LocalModel(CallbackBase):
 
     async def on_before_node_init(self) -> None:
         self.ctx.run_init_node = False
+
+
+class StagedModel(LocalModel):
+    """The model copied to node-local disk (``vllm.stage_dir``) on each node of the replica's placement group, once
+    per node (``amr.staging``), and loaded from there: not read from shared storage by every replica."""
+
+    async def on_before_node_init(self) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        await super().on_before_node_init()
+        source, root = self.kwargs["source"], self.kwargs["root"]
+        nodes = set(ray.util.placement_group_table(self.ctx.placement_group)["bundles_to_node_id"].values())
+        placed = [_stage.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)) for n in nodes]
+        paths = await asyncio.gather(*[task.remote(source, root) for task in placed])
+        self.llm_config.get_engine_config().hf_model_id = paths[0]  # the same folder on every node
+
+
+@ray.remote(num_cpus=0)
+def _stage(source: str, root: str) -> str:
+    from amr.staging import stage
+
+    return stage(source, root)
+
+
+def staging_timeout(config: TeacherConfig, model: str) -> float:
+    """The longest a replica's model may take to stage (0 without ``vllm.stage_dir``), sized to the model."""
+    if not config.vllm.stage_dir or not os.path.isdir(model):
+        return 0.0
+    from amr.staging import timeout_for
+
+    return timeout_for(sum(f.stat().st_size for f in Path(model).rglob("*") if f.is_file()))
 
 
 def deployment_options(config: TeacherConfig, model: str) -> dict[str, Any]:
@@ -180,7 +214,7 @@ def start(config: TeacherConfig, model: str, app: str) -> None:
         deployment_cls=TeacherServer,
     )
     serve._run(application, name=app, route_prefix=None, _blocking=False)
-    _wait_running(app, config.serve.start_timeout_s)
+    _wait_running(app, config.serve.start_timeout_s + staging_timeout(config, model))
     log.info("serving %s: %s up in %.0f s", model, app, time.perf_counter() - began)
 
 

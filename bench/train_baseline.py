@@ -1,12 +1,12 @@
-"""Student training without Ray: the SFTTrainer of one Ray Train worker, run in a plain process.
+"""Student training without Ray or amr's loop: TRL's SFTTrainer on one device, same model, rows and settings.
 
     python bench/train_baseline.py [--config jobs/configs/train_local_cpu.yaml] --dataset RUN_DIR [--set KEY=VALUE ...]
 
-The point of comparison for `amr train`'s tokens/s (train.json): the same trainer (train.loop.build_trainer
-over train.data's examples, with the same TrainConfig) timed by the same callback (train.loop.Throughput: the
-``train()`` call, non-padding tokens), so that only Ray Train differs (TorchTrainer, prepare_trainer,
-RayTrainReportCallback and its checkpoint reports). One process: the config must have scaling.workers=1; torch
-gets scaling.cpus_per_worker threads, as Ray gives a worker. Writes bench/results/train_baseline.json.
+The point of comparison for `amr train` (train.json): the library trainer over the same prompt-completion examples
+(train.data), the same schedule (amr.training: steps and global batch, here as gradient accumulation on one
+device), learning rate, warm-up, optimizer and precision, timed over its ``train()`` call in non-padding tokens.
+One process on one device (a GPU when scaling.use_gpu); torch gets scaling.cpus_per_worker threads on CPU.
+Writes bench/results/train_baseline.json.
 """
 
 from __future__ import annotations
@@ -16,43 +16,78 @@ import json
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 from amr.config import TrainConfig, load_config
 from amr.model_store import resolve
-from train.data import examples, load_rows
-from train.loop import Throughput, build_trainer
+from amr.training import precision, schedule
+from train.data import count_examples, iter_examples
 
 
 def run(config: TrainConfig) -> dict:
     """Train once in this process; return steps, losses, tokens, seconds and tokens/s."""
-    rows, source = load_rows(config.dataset)
-    data = examples(rows, config.template, source)
-    torch.set_num_threads(max(1, math.floor(config.scaling.cpus_per_worker)))
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    count, source = count_examples(config.dataset, config.template)
+    plan = schedule(config.model_copy(update={"scaling": config.scaling.model_copy(update={"workers": 1})}), count)
+    trained_in = precision(config)
+    model_path = resolve(config.model, config.model_store)
+    if not config.scaling.use_gpu:
+        torch.set_num_threads(max(1, math.floor(config.scaling.cpus_per_worker)))
     with tempfile.TemporaryDirectory(prefix="amr-train-baseline-") as scratch:
-        trainer = build_trainer(
-            config, resolve(config.model, config.model_store), data, scratch, use_gpu=config.scaling.use_gpu
+        examples = datasets.Dataset.from_list(list(iter_examples(config.dataset, config.template)))
+        args = SFTConfig(
+            output_dir=scratch,
+            max_steps=plan.steps,
+            per_device_train_batch_size=config.micro_batch_size,
+            gradient_accumulation_steps=plan.accumulation,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type=config.lr_scheduler,
+            warmup_steps=math.ceil(config.warmup_ratio * plan.steps),
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            optim=config.optimizer,
+            bf16=trained_in != "fp32",
+            use_cpu=not config.scaling.use_gpu,
+            gradient_checkpointing=config.gradient_checkpointing,
+            max_length=config.seq_len,
+            packing=config.packing,
+            completion_only_loss=True,
+            seed=config.seed,
+            logging_steps=1,
+            save_strategy="no",
+            include_num_input_tokens_seen="non_padding",
+            report_to="none",
+            disable_tqdm=True,
         )
-        throughput = Throughput()
-        trainer.add_callback(throughput)
+        dtype = torch.bfloat16 if trained_in == "bf16-pure" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=examples, processing_class=tokenizer)
+        began = time.perf_counter()
         result = trainer.train()
+        seconds = time.perf_counter() - began
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    tokens = trainer.state.num_input_tokens_seen
     return {
-        "side": "plain SFTTrainer",
+        "side": "TRL SFTTrainer, one process",
         "model": config.model,
         "dataset": source,
         "steps": trainer.state.global_step,
         "final_loss": losses[-1] if losses else None,
+        "losses": losses,
         "train_loss": result.training_loss,
-        "tokens": throughput.tokens,
-        "seconds": round(throughput.seconds, 2),
-        "tokens_per_s": round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else None,
-        "examples": len(data),
-        "train_rows": len(trainer.train_dataset),
-        "workers": 1,
-        "bf16": trainer.args.bf16,
+        "tokens": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "examples": count,
+        "precision": trained_in,
+        "schedule": plan.as_dict(),
         "config": config.model_dump(mode="json"),
     }
 
@@ -67,10 +102,8 @@ def main() -> None:
     config = load_config(TrainConfig, args.config, [*([f"dataset={args.dataset}"] if args.dataset else []), *args.set])
     if not config.dataset:
         sys.exit("dataset: required (--dataset RUN_DIR)")
-    if config.scaling.workers != 1:
-        sys.exit(f"scaling.workers: {config.scaling.workers}; the baseline is one process: use --set scaling.workers=1")
     report = run(config)
-    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("config", "losses")}, indent=2))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
 

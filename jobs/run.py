@@ -36,6 +36,7 @@ from amr.pipelines.plan import Group, Step, groups, plan, reused, reused_folder
 from amr.runtime import init_ray
 from amr.serving import preload
 from amr.storage import RunDir
+from amr.training import plan_lines
 from eval.evaluate import evaluate
 from eval.generate import student
 from jobs.common import OverridesOption, console, run_as_module, shutting_down_ray
@@ -317,7 +318,12 @@ def _main(
         )
     if dry_run:
         _refuse_eval_overlap(cfg)
-        print_plan(plan(cfg), storage.normalize(cfg.output))
+        steps = plan(cfg)
+        print_plan(steps, storage.normalize(cfg.output))
+        trained = [s for s in steps if s.name.endswith(": train")]
+        where = storage.normalize(cfg.students or cfg.output)
+        for line in plan_lines(cfg.train, trained[0].rows, len(trained), where):
+            console.print(line, soft_wrap=True, highlight=False)
         if address:
             with shutting_down_ray():
                 for line in preflight.describe(preflight.against(cfg, address)):

@@ -3,9 +3,10 @@
     amr train --config jobs/configs/train_local_cpu.yaml --dataset runs/local --output runs/student [--set k=v]
     python -m jobs.train ...   (the same, for `ray job submit`)
 
-Writes OUT/model (a plain HF directory with its tokenizer, LoRA merged), OUT/train.json (steps, losses,
-tokens/s, versions, config) and the Ray Train checkpoints under OUT/checkpoints (or ``storage_path``).
-Rerunning the same command resumes from the latest checkpoint.
+Writes OUT/model (a plain HF directory with its tokenizer, in the training dtype, LoRA merged), OUT/train.json
+(schedule, steps, losses, tokens/s, each worker's memory, versions, config), OUT/shards.json (the rows each worker
+streamed) and the Ray Train checkpoints under OUT/checkpoints (or ``storage_path``). Rerunning the same command
+resumes from the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console = console or Console()
     loss = summary.get("final_loss")
     resumed = f" (resumed at step {summary['resumed_from_step']})" if summary.get("resumed_from_step") else ""
+    plan = summary["schedule"]
     lines = [
         f"train: {summary['model']} on {summary['dataset']} ({summary['examples']} examples), "
-        f"{summary['workers']} workers: {summary['steps']} steps{resumed}, final loss "
-        f"{'-' if loss is None else f'{loss:.4f}'}, {summary['tokens']} tokens in {summary['seconds']} s "
-        f"({summary['tokens_per_s']} tokens/s)",
+        f"{len(summary['workers'])} workers ({summary['sharding']} sharding, {summary['precision']}): "
+        f"{summary['steps']} steps{resumed} = {plan['epochs']:.2f} epochs of {plan['rows']} rows at "
+        f"{plan['global_batch']} a step, final loss {'-' if loss is None else f'{loss:.4f}'}, "
+        f"{summary['tokens']} tokens in {summary['seconds']} s ({summary['tokens_per_s']} tokens/s)",
         f"model: {summary['model_dir']} (summary: train.json beside it; checkpoints: {summary['storage']})",
     ]
     for line in lines:

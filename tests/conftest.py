@@ -61,9 +61,8 @@ def tiny_model(tmp_path_factory) -> str:
     import glob
     import sysconfig
 
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     out = tmp_path_factory.mktemp("tiny-llama")
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -85,36 +84,52 @@ def tiny_model(tmp_path_factory) -> str:
         pad_token="<|endoftext|>",
     )
     fast.chat_template = CHATML
-    fast.save_pretrained(out)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=2048,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    random_llama(out, fast, hidden=128, intermediate=256, layers=2, heads=2, kv_heads=1)
     return str(out)
 
 
+def random_llama(
+    out: Path, tokenizer, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, dtype: str = "float32"
+) -> int:
+    """A Llama of random weights (seed 0, tied embeddings) with ``tokenizer``, saved in ``dtype`` with it under
+    ``out``; its parameters."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype))
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return model.num_parameters()
+
+
 @pytest.fixture(scope="session")
-def tiny_teacher(ray_local, tiny_model):
+def tiny_teacher(ray_local, tiny_model, tmp_path_factory):
     """One Serve deployment of the tiny model for the session's tests that need "an engine" (their jobs attach to
-    it or share it); it is deleted when the session ends."""
+    it or share it); it is deleted when the session ends. Its replica loads the model staged to node-local disk
+    (``vllm.stage_dir``), as a GPU cluster's do."""
     from amr.config import SamplingConfig, TeacherConfig, VLLMConfig
     from amr.engines import open_teacher
 
     config = TeacherConfig(
         model=tiny_model,
         sampling=SamplingConfig(max_tokens=16),
-        vllm=VLLMConfig(max_model_len=1024, batch_size=4, cpu_reserved_cores=0),
+        vllm=VLLMConfig(
+            max_model_len=1024, batch_size=4, cpu_reserved_cores=0, stage_dir=str(tmp_path_factory.mktemp("staged"))
+        ),
     )
     with open_teacher(config) as teacher:
         yield teacher

@@ -1,13 +1,17 @@
-"""The SFT dataset of a distill run, checked, as TRL prompt-completion examples.
+"""The SFT dataset of a distill run: checked, tokenized and packed once with Ray Data, streamed to each worker.
 
-Rows come from ``dataset.parquet`` (else ``dataset.jsonl``) of a run directory (a local path or an
-object-store URI) or from one such file, streamed: the driver checks them all, each worker reads them
-into a disk-backed Hugging Face dataset. The prompt is the instruction, the completion the response;
-the loss covers the completion only (TRL ``completion_only_loss``: labels are -100 on the prompt).
+Rows come from ``dataset.parquet`` (else ``dataset.jsonl``) of a run directory (a local path or an object-store
+URI) or from one such file. The driver checks them all, a row at a time (an error names the file, the row and the
+field); Ray Data then reads them on the cluster, turns each into a prompt-completion example (the prompt is the
+instruction, the completion the response), tokenizes it with the loss on the completion only (labels -100 on the
+prompt, as TRL's ``completion_only_loss``), shuffles the rows once (seeded), packs them (TRL's best-fit packing)
+if asked, and keeps the result in the object store. Each worker streams its equal share (``get_dataset_shard``),
+pass after pass, each pass in its own seeded order, and batches it with TRL's collator.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +23,11 @@ from amr.prompts.student import ALPACA
 from amr.storage import RunDir
 
 FILES = ("dataset.parquet", "dataset.jsonl")
+TOKENIZED = pa.schema(
+    [("ids", pa.list_(pa.string())), ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))]
+)
+LOCAL_SHUFFLE_ROWS = 1024
+"""Rows a worker's pass is shuffled within (the rows were shuffled as a whole once, before the split)."""
 
 
 def dataset_file(source: str) -> tuple[RunDir, str]:
@@ -114,3 +123,115 @@ def _messages(messages: Any, at: str) -> list[dict[str, str]]:
     if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
         raise InputError(f"{at}: field 'messages' must end with a non-empty assistant message (the response)")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def tokenized(example_: dict[str, Any], tokenizer: Any, seq_len: int) -> dict[str, list[int]] | None:
+    """``input_ids`` and ``labels`` (-100 on the prompt) of a prompt-completion example, cut to ``seq_len`` tokens;
+    None when the cut leaves no completion token. The completion starts where the prompt's tokens and the whole
+    example's part (TRL's ``common_prefix_length``); a string completion ends with the EOS token."""
+    from trl.data_utils import common_prefix_length
+
+    prompt, completion = example_["prompt"], example_["completion"]
+    if isinstance(prompt, list):
+        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+        ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)["input_ids"]
+        prompt_ids = prompt_ids["input_ids"]
+    else:
+        prompt_ids = tokenizer(text=prompt)["input_ids"]
+        ids = tokenizer(text=prompt + completion + tokenizer.eos_token)["input_ids"]
+    start = common_prefix_length(prompt_ids, ids)
+    labels = ([-100] * start + ids[start:])[:seq_len]
+    if all(label == -100 for label in labels):
+        return None
+    return {"input_ids": ids[:seq_len], "labels": labels}
+
+
+@functools.cache
+def _tokenizer(model_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+def _tokenize_batch(batch: pa.Table, model_path: str, template: str, seq_len: int) -> pa.Table:
+    tokenizer = _tokenizer(model_path)
+    out: dict[str, list] = {"ids": [], "input_ids": [], "labels": []}
+    for row in batch.to_pylist():
+        done = tokenized(example(row, template, f"row {row.get('id')!r}"), tokenizer, seq_len)
+        if done is not None:
+            out["ids"].append([str(row.get("id", ""))])
+            out["input_ids"].append(done["input_ids"])
+            out["labels"].append(done["labels"])
+    return pa.table(out, schema=TOKENIZED)
+
+
+def _pack_batch(batch: pa.Table, seq_len: int) -> pa.Table:
+    """TRL's best-fit packing of a batch's rows into rows of at most ``seq_len`` tokens (``seq_lengths`` keeps each
+    example's length: no attention across examples). A packed row holds several examples: their ids are not kept."""
+    import datasets
+    from trl import pack_dataset
+
+    datasets.disable_progress_bars()
+    tokens = datasets.Dataset(datasets.table.InMemoryTable(batch.select(["input_ids", "labels"])))
+    return pack_dataset(tokens, seq_len, "bfd").data.table
+
+
+def training_rows(source: str, template: str, model_path: str, seq_len: int, packing: bool, seed: int) -> Any:
+    """The tokenized rows of ``source`` as a materialised Ray Dataset: ``ids`` (the row's id), ``input_ids`` and
+    ``labels``; packed: ``input_ids``, ``labels`` and ``seq_lengths``."""
+    import ray.data
+
+    run_dir, name = dataset_file(source)
+    path = run_dir.path(name)
+    rows = ray.data.read_parquet(path) if name.endswith(".parquet") else ray.data.read_json(path, lines=True)
+    rows = rows.map_batches(
+        _tokenize_batch,
+        fn_kwargs={"model_path": model_path, "template": template, "seq_len": seq_len},
+        batch_format="pyarrow",
+    ).random_shuffle(seed=seed)
+    if packing:
+        rows = rows.map_batches(_pack_batch, fn_kwargs={"seq_len": seq_len}, batch_format="pyarrow", batch_size=4096)
+    return rows.materialize()
+
+
+def stream(shard: Any, rows_per_pass: int, start: int, stop: int, seed: int) -> Iterator[dict[str, Any]]:
+    """Rows ``start`` to ``stop`` (exclusive) of a worker's passes over its shard, one pass after the other, pass
+    ``p`` shuffled within ``LOCAL_SHUFFLE_ROWS`` by seed ``seed + p``: the same rows in the same order whenever the
+    stream starts again (a resumed run skips to ``start``)."""
+    epoch, skip = divmod(start, rows_per_pass)
+    position = start
+    while position < stop:
+        seen = 0
+        batches = shard.iter_batches(
+            batch_format="pyarrow",
+            local_shuffle_buffer_size=min(rows_per_pass, LOCAL_SHUFFLE_ROWS),
+            local_shuffle_seed=seed + epoch,
+        )
+        for batch in batches:
+            for row in batch.to_pylist():
+                seen += 1
+                if seen <= skip:
+                    continue
+                yield row
+                position += 1
+                if position == stop:
+                    return
+        if seen != rows_per_pass:
+            raise RuntimeError(f"a pass over this worker's shard gave {seen} rows, not {rows_per_pass}")
+        epoch, skip = epoch + 1, 0
+
+
+def micro_batches(rows: Iterator[dict[str, Any]], size: int, pad_token_id: int, packed: bool) -> Iterator[dict]:
+    """Rows collated ``size`` at a time by TRL's collator: padded with ``attention_mask``, or (packed) flattened
+    into one row with ``position_ids`` restarting at each example."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    collate = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=packed)
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield collate(batch)
+            batch = []
+    if batch:
+        yield collate(batch)

@@ -1,34 +1,32 @@
-"""The training job's driver: check the dataset and config, run Ray Train's TorchTrainer, write train.json."""
+"""The training job's driver: check the dataset and config, tokenize the rows once (Ray Data), derive the schedule
+from their number, run Ray Train's TorchTrainer (``train.loop`` on each worker), write train.json."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from transformers import TrainerCallback
-
+from amr import preflight
 from amr.config import ConfigError, TrainConfig
 from amr.logs import job_logs
 from amr.model_store import resolve
 from amr.runtime import init_ray, package_versions, require_shared_storage
 from amr.storage import RunDir
-from train.data import count_examples
+from amr.training import check_batch, precision, schedule
+from train.data import count_examples, training_rows
 from train.loop import METRICS, train_func
 
+log = logging.getLogger(__name__)
 PACKAGES = ("amr-evol", "ray", "torch", "transformers", "trl", "peft", "datasets")
+SHARDS = "shards.json"
+"""The ids of the rows each worker streamed (its shard), by rank."""
 
 
-def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerCallback]] = ()) -> dict[str, Any]:
-    """Train (or resume) the student; return the summary, also written to ``<output>/train.json``.
-
-    ``callbacks``: extra transformers ``TrainerCallback`` instances or classes (as ``Trainer.add_callback`` takes
-    them) added to every worker's trainer, on every attempt (a restart after a failure too). They travel to the
-    Ray Train workers pickled (cloudpickle): their module must be importable there, or registered with
-    ``ray.cloudpickle.register_pickle_by_value``.
-    """
+def run(config: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) the student; return the summary, also written to ``<output>/train.json``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -39,41 +37,43 @@ def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerC
         )
     if "://" in config.output:
         raise ConfigError(f"output: {config.output}: a local or shared-filesystem path (not an object-store URI)")
-    per_step = config.micro_batch_size * config.scaling.workers
-    if config.global_batch_size % per_step:
-        raise ConfigError(
-            f"global_batch_size: {config.global_batch_size} is not a multiple of micro_batch_size x "
-            f"scaling.workers ({config.micro_batch_size} x {config.scaling.workers})"
-        )
+    check_batch(config)
     if "://" not in config.dataset:  # the workers read it from another working directory
         config = config.model_copy(update={"dataset": os.path.abspath(config.dataset)})
     count, source = count_examples(config.dataset, config.template)
-    model_path = resolve(config.model, config.model_store)
-    if config.template == "chat":
-        from transformers import AutoTokenizer
-
-        if not AutoTokenizer.from_pretrained(model_path).chat_template:
-            raise ConfigError(
-                f"template: chat, but the student {model_path} has no chat template; use template: alpaca"
-            )
     output = os.path.abspath(config.output)
+    storage = config.storage_path or os.path.join(output, "checkpoints")
+    config = config.model_copy(update={"output": output, "storage_path": storage})
     os.makedirs(output, exist_ok=True)
     with job_logs(output):
-        storage = config.storage_path or os.path.join(output, "checkpoints")
         init_ray(config.ray)
-        require_shared_storage({"output": output, "storage_path": storage, "dataset": os.path.dirname(source)})
-        # Ray Train tees workers' print() to its logger, even prints a library captures (dill's dis dumps while
-        # datasets fingerprints TRL's map functions): keep print as is. Propagated to the workers.
+        preflight.run(config)  # the workers' GPUs, shared storage, the student pulled once if a hub id
+        require_shared_storage({"dataset": os.path.dirname(source)})
+        model_path = resolve(config.model, config.model_store)
+        if config.template == "chat":
+            from transformers import AutoTokenizer
+
+            if not AutoTokenizer.from_pretrained(model_path).chat_template:
+                raise ConfigError(
+                    f"template: chat, but the student {model_path} has no chat template; use template: alpaca"
+                )
+        # Ray Train tees workers' print() to its logger, even prints a library captures: keep print as is.
+        # Propagated to the workers.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+        rows = training_rows(config.dataset, config.template, model_path, config.seq_len, config.packing, config.seed)
+        plan = schedule(config, rows.count())
+        trained_in = precision(config)
+        log.info("training %s (%s): %s", config.model, trained_in, plan.describe())
         trainer = TorchTrainer(
             train_func,
             train_loop_config={
                 "config": config.model_dump(mode="json"),
+                "schedule": plan.as_dict(),
+                "precision": trained_in,
                 "model_path": model_path,
-                "examples": count,
                 "output": output,
-                "callbacks": list(callbacks),
             },
+            datasets={"train": rows},
             torch_config=TorchConfig(backend="nccl" if config.scaling.use_gpu else "gloo"),
             scaling_config=ScalingConfig(
                 num_workers=config.scaling.workers,
@@ -94,10 +94,13 @@ def run(config: TrainConfig, callbacks: Sequence[TrainerCallback | type[TrainerC
         with open(metrics_file) as f:
             metrics = json.load(f)
         os.unlink(metrics_file)
+        RunDir(output).write_json(SHARDS, metrics.pop("shards"))
         summary = {
             **metrics,
             "model": config.model,
             "dataset": source,
+            "examples": count,
+            "schedule": plan.as_dict(),
             "checkpoint": result.checkpoint.path if result.checkpoint else None,
             "storage": f"{storage}/{config.name}",
             "config": config.model_dump(mode="json"),

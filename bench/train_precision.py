@@ -1,0 +1,95 @@
+"""Training precision on this machine's CPU: `amr train` of the same student on the same rows, once per precision
+(fp32; bf16: bfloat16 compute, float32 master weights and AdamW state; bf16-pure: everything in bfloat16), with the
+same seed, steps and schedule. Reports each run's tokens/s, wall time, loss curve and the workers' peak memory.
+
+    python bench/train_precision.py [--model smollm2-135m-instruct] [--steps 12] [--output runs/bench-train-precision]
+
+The rows are MBPP train problems 601-974 (the problem and its first test) with their reference solutions as the
+responses; 2 workers of 1 CPU each (FSDP2 over both, gloo), sequence 512, global batch 4. Writes
+``<output>/precision.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from amr.config import TrainConfig, load_config
+from amr.data import mbpp_train
+from amr.hardware import cpu_flags
+from amr.training import precision
+from train.trainer import run
+
+PRECISIONS = ("fp32", "bf16", "bf16-pure")
+
+
+def rows(folder: Path) -> str:
+    """MBPP train 601-974 as a distill-style dataset (instruction, response: the reference solution)."""
+    solutions = {
+        r["task_id"]: r["code"].replace("\r\n", "\n")
+        for r in map(json.loads, (Path(__file__).parent.parent / "amr/data/mbpp/mbpp.jsonl").read_text().splitlines())
+    }
+    table = [
+        {"id": r["id"], "instruction": r["instruction"], "response": solutions[int(r["id"].rpartition("/")[2])]}
+        for r in mbpp_train()
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(table), folder / "dataset.parquet")
+    return str(folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--output", default="runs/bench-train-precision")
+    args = parser.parse_args()
+    out = Path(args.output)
+    dataset = rows(out / "data")
+    results = {}
+    for name in PRECISIONS:
+        config = load_config(
+            TrainConfig,
+            "jobs/configs/train_local_cpu.yaml",
+            [
+                f"model={args.model}",
+                f"dataset={dataset}",
+                f"output={out / name}",
+                f"max_steps={args.steps}",
+                f"save_steps={args.steps}",
+                f"precision={name}",
+                "global_batch_size=4",
+                "learning_rate=2e-5",
+            ],
+        )
+        summary = run(config)
+        results[name] = {
+            "tokens_per_s": summary["tokens_per_s"],
+            "seconds": summary["seconds"],
+            "wall_time_s": summary["wall_time_s"],
+            "steps": summary["steps"],
+            "tokens": summary["tokens"],
+            "final_loss": summary["final_loss"],
+            "losses": json.loads(
+                next((out / name / "checkpoints" / "train").glob("checkpoint_*/trainer.json")).read_text()
+            )["losses"],
+            "peak_rss_gb": max(max(w["load_peak"], w["train_peak"]) for w in summary["workers"]) / 1e9,
+        }
+    auto = precision(TrainConfig())
+    report = {"cpu_flags_bf16": sorted(f for f in cpu_flags() if "bf16" in f), "auto": auto, "runs": results}
+    (out / "precision.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"auto: {auto}; bf16 flags: {', '.join(report['cpu_flags_bf16']) or 'none'}")
+    print("| precision | tokens/s | train s | loss by step | mean loss | peak RSS (GB) |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        curve = " ".join(f"{loss:.3f}" for loss in r["losses"])
+        mean = sum(r["losses"]) / len(r["losses"])
+        print(f"| {name} | {r['tokens_per_s']} | {r['seconds']} | {curve} | {mean:.4f} | {r['peak_rss_gb']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

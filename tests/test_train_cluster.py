@@ -1,0 +1,163 @@
+"""Student training on a real multi-node Ray cluster on 127.0.0.1 (tests/test_cluster.py's: a head without CPUs,
+worker nodes in process groups of their own), with a 105M-parameter student:
+
+- `amr submit train` shards it with FSDP2 over 2 workers on 2 nodes (gloo): rank 0 alone reads the weights, each
+  worker streams its own half of the rows from Ray Data;
+- a node is killed mid-run and another joins: the run resumes from its last checkpoint;
+- each worker's peak memory stays below 60% of a float32 copy of the model with its AdamW state;
+- the same training replicated on both nodes (hybrid: sharded within a node of one worker) saves the same student,
+  bit for bit; `amr eval` loads the sharded run's and scores it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from tests.conftest import random_llama
+from tests.test_cluster import ROOT, Cluster, cluster  # noqa: F401 (the cluster fixture)
+from tests.test_train import rows
+
+runner = CliRunner()
+LIMIT = 0.6
+"""Of a float32 copy of the weights and AdamW's two moments (12 bytes a parameter): each worker's peak above its
+memory before the model."""
+
+
+@pytest.fixture(scope="module")
+def student_105m(tiny_model, tmp_path_factory) -> tuple[str, int]:
+    """A random 12-layer Llama of 105M parameters with the tiny model's tokenizer, saved in bfloat16 (as hub models
+    are)."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("llama-105m")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    parameters = random_llama(
+        out, tokenizer, hidden=768, intermediate=3072, layers=12, heads=12, kv_heads=4, dtype="bfloat16"
+    )
+    return str(out), parameters
+
+
+def _submit(nodes: Cluster, config: dict, name: str) -> str:
+    Path(f"{name}.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(
+        app, ["submit", "train", "--address", nodes.address, "--config", f"{name}.yaml", "--no-follow"]
+    )
+    assert result.exit_code == 0, result.output
+    return re.search(r"submitted train: (\S+)", result.output).group(1)
+
+
+def _finished(nodes: Cluster, job_id: str) -> str:
+    followed = runner.invoke(app, ["jobs", "logs", job_id, "--follow", "--address", nodes.address])
+    assert followed.exit_code == 0 and f"{job_id}: SUCCEEDED" in followed.output, followed.output
+    return followed.output
+
+
+def _answers(model: str, out: Path, cache: Path) -> list[str]:
+    """`amr eval` of ``model`` on 3 HumanEval tasks, 24 tokens each: its raw answers."""
+    sets = {
+        "cache_dir": cache,
+        "sampling.max_tokens": 24,
+        "vllm.max_model_len": 1024,
+        "vllm.batch_size": 4,
+        "vllm.cpu_reserved_cores": 0,
+        "scoring.min_time_limit": 10,
+    }
+    args = ["eval", "--model", model, "--dataset", "humaneval", "--limit", "3", "--output", str(out)]
+    result = runner.invoke(app, [*args, *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((out / "scores.json").read_text())
+    assert (scores["n_tasks"], scores["generation_errors"]) == (3, 0)
+    return [json.loads(line)["raw"] for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
+    cluster,  # noqa: F811
+    ray_local,
+    student_105m,
+    tmp_path,
+    monkeypatch,
+):
+    model, parameters = student_105m
+    project = tmp_path / "project"  # the jobs' working_dir: this checkout's code and their configs
+    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "__pycache__", "results"))
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows()), tmp_path / "data" / "dataset.parquet")
+    cluster.add_worker(cpus=1)  # a CPU a node: Ray Train's PACK placement cannot put both workers on one
+    second = cluster.add_worker(cpus=1)
+    config = {
+        "model": model,
+        "dataset": str(tmp_path / "data"),
+        "seq_len": 128,
+        "epochs": 3,
+        "max_steps": 6,
+        "global_batch_size": 4,
+        "micro_batch_size": 2,
+        "learning_rate": 1.0e-3,
+        "precision": "bf16-pure",
+        "max_grad_norm": 1.0e9,  # no clipping: sharded and replicated runs sum the norm's parts in another order
+        "gradient_checkpointing": False,
+        "save_steps": 2,
+        "max_failures": 2,
+        "scaling": {"workers": 2, "cpus_per_worker": 1, "sharding": "full"},
+    }
+    sharded = tmp_path / "sharded"
+    job = _submit(cluster, {**config, "output": str(sharded)}, "sharded")
+    deadline = time.monotonic() + 300
+    while not list((sharded / "checkpoints" / "train").glob("checkpoint_*/trainer.json")):  # step 2's, reported
+        assert time.monotonic() < deadline, runner.invoke(
+            app, ["jobs", "logs", job, "--address", cluster.address]
+        ).output
+        time.sleep(0.2)
+    cluster.kill(second)
+    cluster.add_worker(cpus=1)
+    _finished(cluster, job)
+    summary = json.loads((sharded / "train.json").read_text())
+    assert (summary["steps"], summary["resumed_from_step"], summary["sharding"], summary["mesh"]) == (6, 2, "full", [2])
+    assert len({w["node"] for w in summary["workers"]}) == 2  # a worker on each node
+    shards = json.loads((sharded / "shards.json").read_text())  # each worker streamed its own half of the rows
+    assert sorted(shards[0] + shards[1]) == sorted(r["id"] for r in rows()) and not set(shards[0]) & set(shards[1])
+
+    full_copy = 12 * parameters  # float32 weights and AdamW's two moments
+    for worker in summary["workers"]:
+        peak = max(worker["load_peak"], worker["train_peak"]) - worker["rss_base"]
+        assert peak < LIMIT * full_copy, (worker, full_copy)
+        if worker["rank"]:  # rank 0 alone reads the weights: the others hold their shard, not a copy
+            assert worker["load_peak"] - worker["rss_base"] < 0.75 * 2 * parameters, worker
+
+    replicated = tmp_path / "replicated"  # hybrid on 2 nodes of one worker: every worker a whole replica
+    job = _submit(
+        cluster,
+        {**config, "output": str(replicated), "scaling": {**config["scaling"], "sharding": "hybrid"}},
+        "replicated",
+    )
+    _finished(cluster, job)
+    unsharded = json.loads((replicated / "train.json").read_text())
+    assert (unsharded["sharding"], unsharded["mesh"], unsharded["resumed_from_step"]) == ("hybrid", [2, 1], 0)
+    assert summary["final_loss"] == pytest.approx(unsharded["final_loss"], rel=1e-3)
+
+    saved = json.loads((sharded / "model" / "config.json").read_text())
+    assert saved["dtype"] == "bfloat16"
+    # the same weights, bit for bit, as the replicated run's (2 workers' gradients sum alike in any order): the same
+    # greedy answers wherever the two are loaded alike; amr eval loads the sharded run's student and scores it
+    students = [load_file(Path(s["model_dir"]) / "model.safetensors") for s in (summary, unsharded)]
+    assert students[0].keys() == students[1].keys()
+    assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
+    answers = _answers(summary["model_dir"], tmp_path / "eval-sharded", tmp_path / "evalplus")
+    assert len(answers) == 3
