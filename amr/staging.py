@@ -99,3 +99,10 @@ def stage(source: str, root: str, progress_s: float = 30.0, timeout_s: float | N
         partial.rename(target)
         log.info("staged %s: %.2f GB in %.0f s, %s", source, size / 1e9, time.monotonic() - began, target)
     return str(target)
+
+
+def describe(stage_dir: str | None) -> str:
+    """Where an engine's replicas read their model from, in words (``amr run --dry-run``)."""
+    if stage_dir:
+        return f"copied once per node to {stage_dir} (node-local), then loaded from there by the node's replicas"
+    return "read by each replica where it is (vllm.stage_dir unset)"

@@ -18,12 +18,14 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
+import ray
 import typer
 from rich.table import Table
 
-from amr import preflight, report, storage
-from amr.config import ConfigError, EvalConfig, RunConfig, load_config
+from amr import preflight, report, staging, storage
+from amr.config import ConfigError, EvalConfig, RunConfig, TrainConfig, load_config
 from amr.cost import teacher_cost
 from amr.data import iter_instructions
 from amr.decontam import eval_overlaps
@@ -62,15 +64,25 @@ def run(config: RunConfig) -> str:
         preflight.run(config)
         base = storage.join(out, "base", "eval")
         base_on_teacher = config.eval.base and _engine_of(config, config.train.model) == _engine_of(config, None)
+        trainings: list[tuple[str, Any]] = []  # a level's students train while the next level distils
         with ExitStack() as teacher:
             if _teacher_needed(config, out, own, base if base_on_teacher else None):
                 teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
             source = _instructions(config, out) if config.instructions else None
-            for group in groups(config, out):
+            levels = groups(config, out)
+            for group, following in zip(levels, [*levels[1:], None]):
                 for method in own:
                     _distill(_reading(config, group.source(source)), method, group)
+                if following is not None and _room_to_train(config.train):
+                    trainings += _train_meanwhile(
+                        config, own, group, following, trainings[-1][1] if trainings else None
+                    )
             if base_on_teacher:
                 _evaluate(config, config.train.model, base)
+        for steps, training in trainings:
+            for step, summary in zip(steps, ray.get(training)):
+                _started(f"{step} (trained while the next level distilled)")
+                print_train(summary, console)
         for group in groups(config, out):
             for method in own:
                 _train(config, method, group)
@@ -217,22 +229,59 @@ def _distill(config: RunConfig, method: str, group: Group) -> None:
     print_distill(distill.run(cfg), console, table=False)
 
 
-def _train(config: RunConfig, method: str, group: Group) -> None:
-    from train.trainer import run as train
-
-    output, step = _student(config, method, group), group.named(f"{method}: train")
-    if storage.exists(storage.join(output, "train.json")):
-        return _skip(step, output)
-    _started(step)
-    # one Ray Train run per method (and level), also where they share a storage_path
-    cfg = config.train.model_copy(
+def _train_config(config: RunConfig, method: str, group: Group) -> TrainConfig:
+    """The method's (and level's) training: one Ray Train run each, also where they share a storage_path."""
+    return config.train.model_copy(
         update={
             "dataset": storage.join(group.out, method, "distill"),
-            "output": output,
+            "output": _student(config, method, group),
             "name": "-".join(filter(None, [config.train.name, group.name, method])),
         }
     )
+
+
+def _train(config: RunConfig, method: str, group: Group) -> None:
+    from train.trainer import run as train
+
+    cfg, step = _train_config(config, method, group), group.named(f"{method}: train")
+    if storage.exists(storage.join(cfg.output, "train.json")):
+        return _skip(step, cfg.output)
+    _started(step)
     print_train(train(cfg), console)
+
+
+def _room_to_train(config: TrainConfig) -> bool:
+    """Whether the cluster has the resources of a training free now, beside what the teacher and the distillation
+    hold: its workers' GPUs (or CPUs) and CPUs."""
+    free = ray.available_resources()
+    workers = config.scaling.workers
+    return (not config.scaling.use_gpu or free.get("GPU", 0) >= workers) and free.get(
+        "CPU", 0
+    ) >= workers * config.scaling.cpus_per_worker
+
+
+def _train_meanwhile(
+    config: RunConfig, own: list[str], group: Group, following: Group, after: Any
+) -> list[tuple[list[str], Any]]:
+    """The trainings of ``own`` (the methods this run makes) in ``group`` left to do, one after the other in a Ray task started now, while ``following``
+    distils, and after the trainings of ``after`` (the previous level's task, if any): the steps and the task's
+    reference to their summaries; none when all are done (``_train`` says so)."""
+    left = [(m, group.named(f"{m}: train")) for m in own]
+    left = [(m, step) for m, step in left if not storage.exists(storage.join(_student(config, m, group), "train.json"))]
+    if not left:
+        return []
+    steps = [step for _, step in left]
+    console.print(f"{', '.join(steps)}: started while {following.name} distils", soft_wrap=True, highlight=False)
+    return [(steps, _train_task.remote([_train_config(config, m, group) for m, _ in left], after))]
+
+
+@ray.remote(num_cpus=0)
+def _train_task(configs: list[TrainConfig], after: Any) -> list[dict]:
+    """Trainings driven from a Ray task (Ray Train's way to run a training beside other work), one after the other;
+    ``after``, another such task's result, is only waited for."""
+    from train.trainer import run as train
+
+    return [train(config) for config in configs]
 
 
 def _evaluate(config: RunConfig, model: str, folder: str, name: str = "base") -> None:
@@ -320,9 +369,14 @@ def _main(
         _refuse_eval_overlap(cfg)
         steps = plan(cfg)
         print_plan(steps, storage.normalize(cfg.output))
-        trained = [s for s in steps if s.name.endswith(": train")]
+        trained = [s for s in steps if ": train (" in s.name and not s.name.endswith("(reused)")]
         where = storage.normalize(cfg.students or cfg.output)
-        for line in plan_lines(cfg.train, trained[0].rows, len(trained), where):
+        lines = plan_lines(cfg.train, trained[0].rows, len(trained), where) if trained else []
+        teacher = cfg.distill.teacher
+        if teacher.backend == "vllm":
+            lines.append(f"teacher weights: {teacher.model}, {staging.describe(teacher.vllm.stage_dir)}")
+        lines.append(f"evaluated models' weights: {staging.describe(cfg.eval.vllm.stage_dir)}")
+        for line in lines:
             console.print(line, soft_wrap=True, highlight=False)
         if address:
             with shutting_down_ray():

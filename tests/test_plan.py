@@ -38,9 +38,9 @@ def test_the_plan_counts_rows_and_teacher_calls_per_step(tmp_path):
         Step("amr: distill (direct, decompose, embed, waves)", 4, (4 + 4 + 2, 8 + 12 + 6), "amr/distill"),
         Step("amr-no-are: distill (direct, decompose, waves)", 4, (8, 12), "amr-no-are/distill"),  # grows nothing
     ]
-    # 200 steps of 128 examples would be 6,400 epochs of 4 rows: 3 epochs stop it first
+    # 4 rows on 2 workers: the global batch derived from them, 2 rows a step, 6 steps = the 3 epochs
     assert [s.name for s in steps[4:8]] == [
-        f"{m}: train (200 steps x 128: 3 of 3 epochs)" for m in ("direct", "ansrepair", "amr", "amr-no-are")
+        f"{m}: train (6 steps x 2: 3 of 3 epochs)" for m in ("direct", "ansrepair", "amr", "amr-no-are")
     ]
     assert steps[8] == Step("direct: eval humaneval", 10, (10, 10), "direct/eval/humaneval")
     assert len(steps) == 8 + 4 * 2 + 1 and steps[-1].name == "report"
@@ -89,8 +89,8 @@ def test_the_papers_table_1_recipe_plans_three_levels_of_four_methods():
     assert all(s.rows == 10_000 for s in distills) and distills[-1].output == "level3/amr/distill"
     assert sum(": train" in s.name for s in steps) == 12 and sum(": eval" in s.name for s in steps) == 12 * 2 + 2
     assert config.distill.embedding.model == "Alibaba-NLP/gte-large-en-v1.5" and config.instructions.decontam.judge
-    # 10,000 instructions a level: 200 steps of 128 examples stop training at 2.6 of the paper's 3 epochs
-    assert "level1/amr: train (200 steps x 128: 2.6 of 3 epochs)" in [s.name for s in steps]
+    # 10,000 instructions a level: the paper's 3 epochs in 188 of its 200 steps, the global batch derived (160)
+    assert "level1/amr: train (188 steps x 160: 3 of 3 epochs)" in [s.name for s in steps]
 
 
 def test_the_papers_table_3_reuses_table_1s_instructions_and_amr_runs():
@@ -189,3 +189,31 @@ def test_amr_run_gives_a_matched_baseline_the_teacher_tokens_of_its_method(tmp_p
     assert made["direct-checked"].check.token_budget == 10 + 20 + 3  # amr-checked's tokens, every stage
     jobs.run._distill(config, "amr-checked", group)
     assert made["amr-checked"].check.token_budget is None and config.distill.check.token_budget is None
+
+
+def test_dry_run_gives_the_training_schedule_the_students_size_and_where_weights_are_read(tiny_model):
+    """Issues 32 and 35: the paper's 3 epochs in its 200 steps for Table 1's 10,000 rows a level, the bytes of each
+    student and of the 12, where the weights are read. (A hub model pulled is counted from its config as the tiny
+    model here; offline, a hub id's size is unknown and said so.)"""
+    from transformers import AutoModelForCausalLM
+
+    sets = ["train.model=" + tiny_model, "distill.teacher.vllm.stage_dir=/local/models", "eval.vllm.stage_dir=/local/m"]
+    args = ["run", "--config", "jobs/configs/paper_table1.yaml", "--dry-run", *(a for s in sets for a in ("--set", s))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert (
+        "train, each of the 12 students: 10000 rows, global batch 160 (derived from the data) = 16 workers x micro "
+        "batch 2 x 5 accumulation: 62.50 steps per epoch, 188 steps = 3.00 epochs" in out
+    )
+    count = AutoModelForCausalLM.from_pretrained(tiny_model).num_parameters()
+    each = 2 * count / 1e9  # saved in bfloat16 (train_gpu.yaml: bf16 on GPU)
+    assert (
+        f"{count / 1e9:.2f}B parameters (its config): {each:.2f} GB each in bfloat16, {12 * each:.1f} GB for the 12 under /mnt/shared/runs/paper-table1"
+        in out
+    )
+    assert f"student weights: read once, by training rank 0, from {tiny_model}" in out
+    assert "teacher weights: Qwen/Qwen2.5-Coder-32B-Instruct, copied once per node to /local/models (node-local)" in out
+    assert "evaluated models' weights: copied once per node to /local/m (node-local)" in out
+    offline = CliRunner().invoke(app, ["run", "--config", "jobs/configs/run_gpu_cluster.yaml", "--dry-run"])
+    assert "students: deepseek-ai/deepseek-coder-6.7b-base: size unknown here" in " ".join(offline.output.split())

@@ -257,3 +257,61 @@ def test_a_run_refuses_to_distil_tasks_of_its_evaluation_datasets(tmp_path):
         run(config)
     config.distill.input.source = "mbpp-train"  # the default: decontaminated
     assert eval_overlaps(iter_instructions("mbpp-train"), ["humaneval", "mbpp"]) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_level_trains_while_the_next_one_distils_when_the_cluster_has_room(ray_local, tmp_path, monkeypatch):
+    """The run's order with two levels (its steps recorded, not run): level 1's training starts as a Ray task as soon
+    as level 1 is distilled, and runs while level 2 distils; without room, every training waits for the teacher."""
+    import time
+
+    import ray
+
+    import jobs.run as job
+
+    events = tmp_path / "events"
+    events.mkdir()
+
+    def note(name: str) -> None:
+        (events / f"{time.monotonic():.6f} {name}").touch()
+
+    @ray.remote(num_cpus=0)
+    def train_task(configs, after):
+        note(f"train {configs[0].name} begins")
+        time.sleep(2)
+        note(f"train {configs[0].name} ends")
+        return [{}]
+
+    def distill(config, method, group):
+        note(f"distill {group.name} begins")
+        time.sleep(2 if group.name == "level2" else 0)
+        note(f"distill {group.name} ends")
+
+    monkeypatch.setattr(job, "_train_task", train_task)
+    monkeypatch.setattr(job, "_distill", distill)
+    monkeypatch.setattr(job, "_train", lambda config, method, group: note(f"train {group.name} (after the teacher)"))
+    monkeypatch.setattr(job, "_instructions", lambda config, folder: "built")
+    monkeypatch.setattr(job, "_teacher_needed", lambda *args: False)
+    monkeypatch.setattr(job, "_evaluate", lambda *args: None)
+    monkeypatch.setattr(job, "print_train", lambda summary, console: None)
+    monkeypatch.setattr(job.report, "write", lambda *args: None)
+    config = load_config(
+        RunConfig, None, ["levels=[1, 2]", "instructions={}", f"output={tmp_path / 'run'}", "methods=[direct]"]
+    )
+    monkeypatch.setattr(job.ray, "available_resources", lambda: {"CPU": 2.0})  # 2 workers x 1 CPU: room
+    run(config)
+    order = [p.name.partition(" ")[2] for p in sorted(events.iterdir(), key=lambda p: float(p.name.split()[0]))]
+    at = {event: i for i, event in enumerate(order)}
+    assert at["distill level1 ends"] < at["train train-level1-direct begins"] < at["distill level2 ends"]
+    assert at["distill level2 begins"] < at["train train-level1-direct ends"]  # the two overlapped
+    # the trainings left wait for the teacher (level 1's is skipped there: the real one writes train.json)
+    assert order[-2:] == ["train level1 (after the teacher)", "train level2 (after the teacher)"]
+    for name in events.iterdir():
+        name.unlink()
+    monkeypatch.setattr(job.ray, "available_resources", lambda: {"CPU": 1.0})  # no room: in turn
+    run(config)
+    order = [p.name.partition(" ")[2] for p in sorted(events.iterdir(), key=lambda p: float(p.name.split()[0]))]
+    assert [o for o in order if o.startswith("train")] == [
+        "train level1 (after the teacher)",
+        "train level2 (after the teacher)",
+    ]

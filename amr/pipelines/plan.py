@@ -17,6 +17,7 @@ from amr.config import RunConfig
 from amr.data import iter_instructions
 from amr.methods import distill_order, method
 from amr.pipelines.instructions import EVOLVED, round_path
+from amr.training import schedule
 
 FUNCTIONS_PER_ROW = 2
 """New functions per answer assumed for the upper estimate of growth tests."""
@@ -107,11 +108,13 @@ def plan(config: RunConfig) -> list[Step]:
 
 
 def _epochs(config: RunConfig, rows: int) -> str:
-    """How much of its data a student's training covers: at most ``max_steps`` of ``global_batch_size`` examples,
-    stopped at ``epochs``."""
-    train = config.train
-    covered = min(train.epochs, train.max_steps * train.global_batch_size / rows) if rows else 0
-    return f"{train.max_steps} steps x {train.global_batch_size}: {covered:.2g} of {train.epochs:g} epochs"
+    """How much of its data a student's training covers: ``amr.training.schedule`` of ``rows`` (the global batch
+    derived from them where it is ``auto``, the epochs stopped at ``max_steps``)."""
+    workers = config.train.scaling.workers
+    if rows < workers:
+        return f"{rows} rows for {workers} workers: too few"
+    run = schedule(config.train, rows)
+    return f"{run.steps} steps x {run.global_batch}: {run.epochs:.2g} of {run.asked_epochs:g} epochs"
 
 
 def _step(
