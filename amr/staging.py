@@ -71,6 +71,7 @@ def stage(source: str, root: str, progress_s: float = 30.0, timeout_s: float | N
             return str(target)
         size = sum(f[1] for f in files)
         limit = timeout_s if timeout_s is not None else timeout_for(size)
+        _make_room(Path(root), size, keep=target)
         partial = Path(f"{target}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(target, ignore_errors=True)
@@ -99,6 +100,17 @@ def stage(source: str, root: str, progress_s: float = 30.0, timeout_s: float | N
         partial.rename(target)
         log.info("staged %s: %.2f GB in %.0f s, %s", source, size / 1e9, time.monotonic() - began, target)
     return str(target)
+
+
+def _make_room(root: Path, size: int, keep: Path) -> None:
+    """Free ``size`` bytes under ``root`` (with a tenth to spare) by deleting the copies staged longest ago: an engine
+    holds its weights in memory once loaded, and a node evaluates many students, each once."""
+    staged = sorted((m.stat().st_mtime, m.parent) for m in root.glob(f"*/{MARKER}") if m.parent != keep)
+    for _, old in staged:
+        if shutil.disk_usage(root).free >= 1.1 * size:
+            return
+        log.info("staging: deleting %s, the oldest copy on this node, to make room", old)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def describe(stage_dir: str | None) -> str:

@@ -121,14 +121,14 @@ def student_parameters(model: str, store: str | None) -> tuple[int | None, str, 
     """The student's parameter count, where its weights are read from, and how the count was had: from the config of
     its directory (registry name, local path, pulled hub model); for a hub id not pulled yet, from the hub's
     safetensors headers (no weights downloaded), or None where the hub cannot be reached."""
-    from amr.model_store import ModelError, resolve
+    from amr.model_store import ModelError, is_hub_id, resolve
 
     try:
         path = resolve(model, store)
-    except ModelError as exc:
-        return None, model, str(exc)
-    if os.path.isdir(path):
         return parameters(path), path, "its config"
+    except ModelError as exc:
+        if not is_hub_id(model):
+            return None, model, str(exc)
     where = f"{model} once pulled (a job's preflight pulls a hub model into the Hugging Face cache)"
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
         return None, where, "not pulled, and HF_HUB_OFFLINE is set"

@@ -18,6 +18,7 @@ import yaml
 from amr import config_show
 from amr.config import DistillConfig, IsolationConfig, RunConfig, TrainConfig, load_config
 from amr.preflight import ACCELERATOR, ClusterView, Context, Node, evaluate, needs
+from amr.training import check_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -277,7 +278,7 @@ def test_the_cpu_groups_hold_what_the_config_asks_for():
     spec = manifest("RayCluster")["spec"]
     types = launcher()["available_node_types"]
     train = cfg.train
-    assert train.global_batch_size % (train.micro_batch_size * train.scaling.workers) == 0
+    check_batch(train)  # the global batch divides over the workers (auto: derived so that it does)
     sandbox_units = [sandbox_resource(sandbox_group(spec)), *(t["resources"].get(RESOURCE, 0) for t in types.values())]
     assert 0 < cfg.distill.sandbox.workers <= min(u for u in sandbox_units if u)
     assert cfg.eval.scoring.parallel <= min(u for u in sandbox_units if u), "evalplus scoring runs on a sandbox node"

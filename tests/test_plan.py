@@ -203,8 +203,8 @@ def test_dry_run_gives_the_training_schedule_the_students_size_and_where_weights
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
     assert (
-        "train, each of the 12 students: 10000 rows, global batch 160 (derived from the data) = 16 workers x micro "
-        "batch 2 x 5 accumulation: 62.50 steps per epoch, 188 steps = 3.00 epochs" in out
+        "train, each of the 12 students: 10000 rows, global batch 160 (derived from the data) = 8 workers x micro "
+        "batch 2 x 10 accumulation: 62.50 steps per epoch, 188 steps = 3.00 epochs" in out
     )
     count = AutoModelForCausalLM.from_pretrained(tiny_model).num_parameters()
     each = 2 * count / 1e9  # saved in bfloat16 (train_gpu.yaml: bf16 on GPU)

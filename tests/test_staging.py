@@ -40,6 +40,17 @@ def test_a_model_is_staged_once_per_node_and_reused(tmp_path, caplog):
     assert (staged / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
 
 
+def test_a_full_disk_gives_up_the_copies_staged_longest_ago(tmp_path, monkeypatch):
+    root = tmp_path / "local"
+    first, second, third = (_model(tmp_path / name, size=1 << 20) for name in ("a", "b", "c"))
+    staged = [Path(staging.stage(str(m), str(root))) for m in (first, second)]
+    free = iter([0, 10 << 20])  # no room for the third, then room once the oldest copy is gone
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: type("Usage", (), {"free": next(free)}))
+    staging.stage(str(third), str(root))
+    assert not staged[0].exists() and staged[1].exists()
+    assert staging.staged_path(str(third), str(root)).is_dir()
+
+
 def test_a_copy_past_its_timeout_fails_and_leaves_nothing(tmp_path):
     source = _model(tmp_path / "student", size=64 << 20)
     assert staging.timeout_for(65 * 10**9) == pytest.approx(60 + 1300)  # 65 GB at 50 MB/s

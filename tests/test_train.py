@@ -88,7 +88,7 @@ def test_train_config_defaults_follow_the_paper_and_configs_validate(write):
         "auto",
     )
     assert (gpu.scaling.workers, gpu.scaling.sharding, precision(gpu), saved_dtype(gpu)) == (
-        16,
+        8,
         "auto",
         "bf16",
         "bfloat16",
@@ -102,10 +102,10 @@ def test_the_global_batch_fits_the_papers_epochs_into_its_steps():
     """Issue 32: 200 steps of 128 stop at 2.56 epochs of 10,000 rows; the derived batch covers all 3."""
     gpu = load_config(TrainConfig, "jobs/configs/train_gpu.yaml")
     derived = schedule(gpu, 10_000)
-    assert (derived.global_batch, derived.accumulation, derived.steps, derived.epochs) == (160, 5, 188, 3)
+    assert (derived.global_batch, derived.accumulation, derived.steps, derived.epochs) == (160, 10, 188, 3)
     assert not derived.capped and derived.steps_per_epoch == 62.5
     assert derived.describe() == (
-        "10000 rows, global batch 160 (derived from the data) = 16 workers x micro batch 2 x 5 accumulation: "
+        "10000 rows, global batch 160 (derived from the data) = 8 workers x micro batch 2 x 10 accumulation: "
         "62.50 steps per epoch, 188 steps = 3.00 epochs"
     )
     fixed = schedule(gpu.model_copy(update={"global_batch_size": 128}), 10_000)
@@ -113,10 +113,10 @@ def test_the_global_batch_fits_the_papers_epochs_into_its_steps():
     assert fixed.describe().endswith("200 steps = 2.56 epochs; capped by max_steps at 2.56 of 3 epochs")
     for rows in (16, 1_000, 33_333, 100_000):  # whatever the data, the epochs fit the steps
         plan = schedule(gpu, rows)
-        assert plan.steps <= 200 and plan.epochs == 3 and plan.global_batch % 32 == 0
+        assert plan.steps <= 200 and plan.epochs == 3 and plan.global_batch % 16 == 0
         assert (
-            plan.global_batch == 32
-            or schedule(gpu.model_copy(update={"global_batch_size": plan.global_batch - 32}), rows).capped
+            plan.global_batch == 16
+            or schedule(gpu.model_copy(update={"global_batch_size": plan.global_batch - 16}), rows).capped
         )
     two = TrainConfig(micro_batch_size=2, global_batch_size=4, epochs=2, max_steps=10)
     assert (schedule(two, 9).rows, schedule(two, 9).steps) == (8, 4)  # the equal split drops the odd row
