@@ -60,6 +60,8 @@ def init_ray(config: RayConfig, preload: Sequence[str] = ()) -> None:
     ctx = ray.data.DataContext.get_current()
     # the stages' filters are Python predicates over several columns (a failed call, a parse), on purpose
     warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn' when possible", category=UserWarning)
+    # a stage over fewer rows than its concurrency (a resampling round of the rows still unsolved) runs them all
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks for", category=UserWarning)
     ctx.enable_progress_bars = False  # the job's own display (amr.progress) shows its stages
     log_once("ray_data_progress_manager_disabled")  # off on purpose: not worth Ray Data's one-time warning
     # every stage reads the one before it, and Ray 2.60's DataSourceV2 Parquet reader has seconds of fixed
