@@ -301,6 +301,10 @@ EXPECTED = re.compile(
 """Warnings every CPU job meets and no setting of the project removes: for the job's log files only."""
 QUIET_SOURCES = ("RayTrainWorker", "TrainController", "PlacementGroupCleaner")
 """Ray Train's processes, whose unlevelled prints are progress (trainer metrics, checkpoint reports): INFO."""
+CLEANER = "PlacementGroupCleaner"
+"""Ray Train's watcher of a run's placement groups: all its output is INFO. Where a machine runs a second Ray (a test's,
+another job's) its thread finds the cluster by "auto", stops with a 30-line traceback ("Found multiple active Ray
+instances"), and the training goes on; the run's placement groups end with the job's Ray."""
 
 
 class _Printer:
@@ -337,6 +341,8 @@ class _Printer:
         for line in lines:
             if pid == "raylet":
                 level = logging.INFO if EXPECTED.search(line) else logging.ERROR
+            elif source.startswith(CLEANER):
+                level = logging.INFO
             else:
                 level = line_level(line)
                 if level is None:

@@ -210,6 +210,9 @@ def test_ray_trains_prints_and_the_warnings_every_cpu_job_meets_stay_in_the_log_
                 "lines": ["Failed to query Ray Train Controller actor state."],
             }
         )
+        cleaner_stops = ["Exception in thread PlacementGroupCleanerMonitor:", "Traceback (most recent call last):"]
+        cleaner_stops.append("ConnectionError: Found multiple active Ray instances: {'192.0.2.2:1', '192.0.2.2:2'}.")
+        printer({"pid": 7, "actor_name": "PlacementGroupCleaner", "lines": cleaner_stops})
         printer(
             {"pid": 5, "lines": ["(EngineCore pid=9) WARNING 12-04 13:43:12 [cpu.py:224] Triton is not installed."]}
         )
