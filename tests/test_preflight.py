@@ -132,7 +132,7 @@ def test_embedding_actors_on_gpus_take_their_share_beside_the_teacher():
         "distill.teacher.vllm.tensor_parallel_size 2: 6 GPUs), but the cluster holds 8: the Ray cluster has 1 node: 1 x (8 H100, 192 CPUs)"
     ]
     # the shipped 4 x 8 cluster: 15 replicas of TP 2 fit beside the actors' GPU (the shipped config), 16 do not
-    cluster = ClusterView((Node("head", {"CPU": 8}), h100()))
+    cluster = ClusterView((Node("head", {"CPU": 8}), h100(), SANDBOX))
     results = evaluate(needs(run_config()), Context(cluster, attached=False, pull=False))
     assert [r.message for r in results if r.status != "ok"] == []
     results = evaluate(
