@@ -25,7 +25,9 @@ def embedder():
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_amr_no_md_retrieves_with_the_code_of_r_d_and_has_hits(ray_local, scripted, embedder, tmp_path):  # noqa: F811
-    manifest = distill.run(config(tmp_path, scripted, method="amr-no-md"))
+    cfg = config(tmp_path, scripted, method="amr-no-md")
+    cfg.embedding.dtype = "float32"  # the in-process embedder's, whose vectors the queries are checked against
+    manifest = distill.run(cfg)
     run = Path(manifest["config"]["run_dir"])
     assert "decompose" not in manifest["stages"] and not (run / "decompose.parquet").exists()
     embedded = {r["id"]: r for r in pq.read_table(run / "embed.parquet").to_pylist()}
