@@ -47,17 +47,24 @@ def guess_job(path: str | Path | None) -> str:
 
 def show(job: str, path: str | Path | None, overrides: list[str]) -> str:
     """The resolved config of ``job`` from ``path`` and ``overrides`` as commented YAML: each value is followed
-    by ``# file:line``, ``# --set`` or ``# default``. Keys the job sets itself (``RunConfig.INCLUDE_DROPS``) are
-    left out, so that the text loads back as the same config."""
+    by ``# file:line``, ``# --set`` or ``# default``. Keys the job sets itself (``RunConfig.INCLUDE_DROPS``, also
+    in a reused run's section) are left out, so that the text loads back as the same config."""
     model = JOBS[job]
     config, sources = config_sources(model, path, overrides)
-    values = config.model_dump(mode="json")
-    for section, keys in getattr(model, "INCLUDE_DROPS", {}).items():
-        for key in keys:
-            values[section].pop(key, None)
+    values = _without_owned(config.model_dump(mode="json"), model)
     head = f"# amr config show: the {job} job's config from {path or '<defaults>'}"
     head += "".join(f" --set {o}" for o in overrides) + "\n"
     return head + "".join(_lines(values, sources, ()))
+
+
+def _without_owned(values: dict[str, Any], model: type) -> dict[str, Any]:
+    """``values`` less the keys the job sets itself, also in the run it reuses (a run config of its own)."""
+    for section, keys in getattr(model, "INCLUDE_DROPS", {}).items():
+        for key in keys:
+            values[section].pop(key, None)
+    if isinstance(values.get("reuse"), dict):
+        _without_owned(values["reuse"], model)
+    return values
 
 
 def _lines(values: dict[str, Any], sources: dict[tuple[str, ...], str], prefix: tuple[str, ...]) -> list[str]:
