@@ -106,9 +106,9 @@ def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path
                 "evolve": {"rounds": 1},
             },
         )
-        source = run_job._instructions(config, folder)
+        source = run_job._instructions(config, config.output)  # built under OUTPUT/instructions
         calls = len(teacher.requests)
-        assert run_job._instructions(config, folder) == source and len(teacher.requests) == calls  # resumed
+        assert run_job._instructions(config, config.output) == source and len(teacher.requests) == calls  # resumed
     built = [json.loads(line) for line in (folder / "all.jsonl").read_text().splitlines()]
     si = [json.loads(line) for line in (folder / "self-instruct.jsonl").read_text().splitlines()]
     evolved = [json.loads(line) for line in (folder / "evolved.jsonl").read_text().splitlines()]
