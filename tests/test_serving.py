@@ -70,23 +70,23 @@ def test_autoscaling_needs_both_bounds():
 
 @pytest.mark.parametrize("path", ["jobs/configs/gpu_cluster.yaml", "jobs/configs/run_gpu_cluster.yaml"])
 def test_gpu_configs_build_their_deployments(ray_local, path):
-    """Placement as Ray Serve LLM derives it: tensor_parallel_size GPU bundles per replica, on H100s, 4 to 16
-    replicas."""
+    """Placement as Ray Serve LLM derives it: tensor_parallel_size GPU bundles per replica, on H100s, 4 to 15
+    replicas (16 x TP 2 less the embedding actors' GPU: the preflight's count)."""
     config = load_config(RunConfig if "run_" in path else DistillConfig, path)
     teacher = (config.distill if isinstance(config, RunConfig) else config).teacher
     llm = llm_config(teacher, teacher.model)
     assert llm.accelerator_type == "H100" and llm.engine_kwargs["tensor_parallel_size"] == 2
     assert llm.engine_kwargs["max_model_len"] == 8192 and llm.placement_group_config is None
     options = deployment_options(teacher, teacher.model)
-    assert options["autoscaling_config"] == {"min_replicas": 4, "max_replicas": 16, "initial_replicas": 4}
+    assert options["autoscaling_config"] == {"min_replicas": 4, "max_replicas": 15, "initial_replicas": 4}
     assert options["max_ongoing_requests"] == 128
     assert [b.get("GPU") for b in options["placement_group_bundles"]] == [1, 1]
     assert options["placement_group_strategy"] == "PACK"
     # the requests in flight follow the deployment: every replica's max_ongoing_requests filled, and as many waiting
     # (a streamed stage in batches of the config's, a wave through the handle)
-    # (at the most replicas the deployment scales to: 16 x TP 2 on 4 nodes of 8 GPUs)
+    # (at the most replicas the deployment scales to: 15 x TP 2 on 4 nodes of 8 GPUs, beside the embedding actors)
     served = ServedTeacher(teacher, SimpleNamespace(model_id=teacher.model), clients=[None] * teacher.vllm.concurrency)
-    slots = 16 * 128
+    slots = 15 * 128
     assert served.slots() == slots and served.window() == QUEUE_FACTOR * slots
     assert served.batches_in_flight() * teacher.vllm.batch_size >= QUEUE_FACTOR * slots
     assert (served.batches_in_flight() - 1) * teacher.vllm.batch_size < QUEUE_FACTOR * slots
