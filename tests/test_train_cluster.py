@@ -83,6 +83,11 @@ def _answers(model: str, out: Path, cache: Path) -> list[str]:
     return [json.loads(line)["raw"] for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.skip(
+    reason="open defect: on main since the sandbox-node and cluster-harness changes of 2026-12-06 the run after the "
+    "node kill starts from step 0, not its step-2 checkpoint (resumed_from_step 0, in the suite and alone); it passed "
+    "at 3a988c4. Re-enable with the fix."
+)
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
