@@ -299,7 +299,7 @@ EXPECTED = re.compile(
     )
 )
 """Warnings every CPU job meets and no setting of the project removes: for the job's log files only."""
-QUIET_SOURCES = ("RayTrainWorker", "TrainController", "PlacementGroupCleaner")
+QUIET_SOURCES = ("RayTrainWorker", "TrainController")
 """Ray Train's processes, whose unlevelled prints are progress (trainer metrics, checkpoint reports): INFO."""
 CLEANER = "PlacementGroupCleaner"
 """Ray Train's watcher of a run's placement groups: all its output is INFO. Where a machine runs a second Ray (a test's,
