@@ -391,6 +391,7 @@ def job_figures(manifest: dict[str, Any], scale: float) -> dict[str, Any]:
         for step, seconds in wave.get("seconds", {}).items():
             steps[step] = steps.get(step, 0.0) + seconds * scale
     evolve = stages.get("evolve", {})
+    upkeeps = [w["upkeep"] for w in waves if w.get("upkeep")]
     return {
         "stage_simulated_s": {n: round(s["wall_time_s"] * scale, 1) for n, s in stages.items() if "wall_time_s" in s},
         "wave_steps_simulated_s": {k: round(v, 1) for k, v in steps.items()},
@@ -403,6 +404,14 @@ def job_figures(manifest: dict[str, Any], scale: float) -> dict[str, Any]:
         "evolved": evolve.get("rows", 0) - sum(evolve.get("kept_direct", {}).values()),
         "modules": (manifest.get("modules") or {}).get("rows", 0),
         "table_version": (manifest.get("modules") or {}).get("version"),
+        "table_upkeeps": {  # the waves' upkeeps of the module table (amr.ann.refresh), the job's last one not included
+            "count": len(upkeeps),
+            "index_trained_at_rows": [u["trained"] for u in upkeeps if "trained" in u],
+            "index_merges": sum(bool(u.get("merged")) for u in upkeeps),
+            "fragments_compacted": sum(u.get("compacted", 0) for u in upkeeps),
+            "versions_removed": sum(u.get("removed_versions", 0) for u in upkeeps),
+            "seconds": round(sum(u["seconds"] for u in upkeeps), 1),
+        },
         "dataset_rows": manifest["dataset"]["rows"],
         "response_accuracy": manifest["dataset"]["response_accuracy"],
     }

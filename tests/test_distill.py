@@ -683,6 +683,7 @@ def test_a_rerun_after_an_outage_asks_again_for_the_failed_rows_only(ray_local, 
         pinned = [w["version_read"] for w in first["modules"]["waves"]]
         novelty = first["modules"]["waves"][1]["version_novelty"]
         assert _versions(cfg) >= {pinned[1], novelty} and pinned[0] not in _versions(cfg)  # wave 0: never again
+        assert sum(w["upkeep"]["removed_versions"] for w in first["modules"]["waves"]) >= 1  # in the waves' pins
         assert first["stages"]["direct"]["errors"] == 1 and first["stages"]["evolve"]["errors"] == 1
         for stage in ("direct", "evolve"):  # two attempts each: one retried, the last the row's error
             assert first["stages"][stage]["retries"] == first["stages"][stage]["errors_by_kind"] == {"HTTP 503": 1}

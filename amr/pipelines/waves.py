@@ -220,7 +220,7 @@ def _commit(
     pin["version_after"] = db.version if db else None
     if db:  # the waves after it read this wave's version_read or later
         with _timed(seconds, "upkeep"):
-            db.upkeep(keep_from=pin["version_read"])
+            pin["upkeep"] = db.upkeep(keep_from=pin["version_read"])  # what it did (None: not yet its turn)
     pin["wall_time_s"] = round(time.perf_counter() - began, 1)
     run_dir.write_json(wave.pin_path, pin)
     if outcomes:
