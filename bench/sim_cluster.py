@@ -406,8 +406,8 @@ def job_figures(manifest: dict[str, Any], scale: float) -> dict[str, Any]:
         "table_version": (manifest.get("modules") or {}).get("version"),
         "table_upkeeps": {  # the waves' upkeeps of the module table (amr.ann.refresh), the job's last one not included
             "count": len(upkeeps),
-            "index_trained_at_rows": [u["trained"] for u in upkeeps if "trained" in u],
-            "index_merges": sum(bool(u.get("merged")) for u in upkeeps),
+            "btree_indexed_at_rows": [u["indexed"] for u in upkeeps if "indexed" in u],
+            "btree_merges": sum(bool(u.get("merged")) for u in upkeeps),
             "fragments_compacted": sum(u.get("compacted", 0) for u in upkeeps),
             "versions_removed": sum(u.get("removed_versions", 0) for u in upkeeps),
             "seconds": round(sum(u["seconds"] for u in upkeeps), 1),
