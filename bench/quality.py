@@ -6,7 +6,8 @@ direct distillation's does, and at what teacher cost?
                             [--set KEY=VALUE ...] [--output DIR]
 
 Every method distils the same MBPP train slice with the config's teacher (one engine for all: the methods
-share the job's deployment, and R_d: ``direct.parquet`` is computed once and copied, as ``amr run`` does).
+share the job's deployment; R_d and MD are computed once and copied to each method that has them under the same
+settings, as ``amr run`` shares R_d; their teacher tokens count in every method's cost).
 The module table is seeded once, as the paper does, from a pool of its own: ``amr modules bootstrap`` over
 ``--seed-from`` (e.g. self-instructed instructions, less those near a slice problem; default: the decontaminated
 MBPP train problems outside the slice), ``--seed-limit`` of them (0: no seed, each method bootstraps from its input
@@ -96,6 +97,30 @@ def seeded(run_dir: Path, seed_dir: Path) -> None:
     """A method's run directory starts from a copy of the seed table (its lease excluded)."""
     if not (run_dir / "modules").exists():
         shutil.copytree(seed_dir / "modules", run_dir / "modules", ignore=shutil.ignore_patterns("*.lease*"))
+
+
+SHARED = ("direct", "decompose")
+"""The stages whose rows depend on the instruction and R_d alone: made once per slice and setting."""
+
+
+def shared(run_dir: Path, config, method, out: Path) -> None:
+    """R_d and MD copied from the run in ``out`` that made them under the same settings (the same fingerprint), as
+    ``amr run`` shares R_d; their teacher tokens still count in each method's cost."""
+    from amr.pipelines import fingerprints
+    from amr.storage import RunDir
+
+    now, target = fingerprints.current(config, method), RunDir(str(run_dir))
+    made = {d: json.loads(f.read_text()) for d in sorted(out.iterdir()) if (f := d / fingerprints.FILE).exists()}
+    for stage in (s for s in SHARED if s in method.stages and not target.stage_done(f"{s}.parquet")):
+        same = (
+            d
+            for d, f in made.items()
+            if d != run_dir and f.get(stage, {}).get("fingerprint") == now[stage]["fingerprint"]
+        )
+        if source := next(same, None):
+            for name in (n for n in fingerprints.OUTPUTS[stage] if (source / n).exists()):
+                target.copy_stage(name, RunDir(str(source)))
+            fingerprints.copy(target, RunDir(str(source)), stage)
 
 
 def passed(run_dir: Path, ids: list[str]) -> dict[str, bool]:
@@ -201,8 +226,7 @@ def distil(base, methods: list[str], args: argparse.Namespace, out: Path, ids: l
     from amr.cost import teacher_cost
     from amr.engines import open_teacher
     from amr.methods import METHODS
-    from amr.pipelines import distill, fingerprints
-    from amr.storage import RunDir
+    from amr.pipelines import distill
 
     results: dict = {}
     with open_teacher(base.teacher, base.model_store):
@@ -216,10 +240,8 @@ def distil(base, methods: list[str], args: argparse.Namespace, out: Path, ids: l
             run_dir, chosen = out / method, METHODS[method]
             if seeding and chosen.uses_modules:
                 seeded(run_dir, out / "seed")
-            if method != "direct" and not RunDir(str(run_dir)).stage_done("direct.parquet"):
-                RunDir(str(run_dir)).copy_stage("direct.parquet", RunDir(str(out / "direct")))
-                fingerprints.copy(RunDir(str(run_dir)), RunDir(str(out / "direct")), "direct")
             config = base.model_copy(update={"method": method, "run_dir": str(run_dir)}, deep=True)
+            shared(run_dir, config, chosen, out)
             if chosen.matched in results:  # resample to the teacher tokens of the method it is matched to
                 config.check.token_budget = results[chosen.matched]["cost"]["tokens"]
             began = time.perf_counter()
