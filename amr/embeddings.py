@@ -34,6 +34,19 @@ class Embedder:
         self.trust_remote_code = trust_remote_code
         self.dtype = dtype
 
+    @classmethod
+    def configured(cls, config: EmbeddingConfig, model_store: str | None = None, device: str | None = None) -> Embedder:
+        """The embedder a job's actors run by ``config``, in the dtype they compute in, on ``device`` (None: theirs):
+        a query embedded by it compares with the vectors the job stored as the job's own queries did."""
+        return cls(
+            config.model,
+            model_store,
+            config.batch_size,
+            device or config.actor_device,
+            config.trust_remote_code,
+            config.actor_dtype,
+        )
+
     @cached_property
     def model(self):
         import torch
@@ -72,14 +85,7 @@ class Encoder(Protocol):
 @ray.remote(max_restarts=-1, max_task_retries=-1)  # a lost node's actor restarts elsewhere
 class _EmbedderActor:
     def __init__(self, config: EmbeddingConfig, model_store: str | None):
-        self.embedder = Embedder(
-            config.model,
-            model_store,
-            config.batch_size,
-            config.actor_device,
-            config.trust_remote_code,
-            config.actor_dtype,
-        )
+        self.embedder = Embedder.configured(config, model_store)
         self.dim = self.embedder.dim  # the model loads now, while the job starts its teacher
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -318,14 +318,20 @@ def modules_search(
     uri: str = UriOption,
     table: str = TableOption,
     k: int = typer.Option(3, min=1, help="How many modules."),
-    model: str = typer.Option("all-minilm-l6-v2", help="The embedding model the table was built with."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="The job's YAML config: the query is embedded by its embedding section."
+    ),
+    model: str = typer.Option(None, help="The embedding model the table was built with (default: embedding.model)."),
+    overrides: list[str] = OverridesOption,
 ) -> None:
-    """The modules most similar to QUERY, by cosine of embeddings."""
+    """The modules most similar to QUERY, by cosine of embeddings made as the job made them (model and dtype)."""
     from amr.embeddings import Embedder
     from amr.modules import ModuleDB
 
+    cfg = load_config(DistillConfig, config, [*([f"embedding.model={model}"] if model else []), *overrides])
     db = ModuleDB.open(uri, table)
-    for hit in db.search(Embedder(model).encode([query]), k)[0]:
+    embedder = Embedder.configured(cfg.embedding, cfg.model_store, device="cpu")
+    for hit in db.search(embedder.encode([query]), k)[0]:
         console.rule(f"{hit['name']}  similarity {hit['similarity']:.3f}  ({hit['stage']}, {hit['instruction_id']})")
         console.print(hit["code"], markup=False, highlight=False, soft_wrap=True)
 

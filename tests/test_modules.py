@@ -142,7 +142,7 @@ def test_count_by_provenance(tmp_path, embedder):
     assert db.count(instruction_id=["nope"]) == 0 and db.count() == 3
 
 
-def test_modules_commands(tmp_path, embedder):
+def test_modules_commands(tmp_path, embedder, monkeypatch):
     import json
 
     from typer.testing import CliRunner
@@ -154,13 +154,28 @@ def test_modules_commands(tmp_path, embedder):
     runner = CliRunner()
     stats = runner.invoke(app, ["modules", "stats", "--uri", uri])
     assert stats.exit_code == 0 and json.loads(stats.stdout)["rows"] == 3
-    found = runner.invoke(
-        app, ["modules", "search", "greatest common divisor", "--uri", uri, "--k", "1", "--model", embedder.path]
-    )
-    assert found.exit_code == 0 and "gcd" in found.stdout and "is_prime" not in found.stdout
+    dtypes = []  # what each search's query is embedded in
+    encode = Embedder.encode
+    monkeypatch.setattr(Embedder, "encode", lambda self, texts: dtypes.append(self.dtype) or encode(self, texts))
+    search = ["modules", "search", "greatest common divisor", "--uri", uri, "--k", "1", "--model", embedder.path]
+    for dtype in ("float32", "bfloat16"):
+        found = runner.invoke(app, [*search, "--set", f"embedding.dtype={dtype}"])
+        assert found.exit_code == 0 and "gcd" in found.stdout and "is_prime" not in found.stdout
+    assert dtypes == ["float32", "bfloat16"]
     out = tmp_path / "modules.jsonl"
     assert runner.invoke(app, ["modules", "export", str(out), "--uri", uri]).exit_code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["name"] for r in rows) == ["gcd", "is_prime", "reverse_words"] and len(rows[0]["vector"]) == 384
     missing = runner.invoke(app, ["modules", "stats", "--uri", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no module table" in missing.output
+
+
+def test_a_query_is_embedded_as_the_jobs_actors_embed():
+    from amr.config import EmbeddingConfig
+    from amr.hardware import cpu_dtype
+
+    on_cpu = Embedder.configured(EmbeddingConfig(batch_size=8), None)
+    assert (on_cpu.device, on_cpu.dtype, on_cpu.batch_size) == ("cpu", cpu_dtype(), 8)
+    # the actors ran on GPUs in float32 ('auto'): a query embedded on a CPU is float32 too
+    assert Embedder.configured(EmbeddingConfig(num_gpus=0.25), None, device="cpu").dtype == "float32"
+    assert Embedder.configured(EmbeddingConfig(dtype="bfloat16", num_gpus=0.25), None, "cpu").dtype == "bfloat16"
