@@ -8,7 +8,8 @@ embedder) is written, then given its upkeep as a job's last wave would (``upkeep
 ``modules.index_min_rows`` the B-tree on instruction ids); with ``--dir`` the tables are kept there, and a later run
 starts from the version they were written at (split a long run: ``--build-only`` first). Then:
 - the vector index built from the table, as a job does when it starts or resumes (``ModuleDB.index``: above
-  ``modules.index_min_rows`` the IVF index trained on a sample and every row added);
+  ``modules.index_min_rows`` the IVF index trained on a sample and every row added): its seconds and the growth of
+  resident memory it caused (``--build-only`` stops before it);
 - top-1: ``--queries`` single-vector ``ModuleDB.search`` calls (each opens the latest version, as a wave's call opens
   its pinned one), p50 and p95 of their latency, and recall@1: how often the module found is the one brute force
   (numpy, every row) finds; with ``amr.ann.NPROBES`` IVF partitions visited and with each of ``--nprobes``;
@@ -36,6 +37,7 @@ from typing import Any
 from unittest.mock import patch
 
 import numpy as np
+import psutil
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -127,10 +129,13 @@ def measure(rows: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         written = round(time.perf_counter() - began, 1)
         upkeep = db.upkeep(keep_from=db.version, force=True)
         db.pin(BUILT, db.version)
-    built = db.index()
-    print(f"{rows} rows: written in {written} s, upkeep {upkeep}, vector index {built}", flush=True)
+    print(f"{rows} rows: written in {written} s, upkeep {upkeep}", flush=True)
     if args.build_only:
         return {"rows": rows, "write_s": written, "upkeep": upkeep}
+    resident = psutil.Process().memory_info().rss
+    built = db.index()
+    built["rss_mib"] = round((psutil.Process().memory_info().rss - resident) / 2**20)
+    print(f"  vector index {built}", flush=True)
 
     queries = vectors(args.queries, args.dim, seed=2)
     truth = [f"f{i}" for i in nearest(queries, x)]
