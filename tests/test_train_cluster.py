@@ -65,6 +65,17 @@ def _finished(nodes: Cluster, job_id: str) -> str:
     return followed.output
 
 
+def _registered_step(storage: Path) -> int:
+    """The step of the last checkpoint Ray Train has registered in ``storage`` (its checkpoint manager's snapshot); 0
+    before any. A checkpoint's files are there first: its workers upload them, then report, and the controller, which
+    polls them every 2 s, registers it. A node killed in between restarts the run from the one before."""
+    try:
+        latest = json.loads((storage / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
+    except (FileNotFoundError, json.JSONDecodeError):  # none yet, or being written
+        return 0
+    return latest["metrics"]["step"] if latest else 0
+
+
 def _answers(model: str, out: Path, cache: Path) -> list[str]:
     """`amr eval` of ``model`` on 3 HumanEval tasks, 24 tokens each: its raw answers."""
     sets = {
@@ -83,11 +94,6 @@ def _answers(model: str, out: Path, cache: Path) -> list[str]:
     return [json.loads(line)["raw"] for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.skip(
-    reason="open defect: on main since the sandbox-node and cluster-harness changes of 2026-12-06 the run after the "
-    "node kill starts from step 0, not its step-2 checkpoint (resumed_from_step 0, in the suite and alone); it passed "
-    "at 3a988c4. Re-enable with the fix."
-)
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
@@ -125,7 +131,7 @@ def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
     sharded = tmp_path / "sharded"
     job = _submit(cluster, {**config, "output": str(sharded)}, "sharded")
     deadline = time.monotonic() + 300
-    while not list((sharded / "checkpoints" / "train").glob("checkpoint_*/trainer.json")):  # step 2's, reported
+    while not _registered_step(sharded / "checkpoints" / "train"):  # step 2's: the kill comes 2 steps before step 4's
         assert time.monotonic() < deadline, runner.invoke(
             app, ["jobs", "logs", job, "--address", cluster.address]
         ).output
