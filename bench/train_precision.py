@@ -1,8 +1,10 @@
 """Training precision on this machine's CPU: `amr train` of the same student on the same rows, once per precision
 (fp32; bf16: bfloat16 compute, float32 master weights and AdamW state; bf16-pure: everything in bfloat16), with the
-same seed, steps and schedule. Reports each run's tokens/s, wall time, loss curve and the workers' peak memory.
+same seed, steps, schedule and batches. Reports each run's tokens/s, wall time and peak memory, and the loss curves
+side by side (each step's loss is on the same batch in every run), with what ``precision: auto`` is here.
 
-    python bench/train_precision.py [--model smollm2-135m-instruct] [--steps 12] [--output runs/bench-train-precision]
+    python bench/train_precision.py [--model smollm2-135m-instruct] [--steps 12] [--precisions fp32,bf16]
+                                    [--output runs/bench-train-precision]
 
 The rows are MBPP train problems 601-974 (the problem and its first test) with their reference solutions as the
 responses; 2 workers of 1 CPU each (FSDP2 over both, gloo), sequence 512, global batch 4. Writes
@@ -46,12 +48,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--precisions", default="fp32,bf16", help=f"comma-separated, of {', '.join(PRECISIONS)}")
     parser.add_argument("--output", default="runs/bench-train-precision")
     args = parser.parse_args()
+    names = args.precisions.split(",")
+    if unknown := set(names) - set(PRECISIONS):
+        parser.error(f"--precisions: {', '.join(sorted(unknown))}: not one of {', '.join(PRECISIONS)}")
     out = Path(args.output)
+    if taken := [str(out / n) for n in names if (out / n).exists()]:
+        parser.error(f"{', '.join(taken)}: exists (amr train would resume it); choose another --output")
     dataset = rows(out / "data")
     results = {}
-    for name in PRECISIONS:
+    for name in names:
         config = load_config(
             TrainConfig,
             "jobs/configs/train_local_cpu.yaml",
@@ -75,7 +83,7 @@ def main() -> None:
             "tokens": summary["tokens"],
             "final_loss": summary["final_loss"],
             "losses": json.loads(
-                next((out / name / "checkpoints" / "train").glob("checkpoint_*/trainer.json")).read_text()
+                sorted((out / name / "checkpoints" / "train").glob("checkpoint_*/trainer.json"))[-1].read_text()
             )["losses"],
             "peak_rss_gb": max(max(w["load_peak"], w["train_peak"]) for w in summary["workers"]) / 1e9,
         }
@@ -83,12 +91,20 @@ def main() -> None:
     report = {"cpu_flags_bf16": sorted(f for f in cpu_flags() if "bf16" in f), "auto": auto, "runs": results}
     (out / "precision.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"auto: {auto}; bf16 flags: {', '.join(report['cpu_flags_bf16']) or 'none'}")
-    print("| precision | tokens/s | train s | loss by step | mean loss | peak RSS (GB) |")
-    print("|---|---|---|---|---|---|")
+    base = results[names[0]]
+    print(f"| precision | tokens/s | x {names[0]} | train s | mean loss | final loss | peak RSS (GB) |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        curve = " ".join(f"{loss:.3f}" for loss in r["losses"])
+        speedup = r["tokens_per_s"] / base["tokens_per_s"]
         mean = sum(r["losses"]) / len(r["losses"])
-        print(f"| {name} | {r['tokens_per_s']} | {r['seconds']} | {curve} | {mean:.4f} | {r['peak_rss_gb']:.2f} |")
+        print(
+            f"| {name} | {r['tokens_per_s']} | {speedup:.2f} | {r['seconds']} | {mean:.4f} | {r['final_loss']:.4f} "
+            f"| {r['peak_rss_gb']:.2f} |"
+        )
+    print(f"\n| step | {' | '.join(names)} |")
+    print(f"|---|{'---|' * len(names)}")
+    for step, losses in enumerate(zip(*(r["losses"] for r in results.values())), 1):
+        print(f"| {step} | {' | '.join(f'{loss:.4f}' for loss in losses)} |")
 
 
 if __name__ == "__main__":

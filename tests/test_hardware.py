@@ -1,12 +1,13 @@
-"""The CPU's bf16 detection and what ``dtype: auto`` becomes."""
+"""The CPU's bf16 detection and what ``dtype: auto`` (engines) and ``precision: auto`` (training) become."""
 
 from __future__ import annotations
 
 import pytest
 
 from amr import hardware
-from amr.config import VLLMConfig
+from amr.config import TrainConfig, VLLMConfig
 from amr.serving import engine_dtype, vllm_engine_kwargs
+from amr.training import precision, saved_dtype
 
 
 @pytest.mark.parametrize(
@@ -23,6 +24,28 @@ def test_a_set_dtype_and_gpu_auto_are_kept(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     assert engine_dtype(VLLMConfig(dtype="float32")) == "float32"
     assert engine_dtype(VLLMConfig(device="gpu")) == "auto"  # the model's own dtype
+
+
+@pytest.mark.parametrize(
+    ("flags", "trained_in", "saved_in"),
+    [
+        ({"avx2", "amx_bf16", "amx_tile"}, "bf16", "bfloat16"),
+        ({"avx512f", "avx512_bf16"}, "bf16", "bfloat16"),
+        ({"avx2", "avx512f"}, "fp32", "float32"),
+        (set(), "fp32", "float32"),
+    ],
+)
+def test_training_auto_is_bf16_on_cpus_with_native_bf16_only(monkeypatch, flags, trained_in, saved_in):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+    config = TrainConfig()
+    assert (config.precision, precision(config), saved_dtype(config)) == ("auto", trained_in, saved_in)
+
+
+def test_training_precision_set_or_on_gpu_ignores_the_cpu(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert precision(TrainConfig(scaling={"use_gpu": True})) == "bf16"  # the paper's bf16
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    assert [precision(TrainConfig(precision=p)) for p in ("fp32", "bf16-pure")] == ["fp32", "bf16-pure"]
 
 
 def test_flags_are_read_from_this_machine():
