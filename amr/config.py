@@ -78,7 +78,11 @@ class StageSamplings(Strict):
     cot: StageSampling = _stage("The CoT baseline's answer.")
     decompose: StageSampling = _stage("MD's function specs (a few signatures with one-line docstrings).", 1024)
     response_evolution: StageSampling = _stage("ARE's final answer.")
-    tests: StageSampling = _stage("Teacher-written tests (a few asserts): module growth, AnsRepair, checks.", 768)
+    tests: StageSampling = _stage(
+        "Teacher-written tests (three to five asserts): module growth, AnsRepair, checks. A test cut here keeps its "
+        "whole asserts.",
+        384,
+    )
     bootstrap: StageSampling = _stage("The module table's seed: a task's solution as small functions.", 1536)
     repair: StageSampling = _stage("AnsRepair's repaired answer.")
 
@@ -115,8 +119,8 @@ class VLLMConfig(Strict):
     cpu_reserved_cores: int | None = Field(
         None,
         ge=0,
-        description="VLLM_CPU_NUM_OF_RESERVED_CPU: cores kept free of vLLM's compute threads (None: "
-        "vLLM's default, one). 0 on a 2-core machine measured 1.6x the tokens/s of the default.",
+        description="VLLM_CPU_NUM_OF_RESERVED_CPU: cores kept free of vLLM's compute threads. None: none on a "
+        "machine of 2 cores or fewer (1.6x the tokens/s of vLLM's one measured there), vLLM's default (one) elsewhere.",
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed to vLLM as is.")
     accelerator_type: str | None = Field(

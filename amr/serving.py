@@ -25,7 +25,7 @@ import ray
 from ray.llm._internal.common.callbacks.base import CallbackBase
 
 from amr.config import TeacherConfig, VLLMConfig
-from amr.hardware import cpu_dtype
+from amr.hardware import cpu_dtype, cpu_reserved_cores
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,12 @@ def engine_dtype(cfg: VLLMConfig) -> str:
 
 
 def vllm_env(cfg: VLLMConfig) -> dict[str, str]:
-    """Environment of a CPU vLLM engine."""
+    """Environment of a CPU vLLM engine: its KV cache, and the cores it keeps free (the config's, or where it leaves
+    them to the machine, ``amr.hardware.cpu_reserved_cores``)."""
     env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kvcache_gib)}
-    if cfg.cpu_reserved_cores is not None:
-        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_reserved_cores)
+    reserved = cpu_reserved_cores() if cfg.cpu_reserved_cores is None else cfg.cpu_reserved_cores
+    if reserved is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(reserved)
     return env
 
 

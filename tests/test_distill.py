@@ -198,7 +198,7 @@ def test_amr_is_the_papers_every_answer_is_its_are_answer(uninterrupted):
 def test_each_stage_samples_with_its_own_budget(uninterrupted, scripted):
     """teacher.stages over teacher.sampling, per call, streamed stages and waves alike; the project's own key
     (stop_runaway) is not sent to an OpenAI endpoint."""
-    budgets = {direct.SYSTEM: 3000, decompose.SYSTEM: 1024, testgen.SYSTEM: 768, response_evolution.SYSTEM: 3000}
+    budgets = {direct.SYSTEM: 3000, decompose.SYSTEM: 1024, testgen.SYSTEM: 384, response_evolution.SYSTEM: 3000}
     seen = {}
     for chat, body in zip(scripted.requests, scripted.parameters):
         if chat[0]["content"] in budgets:

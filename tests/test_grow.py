@@ -166,7 +166,7 @@ def test_verify_runs_only_tests_that_assert_on_their_function():
     out = grow.verify(kept, teacher, sandbox)
     assert [r["name"] for r in teacher.requests] == ["ok", "bad", "vacuous", "prose", "failed_call"]
     assert all(set(r) == {*grow.CANDIDATE_FIELDS, "messages", "sampling"} for r in teacher.requests)  # no vector
-    assert all(r["sampling"] == {"max_tokens": 768} for r in teacher.requests)  # teacher.stages.tests' budget
+    assert all(r["sampling"] == {"max_tokens": 384} for r in teacher.requests)  # teacher.stages.tests' budget
     assert (
         "### Function Under Test: ok\n### Python Function:\n```python\ndef ok(x):\n    return x\n```"
         in (teacher.requests[0]["messages"][-1]["content"])

@@ -1,12 +1,15 @@
-"""The CPU's bf16 detection and what ``dtype: auto`` (engines) and ``precision: auto`` (training) become."""
+"""The CPU's bf16 detection and what ``dtype: auto`` (engines) and ``precision: auto`` (training) become; the cores
+a CPU engine keeps free."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from amr import hardware
 from amr.config import TrainConfig, VLLMConfig
-from amr.serving import engine_dtype, vllm_engine_kwargs
+from amr.serving import engine_dtype, vllm_engine_kwargs, vllm_env
 from amr.training import precision, saved_dtype
 
 
@@ -53,3 +56,10 @@ def test_flags_are_read_from_this_machine():
     flags = hardware.cpu_flags()
     assert "fpu" in flags or not flags  # a Linux x86 CPU lists fpu; elsewhere nothing is read
     assert hardware.cpu_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+@pytest.mark.parametrize(("cores", "reserved"), [(1, "0"), (2, "0"), (4, None)])
+def test_a_small_machine_keeps_no_core_free_unless_configured(monkeypatch, cores, reserved):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert vllm_env(VLLMConfig()).get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved  # None: vLLM's default, one
+    assert vllm_env(VLLMConfig(cpu_reserved_cores=1))["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
