@@ -114,10 +114,10 @@ def open_teacher(config: TeacherConfig, model_store: str | None = None) -> Itera
     if key in _OPEN:
         yield ServedTeacher(config, *_OPEN[key])
         return
-    # the clients start (in the background) before the deployment, whose engine takes longer
+    # the clients start (in the background) before the deployment, whose engine takes longer; Ray Data while it does
     clients = [_Client.remote() for _ in range(config.vllm.concurrency)]
     try:
-        with deployment(config, model) as served:
+        with deployment(config, model, while_starting=_warm_streaming) as served:
             _OPEN[key] = (served, clients)
             try:
                 yield ServedTeacher(config, served, clients)
@@ -126,6 +126,17 @@ def open_teacher(config: TeacherConfig, model_store: str | None = None) -> Itera
     finally:
         for client in clients:
             ray.kill(client)
+
+
+def _warm_streaming() -> None:
+    """What a process's first streamed stage starts, started while the deployment's replicas start (importing vLLM
+    in one process after another, they leave a core of a small machine idle): Ray Data's executor and its actors,
+    and a task worker that imports this module, for a one-row dataset."""
+    ray.data.from_items([{"id": ""}]).map_batches(_unchanged, batch_format="pyarrow", num_cpus=0).take_all()
+
+
+def _unchanged(batch: pa.Table) -> pa.Table:
+    return batch
 
 
 def engine_key(config: TeacherConfig, model: str) -> str:

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,16 +181,18 @@ def deployment_options(config: TeacherConfig, model: str) -> dict[str, Any]:
 
 
 @contextmanager
-def deployment(config: TeacherConfig, model: str) -> Iterator[Deployment]:
+def deployment(
+    config: TeacherConfig, model: str, while_starting: Callable[[], None] | None = None
+) -> Iterator[Deployment]:
     """The job's teacher deployment: attached to ``config.serve.app_name``, or started here (and deleted on
-    exit). Needs Ray to be initialised."""
+    exit), running ``while_starting`` once its replicas are starting. Needs Ray to be initialised."""
     from ray import serve
 
     if config.serve.app_name:
         yield _attach(config.serve.app_name)
         return
     app = f"{APP_PREFIX}-{uuid.uuid4().hex[:8]}"
-    start(config, model, app)
+    start(config, model, app, while_starting)
     try:
         yield Deployment(app, DEPLOYMENT, model, owned=True)
     finally:
@@ -198,8 +200,9 @@ def deployment(config: TeacherConfig, model: str) -> Iterator[Deployment]:
         serve.delete(app, _blocking=True)
 
 
-def start(config: TeacherConfig, model: str, app: str) -> None:
-    """Deploy the teacher as Serve application ``app`` and wait until its replicas are up."""
+def start(config: TeacherConfig, model: str, app: str, while_starting: Callable[[], None] | None = None) -> None:
+    """Deploy the teacher as Serve application ``app`` and wait until its replicas are up, running ``while_starting``
+    meanwhile."""
     from ray import serve
     from ray.serve.llm import build_llm_deployment
 
@@ -216,6 +219,8 @@ def start(config: TeacherConfig, model: str, app: str) -> None:
         deployment_cls=TeacherServer,
     )
     serve._run(application, name=app, route_prefix=None, _blocking=False)
+    if while_starting:
+        while_starting()
     _wait_running(app, config.serve.start_timeout_s + staging_timeout(config, model))
     log.info("serving %s: %s up in %.0f s", model, app, time.perf_counter() - began)
 
