@@ -39,7 +39,8 @@ What is modelled, and how (also in the JSON's ``modelled``):
 
 It writes ``slot_occupancy`` (the engines' slots busy over the distill, 0-1), ``gpu_idle_fraction`` (the share of
 the engines' time with nothing to do), ``seconds_per_instruction`` (simulated), ``preflight`` ("ok" or the error),
-the same per step of the job (``stages``) and what was modelled. It exits non-zero, printing the error, when the
+the same per step of the job (``stages``), what was modelled, and where this machine's CPU time went during the job
+(``cpu_seconds_by_part``: the driver, each Ray actor class and task, the raylets). It exits non-zero, printing the error, when the
 preflight fails, and when the job did not do its work (no module inserted, no answer evolved, a wrong dataset).
 """
 
@@ -49,6 +50,7 @@ import argparse
 import bisect
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,15 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repo root: bench.* (also for the cluster's workers, through PYTHONPATH)
+# The simulated cluster runs without token authentication (all its processes are this machine's). Ray reads the mode
+# once, when it is imported: set later, a RAY_AUTH_MODE=token inherited from the parent (a test process that started a
+# local Ray) left this driver requiring a token that its cluster's raylets never send, and the first task that
+# fetched an argument from the driver failed with an OwnerDiedError.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+# Serve's router in this driver (the job's handle) pushes its metrics every few seconds, also after ray.shutdown(): its
+# Ray call would connect this process to the cluster again (Ray's auto-init, read at import too), and the cluster then
+# refuses to remove its head node ("Removing a node that is connected to this Ray client is not allowed").
+os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
 
 from amr.config import ConfigError, DistillConfig, RunConfig, load_config  # noqa: E402
 from bench.scripted import write_instructions  # noqa: E402
@@ -243,18 +254,43 @@ class Engines:
 
 
 class Machine:
-    """This process's (the driver's) highest RSS and this machine's CPU use, sampled every 0.5 s."""
+    """This process's (the driver's) highest RSS and this machine's CPU use, sampled every 0.5 s; and the CPU seconds
+    of this process and every process under it (the cluster's raylets, Ray workers, actors), by what each process was
+    (``part``) when each second-long interval ended."""
 
     def __init__(self) -> None:
         self.peak, self.cpu, self.done = 0, [], threading.Event()
+        self.by_part: dict[str, float] = {}
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         process = psutil.Process()
         psutil.cpu_percent()
+        seen: dict[int, float] = {}
+        self._attribute(process, seen, count=False)  # from now on: the job's
         while not self.done.wait(0.5):
             self.peak = max(self.peak, process.memory_info().rss)
             self.cpu.append(psutil.cpu_percent() / 100)
+            if len(self.cpu) % 2 == 0:
+                self._attribute(process, seen)
+
+    def _attribute(self, process: psutil.Process, seen: dict[int, float], count: bool = True) -> None:
+        """Each process's CPU seconds since the last call (a process new since then: all of its), to what it is
+        now."""
+        for each in [process, *process.children(recursive=True)]:
+            try:
+                with each.oneshot():
+                    times, part = each.cpu_times(), _part(each.cmdline())
+            except psutil.Error:  # ended meanwhile
+                continue
+            used = times.user + times.system
+            if count:
+                self.by_part[part] = self.by_part.get(part, 0.0) + used - seen.get(each.pid, 0.0)
+            seen[each.pid] = used
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds by part, the largest first."""
+        return {k: round(v, 1) for k, v in sorted(self.by_part.items(), key=lambda kv: -kv[1]) if v >= 0.5}
 
     def cpu_busy(self) -> float:
         """The machine's CPUs' mean busy share over the job: near 1, its CPU side may be what holds the engines."""
@@ -267,6 +303,20 @@ class Machine:
     def __exit__(self, *exc: Any) -> None:
         self.done.set()
         self.thread.join()
+
+
+def _part(cmdline: list[str]) -> str:
+    """What a process is: a Ray worker's title (``ray::ServeReplica:APP:teacher``, ``ray::MapBatches(fn)``, its
+    application's hash left out), else its program (the script for Python)."""
+    if not cmdline:
+        return "?"
+    if cmdline[0].startswith("ray::"):
+        return re.sub(r"-[0-9a-f]{8,}", "", cmdline[0].split(" ")[0])
+    program = Path(cmdline[0]).name
+    if program.startswith("python") and len(cmdline) > 1:
+        script = next((a for a in cmdline[1:] if not a.startswith("-")), "")
+        return "driver" if script.endswith("sim_cluster.py") else Path(script).name or program
+    return program
 
 
 def commit() -> str:
@@ -310,7 +360,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             SANDBOX_CHECK_S: str(per_check),
             ENGINE_START_S: str(args.engine_start_s),
             "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-            "RAY_AUTH_MODE": "disabled",
         }
     )
     rates = Rates.of(
@@ -377,6 +426,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "job": job_figures(manifest, scale),
             "driver_peak_rss_mib": round(machine.peak / 2**20),
             "machine_cpu_busy": machine.cpu_busy(),
+            "cpu_seconds_by_part": machine.cpu_seconds(),
         }
     )
     return report
