@@ -37,6 +37,10 @@ TESTS = {  # each file's fast unit tests (no Ray, no model server); a stage file
     "amr/stages/retrieve.py": ["tests/test_retrieve.py"],
     "amr/stages/response_evolution.py": [*STAGE_TESTS, "tests/test_stages.py::test_the_gated_method_keeps_r_d_where_a_rewrite_leaves_out_the_function_asked_for", "tests/test_stages.py::test_an_answer_without_the_papers_heading_is_taken_whole"],
 }  # fmt: skip
+FORKSERVER = {"amr/filters.py"}
+"""Files whose tests open LanceDB tables: its runtime's threads do not survive a fork, so a mutant forked from mutmut's
+process (which ran the tests once) hangs until its timeout, a false kill. Their mutants are forked from mutmut's fork
+server instead, which has only collected the tests."""
 ACCEPTED: dict[str, str] = {  # "<file>: <the mutated line, stripped>": why the mutant is equivalent or accepted
     r'amr/parsing.py: text = re.sub(r"^DESCRIPTION\s*:\s*", "", text, flags=re.IGNORECASE)': "equivalent: the "
     "pattern is matched ignoring case",
@@ -137,6 +141,7 @@ def measure(path: str, children: int) -> dict:
             "only_mutate": [path],
             "pytest_add_cli_args_test_selection": tests,
             "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "--durations=0", "-x"],
+            "process_isolation": "forkserver" if path in FORKSERVER else "fork",
         }
         config = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
         (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + f"\n[tool.mutmut]\n{config}\n")
