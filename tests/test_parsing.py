@@ -238,3 +238,8 @@ def test_under_heading_takes_the_answer_to_the_next_heading_outside_code():
     assert under_heading("**x**\n## correct solution\ncode", "### Correct Solution:") == "code"  # level, case, colon
     assert under_heading("no heading here", "### Correct Solution:") is None
     assert under_heading("### Correct Solution: see below", "### Correct Solution:") is None  # a heading line only
+    # a fence may be indented: a comment line in its code is no heading
+    assert under_heading("## Answer\n  ```python\n# one\nx = 1\n  ```\n## Next", "### Answer:") == (
+        "```python\n# one\nx = 1\n  ```"
+    )
+    assert under_heading("## xbox\ncode", "### XBOX:") == "code"  # only the heading's #s and colon are dropped

@@ -333,13 +333,19 @@ def test_the_check_takes_the_evolved_answer_only_where_it_passes_the_teachers_te
 def test_the_check_of_direct_checked_has_r_d_alone_and_runs_nothing():
     sandbox = Sandbox(lambda code, test: "passed")
     rows = [checked_row("r_d passes", direct_ok=True, evolved_ok=None), checked_row("r_d fails", False, None)]
+    rows.append(checked_row("no r_d", direct_ok=False, evolved_ok=None, direct_response=None, direct_error="HTTP 503"))
     out = {r["id"]: r for r in check.run(Rows(rows), sandbox, evolved=False).take_all()}
     assert {k: (r["checked_source"], r["checked_status"]) for k, r in out.items()} == {
         "r_d passes": ("direct", "passed"),  # R_d's verdict from the asserts, as anstest found it
         "r_d fails": ("direct", "failed"),
+        "no r_d": ("direct", "failed"),
     }
     assert out["r_d fails"]["checked_response"] == rows[1]["direct_response"] and sandbox.checks == []
-    assert [k for k, r in out.items() if check.unresolved(r)] == ["r_d fails"]
+    assert [(r["checked_response"], r["checked_error"]) for r in out.values()][1:] == [
+        (rows[1]["direct_response"], None),
+        (None, "HTTP 503"),  # R_d's error is the answer's
+    ]
+    assert [k for k, r in out.items() if check.unresolved(r)] == ["r_d fails", "no r_d"]
 
 
 def test_resampling_adopts_a_sample_only_where_it_passes_the_teachers_tests():
