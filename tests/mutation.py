@@ -47,6 +47,7 @@ ACCEPTED: dict[str, str] = {  # "<file>: <the mutated line, stripped>": why the 
     r'amr/parsing.py: return "" if text in ("...", "pass", "XXXX") else text': "equivalent: an empty text is "
     "returned as it is",
     'amr/parsing.py: node = ""': "equivalent: like None, not a function definition",
+    'amr/parsing.py: lines = (response or "XXXX").splitlines()': 'equivalent: "XXXX" holds no heading either',
     r'amr/parsing.py: return [block.strip("\n") for block in _FENCE.findall(response or "XXXX")]': "equivalent: "
     "neither text holds a fence",
     r'amr/parsing.py: for block in code_blocks(response) or [response or "XXXX"]:': "equivalent: neither text "
@@ -98,6 +99,14 @@ ACCEPTED: dict[str, str] = {  # "<file>: <the mutated line, stripped>": why the 
     'amr/stages/check.py: return {**row, "code": python_code(row[response] or "XXXX") or "", "test": "\\n".join(row["self_tests"])}': 'equivalent: "XXXX" holds no code either',
     'amr/stages/check.py: lambda row: {**{k: v for k, v in row.items() if not k.startswith("XXresample_XX")}, "sampling": sampling}': "equivalent: the earlier round's resample_* columns, carried, are replaced by this round's answer columns of the same names",
     'amr/stages/check.py: lambda row: {**{k: v for k, v in row.items() if not k.startswith("RESAMPLE_")}, "sampling": sampling}': "equivalent: the earlier round's resample_* columns, carried, are replaced by this round's answer columns of the same names",
+    "amr/stages/decontaminate.py: with tempfile.NamedTemporaryFile(dir=path.parent, suffix=None, delete=False) as f:": "equivalent: the temporary file's name is never read: it is renamed to the cache file",
+    "amr/stages/decontaminate.py: with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as f:": "equivalent: the temporary file's name is never read: it is renamed to the cache file",
+    'amr/stages/decontaminate.py: with tempfile.NamedTemporaryFile(dir=path.parent, suffix="XX.npyXX", delete=False) as f:': "equivalent: the temporary file's name is never read: it is renamed to the cache file",
+    'amr/stages/decontaminate.py: with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".NPY", delete=False) as f:': "equivalent: the temporary file's name is never read: it is renamed to the cache file",
+    'amr/stages/decontaminate.py: with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=None) as f:': "equivalent: None is false, as False: the file is kept for the rename",
+    'amr/stages/decontaminate.py: key = hashlib.sha256("XX\\0XX".join([embedder.path, *problems]).encode()).hexdigest()[:16]': "equivalent: another separator keeps the model and the problems apart alike (it names the cache file only)",
+    "amr/stages/decontaminate.py: compute=ray.data.ActorPoolStrategy(min_size=None, max_size=config.actors),": "equivalent: Ray Data's ActorPoolStrategy takes a min_size of 1 by default",
+    "amr/stages/decontaminate.py: compute=ray.data.ActorPoolStrategy(max_size=config.actors),": "equivalent: Ray Data's ActorPoolStrategy takes a min_size of 1 by default",
     'amr/stages/decompose.py: specs = [] if (row["md_error"]) and False else function_specs(row["md_response"])': "equivalent: a failed call has no answer, from which no spec parses either",
     'amr/stages/grow.py: code = python_code(row[response] or "XXXX")': 'equivalent: "XXXX" holds no code either',
     'amr/stages/grow.py: tests = [python_code(r["test_response"] or "XXXX", cut_off=True) or "" for r in tested]': (

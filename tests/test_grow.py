@@ -42,10 +42,11 @@ class Teacher:
 
 class Embedder:
     def __init__(self, vectors: dict[str, list[float]]):
-        self.vectors, self.texts = vectors, []
+        self.vectors, self.texts, self.calls = vectors, [], 0
 
     def encode(self, texts):
         self.texts += texts
+        self.calls += 1
         return np.asarray([self.vectors[t] for t in texts], dtype=np.float32)
 
 
@@ -256,3 +257,7 @@ def test_novel_reuses_the_vectors_of_texts_embedded_already():
     assert [c["name"] for c in kept] == ["a", "b"] and [(c["name"], c["outcome"]) for c in rejected] == [
         ("a", "duplicate in wave")
     ]
+    # every text embedded already: no encode call, and the vectors in float32 (the table's) whatever they came as
+    unused = Embedder({})
+    vectors = grow.embed_texts(["def b(x)\nThe b of x."], unused, {"def b(x)\nThe b of x.": [0.0, 1.0]})
+    assert vectors.dtype == np.float32 and vectors.tolist() == [[0.0, 1.0]] and unused.calls == 0

@@ -5,6 +5,8 @@ real Ray, teacher and sandbox: tests/test_stages.py and tests/test_distill.py.""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -488,6 +490,8 @@ def test_decontamination_flags_the_same_task_a_copy_an_overlap_and_a_reworded_pr
     assert unjudged.embedder is None
     assert unjudged(pd.DataFrame(rows.rows))["contamination"].tolist()[:3] == ["same-task", "exact", "ngram"]
     assert unjudged(pd.DataFrame(rows.rows))["contamination"].isna().tolist() == [False] * 3 + [True] * 3
+    askew = decontaminate._Checker({**config.model_dump(), "embedding_threshold": 0.99}, embedding.model_dump(), None)
+    assert askew(pd.DataFrame(rows.rows[5:]))["contamination_score"].tolist() == [0.9923]  # four places
 
 
 def test_benchmark_vectors_are_computed_once_per_model_and_benchmarks(monkeypatch, tmp_path):
@@ -510,3 +514,12 @@ def test_benchmark_vectors_are_computed_once_per_model_and_benchmarks(monkeypatc
     embedder.path = "model-b"
     decontaminate._benchmark_vectors(embedder, ["one", "three"])  # another model: another file
     assert embedder.calls == 3 and len(list((tmp_path / "decontam").iterdir())) == 3
+    # by default under ~/.cache/amr, made with its parents; written beside the cache file, then renamed into place
+    monkeypatch.delenv("AMR_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    renamed = []
+    replace = os.replace
+    monkeypatch.setattr(decontaminate.os, "replace", lambda src, dst: renamed.append((src, dst)) or replace(src, dst))
+    decontaminate._benchmark_vectors(embedder, ["one"])
+    [cached] = (tmp_path / "home" / ".cache" / "amr" / "decontam").iterdir()
+    assert [(Path(src).parent, Path(dst)) for src, dst in renamed] == [(cached.parent, cached)]
