@@ -169,6 +169,13 @@ def test_asserts_from_the_question_judge_r_d_and_ansrepair_repairs_only_the_fail
     )
     assert repair.final(tested[2], repaired)["ansrepair_response"] == fenced(ADD)
     assert repair.final(tested[0], None)["ansrepair_response"] == tested[0]["direct_response"]
+    assert [
+        repair.final(tested[2], repaired)["ansrepair_source"],
+        repair.final(tested[0], None)["ansrepair_source"],
+    ] == [
+        "repair",
+        "direct",
+    ]  # the dataset's source of each answer
     assert repair.final({**tested[0], "direct_error": "HTTP 503"}, None)["ansrepair_error"] == "HTTP 503"
     prose = {**tested[2], "direct_response": "Add them: a plus b."}  # an R_d without code is shown as it is
     for row, shown in ((prose, "Add them: a plus b."), ({**tested[2], "direct_response": ""}, "")):
@@ -188,14 +195,16 @@ def test_ansrepair_writes_a_test_function_from_the_question_and_r_d():
         "Task b.": fenced("def check_solution():\n    assert add(1, 2) == 3"),  # the sandbox would never call it
         "Task c.": fenced("def test_solution():\n    add(1, 2)"),  # asserts nothing
         "Task d.": fenced("assert add(1, 2) == 3"),
+        "Task e.": "```python\ndef test_solution():\n    assert add(1, 2) == 3\n    assert add(2, 2) ==",  # cut off
     }
     teacher = Teacher(lambda messages: (next(t for k, t in tests.items() if k in user(messages)), None))
     sandbox = Sandbox(lambda code, test: "passed")
-    rows = [md_row(i, direct_response="Here: " + fenced(ADD)) for i in "abcd"]
+    rows = [md_row(i, direct_response="Here: " + fenced(ADD)) for i in "abcde"]
     tested = repair.test(Rows(rows), teacher, sandbox).take_all()
     assert teacher.requests[0]["messages"] == repair_prompt.tests_messages("Task a.", ADD)  # the question and R_d
-    assert [r["self_test_status"] for r in tested] == ["passed", "no tests", "no tests", "passed"]
-    assert tested[0]["self_tests"] == ["def test_solution():\n    assert add(1, 2) == 3"]
+    assert [r["self_test_status"] for r in tested] == ["passed", "no tests", "no tests", "passed", "passed"]
+    # a test cut off at max_tokens keeps its whole lines
+    assert tested[0]["self_tests"] == tested[4]["self_tests"] == ["def test_solution():\n    assert add(1, 2) == 3"]
     assert sandbox.checks[0] == {"code": ADD, "test": "def test_solution():\n    assert add(1, 2) == 3"}
 
 
