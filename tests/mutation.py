@@ -115,6 +115,18 @@ ACCEPTED: dict[str, str] = {  # "<file>: <the mutated line, stripped>": why the 
     'amr/stages/embed.py: texts = [queries(row, query) for row in batch.to_dict("RECORDS")]': (
         "equivalent: pandas reads the orient in any case"
     ),
+    'amr/stages/response_evolution.py: solution = under_heading(row["are_response"] or "XXXX", response_evolution.HEADING)': 'equivalent: "XXXX" holds no heading either',
+    'amr/stages/response_evolution.py: code = python_code(response or "XXXX")': 'equivalent: "XXXX" holds no code either',
+    'amr/stages/response_evolution.py: modules = [h["code"].strip(None) for h in json.loads(row["retrieved"] or "[]") if h["name"] in called - defined]': "accepted: it differs only for a retrieved function whose code ends in spaces or tabs; the table holds functions' sources as parsed, which do not",
+    'amr/stages/response_evolution.py: return response.replace(code, "\\n\\n\\n".join([*modules, code]), 1) if (modules) or True else response': "equivalent: with no module the code is replaced by itself",
+    'amr/stages/response_evolution.py: names = [s["name"] for s in json.loads(row["specs"] or "XX[]XX")]': 'equivalent: specs is never empty: decompose writes a JSON list, the methods without it "[]"',
+    'amr/stages/response_evolution.py: defined, _ = _names(python_code(row["are_response"] or "XXXX") or "")': 'equivalent: "XXXX" holds no code either',
+    'amr/stages/response_evolution.py: defined, _ = _names(python_code(row["are_response"] or "") or "XXXX")': 'equivalent: "XXXX" parses as a bare name: it defines and calls nothing, as ""',
+    'amr/stages/response_evolution.py: return bool(names & _names(python_code(row["are_response"] or "XXXX") or "")[1])': 'equivalent: "XXXX" holds no code either',
+    'amr/stages/response_evolution.py: return bool(names & _names(python_code(row["are_response"] or "") or "XXXX")[1])': 'equivalent: "XXXX" parses as a bare name: it defines and calls nothing, as ""',
+    'amr/stages/response_evolution.py: names = {h["name"] for h in json.loads(row["retrieved"] or "XX[]XX")}': "equivalent: asked only of a row that retrieved a function (matched)",
+    'amr/stages/retrieve.py: code = python_code(row["direct_response"] or "XXXX")': 'equivalent: "XXXX" holds no code either',
+    "amr/stages/retrieve.py: break": "equivalent: a query's hits come best first, so none after the first under the floor is above it",
     'amr/stages/repair.py: return python_code(row["direct_response"] or "XXXX") or row["direct_response"] or ""': 'equivalent: "XXXX" holds no code either',
     'amr/stages/repair.py: response = row["anstest_response"] or "XXXX"': 'equivalent: "XXXX" holds no test either',
     'amr/stages/repair.py: "code": python_code(row["direct_response"] or "XXXX") or "",': 'equivalent: "XXXX" holds no code either',

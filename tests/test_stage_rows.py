@@ -276,13 +276,75 @@ def test_the_papers_rewrite_is_every_rows_answer():
     )
     assert {k: (r["are_kept"], r["are_source"]) for k, r in out.items()} == dict.fromkeys(out, (None, "are"))
     assert out["ignores"]["are_response"] == rewrites["ignores"] and out["incomplete"]["are_response"] == fenced(ADD)
-    assert out["headed"]["are_response"] == fenced(ADD_THREE) and out["headed"]["are_heading"]
+    assert out["headed"]["are_response"] == out["headed"]["evolved_response"] == fenced(ADD_THREE)
+    assert out["headed"]["are_heading"]
     assert out["ignores"]["are_heading"] is False  # taken whole, and marked
     assert out["failed"]["are_error"] == "HTTP 503"  # asked again on a rerun
     # without retrieval (the ablation w/o ARE) the prompt shows no function, whatever was retrieved
     teacher = Teacher(lambda messages: (rewrites["ignores"], None))
     response_evolution.run([are_row("ignores", [MODULE])], teacher, use_retrieved=False)
     assert "return a + b" not in user(teacher.requests[0]["messages"])
+
+
+def test_the_papers_prompt_shows_the_retrieved_code_then_the_specs_as_stubs():
+    row = are_row("a", [MODULE])
+    stubs = [
+        'def add(a, b):\n    """Return a + b."""\n    ...',
+        'def add_three(a, b, c):\n    """Sum of three."""\n    ...',
+    ]
+    assert response_evolution.chat(row) == are_prompt.messages(row["instruction"], stubs, [ADD])
+    teacher = Teacher(lambda messages: (fenced(ADD_THREE), None))
+    response_evolution.run([row], teacher)
+    assert teacher.requests[0]["messages"] == are_prompt.messages(row["instruction"], stubs, [ADD])
+    spec = {"signature": "def f(x)", "description": 'Line one, with """quotes""".\nLine two.'}
+    assert (
+        response_evolution.spec_stub(spec)
+        == "def f(x):\n    \"\"\"Line one, with '''quotes'''.\n    Line two.\"\"\"\n    ..."
+    )
+
+
+def test_the_gated_rewrite_gets_the_code_of_the_retrieved_functions_it_calls_once():
+    module = {"name": "add", "code": "\ndef add(a, b):\n    X = a + b\n    return X\n", "similarity": 0.9}
+    rewrite = f"{fenced(ADD_THREE)}\nOnce more:\n{fenced(ADD_THREE)}"  # calls add, does not define it
+    teacher = Teacher(lambda messages: (rewrite, None))
+    [out] = response_evolution.run([are_row("a", [module])], teacher, gated=True)
+    linked = fenced(f"{module['code'].strip()}\n\n\n{ADD_THREE}")
+    assert out["are_response"] == out["evolved_response"] == f"{linked}\nOnce more:\n{fenced(ADD_THREE)}"
+    assert (out["are_source"], out["are_kept"], out["are_heading"]) == ("are", None, None)
+    # without retrieval every row is asked, with no function shown
+    [alone] = response_evolution.run([{**are_row("b"), "retrieved": None}], teacher, use_retrieved=False, gated=True)
+    assert "return X" not in user(teacher.requests[-1]["messages"]) and alone["are_response"] == rewrite
+
+
+def test_the_function_asked_for_is_the_one_the_instruction_names_else_the_plans_last():
+    specs = [{"name": n, "signature": f"def {n}(x)", "description": "."} for n in ("add", "double", "add_three")]
+    row = {"specs": json.dumps(specs), "instruction": "Sum three numbers.", "are_response": fenced(ADD_THREE)}
+    assert response_evolution.missing(row) == []
+    assert response_evolution.missing({**row, "are_response": fenced(ADD)}) == ["add_three"]
+    assert response_evolution.missing({**row, "instruction": "Write double(x).", "are_response": fenced(ADD)}) == [
+        "double"
+    ]
+
+
+def test_r_d_kept_carries_the_rewrite_and_its_call_where_there_was_one():
+    asked = are_row("a", are_response="rewrite", are_error=None, are_input_tokens=5, are_output_tokens=7,
+                    are_faults="HTTP 429", are_finish="length")  # fmt: skip
+    columns = ("are_response", "are_error", "are_input_tokens", "are_output_tokens", "are_faults", "are_finish",
+               "evolved_response", "are_kept", "are_source")  # fmt: skip
+    row = response_evolution.kept(asked, "incomplete")
+    assert [row[c] for c in columns] == [
+        "R_d of a",
+        None,
+        5,
+        7,
+        "HTTP 429",
+        "length",
+        "rewrite",
+        "incomplete",
+        "direct",
+    ]
+    never = response_evolution.kept(are_row("b", direct_response=None, direct_error="HTTP 503"), "nothing retrieved")
+    assert [never[c] for c in columns] == [None, "HTTP 503", 0, 0, "", None, None, "nothing retrieved", "direct"]
 
 
 def checked_row(id: str, direct_ok: bool, evolved_ok: bool | None, tests: bool = True, **extra) -> dict:
