@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from amr.ann import Upkeep
 from amr.config import FilterConfig
 from amr.filters import NearDuplicates, jaccard, text_reason
 
@@ -127,3 +128,14 @@ def test_near_duplicates_at_the_threshold_with_chosen_vectors(tmp_path):
     assert orthogonal.keep(["a"]) == [True] and orthogonal.keep(["b"]) == [False]
     assert orthogonal.table.count_rows() == 1
     assert NearDuplicates(embedder, 1.0).keep(["a", "a again", "b"]) == [True, False, True]
+
+
+@pytest.mark.timeout(60)
+def test_near_duplicates_remove_old_table_versions_every_upkeep_every_commits(tmp_path):
+    embedder = _Vectors({"a": [1.0, 0.0], "a again": [1.0, 0.0], "b": [0.0, 1.0], "c": [-1.0, 0.0]})
+    seen = NearDuplicates(embedder, 0.5, uri=str(tmp_path / "dedup"), upkeep=Upkeep(min_rows=1000, every=2))
+    oldest = []
+    for texts in (["a"], ["a again"], ["b"], ["c"]):  # commits 1, none (nothing kept), 2 (the upkeep), 1 again
+        seen.keep(texts)
+        oldest.append(min(v["version"] for v in seen.table.list_versions()))
+    assert oldest == [1, 1, 3, 3]  # the upkeep of the second commit (version 3) removes the versions before it
