@@ -242,4 +242,4 @@ def test_under_heading_takes_the_answer_to_the_next_heading_outside_code():
     assert under_heading("## Answer\n  ```python\n# one\nx = 1\n  ```\n## Next", "### Answer:") == (
         "```python\n# one\nx = 1\n  ```"
     )
-    assert under_heading("## xbox\ncode", "### XBOX:") == "code"  # only the heading's #s and colon are dropped
+    assert under_heading("## xbox\ncode", "XBOX:") == "code"  # only the heading's #s and colon are dropped

@@ -253,6 +253,7 @@ def test_the_gated_rewrite_keeps_r_d_where_it_adapts_no_module():
     assert out["uses"]["are_source"] == "are"
     assert all(r["messages"][0]["content"] == are_prompt.GATED_SYSTEM for r in teacher.requests)
     assert out["ignores"]["evolved_response"] == rewrites["ignores"] and out["none"]["evolved_response"] is None
+    assert out["uses"]["are_heading"] is out["none"]["are_heading"] is None  # the gated prompt asks for no heading
     assert out["ignores"]["are_output_tokens"] > 0 and out["none"]["are_output_tokens"] == 0
 
 
