@@ -799,9 +799,9 @@ class TrainConfig(Strict):
         "auto",
         description="'bf16': bfloat16 compute, float32 master weights, gradients and optimizer state (FSDP2 mixed "
         "precision; the paper's bf16); 'bf16-pure': weights, gradients and AdamW state in bfloat16 too (half the "
-        "memory; updates below bfloat16's resolution are lost); 'fp32'; 'auto': bf16 on GPU, and on CPUs with "
-        "native bfloat16 arithmetic (AMX, AVX512-BF16), fp32 elsewhere. Weights load and the student is saved in "
-        "bfloat16 unless fp32.",
+        "memory; updates below bfloat16's resolution are lost); 'fp32'; 'auto': bf16 on GPU, fp32 on CPU (also "
+        "with AMX or AVX512-BF16: 1.5x the tokens/s there, but less learnt a step; docs/benchmarks.md). Weights load "
+        "and the student is saved in bfloat16 unless fp32.",
     )
     gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass (less memory).")
     finetune: Literal["full", "lora"] = Field(

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from amr.config import ConfigError, TrainConfig
-from amr.hardware import cpu_bf16
 
 
 @dataclass(frozen=True)
@@ -94,11 +93,12 @@ def schedule(config: TrainConfig, rows: int) -> Schedule:
 
 
 def precision(config: TrainConfig) -> Literal["bf16", "bf16-pure", "fp32"]:
-    """The precision ``auto`` stands for: bf16 on GPU and on CPUs with native bfloat16 arithmetic (this machine's
-    flags stand for the workers'), fp32 elsewhere."""
+    """The precision ``auto`` stands for: bf16 on GPU (the paper's), fp32 on CPU, also where the CPU computes in
+    bfloat16 natively: there bf16 trains more tokens a second but learns less a step, and reaches no lower loss in
+    the same time (``bench/train_precision.py``, docs/benchmarks.md)."""
     if config.precision != "auto":
         return config.precision
-    return "bf16" if config.scaling.use_gpu or cpu_bf16() else "fp32"
+    return "bf16" if config.scaling.use_gpu else "fp32"
 
 
 def saved_dtype(config: TrainConfig) -> str:

@@ -29,26 +29,19 @@ def test_a_set_dtype_and_gpu_auto_are_kept(monkeypatch):
     assert engine_dtype(VLLMConfig(device="gpu")) == "auto"  # the model's own dtype
 
 
-@pytest.mark.parametrize(
-    ("flags", "trained_in", "saved_in"),
-    [
-        ({"avx2", "amx_bf16", "amx_tile"}, "bf16", "bfloat16"),
-        ({"avx512f", "avx512_bf16"}, "bf16", "bfloat16"),
-        ({"avx2", "avx512f"}, "fp32", "float32"),
-        (set(), "fp32", "float32"),
-    ],
-)
-def test_training_auto_is_bf16_on_cpus_with_native_bf16_only(monkeypatch, flags, trained_in, saved_in):
+@pytest.mark.parametrize("flags", [{"avx2", "amx_bf16", "amx_tile"}, {"avx512f", "avx512_bf16"}, {"avx2"}, set()])
+def test_training_auto_is_fp32_on_any_cpu(monkeypatch, flags):
+    """Unlike an engine's dtype: bf16 training on this CPU (AVX512-BF16) was 1.53x the tokens/s of fp32 but learnt
+    0.72 of its held-out loss drop in the same steps (docs/benchmarks.md)."""
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
     config = TrainConfig()
-    assert (config.precision, precision(config), saved_dtype(config)) == ("auto", trained_in, saved_in)
+    assert (config.precision, precision(config), saved_dtype(config)) == ("auto", "fp32", "float32")
 
 
-def test_training_precision_set_or_on_gpu_ignores_the_cpu(monkeypatch):
+def test_training_precision_set_or_on_gpu_is_kept(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
     assert precision(TrainConfig(scaling={"use_gpu": True})) == "bf16"  # the paper's bf16
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"amx_bf16"}))
-    assert [precision(TrainConfig(precision=p)) for p in ("fp32", "bf16-pure")] == ["fp32", "bf16-pure"]
+    assert [precision(TrainConfig(precision=p)) for p in ("bf16", "bf16-pure")] == ["bf16", "bf16-pure"]
 
 
 def test_flags_are_read_from_this_machine():
