@@ -5,11 +5,13 @@ index is built from it when a process first searches it and follows it from then
 index is its offset in the table: the table only grows, by appends, and compaction keeps the rows' order, so a table
 version of ``n`` rows is the ids below ``n`` and a search at a pinned version is a search of that id range. Below
 ``min_rows`` rows the index is exact (the vectors as float32: one matrix product answers a batch of queries). From
-``min_rows`` on it is an IVF index: partitions of about ``PARTITION_ROWS`` rows, vectors quantised to a byte a
-dimension (1 GiB a million 1024-d rows); a search visits ``NPROBES`` partitions, the same number of rows at 1M as at
-50k, and re-ranks ``REFINE`` candidates per hit by the vectors the table stores, so that every similarity returned
-is the exact cosine. The index is trained anew from the table each time the table has doubled since it was trained,
-so that partitions stay ``PARTITION_ROWS`` large.
+``min_rows`` on it is an IVF index: partitions of about ``PARTITION_ROWS`` rows, each row's vector product-quantised
+to 4 bits per ``PQ_DIMS`` dimensions (32 bytes a 1024-d row, scanned by faiss's fast-scan kernels) and quantised to a
+byte a dimension (1 GiB a million 1024-d rows, kept for re-ranking). A search visits ``NPROBES`` partitions, the same
+number of rows at 1M as at 50k, re-ranks the ``CANDIDATES`` best of the 4-bit codes per hit by the 8-bit vectors,
+then ``REFINE`` per hit by the vectors the table stores, so that every similarity returned is the exact cosine. The
+index is trained anew from the table each time the table has doubled since it was trained, so that partitions stay
+``PARTITION_ROWS`` large.
 
 Every ``every`` commits, the table's writer ``refresh``-es it: the fragments added since the last refresh are
 compacted (indexed fragments are never rewritten, nor fragments of ``COMPACT_ROWS``), the ``scalar`` columns get
@@ -39,9 +41,12 @@ TRAIN_ROWS = 64
 """Rows per partition that k-means trains on (a sample of the table)."""
 QUANTIZER_ROWS = 16_384
 """Rows the quantiser's ranges are trained on, at least (the same sample)."""
-NPROBES = 16
+PQ_DIMS = 16
+"""Dimensions per 4-bit code of the product quantiser (at most: a divisor of the vectors' size)."""
+NPROBES = 24
+CANDIDATES = 512
 REFINE = 4
-"""Search settings: recall@1 against brute force in docs/benchmarks.md, "The module table"."""
+"""Search settings: recall@1 against brute force in docs/benchmarks.md, "The module table at scale"."""
 MAX_DELTAS = 8
 """Deltas of a scalar index before they are merged into one."""
 READ_ROWS = 65_536
@@ -76,6 +81,11 @@ class VectorIndex:
     def rows(self) -> int:
         return int(self.index.ntotal)
 
+    @property
+    def partitions(self) -> int:
+        """The IVF index's partitions; 0 while the index is exact."""
+        return int(faiss.downcast_index(self.index.base_index).nlist) if self.trained else 0
+
     def sync(self, dataset) -> dict[str, Any] | None:
         """Follow the table: add the rows of ``dataset`` (a Lance dataset at any version) that the index lacks, or
         build the index anew where they take the table to ``min_rows`` or double it since the index was trained.
@@ -93,7 +103,7 @@ class VectorIndex:
             began = time.perf_counter()
             if rows >= self.min_rows and rows >= 2 * self.trained:
                 self.index, self.trained = _trained(dataset, rows), rows
-                done = {"trained": rows, "partitions": self.index.nlist}
+                done = {"trained": rows, "partitions": self.partitions}
             else:
                 self.index.add(_normalized(_read(dataset, self.rows, rows)))
                 done = {"added": rows}
@@ -117,7 +127,8 @@ class VectorIndex:
             # a pinned version is the ids below its rows (added in order: each partition's are sorted)
             within = faiss.IDSelectorRange(0, rows, True) if rows < self.rows else None
             if trained:
-                params = faiss.SearchParametersIVF(sel=within, nprobe=NPROBES)
+                probed = faiss.SearchParametersIVF(sel=within, nprobe=NPROBES)
+                params = faiss.IndexRefineSearchParameters(k_factor=CANDIDATES / REFINE, base_index_params=probed)
             else:
                 params = faiss.SearchParameters(sel=within)
             found, candidates = self.index.search(queries, want, params=params)
@@ -134,14 +145,17 @@ class VectorIndex:
         return ids, scores
 
 
-def _trained(dataset, rows: int) -> faiss.IndexIVFScalarQuantizer:
-    """An IVF index of ``rows`` rows of ``dataset``, its partitions trained on a sample of them."""
+def _trained(dataset, rows: int) -> faiss.IndexRefine:
+    """An IVF index of ``rows`` rows of ``dataset`` (4-bit codes, 8-bit vectors to re-rank by), its partitions and
+    quantisers trained on a sample of them."""
     partitions = max(1, rows // PARTITION_ROWS)
     dim = dataset.schema.field("vector").type.list_size
-    index = faiss.IndexIVFScalarQuantizer(
-        faiss.IndexFlatIP(dim), dim, partitions, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    codes = next(m for m in range(max(1, dim // PQ_DIMS), 0, -1) if dim % m == 0)
+    probed = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, partitions, codes, 4, faiss.METRIC_INNER_PRODUCT)
+    probed.cp.max_points_per_centroid = TRAIN_ROWS
+    index = faiss.IndexRefine(
+        probed, faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     )
-    index.cp.max_points_per_centroid = TRAIN_ROWS
     sample = np.random.default_rng(0).choice(
         rows, min(rows, max(partitions * TRAIN_ROWS, QUANTIZER_ROWS)), replace=False
     )

@@ -347,8 +347,9 @@ class ModulesConfig(Strict):
         50_000,
         ge=256,
         description="The table's vector index (in memory, built from the table) is exact below this many rows; from "
-        "then on an IVF index (partitions of ~1,024 rows, 8-bit vectors, hits re-ranked by the stored vectors), "
-        "retrained each time the table doubles; the instruction_id B-tree is built from then on too.",
+        "then on an IVF index (partitions of ~1,024 rows scanned by 4-bit codes, candidates re-ranked by 8-bit "
+        "vectors, hits by the stored vectors), retrained each time the table doubles; the instruction_id B-tree is "
+        "built from then on too.",
     )
     upkeep_every: int = Field(
         8,

@@ -196,7 +196,6 @@ def measure(rows: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "write_s": written,
         "upkeep": upkeep,
         "vector_index": built,
-        "vector_index_bytes": db.vectors.rows * (db.vectors.index.code_size + (8 if db.vectors.trained else 0)),
         "top1": top1,
         "per_wave_s": per_wave,
         "refreshes": refreshes,

@@ -27,6 +27,13 @@ def vectors() -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def four_codes(monkeypatch):
+    """A 16-d vector in four 4-bit codes (a 1024-d one has 64): one code for all 16 dimensions ranks too coarsely to
+    hold the nearest rows among its candidates."""
+    monkeypatch.setattr(ann, "PQ_DIMS", 4)
+
+
 @pytest.fixture
 def small_partitions(monkeypatch):
     """Partitions of 50 rows, 4 of them visited: the IVF index is approximate on a table of a few thousand rows."""
@@ -69,7 +76,7 @@ def test_the_index_is_exact_then_trained_as_the_table_doubles(tmp_path, vectors,
         trained.append(db.vectors.trained)
         upkept.append(db.upkeep(keep_from=db.version))
     assert trained == [0] * 5 + [600] * 6 + [1200] * 9  # from min_rows, then each time the table doubled
-    assert db.vectors.rows == 2000 and db.vectors.index.nlist == 24
+    assert db.vectors.rows == 2000 and db.vectors.partitions == 24
     assert upkept[0] is None and upkept[1] is not None  # every 2 commits
     assert [wave for wave, done in enumerate(upkept) if done and "indexed" in done] == [5]
     # the nearest module of a slightly moved copy of a row is that row, as brute force finds it, at exact cosines
