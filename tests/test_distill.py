@@ -3,6 +3,7 @@ the dataset, response accuracy, and resume after a kill."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -104,7 +105,41 @@ def function(name: str, body: bool = True) -> str:
     return f'{signature}:\n    """{description}"""\n    {code if body else "..."}\n'
 
 
+def carried(user: str, name: str) -> str | None:
+    """The code of function ``name`` as the ARE prompt's Relevant Functions carry it (a retrieved function, not a
+    spec, whose body is ``...``), or None."""
+    block = re.search(r"### Relevant Functions:\n```python\n(.*?)```", user, re.DOTALL)
+    source = block.group(1) if block else ""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            last = node.body[-1]
+            stub = isinstance(last, ast.Expr) and getattr(last.value, "value", None) is Ellipsis
+            return None if stub else ast.get_source_segment(source, node) + "\n"
+    return None
+
+
+def evolved(task: str, user: str) -> str:
+    """The paper's ARE answer: the code of each helper the task calls that the prompt carries (copied from it), then
+    the task's function. A helper not carried stays called and undefined, as in R_d: only retrieval adds it."""
+    helpers = [carried(user, name) for name in ANSWERS[task][:-1]]
+    code = "\n\n".join([*[h for h in helpers if h], function(task)])
+    return f"A more refined solution.\n\n{response_evolution.HEADING}\n```python\n{EVOLVED}{code}```"
+
+
+def repaired(task: str, user: str) -> str:
+    """A repair that fixes only what the failure names: the definition of each function it reports as not defined
+    put before the wrong solution's code; a solution whose failure names none comes back unchanged."""
+    solution, failure = user.split("### Wrong Solution:")[1].split("### Failure:")
+    assert f"def {task}(" in solution and "Error" in failure, user
+    code = re.search(r"```python\n(.*?)```", solution, re.DOTALL).group(1)
+    named = re.findall(r"NameError: name '(\w+)' is not defined", failure)
+    return "```python\n" + "\n\n".join([*(function(n) for n in named if n in FUNCTIONS), code]) + "```"
+
+
 def script(messages: list[dict[str, str]]) -> str:
+    """The scripted teacher: its direct answers call the helpers of add_three and count_evens without defining them,
+    its ARE answers define a helper only when the prompt carries its code, its repairs fix only what the failure
+    names; its CoT answers write the helpers themselves."""
     system, user = messages[0]["content"], messages[1]["content"]
     if system == testgen.SYSTEM:
         name = re.search(r"### Function Under Test: (\w+)", user).group(1)
@@ -112,20 +147,16 @@ def script(messages: list[dict[str, str]]) -> str:
     task = re.search(r"Task: (\w+)", user).group(1)
     if system == bootstrap.SYSTEM:
         return f"```python\n{function({'add': 'clamp', 'is_even': 'reverse_text'}[task])}```"
-
     if system == decompose.SYSTEM:
         return "```python\n" + "\n".join(function(n, body=False) for n in ANSWERS[task]) + "```"
-    code = "\n\n".join(function(n) for n in ANSWERS[task])
-    whole = f"```python\n{code}```"
     if system == response_evolution.SYSTEM:  # the paper's: the answer under its heading
-        return f"A more refined solution.\n\n{response_evolution.HEADING}\n```python\n{EVOLVED}{code}```"
-    if system in (response_evolution.GATED_SYSTEM, repair.REPAIR_SYSTEM):
-        if system == repair.REPAIR_SYSTEM:  # the repair sees the wrong solution and the failure
-            solution, failure = user.split("### Wrong Solution:")[1].split("### Failure:")
-            assert f"def {task}(" in solution and "Error" in failure, user
-        return whole
+        return evolved(task, user)
+    if system == response_evolution.GATED_SYSTEM:  # the task's function: the job links the retrieved ones it calls
+        return f"```python\n{function(task)}```"
+    if system == repair.REPAIR_SYSTEM:  # the repair sees the wrong solution and the failure
+        return repaired(task, user)
     if system == cot.SYSTEM:
-        return "Reasoning: reuse small helpers.\n" + whole
+        return "Reasoning: reuse small helpers.\n```python\n" + "\n\n".join(function(n) for n in ANSWERS[task]) + "```"
     if system == repair.TESTS_SYSTEM:  # AnsRepair's test function, from the question and R_d
         assert f"### Solution:\n```python\n{function(task).strip()}\n```" in user, user
         tests = SELF_TESTS[task]
@@ -360,7 +391,9 @@ def test_the_ablation_without_are_reads_no_table(ray_local, scripted, tmp_path):
     # it never reads the module table, so it neither bootstraps nor grows one
     assert no_are["modules"] == {} and "grow" not in no_are["stages"] and no_are["stages"]["evolve"]["rows"] == 4
     assert not (Path(no_are["config"]["run_dir"]) / "modules").exists()
-    assert no_are["dataset"]["rows"] == 4
+    # with nothing retrieved, the evolved answers of add_three and count_evens call helpers they do not define, as
+    # R_d does: 2 of 4 (amr, which retrieves add and is_even for them: 3 of 4)
+    assert no_are["dataset"]["rows"] == 4 and no_are["dataset"]["response_accuracy"] == 0.5
 
 
 def test_baselines_cot_and_ansrepair(ray_local, scripted, tmp_path):
@@ -405,16 +438,22 @@ def test_amr_checked_keeps_r_d_where_the_evolved_answer_breaks_it(ray_local, tmp
     assert not any("Task: add." in m[1]["content"] for m in evolved)
     assert gated["dataset"]["response_accuracy"] == 0.75
     assert gated["dataset"]["sources"] == {"are": 2, "direct": 2} and gated["dataset"]["from_direct"] == 0.5
-    # amr-checked evolves every row and breaks add; the check runs both answers against the teacher's own tests
-    # (SELF_TESTS: add's passes R_d and fails the evolved one; is_even has none; the others fail R_d, which
-    # lacks its helpers, and pass evolved): the evolved answer replaces R_d for add_three and count_evens only
+    # amr-checked evolves every row and breaks add, whose evolved answer then fails its growth test: the table gets
+    # is_even only, so add_three retrieves no add and its evolved answer calls add undefined, as R_d does. The check
+    # runs both answers against the teacher's own tests (SELF_TESTS): add's R_d passes and its evolved answer fails,
+    # add_three's both fail, is_even has none, count_evens's R_d fails and its evolved answer passes
     assert checked["stages"]["evolve"]["kept_direct"] == {}
-    assert checked["stages"]["check"]["checked_source"] == {"are": 2, "direct": 2}
-    assert checked["stages"]["check"]["are_self_test_status"] == {"failed": 1, "passed": 2, "no tests": 1}
-    assert checked["dataset"]["sources"] == {"are": 2, "direct": 2}
+    assert checked["stages"]["check"]["checked_source"] == {"are": 1, "direct": 3}
+    assert checked["stages"]["check"]["are_self_test_status"] == {"failed": 2, "passed": 1, "no tests": 1}
+    assert checked["dataset"]["sources"] == {"are": 1, "direct": 3}
     rows = pq.read_table(Path(checked["config"]["run_dir"]) / "check.parquet").to_pylist()
-    assert {r["id"]: r["checked_source"] for r in rows}["t/add"] == "direct"
-    assert checked["dataset"]["response_accuracy"] == 0.75  # count_evens's own test is wrong on purpose
+    assert {r["id"]: r["checked_source"] for r in rows} == {
+        "t/add": "direct",
+        "t/is_even": "direct",
+        "t/add_three": "direct",
+        "t/count_evens": "are",
+    }
+    assert checked["dataset"]["response_accuracy"] == 0.5  # add_three fails; count_evens's own test is wrong on purpose
 
 
 def test_amr_checked_resamples_the_direct_answer_where_no_answer_passes(ray_local, tmp_path):
@@ -440,12 +479,14 @@ def test_amr_checked_resamples_the_direct_answer_where_no_answer_passes(ray_loca
         ]
         calls = len(teacher.requests)
         assert distill.run(cfg)["dataset"] == manifest["dataset"] and len(teacher.requests) == calls  # resumed
-    # only add fails the teacher's test with both answers; round 1's sample fails it too, round 2's passes
-    assert manifest["stages"]["check"]["checked_source"] == {"are": 2, "direct": 2}
+    # add and add_three fail the teacher's tests with both answers (add_three's evolved answer had no add to retrieve:
+    # the broken one failed its growth test); add's round-1 sample fails, its round-2 sample passes; add_three's
+    # samples, without their helper, never do
+    assert manifest["stages"]["check"]["checked_source"] == {"are": 1, "direct": 3}
     assert manifest["stages"]["resample"] == {
-        "rounds": [{"asked": 1, "passed": 0}, {"asked": 1, "passed": 1}],
+        "rounds": [{"asked": 2, "passed": 0}, {"asked": 2, "passed": 1}, {"asked": 1, "passed": 0}],
         "resolved": 1,
-        "stopped": "no row left",
+        "stopped": "rounds",
     }
     assert [(p["temperature"], p["top_p"], p.get("seed")) for p in add_asked] == [
         (0.0, 1.0, None),  # R_d, greedy
@@ -455,7 +496,7 @@ def test_amr_checked_resamples_the_direct_answer_where_no_answer_passes(ray_loca
     run_dir = Path(manifest["config"]["run_dir"])
     final = {r["id"]: r for r in pq.read_table(run_dir / "dataset.parquet").to_pylist()}
     assert "return a + b" in final["t/add"]["response"] and final["t/add"]["tests_passed"]
-    assert manifest["dataset"]["rows"] == 4 and manifest["dataset"]["response_accuracy"] == 0.75
+    assert manifest["dataset"]["rows"] == 4 and manifest["dataset"]["response_accuracy"] == 0.5
 
 
 def test_direct_checked_resamples_r_d_to_a_teacher_token_budget(ray_local, scripted, tmp_path):

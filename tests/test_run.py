@@ -1,7 +1,7 @@
 """`amr compare` / `amr run` end to end on a real Ray: a scripted teacher over HTTP distils with two methods,
 a tiny student is trained on each dataset by Ray Train, EvalPlus scores the students and the untrained one,
-and the report holds the paper's table; a rerun does nothing again. Plumbing: the scripted answers decide every
-accuracy (see the test's docstring)."""
+and the report holds the paper's table; a rerun does nothing again. The scripted teacher's answers depend on its
+prompts (tests/test_distill.py's script): the accuracies follow from what the method retrieves and adapts."""
 
 from __future__ import annotations
 
@@ -62,11 +62,13 @@ def run_config(tmp_path, scripted, tiny_model) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_plumbing_of_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny_model, tmp_path):
-    """A plumbing test, no evidence about the method: every figure is written into the scripted teacher
-    (tests/test_distill.py's script). Its direct answers leave the helpers out and its ARE answers put them in, so
-    "AMR-Evol 75% against direct 50%" says only that each method's answers reach its dataset, its accuracy, its
-    student, the evaluations and the report's table."""
+def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny_model, tmp_path):
+    """The scripted teacher's direct answers call the helpers of add_three and count_evens without defining them;
+    its ARE answers define a helper only where the ARE prompt carries the helper's code, which only retrieval from
+    the module table puts there (tests/test_distill.py's script). So AMR-Evol's 3 of 4 against direct's 2 of 4
+    (count_evens's instruction test is wrong on purpose) holds only if wave 1's answers grow the table, wave 2
+    retrieves add and is_even from it, and ARE carries their code into the answers; the students, evaluations and
+    the report's table follow from each method's dataset."""
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(run_config(tmp_path, scripted, tiny_model)))
     engines = logged_engine_starts()
@@ -96,7 +98,7 @@ def test_plumbing_of_compare_distills_trains_evaluates_and_reports(ray_local, sc
     amr_row = next(line for line in table.splitlines() if line.startswith("| AMR-Evol |"))
     assert len(re.findall(r"\d \([+-]\d+\.\d\)", amr_row)) == 4  # HumanEval(+) and MBPP(+) against direct
     assert "HumanEval(+) v0.1.10: 2 tasks (--limit)" in report
-    assert (  # the script's figures (plumbing): direct's answers lack the helpers that ARE's include
+    assert (  # direct's answers lack the helpers that retrieval gives ARE's
         "| direct | scripted | 4 | 4 | 50.0% of 4 |" in report
         and "| AMR-Evol | scripted | 4 | 4 | 75.0% of 4 | 0% (0 of 4) |" in report
         and "## Stages: AMR-Evol" in report
