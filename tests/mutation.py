@@ -140,10 +140,6 @@ ACCEPTED: dict[str, str] = {  # "<file>: <the mutated line, stripped>": why the 
     'amr/stages/repair.py: return python_code(row["direct_response"] or "XXXX") or row["direct_response"] or ""': 'equivalent: "XXXX" holds no code either',
     'amr/stages/repair.py: response = row["anstest_response"] or "XXXX"': 'equivalent: "XXXX" holds no test either',
     'amr/stages/repair.py: "code": python_code(row["direct_response"] or "XXXX") or "",': 'equivalent: "XXXX" holds no code either',
-    'amr/stages/repair.py: tests = assert_statements(row["anstest_response"] or "XXXX")': 'equivalent: "XXXX" holds no code either',
-    'amr/stages/repair.py: solution = python_code(row["direct_response"] or "XXXX") or row["direct_response"] or ""': (
-        'equivalent: "XXXX" holds no code either'
-    ),
 }
 """Survivors, by file and the mutated line as ``mutmut show`` prints it (stable across unrelated edits)."""
 MIN_SCORE = 0.9

@@ -93,3 +93,39 @@ def test_docs_pages_exist():
         "sandbox.md",
         "teachers.md",
     } <= names
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_mutation_record_is_not_older_than_a_release():
+    """docs/mutation.md's rule: a release starts at the last commit that changed ``version`` in pyproject.toml; every
+    covered file that existed then was measured as it was at or after that commit (or is now), and the record's
+    figures hold: every score at least 90%, every survivor explained (``ACCEPTED`` in tests/mutation.py)."""
+    from tests import mutation
+
+    record = mutation.read_record()
+    assert record, "docs/mutation.md holds no measurements: run `make mutation`"
+    release = _git("log", "-1", "--format=%H", "-G", r"^version = ", "--", "pyproject.toml")
+    stale = []
+    for path in mutation.covered():
+        existed = subprocess.run(["git", "cat-file", "-e", f"{release}:{path}"], cwd=ROOT).returncode == 0
+        if path not in record:
+            if existed:
+                stale.append(f"{path}: not measured")
+            continue
+        seen = {mutation.blob(path)} | {
+            _git("rev-parse", f"{c}:{path}") for c in _git("rev-list", f"{release}..HEAD", "--", path).split()
+        }
+        if existed:
+            seen.add(_git("rev-parse", f"{release}:{path}"))
+        if record[path]["blob"] not in seen:
+            stale.append(f"{path}: measured as blob {record[path]['blob'][:10]}, from before this release")
+    assert not stale, "docs/mutation.md is older than a release of changes (run `make mutation`):\n" + "\n".join(stale)
+    for path, measured in record.items():
+        assert measured["score"] >= mutation.MIN_SCORE, f"{path}: mutation score {measured['score']:.1%}"
+        for survivor in measured["survivors"]:
+            assert f"{path}: {survivor['line']}" in mutation.ACCEPTED, (
+                f"{path}: unexplained survivor {survivor['line']}"
+            )
