@@ -11,15 +11,14 @@ included, as a job pays them), the start (until the engine answers), end-to-end 
 generation alone (plain vLLM: the generate call; the deployment: the Ray Data stage, from the deployment being up
 to the last row). Ratios: bfloat16 over float32 (plain vLLM), and the deployment over plain vLLM in bfloat16 (end
 to end, generation alone, and the start's difference in seconds). The deployment watches for runaway answers
-(sampling.stop_runaway, on as in a job); its answers that ran away are counted. Each side's log (vLLM's, Ray's and
-the project's lines, timestamped) is kept beside the output, as teacher-SIDE-DTYPE.log: what each start is made of.
+(sampling.stop_runaway, on as in a job); its answers that ran away are counted. Each side's output (vLLM's and
+Ray's lines, timestamped) is kept beside the output, as teacher-SIDE-DTYPE.log: what each start is made of.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -119,7 +118,6 @@ def main() -> None:
     parser.add_argument("--output", default="bench/results/teacher.json")
     args = parser.parse_args()
     if args.side:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         result = (run_plain if args.side == "plain" else run_ray)(args)
         result["tok_s"] = result["output_tokens"] / result["wall_s"]
         print("RESULT " + json.dumps(result), flush=True)
@@ -129,7 +127,7 @@ def main() -> None:
     for side, dtype in SIDES:
         cmd = [sys.executable, __file__, "--side", side, "--dtype", dtype, *sys.argv[1:]]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        Path(args.output).with_name(f"teacher-{side}-{dtype}.log").write_text(done.stderr)
+        Path(args.output).with_name(f"teacher-{side}-{dtype}.log").write_text(done.stdout + done.stderr)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
             sys.exit(f"{side} {dtype} side failed:\n{done.stderr[-4000:]}")
