@@ -295,12 +295,14 @@ EXPECTED = re.compile(
             r"The Ray cluster currently does not have any available CPUs",
             # a bf16 engine (dtype auto on a CPU with AMX/AVX512-BF16) casting the store's float32 weights, per layer
             r"Attempted to load weight \S+ with dtype torch\.float32 into parameter with dtype torch\.bfloat16",
+            r"`ExecutionOptions\.exclude_resources` is deprecated",  # set by Ray Train's own DatasetManager
         )
     )
 )
 """Warnings every CPU job meets and no setting of the project removes: for the job's log files only."""
-QUIET_SOURCES = ("RayTrainWorker", "TrainController")
-"""Ray Train's processes, whose unlevelled prints are progress (trainer metrics, checkpoint reports): INFO."""
+QUIET_SOURCES = ("RayTrainWorker", "TrainController", "SplitCoordinator")
+"""Ray Train's processes and the Ray Data actor that splits its workers' shards, whose unlevelled prints are progress
+(trainer metrics, checkpoint reports, each shard's execution plan): INFO."""
 CLEANER = "PlacementGroupCleaner"
 """Ray Train's watcher of a run's placement groups: all its output is INFO. Where a machine runs a second Ray (a test's,
 another job's) its thread finds the cluster by "auto", stops with a 30-line traceback ("Found multiple active Ray

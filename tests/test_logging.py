@@ -203,6 +203,10 @@ def test_ray_trains_prints_and_the_warnings_every_cpu_job_meets_stay_in_the_log_
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(logs, "_terminal", logging.WARNING)
         printer({"pid": 3, "actor_name": "RayTrainWorker", "lines": ["{'loss': '0.2731', 'epoch': '1'}"]})
+        split = ["Starting execution of Dataset train_0. Full logs are in /tmp/ray/logs", "✔️  Dataset train_0 done"]
+        printer({"pid": 8, "actor_name": "SplitCoordinator", "lines": split})
+        deprecated = ["options.py:436: RayDeprecationWarning: `ExecutionOptions.exclude_resources` is deprecated"]
+        printer({"pid": 9, "actor_name": "DatasetManager", "lines": [*deprecated, "  self.exclude_resources = x"]})
         printer(
             {
                 "pid": 4,
