@@ -2,7 +2,8 @@
 direct distillation's does, and at what teacher cost?
 
     python bench/quality.py [--first 601 --last 700] [--methods direct amr amr-gated amr-checked direct-checked]
-                            [--seed-limit 175] [--seed-from FILE] [--config jobs/configs/local_cpu.yaml]
+                            [--seed-limit 175] [--seed-from FILE | --seed-table DIR]
+                            [--config jobs/configs/local_cpu.yaml]
                             [--set KEY=VALUE ...] [--output DIR]
 
 Every method distils the same MBPP train slice with the config's teacher (one engine for all: the methods
@@ -11,7 +12,9 @@ settings, as ``amr run`` shares R_d; their teacher tokens count in every method'
 The module table is seeded once, as the paper does, from a pool of its own: ``amr modules bootstrap`` over
 ``--seed-from`` (e.g. self-instructed instructions, less those near a slice problem; default: the decontaminated
 MBPP train problems outside the slice), ``--seed-limit`` of them (0: no seed, each method bootstraps from its input
-as the config says); every AMR method starts from a copy of that table.
+as the config says); every AMR method starts from a copy of that table. ``--seed-table`` copies instead the
+finished seed table of an earlier run's output (``DIR/seed``; e.g. one built with another teacher, to compare
+teachers on the same table), recorded in ``quality.json`` with the teacher that built it.
 A matched baseline (``direct-checked``, ``amr-checked-no-retrieval``) runs after ``amr-checked`` with its teacher
 tokens as ``check.token_budget``, as ``amr run`` does. Rerunning the same command resumes every method's run.
 
@@ -91,6 +94,18 @@ def seed(base, pool: Path, limit: int, folder: Path) -> dict:
     config = base.model_copy(deep=True)
     config.run_dir, config.modules.bootstrap_from, config.modules.bootstrap_limit = str(folder), str(pool), limit
     return waves.bootstrap(config)
+
+
+def copied_seed(earlier: Path, folder: Path) -> dict:
+    """The finished seed table of an earlier run's output ``earlier`` copied to ``folder`` (kept if copied already):
+    that run's seed report, with where it came from and the teacher that built it."""
+    report = earlier / "quality.json"
+    if not (earlier / "seed" / "bootstrap.parquet").exists() or not report.exists():
+        sys.exit(f"--seed-table {earlier}: no finished seed table (seed/bootstrap.parquet and quality.json)")
+    made = json.loads(report.read_text())
+    if not folder.exists():
+        shutil.copytree(earlier / "seed", folder, ignore=shutil.ignore_patterns("*.lease*"))
+    return {**made["seed"], "copied_from": str(earlier), "built_by": made["teacher"]}
 
 
 def seeded(run_dir: Path, seed_dir: Path) -> None:
@@ -177,9 +192,11 @@ def main() -> None:
     parser.add_argument("--last", type=int, default=700)
     parser.add_argument("--methods", nargs="+", default=["direct", "amr", "amr-gated", "amr-checked", "direct-checked"])
     parser.add_argument("--seed-limit", type=int, default=175, help="seed pool size (0: no seed table)")
-    parser.add_argument(
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument(
         "--seed-from", help="seed pool instructions, less those near a slice problem (default: MBPP train outside it)"
     )
+    seeds.add_argument("--seed-table", help="an earlier run's output whose seed table to copy instead of building one")
     parser.add_argument("--output", default="bench/results/quality")
     args = parser.parse_args()
 
@@ -216,7 +233,10 @@ def main() -> None:
         + "\n"
     )
     if seeding:
-        print("\n".join(["Seed table:", *bootstrap_lines(seeding)]))
+        built = (
+            f" (copied from {seeding['copied_from']}, built by {seeding['built_by']})" if "built_by" in seeding else ""
+        )
+        print("\n".join([f"Seed table{built}:", *bootstrap_lines(seeding)]))
     print(markdown(report, base.teacher.model, args.first, args.last))
 
 
@@ -230,12 +250,17 @@ def distil(base, methods: list[str], args: argparse.Namespace, out: Path, ids: l
 
     results: dict = {}
     with open_teacher(base.teacher, base.model_store):
-        pool = (
-            outside_slice(Path(args.seed_from), out / f"mbpp-{args.first}-{args.last}.jsonl", out)
-            if args.seed_from
-            else pool_file(args.first, args.last, out)
-        )
-        seeding = seed(base, pool, args.seed_limit, out / "seed") if args.seed_limit else None
+        if args.seed_table:
+            seeding = copied_seed(Path(args.seed_table).resolve(), out / "seed")
+        elif args.seed_limit:
+            pool = (
+                outside_slice(Path(args.seed_from), out / f"mbpp-{args.first}-{args.last}.jsonl", out)
+                if args.seed_from
+                else pool_file(args.first, args.last, out)
+            )
+            seeding = seed(base, pool, args.seed_limit, out / "seed")
+        else:
+            seeding = None
         for method in methods:
             run_dir, chosen = out / method, METHODS[method]
             if seeding and chosen.uses_modules:
