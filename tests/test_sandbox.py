@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -88,6 +91,26 @@ def test_humaneval_plus_broken_solutions_fail(sandbox):
     )
     passing = [p["task_id"] for p, r in zip(problems, records) if r["status"] != "failed"]
     assert passing == []
+
+
+def test_read_only_binds_under_tmp_are_readable_and_kept_by_the_wipe_between_checks():
+    """A venv or checkout under /tmp (a clone there): bound over the sandbox's own /tmp, readable by the code, and
+    kept, with the directories above it, by the wipe after each check, which removes what the code wrote there."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:  # tmp_path's parents are private to root, not to nobody
+        lib = Path(top, "checkout", "lib")
+        lib.mkdir(parents=True)
+        (lib / "bound_module.py").write_text("ANSWER = 42\n")
+        for path in (top, lib.parent, lib):
+            os.chmod(path, 0o755)
+        (lib / "bound_module.py").chmod(0o644)
+        code = f"import os, sys\nsys.path.insert(0, {str(lib)!r})\nimport bound_module\n"
+        planted = [f"{top}/planted", f"{lib.parent}/planted", "/tmp/planted"]
+        plant = f"for path in {planted!r}:\n    open(path, 'w').close()\n"
+        test = f"assert bound_module.ANSWER == 42\nassert not any(os.path.exists(p) for p in {planted!r})"
+        config = SandboxConfig(require="bwrap", workers=1, ro_binds=[str(lib)])
+        with Sandbox(config) as sandbox:
+            records = sandbox.run([{"code": code + plant}, {"code": code, "test": test}, {"code": code, "test": test}])
+        assert [(r["status"], r["reason"]) for r in records] == [("passed", "")] * 3
 
 
 def test_fallback_to_process_level_warns_and_still_contains():

@@ -99,25 +99,14 @@ def _bwrap_args(python: str, config: SandboxConfig) -> list[str]:
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(config.disk_mb << 20), "--tmpfs", "/tmp"]
     prefix = Path(os.path.realpath(python)).parent.parent
     binds = [str(prefix)] if not str(prefix).startswith("/usr") else []
-    for path in [*binds, *config.ro_binds]:
+    for path in [*binds, *config.ro_binds]:  # after the tmpfs, which would hide a bind under /tmp
         if not os.path.exists(path):
             raise SandboxError(f"sandbox.ro_binds: {path} does not exist")
         args += ["--ro-bind", path, path]
-    args += [
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--size",
-        str(config.disk_mb << 20),
-        "--tmpfs",
-        "/tmp",
-        "--clearenv",
-        "--chdir",
-        "/tmp",
-    ]
+    args += ["--clearenv", "--chdir", "/tmp"]
     for key, value in {**ENV, "HOME": "/tmp", "TMPDIR": "/tmp"}.items():
         args += ["--setenv", key, value]
     return args

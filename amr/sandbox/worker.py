@@ -16,6 +16,7 @@ import builtins
 import ctypes
 import json
 import os
+import re
 import resource
 import select
 import shutil
@@ -231,20 +232,38 @@ def _kill_all(own_pid_namespace):
         time.sleep(0.001)
 
 
-def _wipe(root):
-    """Empty ``root``: whatever the check wrote, however it set permissions."""
+def _mount_points(root):
+    """Mount points below ``root`` (read-only binds under the sandbox's /tmp), from /proc/self/mountinfo."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        points = {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) for line in f}
+    return {point for point in points if point.startswith(root.rstrip("/") + "/")}
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        for parent, dirs, _ in os.walk(path):
+            for name in dirs:
+                if not os.path.islink(os.path.join(parent, name)):
+                    os.chmod(os.path.join(parent, name), 0o700)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _wipe(root, mounts=None):
+    """Empty ``root``: whatever the check wrote, however it set permissions; mount points and the directories
+    above them stay (emptied of everything else)."""
+    mounts = _mount_points(root) if mounts is None else mounts
     os.chmod(root, 0o700)
-    for parent, dirs, _ in os.walk(root):
-        for name in dirs:
-            path = os.path.join(parent, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o700)
     for name in os.listdir(root):
         path = os.path.join(root, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+        if path in mounts:
+            continue
+        if any(point.startswith(path + "/") for point in mounts) and not os.path.islink(path):
+            _wipe(path, mounts)
         else:
-            os.unlink(path)
+            _remove(path)
 
 
 def _captured(path, cap):
