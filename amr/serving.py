@@ -219,9 +219,13 @@ def start(config: TeacherConfig, model: str, app: str, while_starting: Callable[
         deployment_cls=TeacherServer,
     )
     serve._run(application, name=app, route_prefix=None, _blocking=False)
-    if while_starting:
-        while_starting()
-    _wait_running(app, config.serve.start_timeout_s + staging_timeout(config, model))
+    try:
+        if while_starting:
+            while_starting()
+        _wait_running(app, config.serve.start_timeout_s + staging_timeout(config, model))
+    except BaseException:  # a failed start, a failing callback, Ctrl-C: the application goes with it
+        serve.delete(app, _blocking=False)
+        raise
     log.info("serving %s: %s up in %.0f s", model, app, time.perf_counter() - began)
 
 
@@ -245,10 +249,8 @@ def _wait_running(app: str, timeout_s: float) -> None:
             return
         if status is not None and status.status in (ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY):
             message = "; ".join(d.message for d in status.deployments.values() if d.message) or status.message
-            serve.delete(app, _blocking=False)
             raise ServeError(f"the teacher deployment {app} failed to start: {message}")
         if time.monotonic() > deadline:
-            serve.delete(app, _blocking=False)
             raise ServeError(
                 f"the teacher deployment {app} was not up after {timeout_s:g} s (teacher.serve.start_timeout_s)"
             )

@@ -4,6 +4,7 @@ job deletes the deployment it started is test_cli's SmolLM2 distill)."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +21,7 @@ from amr.config import (
     load_config,
 )
 from amr.engines import QUEUE_FACTOR, EngineError, ServedTeacher, engine_key, open_teacher
-from amr.serving import LocalModel, deployment_options, engine_starts, llm_config
+from amr.serving import LocalModel, deployment, deployment_options, engine_starts, llm_config
 from tests.conftest import logged_engine_starts
 
 
@@ -123,6 +124,21 @@ def test_attaching_to_an_application_that_is_not_amrs_teacher_says_so(ray_local)
                 pass
     finally:
         serve.delete("elsewhere")
+
+
+@pytest.mark.timeout(120)
+def test_a_failure_while_the_deployment_starts_deletes_it(ray_local, tiny_model):
+    def fail() -> None:
+        raise RuntimeError("failed while starting")
+
+    before = set(serve.status().applications)
+    config = TeacherConfig(model=tiny_model, vllm=VLLMConfig(max_model_len=1024, batch_size=4, cpu_reserved_cores=0))
+    with pytest.raises(RuntimeError, match="failed while starting"), deployment(config, tiny_model, fail):
+        pass
+    deadline = time.monotonic() + 60
+    while set(serve.status().applications) - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert set(serve.status().applications) - before == set()
 
 
 @pytest.mark.slow
