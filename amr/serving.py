@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 DEPLOYMENT = "teacher"
 """The deployment's name inside its application."""
 APP_PREFIX = "amr-teacher"
+DRAIN_POLL_S = 0.1
+"""How often a stopping replica checks for requests still in flight."""
 
 
 class EngineError(RuntimeError):
@@ -124,6 +126,9 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
             "name": DEPLOYMENT,
             **replicas,
             "max_ongoing_requests": serve.max_ongoing_requests or cfg.max_num_seqs,
+            # a stopping replica sleeps this long before it first counts its requests (Serve's 2 s): a job deletes
+            # its deployment once its requests are answered, and make run deleted four
+            "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,
         },
         # a request may bring its chat template (alpaca evaluation: amr.prompts.student.VERBATIM); the deployment
         # has no HTTP route, only the job's own requests reach it

@@ -21,7 +21,7 @@ from amr.config import (
     load_config,
 )
 from amr.engines import QUEUE_FACTOR, EngineError, ServedTeacher, engine_key, open_teacher
-from amr.serving import LocalModel, deployment, deployment_options, engine_starts, llm_config
+from amr.serving import DRAIN_POLL_S, LocalModel, deployment, deployment_options, engine_starts, llm_config
 from tests.conftest import logged_engine_starts
 
 
@@ -53,11 +53,17 @@ def test_cpu_deployment_follows_the_engine_settings(tmp_path, monkeypatch):
     assert llm.callback_config.callback_class is not LocalModel  # a hub id or a URI: Ray fetches it on each node
     assert llm_config(cfg, str(tmp_path)).callback_config.callback_class is LocalModel  # a directory: no fetching
     assert llm.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}}
-    assert llm.deployment_config == {"name": "teacher", "num_replicas": 2, "max_ongoing_requests": 8}
+    assert llm.deployment_config == {
+        "name": "teacher",
+        "num_replicas": 2,
+        "max_ongoing_requests": 8,
+        "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,
+    }
     scaled = cfg.model_copy(update={"serve": ServeConfig(min_replicas=0, max_replicas=3, max_ongoing_requests=4)})
     assert llm_config(scaled, "/models/m").deployment_config == {
         "name": "teacher",
         "max_ongoing_requests": 4,
+        "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,
         "autoscaling_config": {"min_replicas": 0, "max_replicas": 3, "initial_replicas": 1},
     }
 
