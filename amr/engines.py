@@ -37,6 +37,7 @@ import ray
 
 from amr.config import TeacherConfig
 from amr.model_store import resolve
+from amr.runtime import CALLER_CPUS
 from amr.serving import (
     EngineError,
     deployment,
@@ -68,7 +69,13 @@ class Teacher(ABC):
 
     @abstractmethod
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
-        """Add the output columns to a dataset of requests (streamed through Ray Data)."""
+        """Add the output columns to a dataset of requests (streamed through Ray Data), in tasks of ``task_args``."""
+
+    @abstractmethod
+    def task_args(self) -> dict[str, Any]:
+        """The Ray Data task settings (CPUs, task pool) of ``generate``'s calls. A stage's own steps on each row
+        before and after them take the same (``amr.stages.ask``), so that Ray Data fuses the three into one task a
+        batch: a stage of separate row steps started a worker process for each of up to one task a CPU."""
 
     def complete(self, requests: Sequence[dict[str, Any]], carry: Sequence[str] = ("id",)) -> list[dict[str, Any]]:
         """Answer requests held by the driver, all in flight together; answers in request order."""
@@ -132,7 +139,7 @@ def _warm_streaming() -> None:
     """What a process's first streamed stage starts, started while the deployment's replicas start (importing vLLM
     in one process after another, they leave a core of a small machine idle): Ray Data's executor and its actors,
     and a task worker that imports this module, for a one-row dataset."""
-    ray.data.from_items([{"id": ""}]).map_batches(_unchanged, batch_format="pyarrow", num_cpus=0).take_all()
+    ray.data.from_items([{"id": ""}]).map_batches(_unchanged, batch_format="pyarrow", num_cpus=CALLER_CPUS).take_all()
 
 
 def _unchanged(batch: pa.Table) -> pa.Table:
@@ -179,13 +186,11 @@ class ServedTeacher(Teacher):
         }
 
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
-        cfg = self.config.vllm
         return ds.map_batches(
             _served_batch,
             batch_format="pyarrow",
-            batch_size=cfg.batch_size,
-            num_cpus=0,
-            compute=ray.data.TaskPoolStrategy(size=self.batches_in_flight()),
+            batch_size=self.config.vllm.batch_size,
+            **self.task_args(),
             fn_kwargs={
                 "clients": self.clients,
                 "target": self._target(),
@@ -194,6 +199,9 @@ class ServedTeacher(Teacher):
                 "defaults": self.defaults,
             },
         )
+
+    def task_args(self) -> dict[str, Any]:
+        return {"num_cpus": CALLER_CPUS, "compute": ray.data.TaskPoolStrategy(size=self.batches_in_flight())}
 
     def slots(self) -> int:
         """Requests the deployment's engines take at once: every replica's ``max_ongoing_requests`` (what an engine
@@ -357,13 +365,11 @@ class OpenAITeacher(Teacher):
             answers = asyncio.run(self._answer_all(rows, in_flight=1))
             return pd.DataFrame([{**{k: row[k] for k in carry}, **out} for row, out in zip(rows, answers)])
 
-        return ds.map_batches(
-            answer,
-            batch_size=cfg.batch_size,
-            batch_format="pandas",
-            num_cpus=cfg.worker_cpus,
-            compute=ray.data.TaskPoolStrategy(size=cfg.concurrency),
-        )
+        return ds.map_batches(answer, batch_size=cfg.batch_size, batch_format="pandas", **self.task_args())
+
+    def task_args(self) -> dict[str, Any]:
+        cfg = self.config.openai
+        return {"num_cpus": cfg.worker_cpus, "compute": ray.data.TaskPoolStrategy(size=cfg.concurrency)}
 
     async def _answer_all(
         self, requests: Sequence[dict[str, Any]], in_flight: int | None = None

@@ -26,6 +26,14 @@ LOCAL_MIN_CPUS = 8
 a local Ray gets at least this many logical CPUs so that they all start on a 2-core machine."""
 
 
+CALLER_CPUS = 0.01
+"""CPUs of a Ray Data task that hands its batch to a job-long actor and waits for the answer (the teacher's client,
+the embedding and sandbox actors): next to nothing, but not 0, so that Ray places it on a node that offers CPUs. A
+node keeps as many idle workers as it has CPUs: a zero-CPU task that lands on the head (which offers none, as
+cluster/ configures it) or a sandbox node starts a worker of its own, which exits a second after its task
+(bench/sim_cluster.py: 20 of the 60 teacher tasks of a stage, ~1.5 s of CPU each)."""
+
+
 _joined: str | None = None
 """The address of the cluster ``init_ray`` joined; None when it started a local Ray (or has not run)."""
 

@@ -20,7 +20,7 @@ class Rows:
     def __init__(self, rows: list[Row]):
         self.rows = [dict(r) for r in rows]
 
-    def map(self, fn: Callable[[Row], Row]) -> Rows:
+    def map(self, fn: Callable[[Row], Row], **options: Any) -> Rows:
         return Rows([fn(dict(r)) for r in self.rows])
 
     def filter(self, fn: Callable[[Row], bool]) -> Rows:
@@ -72,6 +72,9 @@ class Teacher:
                 }
             )
         return out
+
+    def task_args(self) -> dict[str, Any]:
+        return {}
 
     def generate(self, ds: Rows, carry: tuple[str, ...]) -> Rows:
         return Rows(self.complete(ds.take_all(), tuple(carry)))
