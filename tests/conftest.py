@@ -32,18 +32,20 @@ CHATML = (
 )
 
 
-ENGINE_START_LINE = "Initializing a V1 LLM engine"
-"""What vLLM logs once per engine it starts (into the Ray worker's log file that runs it)."""
+ENGINE_START_LINE = "Started vLLM engine."
+"""What Ray Serve LLM's server logs once its replica's vLLM engine is up (to the stderr of the Ray worker that runs the
+replica). Not vLLM's own "Initializing a V1 LLM engine": its engine core's process writes that line to the replica's
+stdout, and an engine deleted a few seconds after it started (a student's evaluation of 2 tasks) left none there."""
 
 
 def logged_engine_starts() -> int:
-    """vLLM engines started so far in this Ray session, counted from the engines' own start lines in Ray's
-    worker logs: the evidence of engine starts that no counter in the project's code can fake."""
+    """vLLM engines started so far in this Ray session, counted from the start lines in Ray's worker logs: the
+    evidence of engine starts that no counter in the project's code can fake."""
     import ray
 
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     # a dead worker's log moves to logs/old/
-    return sum(path.read_text(errors="replace").count(ENGINE_START_LINE) for path in logs.rglob("worker-*.out"))
+    return sum(path.read_text(errors="replace").count(ENGINE_START_LINE) for path in logs.rglob("worker-*.err"))
 
 
 @pytest.fixture(autouse=True)
