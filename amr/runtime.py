@@ -62,8 +62,10 @@ def init_ray(config: RayConfig, preload: Sequence[str] = ()) -> None:
         else:
             _token_auth()
             num_cpus = config.num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
-            # "local": a Ray of its own, even where `ray start` left a cluster on this machine (ray.init would join it)
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+            # "local": a Ray of its own, even where `ray start` left a cluster on this machine (ray.init would join it);
+            # its workers (the teacher's engine processes among them) at the driver's priority, not Ray's niceness 15,
+            # under which the driver's and any other process's work takes the cores from the engine first
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0})
     logs.follow_ray()
     ctx = ray.data.DataContext.get_current()
     # the stages' filters are Python predicates over several columns (a failed call, a parse), on purpose

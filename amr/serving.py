@@ -34,6 +34,9 @@ DEPLOYMENT = "teacher"
 APP_PREFIX = "amr-teacher"
 DRAIN_POLL_S = 0.1
 """How often a stopping replica checks for requests still in flight."""
+STREAM_INTERVAL = 16
+"""Tokens per chunk of a streamed answer (vLLM's ``stream_interval``): how far past a repetition a runaway answer
+(``amr.runaway``) can run before the replica sees it."""
 
 
 class EngineError(RuntimeError):
@@ -131,11 +134,28 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
             "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,
         },
         # a request may bring its chat template (alpaca evaluation: amr.prompts.student.VERBATIM); the deployment
-        # has no HTTP route, only the job's own requests reach it
-        engine_kwargs={**vllm_engine_kwargs(cfg), "trust_request_chat_template": True},
+        # has no HTTP route, only the job's own requests reach it. A watched answer (amr.teacher_server) is streamed
+        # STREAM_INTERVAL tokens a chunk, not one: a chunk is a JSON event to write and read in the replica
+        engine_kwargs={
+            **vllm_engine_kwargs(cfg),
+            "trust_request_chat_template": True,
+            "stream_interval": STREAM_INTERVAL,
+        },
         log_engine_metrics=False,
         **extra,
     )
+
+
+def replica_kwargs(cfg: VLLMConfig) -> dict[str, Any]:
+    """What each replica's ``TeacherServer`` is built with besides its ``LLMConfig``. A CPU engine of one process
+    (``tensor_parallel_size`` 1) runs its model in vLLM's engine core process (``amr.teacher_server.InProcessCPUEngine``),
+    not in a worker process of its own; a GPU engine, or a CPU one of several processes, keeps the executor Ray Serve
+    LLM gives it (Ray's on GPU, a worker per GPU; vLLM's multiprocessing on CPU)."""
+    if cfg.device != "cpu" or cfg.tensor_parallel_size > 1:
+        return {}
+    from amr.teacher_server import InProcessCPUEngine
+
+    return {"engine_cls": InProcessCPUEngine}
 
 
 class LocalModel(CallbackBase):
@@ -220,6 +240,7 @@ def start(config: TeacherConfig, model: str, app: str, while_starting: Callable[
     application = build_llm_deployment(
         llm_config(config, model),
         name_prefix="",
+        bind_kwargs=replica_kwargs(config.vllm),
         override_serve_options={"name": DEPLOYMENT},
         deployment_cls=TeacherServer,
     )

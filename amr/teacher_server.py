@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import Field
 from ray.llm._internal.serve.core.server.llm_server import LLMServer
+from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
 from amr.runaway import Watch
@@ -17,6 +18,25 @@ from amr.runaway import Watch
 STREAMED = {"stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
 """How a watched request is run: streamed, every chunk with the token counts so far (an answer stopped mid-way
 still has them)."""
+
+
+class InProcessCPUEngine(VLLMEngine):
+    """vLLM's engine for a CPU replica of one engine process (``vllm.tensor_parallel_size`` 1): the model runs in
+    the engine core's process (vLLM's single-process executor, ``uni``), not in a worker process of its own that
+    the engine core drives over shared memory (Ray Serve LLM sets vLLM's ``mp`` executor on CPU, whatever the
+    engine arguments say). The engine core's process is started with the OpenMP threads and their core binding
+    that vLLM gives a CPU worker process."""
+
+    def _prepare_engine_config(self, callback_ctx: Any) -> tuple[Any, Any, Any]:
+        engine_args, frontend_args, vllm_config = super()._prepare_engine_config(callback_ctx)
+        vllm_config.parallel_config.distributed_executor_backend = "uni"
+        return engine_args, frontend_args, vllm_config
+
+    def _start_async_llm_engine(self, engine_args: Any, vllm_config: Any, placement_group: Any) -> Any:
+        from vllm.utils.ompmultiprocessing import OMPProcessManager
+
+        with OMPProcessManager(vllm_config).configure_omp_envs(rank=0, local_rank=0):
+            return super()._start_async_llm_engine(engine_args, vllm_config, placement_group)
 
 
 class ChatRequest(ChatCompletionRequest):

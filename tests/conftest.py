@@ -41,11 +41,16 @@ stdout, and an engine deleted a few seconds after it started (a student's evalua
 def logged_engine_starts() -> int:
     """vLLM engines started so far in this Ray session, counted from the start lines in Ray's worker logs: the
     evidence of engine starts that no counter in the project's code can fake."""
+    return logged(ENGINE_START_LINE)
+
+
+def logged(text: str) -> int:
+    """How many times ``text`` occurs in this Ray session's workers' stderr (what Ray's and Serve's loggers write)."""
     import ray
 
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     # a dead worker's log moves to logs/old/
-    return sum(path.read_text(errors="replace").count(ENGINE_START_LINE) for path in logs.rglob("worker-*.err"))
+    return sum(path.read_text(errors="replace").count(text) for path in logs.rglob("worker-*.err"))
 
 
 @pytest.fixture(autouse=True)

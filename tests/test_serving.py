@@ -21,8 +21,16 @@ from amr.config import (
     load_config,
 )
 from amr.engines import QUEUE_FACTOR, EngineError, ServedTeacher, engine_key, open_teacher
-from amr.serving import DRAIN_POLL_S, LocalModel, deployment, deployment_options, engine_starts, llm_config
-from tests.conftest import logged_engine_starts
+from amr.serving import (
+    DRAIN_POLL_S,
+    LocalModel,
+    deployment,
+    deployment_options,
+    engine_starts,
+    llm_config,
+    replica_kwargs,
+)
+from tests.conftest import logged, logged_engine_starts
 
 
 def test_cpu_deployment_follows_the_engine_settings(tmp_path, monkeypatch):
@@ -48,6 +56,7 @@ def test_cpu_deployment_follows_the_engine_settings(tmp_path, monkeypatch):
         "enforce_eager": True,
         "seed": 3,
         "trust_request_chat_template": True,  # alpaca evaluation's requests bring their template
+        "stream_interval": 16,  # a watched answer's stream in chunks of 16 tokens
     }
     assert llm.placement_group_config == {"bundles": [{"CPU": 1}]}
     assert llm.callback_config.callback_class is not LocalModel  # a hub id or a URI: Ray fetches it on each node
@@ -59,6 +68,11 @@ def test_cpu_deployment_follows_the_engine_settings(tmp_path, monkeypatch):
         "max_ongoing_requests": 8,
         "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,
     }
+    from amr.teacher_server import InProcessCPUEngine
+
+    # one engine process: the model runs in vLLM's engine core process; several keep vLLM's worker per process
+    assert replica_kwargs(cfg.vllm) == {"engine_cls": InProcessCPUEngine}
+    assert replica_kwargs(cfg.vllm.model_copy(update={"tensor_parallel_size": 2})) == {}
     scaled = cfg.model_copy(update={"serve": ServeConfig(min_replicas=0, max_replicas=3, max_ongoing_requests=4)})
     assert llm_config(scaled, "/models/m").deployment_config == {
         "name": "teacher",
@@ -84,6 +98,7 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     llm = llm_config(teacher, teacher.model)
     assert llm.accelerator_type == "H100" and llm.engine_kwargs["tensor_parallel_size"] == 2
     assert llm.engine_kwargs["max_model_len"] == 8192 and llm.placement_group_config is None
+    assert replica_kwargs(teacher.vllm) == {}  # Ray Serve LLM's engine: Ray's executor, a worker per GPU
     options = deployment_options(teacher, teacher.model)
     assert options["autoscaling_config"] == {"min_replicas": 4, "max_replicas": 15, "initial_replicas": 4}
     assert options["max_ongoing_requests"] == 128
@@ -97,6 +112,14 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     assert served.slots() == slots and served.window() == QUEUE_FACTOR * slots
     assert served.batches_in_flight() * teacher.vllm.batch_size >= QUEUE_FACTOR * slots
     assert (served.batches_in_flight() - 1) * teacher.vllm.batch_size < QUEUE_FACTOR * slots
+
+
+def test_a_local_rays_workers_run_at_the_drivers_priority(ray_local):
+    """The teacher's replica and its engine processes (a worker's children) are not deprioritised below the job."""
+    import os
+
+    priority = ray_local.remote(lambda: os.getpriority(os.PRIO_PROCESS, 0))
+    assert ray_local.get(priority.remote()) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def test_engine_key_ignores_sampling_and_batching_only():
@@ -192,6 +215,10 @@ def test_one_deployment_serves_streamed_stages_waves_and_nested_jobs(ray_local, 
     state = teacher.state()
     assert (state["replicas"], state["engine_starts"], state["attached"]) == (1, 1, False)
     assert engine_starts(app) == 1 and logged_engine_starts() == engines  # no path started an engine
+    # the model runs in the engine core's process (Ray Serve LLM logs the executor each engine starts with)
+    executor = "Using executor class: <class 'vllm.v1.executor.{}'>"
+    assert logged(executor.format("uniproc_executor.UniProcExecutor"))
+    assert not logged(executor.format("multiproc_executor.MultiprocExecutor"))
 
 
 @pytest.mark.timeout(180)
