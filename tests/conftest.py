@@ -17,7 +17,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # vLLM's engine core runs in the process that starts it (one engine, no core and worker processes to
 # spawn, each importing torch and vLLM again): ~25 s less per engine on 2 cores, same engine and outputs.
-# Jobs keep vLLM's default (a process per engine core and worker, with its CPU threads bound).
+# Jobs keep vLLM's default: an engine core process (a Serve replica's runs the model itself on CPU,
+# amr.teacher_server.InProcessCPUEngine) with its CPU threads bound.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 # The caches of what the project computes (decontamination vectors, evalplus's ground truth) start empty, so that
 # a run is cold by construction and its time is a fresh machine's; the model store is what `make models` fills.
