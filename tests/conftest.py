@@ -20,6 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Jobs keep vLLM's default: an engine core process (a Serve replica's runs the model itself on CPU,
 # amr.teacher_server.InProcessCPUEngine) with its CPU threads bound.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# Ray Train's controller polls its workers every 2 s: each run's start, checkpoints and end wait for a poll. A hanging
+# poll is carried to the next one (a worker is only marked dead after 10 minutes), so polling more often changes
+# nothing but the wait.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 # The caches of what the project computes (decontamination vectors, evalplus's ground truth) start empty, so that
 # a run is cold by construction and its time is a fresh machine's; the model store is what `make models` fills.
 _COLD_CACHE = tempfile.mkdtemp(prefix="amr-test-cache-")
