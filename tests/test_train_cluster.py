@@ -68,7 +68,8 @@ def _finished(nodes: Cluster, job_id: str) -> str:
 def _registered_step(storage: Path) -> int:
     """The step of the last checkpoint Ray Train has registered in ``storage`` (its checkpoint manager's snapshot); 0
     before any. A checkpoint's files are there first: its workers upload them, then report, and the controller, which
-    polls them every 2 s, registers it. A node killed in between restarts the run from the one before."""
+    polls them (every 0.5 s in the tests: conftest.py), registers it. A node killed in between restarts the run from
+    the one before."""
     try:
         latest = json.loads((storage / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
     except (FileNotFoundError, json.JSONDecodeError):  # none yet, or being written
