@@ -147,7 +147,7 @@ def test_run_config_owns_its_paths_and_includes_sections(write):
     assert (
         cfg.distill.teacher.sampling.max_tokens == 384 and cfg.distill.teacher.stages.decompose.max_tokens == 384
     )  # local_cpu.yaml, read in
-    assert cfg.train.max_steps == 4 and cfg.train.epochs == 3 and cfg.eval.limit == 20  # train_local_cpu.yaml, changed
+    assert cfg.train.max_steps == 3 and cfg.train.epochs == 3 and cfg.eval.limit == 20  # train_local_cpu.yaml, changed
     bad = write("run.yaml", "distill:\n  run_dir: x\n")
     result = runner.invoke(app, ["run", "--config", str(bad)])
     assert result.exit_code == 2 and "distill.run_dir: set by the run for each method" in result.output
