@@ -251,10 +251,9 @@ def _remove(path):
         os.unlink(path)
 
 
-def _wipe(root, mounts=None):
-    """Empty ``root``: whatever the check wrote, however it set permissions; mount points and the directories
-    above them stay (emptied of everything else)."""
-    mounts = _mount_points(root) if mounts is None else mounts
+def _wipe(root, mounts):
+    """Empty ``root``: whatever the check wrote, however it set permissions; the ``mounts`` below it and the
+    directories above them stay (emptied of everything else)."""
     os.chmod(root, 0o700)
     for name in os.listdir(root):
         path = os.path.join(root, name)
@@ -357,12 +356,14 @@ def run_check(check, settings):
         "stdout": _captured(out_path, limits["output_bytes"]),
         "stderr": _captured(err_path, limits["output_bytes"]),
     }
-    _wipe(root)
+    _wipe(root, settings["mounts"])
     return record
 
 
 def main():
     settings = json.loads(sys.argv[1])
+    # the sandbox's own mounts, read once: a mount a check might make is not among those the wipe keeps
+    settings["mounts"] = _mount_points(settings["root"])
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a check come back here, to be killed
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the job that started it
     requests, replies = sys.stdin.buffer, sys.stdout
