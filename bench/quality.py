@@ -2,8 +2,8 @@
 direct distillation's does, and at what teacher cost?
 
     python bench/quality.py [--first 601 --last 700] [--methods direct amr amr-gated amr-checked direct-checked]
-                            [--seed-limit 175] [--seed-from FILE | --seed-table DIR]
-                            [--config jobs/configs/local_cpu.yaml]
+                            [--seed-limit 175] [--seed-from FILE | --seed-table DIR | --seed-reference N]
+                            [--shared-from DIR] [--config jobs/configs/local_cpu.yaml]
                             [--set KEY=VALUE ...] [--output DIR]
 
 Every method distils the same MBPP train slice with the config's teacher (one engine for all: the methods
@@ -11,10 +11,16 @@ share the job's deployment; R_d and MD are computed once and copied to each meth
 settings, as ``amr run`` shares R_d; their teacher tokens count in every method's cost).
 The module table is seeded once, as the paper does, from a pool of its own: ``amr modules bootstrap`` over
 ``--seed-from`` (e.g. self-instructed instructions, less those near a slice problem; default: the decontaminated
-MBPP train problems outside the slice), ``--seed-limit`` of them (0: no seed, each method bootstraps from its input
-as the config says); every AMR method starts from a copy of that table. ``--seed-table`` copies instead the
-finished seed table of an earlier run's output (``DIR/seed``; e.g. one built with another teacher, to compare
-teachers on the same table), recorded in ``quality.json`` with the teacher that built it.
+MBPP train problems outside the slice), ``--seed-limit`` of them (0: no seed table, and no bootstrap either: every
+method starts from an empty table, ``modules.bootstrap_limit=0``); every AMR method starts from a copy of that
+table. ``--seed-table`` copies instead the finished seed table of an earlier run's output (``DIR/seed``; e.g. one
+built with another teacher, to compare teachers on the same table), recorded in ``quality.json`` with the teacher
+that built it. ``--seed-reference N`` builds it without the teacher, from MBPP's reference solutions of the first
+``N`` decontaminated train problems outside the slice (less those near a slice problem): each function the problem's
+asserts call, described by the problem statement, verified by those asserts in the sandbox (a bench table, not
+the paper's, to measure a table larger than the teacher's bootstrap gives).
+``--shared-from`` names an earlier output of the same slice whose R_d and MD the methods copy where their
+fingerprints match (so a new method or table is paired with the very direct answers of that output).
 A matched baseline (``direct-checked``, ``amr-checked-no-retrieval``) runs after ``amr-checked`` with its teacher
 tokens as ``check.token_budget``, as ``amr run`` does. Rerunning the same command resumes every method's run.
 
@@ -25,14 +31,15 @@ tests; not the seed table's, reported once); accuracy points per million teacher
 are R_d; the paired count against direct (right in both, only this method, only direct) with an exact two-sided
 sign test; the rows gained and broken against direct by the source of the final answer (R_d, the rewrite, a
 resample, a repair); for the AMR methods rows without specs, rows that retrieved a function (and the mean
-similarity), rewrites that call a retrieved function. Writes ``<output>/quality.json`` and prints the table as
-Markdown (for docs/benchmarks.md).
+similarity), rewrites that call a retrieved function and rewrites that define one (copy it). Writes
+``<output>/quality.json`` and prints the table as Markdown (for docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -108,6 +115,56 @@ def copied_seed(earlier: Path, folder: Path) -> dict:
     return {**made["seed"], "copied_from": str(earlier), "built_by": made["teacher"]}
 
 
+def reference_seed(base, pool: Path, limit: int, folder: Path) -> dict:
+    """The seed table in ``folder/modules`` from MBPP's reference solutions of ``pool``'s first ``limit`` problems
+    (resumed if done): per problem the functions its asserts call, standalone, described by the problem statement,
+    novel against the table (``modules.novelty_threshold``) and verified by the problem's own asserts in the sandbox.
+    Its report: candidates by outcome, the table and the wall time."""
+    from amr.data import MBPP
+    from amr.decontam import problem_statement
+    from amr.modules import ModuleDB
+    from amr.parsing import defined_functions
+    from amr.pipelines import waves
+    from amr.sandbox.stage import SandboxActors
+    from amr.stages import grow
+    from amr.storage import RunDir
+
+    began, run_dir = time.perf_counter(), RunDir(str(folder))
+    with SandboxActors(base.sandbox) as sandbox, waves.embedders(base) as embedder:
+        db = ModuleDB(str(folder / "modules"), embedder.dim, base.modules.table)
+        if not run_dir.exists("bootstrap.parquet"):
+            reference = {f"mbpp/{r['task_id']}": r["code"] for r in map(json.loads, MBPP.read_text().splitlines())}
+            problems = [json.loads(line) for line in pool.read_text().splitlines()][:limit]
+            tests = {p["id"]: "\n".join(p["tests"]) for p in problems}
+            candidates = [
+                {"instruction_id": p["id"], **f, "description": problem_statement(p["instruction"])}
+                for p in problems
+                for f in defined_functions(reference[p["id"]])
+                if re.search(rf"\b{re.escape(f['name'])}\(", tests[p["id"]])
+            ]
+            kept, rejected = grow.novel(candidates, db, embedder, db.version, base.modules.novelty_threshold)
+            records = sandbox.run([{"code": c["code"], "test": tests[c["instruction_id"]]} for c in kept])
+            verified = [
+                {
+                    **c,
+                    "test": tests[c["instruction_id"]],
+                    "outcome": "verified" if r["status"] == "passed" else "failed",
+                }
+                for c, r in zip(kept, records)
+            ]
+            grow.insert(verified, db, "seed", "reference")
+            outcomes = [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
+            run_dir.write_rows("bootstrap.parquet", outcomes or [{"outcome": "none"}])
+        outcomes = run_dir.read_table("bootstrap.parquet").to_pydict()["outcome"]
+        return {
+            "source": f"MBPP reference solutions of {pool.name}'s first {limit} problems",
+            "candidates": dict(sorted(Counter(o for o in outcomes if o != "none").items())),
+            "inserted": db.count(stage="reference"),
+            "table": {"uri": db.uri, "rows": db.count(), "version": db.version},
+            "wall_s": round(time.perf_counter() - began, 1),
+        }
+
+
 def seeded(run_dir: Path, seed_dir: Path) -> None:
     """A method's run directory starts from a copy of the seed table (its lease excluded)."""
     if not (run_dir / "modules").exists():
@@ -118,14 +175,20 @@ SHARED = ("direct", "decompose")
 """The stages whose rows depend on the instruction and R_d alone: made once per slice and setting."""
 
 
-def shared(run_dir: Path, config, method, out: Path) -> None:
-    """R_d and MD copied from the run in ``out`` that made them under the same settings (the same fingerprint), as
-    ``amr run`` shares R_d; their teacher tokens still count in each method's cost."""
+def shared(run_dir: Path, config, method, outputs: list[Path]) -> None:
+    """R_d and MD copied from a run in ``outputs`` (this output, then an earlier one) that made them under the same
+    settings (the same fingerprint), as ``amr run`` shares R_d; their teacher tokens still count in each method's
+    cost."""
     from amr.pipelines import fingerprints
     from amr.storage import RunDir
 
     now, target = fingerprints.current(config, method), RunDir(str(run_dir))
-    made = {d: json.loads(f.read_text()) for d in sorted(out.iterdir()) if (f := d / fingerprints.FILE).exists()}
+    made = {
+        d: json.loads(f.read_text())
+        for out in outputs
+        for d in sorted(out.iterdir())
+        if (f := d / fingerprints.FILE).exists()
+    }
     for stage in (s for s in SHARED if s in method.stages and not target.stage_done(f"{s}.parquet")):
         same = (
             d
@@ -154,7 +217,8 @@ def sources(run_dir: Path) -> dict[str, str]:
 
 def diagnostics(run_dir: Path) -> dict:
     """What MD and retrieval did: rows without specs, rows that retrieved a function (mean similarity), rewrites that
-    call a retrieved function, rows where R_d stayed (the gated method) and answers without the paper's heading."""
+    call a retrieved function or define one of its name, rows where R_d stayed (the gated method) and answers without
+    the paper's heading."""
     from amr.stages.response_evolution import uses_module
 
     out: dict = {}
@@ -171,11 +235,21 @@ def diagnostics(run_dir: Path) -> dict:
         out["rewrites_calling_a_retrieved_function"] = sum(
             uses_module({**r, "are_response": r["evolved_response"]}) for r in waves if r["evolved_response"]
         )
+        out["rewrites_defining_a_retrieved_function"] = sum(map(defines_retrieved, waves))
         if kept := Counter(r["are_kept"] for r in waves if r["are_kept"]):
             out["kept_r_d"] = dict(kept)
         if without := sum(r["are_heading"] is False and not r["are_error"] for r in waves):
             out["without_heading"] = without
     return out
+
+
+def defines_retrieved(row: dict) -> bool:
+    """Whether a row's rewrite defines a function of a retrieved function's name (copies it into the answer)."""
+    from amr.parsing import defined_functions, python_code
+
+    names = {h["name"] for h in json.loads(row["retrieved"] or "[]")}
+    code = python_code(row["evolved_response"] or "") or ""
+    return bool(names & {f["name"] for f in defined_functions(code)})
 
 
 def _rows(path: Path, columns: list[str]) -> list[dict]:
@@ -197,6 +271,10 @@ def main() -> None:
         "--seed-from", help="seed pool instructions, less those near a slice problem (default: MBPP train outside it)"
     )
     seeds.add_argument("--seed-table", help="an earlier run's output whose seed table to copy instead of building one")
+    seeds.add_argument(
+        "--seed-reference", type=int, metavar="N", help="seed table of MBPP's reference solutions of N pool problems"
+    )
+    parser.add_argument("--shared-from", help="an earlier output of the slice whose R_d and MD to copy (same settings)")
     parser.add_argument("--output", default="bench/results/quality")
     args = parser.parse_args()
 
@@ -211,7 +289,8 @@ def main() -> None:
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = slice_file(args.first, args.last, out)
-    base = load_config(DistillConfig, args.config, [*args.set, f"input.source={source}", "input.limit=null"])
+    empty = [] if args.seed_limit or args.seed_table or args.seed_reference else ["modules.bootstrap_limit=0"]
+    base = load_config(DistillConfig, args.config, [*args.set, *empty, f"input.source={source}", "input.limit=null"])
     methods = distill_order(["direct", *[m for m in args.methods if m != "direct"]])
     ids = [json.loads(line)["id"] for line in source.read_text().splitlines()]
     with job_logs(out):
@@ -249,24 +328,27 @@ def distil(base, methods: list[str], args: argparse.Namespace, out: Path, ids: l
     from amr.pipelines import distill
 
     results: dict = {}
+    outputs = [out, *([Path(args.shared_from).resolve()] if args.shared_from else [])]
+    seeding = None
+    if args.seed_reference:  # needs no teacher: made before its deployment starts
+        pool = outside_slice(pool_file(args.first, args.last, out), out / f"mbpp-{args.first}-{args.last}.jsonl", out)
+        seeding = reference_seed(base, pool, args.seed_reference, out / "seed")
     with open_teacher(base.teacher, base.model_store):
         if args.seed_table:
             seeding = copied_seed(Path(args.seed_table).resolve(), out / "seed")
-        elif args.seed_limit:
+        elif args.seed_limit and not args.seed_reference:
             pool = (
                 outside_slice(Path(args.seed_from), out / f"mbpp-{args.first}-{args.last}.jsonl", out)
                 if args.seed_from
                 else pool_file(args.first, args.last, out)
             )
             seeding = seed(base, pool, args.seed_limit, out / "seed")
-        else:
-            seeding = None
         for method in methods:
             run_dir, chosen = out / method, METHODS[method]
             if seeding and chosen.uses_modules:
                 seeded(run_dir, out / "seed")
             config = base.model_copy(update={"method": method, "run_dir": str(run_dir)}, deep=True)
-            shared(run_dir, config, chosen, out)
+            shared(run_dir, config, chosen, outputs)
             if chosen.matched in results:  # resample to the teacher tokens of the method it is matched to
                 config.check.token_budget = results[chosen.matched]["cost"]["tokens"]
             began = time.perf_counter()
@@ -324,6 +406,7 @@ NOTES = (
     "rows_retrieving",
     "mean_similarity",
     "rewrites_calling_a_retrieved_function",
+    "rewrites_defining_a_retrieved_function",
     "kept_r_d",
     "without_heading",
 )
