@@ -165,6 +165,14 @@ def _trained(dataset, rows: int) -> faiss.IndexRefine:
     return index
 
 
+def max_cosine(dataset, queries: np.ndarray, first: int, last: int) -> np.ndarray:
+    """The exact cosine of each query to its nearest row among rows ``first`` to ``last`` (excluded) of ``dataset``
+    (-1 where there are none): for a few rows, such as what a few commits added."""
+    if last <= first or not len(queries):
+        return np.full(len(queries), -1.0, dtype=np.float32)
+    return (_normalized(queries) @ _normalized(_read(dataset, first, last)).T).max(axis=1)
+
+
 def _read(dataset, first: int, last: int) -> np.ndarray:
     """The vectors of rows ``first`` to ``last`` (excluded)."""
     table = dataset.to_table(columns=["vector"], offset=first, limit=last - first)

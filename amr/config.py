@@ -361,9 +361,11 @@ class ModulesConfig(Strict):
         1,
         ge=0,
         description="Waves overlap: wave k retrieves from the table version wave k-1-staleness committed, so its "
-        "rewrites go to the teacher while the waves before it still test and insert their functions (and no wave "
-        "waits for the last one's slowest answer). 0: each wave sees every earlier wave's functions, the strict "
-        "order (with wave_size 1, the paper's).",
+        "rewrites, and then its functions' tests, go to the teacher while the waves before it still test and insert "
+        "theirs (and no wave waits for the last one's slowest answer); it also bounds the waves in flight (evolving, "
+        "testing or waiting to insert) to 1 + staleness. A wave's verified functions are checked for novelty again "
+        "at its turn to insert, against what the waves before it inserted meanwhile. 0: each wave sees every "
+        "earlier wave's functions, the strict order (with wave_size 1, the paper's).",
     )
     lease_ttl_s: float = Field(
         60.0,

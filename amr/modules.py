@@ -178,6 +178,12 @@ class ModuleDB:
         """Cosine similarity of each vector to its nearest module (-1 when the table is empty)."""
         return [hits[0]["similarity"] if hits else -1.0 for hits in self.search(vectors, 1, version)]
 
+    def max_similarity_added(self, vectors: np.ndarray, since: int, until: int) -> list[float]:
+        """Cosine similarity of each vector to its nearest module among those version ``until`` added after version
+        ``since`` (-1 where it added none): exact, over the row offsets between the two versions' row counts."""
+        dataset = self.dataset(until)
+        return ann.max_cosine(dataset, vectors, self.dataset(since).count_rows(), dataset.count_rows()).tolist()
+
     def insert(self, modules: Iterable[dict[str, Any]]) -> int:
         """Merge-insert modules (``TEXT_FIELDS`` but ``key``, plus ``vector``); returns rows added."""
         now = datetime.now(UTC)

@@ -294,6 +294,63 @@ def test_waves_overlap_as_staleness_allows_and_insert_once(ray_local, tmp_path):
     assert sum(p["inserted"] for p in pins) == manifest["modules"]["rows"] and manifest["dataset"]["rows"] == 4
 
 
+def test_a_waves_tests_run_beside_its_predecessors_and_a_function_both_propose_is_inserted_once(ray_local, tmp_path):
+    """Staleness 1, a wave per instruction, both answers define add: wave 1's tests are asked while wave 0's clamp
+    test is still out (its first attempt answered late with a 504), so before wave 0 inserts; add, novel to both at
+    the version they retrieved from, is tested by both and inserted by wave 0 only: wave 1 finds it at its turn to
+    insert."""
+
+    def both_define_add(messages: list[dict[str, str]]) -> str:
+        system, user = messages[0]["content"], messages[1]["content"]
+        if system == testgen.SYSTEM:
+            return script(messages)
+        task = re.search(r"Task: (\w+)", user).group(1)
+        if system == decompose.SYSTEM:
+            return f"```python\n{function('add', body=False)}\n{function(task, body=False)}```"
+        code = f"{function('add')}\n\n{function(task)}"
+        heading = f"Refined.\n\n{response_evolution.HEADING}\n" if system == response_evolution.SYSTEM else ""
+        return f"{heading}```python\n{code}```"
+
+    def late(messages: list[dict[str, str]], attempt: int) -> str | None:
+        tests_clamp = (
+            messages[0]["content"] == testgen.SYSTEM and "Function Under Test: clamp" in messages[1]["content"]
+        )
+        return "slow" if tests_clamp and not attempt else None
+
+    with ScriptedTeacher(both_define_add, faults=late, slow_s=2.0) as teacher:
+        cfg = config(tmp_path, teacher, wave_size=1)
+        cfg.teacher = teacher.config(max_retries=1, base_retry_wait_s=0.05)
+        cfg.modules.staleness = 1
+        source = tmp_path / "shared.jsonl"
+        tasks = [("clamp", "assert clamp(9, 0, 3) == 3"), ("reverse_text", "assert reverse_text('xy') == 'yx'")]
+        source.write_text(
+            "".join(json.dumps({"id": f"t/{t}", "instruction": f"Task: {t}.", "tests": [a]}) + "\n" for t, a in tasks)
+        )
+        cfg.input.source = str(source)
+        manifest = distill.run(cfg)
+        tested = [
+            re.search(r"Under Test: (\w+)", m[1]["content"]).group(1)
+            for m in teacher.requests
+            if m[0]["content"] == testgen.SYSTEM
+        ]
+    assert tested.index("reverse_text") < tested.index("clamp")  # wave 1 tested before wave 0's tests were done
+    assert sorted(tested) == ["add", "add", "clamp", "reverse_text"]
+    pins = manifest["modules"]["waves"]
+    assert pins[1]["version_read"] == pins[0]["version_read"] < pins[1]["version_novelty"] == pins[0]["version_after"]
+    growth = [pq.read_table(Path(cfg.run_dir) / "growth" / f"0000{n}.parquet").to_pylist() for n in (0, 1)]
+    assert sorted((g["name"], g["outcome"]) for g in growth[0]) == [("add", "verified"), ("clamp", "verified")]
+    assert sorted((g["name"], g["outcome"]) for g in growth[1]) == [("add", "known"), ("reverse_text", "verified")]
+    again = next(g for g in growth[1] if g["name"] == "add")
+    assert again["similarity"] == 1.0 and again["test_output_tokens"] and "earlier wave" in again["reason"]
+    table = lancedb.connect(manifest["modules"]["uri"]).open_table("modules").to_arrow().to_pylist()
+    assert sorted((r["name"], r["instruction_id"]) for r in table) == [
+        ("add", "t/clamp"),
+        ("clamp", "t/clamp"),
+        ("reverse_text", "t/reverse_text"),
+    ]
+    assert [p["inserted"] for p in pins] == [2, 1]
+
+
 @pytest.mark.timeout(300)
 def test_retrieval_floor_top_k_and_novelty_threshold_reach_the_waves(ray_local, scripted, tmp_path, caplog):
     """The module settings of a run, end to end. Cosines of the specs (all-minilm-l6-v2): add~is_even 0.342,

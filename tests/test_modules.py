@@ -85,6 +85,21 @@ def test_insert_search_and_pinned_versions(tmp_path, embedder):
     assert db.count() == 3 and db.stats()["by_stage"] == {"seed": 3}
 
 
+def test_the_modules_added_between_two_versions(tmp_path, embedder):
+    """What a wave's second novelty check reads: only the rows the later version added, after a compaction too."""
+    db = ModuleDB(str(tmp_path / "db"), embedder.dim)
+    db.insert(modules(embedder, ["is_prime"]))
+    first = db.version
+    db.insert(modules(embedder, ["gcd"]))
+    db.insert(modules(embedder, ["reverse_words"]))
+    db.upkeep(keep_from=None, force=True)  # compaction keeps the rows' order
+    gcd, words, prime = modules(embedder, ["gcd", "reverse_words", "is_prime"])
+    queries = np.stack([gcd["vector"], words["vector"], prime["vector"]])
+    added = db.max_similarity_added(queries, first, db.version)
+    assert added[:2] == pytest.approx([1.0, 1.0], abs=1e-5) and added[2] < 0.5
+    assert db.max_similarity_added(queries, db.version, db.version) == [-1.0, -1.0, -1.0]
+
+
 def test_merge_insert_never_duplicates(tmp_path, embedder):
     db = ModuleDB(str(tmp_path / "db"), embedder.dim)
     rows = modules(embedder)

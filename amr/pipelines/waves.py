@@ -4,11 +4,14 @@ order, ``wave_size`` rows a wave; and the table's bootstrap (``amr modules boots
 Each wave retrieves from one pinned table version and commits the next: its answers' novel functions get
 teacher-written tests, run in the sandbox, and those that pass are inserted under the job's lease, by one writer in
 wave order. Waves overlap: wave k retrieves from the version that wave k-1-s committed (``modules.staleness`` s), so
-its rewrites are with the teacher while the waves before it still grow the table, and one wave's tests share the
-engines with the next waves' rewrites; no wave waits for another's slowest answer unless it reads what that wave adds.
-s = 0 is the strict order: each wave sees every earlier wave's functions (with wave_size 1, the paper's sequence).
-A wave's novelty check reads the version its predecessor committed, whatever s: what the waves before it inserted is
-not inserted again.
+its rewrites, and then its tests, are with the teacher while the waves before it still test and insert theirs: the
+tests of s+1 waves share the engines, and no wave waits for another's slowest answer unless it reads what that wave
+adds. At most s+1 waves are in flight (evolving, testing, or waiting for their turn to insert). s = 0 is the strict
+order: each wave sees every earlier wave's functions (with wave_size 1, the paper's sequence).
+A wave's novelty check is in two steps: before its tests, against the version it retrieved from; at its turn to
+insert, its verified functions against what the waves before it inserted since (``version_novelty``: its
+predecessor's commit), so that what an earlier wave inserted, even while this one tested it, is not inserted again.
+(A function whose twin in its own wave was dropped by the second step is not inserted either: it was never tested.)
 
 A wave's files: ``waves/NNNNN.json`` (its pin: the versions it read, its timings and inserts), ``growth/NNNNN.parquet``
 (every candidate function's outcome) and ``waves/NNNNN.parquet`` (its rows, written last: the wave is done). A rerun
@@ -137,10 +140,11 @@ def _evolve(
     slices: Slices,
     version: int | None,
     stale: set[str] | None,
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float], dict[str, Any]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float], list[dict[str, Any]]]:
     """A wave's rows (``stale``: only those, of a wave done before) retrieved for from the table at ``version`` (or
-    the version its pin names, for a wave cut off before) and evolved: its pin, the answered rows in input order, the
-    seconds each step took, and the vectors of its retrieval queries by text (the novelty check reuses them)."""
+    the version its pin names, for a wave cut off before), evolved, and their answers' functions that are novel at
+    that version tested: its pin, the answered rows in input order, the seconds each step took, and every candidate's
+    outcome (the verified ones with their vectors), all before the wave's turn to insert."""
     run_dir, config, chosen = job.run_dir, job.config, job.method
     began = time.perf_counter()
     pin = run_dir.read_json(wave.pin_path) if run_dir.exists(wave.pin_path) else {"version_read": version}
@@ -170,8 +174,13 @@ def _evolve(
             ]
     with _timed(seconds, "evolve"):
         answered = response_evolution.run(rows, job.teacher, use_retrieved=chosen.retrieves, gated=chosen.gated)
+    tested = (
+        _tested(grow.candidates(answered), config, job.teacher, job.sandbox, db, job.embedders, read, seconds, embedded)
+        if db
+        else []
+    )
     seconds["began"] = began
-    return pin, answered, seconds, embedded
+    return pin, answered, seconds, tested
 
 
 def _commit(
@@ -184,28 +193,18 @@ def _commit(
     stale: set[str] | None,
     count: int,
 ) -> dict[str, Any]:
-    """A wave's growth, after the waves before it committed theirs: the novel functions of its answers (against the
-    version its predecessor committed) tested and inserted; then its files, the wave's rows last. Returns its pin."""
+    """A wave's turn to insert, after the waves before it committed theirs: its verified functions that are still
+    novel (against what they inserted since its tests began) inserted; then its files, the wave's rows last. Returns
+    its pin."""
     run_dir = job.run_dir
-    pin, answered, seconds, embedded = evolved.result()
+    pin, answered, seconds, outcomes = evolved.result()
     began = seconds.pop("began")
-    outcomes: list[dict[str, Any]] = []
     if db:
         pin.setdefault("version_novelty", db.version)  # what the waves before it inserted, all of it
         run_dir.write_json(wave.pin_path, pin)
         db.pin(wave.tag(run_id, "novelty"), pin["version_novelty"])
-        outcomes = _grow(
-            grow.candidates(answered),
-            job.config,
-            job.teacher,
-            job.sandbox,
-            db,
-            job.embedders,
-            pin["version_novelty"],
-            run_id,
-            "growth",
-            seconds,
-            embedded,
+        outcomes = _inserted(
+            outcomes, job.config, db, pin["version_read"], pin["version_novelty"], run_id, "growth", seconds
         )
     tokens = sum(r["are_output_tokens"] or 0 for r in answered)
     if stale:  # the rows kept, and their growth, with the new ones
@@ -258,7 +257,7 @@ def _wave_line(
     )
 
 
-def _grow(
+def _tested(
     candidates: list[dict[str, Any]],
     config: DistillConfig,
     teacher: Teacher,
@@ -266,21 +265,35 @@ def _grow(
     db: ModuleDB,
     embedder: EmbedderActors,
     version: int,
-    run_id: str,
-    stage: str,
-    seconds: dict[str, float] | None = None,
+    seconds: dict[str, float],
     embedded: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Novel candidates get tests and the sandbox; verified ones are inserted. Returns every outcome
-    (and adds the time of each step to ``seconds``); ``embedded``: texts' vectors the novelty check reuses."""
-    seconds = {} if seconds is None else seconds
+    """The candidates novel at ``version`` get tests and the sandbox: every candidate's outcome, the verified ones
+    with their vectors (adds each step's time to ``seconds``); ``embedded``: texts' vectors the novelty check
+    reuses."""
     with _timed(seconds, "novelty"):
         kept, rejected = grow.novel(candidates, db, embedder, version, config.modules.novelty_threshold, embedded)
     with _timed(seconds, "verify"):
-        verified = grow.verify(kept, teacher, sandbox)
+        return [*grow.verify(kept, teacher, sandbox), *rejected]
+
+
+def _inserted(
+    outcomes: list[dict[str, Any]],
+    config: DistillConfig,
+    db: ModuleDB,
+    tested_at: int,
+    version: int,
+    run_id: str,
+    stage: str,
+    seconds: dict[str, float],
+) -> list[dict[str, Any]]:
+    """The verified functions of ``outcomes`` (tested as novel at version ``tested_at``) that are novel against the
+    modules added after it up to ``version`` too, inserted. Returns every outcome, without vectors."""
+    with _timed(seconds, "novelty"):
+        outcomes = grow.still_novel(outcomes, db, tested_at, version, config.modules.novelty_threshold)
     with _timed(seconds, "insert"):
-        grow.insert(verified, db, run_id, stage)
-    return [{k: v for k, v in c.items() if k != "vector"} for c in [*verified, *rejected]]
+        grow.insert(outcomes, db, run_id, stage)
+    return [{k: v for k, v in c.items() if k != "vector"} for c in outcomes]
 
 
 def embedders(config: DistillConfig) -> EmbedderActors:
@@ -353,17 +366,11 @@ def _bootstrap(
         )
         answered = grow.bootstrap(records, teacher)
         rows = [{"id": r["id"], "bootstrap_response": r["bootstrap_response"] or ""} for r in answered]
-        outcomes = _grow(
-            grow.candidates(rows, "bootstrap_response"),
-            config,
-            teacher,
-            sandbox,
-            db,
-            embedder,
-            db.version,
-            run_id,
-            "bootstrap",
+        version, seconds = db.version, {}
+        tested = _tested(
+            grow.candidates(rows, "bootstrap_response"), config, teacher, sandbox, db, embedder, version, seconds
         )
+        outcomes = _inserted(tested, config, db, version, version, run_id, "bootstrap", seconds)
         run_dir.write_rows(done, outcomes or [{"outcome": "none"}])
         counts = teacher_counts([{c: [r[c] for r in answered] for c in calls("bootstrap")}], "bootstrap")
         counts["wall_time_s"] = round(time.perf_counter() - began, 1)

@@ -64,6 +64,28 @@ def novel(
     return kept, rejected
 
 
+def still_novel(
+    outcomes: list[dict[str, Any]], db: ModuleDB, tested_at: int, version: int, threshold: float
+) -> list[dict[str, Any]]:
+    """``outcomes`` with each verified function (novel at version ``tested_at``) whose cosine to a module added after
+    that version, up to ``version``, reaches ``threshold`` made ``known``: another writer's turn (an earlier wave)
+    inserted it while it was tested."""
+    verified = [i for i, c in enumerate(outcomes) if c["outcome"] == "verified"]
+    if not verified or version == tested_at:
+        return outcomes
+    nearest = db.max_similarity_added(np.asarray([outcomes[i]["vector"] for i in verified]), tested_at, version)
+    out = list(outcomes)
+    for i, similarity in zip(verified, nearest):
+        if similarity >= threshold:
+            out[i] = {
+                **outcomes[i],
+                "outcome": "known",
+                "reason": "inserted by an earlier wave while it was tested",
+                "similarity": round(similarity, 4),
+            }
+    return out
+
+
 def embed_texts(texts: list[str], embedder: Encoder, embedded: dict[str, np.ndarray]) -> np.ndarray:
     """One vector per text: from ``embedded`` where it has the text, else from one ``encode`` call of the others."""
     missing = list(dict.fromkeys(t for t in texts if t not in embedded))
