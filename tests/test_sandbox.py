@@ -113,6 +113,20 @@ def test_read_only_binds_under_tmp_are_readable_and_kept_by_the_wipe_between_che
         assert [(r["status"], r["reason"]) for r in records] == [("passed", "")] * 3
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox changes its credentials only when the job runs as root")
+def test_code_of_a_root_job_runs_as_nobody_without_groups_at_each_level(sandbox):
+    """Run as root, the check server drops to nobody (uid and gid 65534) with no supplementary group, in bwrap and
+    at the process level: the kernel would exempt root from RLIMIT_NPROC."""
+    check = {"code": "import os\nprint(os.getresuid(), os.getresgid(), os.getgroups())"}
+    with pytest.warns(SandboxWarning, match="not found"), Sandbox(NO_BWRAP) as weaker:
+        records = [*sandbox.run([check]), *weaker.run([check])]
+    nobody = "(65534, 65534, 65534) (65534, 65534, 65534) []\n"
+    assert [(r["isolation"], r["status"], r["stdout"]) for r in records] == [
+        ("bwrap", "passed", nobody),
+        ("process", "passed", nobody),
+    ]
+
+
 def test_fallback_to_process_level_warns_and_still_contains():
     with pytest.warns(SandboxWarning, match="not found"), Sandbox(NO_BWRAP) as sandbox:
         records = sandbox.run(

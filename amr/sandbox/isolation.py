@@ -10,8 +10,10 @@ Levels, strongest first:
   rlimits per check, the deadline, and the kill of every descendant still hold, but files and the
   network are reachable.
 
-Run as root, the server is started as uid/gid 65534 (nobody): the kernel exempts root from
-RLIMIT_NPROC, and nobody cannot read root's files.
+Run as root, the server is started as uid/gid 65534 (nobody) without supplementary groups: the kernel exempts root
+from RLIMIT_NPROC, and nobody cannot read root's files. util-linux's ``setpriv`` drops the credentials, not
+``subprocess.Popen(user=...)``: Popen then forks the whole job process (vfork is not safe with a uid change), and
+gRPC's fork handlers in a Ray driver print a line for each start.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from amr.config import SandboxConfig
 
@@ -39,13 +40,13 @@ class SandboxError(RuntimeError):
 
 @dataclass
 class Launch:
-    """What starts one check server: argv, environment, working directory, process credentials."""
+    """What starts one check server: argv (as root, it starts by dropping to nobody), environment, working
+    directory."""
 
     level: str
     argv: list[str]
     env: dict[str, str]
     cwd: str
-    popen_user: dict[str, Any] = field(default_factory=dict)
     scratch: str | None = None  # host directory to delete when the server is gone
 
 
@@ -60,21 +61,30 @@ def interpreter(config: SandboxConfig) -> str:
 def launch(level: str, config: SandboxConfig) -> Launch:
     python = interpreter(config)
     as_root = os.geteuid() == 0
-    user = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if as_root else {}
+    user = _as_nobody() if as_root else []
     limits = {key: getattr(config, key) for key in ("max_processes", "max_file_mb", "max_open_files", "output_bytes")}
     if level == "bwrap":
         bwrap = shutil.which(config.bwrap)
         if bwrap is None:
             raise SandboxError(f"sandbox.bwrap: {config.bwrap!r} not found (install bubblewrap)")
         settings = {"root": "/tmp", "own_pid_namespace": True, "limits": limits}
-        argv = [bwrap, *_bwrap_args(python, config), python, "-I", "-c", WORKER_SOURCE, json.dumps(settings)]
-        return Launch(level, argv, dict(ENV), "/", user)
+        argv = [*user, bwrap, *_bwrap_args(python, config), python, "-I", "-c", WORKER_SOURCE, json.dumps(settings)]
+        return Launch(level, argv, dict(ENV), "/")
     scratch = tempfile.mkdtemp(prefix="amr-sandbox-")
     if as_root:
         os.chown(scratch, NOBODY, NOBODY)
     settings = {"root": scratch, "own_pid_namespace": False, "limits": limits}
     env = {**ENV, "HOME": scratch, "TMPDIR": scratch}
-    return Launch(level, [python, "-I", "-c", WORKER_SOURCE, json.dumps(settings)], env, scratch, user, scratch)
+    argv = [*user, python, "-I", "-c", WORKER_SOURCE, json.dumps(settings)]
+    return Launch(level, argv, env, scratch, scratch)
+
+
+def _as_nobody() -> list[str]:
+    """The argv prefix that runs a command as nobody, without supplementary groups."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise SandboxError("setpriv not found (install util-linux): run as root, the sandbox drops to nobody with it")
+    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
 
 
 def _bwrap_args(python: str, config: SandboxConfig) -> list[str]:

@@ -151,7 +151,6 @@ class _Server:
                 env=spec.env,
                 cwd=spec.cwd,
                 start_new_session=True,
-                **spec.popen_user,
             )
         except OSError as exc:
             self._cleanup()
