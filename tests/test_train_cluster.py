@@ -50,8 +50,7 @@ def student_105m(tiny_model, tmp_path_factory) -> tuple[str, int]:
     return str(out), parameters
 
 
-def _submit(nodes: Cluster, config: dict, name: str) -> str:
-    Path(f"{name}.yaml").write_text(yaml.safe_dump(config))
+def _submit(nodes: Cluster, name: str) -> str:
     result = runner.invoke(
         app, ["submit", "train", "--address", nodes.address, "--config", f"{name}.yaml", "--no-follow"]
     )
@@ -129,8 +128,12 @@ def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
         "max_failures": 2,
         "scaling": {"workers": 2, "cpus_per_worker": 1, "sharding": "full"},
     }
-    sharded = tmp_path / "sharded"
-    job = _submit(cluster, {**config, "output": str(sharded)}, "sharded")
+    sharded, replicated = tmp_path / "sharded", tmp_path / "replicated"  # replicated: every worker a whole replica
+    hybrid = {**config["scaling"], "sharding": "hybrid"}  # on 2 nodes of one worker
+    for name, output, scaling in (("sharded", sharded, config["scaling"]), ("replicated", replicated, hybrid)):
+        # both configs written first: the two jobs' working_dir is the same package, uploaded and unpacked once
+        Path(f"{name}.yaml").write_text(yaml.safe_dump({**config, "output": str(output), "scaling": scaling}))
+    job = _submit(cluster, "sharded")
     deadline = time.monotonic() + 300
     while not _registered_step(sharded / "checkpoints" / "train"):  # step 2's: the kill comes 2 steps before step 4's
         assert time.monotonic() < deadline, runner.invoke(
@@ -153,12 +156,10 @@ def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
         if worker["rank"]:  # rank 0 alone reads the weights: the others hold their shard, not a copy
             assert worker["load_peak"] - worker["rss_base"] < 0.75 * 2 * parameters, worker
 
-    replicated = tmp_path / "replicated"  # hybrid on 2 nodes of one worker: every worker a whole replica
-    job = _submit(
-        cluster,
-        {**config, "output": str(replicated), "scaling": {**config["scaling"], "sharding": "hybrid"}},
-        "replicated",
-    )
+    job = _submit(cluster, "replicated")
+    # amr eval loads the sharded run's student and scores it (on the test's own Ray) while the replicated run trains
+    answers = _answers(summary["model_dir"], tmp_path / "eval-sharded", tmp_path / "evalplus")
+    assert len(answers) == 3
     _finished(cluster, job)
     unsharded = json.loads((replicated / "train.json").read_text())
     assert (unsharded["sharding"], unsharded["mesh"], unsharded["resumed_from_step"]) == ("hybrid", [2, 1], 0)
@@ -167,9 +168,7 @@ def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
     saved = json.loads((sharded / "model" / "config.json").read_text())
     assert saved["dtype"] == "bfloat16"
     # the same weights, bit for bit, as the replicated run's (2 workers' gradients sum alike in any order): the same
-    # greedy answers wherever the two are loaded alike; amr eval loads the sharded run's student and scores it
+    # greedy answers wherever the two are loaded alike
     students = [load_file(Path(s["model_dir"]) / "model.safetensors") for s in (summary, unsharded)]
     assert students[0].keys() == students[1].keys()
     assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
-    answers = _answers(summary["model_dir"], tmp_path / "eval-sharded", tmp_path / "evalplus")
-    assert len(answers) == 3
