@@ -6,13 +6,15 @@
     result.dataset()          # a datasets.Dataset: instruction, response, messages, tests, tests_passed
 
 Each takes a config object or a YAML path (None: the defaults) plus ``key.path=value`` overrides, like
-``--set``, and starts a local Ray unless one is running or the config names a cluster. Training and
-evaluation live in their own packages: ``train.trainer.run`` and ``eval.evaluate.evaluate``.
+``--set``, and starts a local Ray unless one is running or the config names a cluster. ``amr.teacher(config,
+overrides)`` serves a config's teacher for a ``with`` block: one engine for the distillations inside it. Training
+and evaluation live in their own packages: ``train.trainer.run`` and ``eval.evaluate.evaluate``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,21 @@ def distill(config: DistillConfig | str | Path | None = None, overrides: Sequenc
 
     cfg = as_config(DistillConfig, config, overrides)
     return DistillResult(cfg.run_dir, pipeline.run(cfg))
+
+
+@contextmanager
+def teacher(config: DistillConfig | str | Path | None = None, overrides: Sequence[str] = ()) -> Iterator[DistillConfig]:
+    """The teacher of a distillation config, served for the ``with`` block: each ``distill`` inside whose teacher has
+    the same model and engine settings (its sampling may differ) uses this engine instead of starting its own. Yields
+    the loaded config."""
+    from amr.engines import open_teacher
+    from amr.runtime import init_ray
+    from amr.serving import preload
+
+    cfg = as_config(DistillConfig, config, overrides)
+    init_ray(cfg.ray, preload(cfg.teacher))
+    with open_teacher(cfg.teacher, cfg.model_store):
+        yield cfg
 
 
 def build_instructions(

