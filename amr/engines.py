@@ -62,10 +62,18 @@ that a slot that frees is filled at once, whatever the number of replicas."""
 class Teacher(ABC):
     """A job's teacher: ``generate`` for a streamed stage, ``complete`` for rows held by the driver."""
 
-    def __init__(self, config: TeacherConfig, model: str):
+    def __init__(self, config: TeacherConfig, model: str, batch_size: int):
         self.config = config
         self.model = model
+        self.batch_size = batch_size
+        """Rows of a streamed stage per call of ``generate``'s tasks."""
         self.defaults = config.sampling.model_dump(exclude_none=True)
+
+    def batched(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        """``ds`` in blocks of at most ``batch_size`` rows (streamed, not shuffled), for ``generate``: a Ray Data task
+        takes a whole block and sends its batches one after another, so a stage file read back as one block would
+        be one task with one batch in flight, however many tasks ``task_args`` allows."""
+        return ds.repartition(target_num_rows_per_block=self.batch_size)
 
     @abstractmethod
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
@@ -171,7 +179,7 @@ class ServedTeacher(Teacher):
     driver for a wave (``complete``), from the job's client actors for a streamed stage (``generate``)."""
 
     def __init__(self, config: TeacherConfig, served: Any, clients: list[Any]):
-        super().__init__(config, served.model_id)
+        super().__init__(config, served.model_id, config.vllm.batch_size)
         self.served = served
         self.clients = clients
 
@@ -189,7 +197,7 @@ class ServedTeacher(Teacher):
         return ds.map_batches(
             _served_batch,
             batch_format="pyarrow",
-            batch_size=self.config.vllm.batch_size,
+            batch_size=self.batch_size,
             **self.task_args(),
             fn_kwargs={
                 "clients": self.clients,
@@ -211,7 +219,7 @@ class ServedTeacher(Teacher):
 
     def batches_in_flight(self) -> int:
         """A streamed stage's batches in flight: as many requests as a wave's rows sent at once keep (``window``)."""
-        return max(len(self.clients), -(-self.window() // self.config.vllm.batch_size))
+        return max(len(self.clients), -(-self.window() // self.batch_size))
 
     async def _answer_all(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return await chat_all(*self._target(), [chat_body(r, self.model, self.defaults) for r in requests])
@@ -341,7 +349,7 @@ class OpenAITeacher(Teacher):
     """Any OpenAI-compatible ``/chat/completions`` endpoint."""
 
     def __init__(self, config: TeacherConfig):
-        super().__init__(config, config.model)
+        super().__init__(config, config.model, config.openai.batch_size)
         cfg = config.openai
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self.headers: dict[str, str] = {}
@@ -358,14 +366,14 @@ class OpenAITeacher(Teacher):
     def generate(self, ds: ray.data.Dataset, carry: Sequence[str] = ("id",)) -> ray.data.Dataset:
         """``concurrency`` Ray Data tasks, each with one request in flight, through the same client (and the same
         retries) as ``complete``."""
-        cfg, carry = self.config.openai, tuple(carry)
+        carry = tuple(carry)
 
         def answer(batch: list[dict[str, Any]] | Any) -> list[dict[str, Any]]:
             rows = batch.to_dict("records")
             answers = asyncio.run(self._answer_all(rows, in_flight=1))
             return pd.DataFrame([{**{k: row[k] for k in carry}, **out} for row, out in zip(rows, answers)])
 
-        return ds.map_batches(answer, batch_size=cfg.batch_size, batch_format="pandas", **self.task_args())
+        return ds.map_batches(answer, batch_size=self.batch_size, batch_format="pandas", **self.task_args())
 
     def task_args(self) -> dict[str, Any]:
         cfg = self.config.openai

@@ -8,6 +8,7 @@ import json
 import re
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from amr.config import EmbeddingConfig, SandboxConfig
@@ -18,6 +19,7 @@ from amr.parsing import code_blocks
 from amr.prompts import decompose, response_evolution, testgen
 from amr.sandbox.stage import SandboxActors
 from amr.stages import decompose as md_stage
+from amr.stages import direct as direct_stage
 from amr.stages import embed as embed_stage
 from amr.stages import grow, retrieve
 from amr.stages import response_evolution as are_stage
@@ -125,6 +127,18 @@ def test_decompose_parses_specs_and_says_why_none(ray_local, scripted):
     assert [s["name"] for s in json.loads(out["a"]["specs"])] == ["is_prime", "primes_below"]
     assert out["a"]["md_reason"] is None and out["a"]["md_output_tokens"] > 0
     assert json.loads(out["b"]["specs"]) == [] and out["b"]["md_reason"].startswith("no function")
+
+
+def test_a_stage_sends_the_batches_of_one_block_from_several_tasks(ray_local):
+    """A stage's rows in one block (as a stage file is read back) go to the teacher from teacher.openai.concurrency
+    tasks of a batch each, not from one task that sends its batches one after another (one request in flight)."""
+    with ScriptedTeacher(lambda messages: "```python\nprint(1)\n```", latency_s=0.5) as teacher:
+        rows = pa.table({"id": [f"r{i}" for i in range(16)], "instruction": ["Print 1."] * 16})
+        answered = direct_stage.run(
+            ray_local.data.from_arrow(rows), OpenAITeacher(teacher.config(concurrency=4, batch_size=2))
+        ).take_all()
+    assert sorted(r["id"] for r in answered) == sorted(rows["id"].to_pylist())
+    assert teacher.most_in_flight >= 2
 
 
 def test_decompose_retries_once_with_a_reminder_of_the_format(ray_local, scripted):

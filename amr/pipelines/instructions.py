@@ -366,7 +366,8 @@ def _judge(run_dir: RunDir, config: InstructionsConfig) -> dict[str, int]:
         else:
             with open_teacher(config.teacher, config.model_store) as teacher:
                 answers = teacher.generate(
-                    run_dir.read_stage(CHECKED).flat_map(pairs), carry=("index", "benchmark_id", "score")
+                    teacher.batched(run_dir.read_stage(CHECKED).flat_map(pairs)),
+                    carry=("index", "benchmark_id", "score"),
                 )
                 run_dir.write_stage(JUDGED, answers.map(verdict))
     stats = {"pairs": 0, "same": 0, "different": 0, "unparsed": 0, "errors": 0}

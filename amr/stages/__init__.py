@@ -47,7 +47,7 @@ def ask(
     """One teacher call per row: ``build(row)`` gives the chat; the row keeps ``carry`` (default: all
     its columns) and gains ``{name}_response`` and the ``calls(name)`` columns."""
     carry, stage, tasks = tuple(carry or ds.columns()), stage_sampling(teacher, name), teacher.task_args()
-    requests = ds.map(lambda row: _request(row, build, carry, stage), **tasks)
+    requests = teacher.batched(ds).map(lambda row: _request(row, build, carry, stage), **tasks)
     return teacher.generate(requests, carry=carry).map(lambda row: _renamed(row, name, carry), **tasks)
 
 

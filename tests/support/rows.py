@@ -76,6 +76,9 @@ class Teacher:
     def task_args(self) -> dict[str, Any]:
         return {}
 
+    def batched(self, ds: Rows) -> Rows:
+        return ds
+
     def generate(self, ds: Rows, carry: tuple[str, ...]) -> Rows:
         return Rows(self.complete(ds.take_all(), tuple(carry)))
 

@@ -81,6 +81,7 @@ class ScriptedTeacher:
         self.calls = 0
         self.answered_at: list[float] = []  # time.perf_counter() of every answer, in order
         self.busy_s = 0.0  # time spent answering (parsing, the script, the reply)
+        self.in_flight = self.most_in_flight = 0  # requests being answered (latency included), now and at most
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True, name="scripted-teacher")
@@ -138,13 +139,18 @@ class ScriptedTeacher:
         return await self._timed(request)
 
     async def _timed(self, request: web.Request) -> web.Response:
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        began = time.perf_counter()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            return await self._answer(request)
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            began = time.perf_counter()
+            try:
+                return await self._answer(request)
+            finally:
+                self.busy_s += time.perf_counter() - began
         finally:
-            self.busy_s += time.perf_counter() - began
+            self.in_flight -= 1
 
     async def _answer(self, request: web.Request) -> web.Response:
         self.received_at.append(time.perf_counter())
