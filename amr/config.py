@@ -153,8 +153,9 @@ class ServeConfig(Strict):
     max_ongoing_requests: int | None = Field(
         None,
         ge=1,
-        description="Requests a replica takes at once (Serve routes the rest elsewhere or queues "
-        "them); None: vllm.max_num_seqs, what one engine batches.",
+        description="Requests a replica takes at once (Serve routes the rest elsewhere or queues them in its router); "
+        "None: twice vllm.max_num_seqs, the engine's batch and as many waiting in its own queue, so that a slot that "
+        "frees is filled at once (the router refills a full replica only after probing its queue).",
     )
     request_timeout_s: float | None = Field(
         None, gt=0, description="A request not answered in this many seconds becomes an error row; None: no limit."

