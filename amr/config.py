@@ -147,7 +147,8 @@ class ServeConfig(Strict):
     min_replicas: int | None = Field(
         None,
         ge=0,
-        description="Autoscaling: the fewest replicas (with max_replicas). None: a fixed vllm.concurrency replicas.",
+        description="Autoscaling: the fewest replicas (with max_replicas); a replica is added while the replicas "
+        "average more than vllm.max_num_seqs requests. None: a fixed vllm.concurrency replicas.",
     )
     max_replicas: int | None = Field(None, ge=1, description="Autoscaling: the most replicas.")
     max_ongoing_requests: int | None = Field(

@@ -100,9 +100,9 @@ def preload(config: TeacherConfig) -> tuple[str, ...]:
 QUEUE_FACTOR = 2
 """Requests a replica takes per slot of its engine's batch (unless ``serve.max_ongoing_requests`` is set): the batch
 running and as many waiting in the engine's own queue, so that a slot that frees is filled at once. With a batch a
-replica only, the rest wait in Serve's router, which refills a replica only once a probe of its queue says it has room
-(on the simulated cluster the engines then ran 250-450 of their 512 slots with thousands of requests waiting:
-docs/benchmarks.md)."""
+replica only, the rest wait in Serve's router, which refills a replica only once a probe of its queue says it has room,
+and the engines ran part of their slots with thousands of requests waiting (docs/benchmarks.md, the simulated
+cluster)."""
 
 
 def max_ongoing_requests(config: TeacherConfig) -> int:
@@ -122,6 +122,9 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
                 "min_replicas": serve.min_replicas,
                 "max_replicas": serve.max_replicas,
                 "initial_replicas": max(serve.min_replicas, 1),
+                # a replica is busy at a full batch: more waiting adds one (Ray Serve LLM's default target is 10^9,
+                # under which no replica is ever added)
+                "target_ongoing_requests": cfg.max_num_seqs,
             }
         }
         if serve.min_replicas is not None
@@ -238,26 +241,32 @@ def deployment(
         serve.delete(app, _blocking=True)
 
 
-def start(config: TeacherConfig, model: str, app: str, while_starting: Callable[[], None] | None = None) -> None:
-    """Deploy the teacher as Serve application ``app`` and wait until its replicas are up, running ``while_starting``
-    meanwhile."""
-    from ray import serve
+def application(config: TeacherConfig, model: str) -> Any:
+    """The teacher's Serve application as Ray Serve LLM builds it (its defaults merged under the config's), not
+    started."""
     from ray.serve.llm import build_llm_deployment
 
     from amr.teacher_server import TeacherServer
 
-    began = time.perf_counter()
-    log.info("serving %s: starting Serve application %s", model, app)
-    serve.start(proxy_location="Disabled")
-    _start_telemetry_agent()
-    application = build_llm_deployment(
+    return build_llm_deployment(
         llm_config(config, model),
         name_prefix="",
         bind_kwargs=replica_kwargs(config.vllm),
         override_serve_options={"name": DEPLOYMENT},
         deployment_cls=TeacherServer,
     )
-    serve._run(application, name=app, route_prefix=None, _blocking=False)
+
+
+def start(config: TeacherConfig, model: str, app: str, while_starting: Callable[[], None] | None = None) -> None:
+    """Deploy the teacher as Serve application ``app`` and wait until its replicas are up, running ``while_starting``
+    meanwhile."""
+    from ray import serve
+
+    began = time.perf_counter()
+    log.info("serving %s: starting Serve application %s", model, app)
+    serve.start(proxy_location="Disabled")
+    _start_telemetry_agent()
+    serve._run(application(config, model), name=app, route_prefix=None, _blocking=False)
     try:
         if while_starting:
             while_starting()

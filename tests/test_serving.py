@@ -25,6 +25,7 @@ from amr.serving import (
     DRAIN_POLL_S,
     QUEUE_FACTOR,
     LocalModel,
+    application,
     deployment,
     deployment_options,
     engine_starts,
@@ -79,7 +80,12 @@ def test_cpu_deployment_follows_the_engine_settings(tmp_path, monkeypatch):
         "name": "teacher",
         "max_ongoing_requests": 4,
         "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,
-        "autoscaling_config": {"min_replicas": 0, "max_replicas": 3, "initial_replicas": 1},
+        "autoscaling_config": {
+            "min_replicas": 0,
+            "max_replicas": 3,
+            "initial_replicas": 1,
+            "target_ongoing_requests": cfg.vllm.max_num_seqs,
+        },
     }
 
 
@@ -101,7 +107,15 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     assert llm.engine_kwargs["max_model_len"] == 8192 and llm.placement_group_config is None
     assert replica_kwargs(teacher.vllm) == {}  # Ray Serve LLM's engine: Ray's executor, a worker per GPU
     options = deployment_options(teacher, teacher.model)
-    assert options["autoscaling_config"] == {"min_replicas": 4, "max_replicas": 15, "initial_replicas": 4}
+    assert options["autoscaling_config"] == {
+        "min_replicas": 4,
+        "max_replicas": 15,
+        "initial_replicas": 4,
+        "target_ongoing_requests": 128,
+    }
+    # as Serve gets it, Ray Serve LLM's defaults merged under it (its target, 10^9, would never add a replica)
+    built = application(teacher, teacher.model)._bound_deployment._deployment_config.autoscaling_config
+    assert (built.min_replicas, built.max_replicas, built.target_ongoing_requests) == (4, 15, 128)
     assert options["max_ongoing_requests"] == QUEUE_FACTOR * 128
     assert [b.get("GPU") for b in options["placement_group_bundles"]] == [1, 1]
     assert options["placement_group_strategy"] == "PACK"
