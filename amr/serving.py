@@ -213,14 +213,6 @@ def staging_timeout(config: TeacherConfig, model: str) -> float:
     return timeout_for(sum(f.stat().st_size for f in Path(model).rglob("*") if f.is_file()))
 
 
-def deployment_options(config: TeacherConfig, model: str) -> dict[str, Any]:
-    """The Serve deployment options Ray Serve LLM derives from the config (placement bundles, replicas),
-    without starting anything."""
-    from amr.teacher_server import TeacherServer
-
-    return TeacherServer.get_deployment_options(llm_config(config, model))
-
-
 @contextmanager
 def deployment(
     config: TeacherConfig, model: str, while_starting: Callable[[], None] | None = None

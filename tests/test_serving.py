@@ -27,7 +27,6 @@ from amr.serving import (
     LocalModel,
     application,
     deployment,
-    deployment_options,
     engine_starts,
     llm_config,
     replica_kwargs,
@@ -106,19 +105,15 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     assert llm.accelerator_type == "H100" and llm.engine_kwargs["tensor_parallel_size"] == 2
     assert llm.engine_kwargs["max_model_len"] == 8192 and llm.placement_group_config is None
     assert replica_kwargs(teacher.vllm) == {}  # Ray Serve LLM's engine: Ray's executor, a worker per GPU
-    options = deployment_options(teacher, teacher.model)
-    assert options["autoscaling_config"] == {
-        "min_replicas": 4,
-        "max_replicas": 15,
-        "initial_replicas": 4,
-        "target_ongoing_requests": 128,
-    }
-    # as Serve gets it, Ray Serve LLM's defaults merged under it (its target, 10^9, would never add a replica)
-    built = application(teacher, teacher.model)._bound_deployment._deployment_config.autoscaling_config
-    assert (built.min_replicas, built.max_replicas, built.target_ongoing_requests) == (4, 15, 128)
-    assert options["max_ongoing_requests"] == QUEUE_FACTOR * 128
-    assert [b.get("GPU") for b in options["placement_group_bundles"]] == [1, 1]
-    assert options["placement_group_strategy"] == "PACK"
+    # the deployment as Serve gets it: Ray Serve LLM's defaults merged under the config's (its autoscaling target,
+    # 10^9, would never add a replica)
+    built = application(teacher, teacher.model)._bound_deployment
+    scaling, placed = built._deployment_config.autoscaling_config, built._replica_config
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.initial_replicas) == (4, 15, 4)
+    assert scaling.target_ongoing_requests == 128
+    assert built.max_ongoing_requests == QUEUE_FACTOR * 128
+    assert [b.get("GPU") for b in placed.placement_group_bundles] == [1, 1]
+    assert placed.placement_group_strategy == "PACK"
     # the requests in flight follow the deployment: every replica's max_ongoing_requests filled (its engine's batch
     # and as many in its queue), a streamed stage in batches of the config's, a wave through the handle
     # (at the most replicas the deployment scales to: 15 x TP 2 on 4 nodes of 8 GPUs, beside the embedding actors)
