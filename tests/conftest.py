@@ -131,8 +131,9 @@ def random_llama(
 @pytest.fixture(scope="session")
 def tiny_teacher(ray_local, tiny_model, tmp_path_factory):
     """One Serve deployment of the tiny model for the session's tests that need "an engine" (their jobs attach to
-    it or share it); it is deleted when the session ends. Its replica loads the model staged to node-local disk
-    (``vllm.stage_dir``), as a GPU cluster's do."""
+    it or share it; test_serving kills its replica, which Serve replaces); it is deleted when the session ends. Its
+    replica loads the model staged to node-local disk (``vllm.stage_dir``), as a GPU cluster's do. 2048 tokens: the
+    amr method's prompts in the tiny tokenizer's tokens (a decomposition asked again: ~1,200)."""
     from amr.config import SamplingConfig, TeacherConfig, VLLMConfig
     from amr.engines import open_teacher
 
@@ -140,7 +141,7 @@ def tiny_teacher(ray_local, tiny_model, tmp_path_factory):
         model=tiny_model,
         sampling=SamplingConfig(max_tokens=16),
         vllm=VLLMConfig(
-            max_model_len=1024, batch_size=4, cpu_reserved_cores=0, stage_dir=str(tmp_path_factory.mktemp("staged"))
+            max_model_len=2048, batch_size=4, cpu_reserved_cores=0, stage_dir=str(tmp_path_factory.mktemp("staged"))
         ),
     )
     with open_teacher(config) as teacher:

@@ -274,7 +274,7 @@ def test_amr_eval_writes_its_results_to_an_object_store(
             "--set",
             "sampling.max_tokens=16",
             "--set",
-            "vllm.max_model_len=1024",
+            "vllm.max_model_len=2048",
             "--set",
             "vllm.batch_size=4",
             "--set",

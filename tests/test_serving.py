@@ -252,10 +252,10 @@ def test_seeded_sampling_on_a_cpu_engine_is_reproducible_when_prompts_fill_a_ste
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_job_recovers_when_its_teachers_replica_is_killed_mid_wave(ray_local, tiny_model, tmp_path):
-    """The replica process of the job's own deployment (its engine inside: the tests run vLLM in-process) is
-    SIGKILLed once the first wave has begun: Serve starts another, the requests that failed are sent again, and
-    every instruction is answered exactly once."""
+def test_a_job_recovers_when_its_teachers_replica_is_killed_mid_wave(ray_local, tiny_teacher, tmp_path):
+    """The replica process of the deployment the job shares (the session's tiny teacher, its engine inside: the
+    tests run vLLM in-process) is SIGKILLed once the first wave has begun: Serve starts another, the requests that
+    failed are sent again, and every instruction is answered exactly once."""
     import json
     import os
     import signal
@@ -272,29 +272,24 @@ def test_a_job_recovers_when_its_teachers_replica_is_killed_mid_wave(ray_local, 
         method="amr-checked",  # every row is evolved: the first wave's requests are in flight at the kill
         run_dir=str(tmp_path / "run"),
         wave_size=3,
-        teacher=TeacherConfig(
-            model=tiny_model,
-            sampling=SamplingConfig(max_tokens=64),
-            vllm=VLLMConfig(max_model_len=2048, batch_size=4, cpu_reserved_cores=0),  # its own deployment
-        ),
+        teacher=tiny_teacher.config.model_copy(update={"sampling": SamplingConfig(max_tokens=64)}),  # shared
     )
     cfg.input.source, cfg.modules.bootstrap_limit, cfg.sandbox.workers = str(source), 0, 1
-    with open_teacher(cfg.teacher) as teacher:  # the job shares it: its replica is the one to kill
-        title = f"ServeReplica:{teacher.served.app_name}:"  # the replica's process title (ray::ServeReplica:...)
-        [replica] = [
-            p.pid for p in psutil.process_iter(["cmdline"]) if any(title in c for c in p.info["cmdline"] or [])
-        ]
-        done: dict = {}
-        job = threading.Thread(target=lambda: done.update(distill.run(cfg)))
-        job.start()
-        pin = tmp_path / "run" / "waves" / "00000.json"
-        while not pin.exists() and job.is_alive():
-            time.sleep(0.02)
-        os.kill(replica, signal.SIGKILL)  # the replica's process, its engine with it
-        job.join(800)
+    app = tiny_teacher.served.app_name
+    started = engine_starts(app)
+    title = f"ServeReplica:{app}:"  # the replica's process title (ray::ServeReplica:...)
+    [replica] = [p.pid for p in psutil.process_iter(["cmdline"]) if any(title in c for c in p.info["cmdline"] or [])]
+    done: dict = {}
+    job = threading.Thread(target=lambda: done.update(distill.run(cfg)))
+    job.start()
+    pin = tmp_path / "run" / "waves" / "00000.json"
+    while not pin.exists() and job.is_alive():
+        time.sleep(0.02)
+    os.kill(replica, signal.SIGKILL)  # the replica's process, its engine with it
+    job.join(800)
     assert done, "the job did not finish"
     state, stages = done["teacher"], done["stages"]
-    assert state["engine_starts"] == 2  # the killed replica, and the one Serve started instead
+    assert state["app"] == app and state["engine_starts"] == started + 1  # the one Serve started instead
     assert {s: stages[s]["error_examples"] for s in ("direct", "decompose", "evolve")} == {
         "direct": [],
         "decompose": [],
