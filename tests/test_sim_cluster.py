@@ -169,14 +169,14 @@ def test_the_simulated_cluster_runs_the_shipped_job(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_simulated_cluster_of_other_gpus_fails_at_preflight(tmp_path):
-    """The cluster config's teacher pins H100: on nodes of A100 the job stops at its preflight, in seconds, naming the
-    config key; the harness exits non-zero with the error."""
+    """The cluster config's teacher pins H100: on a node of A100 the job stops at its preflight, in seconds, naming the
+    config key; the harness exits non-zero with the error. One GPU node: each more is seconds of its raylet's start."""
     out = tmp_path / "sim.json"
     command = [
         sys.executable,
         str(ROOT / "bench" / "sim_cluster.py"),
         *("--config", str(ROOT / "jobs" / "configs" / "run_gpu_cluster.yaml")),
-        *("--nodes", "4", "--gpus-per-node", "8", "--accelerator", "A100", "--instructions", "40"),
+        *("--nodes", "1", "--gpus-per-node", "8", "--accelerator", "A100", "--instructions", "40"),
         *("--work-dir", str(tmp_path / "work"), "--json", str(out)),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=280)
