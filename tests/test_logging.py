@@ -57,9 +57,9 @@ def terminal(monkeypatch):
     return lambda verbose: setup_logging(verbose=verbose, log_level=None)
 
 
-def _amr(args: list[str], tmp_path: Path, scripted: ScriptedTeacher) -> tuple[str, Path]:
-    """``amr ARGS distill`` (a direct distillation of two instructions, its own local Ray) in a subprocess: the
-    terminal's text (stdout and stderr) and the run directory."""
+def _amr(args: list[str], tmp_path: Path, scripted: ScriptedTeacher) -> tuple[subprocess.Popen, Path]:
+    """``amr ARGS distill`` (a direct distillation of two instructions, its own local Ray) started in a subprocess:
+    the process (stdout and stderr in one pipe, the terminal's text) and the run directory."""
     source = tmp_path / "instructions.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCTIONS))
     config = DistillConfig(run_dir=str(tmp_path / "run"), method="direct", teacher=scripted.config())
@@ -67,30 +67,43 @@ def _amr(args: list[str], tmp_path: Path, scripted: ScriptedTeacher) -> tuple[st
     config.sandbox.require, config.sandbox.workers = "bwrap", 1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if k not in (logs.ENV, "RAY_ADDRESS")}
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "amr"), *args, "distill", "--config", str(tmp_path / "config.yaml")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr, Path(config.run_dir)
+    command = [str(Path(sys.executable).parent / "amr"), *args, "distill", "--config", str(tmp_path / "config.yaml")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return process, Path(config.run_dir)
 
 
-def test_other_programs_info_lines_go_to_the_run_logs_not_the_terminal(scripted, tmp_path):
-    shown, run = _amr([], tmp_path, scripted)
+@pytest.fixture(scope="module")
+def shown(scripted, tmp_path_factory) -> dict[bool, tuple[str, Path]]:
+    """``amr distill`` and ``amr -v distill``, run at once (each mostly waits for its own Ray to start): by verbose,
+    the terminal's text and the run directory."""
+    started = {
+        verbose: _amr(["-v"] if verbose else [], tmp_path_factory.mktemp("amr"), scripted) for verbose in (False, True)
+    }
+    out = {}
+    try:
+        for verbose, (process, run) in started.items():
+            text = process.communicate(timeout=240)[0]
+            assert process.returncode == 0, text
+            out[verbose] = text, run
+    finally:
+        for process, _ in started.values():
+            process.kill()
+    return out
+
+
+def test_other_programs_info_lines_go_to_the_run_logs_not_the_terminal(shown):
+    text, run = shown[False]
     job_log = (run / "logs" / "job.log").read_text()
     for line in (DATASET_INFO, RAY_INFO):
-        assert line in job_log and line not in shown
-    assert "logs:" in shown and "dataset: 2 rows" in shown  # the job's own lines
+        assert line in job_log and line not in text
+    assert "logs:" in text and "dataset: 2 rows" in text  # the job's own lines
     sessions = list((run / "logs" / "ray").iterdir())
     assert len(sessions) == 1 and (sessions[0] / "raylet.out").exists()  # Ray's own log files, linked
 
 
-def test_verbose_brings_them_back_to_the_terminal(scripted, tmp_path):
-    shown, run = _amr(["-v"], tmp_path, scripted)
-    assert DATASET_INFO in shown and RAY_INFO in shown
+def test_verbose_brings_them_back_to_the_terminal(shown):
+    text, run = shown[True]
+    assert DATASET_INFO in text and RAY_INFO in text
     assert DATASET_INFO in (run / "logs" / "job.log").read_text()
 
 
