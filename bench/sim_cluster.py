@@ -37,7 +37,9 @@ What is modelled, and how (also in the JSON's ``modelled``):
   bwrap sandbox, measured here at start (``bench.simcluster.sandbox``): on 2 cores the real one would take ~5
   minutes of CPU for the 60,000 checks of 20,000 instructions, which the cluster spreads over its sandbox nodes
   (``--sandbox-nodes`` of ``--sandbox-units`` each: the shipped KubeRay group keeps one of 16 up).
-- the cluster: all its nodes are there from the start (no node autoscaling, no provisioning time).
+- the cluster: all its nodes are there from the start (no node autoscaling, no provisioning time), without Ray's
+  observability (``HEAD_OPTIONS``: dashboard, log monitor, metrics, task events), and the replicas' health checks
+  are given ``HEALTH_CHECK_TIMEOUT_S`` (replicas that start starve the running ones of these 2 cores).
 - everything else is the real job: the preflight, Ray Data stages, the driver's waves, LanceDB, Parquet, the Serve
   deployment (replicas, placement groups, autoscaling, routing, the replicas' own request handling).
 
@@ -78,6 +80,13 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 # Ray call would connect this process to the cluster again (Ray's auto-init, read at import too), and the cluster then
 # refuses to remove its head node ("Removing a node that is connected to this Ray client is not allowed").
 os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
+HEALTH_CHECK_TIMEOUT_S = 60
+"""Seconds a replica has to answer Serve's health check (Ray Serve LLM's default: 10). Replicas that start load this
+machine's 2 cores (~10 s of CPU each, importing vLLM): with the 10 s default, the running replicas missed three checks
+in a row while the deployment scaled up, and Serve replaced 3 of the 4 that served (b4aa55f, 5,000 instructions: one
+replica served most of the decompose stage). On a cluster a replica starts on its own node's CPUs."""
+# read when Ray Serve LLM is imported (by this driver, which builds the deployment)
+os.environ["RAY_SERVE_LLM_DEFAULT_HEALTH_CHECK_TIMEOUT_S"] = str(HEALTH_CHECK_TIMEOUT_S)
 
 from amr.config import ConfigError, DistillConfig, RunConfig, load_config  # noqa: E402
 from bench.scripted import write_instructions  # noqa: E402
@@ -89,6 +98,16 @@ RAY_VERSION = "2.60.0"
 ENGINE_CLASS = "bench.simcluster.engine.ModelledEngine"
 OBJECT_STORE_BYTES = 1 << 30
 """Each node's object store (Ray's default, 30% of the memory, would be the machine's memory once per node)."""
+HEAD_OPTIONS = {
+    "include_dashboard": False,
+    "include_log_monitor": False,
+    "_system_config": {"enable_metrics_collection": False, "task_events_report_interval_ms": 0},
+}
+"""Ray's observability left out of the simulated cluster: the dashboard, the log monitor (it tails every worker's log
+for the driver's terminal), the workers' metrics and task events (which each node's dashboard agent and the GCS take
+in). The job reads none of them; a cluster runs them on its nodes' own CPUs, the simulated one on this machine's 2
+cores (~110 s of CPU in a 5,000-instruction run: dashboard agents 39, log monitor 32, the dashboard 15, their share of
+the raylets' and GCS's)."""
 
 
 def distill_config(path: str, overrides: list[str]) -> DistillConfig:
@@ -110,7 +129,8 @@ def cluster(
     from amr.config import SandboxConfig
 
     store = {"object_store_memory": OBJECT_STORE_BYTES}
-    sim = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "num_gpus": 0, **store})
+    head = {"num_cpus": head_cpus, "num_gpus": 0, **store, **HEAD_OPTIONS}
+    sim = Cluster(initialize_head=True, head_node_args=head)
     try:
         for _ in range(nodes):
             sim.add_node(num_cpus=cpus, num_gpus=gpus, resources={f"accelerator_type:{accelerator}": 1}, **store)
@@ -396,7 +416,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sandbox": f"the job's sandbox actors ({config.sandbox.workers} workers each), each check run in the "
             f"actor's process for its verdict and holding its worker for the real sandbox's time per check, "
             f"measured here: {1000 * per_check:.2f} ms",
-            "cluster": "every node there from the start (no node autoscaling or provisioning time)",
+            "cluster": "every node there from the start (no node autoscaling or provisioning time); Ray's "
+            "observability left out (no dashboard, log monitor, metrics or task events: the job reads none of them), "
+            f"and the replicas' health checks given {HEALTH_CHECK_TIMEOUT_S} s (Ray Serve LLM's default 10 s is missed "
+            "by running replicas while others start on these 2 cores)",
             "real": "the preflight, Ray Data stages, the driver's waves, LanceDB, Parquet, the Serve deployment "
             "(replicas, placement groups, autoscaling, routing, the replicas' request handling)",
         },
