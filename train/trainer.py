@@ -60,7 +60,9 @@ def run(config: TrainConfig) -> dict[str, Any]:
         # Ray Train tees workers' print() to its logger, even prints a library captures: keep print as is.
         # Propagated to the workers.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-        rows = training_rows(config.dataset, config.template, model_path, config.seq_len, config.packing, config.seed)
+        rows = training_rows(
+            config.dataset, count, config.template, model_path, config.seq_len, config.packing, config.seed
+        )
         plan = schedule(config, rows.count())
         trained_in = precision(config)
         log.info("training %s (%s): %s", config.model, trained_in, plan.describe())
