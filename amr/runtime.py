@@ -114,11 +114,12 @@ def spread(actors: list[Any], method: str, items: Sequence[Any]) -> list[Any]:
 
 
 @contextmanager
-def ordered() -> Iterator[None]:
-    """Ray Data keeps rows in input order meanwhile: stages write their files in that order, so the driver
-    can read a stage's rows in order (a wave's slice, a sequential filter)."""
+def ordered(preserve: bool = True) -> Iterator[None]:
+    """Ray Data keeps rows in input order meanwhile (``preserve``): stages write their files in that order, so the
+    driver can read a stage's rows in order (a wave's slice, a sequential filter). ``ordered(False)``: rows pass on
+    as they are made, for the datasets made meanwhile."""
     options = ray.data.DataContext.get_current().execution_options
-    before, options.preserve_order = options.preserve_order, True
+    before, options.preserve_order = options.preserve_order, preserve
     try:
         yield
     finally:

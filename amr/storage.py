@@ -184,19 +184,37 @@ class RunDir:
     def write_stage(self, name: str, ds: ray.data.Dataset) -> None:
         """Execute ``ds`` once into the stage directory ``name`` (a cut-off earlier write is removed
         first); the marker comes last."""
+        self.begin_stage(name)
+        self.append_stage(name, ds)
+
+    def begin_stage(self, name: str) -> None:
+        """The stage directory ``name``, empty (a cut-off earlier write is removed)."""
         self._clear(name)
+        self.fs.create_dir(self._fs_path(name))
+
+    def append_stage(self, name: str, ds: ray.data.Dataset) -> None:
+        """Execute ``ds`` once into more files of the unfinished stage directory ``name``; then mark it done."""
         ds.write_parquet(
             self._fs_path(name), filesystem=self.fs, min_rows_per_file=ROWS_PER_FILE, row_group_size=BATCH_ROWS
         )
-        self.fs.create_dir(self._fs_path(name))  # an empty dataset writes no file
+        self.mark_done(name)
+
+    def write_part(self, name: str, table: pa.Table, key: str) -> str:
+        """``table`` as the file ``part-<key>.parquet`` of the unfinished stage directory ``name`` (written again
+        whole by a retried writer of the same key, never twice); the file's name."""
+        file = f"part-{key}.parquet"
+        self.write_table(f"{name}/{file}", table)
+        return file
+
+    def mark_done(self, name: str) -> None:
+        """Mark the stage directory ``name`` done: all its files are written."""
         self._write(f"{name}/{DONE}", b"")
 
     def write_stage_tables(self, name: str, tables: Iterable[pa.Table], schema: pa.Schema | None = None) -> None:
         """Tables produced here as the stage directory ``name``: files of about ``ROWS_PER_FILE`` rows,
         each written a table at a time. Without ``schema`` a file takes its first table's, and a table
         whose columns do not fit it starts the next file (``open_stage`` unifies them)."""
-        self._clear(name)
-        self.fs.create_dir(self._fs_path(name))
+        self.begin_stage(name)
         tables = iter(tables)
         table, number = next(tables, None), 0
         while table is not None:
@@ -217,7 +235,7 @@ class RunDir:
                     rows += table.num_rows
                     table = next(tables, None)
             number += 1
-        self._write(f"{name}/{DONE}", b"")
+        self.mark_done(name)
 
     def write_stage_rows(self, name: str, rows: Iterable[dict[str, Any]], schema: pa.Schema | None = None) -> None:
         """Rows (dicts) produced here as the stage directory ``name``, ``PYTHON_ROWS`` at a time; the first
@@ -236,8 +254,7 @@ class RunDir:
     def copy_stage(self, name: str, source: RunDir, source_name: str | None = None) -> None:
         """``source``'s finished stage ``name`` (or ``source_name``) as this directory's ``name`` (its files copied
         as they are)."""
-        self._clear(name)
-        self.fs.create_dir(self._fs_path(name))
+        self.begin_stage(name)
         for file in source._stage_files(source_name or name):
             pafs.copy_files(
                 source._fs_path(file),
@@ -245,7 +262,7 @@ class RunDir:
                 source_filesystem=source.fs,
                 destination_filesystem=self.fs,
             )
-        self._write(f"{name}/{DONE}", b"")
+        self.mark_done(name)
 
     def replace_stage(self, name: str, ds: ray.data.Dataset) -> None:
         """Replace the finished stage ``name`` with ``ds``, which may read it: ``ds`` is written beside it

@@ -272,6 +272,59 @@ def test_amr_waves_grow_the_table_and_build_the_dataset(uninterrupted):
     assert len(lines) == 4 and json.loads(lines[0])["messages"][0]["role"] == "user"
 
 
+def test_direct_decompose_and_embed_overlap_and_write_the_uninterrupted_stages(ray_local, uninterrupted, tmp_path):
+    """direct, MD and embed as one pipeline (``Job.chain``): count_evens's direct answer comes late (a 504 after 2 s,
+    then its retry), and MD is asked for the rows answered meanwhile; is_even's first MD answer has no spec, so it
+    reaches embed after the retry. Each stage's rows and the dataset are the uninterrupted run's."""
+
+    def no_spec_first(messages: list[dict[str, str]]) -> str:
+        first_md = messages[0]["content"] == decompose.SYSTEM and len(messages) == 2
+        return "I would rather not." if first_md and "Task: is_even" in messages[1]["content"] else script(messages)
+
+    def late(messages: list[dict[str, str]], attempt: int) -> str | None:
+        asked = messages[0]["content"] == direct.SYSTEM and "Task: count_evens" in messages[1]["content"]
+        return "slow" if asked and not attempt else None
+
+    with ScriptedTeacher(no_spec_first, faults=late, slow_s=2.0) as teacher:
+        cfg = config(tmp_path, teacher)
+        cfg.teacher = teacher.config(batch_size=1, concurrency=4, max_retries=1, base_retry_wait_s=0.05)
+        manifest = distill.run(cfg)
+        order = [(m[0]["content"], m[1]["content"]) for m in teacher.requests]
+    answered = next(i for i, (system, user) in enumerate(order) if system == direct.SYSTEM and "count_evens" in user)
+    assert min(i for i, (system, _) in enumerate(order) if system == decompose.SYSTEM) < answered
+    stages = manifest["stages"]
+    assert [stages[s]["rows"] for s in ("direct", "decompose", "embed")] == [4, 4, 4]
+    assert stages["decompose"]["retried"] == stages["decompose-retry"]["rows"] == 1
+    assert all(stages[s]["chained"] and stages[s]["wall_time_s"] >= 0 for s in ("direct", "decompose", "embed"))
+
+    def rows(run_dir: str, stage: str, columns: list[str]) -> list[dict]:
+        read = pq.read_table(Path(run_dir) / stage, columns=columns).to_pylist()
+        for r in read:  # the embedder's batches differ between the runs
+            r.update(
+                {"query_vectors": [[round(x, 4) for x in v] for v in r["query_vectors"]]}
+                if "query_vectors" in r
+                else {}
+            )
+        return sorted(read, key=lambda r: r["id"])
+
+    whole = uninterrupted[0].run_dir  # no retry there: its decompose.parquet is its specs
+    for stage, theirs, columns in (
+        ("direct.parquet", "direct.parquet", ["id", "index", "direct_response"]),
+        ("specs.parquet", "decompose.parquet", ["id", "direct_response", "md_response", "specs", "md_retried"]),
+        ("embed.parquet", "embed.parquet", ["id", "specs", "query_vectors"]),
+    ):
+        names = [RunDir(run).open_stage(s).schema.names for run, s in ((cfg.run_dir, stage), (whole, theirs))]
+        assert names[0] == names[1], stage
+        mine, expected = rows(cfg.run_dir, stage, columns), rows(whole, theirs, columns)
+        if "md_retried" in columns:  # is_even's specs came from the retry here
+            assert [r["md_retried"] for r in mine] == [r["id"] == "t/is_even" for r in mine]
+            mine, expected = ([{**r, "md_response": None, "md_retried": None} for r in x] for x in (mine, expected))
+        assert mine == expected, stage
+    assert rows(cfg.run_dir, "dataset.parquet", ["id", "response"]) == rows(
+        whole, "dataset.parquet", ["id", "response"]
+    )
+
+
 def test_waves_overlap_as_staleness_allows_and_insert_once(ray_local, tmp_path):
     """Staleness 1, a wave per instruction: wave k retrieves from wave k-2's commit, so its rewrite goes to the
     teacher before wave k-1 has tested its functions; novelty still reads wave k-1's commit, and every function is

@@ -9,6 +9,8 @@ teacher-written asserts in the sandbox (anstest.parquet) and repairs the failing
 1. direct: the teacher answers every instruction (R_d)            -> direct.parquet
 2. decompose: R_d split into function specs                        -> decompose.parquet
    and each row's retrieval queries embedded                       -> embed.parquet
+   (direct, MD and embed as one streamed pipeline, ``Job.chain``: each asks for a row once the stage before made it;
+   the rows MD retries reach embed after the retry)
 3. waves of ``wave_size`` instructions, in input order (``amr.pipelines.waves``): retrieval from a pinned
    module-table version, adaptive response evolution, growth (novel functions, teacher tests, sandbox, insert)
                                                                    -> waves/NNNNN.parquet, growth/NNNNN.parquet
@@ -24,6 +26,7 @@ reads the table versions it pinned, and inserts are merge-inserts.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
@@ -44,13 +47,14 @@ from amr.logs import job_logs
 from amr.methods import Method, method
 from amr.parsing import python_code
 from amr.pipelines import fingerprints, waves
-from amr.pipelines.job import Job, count, count_where
+from amr.pipelines.job import Job, Stream, count, count_where
 from amr.progress import StageProgress
 from amr.runtime import cluster_address, init_ray, ordered, package_versions
 from amr.sandbox.cluster import required_level
 from amr.sandbox.stage import SandboxActors
 from amr.serving import preload
 from amr.stages import (
+    asked,
     check,
     cot,
     decompose,
@@ -99,6 +103,7 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
             embedders = resources.enter_context(waves.embedders(config)) if chosen.uses_modules else None
             teacher = resources.enter_context(open_teacher(config.teacher, config.model_store))
             job = Job(config, chosen, run_dir, total, teacher, sandbox, embedders, lease, progress)
+            job.chain([STREAMS[stage](job) for stage in _chained(chosen)], INPUT)
             rows: str | ray.data.Dataset = INPUT
             for stage in chosen.stages:
                 rows = STEPS[stage](job, rows)
@@ -132,17 +137,19 @@ def _input(config: DistillConfig, run_dir: RunDir) -> int:
 
 
 def _direct(job: Job, rows: str) -> str:
-    return job.streamed("direct", lambda ds: direct.run(ds, job.teacher), rows, "direct")
+    return job.streamed(STREAMS["direct"](job), rows)
 
 
 def _cot(job: Job, rows: str) -> str:
-    return job.streamed("cot", lambda ds: cot.run(ds, job.teacher), rows, "cot")
+    return job.streamed(Stream("cot", lambda ds: cot.run(ds, job.teacher), "cot"), rows)
 
 
 def _anstest(job: Job, rows: str) -> str:
     """AnsRepair's test function from the question and R_d; the checked methods' asserts from the question alone."""
     paper = "repair" in job.method.stages
-    tested = job.streamed("anstest", lambda ds: repair.test(ds, job.teacher, job.sandbox, paper), rows, "anstest")
+    tested = job.streamed(
+        Stream("anstest", lambda ds: repair.test(ds, job.teacher, job.sandbox, paper), "anstest"), rows
+    )
     verdicts = Counter(v for b in job.run_dir.scan_columns(tested, ["self_test_status"]) for v in b["self_test_status"])
     job.stages["anstest"]["verdicts"] = dict(verdicts)
     return tested
@@ -154,19 +161,18 @@ def _repair(job: Job, rows: str) -> ray.data.Dataset:
     if not count_where(job.run_dir, rows, ["direct_error", "self_test_status"], repair.needs_repair):
         return kept
     repaired = job.streamed(
-        "repair", lambda ds: repair.run(ds.filter(repair.needs_repair), job.teacher), rows, "repair"
+        Stream("repair", lambda ds: repair.run(ds.filter(repair.needs_repair), job.teacher), "repair"), rows
     )
     return kept.union(job.read(repaired).map(lambda r: repair.final(r, r)))
 
 
 def _decompose(job: Job, rows: str) -> str:
     """MD, and once more with a reminder of the format for the answers no spec parsed from."""
-    first = specs = job.streamed("decompose", lambda ds: decompose.run(ds, job.teacher), rows, "md")
+    first = specs = job.streamed(STREAMS["decompose"](job), rows)
     retried = count_where(job.run_dir, first, ["md_error", "md_reason"], decompose.needs_retry)
     if retried:
-        again = job.streamed(
-            "decompose-retry", lambda ds: decompose.retry(ds.filter(decompose.needs_retry), job.teacher), first, "md"
-        )
+        retry = lambda ds: decompose.retry(ds.filter(decompose.needs_retry), job.teacher)  # noqa: E731
+        again = job.streamed(Stream("decompose-retry", retry, "md"), first)
         specs = "specs.parquet"  # the answers that parsed, and the retried ones: made again after any re-ask
         if job.redo or not job.run_dir.stage_done(specs):
             parsed = job.read(first).filter(lambda r: not decompose.needs_retry(r))
@@ -180,12 +186,7 @@ def _decompose(job: Job, rows: str) -> str:
 
 
 def _embed(job: Job, rows: str) -> str:
-    def queries(ds: ray.data.Dataset) -> ray.data.Dataset:
-        if job.method.query == "direct":
-            ds = ds.map(lambda r: {**r, "specs": "[]"})
-        return embed.run(ds, job.embedders, job.method.query)
-
-    vectors = job.streamed("embed", queries, rows)
+    vectors = job.streamed(STREAMS["embed"](job), rows)
     job.stages["embed"]["queries"] = sum(
         pc.sum(pc.list_value_length(b.column(0))).as_py() or 0
         for b in job.run_dir.scan_stage(vectors, ["query_vectors"])
@@ -200,7 +201,7 @@ def _waves(job: Job, rows: str) -> str:
 
 def _check(job: Job, rows: str) -> str:
     evolved = "waves" in job.method.stages  # direct-checked has R_d alone
-    checked = job.streamed("check", lambda ds: check.run(ds, job.sandbox, evolved), rows)
+    checked = job.streamed(Stream("check", lambda ds: check.run(ds, job.sandbox, evolved)), rows)
     for column in ("checked_source", "are_self_test_status")[: 1 + evolved]:
         job.stages["check"][column] = dict(
             Counter(v for b in job.run_dir.scan_columns(checked, [column]) for v in b[column])
@@ -221,12 +222,10 @@ def _resample(job: Job, rows: str) -> ray.data.Dataset:
         if not left or (budget and teacher_cost(job.stages)["tokens"] >= budget):
             break
         sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed + number}
-        current = job.streamed(
-            f"resample/{number}",
-            lambda ds, s=sampling: check.resample(ds.filter(check.unresolved), job.teacher, job.sandbox, s),
-            current,
-            "resample",
+        resample = lambda ds, s=sampling: check.resample(  # noqa: E731
+            ds.filter(check.unresolved), job.teacher, job.sandbox, s
         )
+        current = job.streamed(Stream(f"resample/{number}", resample, "resample"), current)
         still = count_where(job.run_dir, current, columns, check.unresolved)
         rounds.append({"asked": left, "passed": left - still})
         left = still
@@ -236,6 +235,34 @@ def _resample(job: Job, rows: str) -> ray.data.Dataset:
     if budget:
         job.stages["resample"]["token_budget"] = budget
     return resolved[0].union(*resolved[1:], job.read(current).filter(check.unresolved))
+
+
+def _queries(job: Job, ds: ray.data.Dataset) -> ray.data.Dataset:
+    """Each row's retrieval queries embedded: its specs, or R_d where the method has no MD."""
+    if job.method.query == "direct":
+        ds = ds.map(lambda r: {**r, "specs": "[]"})
+    return embed.run(ds, job.embedders, job.method.query)
+
+
+DIRECT_COLUMNS = asked(INPUT_SCHEMA.names, "direct")
+"""The columns of ``direct.parquet``, which MD carries."""
+STREAMS: dict[str, Callable[[Job], Stream]] = {
+    "direct": lambda job: Stream("direct", lambda ds: direct.run(ds, job.teacher), "direct"),
+    "decompose": lambda job: Stream(
+        "decompose",
+        lambda ds: decompose.run(ds, job.teacher, DIRECT_COLUMNS),
+        "md",
+        lambda r: not decompose.needs_retry(r),
+    ),
+    "embed": lambda job: Stream("embed", lambda ds: _queries(job, ds)),
+}
+"""The streamed stages a method's first steps chain (``Job.chain``): the rows MD hands on are those it needs not
+ask again for (the retried reach ``embed`` after the retry)."""
+
+
+def _chained(chosen: Method) -> list[str]:
+    """The method's first stages that are in ``STREAMS``, up to the first that is not."""
+    return list(itertools.takewhile(lambda stage: stage in STREAMS, chosen.stages))
 
 
 STEPS: dict[str, Callable[[Job, str], str | ray.data.Dataset]] = {

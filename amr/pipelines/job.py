@@ -1,13 +1,17 @@
-"""What a distill job's stages share (``Job``), and counting a stage's rows from small columns."""
+"""What a distill job's stages share (``Job``): a streamed stage (``Job.streamed``), consecutive ones as one
+pipeline (``Job.chain``), and counting a stage's rows from small columns."""
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from amr.config import DistillConfig
 from amr.embeddings import EmbedderActors
@@ -15,9 +19,23 @@ from amr.engines import Teacher
 from amr.lease import Lease
 from amr.methods import Method
 from amr.progress import StageProgress
+from amr.runtime import ordered
 from amr.sandbox.stage import SandboxActors
 from amr.stages import calls, teacher_counts
 from amr.storage import RunDir
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streamed stage: its directory ``<name>.parquet`` holds ``run`` of the rows of the stage before it."""
+
+    name: str
+    run: Callable[[ray.data.Dataset], ray.data.Dataset]
+    prefix: str | None = None
+    """Its teacher columns' prefix."""
+    passes: Callable[[dict[str, Any]], bool] | None = None
+    """In a chain (``Job.chain``), the rows it hands on to the next stage there; that stage gets the others in its
+    own step, once the step of this one has made them again (decompose's retry). Default: all."""
 
 
 @dataclass
@@ -39,23 +57,67 @@ class Job:
     modules: dict[str, Any] = field(default_factory=dict)
     redo: set[str] = field(default_factory=set)
     """Ids asked again in this run (a resume): every later stage recomputes their rows."""
+    chained: dict[str, set[str]] = field(default_factory=dict)
+    """The directories ``chain`` made in this run, each with the ids a stage before it did not hand on to it."""
 
-    def streamed(
-        self,
-        name: str,
-        run: Callable[[ray.data.Dataset], ray.data.Dataset],
-        source: str,
-        prefix: str | None = None,
-    ) -> str:
-        """Run a stage over the rows of the stage ``source`` once (the directory ``<name>.parquet``); ``prefix``:
-        its teacher columns' prefix. Resumed, a finished stage asks again for the rows its teacher call failed
-        for and the rows an earlier stage asked again for (``redo``), and only those. Returns the directory's
-        name."""
+    def chain(self, stages: Sequence[Stream], source: str) -> None:
+        """Consecutive streamed stages over the rows of the stage ``source`` as one Ray Data pipeline, where none of
+        them is done: a stage asks for a row as soon as the stage before it made the row, and each stage's rows are
+        written into its directory as they pass (``_tee``); a directory is marked done once it holds all its rows,
+        in stage order (``_ChainFiles``). Each stage's own step (``streamed``) then finds it made, and adds what
+        the chain did not hand on to it (``Stream.passes``). Where a stage is done (a resume, R_d shared), the steps
+        run one after another."""
+        paths = [f"{stage.name}.parquet" for stage in stages]
+        done = (self.run_dir.stage_done(p) or self.run_dir.stage_done(f"{p}.next") for p in paths)
+        if len(stages) < 2 or any(done):
+            return
+        began, total = time.time(), count(self.run_dir, source)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        files = _ChainFiles.options(scheduling_strategy=here).remote(self.run_dir, paths, total)
+        try:
+            with ordered(False):  # a row waits for no slower row before it; each file is a batch in input order
+                rows = self.read(source)
+                for number, (stage, path) in enumerate(zip(stages, paths)):
+                    self.run_dir.begin_stage(path)
+                    tokens = f"{stage.prefix}_output_tokens" if stage.prefix else None
+                    made = self.progress.counted(stage.run(rows), stage.name, total, tokens)
+                    passes = stage.passes if number + 1 < len(stages) else None
+                    fn_kwargs = {"run_dir": self.run_dir, "path": path, "files": files, "passes": passes}
+                    rows = made.map_batches(_tee, batch_format="pyarrow", zero_copy_batch=True, fn_kwargs=fn_kwargs)
+                rows.count()
+            ends = ray.get(files.ends.remote())
+        finally:
+            ray.kill(files)
+        for stage, path in zip(stages, paths):
+            written, expected, at, marked, left = ends[path]
+            if written != expected:
+                raise RuntimeError(f"{self.run_dir.path(path)}: the chain wrote {written} of its {expected} rows")
+            self.chained[path] = set(left)
+            self.stages[stage.name] = {"wall_time_s": round(at - began, 1), "chained": True}
+            began = at
+            if marked:
+                self.progress.finished(stage.name)
+
+    def streamed(self, stage: Stream, source: str) -> str:
+        """Run a stage over the rows of the stage ``source`` once (the directory ``<name>.parquet``). Resumed, a
+        finished stage asks again for the rows its teacher call failed for and the rows an earlier stage asked
+        again for (``redo``), and only those. Made by ``chain`` in this run, it gets the rows the chain did not
+        hand on to it. Returns the directory's name."""
+        name, run, prefix = stage.name, stage.run, stage.prefix
         path = f"{name}.parquet"
         self.run_dir.finish_replace(path)
         began = time.perf_counter()
         tokens = f"{prefix}_output_tokens" if prefix else None
-        if not self.run_dir.stage_done(path):
+        if path in self.chained:
+            if left := self.chained.pop(path):
+                rows = self.progress.counted(
+                    run(self.read(source).filter(lambda r: r["id"] in left)), name, None, tokens
+                )
+                self.run_dir.append_stage(path, rows)
+                self.progress.finished(name)
+                seconds = self.stages[name]["wall_time_s"] + time.perf_counter() - began
+                self.stages[name]["wall_time_s"] = round(seconds, 1)
+        elif not self.run_dir.stage_done(path):
             rows = self.progress.counted(run(self.read(source)), name, count(self.run_dir, source), tokens)
             self.run_dir.write_stage(path, rows)
             self.progress.finished(name)
@@ -89,6 +151,65 @@ class Job:
 
     def read(self, path: str) -> ray.data.Dataset:
         return self.run_dir.read_stage(path)
+
+
+def _tee(
+    batch: pa.Table, run_dir: RunDir, path: str, files: Any, passes: Callable[[dict[str, Any]], bool] | None
+) -> pa.Table:
+    """A chained stage's batch written into its directory, in input order, as a file named by its first row's
+    ``index`` and its ids (the files sort in input order; a retried task writes the same file again), and counted
+    (``_ChainFiles``); the rows it hands on."""
+    if not batch.num_rows:
+        return batch
+    batch = batch.sort_by("index")
+    ids = batch.column("id").to_pylist()
+    digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+    key = f"{batch.column('index')[0].as_py():012d}-{digest}"
+    file = run_dir.write_part(path, batch, key)
+    handed = [True] * len(ids) if passes is None else [passes(r) for r in batch.to_pylist()]
+    ray.get(files.wrote.remote(path, file, len(ids), [i for i, kept in zip(ids, handed) if not kept]))
+    return batch.filter(pa.array(handed, pa.bool_()))
+
+
+@ray.remote(num_cpus=0)
+class _ChainFiles:
+    """The files a chain's stages have written: a stage is complete once its files hold as many rows as the stage
+    before it handed on (the first: the source's), and marked done (``_SUCCESS``) when it is complete and every stage
+    before it handed on all its rows, so in stage order."""
+
+    def __init__(self, run_dir: RunDir, paths: list[str], rows: int):
+        self.run_dir, self.paths, self.rows = run_dir, paths, rows
+        self.files: dict[str, dict[str, int]] = {p: {} for p in paths}
+        self.left: dict[str, set[str]] = {p: set() for p in paths}
+        self.complete: dict[str, float] = {}
+        self.marked: set[str] = set()
+
+    def wrote(self, path: str, file: str, rows: int, left: list[str]) -> None:
+        """A stage's file of ``rows`` rows, and the ids of them it did not hand on."""
+        self.files[path][file] = rows
+        self.left[path].update(left)
+        expected, handed_all = self.rows, True
+        for path in self.paths:
+            written = sum(self.files[path].values())
+            if written != expected:
+                return
+            self.complete.setdefault(path, time.time())
+            if handed_all and path not in self.marked:
+                self.run_dir.mark_done(path)
+                self.marked.add(path)
+            expected, handed_all = written - len(self.left[path]), handed_all and not self.left[path]
+
+    def ends(self) -> dict[str, tuple[int, int | None, float, bool, list[str]]]:
+        """Per stage: rows written and expected, when it was complete (now, where not), whether it is marked done,
+        the ids the stages before it did not hand on."""
+        ends, expected, left = {}, self.rows, set()
+        for path in self.paths:
+            written = sum(self.files[path].values())
+            at = self.complete.get(path, time.time())
+            ends[path] = (written, expected, at, path in self.marked, sorted(left))
+            expected = None if expected is None or written != expected else written - len(self.left[path])
+            left |= self.left[path]
+        return ends
 
 
 def count(run_dir: RunDir, path: str) -> int:

@@ -88,6 +88,11 @@ def _renamed(row: dict[str, Any], name: str, carry: tuple[str, ...]) -> dict[str
     }
 
 
+def asked(columns: Sequence[str], name: str) -> list[str]:
+    """The columns of ``ask(..., name)`` over rows of ``columns`` (carrying all of them)."""
+    return [*columns, f"{name}_response", *calls(name)]
+
+
 def calls(name: str) -> list[str]:
     """The columns ``ask(..., name)`` adds that describe the calls: error, token counts, faults met, why the answer
     ended."""

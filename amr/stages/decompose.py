@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -24,11 +25,12 @@ def parse(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "specs": json.dumps(specs), "md_reason": reason}
 
 
-def run(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
-    """Rows with ``instruction`` and ``direct_response`` -> + MD answer, ``specs``, ``md_reason``, ``md_retried``
-    (False)."""
+def run(ds: ray.data.Dataset, teacher: Teacher, columns: Sequence[str] | None = None) -> ray.data.Dataset:
+    """Rows of ``columns`` with ``instruction`` and ``direct_response`` -> + MD answer, ``specs``, ``md_reason``,
+    ``md_retried`` (False). Name the columns where ``ds`` is direct's rows as they are made (``Job.chain``): Ray
+    Data would learn them by running its first rows."""
     build = lambda row: decompose.messages(row["instruction"], row["direct_response"])  # noqa: E731
-    return ask(ds, teacher, build, "md").map(parse).map(lambda row: {**row, "md_retried": False})
+    return ask(ds, teacher, build, "md", columns).map(parse).map(lambda row: {**row, "md_retried": False})
 
 
 def needs_retry(row: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from amr.engines import Teacher
 from amr.parsing import assert_statements, python_code
 from amr.prompts import repair
 from amr.sandbox.stage import SandboxActors
-from amr.stages import ask, calls
+from amr.stages import ask, asked
 
 
 def runnable_test(response: str) -> list[str]:
@@ -70,9 +70,11 @@ def test(ds: ray.data.Dataset, teacher: Teacher, sandbox: SandboxActors, paper: 
             return repair.tests_messages(row["instruction"], _solution(row))
         return repair.asserts_messages(row["instruction"])
 
-    asked = ask(ds, teacher, build, "anstest")
-    carry = [*ds.columns(), "anstest_response", *calls("anstest")]
-    return sandbox.check_dataset(asked.map(lambda row: _with_check(row, paper))).map(lambda row: _verdict(row, carry))
+    answered = ask(ds, teacher, build, "anstest")
+    carry = asked(ds.columns(), "anstest")
+    return sandbox.check_dataset(answered.map(lambda row: _with_check(row, paper))).map(
+        lambda row: _verdict(row, carry)
+    )
 
 
 def run(ds: ray.data.Dataset, teacher: Teacher) -> ray.data.Dataset:
