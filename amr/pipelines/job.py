@@ -57,8 +57,9 @@ class Job:
     modules: dict[str, Any] = field(default_factory=dict)
     redo: set[str] = field(default_factory=set)
     """Ids asked again in this run (a resume): every later stage recomputes their rows."""
-    chained: dict[str, set[str]] = field(default_factory=dict)
-    """The directories ``chain`` made in this run, each with the ids a stage before it did not hand on to it."""
+    chained: dict[str, tuple[set[str], float]] = field(default_factory=dict)
+    """The directories ``chain`` made in this run: the ids a stage before each did not hand on to it, and its seconds
+    (from the stage before it complete to it complete: the chain's stages overlap, these add up to its time)."""
 
     def chain(self, stages: Sequence[Stream], source: str) -> None:
         """Consecutive streamed stages over the rows of the stage ``source`` as one Ray Data pipeline, where none of
@@ -92,8 +93,7 @@ class Job:
             written, expected, at, marked, left = ends[path]
             if written != expected:
                 raise RuntimeError(f"{self.run_dir.path(path)}: the chain wrote {written} of its {expected} rows")
-            self.chained[path] = set(left)
-            self.stages[stage.name] = {"wall_time_s": round(at - began, 1), "chained": True}
+            self.chained[path] = (set(left), at - began)
             began = at
             if marked:
                 self.progress.finished(stage.name)
@@ -109,14 +109,15 @@ class Job:
         began = time.perf_counter()
         tokens = f"{prefix}_output_tokens" if prefix else None
         if path in self.chained:
-            if left := self.chained.pop(path):
+            left, seconds = self.chained.pop(path)
+            if left:
                 rows = self.progress.counted(
                     run(self.read(source).filter(lambda r: r["id"] in left)), name, None, tokens
                 )
                 self.run_dir.append_stage(path, rows)
                 self.progress.finished(name)
-                seconds = self.stages[name]["wall_time_s"] + time.perf_counter() - began
-                self.stages[name]["wall_time_s"] = round(seconds, 1)
+                seconds += time.perf_counter() - began
+            self.stages[name] = {"wall_time_s": round(seconds, 1), "chained": True}
         elif not self.run_dir.stage_done(path):
             rows = self.progress.counted(run(self.read(source)), name, count(self.run_dir, source), tokens)
             self.run_dir.write_stage(path, rows)
@@ -162,6 +163,10 @@ def _tee(
     if not batch.num_rows:
         return batch
     batch = batch.sort_by("index")
+    # a column null throughout the batch (no error in it) is text, as where a row has one: every file reads as one
+    # table, also with pyarrow.parquet.read_table, which takes the first file's types
+    text = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in batch.schema]
+    batch = batch.cast(pa.schema(text, batch.schema.metadata))
     ids = batch.column("id").to_pylist()
     digest = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
     key = f"{batch.column('index')[0].as_py():012d}-{digest}"
