@@ -26,6 +26,7 @@ reads the table versions it pinned, and inserts are merge-inserts.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -103,7 +104,8 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
             embedders = resources.enter_context(waves.embedders(config)) if chosen.uses_modules else None
             teacher = resources.enter_context(open_teacher(config.teacher, config.model_store))
             job = Job(config, chosen, run_dir, total, teacher, sandbox, embedders, lease, progress)
-            job.chain([STREAMS[stage](job) for stage in _chained(chosen)], INPUT)
+            recorded = functools.partial(fingerprints.record, run_dir, config, chosen)
+            job.chain([STREAMS[stage](job) for stage in _chained(chosen)], INPUT, recorded)
             rows: str | ray.data.Dataset = INPUT
             for stage in chosen.stages:
                 rows = STEPS[stage](job, rows)

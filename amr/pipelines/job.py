@@ -61,20 +61,21 @@ class Job:
     """The directories ``chain`` made in this run: the ids a stage before each did not hand on to it, and its seconds
     (from the stage before it complete to it complete: the chain's stages overlap, these add up to its time)."""
 
-    def chain(self, stages: Sequence[Stream], source: str) -> None:
+    def chain(self, stages: Sequence[Stream], source: str, done: Callable[[str], None]) -> None:
         """Consecutive streamed stages over the rows of the stage ``source`` as one Ray Data pipeline, where none of
         them is done: a stage asks for a row as soon as the stage before it made the row, and each stage's rows are
         written into its directory as they pass (``_tee``); a directory is marked done once it holds all its rows,
         in stage order (``_ChainFiles``). Each stage's own step (``streamed``) then finds it made, and adds what
-        the chain did not hand on to it (``Stream.passes``). Where a stage is done (a resume, R_d shared), the steps
+        the chain did not hand on to it (``Stream.passes``). ``done(name)`` is called (by an actor) as a stage is
+        marked done: its fingerprint, while the chain goes on. Where a stage is done (a resume, R_d shared), the steps
         run one after another."""
         paths = [f"{stage.name}.parquet" for stage in stages]
-        done = (self.run_dir.stage_done(p) or self.run_dir.stage_done(f"{p}.next") for p in paths)
-        if len(stages) < 2 or any(done):
+        if len(stages) < 2 or any(self.run_dir.stage_done(p) or self.run_dir.stage_done(f"{p}.next") for p in paths):
             return
         began, total = time.time(), count(self.run_dir, source)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        files = _ChainFiles.options(scheduling_strategy=here).remote(self.run_dir, paths, total)
+        names = {path: stage.name for stage, path in zip(stages, paths)}
+        files = _ChainFiles.options(scheduling_strategy=here).remote(self.run_dir, names, total, done)
         try:
             with ordered(False):  # a row waits for no slower row before it; each file is a batch in input order
                 rows = self.read(source)
@@ -182,10 +183,10 @@ class _ChainFiles:
     before it handed on (the first: the source's), and marked done (``_SUCCESS``) when it is complete and every stage
     before it handed on all its rows, so in stage order."""
 
-    def __init__(self, run_dir: RunDir, paths: list[str], rows: int):
-        self.run_dir, self.paths, self.rows = run_dir, paths, rows
-        self.files: dict[str, dict[str, int]] = {p: {} for p in paths}
-        self.left: dict[str, set[str]] = {p: set() for p in paths}
+    def __init__(self, run_dir: RunDir, names: dict[str, str], rows: int, done: Callable[[str], None]):
+        self.run_dir, self.names, self.paths, self.rows, self.done = run_dir, names, list(names), rows, done
+        self.files: dict[str, dict[str, int]] = {p: {} for p in names}
+        self.left: dict[str, set[str]] = {p: set() for p in names}
         self.complete: dict[str, float] = {}
         self.marked: set[str] = set()
 
@@ -202,6 +203,7 @@ class _ChainFiles:
             if handed_all and path not in self.marked:
                 self.run_dir.mark_done(path)
                 self.marked.add(path)
+                self.done(self.names[path])
             expected, handed_all = written - len(self.left[path]), handed_all and not self.left[path]
 
     def ends(self) -> dict[str, tuple[int, int | None, float, bool, list[str]]]:
