@@ -66,6 +66,22 @@ class Teacher(ABC):
         self.batch_size = batch_size
         """Rows of a streamed stage per call of ``generate``'s tasks."""
         self.defaults = config.sampling.model_dump(exclude_none=True)
+        self.sharers = 1
+        """Streamed stages asking at once (``shared``), between which ``task_args``' tasks are divided."""
+
+    @contextmanager
+    def shared(self, stages: int) -> Iterator[None]:
+        """Streamed stages built meanwhile run at once (``amr.pipelines.job.Job.chain``): each takes 1/``stages`` of
+        the tasks, so that together they keep one stage's requests in flight (and Ray workers), not ``stages`` times
+        that."""
+        before, self.sharers = self.sharers, max(1, stages)
+        try:
+            yield
+        finally:
+            self.sharers = before
+
+    def _share(self, tasks: int) -> int:
+        return max(1, -(-tasks // self.sharers))
 
     def batched(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """``ds`` in blocks of at most ``batch_size`` rows (streamed, not shuffled), for ``generate``: a Ray Data task
@@ -207,7 +223,10 @@ class ServedTeacher(Teacher):
         )
 
     def task_args(self) -> dict[str, Any]:
-        return {"num_cpus": CALLER_CPUS, "compute": ray.data.TaskPoolStrategy(size=self.batches_in_flight())}
+        return {
+            "num_cpus": CALLER_CPUS,
+            "compute": ray.data.TaskPoolStrategy(size=self._share(self.batches_in_flight())),
+        }
 
     def batches_in_flight(self) -> int:
         """A streamed stage's batches in flight: as many requests as a wave's rows sent at once keep (``window``)."""
@@ -370,7 +389,7 @@ class OpenAITeacher(Teacher):
 
     def task_args(self) -> dict[str, Any]:
         cfg = self.config.openai
-        return {"num_cpus": cfg.worker_cpus, "compute": ray.data.TaskPoolStrategy(size=cfg.concurrency)}
+        return {"num_cpus": cfg.worker_cpus, "compute": ray.data.TaskPoolStrategy(size=self._share(cfg.concurrency))}
 
     async def _answer_all(
         self, requests: Sequence[dict[str, Any]], in_flight: int | None = None

@@ -122,6 +122,10 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     assert served.window() == window
     assert served.batches_in_flight() * teacher.vllm.batch_size >= window
     assert (served.batches_in_flight() - 1) * teacher.vllm.batch_size < window
+    # the stages of a chain (Job.chain) ask at once: together they keep one stage's tasks in flight, not twice that
+    with served.shared(2):
+        assert served.task_args()["compute"].size == -(-served.batches_in_flight() // 2)
+    assert served.task_args()["compute"].size == served.batches_in_flight()
 
 
 def test_a_local_rays_workers_run_at_the_drivers_priority(ray_local):

@@ -77,7 +77,8 @@ class Job:
         names = {path: stage.name for stage, path in zip(stages, paths)}
         files = _ChainFiles.options(scheduling_strategy=here).remote(self.run_dir, names, total, done)
         try:
-            with ordered(False):  # a row waits for no slower row before it; each file is a batch in input order
+            asking = sum(stage.prefix is not None for stage in stages)  # the teacher's stages share its window
+            with ordered(False), self.teacher.shared(asking):  # a row waits for no slower row before it
                 rows = self.read(source)
                 for number, (stage, path) in enumerate(zip(stages, paths)):
                     self.run_dir.begin_stage(path)
