@@ -187,32 +187,35 @@ class _ChainFiles:
     def __init__(self, run_dir: RunDir, names: dict[str, str], rows: int, done: Callable[[str], None]):
         self.run_dir, self.names, self.paths, self.rows, self.done = run_dir, names, list(names), rows, done
         self.files: dict[str, dict[str, int]] = {p: {} for p in names}
+        self.written: dict[str, int] = dict.fromkeys(names, 0)
+        """Each stage's rows in its files, kept as they come (a sum over the files at each batch grew with their
+        number squared)."""
         self.left: dict[str, set[str]] = {p: set() for p in names}
         self.complete: dict[str, float] = {}
         self.marked: set[str] = set()
 
     def wrote(self, path: str, file: str, rows: int, left: list[str]) -> None:
         """A stage's file of ``rows`` rows, and the ids of them it did not hand on."""
+        self.written[path] += rows - self.files[path].get(file, 0)  # a retried task's file replaces its first
         self.files[path][file] = rows
         self.left[path].update(left)
         expected, handed_all = self.rows, True
-        for path in self.paths:
-            written = sum(self.files[path].values())
-            if written != expected:
+        for stage in self.paths:
+            if self.written[stage] != expected:
                 return
-            self.complete.setdefault(path, time.time())
-            if handed_all and path not in self.marked:
-                self.run_dir.mark_done(path)
-                self.marked.add(path)
-                self.done(self.names[path])
-            expected, handed_all = written - len(self.left[path]), handed_all and not self.left[path]
+            self.complete.setdefault(stage, time.time())
+            if handed_all and stage not in self.marked:
+                self.run_dir.mark_done(stage)
+                self.marked.add(stage)
+                self.done(self.names[stage])
+            expected, handed_all = self.written[stage] - len(self.left[stage]), handed_all and not self.left[stage]
 
     def ends(self) -> dict[str, tuple[int, int | None, float, bool, list[str]]]:
         """Per stage: rows written and expected, when it was complete (now, where not), whether it is marked done,
         the ids the stages before it did not hand on."""
         ends, expected, left = {}, self.rows, set()
         for path in self.paths:
-            written = sum(self.files[path].values())
+            written = self.written[path]
             at = self.complete.get(path, time.time())
             ends[path] = (written, expected, at, path in self.marked, sorted(left))
             expected = None if expected is None or written != expected else written - len(self.left[path])
