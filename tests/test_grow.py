@@ -261,3 +261,23 @@ def test_novel_reuses_the_vectors_of_texts_embedded_already():
     unused = Embedder({})
     vectors = grow.embed_texts(["def b(x)\nThe b of x."], unused, {"def b(x)\nThe b of x.": [0.0, 1.0]})
     assert vectors.dtype == np.float32 and vectors.tolist() == [[0.0, 1.0]] and unused.calls == 0
+
+
+def test_wave_twins_across_blocks_are_the_pairwise_greedy_order():
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 3)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    novel = [i % 7 != 3 for i in range(40)]
+    kept, expected = [], {}
+    for i, vector in enumerate(vectors):  # the definition: each novel vector against the earlier ones kept
+        if not novel[i]:
+            continue
+        cosines = [float(vector @ vectors[k]) for k in kept]
+        if cosines and max(cosines) >= 0.8:
+            expected[i] = max(cosines)
+        else:
+            kept.append(i)
+    assert 5 < len(expected) < 30  # both outcomes occur
+    for block in (1, 7, 40, 1024):
+        twins = grow.wave_twins(vectors, novel, 0.8, block)
+        assert twins.keys() == expected.keys() and np.allclose([twins[i] for i in expected], list(expected.values()))
