@@ -1,9 +1,11 @@
 """Sentence embeddings of function specs and code (sentence-transformers, normalised for cosine): in this process
-(``Embedder``), or in a job's long-lived Ray actors (``EmbedderActors``)."""
+(``Embedder``), or in a job's long-lived Ray actors (``EmbedderActors``, opened with ``open_embedders``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Protocol
 
@@ -130,3 +132,24 @@ class EmbedderActors:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_OPEN: dict[str, EmbedderActors] = {}
+"""The embedding actors open in this process, by their settings: nested ``open_embedders`` calls share them."""
+
+
+@contextmanager
+def open_embedders(config: EmbeddingConfig, model_store: str | None = None) -> Iterator[EmbedderActors]:
+    """A job's embedding actors for the ``with`` block. Inside an enclosing ``open_embedders`` of the same settings (a
+    caller that runs several distillations in one process), the enclosing block's actors, started once: each start
+    loads sentence-transformers and the model in a new process (~6 s of CPU)."""
+    key = json.dumps([config.model_dump(mode="json"), model_store], sort_keys=True)
+    if key in _OPEN:
+        yield _OPEN[key]
+        return
+    with EmbedderActors(config, model_store) as actors:
+        _OPEN[key] = actors
+        try:
+            yield actors
+        finally:
+            del _OPEN[key]

@@ -31,6 +31,9 @@ from amr.prompts import bootstrap, cot, decompose, direct, repair, response_evol
 from amr.storage import RunDir
 from tests.support.scripted_teacher import ScriptedTeacher
 
+# the module's jobs (of the default embedding settings) share one embedding actor instead of starting one each
+pytestmark = pytest.mark.usefixtures("shared_embedders")
+
 FUNCTIONS = {  # name: (signature, description, body, test)
     "clamp": (
         "def clamp(x: int, low: int, high: int) -> int",

@@ -75,3 +75,36 @@ def test_embedding_actors_take_fractions_of_fake_gpus():
     assert sorted(len(ids) for ids in gpu["gpu_ids"]) == [1, 1] and len({i[0] for i in gpu["gpu_ids"]}) == 2
     assert gpu["shape"] == [3, 384] and gpu["norms"] == [1.0, 1.0, 1.0]
     assert cpu["gpus_free"] == 2 and cpu["gpu_ids"] == [[], []] and cpu["shape"] == [3, 384]
+
+
+def test_a_job_shares_the_embedders_of_an_enclosing_block_of_its_settings(monkeypatch):
+    """``open_embedders`` inside another of the same settings (the job's, ``waves.embedders``) starts no actors and
+    stops none; one of other settings starts and stops its own."""
+    from amr import embeddings
+    from amr.config import DistillConfig
+    from amr.pipelines import waves
+
+    events = []
+
+    class Started:  # EmbedderActors without Ray: what is started and stopped
+        def __init__(self, config: EmbeddingConfig, model_store: str | None):
+            events.append(("start", config.batch_size))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            events.append(("stop", id(self)))
+
+    monkeypatch.setattr(embeddings, "EmbedderActors", Started)
+    job = DistillConfig(run_dir="unused")
+    with embeddings.open_embedders(EmbeddingConfig()) as shared:
+        with waves.embedders(job) as inner:
+            assert inner is shared
+        with waves.embedders(job.model_copy(update={"embedding": EmbeddingConfig(batch_size=8)})) as other:
+            assert other is not shared
+        assert events == [("start", 64), ("start", 8), ("stop", id(other))]
+    assert events[-1] == ("stop", id(shared))
+    with waves.embedders(job) as alone:  # no enclosing block: the job's own
+        assert alone is not shared
+    assert events[-2:] == [("start", 64), ("stop", id(alone))]

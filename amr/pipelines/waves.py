@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from amr import preflight
 from amr.ann import Upkeep
 from amr.config import ConfigError, DistillConfig
 from amr.data import load_instructions
-from amr.embeddings import EmbedderActors
+from amr.embeddings import EmbedderActors, open_embedders
 from amr.engines import Teacher, fault_counts, open_teacher
 from amr.lease import Lease
 from amr.modules import UPKEEP, ModuleDB
@@ -296,9 +296,9 @@ def _inserted(
     return [{k: v for k, v in c.items() if k != "vector"} for c in outcomes]
 
 
-def embedders(config: DistillConfig) -> EmbedderActors:
-    """The job's embedding actors, as ``embedding`` sets them."""
-    return EmbedderActors(config.embedding, config.model_store)
+def embedders(config: DistillConfig) -> AbstractContextManager[EmbedderActors]:
+    """The job's embedding actors, as ``embedding`` sets them (an enclosing ``open_embedders``'s of the same settings)."""
+    return open_embedders(config.embedding, config.model_store)
 
 
 def _table(config: DistillConfig, run_dir: RunDir, embedder: EmbedderActors, lease: Lease) -> tuple[ModuleDB, str]:
