@@ -38,7 +38,8 @@ What is modelled, and how (also in the JSON's ``modelled``):
   minutes of CPU for the 60,000 checks of 20,000 instructions, which the cluster spreads over its sandbox nodes
   (``--sandbox-nodes`` of ``--sandbox-units`` each: the shipped KubeRay group keeps one of 16 up).
 - the cluster: all its nodes are there from the start (no node autoscaling, no provisioning time), without Ray's
-  observability (``HEAD_OPTIONS``: dashboard, log monitor, metrics, task events), and the replicas' health checks
+  observability (``HEAD_OPTIONS``: dashboard, log monitor, metrics, task events), with ``IDLE_WORKERS_PER_NODE`` idle
+  workers kept a node (every node's workers share this machine's memory), and the replicas' health checks
   are given ``HEALTH_CHECK_TIMEOUT_S`` (replicas that start starve the running ones of these 2 cores).
 - everything else is the real job: the preflight, Ray Data stages, the driver's waves, LanceDB, Parquet, the Serve
   deployment (replicas, placement groups, autoscaling, routing, the replicas' own request handling).
@@ -98,10 +99,19 @@ RAY_VERSION = "2.60.0"
 ENGINE_CLASS = "bench.simcluster.engine.ModelledEngine"
 OBJECT_STORE_BYTES = 1 << 30
 """Each node's object store (Ray's default, 30% of the memory, would be the machine's memory once per node)."""
+IDLE_WORKERS_PER_NODE = 4
+"""Idle Ray workers each node keeps for its next tasks (Ray's default: one a CPU). Every simulated node's workers live
+in this one machine's 24 GiB: the 20,000-instruction runs kept 69 idle workers of ~206 MB each (14.2 GB) beside the
+chain's 60 teacher-call tasks, and Ray's memory monitor killed the job (docs/benchmarks.md). A cluster's node keeps its
+own idle workers in its own memory."""
 HEAD_OPTIONS = {
     "include_dashboard": False,
     "include_log_monitor": False,
-    "_system_config": {"enable_metrics_collection": False, "task_events_report_interval_ms": 0},
+    "_system_config": {
+        "enable_metrics_collection": False,
+        "task_events_report_interval_ms": 0,
+        "num_workers_soft_limit": IDLE_WORKERS_PER_NODE,
+    },
 }
 """Ray's observability left out of the simulated cluster: the dashboard, the log monitor (it tails every worker's log
 for the driver's terminal), the workers' metrics and task events (which each node's dashboard agent and the GCS take
@@ -418,6 +428,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"measured here: {1000 * per_check:.2f} ms",
             "cluster": "every node there from the start (no node autoscaling or provisioning time); Ray's "
             "observability left out (no dashboard, log monitor, metrics or task events: the job reads none of them), "
+            f"at most {IDLE_WORKERS_PER_NODE} idle workers kept a node (all nodes share this machine's memory), "
             f"and the replicas' health checks given {HEALTH_CHECK_TIMEOUT_S} s (Ray Serve LLM's default 10 s is missed "
             "by running replicas while others start on these 2 cores)",
             "real": "the preflight, Ray Data stages, the driver's waves, LanceDB, Parquet, the Serve deployment "
