@@ -151,6 +151,13 @@ class ServeConfig(Strict):
         "average more than vllm.max_num_seqs requests. None: a fixed vllm.concurrency replicas.",
     )
     max_replicas: int | None = Field(None, ge=1, description="Autoscaling: the most replicas.")
+    initial_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Autoscaling: the replicas the deployment starts with, all up before the job sends its first "
+        "request (between min_replicas and max_replicas); then it scales between those on its queue. None: "
+        "min_replicas (at least one).",
+    )
     max_ongoing_requests: int | None = Field(
         None,
         ge=1,
@@ -177,7 +184,21 @@ class ServeConfig(Strict):
             raise ValueError("min_replicas and max_replicas go together (autoscaling), or neither")
         if self.min_replicas is not None and self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        if self.initial_replicas is not None and (
+            self.min_replicas is None or not self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError(
+                f"initial_replicas {self.initial_replicas} is not between min_replicas {self.min_replicas} and "
+                f"max_replicas {self.max_replicas}"
+            )
         return self
+
+    @property
+    def starting_replicas(self) -> int | None:
+        """Autoscaling: the replicas the deployment starts with (None: a fixed number, vllm.concurrency)."""
+        if self.min_replicas is None:
+            return None
+        return self.initial_replicas or max(self.min_replicas, 1)
 
 
 class OpenAIConfig(Strict):

@@ -179,7 +179,7 @@ def engine_key(config: TeacherConfig, model: str) -> str:
             "model": model,
             "device": cfg.device,
             "accelerator": cfg.accelerator_type,
-            "replicas": [cfg.concurrency, serve.min_replicas, serve.max_replicas],
+            "replicas": [cfg.concurrency, serve.min_replicas, serve.max_replicas, serve.initial_replicas],
             "engine": vllm_engine_kwargs(cfg),
             "env": vllm_env(cfg),
         },

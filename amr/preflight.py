@@ -204,8 +204,10 @@ def _engine(
     found.placements.append(
         Placement(
             what=what,
-            count=max(serve.min_replicas, 1) if scales else vllm.concurrency,
-            count_key=f"{at}serve.min_replicas" if scales else f"{at}vllm.concurrency",
+            count=serve.starting_replicas if scales else vllm.concurrency,
+            count_key=f"{at}serve.{'initial' if serve.initial_replicas else 'min'}_replicas"
+            if scales
+            else f"{at}vllm.concurrency",
             gpus=vllm.tensor_parallel_size,
             size_key=f"{at}vllm.tensor_parallel_size",
             accelerator=vllm.accelerator_type,

@@ -121,7 +121,7 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
             "autoscaling_config": {
                 "min_replicas": serve.min_replicas,
                 "max_replicas": serve.max_replicas,
-                "initial_replicas": max(serve.min_replicas, 1),
+                "initial_replicas": serve.starting_replicas,
                 # a replica is busy at a full batch: more waiting adds one (Ray Serve LLM's default target is 10^9,
                 # under which no replica is ever added)
                 "target_ongoing_requests": cfg.max_num_seqs,

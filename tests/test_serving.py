@@ -86,6 +86,13 @@ def test_cpu_deployment_follows_the_engine_settings(tmp_path, monkeypatch):
             "target_ongoing_requests": cfg.vllm.max_num_seqs,
         },
     }
+    started = ServeConfig(min_replicas=0, max_replicas=3, initial_replicas=3)
+    assert (
+        llm_config(cfg.model_copy(update={"serve": started}), "/m").deployment_config["autoscaling_config"][
+            "initial_replicas"
+        ]
+        == 3
+    )
 
 
 def test_autoscaling_needs_both_bounds():
@@ -93,6 +100,9 @@ def test_autoscaling_needs_both_bounds():
         ServeConfig(max_replicas=2)
     with pytest.raises(ValueError, match="above max_replicas"):
         ServeConfig(min_replicas=3, max_replicas=2)
+    for bad in ({"initial_replicas": 2}, {"min_replicas": 1, "max_replicas": 3, "initial_replicas": 4}):
+        with pytest.raises(ValueError, match="initial_replicas .* is not between"):
+            ServeConfig(**bad)
 
 
 @pytest.mark.parametrize("path", ["jobs/configs/gpu_cluster.yaml", "jobs/configs/run_gpu_cluster.yaml"])
