@@ -7,10 +7,12 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from amr.config import EmbeddingConfig
 from amr.model_store import resolve
@@ -101,16 +103,30 @@ class EmbedderActors:
     """A job's embedders: ``embedding.actors`` Ray actors with the model loaded (one CPU each, and
     ``embedding.num_gpus`` of a GPU each where set), started once and fed by the query-embedding stage
     (``amr.stages.embed``) and every wave's novelty check (``encode``). They start in the background: created
-    before the teacher, their model loads while its engine starts."""
+    before the teacher, their model loads while its engine starts.
+
+    On CPUs they spread over the nodes. On GPUs they are packed (one placement group, ``PACK``): shares of a GPU on
+    as few GPUs as they fit, as the preflight counts them. Spread, four actors of a quarter of a GPU each took a GPU
+    on each of 4 nodes, and the teacher's 2-GPU replicas then fitted 14 times where the preflight counted 15."""
 
     def __init__(self, config: EmbeddingConfig, model_store: str | None = None):
         self.batch_size = config.batch_size
+        self.group = (
+            placement_group([{"CPU": 1, "GPU": config.num_gpus}] * config.actors, strategy="PACK")
+            if config.num_gpus
+            else None
+        )
         self.actors = [
-            _EmbedderActor.options(num_cpus=1, num_gpus=config.num_gpus, scheduling_strategy="SPREAD").remote(
+            _EmbedderActor.options(num_cpus=1, num_gpus=config.num_gpus, scheduling_strategy=self._place(i)).remote(
                 config, model_store
             )
-            for _ in range(config.actors)
+            for i in range(config.actors)
         ]
+
+    def _place(self, actor: int) -> Any:
+        if self.group is None:
+            return "SPREAD"
+        return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=actor)
 
     @cached_property
     def dim(self) -> int:
@@ -126,6 +142,9 @@ class EmbedderActors:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+        if self.group is not None:
+            remove_placement_group(self.group)
+            self.group = None
 
     def __enter__(self) -> EmbedderActors:
         return self

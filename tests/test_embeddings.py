@@ -19,22 +19,45 @@ import numpy as np, ray
 from amr.config import EmbeddingConfig
 from amr.embeddings import EmbedderActors
 
-ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)
+from ray.util.placement_group import placement_group, remove_placement_group
+
+nodes = int(sys.argv[2])
+if nodes:  # a head without CPUs and nodes of 4 CPUs and 2 fake GPUs each
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(nodes):
+        cluster.add_node(num_cpus=4, num_gpus=2)
+    ray.init(address=cluster.address)
+else:
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)
+where = lambda self: (ray.get_runtime_context().get_node_id(), ray.get_runtime_context().get_accelerator_ids()["GPU"])
 for config in json.loads(sys.argv[1]):
     with EmbedderActors(EmbeddingConfig(**config)) as embedders:
         vectors = embedders.encode(["reverse a string", "sum of a list", "is n prime"])
-        ids = ray.get([a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_accelerator_ids()["GPU"])
-                       for a in embedders.actors])
-        print(json.dumps({"gpus_free": ray.available_resources().get("GPU", 0.0), "gpu_ids": ids,
+        placed = ray.get([a.__ray_call__.remote(where) for a in embedders.actors])
+        free = ray.available_resources().get("GPU", 0.0)
+        whole = placement_group([{"GPU": 1}] * int(ray.cluster_resources().get("GPU", 0) - 1))
+        fits = whole.wait(10)  # every GPU but one is still whole
+        remove_placement_group(whole)
+        print(json.dumps({"gpus_free": free, "gpu_ids": [p[1] for p in placed],
+                          "nodes": len({p[0] for p in placed}), "whole_gpus_but_one": fits,
                           "shape": list(vectors.shape), "norms": np.linalg.norm(vectors, axis=1).round(4).tolist()}))
+ray.shutdown()
+if nodes:
+    cluster.shutdown()
 """
 
 
-def _placed(*configs: dict) -> list[dict]:
-    """Each config's actors started in turn on a local Ray of 2 fake GPUs: what they hold, and what they embed."""
+def _placed(*configs: dict, nodes: int = 0) -> list[dict]:
+    """Each config's actors started in turn on a local Ray of 2 fake GPUs (``nodes``: a cluster of that many nodes of
+    2 each): what they hold, and what they embed."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
     done = subprocess.run(
-        [sys.executable, "-c", PLACEMENT, json.dumps(configs)], capture_output=True, text=True, env=env, timeout=240
+        [sys.executable, "-c", PLACEMENT, json.dumps(configs), str(nodes)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.strip().splitlines()[-len(configs) :]]
@@ -75,6 +98,17 @@ def test_embedding_actors_take_fractions_of_fake_gpus():
     assert sorted(len(ids) for ids in gpu["gpu_ids"]) == [1, 1] and len({i[0] for i in gpu["gpu_ids"]}) == 2
     assert gpu["shape"] == [3, 384] and gpu["norms"] == [1.0, 1.0, 1.0]
     assert cpu["gpus_free"] == 2 and cpu["gpu_ids"] == [[], []] and cpu["shape"] == [3, 384]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_embedding_actors_on_shares_of_gpus_take_as_few_gpus_as_they_fit():
+    # four quarters of a GPU on a cluster of 2 nodes: one GPU of one node, so that 3 GPUs stay whole for the
+    # teacher's replicas, as the preflight counts them (spread over the nodes, they took a GPU of each)
+    [packed] = _placed({"actors": 4, "num_gpus": 0.25, "device": "cpu"}, nodes=2)
+    assert packed["nodes"] == 1 and len({tuple(ids) for ids in packed["gpu_ids"]}) == 1
+    assert packed["whole_gpus_but_one"] and packed["gpus_free"] == pytest.approx(3.0)
+    assert packed["shape"] == [3, 384]
 
 
 def test_a_job_shares_the_embedders_of_an_enclosing_block_of_its_settings(monkeypatch):
