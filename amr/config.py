@@ -161,9 +161,17 @@ class ServeConfig(Strict):
     max_ongoing_requests: int | None = Field(
         None,
         ge=1,
-        description="Requests a replica takes at once (Serve routes the rest elsewhere or queues them in its router); "
-        "None: twice vllm.max_num_seqs, the engine's batch and as many waiting in its own queue, so that a slot that "
-        "frees is filled at once (the router refills a full replica only after probing its queue).",
+        description="Serve requests (of prompts_per_call chat requests each) a replica takes at once (Serve routes the "
+        "rest elsewhere or queues them in its router); None: twice vllm.max_num_seqs chat requests, the engine's batch "
+        "and as many waiting in its own queue, so that a slot that frees is filled at once (the router refills a full "
+        "replica only after probing its queue).",
+    )
+    prompts_per_call: int = Field(
+        1,
+        ge=1,
+        description="Chat requests sent to the deployment in one Serve request, which its replica answers at once: "
+        "Serve's routing and request handling, CPU in the callers and the replicas, paid once for this many. "
+        "max_ongoing_requests and the autoscaling target count these calls.",
     )
     request_timeout_s: float | None = Field(
         None, gt=0, description="A request not answered in this many seconds becomes an error row; None: no limit."

@@ -236,14 +236,16 @@ class ServedTeacher(Teacher):
         return await chat_all(*self._target(), [chat_body(r, self.model, self.defaults) for r in requests])
 
     def window(self) -> int:
-        """Requests kept in flight to the deployment: what its replicas take at once (``max_ongoing_requests``: each
-        engine's batch and as many waiting in its queue), at the most replicas it may have."""
-        return max_ongoing_requests(self.config) * (self.config.serve.max_replicas or self.config.vllm.concurrency)
+        """Chat requests kept in flight to the deployment: what its replicas take at once (``max_ongoing_requests``:
+        each engine's batch and as many waiting in its queue), at the most replicas it may have."""
+        serve = self.config.serve
+        calls = max_ongoing_requests(self.config) * (serve.max_replicas or self.config.vllm.concurrency)
+        return calls * serve.prompts_per_call
 
-    def _target(self) -> tuple[str, str, float | None, float, int]:
+    def _target(self) -> Target:
         serve = self.config.serve
         app, name = self.served.app_name, self.served.deployment_name
-        return app, name, serve.request_timeout_s, serve.recovery_timeout_s, self.window()
+        return app, name, serve.request_timeout_s, serve.recovery_timeout_s, self.window(), serve.prompts_per_call
 
 
 def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -263,52 +265,67 @@ def chat_body(row: dict[str, Any], model: str, defaults: dict[str, Any]) -> dict
     }
 
 
+Target = tuple[str, str, float | None, float, int, int]
+"""Where and how a job's chat requests go: the deployment's application and name, ``request_timeout_s``,
+``recovery_timeout_s``, the chat requests in flight at most, and how many one Serve request carries."""
+
+
 async def chat_all(
     app: str,
     deployment_name: str,
     timeout_s: float | None,
     recovery_s: float,
     window: int,
+    per_call: int,
     bodies: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Send chat requests to a deployment through its handle, all at once (at most ``window`` in flight); the output
-    columns of each, in order (a failed request: its error). A request whose replica or engine died is sent again
-    while the deployment restarts it, for up to ``recovery_s``."""
+    """Send chat requests to a deployment through its handle, ``per_call`` in each Serve request
+    (``TeacherServer.chat_bodies``), all at once (at most ``window`` chat requests in flight); the output columns of
+    each, in order (a failed request: its error). A Serve request whose replica or engine died is sent again while the
+    deployment restarts it, for up to ``recovery_s``; any other failure of it is its requests' error at once."""
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment_name, app)
-    slots = asyncio.Semaphore(window)
+    slots = asyncio.Semaphore(max(1, window // per_call))
 
-    async def chat(body: dict[str, Any]) -> dict[str, Any]:
+    async def call(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
         lost_since, faults = None, []
         for attempt in itertools.count():
             async with slots:
                 try:
-                    response = await asyncio.wait_for(handle.chat_body.remote(body), timeout_s)
+                    answers = await asyncio.wait_for(handle.chat_bodies.remote(group), timeout_s)
                     break
-                except Exception as exc:  # the row keeps the error; the job goes on
+                except Exception as exc:  # the rows keep the error; the job goes on
                     failure = f"{type(exc).__name__}: {str(exc)[:2000]}"
                     if not _replica_lost(exc):
-                        return _error(failure, [*faults, type(exc).__name__])
+                        return [_error(failure, [*faults, type(exc).__name__])] * len(group)
                     faults.append("replica lost")
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > recovery_s:
-                return _error(f"the teacher's replica did not recover in {recovery_s:.0f} s: {failure}", faults)
+                message = f"the teacher's replica did not recover in {recovery_s:.0f} s: {failure}"
+                return [_error(message, faults)] * len(group)
             await asyncio.sleep(min(2**attempt, 15))
-        return parse_chat_completion(response, faults)
+        return [_answer(answer, faults) for answer in answers]
 
-    return list(await asyncio.gather(*(chat(b) for b in bodies)))
+    groups = [bodies[i : i + per_call] for i in range(0, len(bodies), per_call)]
+    return [answer for answers in await asyncio.gather(*(call(g) for g in groups)) for answer in answers]
+
+
+def _answer(answer: dict[str, Any], faults: Sequence[str]) -> dict[str, Any]:
+    """One chat request's output columns from its answer in a Serve request's (``TeacherServer.chat_bodies``): a
+    response body, an error body, or the exception it alone raised."""
+    if "exception" in answer:
+        return _error(answer["exception"], [*faults, answer["exception"].split(":", 1)[0]])
+    return parse_chat_completion(answer, faults)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)  # a lost node's client restarts elsewhere
 class _Client:
     """Sends a streamed stage's requests to the deployment. Job-long: a Ray Data stage of its own (ray.data.llm's
     ServeDeploymentProcessorConfig) starts new actors for every stage, ~10 s each on 2 cores. It sends and receives
-    plain dicts (``amr.teacher_server.TeacherServer.chat_body``), so it does not import vLLM."""
+    plain dicts (``amr.teacher_server.TeacherServer.chat_bodies``), so it does not import vLLM."""
 
-    async def chat(
-        self, target: tuple[str, str, float | None, float, int], bodies: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    async def chat(self, target: Target, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return await chat_all(*target, bodies)
 
 
@@ -325,7 +342,7 @@ OUTPUT_TYPES = {
 def _served_batch(
     batch: pa.Table,
     clients: list[Any],
-    target: tuple[str, str, float | None, float, int],
+    target: Target,
     carry: tuple[str, ...],
     model: str,
     defaults: dict[str, Any],

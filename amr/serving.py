@@ -106,8 +106,11 @@ cluster)."""
 
 
 def max_ongoing_requests(config: TeacherConfig) -> int:
-    """Requests one replica of the deployment takes at once (``QUEUE_FACTOR``)."""
-    return config.serve.max_ongoing_requests or QUEUE_FACTOR * config.vllm.max_num_seqs
+    """Serve requests (``serve.prompts_per_call`` chat requests each) one replica of the deployment takes at once
+    (``QUEUE_FACTOR`` chat requests a slot)."""
+    return config.serve.max_ongoing_requests or -(
+        -QUEUE_FACTOR * config.vllm.max_num_seqs // config.serve.prompts_per_call
+    )
 
 
 def llm_config(config: TeacherConfig, model: str) -> Any:
@@ -124,7 +127,7 @@ def llm_config(config: TeacherConfig, model: str) -> Any:
                 "initial_replicas": serve.starting_replicas,
                 # a replica is busy at a full batch: more waiting adds one (Ray Serve LLM's default target is 10^9,
                 # under which no replica is ever added)
-                "target_ongoing_requests": cfg.max_num_seqs,
+                "target_ongoing_requests": -(-cfg.max_num_seqs // serve.prompts_per_call),
             }
         }
         if serve.min_replicas is not None

@@ -4,6 +4,7 @@ job's client actors send dicts and get dicts back without importing it (seconds 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from ray.llm._internal.serve.core.server.llm_server import LLMServer
 from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
+from amr.engines import REPLICA_LOST
 from amr.runaway import Watch
 
 STREAMED = {"stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
@@ -47,11 +49,16 @@ class ChatRequest(ChatCompletionRequest):
 
 
 class TeacherServer(LLMServer):
-    """``LLMServer`` with two more methods, ``chat_body`` (an OpenAI chat request body in, its response body out) and
-    ``model_id`` (the ``model`` its requests name, for a job that attaches)."""
+    """``LLMServer`` with more methods: ``chat_body`` (an OpenAI chat request body in, its response body out),
+    ``chat_bodies`` (several at once, in one Serve request) and ``model_id`` (the ``model`` its requests name, for a
+    job that attaches)."""
 
     async def model_id(self) -> str:
         return self._llm_config.model_id
+
+    async def chat_bodies(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each chat request's response body, answered concurrently (``settled``)."""
+        return settled(await asyncio.gather(*(self.chat_body(b) for b in bodies), return_exceptions=True))
 
     async def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The response body (or error body) of one chat request, answered whole. With ``stop_runaway`` (the
@@ -67,6 +74,18 @@ class TeacherServer(LLMServer):
             return await _watched(stream)
         finally:
             await stream.aclose()  # a request stopped early is aborted in the engine
+
+
+def settled(results: list[dict[str, Any] | BaseException]) -> list[dict[str, Any]]:
+    """The answers of a Serve request's chat requests: each one's body, or ``{"exception": "Name: message"}`` where it
+    alone failed. Where the engine died (``amr.engines.REPLICA_LOST``) the Serve request fails with it, so that the
+    caller sends all of them again once Serve has restarted the replica."""
+    for result in results:
+        if isinstance(result, BaseException) and type(result).__name__ in REPLICA_LOST:
+            raise result
+    return [
+        {"exception": f"{type(r).__name__}: {str(r)[:2000]}"} if isinstance(r, BaseException) else r for r in results
+    ]
 
 
 async def _whole(responses: AsyncIterator[Any]) -> dict[str, Any]:

@@ -339,23 +339,59 @@ def test_a_request_whose_replica_is_lost_is_sent_again_and_others_fail_at_once(m
         pass
 
     failures = {"lost": [DeploymentUnavailableError("replica gone")], "bad": [ValueError("bad request")]}
-    sent: list[str] = []
+    sent: list[list[str]] = []
 
-    async def answer(body):
-        sent.append(body["id"])
-        if failures.get(body["id"]):
-            raise failures[body["id"]].pop()
-        return {"choices": [{"message": {"content": f"ok {body['id']}"}, "finish_reason": "stop"}], "usage": {}}
+    async def answer(bodies):
+        sent.append([b["id"] for b in bodies])
+        for body in bodies:
+            if failures.get(body["id"]):
+                raise failures[body["id"]].pop()
+        return [
+            {"choices": [{"message": {"content": f"ok {b['id']}"}, "finish_reason": "stop"}], "usage": {}}
+            for b in bodies
+        ]
 
-    handle = SimpleNamespace(chat_body=SimpleNamespace(remote=answer))
+    handle = SimpleNamespace(chat_bodies=SimpleNamespace(remote=answer))
     monkeypatch.setattr(serve, "get_deployment_handle", lambda *_: handle)
     lost, bad, fine = asyncio.run(
-        chat_all("app", "teacher", 5.0, 60.0, 8, [{"id": i} for i in ("lost", "bad", "fine")])
+        chat_all("app", "teacher", 5.0, 60.0, 8, 1, [{"id": i} for i in ("lost", "bad", "fine")])
     )
     assert lost["response"] == "ok lost" and lost["error"] is None and lost["faults"] == "replica lost"
     assert bad["response"] == "" and "ValueError: bad request" in bad["error"] and bad["faults"] == "ValueError"
     assert fine["response"] == "ok fine" and fine["error"] is None and fine["faults"] == ""
-    assert sorted(sent) == ["bad", "fine", "lost", "lost"]  # only the lost one twice
+    assert sorted(sent) == [["bad"], ["fine"], ["lost"], ["lost"]]  # only the lost one twice
+    # two chat requests a Serve request: the lost one's companion goes again with it, in order
+    failures["lost"] = [DeploymentUnavailableError("replica gone")]
+    sent.clear()
+    answers = asyncio.run(chat_all("app", "teacher", 5.0, 60.0, 8, 2, [{"id": i} for i in ("a", "lost", "b")]))
+    assert [a["response"] for a in answers] == ["ok a", "ok lost", "ok b"]
+    assert [a["faults"] for a in answers] == ["replica lost", "replica lost", ""]
+    assert sorted(sent) == [["a", "lost"], ["a", "lost"], ["b"]]
     failures["lost"] = [DeploymentUnavailableError("replica gone")] * 3
-    [gone] = asyncio.run(chat_all("app", "teacher", 5.0, 0.0, 8, [{"id": "lost"}]))
+    [gone] = asyncio.run(chat_all("app", "teacher", 5.0, 0.0, 8, 1, [{"id": "lost"}]))
     assert gone["response"] == "" and "did not recover in 0 s" in gone["error"]
+
+
+def test_a_serve_request_of_several_chat_requests_fails_alone_only_where_its_engine_died():
+    """``TeacherServer.chat_bodies``' answers (``settled``): a chat request's own failure is its answer, the others'
+    bodies are theirs; a dead engine fails the Serve request, which the caller sends again (``chat_all``)."""
+    from amr.engines import _answer
+    from amr.teacher_server import settled
+
+    class EngineDeadError(Exception):  # vLLM's, by name (amr.engines.REPLICA_LOST)
+        pass
+
+    body = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {"completion_tokens": 1}}
+    ok, failed = settled([body, ValueError("too long")])
+    assert ok == body and failed == {"exception": "ValueError: too long"}
+    assert _answer(ok, [])["response"] == "ok"
+    assert _answer(failed, []) | {} == {
+        "response": "",
+        "num_input_tokens": 0,
+        "num_output_tokens": 0,
+        "error": "ValueError: too long",
+        "faults": "ValueError",
+        "finish": None,
+    }
+    with pytest.raises(EngineDeadError):
+        settled([body, EngineDeadError("engine core died")])
