@@ -120,8 +120,9 @@ def test_gpu_configs_build_their_deployments(ray_local, path):
     built = application(teacher, teacher.model)._bound_deployment
     scaling, placed = built._deployment_config.autoscaling_config, built._replica_config
     assert (scaling.min_replicas, scaling.max_replicas, scaling.initial_replicas) == (4, 15, 4)
-    assert scaling.target_ongoing_requests == 128
-    assert built.max_ongoing_requests == QUEUE_FACTOR * 128
+    # 8 chat requests a Serve request: a replica's batch is 16 such calls, and it takes twice that
+    assert teacher.serve.prompts_per_call == 8 and scaling.target_ongoing_requests == 128 // 8
+    assert built.max_ongoing_requests == QUEUE_FACTOR * 128 // 8
     assert [b.get("GPU") for b in placed.placement_group_bundles] == [1, 1]
     assert placed.placement_group_strategy == "PACK"
     # the requests in flight follow the deployment: every replica's max_ongoing_requests filled (its engine's batch
