@@ -16,7 +16,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from amr.config import EmbeddingConfig
 from amr.model_store import resolve
-from amr.runtime import spread
+from amr.runtime import shared_in_process, spread
 
 
 class Embedder:
@@ -163,12 +163,5 @@ def open_embedders(config: EmbeddingConfig, model_store: str | None = None) -> I
     caller that runs several distillations in one process), the enclosing block's actors, started once: each start
     loads sentence-transformers and the model in a new process (~6 s of CPU)."""
     key = json.dumps([config.model_dump(mode="json"), model_store], sort_keys=True)
-    if key in _OPEN:
-        yield _OPEN[key]
-        return
-    with EmbedderActors(config, model_store) as actors:
-        _OPEN[key] = actors
-        try:
-            yield actors
-        finally:
-            del _OPEN[key]
+    with shared_in_process(_OPEN, key, lambda: EmbedderActors(config, model_store)) as actors:
+        yield actors

@@ -37,7 +37,7 @@ import ray
 
 from amr.config import TeacherConfig
 from amr.model_store import resolve
-from amr.runtime import CALLER_CPUS
+from amr.runtime import CALLER_CPUS, shared_in_process
 from amr.serving import (
     EngineError,
     deployment,
@@ -139,19 +139,18 @@ def open_teacher(config: TeacherConfig, model_store: str | None = None) -> Itera
         return
 
     model = config.model if config.serve.app_name else resolve(config.model, model_store)
-    key = engine_key(config, model)
-    if key in _OPEN:
-        yield ServedTeacher(config, *_OPEN[key])
-        return
+    with shared_in_process(_OPEN, engine_key(config, model), lambda: _served(config, model)) as (served, clients):
+        yield ServedTeacher(config, served, clients)
+
+
+@contextmanager
+def _served(config: TeacherConfig, model: str) -> Iterator[tuple[Any, list[Any]]]:
+    """The teacher's deployment and the job's client actors, for the ``with`` block."""
     # the clients start (in the background) before the deployment, whose engine takes longer; Ray Data while it does
     clients = [_Client.remote() for _ in range(config.vllm.concurrency)]
     try:
         with deployment(config, model, while_starting=_warm_streaming) as served:
-            _OPEN[key] = (served, clients)
-            try:
-                yield ServedTeacher(config, served, clients)
-            finally:
-                del _OPEN[key]
+            yield served, clients
     finally:
         for client in clients:
             ray.kill(client)

@@ -8,11 +8,11 @@ import os
 import threading
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.util.debug import log_once
@@ -178,3 +178,22 @@ def unseen(paths: list[str]) -> dict[str, list[str]]:
 @ray.remote(num_cpus=0, max_retries=0)
 def _sees(paths: list[str]) -> list[bool]:
     return [os.path.exists(p) for p in paths]
+
+
+T = TypeVar("T")
+
+
+@contextmanager
+def shared_in_process(open_now: dict[str, T], key: str, opened: Callable[[], AbstractContextManager[T]]) -> Iterator[T]:
+    """What ``opened()`` gives, for the ``with`` block, kept in ``open_now`` under ``key`` meanwhile: inside it, a
+    nested call with the same key gets the same value instead of opening another (a caller that runs several jobs in
+    one process starts a job-long resource once)."""
+    if key in open_now:
+        yield open_now[key]
+        return
+    with opened() as value:
+        open_now[key] = value
+        try:
+            yield value
+        finally:
+            del open_now[key]
