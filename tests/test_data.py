@@ -70,8 +70,10 @@ def test_vendored_overlaps_are_what_the_decontamination_finds_now():
     vendored = json.loads(MBPP_TRAIN_OVERLAPS.read_text())
     fresh = overlaps.compute()
     assert {k: v for k, v in vendored.items() if k != "removed"} == {k: v for k, v in fresh.items() if k != "removed"}
-    key = [(r["id"], r["check"], r["benchmark_id"]) for r in vendored["removed"]]
-    assert key == [(r["id"], r["check"], r["benchmark_id"]) for r in fresh["removed"]]
+    # the task, not which benchmark's copy of it: MBPP's mbpp/N and MBPP+'s Mbpp/N are the same problem, their
+    # statements nearly the same, and which is nearer varies with the CPU's rounding (mbpp/837: 0.957 to either)
+    key = [(r["id"], r["check"], r["benchmark_id"].lower()) for r in vendored["removed"]]
+    assert key == [(r["id"], r["check"], r["benchmark_id"].lower()) for r in fresh["removed"]]
     assert [r["score"] for r in vendored["removed"]] == pytest.approx([r["score"] for r in fresh["removed"]], abs=1e-3)
 
 
