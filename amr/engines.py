@@ -280,8 +280,9 @@ async def chat_all(
 ) -> list[dict[str, Any]]:
     """Send chat requests to a deployment through its handle, ``per_call`` in each Serve request
     (``TeacherServer.chat_bodies``), all at once (at most ``window`` chat requests in flight); the output columns of
-    each, in order (a failed request: its error). A Serve request whose replica or engine died is sent again while the
-    deployment restarts it, for up to ``recovery_s``; any other failure of it is its requests' error at once."""
+    each, in order (a failed request: its error). A Serve request whose replica or engine died (the call failed, or one
+    of its requests did, with ``REPLICA_LOST``) is sent again while the deployment restarts it, for up to
+    ``recovery_s``; any other failure is the error of the requests it hit, at once."""
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment_name, app)
@@ -293,12 +294,16 @@ async def chat_all(
             async with slots:
                 try:
                     answers = await asyncio.wait_for(handle.chat_bodies.remote(group), timeout_s)
-                    break
                 except Exception as exc:  # the rows keep the error; the job goes on
                     failure = f"{type(exc).__name__}: {str(exc)[:2000]}"
                     if not _replica_lost(exc):
                         return [_error(failure, [*faults, type(exc).__name__])] * len(group)
-                    faults.append("replica lost")
+                else:  # a request's engine died under it: the whole call goes again
+                    dead = [a["exception"] for a in answers if _kind(a) in REPLICA_LOST]
+                    if not dead:
+                        break
+                    failure = dead[0]
+                faults.append("replica lost")
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > recovery_s:
                 message = f"the teacher's replica did not recover in {recovery_s:.0f} s: {failure}"
@@ -310,11 +315,16 @@ async def chat_all(
     return [answer for answers in await asyncio.gather(*(call(g) for g in groups)) for answer in answers]
 
 
+def _kind(answer: dict[str, Any]) -> str | None:
+    """The exception's class name of an answer that is one (``TeacherServer.chat_bodies``), else None."""
+    return answer["exception"].split(":", 1)[0] if "exception" in answer else None
+
+
 def _answer(answer: dict[str, Any], faults: Sequence[str]) -> dict[str, Any]:
     """One chat request's output columns from its answer in a Serve request's (``TeacherServer.chat_bodies``): a
-    response body, an error body, or the exception it alone raised."""
-    if "exception" in answer:
-        return _error(answer["exception"], [*faults, answer["exception"].split(":", 1)[0]])
+    response body, an error body, or the exception it raised."""
+    if kind := _kind(answer):
+        return _error(answer["exception"], [*faults, kind])
     return parse_chat_completion(answer, faults)
 
 

@@ -14,7 +14,6 @@ from ray.llm._internal.serve.core.server.llm_server import LLMServer
 from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
-from amr.engines import REPLICA_LOST
 from amr.runaway import Watch
 
 STREAMED = {"stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
@@ -78,11 +77,7 @@ class TeacherServer(LLMServer):
 
 def settled(results: list[dict[str, Any] | BaseException]) -> list[dict[str, Any]]:
     """The answers of a Serve request's chat requests: each one's body, or ``{"exception": "Name: message"}`` where it
-    alone failed. Where the engine died (``amr.engines.REPLICA_LOST``) the Serve request fails with it, so that the
-    caller sends all of them again once Serve has restarted the replica."""
-    for result in results:
-        if isinstance(result, BaseException) and type(result).__name__ in REPLICA_LOST:
-            raise result
+    failed (the caller tells a dead engine, whose requests it sends again, from a request's own failure)."""
     return [
         {"exception": f"{type(r).__name__}: {str(r)[:2000]}"} if isinstance(r, BaseException) else r for r in results
     ]

@@ -373,10 +373,12 @@ def test_a_request_whose_replica_is_lost_is_sent_again_and_others_fail_at_once(m
     assert gone["response"] == "" and "did not recover in 0 s" in gone["error"]
 
 
-def test_a_serve_request_of_several_chat_requests_fails_alone_only_where_its_engine_died():
+def test_a_serve_request_of_several_chat_requests_fails_alone_only_where_its_engine_died(monkeypatch):
     """``TeacherServer.chat_bodies``' answers (``settled``): a chat request's own failure is its answer, the others'
-    bodies are theirs; a dead engine fails the Serve request, which the caller sends again (``chat_all``)."""
-    from amr.engines import _answer
+    bodies are theirs; where a request's engine died, ``chat_all`` sends the whole Serve request again."""
+    import asyncio
+
+    from amr.engines import _answer, chat_all
     from amr.teacher_server import settled
 
     class EngineDeadError(Exception):  # vLLM's, by name (amr.engines.REPLICA_LOST)
@@ -386,7 +388,7 @@ def test_a_serve_request_of_several_chat_requests_fails_alone_only_where_its_eng
     ok, failed = settled([body, ValueError("too long")])
     assert ok == body and failed == {"exception": "ValueError: too long"}
     assert _answer(ok, [])["response"] == "ok"
-    assert _answer(failed, []) | {} == {
+    assert _answer(failed, []) == {
         "response": "",
         "num_input_tokens": 0,
         "num_output_tokens": 0,
@@ -394,5 +396,14 @@ def test_a_serve_request_of_several_chat_requests_fails_alone_only_where_its_eng
         "faults": "ValueError",
         "finish": None,
     }
-    with pytest.raises(EngineDeadError):
-        settled([body, EngineDeadError("engine core died")])
+    calls = []
+
+    async def answer(bodies):
+        calls.append(len(bodies))
+        return settled([body, EngineDeadError("engine core died") if len(calls) == 1 else body])
+
+    handle = SimpleNamespace(chat_bodies=SimpleNamespace(remote=answer))
+    monkeypatch.setattr(serve, "get_deployment_handle", lambda *_: handle)
+    answers = asyncio.run(chat_all("app", "teacher", 5.0, 60.0, 8, 2, [{"id": "a"}, {"id": "b"}]))
+    assert calls == [2, 2] and [a["response"] for a in answers] == ["ok", "ok"]
+    assert [a["faults"] for a in answers] == ["replica lost", "replica lost"]
