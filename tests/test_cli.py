@@ -184,6 +184,10 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
             "modules.bootstrap_limit=1",
             "--set",
             "teacher.sampling.max_tokens=64",
+            "--set",  # seeds and growth tests at 128 tokens (local_cpu.yaml: 512, 384); MD's specs keep 384
+            "teacher.stages.bootstrap.max_tokens=128",
+            "--set",
+            "teacher.stages.tests.max_tokens=128",
             "--set",
             f"run_dir={run_dir}",
         ],

@@ -215,7 +215,7 @@ def test_amr_eval_scores_smollm2_on_three_humaneval_tasks(ray_local, smollm2, ca
             "--set",
             f"cache_dir={cache}",
             "--set",
-            "sampling.max_tokens=128",
+            "sampling.max_tokens=64",
             "--set",
             "vllm.max_model_len=1024",
             "--set",
