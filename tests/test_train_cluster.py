@@ -4,9 +4,14 @@ worker nodes in process groups of their own), with a 105M-parameter student:
 - `amr submit train` shards it with FSDP2 over 2 workers on 2 nodes (gloo): rank 0 alone reads the weights, each
   worker streams its own half of the rows from Ray Data;
 - a node is killed mid-run and another joins: the run resumes from its last checkpoint;
-- each worker's peak memory stays below 60% of a float32 copy of the model with its AdamW state;
-- the same training replicated on both nodes (hybrid: sharded within a node of one worker) saves the same student,
-  bit for bit; `amr eval` loads the sharded run's and scores it.
+- each sharded worker's peak memory stays below 70% of a replicated worker's, measured in the same training replicated
+  on both nodes (hybrid: sharded within a node of one worker), which saves the same student, bit for bit; `amr eval`
+  loads the sharded run's and scores it.
+
+The precision is bf16-pure (weights, gradients and AdamW state in bfloat16) where the CPU computes in bfloat16
+natively, fp32 elsewhere: without AVX512-BF16 or AMX, torch's bfloat16 backward pass runs ~40 times slower than
+float32's (a 105M Llama's step: 38 s against 0.7 s on an AVX2 EPYC), and this test took 11.6 of the suite's 46
+minutes there.
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from amr.hardware import cpu_bf16
 from jobs.cli import app
 from tests.conftest import random_llama
 from tests.test_cluster import ROOT, Cluster, cluster  # noqa: F401 (the cluster fixture)
 from tests.test_train import rows
 
 runner = CliRunner()
-LIMIT = 0.6
-"""Of a float32 copy of the weights and AdamW's two moments (12 bytes a parameter): each worker's peak above its
-memory before the model."""
+LIMIT = 0.7
+"""Of a replicated worker's peak above its memory before the model: a sharded worker's (half the weights, gradients and
+AdamW state; every worker's activations and buffers the same)."""
+PRECISION = "bf16-pure" if cpu_bf16() else "fp32"
+WEIGHT_BYTES = 2 if cpu_bf16() else 4
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +129,7 @@ def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
         "global_batch_size": 4,
         "micro_batch_size": 2,
         "learning_rate": 1.0e-3,
-        "precision": "bf16-pure",
+        "precision": PRECISION,
         "max_grad_norm": 1.0e9,  # no clipping: sharded and replicated runs sum the norm's parts in another order
         "gradient_checkpointing": False,
         "save_steps": 2,
@@ -149,12 +157,9 @@ def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
     shards = json.loads((sharded / "shards.json").read_text())  # each worker streamed its own half of the rows
     assert sorted(shards[0] + shards[1]) == sorted(r["id"] for r in rows()) and not set(shards[0]) & set(shards[1])
 
-    full_copy = 12 * parameters  # float32 weights and AdamW's two moments
     for worker in summary["workers"]:
-        peak = max(worker["load_peak"], worker["train_peak"]) - worker["rss_base"]
-        assert peak < LIMIT * full_copy, (worker, full_copy)
         if worker["rank"]:  # rank 0 alone reads the weights: the others hold their shard, not a copy
-            assert worker["load_peak"] - worker["rss_base"] < 0.75 * 2 * parameters, worker
+            assert worker["load_peak"] - worker["rss_base"] < 0.75 * WEIGHT_BYTES * parameters, worker
 
     job = _submit(cluster, "replicated")
     # amr eval loads the sharded run's student and scores it (on the test's own Ray) while the replicated run trains
@@ -164,9 +169,13 @@ def test_fsdp_training_across_nodes_resumes_and_saves_the_unsharded_model(
     unsharded = json.loads((replicated / "train.json").read_text())
     assert (unsharded["sharding"], unsharded["mesh"], unsharded["resumed_from_step"]) == ("hybrid", [2, 1], 0)
     assert summary["final_loss"] == pytest.approx(unsharded["final_loss"], rel=1e-3)
+    replica = min(max(w["load_peak"], w["train_peak"]) - w["rss_base"] for w in unsharded["workers"])
+    for worker in summary["workers"]:
+        peak = max(worker["load_peak"], worker["train_peak"]) - worker["rss_base"]
+        assert peak < LIMIT * replica, (worker, replica)
 
     saved = json.loads((sharded / "model" / "config.json").read_text())
-    assert saved["dtype"] == "bfloat16"
+    assert saved["dtype"] == ("bfloat16" if PRECISION == "bf16-pure" else "float32")
     # the same weights, bit for bit, as the replicated run's (2 workers' gradients sum alike in any order): the same
     # greedy answers wherever the two are loaded alike
     students = [load_file(Path(s["model_dir"]) / "model.safetensors") for s in (summary, unsharded)]

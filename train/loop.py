@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from amr.config import TrainConfig
+from amr.hardware import cpu_bf16
 from train.data import micro_batches, stream
 from train.model import device_mesh, load, load_checkpoint, mesh_shape, save_checkpoint, save_student
 
@@ -93,6 +94,12 @@ def train_func(loop_config: dict[str, Any]) -> None:
     if device.type == "cpu":
         torch.set_num_threads(max(1, math.floor(config.scaling.cpus_per_worker)))
         _return_freed_memory()
+        if precision != "fp32" and not cpu_bf16() and rank == 0:
+            log.warning(
+                "precision %s on a CPU without AVX512-BF16 or AMX: torch emulates bfloat16 here, and its backward "
+                "pass runs ~40x slower than fp32's (precision: auto trains in fp32 on CPU)",
+                precision,
+            )
     memory = Memory()
     nodes = _node_ranks(world)
     sharding, shape = mesh_shape(config.scaling.sharding, nodes)
