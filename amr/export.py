@@ -4,13 +4,14 @@ the dataset card, and the same pushed to the Hub."""
 from __future__ import annotations
 
 from pathlib import Path
-
-import datasets
-from huggingface_hub import DatasetCard, HfApi, constants, get_token
+from typing import TYPE_CHECKING
 
 from amr import card, storage
-from amr.pipelines.distill import DATASET
 from amr.storage import RunDir
+
+if TYPE_CHECKING:  # datasets and the pipeline: seconds of imports the CLI's other commands do without
+    import datasets
+    from huggingface_hub import DatasetCard
 
 
 class ExportError(ValueError):
@@ -20,6 +21,11 @@ class ExportError(ValueError):
 def load(run_dir: str) -> tuple[datasets.Dataset, DatasetCard]:
     """A finished run's dataset (``dataset.parquet``, its rows in the order of ``dataset.jsonl``) and its card
     (``README.md``, or rendered from ``manifest.json`` for a run made before cards were written)."""
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    from amr.pipelines.distill import DATASET
+
     if not storage.exists(run_dir):
         raise ExportError(f"{run_dir}: no such run directory")
     run = RunDir(run_dir)
@@ -43,6 +49,8 @@ def save(run_dir: str, output: str | Path) -> datasets.Dataset:
 def push(run_dir: str, repo: str, private: bool = False) -> str:
     """Push the run's dataset and card to the Hub dataset repository ``repo`` (``user/name``), created if absent,
     with the token of ``HF_TOKEN`` or ``hf auth login``; the repository's URL."""
+    from huggingface_hub import HfApi, constants, get_token
+
     if constants.HF_HUB_OFFLINE:
         raise ExportError("HF_HUB_OFFLINE is set: pushing to the Hub needs it unset (and a network)")
     if repo.count("/") != 1 or not all(repo.split("/")):
