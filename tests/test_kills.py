@@ -1,7 +1,8 @@
 """A distill job killed (SIGKILL of the job and the Ray it started) while a stage is in flight resumes to the
 uninterrupted run's result: during modular decomposition on a local disk, and during the second wave's growth
 tests on an S3 run directory (tests/test_distill.py kills one between waves). The scripted teacher holds the
-stage's first request until the job is dead, so the kill lands inside that stage every time."""
+stage's first request until the job is dead, so the kill lands inside that stage every time. The two jobs run at
+once."""
 
 from __future__ import annotations
 
@@ -10,17 +11,22 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from amr.config import DistillConfig
 from amr.pipelines import distill
 from amr.prompts import decompose, testgen
 from amr.storage import RunDir
 from tests.support.scripted_teacher import ScriptedTeacher
 from tests.test_distill import config, script, scripted, uninterrupted  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("shared_embedders")  # the in-process runs' (the killed jobs start their own)
 
 HOLD = {  # stage: (what the held request is, what must be done and not done when the job is killed)
     "decompose": (
@@ -36,50 +42,74 @@ HOLD = {  # stage: (what the held request is, what must be done and not done whe
 }
 
 
+CASES = {"decompose": "disk", "grow": "s3"}  # stage: where the run directory is
+Job = tuple[DistillConfig, subprocess.Popen, threading.Event]
+
+
+@pytest.fixture(scope="module")
+def started(ray_local, s3_server, tmp_path_factory) -> Iterator[tuple[dict[str, Job], Callable[[], None]]]:
+    """A job per stage of ``CASES``, both started at once (each mostly waits for its own Ray to start), each with a
+    scripted teacher that holds the stage's first request until the job is dead: by stage, the job's config, process
+    and the event its request is held on; and what kills both jobs (then lets the held requests go). The teachers stay
+    open for the module: the tests resume the jobs with them."""
+    with ExitStack() as teachers, ExitStack() as stack:
+        jobs = {}
+        for stage, where in CASES.items():
+            matches, release, held = HOLD[stage][0], threading.Event(), threading.Event()
+            stack.callback(release.set)  # after the kill: the jobs are killed first (callbacks run last in, first out)
+
+            def holding(messages, matches=matches, held=held, release=release):
+                if matches(messages) and not release.is_set():
+                    held.set()
+                    release.wait(300)  # the job is killed meanwhile
+                return script(messages)
+
+            teacher = teachers.enter_context(ScriptedTeacher(holding))
+            tmp_path = tmp_path_factory.mktemp(stage)
+            cfg = config(tmp_path / "killed", teacher)
+            if where == "s3":
+                cfg.run_dir = f"s3://{s3_server['bucket']}/killed/{tmp_path.name}"
+            path = tmp_path / "killed.yaml"
+            path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+            job = subprocess.Popen(
+                [sys.executable, "-m", "jobs.distill", "--config", str(path)],
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "RAY_ADDRESS": ""},
+            )
+            stack.callback(job.wait)
+            stack.callback(os.killpg, job.pid, signal.SIGKILL)  # the job and the Ray it started, mid-stage
+            jobs[stage] = cfg, job, held
+        yield jobs, stack.close
+
+
+@pytest.fixture(scope="module")
+def killed(started, uninterrupted) -> dict[str, DistillConfig]:  # noqa: F811
+    """``started``'s jobs killed once both teachers hold their stage's request (the uninterrupted run goes first,
+    while the jobs start): by stage, the killed job's config."""
+    jobs, kill = started
+    for stage, (_, job, held) in jobs.items():
+        assert held.wait(300), f"the job never reached {stage}"
+        assert job.poll() is None
+    kill()
+    return {stage: cfg for stage, (cfg, _, _) in jobs.items()}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(("stage", "storage"), [("decompose", "disk"), ("grow", "s3")])
+@pytest.mark.parametrize("stage", list(CASES))
 def test_a_job_killed_inside_a_stage_resumes_to_the_uninterrupted_result(
-    ray_local,
-    s3_server,
+    killed,
     uninterrupted,  # noqa: F811
-    tmp_path,
     stage,
-    storage,
 ):
-    matches, done, not_done = HOLD[stage]
-    held, release = threading.Event(), threading.Event()
-
-    def holding(messages):
-        if matches(messages) and not release.is_set():
-            held.set()
-            release.wait(300)  # the job is killed meanwhile
-        return script(messages)
-
-    with ScriptedTeacher(holding) as teacher:
-        killed = config(tmp_path / "killed", teacher)
-        if storage == "s3":
-            killed.run_dir = f"s3://{s3_server['bucket']}/killed/{tmp_path.name}"
-        path = tmp_path / "killed.yaml"
-        path.write_text(yaml.safe_dump(killed.model_dump(mode="json")))
-        job = subprocess.Popen(
-            [sys.executable, "-m", "jobs.distill", "--config", str(path)],
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "RAY_ADDRESS": ""},
-        )
-        try:
-            assert held.wait(300), f"the job never reached {stage}"
-            assert job.poll() is None
-        finally:
-            os.killpg(job.pid, signal.SIGKILL)  # the job and the Ray it started, mid-stage
-            job.wait()
-            release.set()
-        run = RunDir(killed.run_dir)
-        assert [run.exists(name) for name in done] == [True] * len(done)
-        assert [run.exists(name) for name in not_done] == [False] * len(not_done)
-        resumed = distill.run(killed)
+    _, done, not_done = HOLD[stage]
+    cfg = killed[stage]
+    run = RunDir(cfg.run_dir)
+    assert [run.exists(name) for name in done] == [True] * len(done)
+    assert [run.exists(name) for name in not_done] == [False] * len(not_done)
+    resumed = distill.run(cfg)
 
     whole = uninterrupted[1]
     expected = pq.read_table(Path(whole["config"]["run_dir"]) / "dataset.parquet").to_pylist()

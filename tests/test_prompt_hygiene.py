@@ -9,6 +9,7 @@ train problems are the built-in instructions, so an example copied from one of t
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -17,11 +18,14 @@ import re
 from collections.abc import Callable
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 import amr.prompts
 from amr.config import DecontamConfig, EmbeddingConfig
 from amr.data import MBPP, MBPP_TRAIN_IDS
+from amr.decontam import NgramIndex, nearest, problem_statement
+from amr.embeddings import Embedder
 from amr.prompts import instruction_evolution
 
 pytestmark = pytest.mark.timeout(300)
@@ -107,44 +111,48 @@ def prompt_texts(modules: dict[str, ModuleType] | None = None) -> dict[str, str]
     return texts
 
 
-def reference_items(config: DecontamConfig) -> list[dict[str, str]]:
+def reference_items(config: DecontamConfig) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The decontamination's benchmark items (``config.benchmarks``), and MBPP's train problems 601-974."""
     from amr.decontam import benchmark_items
 
     train = [json.loads(line) for line in MBPP.read_text().splitlines()]
-    return benchmark_items(config.benchmarks) + [
+    return benchmark_items(config.benchmarks), [
         {"id": f"mbpp/{r['task_id']}", "prompt": r["text"], "solution": r["code"], "problem": r["text"]}
         for r in train
         if r["task_id"] in MBPP_TRAIN_IDS
     ]
 
 
-def contamination(
-    texts: dict[str, str], config: DecontamConfig | None = None, embedding: EmbeddingConfig | None = None
-) -> list[str]:
-    """One line per piece of a text that a check flags: ``NAME: check BENCHMARK_ID (score): piece``. The checks are
-    ``amr.decontam``'s, with ``config``'s thresholds (default: the defaults), in its order: exact and n-gram on the
-    words, else the embedding of the problem statement."""
-    from amr.decontam import NgramIndex, nearest, problem_statement
-    from amr.embeddings import Embedder
+@functools.cache
+def checker() -> tuple[DecontamConfig, list[dict[str, str]], NgramIndex, Embedder, np.ndarray]:
+    """What the checks compare with, built once for the module's tests: the default ``DecontamConfig``, the reference
+    items, their n-gram index, the default embedder and the items' vectors. The benchmark items' vectors are the
+    decontamination stage's (``_benchmark_vectors``: its cache entry), MBPP train's are cached apart."""
     from amr.stages.decontaminate import _benchmark_vectors
 
-    config, embedding = config or DecontamConfig(), embedding or EmbeddingConfig()
-    items = reference_items(config)
-    index = NgramIndex.build(items, config.ngram)
+    config, embedding = DecontamConfig(), EmbeddingConfig()
+    parts = reference_items(config)
+    embedder = Embedder(embedding.model, None, embedding.batch_size)
+    vectors = np.concatenate([_benchmark_vectors(embedder, [item["problem"] for item in part]) for part in parts])
+    items = [*parts[0], *parts[1]]
+    return config, items, NgramIndex.build(items, config.ngram), embedder, vectors
+
+
+def contamination(texts: dict[str, str]) -> list[str]:
+    """One line per piece of a text that a check flags: ``NAME: check BENCHMARK_ID (score): piece``. The checks are
+    ``amr.decontam``'s, with the default thresholds, in its order: exact and n-gram on the words, else the embedding
+    of the problem statement."""
+    config, items, index, embedder, vectors = checker()
     named = [(name, piece) for name, text in texts.items() for piece in pieces(text)]
     found: dict[int, tuple[str, str, float]] = {}
     for i, (_, piece) in enumerate(named):
         if hit := index.match(piece, config.min_ngram_matches):
             found[i] = (hit["check"], hit["benchmark_id"], hit["score"])
-    if config.embedding_threshold is not None:
-        embedder = Embedder(embedding.model, None, embedding.batch_size)
-        vectors = _benchmark_vectors(embedder, [item["problem"] for item in items])
-        todo = [i for i in range(len(named)) if i not in found]
-        top, cosines = nearest(embedder.encode([problem_statement(named[i][1]) for i in todo]), vectors, 1)
-        for i, j, cosine in zip(todo, top[:, 0].tolist(), cosines[:, 0].tolist()):
-            if cosine >= config.embedding_threshold:
-                found[i] = ("embedding", items[j]["id"], cosine)
+    todo = [i for i in range(len(named)) if i not in found]
+    top, cosines = nearest(embedder.encode([problem_statement(named[i][1]) for i in todo]), vectors, 1)
+    for i, j, cosine in zip(todo, top[:, 0].tolist(), cosines[:, 0].tolist()):
+        if cosine >= config.embedding_threshold:
+            found[i] = ("embedding", items[j]["id"], cosine)
     return [
         f"{named[i][0]}: {check} {benchmark} ({score:.3f}): {' '.join(named[i][1].split())[:160]}"
         for i, (check, benchmark, score) in sorted(found.items())
