@@ -87,6 +87,19 @@ class Cluster:
         folder shared by nodes is emptied under a running job when another node dies); ``hide``: a
         directory this node alone sees as empty (its own disk, not shared); ``options``: more of `ray start`'s
         (``--num-gpus=8``: GPUs that Ray counts, on a machine without them)."""
+        return self.add_workers({"cpus": cpus, "hide": hide, "options": options})[0]
+
+    def add_workers(self, *nodes: dict) -> list[subprocess.Popen]:
+        """Worker nodes, each of ``add_worker``'s arguments, started one after another without waiting for each to
+        join: one wait sees them all join."""
+        before = self.alive()
+        started = [self._start(**node) for node in nodes]
+        self._wait(lambda: self.alive() == before + len(nodes), f"{len(nodes)} worker node(s) to join")
+        return started
+
+    def _start(self, cpus: int = 6, hide: Path | None = None, options: Sequence[str] = ()) -> subprocess.Popen:
+        """A worker node, returned once its raylet has made its sockets in the session's folder: a node names its
+        sockets there by the first name not taken, so a node started before that took the same names."""
         own = [self.runtime_resources, *([hide] if hide else [])]
         command = [
             "bwrap",
@@ -105,12 +118,17 @@ class Cluster:
             *_agent_ports(),
             *options,
         ]
-        before = self.alive()
+        sockets = self.runtime_resources.parent / "sockets"
+
+        def made() -> list[int]:
+            return [len(list(sockets.glob(f"{name}*"))) for name in ("raylet", "plasma_store")]
+
+        before = made()
         worker = subprocess.Popen(
             command, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.workers.append(worker)
-        self._wait(lambda: self.alive() == before + 1, "the worker node to join")
+        self._wait(lambda: all(now > then for now, then in zip(made(), before)), "the worker node's sockets")
         return worker
 
     def kill(self, worker: subprocess.Popen) -> None:
@@ -201,7 +219,8 @@ def test_submitted_distill_survives_a_killed_worker_node(cluster, tmp_path, monk
     hidden = tmp_path / "private"
     hidden.mkdir()
     cluster.add_worker(cpus=1, hide=hidden)
-    Path("job.yaml").write_text(yaml.safe_dump({**cfg.model_dump(mode="json"), "run_dir": str(hidden / "run")}))
-    refused = runner.invoke(app, ["submit", "distill", *address, "--config", "job.yaml"])
+    # the same job.yaml, its run_dir set: the same working_dir, whose package the cluster holds (not uploaded again)
+    hidden_run = ["--config", "job.yaml", "--set", f"run_dir={hidden / 'run'}"]
+    refused = runner.invoke(app, ["submit", "distill", *address, *hidden_run])
     assert refused.exit_code == 1 and "FAILED" in refused.output
     assert f"run_dir: {hidden / 'run'} is on this node's disk only" in refused.output

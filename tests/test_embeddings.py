@@ -16,51 +16,46 @@ from amr.config import EmbeddingConfig
 PLACEMENT = """
 import json, sys
 import numpy as np, ray
+from ray.cluster_utils import Cluster
+from ray.util.placement_group import placement_group, remove_placement_group
 from amr.config import EmbeddingConfig
 from amr.embeddings import EmbedderActors
 
-from ray.util.placement_group import placement_group, remove_placement_group
-
-nodes = int(sys.argv[2])
-if nodes:  # a head without CPUs and nodes of 4 CPUs and 2 fake GPUs each
-    from ray.cluster_utils import Cluster
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    for _ in range(nodes):
-        cluster.add_node(num_cpus=4, num_gpus=2)
-    ray.init(address=cluster.address)
-else:
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)
+# a head without CPUs and nodes of 4 CPUs and 2 fake GPUs each, added as a run asks for more
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+ray.init(address=cluster.address)
 where = lambda self: (ray.get_runtime_context().get_node_id(), ray.get_runtime_context().get_accelerator_ids()["GPU"])
-for config in json.loads(sys.argv[1]):
-    with EmbedderActors(EmbeddingConfig(**config)) as embedders:
+for run in json.loads(sys.argv[1]):
+    while len(cluster.list_all_nodes()) - 1 < run["nodes"]:
+        cluster.add_node(num_cpus=4, num_gpus=2)
+    cluster.wait_for_nodes()
+    with EmbedderActors(EmbeddingConfig(**run["config"])) as embedders:
         vectors = embedders.encode(["reverse a string", "sum of a list", "is n prime"])
         placed = ray.get([a.__ray_call__.remote(where) for a in embedders.actors])
-        free = ray.available_resources().get("GPU", 0.0)
-        whole = placement_group([{"GPU": 1}] * int(ray.cluster_resources().get("GPU", 0) - 1))
-        fits = whole.wait(10)  # every GPU but one is still whole
-        remove_placement_group(whole)
-        print(json.dumps({"gpus_free": free, "gpu_ids": [p[1] for p in placed],
-                          "nodes": len({p[0] for p in placed}), "whole_gpus_but_one": fits,
-                          "shape": list(vectors.shape), "norms": np.linalg.norm(vectors, axis=1).round(4).tolist()}))
+        out = {"gpus_free": ray.available_resources().get("GPU", 0.0), "gpu_ids": [p[1] for p in placed],
+               "nodes": len({p[0] for p in placed}), "shape": list(vectors.shape),
+               "norms": np.linalg.norm(vectors, axis=1).round(4).tolist()}
+        if run["whole"]:  # every GPU but one is still whole
+            whole = placement_group([{"GPU": 1}] * int(ray.cluster_resources().get("GPU", 0) - 1))
+            out["whole_gpus_but_one"] = whole.wait(10)
+            remove_placement_group(whole)
+        print(json.dumps(out))
 ray.shutdown()
-if nodes:
-    cluster.shutdown()
+cluster.shutdown()
 """
 
 
-def _placed(*configs: dict, nodes: int = 0) -> list[dict]:
-    """Each config's actors started in turn on a local Ray of 2 fake GPUs (``nodes``: a cluster of that many nodes of
-    2 each): what they hold, and what they embed."""
+def _placed(*runs: tuple[dict, int, bool]) -> list[dict]:
+    """Each run's actors (its config, on a Ray cluster of that many nodes of 2 fake GPUs each, which only grows), one
+    run after another in one Ray: what they hold, and what they embed (``whole``: and whether every GPU but one is
+    still whole)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    runs_json = json.dumps([{"config": config, "nodes": nodes, "whole": whole} for config, nodes, whole in runs])
     done = subprocess.run(
-        [sys.executable, "-c", PLACEMENT, json.dumps(configs), str(nodes)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
+        [sys.executable, "-c", PLACEMENT, runs_json], capture_output=True, text=True, env=env, timeout=240
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.strip().splitlines()[-len(configs) :]]
+    return [json.loads(line) for line in done.stdout.strip().splitlines()[-len(runs) :]]
 
 
 def test_auto_dtype_is_bf16_on_cpus_that_compute_in_it(monkeypatch):
@@ -91,21 +86,23 @@ def test_actor_device_follows_the_gpu_share():
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_embedding_actors_take_fractions_of_fake_gpus():
-    # two actors of 0.75 GPU cannot share one GPU: each holds three quarters of its own; by default, CPU actors
-    gpu, cpu = _placed({"actors": 2, "num_gpus": 0.75, "device": "cpu"}, {"actors": 2})
+def test_embedding_actors_take_fractions_of_fake_gpus_and_as_few_gpus_as_they_fit():
+    """Both checks in one Ray, first of one node, then of two (each was a test of its own, starting its own Ray).
+    test_embedding_actors_take_fractions_of_fake_gpus: two actors of 0.75 GPU cannot share one GPU: each holds three
+    quarters of its own; by default, CPU actors.
+    test_embedding_actors_on_shares_of_gpus_take_as_few_gpus_as_they_fit: four quarters of a GPU on a cluster of 2
+    nodes take one GPU of one node, so that 3 GPUs stay whole for the teacher's replicas, as the preflight counts
+    them (spread over the nodes, they took a GPU of each)."""
+    gpu, cpu, packed = _placed(
+        ({"actors": 2, "num_gpus": 0.75, "device": "cpu"}, 1, False),
+        ({"actors": 2}, 1, False),
+        ({"actors": 4, "num_gpus": 0.25, "device": "cpu"}, 2, True),
+    )
     assert gpu["gpus_free"] == pytest.approx(0.5)
     assert sorted(len(ids) for ids in gpu["gpu_ids"]) == [1, 1] and len({i[0] for i in gpu["gpu_ids"]}) == 2
     assert gpu["shape"] == [3, 384] and gpu["norms"] == [1.0, 1.0, 1.0]
     assert cpu["gpus_free"] == 2 and cpu["gpu_ids"] == [[], []] and cpu["shape"] == [3, 384]
 
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_embedding_actors_on_shares_of_gpus_take_as_few_gpus_as_they_fit():
-    # four quarters of a GPU on a cluster of 2 nodes: one GPU of one node, so that 3 GPUs stay whole for the
-    # teacher's replicas, as the preflight counts them (spread over the nodes, they took a GPU of each)
-    [packed] = _placed({"actors": 4, "num_gpus": 0.25, "device": "cpu"}, nodes=2)
     assert packed["nodes"] == 1 and len({tuple(ids) for ids in packed["gpu_ids"]}) == 1
     assert packed["whole_gpus_but_one"] and packed["gpus_free"] == pytest.approx(3.0)
     assert packed["shape"] == [3, 384]

@@ -260,9 +260,8 @@ def h100_cluster():
     root = Path(tempfile.mkdtemp(prefix="amr-pf-", dir="/tmp"))
     cluster = Cluster(root, env=NO_PRESTART)
     try:
-        for _ in range(2):
-            cluster.add_worker(cpus=32, options=["--num-gpus=8", '--resources={"accelerator_type:H100": 1}'])
-        cluster.add_worker(cpus=0, options=['--resources={"sandbox": 16}'])
+        h100 = {"cpus": 32, "options": ["--num-gpus=8", '--resources={"accelerator_type:H100": 1}']}
+        cluster.add_workers(h100, h100, {"cpus": 0, "options": ['--resources={"sandbox": 16}']})
         yield cluster
     finally:
         cluster.stop()
@@ -329,19 +328,7 @@ def test_submit_refuses_a_job_that_cannot_fit_before_uploading(h100_cluster, tmp
     out = " ".join(done.stdout.split())
     assert "distill.teacher.serve.min_replicas: 9 teacher replicas of 2 GPUs each on one H100 node" in out
     assert "but the cluster holds 7" in out and "submitted" not in out and took < 60  # a GPU the embedding actors'
-    jobs = json.loads(
-        subprocess.run(
-            [
-                str(Path(sys.executable).parent / "ray"),
-                "list",
-                "jobs",
-                "--format=json",
-                f"--address={h100_cluster.address}",
-            ],
-            env=NO_PRESTART,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-    )
-    assert [j for j in jobs if j["type"] == "SUBMISSION"] == []  # nothing was submitted
+    from ray.util.state import list_jobs
+
+    jobs = list_jobs(address=h100_cluster.address, timeout=60)  # what `ray list jobs` lists, in this process
+    assert [j for j in jobs if j.type == "SUBMISSION"] == []  # nothing was submitted

@@ -388,9 +388,8 @@ def live_cluster():
     cluster.shared = root / "shared"
     cluster.shared.mkdir()
     try:
-        cluster.add_worker(cpus=2)
         sandbox_node = f"--resources={json.dumps({SandboxConfig().resource: 2})}"
-        cluster.add_worker(cpus=0, hide=cluster.shared, options=[sandbox_node])
+        cluster.add_workers({"cpus": 2}, {"cpus": 0, "hide": cluster.shared, "options": [sandbox_node]})
         yield cluster
     finally:
         cluster.stop()
