@@ -184,7 +184,9 @@ def test_distill_amr_with_smollm2_starts_one_engine_for_every_stage_and_wave(ray
             "modules.bootstrap_limit=1",
             "--set",
             "teacher.sampling.max_tokens=64",
-            "--set",  # seeds and growth tests at 128 tokens (local_cpu.yaml: 512, 384); MD's specs keep 384
+            "--set",  # MD's specs, seeds and growth tests bounded too (local_cpu.yaml: 384, 512, 384)
+            "teacher.stages.decompose.max_tokens=192",
+            "--set",
             "teacher.stages.bootstrap.max_tokens=128",
             "--set",
             "teacher.stages.tests.max_tokens=128",
