@@ -31,7 +31,7 @@ What is modelled, and how (also in the JSON's ``modelled``):
   the job, and the occupancy measured this machine).
 - embeddings: the job's own embedding actors (``embedding.actors``, placed as configured) with a model whose vectors
   are hashes of the texts and whose cost is the configured model's: its published GPU rate for actors on GPUs, else
-  measured here on one CPU thread at start (``bench.simcluster.embedding``).
+  measured here on one CPU thread once the preflight passed (``bench.simcluster.embedding``).
 - the sandbox: the job's own sandbox actors (one per sandbox node, ``sandbox.workers`` checks at once) run each check
   in their process for its verdict (the code is the scripted answers') and hold a worker for what a check costs the real
   bwrap sandbox, measured here at start (``bench.simcluster.sandbox``): on 2 cores the real one would take ~5
@@ -372,10 +372,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stats, scale = work / "engines", args.time_scale
     # before anything imports huggingface_hub, which reads where its cache is once
     os.environ.update({"HF_HOME": str(hub_cache(work / "huggingface", config.teacher.model)), "HF_HUB_OFFLINE": "1"})
-    from bench.simcluster import embedding
-
-    per_text, dimension, embedding_cost = embedding.cost(config.embedding, config.model_store)
-    model = embedding.build(work / "embedding", dimension, per_text, scale)
     per_check = sandbox.measure(config.sandbox)
     source = write_instructions(work / "instructions.jsonl", args.instructions)
     config = config.model_copy(
@@ -383,7 +379,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "method": args.method,
             "run_dir": str(work / "run"),
             "input": config.input.model_copy(update={"source": str(source), "limit": None}),
-            "embedding": config.embedding.model_copy(update={"model": str(model), "trust_remote_code": True}),
         }
     )
     os.environ.update(
@@ -421,8 +416,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "time": f"engines run {scale:g}x the wall clock; every CPU-side part (driver, Ray Data, Serve's routing "
             f"and autoscaling, LanceDB) appears {scale:g}x slower than on these 2 cores: where the job waits on them, "
             "the GPU figures are lower than on a cluster",
-            "embedding": f"the job's embedding actors, with vectors from the texts' hashes at {1000 * per_text:.3f} ms "
-            f"a text: {embedding_cost}",
             "sandbox": f"the job's sandbox actors ({config.sandbox.workers} workers each), each check run in the "
             f"actor's process for its verdict and holding its worker for the real sandbox's time per check, "
             f"measured here: {1000 * per_check:.2f} ms",
@@ -445,7 +438,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["preflight_s"] = round(time.perf_counter() - began, 1)
         if report["preflight"] != "ok":
             return report
+        # the embedding measured once the job can run (the preflight checked the configured model): a failed
+        # preflight costs no import of torch and sentence-transformers, no model load
         from amr.pipelines import distill
+        from bench.simcluster import embedding
+
+        per_text, dimension, embedding_cost = embedding.cost(config.embedding, config.model_store)
+        model = embedding.build(work / "embedding", dimension, per_text, scale)
+        config = config.model_copy(
+            update={"embedding": config.embedding.model_copy(update={"model": str(model), "trust_remote_code": True})}
+        )
+        report["modelled"]["embedding"] = (
+            f"the job's embedding actors, with vectors from the texts' hashes at {1000 * per_text:.3f} ms a text: "
+            f"{embedding_cost}"
+        )
 
         with Machine() as machine, timed_steps(clock), modelled_sandbox():
             began = clock.now()

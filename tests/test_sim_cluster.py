@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -139,26 +140,64 @@ def test_the_recorded_table_has_every_stage_and_runaways():
     assert any(call[2] is not None for call in table["calls"]["tests"])  # some repeat themselves
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_the_simulated_cluster_runs_the_shipped_job(tmp_path):
-    """The cluster config's distill job on 2 nodes of 8 fake H100s: it starts, its engines are the modelled ones,
-    and the job does its real work (modules verified and inserted, answers evolved, a dataset all right). Started
-    from a process whose Ray uses token authentication (as a test process that started a local Ray): the harness's
-    cluster and driver agree on theirs all the same."""
-    out = tmp_path / "sim.json"
-    command = [
+def _harness(work: Path, *flags: str) -> list[str]:
+    """bench/sim_cluster.py on the cluster config's distill job, its run and JSON under ``work``."""
+    return [
         sys.executable,
         str(ROOT / "bench" / "sim_cluster.py"),
         *("--config", str(ROOT / "jobs" / "configs" / "run_gpu_cluster.yaml")),
-        *("--nodes", "2", "--gpus-per-node", "8", "--accelerator", "H100", "--instructions", "40"),
-        *("--set", "wave_size=16", "--work-dir", str(tmp_path / "work"), "--json", str(out)),
-        *("--time-scale", "20"),  # the engines' 90 s starts and their answers in 1/20 of it (the bench's k is 1)
+        *flags,
+        *("--work-dir", str(work / "work"), "--json", str(work / "sim.json")),
     ]
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=540, env=env)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """The two simulated clusters' runs side by side (each a Ray cluster of its own): the A100 cluster's preflight
+    failure, seconds of CPU, while the H100 cluster starts and runs the job, not one after the other. The shipped job's
+    run: 2 nodes of 8 H100 with 6 CPUs each, 40 instructions in waves of 16, 2 client actors and 2 embedding actors
+    where the config sizes 8 and 4 for its 20,000 (each one more is a Ray worker's start, seconds of CPU; every stage
+    and wave runs all the same). Its nodes' 12 CPUs hold the 4 replicas', the actors' 8 and 4 for Ray Data's tasks:
+    with 16 a node, Ray Data started twice the worker processes for its 40 rows (32 s of CPU more). The engines' 90 s
+    starts and their answers in 1/60 of the wall time (the bench's k is 1); started from a process whose Ray uses
+    token authentication (as a test process that started a local Ray). The A100 run: one GPU node (each more is
+    seconds of its raylet's start)."""
+    shipped, a100 = tmp_path_factory.mktemp("shipped"), tmp_path_factory.mktemp("a100")
+    runs = {
+        "shipped": (
+            _harness(
+                shipped,
+                *("--nodes", "2", "--gpus-per-node", "8", "--cpus-per-node", "6", "--accelerator", "H100"),
+                *("--instructions", "40", "--set", "wave_size=16"),
+                *("--set", "teacher.vllm.concurrency=2", "--set", "embedding.actors=2", "--time-scale", "60"),
+            ),
+            {**os.environ, "RAY_AUTH_MODE": "token"},
+            540,
+        ),
+        "a100": (
+            _harness(a100, *("--nodes", "1", "--gpus-per-node", "8", "--accelerator", "A100", "--instructions", "40")),
+            None,
+            280,
+        ),
+    }
+    with ThreadPoolExecutor(len(runs)) as pool:
+        done = {
+            name: pool.submit(subprocess.run, command, capture_output=True, text=True, timeout=timeout, env=env)
+            for name, (command, env, timeout) in runs.items()
+        }
+        return {"shipped": (done["shipped"].result(), shipped), "a100": (done["a100"].result(), a100)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_simulated_cluster_runs_the_shipped_job(simulated):
+    """The cluster config's distill job on 2 nodes of 8 fake H100s: it starts, its engines are the modelled ones,
+    and the job does its real work (modules verified and inserted, answers evolved, a dataset all right). Started
+    from a process whose Ray uses token authentication: the harness's cluster and driver agree on theirs all the
+    same."""
+    done, work = simulated["shipped"]
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report = json.loads((work / "sim.json").read_text())
     assert report["engines"]["replicas_started"] >= 4 and report["engines"]["slots_each"] == 128
     assert report["engines"]["requests"] >= 4 * 40  # direct, decompose, evolve and tests at least
     assert 0 < report["slot_occupancy"] <= 1 and 0 <= report["gpu_idle_fraction"] < 1
@@ -168,20 +207,12 @@ def test_the_simulated_cluster_runs_the_shipped_job(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_simulated_cluster_of_other_gpus_fails_at_preflight(tmp_path):
+def test_the_simulated_cluster_of_other_gpus_fails_at_preflight(simulated):
     """The cluster config's teacher pins H100: on a node of A100 the job stops at its preflight, in seconds, naming the
-    config key; the harness exits non-zero with the error. One GPU node: each more is seconds of its raylet's start."""
-    out = tmp_path / "sim.json"
-    command = [
-        sys.executable,
-        str(ROOT / "bench" / "sim_cluster.py"),
-        *("--config", str(ROOT / "jobs" / "configs" / "run_gpu_cluster.yaml")),
-        *("--nodes", "1", "--gpus-per-node", "8", "--accelerator", "A100", "--instructions", "40"),
-        *("--work-dir", str(tmp_path / "work"), "--json", str(out)),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=280)
+    config key; the harness exits non-zero with the error."""
+    done, work = simulated["a100"]
     assert done.returncode != 0 and "preflight failed" in done.stderr
-    report = json.loads(out.read_text())
+    report = json.loads((work / "sim.json").read_text())
     assert "teacher.vllm.accelerator_type" in report["preflight"] and "A100" in report["preflight"]
     assert report["preflight_s"] < 60
     assert "slot_occupancy" not in report  # no job ran
