@@ -689,18 +689,23 @@ def test_the_run_directory_and_table_on_an_object_store(ray_local, scripted, s3_
     assert distill.run(cfg)["dataset"] == manifest["dataset"] and len(scripted.requests) == calls  # resumed
 
 
-def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, uninterrupted, tmp_path):
-    killed = config(tmp_path / "killed", scripted)
-    killed.modules.upkeep_every = 1  # the table's upkeep after every wave: the cut-off wave's pinned version stays
-    path = tmp_path / "killed.yaml"
-    path.write_text(yaml.safe_dump(killed.model_dump(mode="json")))
-    job = subprocess.Popen(
+def start_job(cfg: DistillConfig, path: Path) -> subprocess.Popen:
+    """``cfg`` written to ``path`` and run as `python -m jobs.distill` in a session of its own, with a Ray of its own
+    (``os.killpg`` of its pid kills both)."""
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return subprocess.Popen(
         [sys.executable, "-m", "jobs.distill", "--config", str(path)],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "RAY_ADDRESS": ""},
     )
+
+
+def test_killed_job_resumes_to_the_uninterrupted_result(ray_local, scripted, uninterrupted, tmp_path):
+    killed = config(tmp_path / "killed", scripted)
+    killed.modules.upkeep_every = 1  # the table's upkeep after every wave: the cut-off wave's pinned version stays
+    job = start_job(killed, tmp_path / "killed.yaml")
     done = Path(killed.run_dir) / "waves" / "00000.parquet"
     deadline = time.monotonic() + 300
     while not done.exists() and job.poll() is None and time.monotonic() < deadline:

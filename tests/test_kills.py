@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -17,14 +16,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from amr.config import DistillConfig
 from amr.pipelines import distill
 from amr.prompts import decompose, testgen
 from amr.storage import RunDir
 from tests.support.scripted_teacher import ScriptedTeacher
-from tests.test_distill import config, script, scripted, uninterrupted  # noqa: F401  (fixtures)
+from tests.test_distill import config, script, scripted, start_job, uninterrupted  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("shared_embedders")  # the in-process runs' (the killed jobs start their own)
 
@@ -69,15 +67,7 @@ def started(ray_local, s3_server, tmp_path_factory) -> Iterator[tuple[dict[str, 
             cfg = config(tmp_path / "killed", teacher)
             if where == "s3":
                 cfg.run_dir = f"s3://{s3_server['bucket']}/killed/{tmp_path.name}"
-            path = tmp_path / "killed.yaml"
-            path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-            job = subprocess.Popen(
-                [sys.executable, "-m", "jobs.distill", "--config", str(path)],
-                start_new_session=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, "RAY_ADDRESS": ""},
-            )
+            job = start_job(cfg, tmp_path / "killed.yaml")
             stack.callback(job.wait)
             stack.callback(os.killpg, job.pid, signal.SIGKILL)  # the job and the Ray it started, mid-stage
             jobs[stage] = cfg, job, held

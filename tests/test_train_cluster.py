@@ -41,7 +41,7 @@ LIMIT = 0.7
 """Of a replicated worker's peak above its memory before the model: a sharded worker's (half the weights, gradients and
 AdamW state; every worker's activations and buffers the same)."""
 PRECISION = "bf16-pure" if cpu_bf16() else "fp32"
-WEIGHT_BYTES = 2 if cpu_bf16() else 4
+WEIGHT_BYTES = 2 if PRECISION == "bf16-pure" else 4
 
 
 @pytest.fixture(scope="module")
