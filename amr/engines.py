@@ -37,7 +37,7 @@ import ray
 
 from amr.config import TeacherConfig
 from amr.model_store import resolve
-from amr.runtime import CALLER_CPUS, shared_in_process
+from amr.runtime import CALLER_TASK, shared_in_process
 from amr.serving import (
     EngineError,
     deployment,
@@ -95,7 +95,7 @@ class Teacher(ABC):
 
     @abstractmethod
     def task_args(self) -> dict[str, Any]:
-        """The Ray Data task settings (CPUs, task pool) of ``generate``'s calls. A stage's own steps on each row
+        """The Ray Data task settings (CPUs, memory, task pool) of ``generate``'s calls. A stage's own steps on each row
         before and after them take the same (``amr.stages.ask``), so that Ray Data fuses the three into one task a
         batch: a stage of separate row steps started a worker process for each of up to one task a CPU."""
 
@@ -192,7 +192,7 @@ def _warm_streaming() -> None:
     """What a process's first streamed stage starts, started while the deployment's replicas start (importing vLLM
     in one process after another, they leave a core of a small machine idle): Ray Data's executor and its actors,
     and a task worker that imports this module, for a one-row dataset."""
-    ray.data.from_items([{"id": ""}]).map_batches(_unchanged, batch_format="pyarrow", num_cpus=CALLER_CPUS).take_all()
+    ray.data.from_items([{"id": ""}]).map_batches(_unchanged, batch_format="pyarrow", **CALLER_TASK).take_all()
 
 
 def _unchanged(batch: pa.Table) -> pa.Table:
@@ -255,7 +255,7 @@ class ServedTeacher(Teacher):
 
     def task_args(self) -> dict[str, Any]:
         return {
-            "num_cpus": CALLER_CPUS,
+            **CALLER_TASK,
             "compute": ray.data.TaskPoolStrategy(size=self._share(self.batches_in_flight())),
         }
 
