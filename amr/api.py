@@ -14,7 +14,7 @@ and evaluation live in their own packages: ``train.trainer.run`` and ``eval.eval
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,15 +62,22 @@ def distill(config: DistillConfig | str | Path | None = None, overrides: Sequenc
 @contextmanager
 def teacher(config: DistillConfig | str | Path | None = None, overrides: Sequence[str] = ()) -> Iterator[DistillConfig]:
     """The teacher of a distillation config, served for the ``with`` block: each ``distill`` inside whose teacher has
-    the same model and engine settings (its sampling may differ) uses this engine instead of starting its own. Yields
+    the same model and engine settings (its sampling may differ) uses this engine instead of starting its own. For a
+    method with a module table, the config's embedding actors too, started first, as a ``distill`` starts its own:
+    their model loads while the engine starts, and each ``distill`` inside of the same ``embedding`` uses them. Yields
     the loaded config."""
+    from amr.embeddings import open_embedders
     from amr.engines import open_teacher
+    from amr.methods import method
     from amr.runtime import init_ray
     from amr.serving import preload
 
     cfg = as_config(DistillConfig, config, overrides)
-    init_ray(cfg.ray, preload(cfg.teacher))
-    with open_teacher(cfg.teacher, cfg.model_store):
+    init_ray(cfg.ray, (*preload(cfg.teacher), "amr.pipelines.distill"))  # what the block runs next, meanwhile
+    with ExitStack() as block:
+        if method(cfg.method).uses_modules:
+            block.enter_context(open_embedders(cfg.embedding, cfg.model_store))
+        block.enter_context(open_teacher(cfg.teacher, cfg.model_store))
         yield cfg
 
 

@@ -500,7 +500,12 @@ class DecontamConfig(Strict):
     )
     judge_top_k: int = Field(5, ge=1, description="Nearest benchmark items judged per row (the paper: 5).")
     batch_size: int = Field(256, ge=1)
-    actors: int = Field(1, ge=1, description="Most checker actors (one CPU each).")
+    actors: int = Field(
+        1,
+        ge=1,
+        description="Most checker actors (one CPU each). The statements are embedded by embedding.actors embedding "
+        "actors (float32 on CPU, shared by a job's steps), or by this many where that is more.",
+    )
 
 
 class SelfInstructConfig(Strict):

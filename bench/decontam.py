@@ -5,8 +5,8 @@ check, side by side in one run.
 
 Instructions: MBPP's 974 problem statements, each made unique by a numbered variation clause and cycled up
 to ``--rows`` (so the checks find real overlaps, as they would in generated levels). The stage is the job's
-(`amr.stages.decontaminate`, Ray Data actors), timed from dataset to collected rows, benchmark embedding at
-actor start included. Writes bench/results/decontam.json.
+(`amr.stages.decontaminate`, Ray Data actors and its embedding actors), timed from dataset to collected rows,
+the embedding actors' start and benchmark embedding included. Writes bench/results/decontam.json.
 """
 
 from __future__ import annotations
@@ -45,11 +45,12 @@ def instructions(rows: int) -> list[dict]:
 
 def measure(records: list[dict], config: DecontamConfig) -> dict:
     start = time.perf_counter()
-    rows = (
-        decontaminate.run(ray.data.from_items(records), config, EmbeddingConfig(), None)
-        .select_columns(["id", "contamination"])
-        .take_all()
-    )
+    with decontaminate.embedders(config, EmbeddingConfig(), None) as embedder:
+        rows = (
+            decontaminate.run(ray.data.from_items(records), config, EmbeddingConfig(), None, embedder)
+            .select_columns(["id", "contamination"])
+            .take_all()
+        )
     seconds = time.perf_counter() - start
     return {
         "embedding_threshold": config.embedding_threshold,
@@ -63,7 +64,7 @@ def measure(records: list[dict], config: DecontamConfig) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--actors", type=int, default=2, help="checker actors (one CPU each)")
+    parser.add_argument("--actors", type=int, default=2, help="checker actors (one CPU each), as many embedding actors")
     args = parser.parse_args()
     init_ray(RayConfig())
     records = instructions(args.rows)

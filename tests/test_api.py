@@ -64,3 +64,38 @@ def test_the_documented_example_runs(smollm2, tmp_path):
     assert teachers[0]["app"] not in result["apps"]  # the `with teacher(...)` block deleted it as it ended
     instruction = next(line for line in (amr / "dataset.jsonl").read_text().splitlines())
     assert json.loads(instruction)["instruction"].splitlines()[0] in done.stdout  # the example prints ds[0]
+
+
+def test_the_teacher_block_starts_the_embedding_actors_before_the_engine(monkeypatch):
+    """``amr.teacher`` for a method with a module table opens the config's embedding actors first (their model loads
+    while the engine starts; a ``distill`` inside of the same settings uses them), then the engine; the distillation
+    pipeline is imported meanwhile. For a method without one, the engine alone."""
+    from contextlib import contextmanager
+
+    import amr
+    from amr import embeddings, engines, runtime
+
+    opened = []
+
+    def recorder(name):
+        @contextmanager
+        def opens(config, model_store):
+            opened.append((name, config, model_store))
+            yield
+            opened.append(("closed", name))
+
+        return opens
+
+    monkeypatch.setattr(embeddings, "open_embedders", recorder("embedders"))
+    monkeypatch.setattr(engines, "open_teacher", recorder("teacher"))
+    monkeypatch.setattr(runtime, "init_ray", lambda config, preload=(): opened.append(("ray", preload)))
+    with amr.teacher(overrides=["model_store=/store", "embedding.batch_size=8"]) as config:
+        assert opened == [
+            ("ray", ("amr.teacher_server", "amr.pipelines.distill")),
+            ("embedders", config.embedding, "/store"),
+            ("teacher", config.teacher, "/store"),
+        ]
+    assert opened[3:] == [("closed", "teacher"), ("closed", "embedders")] and config.embedding.batch_size == 8
+    opened.clear()
+    with amr.teacher(overrides=["method=direct"]):
+        assert [o[0] for o in opened] == ["ray", "teacher"]

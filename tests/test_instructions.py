@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from amr.config import InstructionsConfig, RunConfig
+from amr import embeddings
+from amr.config import DecontamConfig, EmbeddingConfig, InstructionsConfig, RunConfig
 from amr.decontam import NgramIndex, benchmark_items, nearest, problem_statement
 from amr.pipelines import instructions
 from amr.prompts import instruction_evolution, judge, selfinstruct
+from amr.stages import decontaminate as decontaminate_stage
 from jobs import run as run_job
 from jobs.cli import app
 from tests.support.scripted_teacher import ScriptedTeacher
@@ -26,6 +28,14 @@ REWORDED_HE_0 = (
 )
 LOOSE_HE_0 = "Given floats and a limit, tell whether some pair of values lies nearer together than that limit."
 CLEAN = "Write a function that formats a duration in seconds as hours, minutes and seconds, like 1h 2m 3s."
+
+
+@pytest.fixture(scope="module")
+def checks_embedders(ray_local):
+    """The embedding actors of the default decontamination, started once for the module's steps, which share them
+    (``amr.stages.decontaminate.embedders``) instead of each starting its own: ~9 s a step."""
+    with decontaminate_stage.embedders(DecontamConfig(), EmbeddingConfig(), None) as actors:
+        yield actors
 
 
 def test_ngram_index_exact_and_overlap():
@@ -71,9 +81,40 @@ def test_problem_statements_and_judge_verdicts():
     assert top[:, 0].tolist() == [2, 0] and cosines[:, 0].tolist() == [1.0, 1.0]
 
 
+def test_the_steps_of_a_build_share_one_start_of_the_checks_embedders(monkeypatch, tmp_path):
+    """``build`` opens the checks' embedding actors once for its steps that are not done (each start loads the model
+    in a new process); with every step done, none."""
+    events, used = [], []
+
+    class Started:  # EmbedderActors without Ray
+        def __init__(self, config: EmbeddingConfig, model_store: str | None):
+            events.append(("start", config.dtype))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            events.append("stop")
+
+    def step(source: str, config: InstructionsConfig, output: str) -> None:
+        with decontaminate_stage.embedders(config.decontam, config.embedding, config.model_store) as embedder:
+            used.append(embedder)
+        Path(output).write_text("")
+        Path(instructions.report_path(output)).write_text("{}")
+
+    monkeypatch.setattr(embeddings, "EmbedderActors", Started)
+    monkeypatch.setattr(instructions, "init_ray", lambda config: None)
+    monkeypatch.setattr(instructions, "BUILD_STEPS", [(name, src, step) for name, src, _ in instructions.BUILD_STEPS])
+    config = InstructionsConfig(embedding={"dtype": "bfloat16"})  # the checks' actors compute in float32 anyway
+    assert instructions.build(config, tmp_path) == str(tmp_path / "all.jsonl")
+    assert len(used) == 3 and used[0] is used[1] is used[2] and events == [("start", "float32"), "stop"]
+    instructions.build(config, tmp_path)
+    assert len(used) == 3 and len(events) == 2  # done already: nothing started
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_seed_set_is_mbpp_train_decontaminated_and_explained(ray_local, tmp_path):
+def test_seed_set_is_mbpp_train_decontaminated_and_explained(checks_embedders, tmp_path):
     folder = tmp_path / "run" / "instructions"  # where `amr run` keeps them: it builds on this seed set below
     out = folder / "seeds.jsonl"
     result = runner.invoke(app, ["instructions", "seed", "--output", str(out)])
@@ -132,7 +173,7 @@ def _judge_script(messages: list[dict[str, str]]) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
+def test_planted_contamination_is_removed_and_lineage_kept(checks_embedders, monkeypatch, tmp_path):
     rows = [
         {"id": "e/1", "instruction": MBPP_11, "parent_id": "s/1", "round": 1, "heuristic": "constraints"},
         {"id": "e/2", "instruction": REWORDED_HE_0, "parent_id": "s/2", "round": 1, "heuristic": "rarer"},
@@ -144,6 +185,8 @@ def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
     config = InstructionsConfig()
     config.decontam.judge_floor = 0.0  # every pair is near: the judge sees them all
     out = tmp_path / "clean.parquet"
+    started = []  # the steps embed with the enclosing block's actors (the fixture's), starting none
+    monkeypatch.setattr(embeddings.EmbedderActors, "__init__", lambda self, *args: started.append(args))
     report = instructions.decontaminate(str(source), config, str(out))
     assert {r["id"]: (r["check"], r["benchmark_id"]) for r in _jsonl(report["removed_rows"])} == {
         "e/1": ("exact", "mbpp/11"),
@@ -156,7 +199,7 @@ def test_planted_contamination_is_removed_and_lineage_kept(ray_local, tmp_path):
         config.teacher = teacher.config()
         config.decontam.judge, config.decontam.judge_top_k = True, 2
         judged = instructions.decontaminate(str(source), config, str(tmp_path / "judged.parquet"))
-    assert judged["judge"] == {"pairs": 4, "same": 1, "different": 3, "unparsed": 0, "errors": 0}
+    assert judged["judge"] == {"pairs": 4, "same": 1, "different": 3, "unparsed": 0, "errors": 0} and not started
     assert [(r["id"], r["check"]) for r in _jsonl(judged["removed_rows"])] == [
         ("e/1", "exact"),
         ("e/2", "embedding"),
@@ -222,7 +265,7 @@ def _generation_script(messages: list[dict[str, str]]) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(540)
-def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(ray_local, tmp_path):
+def test_self_instruct_and_evolution_rounds_with_lineage_and_resume(checks_embedders, tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps(s) + "\n" for s in SEEDS))
     with ScriptedTeacher(_generation_script) as teacher:

@@ -133,7 +133,9 @@ def checker() -> tuple[DecontamConfig, list[dict[str, str]], NgramIndex, Embedde
     config, embedding = DecontamConfig(), EmbeddingConfig()
     parts = reference_items(config)
     embedder = Embedder(embedding.model, None, embedding.batch_size)
-    vectors = np.concatenate([_benchmark_vectors(embedder, [item["problem"] for item in part]) for part in parts])
+    vectors = np.concatenate(
+        [_benchmark_vectors(embedder, embedder.path, [item["problem"] for item in part]) for part in parts]
+    )
     items = [*parts[0], *parts[1]]
     return config, items, NgramIndex.build(items, config.ngram), embedder, vectors
 

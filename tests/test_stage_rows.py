@@ -17,7 +17,7 @@ from amr.prompts import decompose as md_prompt
 from amr.prompts import direct as direct_prompt
 from amr.prompts import repair as repair_prompt
 from amr.prompts import response_evolution as are_prompt
-from amr.runtime import CALLER_TASK
+from amr.runtime import CALLER_CPUS
 from amr.stages import (
     ask_rows,
     check,
@@ -478,9 +478,8 @@ def test_query_embedding_gives_each_row_one_vector_per_query_in_order(monkeypatc
     embedders = type("Embedders", (), {"actors": [actor, _Actor()], "batch_size": 16})()
     out = embed.run(Rows([are_row("a")]), embedders, "specs")
     assert out.take_all()[0]["query_vectors"] == [[27.0, 1.0], [36.0, 1.0]]
-    options = out.batch_options  # tasks that take next to no CPU (the actors do the work), two per actor, and
-    # declare their worker's memory
-    assert (options["batch_format"], options["batch_size"]) == ("pandas", 16) and CALLER_TASK.items() <= options.items()
+    options = out.batch_options  # tasks that take next to no CPU (the actors do the work), two per actor
+    assert (options["batch_format"], options["batch_size"], options["num_cpus"]) == ("pandas", 16, CALLER_CPUS)
     assert options["compute"].size == 4 and options["fn_kwargs"] == {"actors": embedders.actors, "query": "specs"}
 
 
@@ -488,12 +487,8 @@ class _Embedder:
     """Three directions: HumanEval/0's statement, HumanEval/1's, and every other benchmark statement; an
     instruction points where its words say."""
 
-    path = "fake"
-
-    def __init__(self, *args, **kwargs):
+    def __init__(self):
         from amr.decontam import benchmark_items
-
-        self.args = (args, kwargs)
 
         problems = {i["id"]: i["problem"] for i in benchmark_items(["humaneval"])}
         self.first, self.second = problems["HumanEval/0"], problems["HumanEval/1"]
@@ -517,8 +512,13 @@ def test_decontamination_flags_the_same_task_a_copy_an_overlap_and_a_reworded_pr
     from amr.config import DecontamConfig, EmbeddingConfig
     from amr.decontam import benchmark_items, words
 
-    monkeypatch.setattr(decontaminate, "Embedder", _Embedder)
-    monkeypatch.setattr(decontaminate, "_benchmark_vectors", lambda embedder, problems: embedder.encode(problems))
+    models = []  # the model path each checker's benchmark vectors are cached by
+    monkeypatch.setattr(decontaminate, "resolve", lambda model, store: f"{store}/{model}")
+    monkeypatch.setattr(
+        decontaminate,
+        "_benchmark_vectors",
+        lambda embedder, model, problems: models.append(model) or embedder.encode(problems),
+    )
     # flagged from a cosine of 1.0 (the threshold itself), near from 0.0 (the floor itself), 3 nearest judged
     config = DecontamConfig(benchmarks=["humaneval"], embedding_threshold=1.0, judge_floor=0.0, judge_top_k=3)
     items = benchmark_items(["humaneval"])
@@ -534,7 +534,7 @@ def test_decontamination_flags_the_same_task_a_copy_an_overlap_and_a_reworded_pr
         ]
     )
     embedding = EmbeddingConfig(batch_size=7, trust_remote_code=True)
-    checked = decontaminate.run(rows, config, embedding, "/store")
+    checked = decontaminate.run(rows, config, embedding, "/store", _Embedder())
     out = [{k: None if v is None or v != v else v for k, v in r.items()} for r in checked.take_all()]
     assert [(r["contamination"], r["benchmark_id"]) for r in out] == [
         ("same-task", "HumanEval/3"),
@@ -559,34 +559,67 @@ def test_decontamination_flags_the_same_task_a_copy_an_overlap_and_a_reworded_pr
     assert (options["batch_format"], options["batch_size"], options["num_cpus"]) == ("pandas", config.batch_size, 1)
     assert (options["compute"].min_size, options["compute"].max_size) == (1, config.actors)
     checker = decontaminate._Checker(**options["fn_constructor_kwargs"])
-    assert checker.embedder.args == (("all-minilm-l6-v2", "/store", 7), {"trust_remote_code": True})
-    unjudged = decontaminate._Checker({**config.model_dump(), "embedding_threshold": None}, {}, None)
+    assert isinstance(checker.embedder, _Embedder) and models == ["/store/all-minilm-l6-v2"] * 2
+    unjudged = decontaminate._Checker({**config.model_dump(), "embedding_threshold": None}, {}, None, _Embedder())
     assert unjudged.embedder is None
     assert unjudged(pd.DataFrame(rows.rows))["contamination"].tolist()[:3] == ["same-task", "exact", "ngram"]
     assert unjudged(pd.DataFrame(rows.rows))["contamination"].isna().tolist() == [False] * 3 + [True] * 3
-    askew = decontaminate._Checker({**config.model_dump(), "embedding_threshold": 0.99}, embedding.model_dump(), None)
+    askew = decontaminate._Checker(
+        {**config.model_dump(), "embedding_threshold": 0.99}, embedding.model_dump(), None, _Embedder()
+    )
     assert askew(pd.DataFrame(rows.rows[5:]))["contamination_score"].tolist() == [0.9923]  # four places
+
+
+def test_the_checks_share_a_jobs_embedders_only_where_they_compute_in_float32(monkeypatch):
+    """The checks' thresholds were set in float32 on CPU: they embed with the enclosing block's actors of those
+    settings (a job's, or another step's), never with actors computing in bfloat16 or on a GPU."""
+    from amr import embeddings
+    from amr.config import DecontamConfig, EmbeddingConfig
+
+    class Started:  # EmbedderActors without Ray
+        def __init__(self, config: EmbeddingConfig, model_store: str | None):
+            self.config = config
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(embeddings, "EmbedderActors", Started)
+    checks = DecontamConfig()
+    job = EmbeddingConfig(model="m", batch_size=7, trust_remote_code=True, dtype="float32")
+    with embeddings.open_embedders(job, "/store") as shared:
+        with decontaminate.embedders(checks, job, "/store") as embedder:
+            assert embedder is shared  # started once for both
+    for other in ({"dtype": "bfloat16"}, {"dtype": "auto"}, {"num_gpus": 0.25}):  # auto: bf16 on an AMX CPU
+        settings = job.model_copy(update=other)
+        with embeddings.open_embedders(settings, "/store") as theirs:
+            with decontaminate.embedders(checks, settings, "/store") as embedder:
+                assert embedder is not theirs and embedder.config == job
+    assert decontaminate.settings(DecontamConfig(actors=3), job) == job.model_copy(update={"actors": 3})
+    with decontaminate.embedders(DecontamConfig(embedding_threshold=None), job, "/store") as embedder:
+        assert embedder is None  # the n-gram checks only: no model
 
 
 def test_benchmark_vectors_are_computed_once_per_model_and_benchmarks(monkeypatch, tmp_path):
     monkeypatch.setenv("AMR_CACHE", str(tmp_path))
 
     class Counting:
-        path, calls = "model-a", 0
+        calls = 0
 
         def encode(self, texts):
             self.calls += 1
             return np.asarray([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
 
     embedder = Counting()
-    first = decontaminate._benchmark_vectors(embedder, ["one", "three"])
-    again = decontaminate._benchmark_vectors(embedder, ["one", "three"])  # read back, not encoded again
+    first = decontaminate._benchmark_vectors(embedder, "model-a", ["one", "three"])
+    again = decontaminate._benchmark_vectors(embedder, "model-a", ["one", "three"])  # read back, not encoded again
     assert first.tolist() == again.tolist() == [[3.0, 1.0], [5.0, 1.0]] and embedder.calls == 1
     [cached] = (tmp_path / "decontam").iterdir()
     assert cached.suffix == ".npy" and len(cached.stem) == 16 and np.load(cached).tolist() == first.tolist()
-    decontaminate._benchmark_vectors(embedder, ["one", "other"])  # other benchmarks: another file
-    embedder.path = "model-b"
-    decontaminate._benchmark_vectors(embedder, ["one", "three"])  # another model: another file
+    decontaminate._benchmark_vectors(embedder, "model-a", ["one", "other"])  # other benchmarks: another file
+    decontaminate._benchmark_vectors(embedder, "model-b", ["one", "three"])  # another model: another file
     assert embedder.calls == 3 and len(list((tmp_path / "decontam").iterdir())) == 3
     # by default under ~/.cache/amr, made with its parents; written beside the cache file, then renamed into place
     monkeypatch.delenv("AMR_CACHE")
@@ -594,6 +627,6 @@ def test_benchmark_vectors_are_computed_once_per_model_and_benchmarks(monkeypatc
     renamed = []
     replace = os.replace
     monkeypatch.setattr(decontaminate.os, "replace", lambda src, dst: renamed.append((src, dst)) or replace(src, dst))
-    decontaminate._benchmark_vectors(embedder, ["one"])
+    decontaminate._benchmark_vectors(embedder, "model-a", ["one"])
     [cached] = (tmp_path / "home" / ".cache" / "amr" / "decontam").iterdir()
     assert [(Path(src).parent, Path(dst)) for src, dst in renamed] == [(cached.parent, cached)]

@@ -38,9 +38,11 @@ def compute() -> dict[str, Any]:
     import pandas as pd
 
     from amr.config import DecontamConfig, EmbeddingConfig
+    from amr.embeddings import Embedder
     from amr.stages.decontaminate import _Checker
 
-    checked = _Checker(DecontamConfig().model_dump(), EmbeddingConfig().model_dump(), None)(
+    embedding = EmbeddingConfig()  # the stage's embedders' settings, in this process: float32 on CPU
+    checked = _Checker(DecontamConfig().model_dump(), embedding.model_dump(), None, Embedder(embedding.model))(
         pd.DataFrame(mbpp_train()))
     removed = [{"id": r["id"], "check": r["contamination"], "benchmark_id": r["benchmark_id"],
                 "score": float(r["contamination_score"])}

@@ -32,7 +32,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -163,15 +163,17 @@ def evolve(source: str, config: InstructionsConfig, output: str) -> dict[str, An
     _check_output(output)
     seen = _seen([source], config)
     parents, levels, rounds = source, [], []
-    for number in range(1, config.evolve.rounds + 1):
-        level = round_path(output, number)
-        if storage.exists(report_path(level)):  # done: its rows join the near-duplicate table, as when made
-            _remember(seen, [level])
-        else:
-            _evolve_round(parents, number, config, seen, level)
-        rounds.append({"round": number, **storage.read_json(report_path(level))})
-        parents = level
-        levels.append(level)
+    numbers = range(1, config.evolve.rounds + 1)
+    with _checks_shared(config, [round_path(output, number) for number in numbers]):
+        for number in numbers:
+            level = round_path(output, number)
+            if storage.exists(report_path(level)):  # done: its rows join the near-duplicate table, as when made
+                _remember(seen, [level])
+            else:
+                _evolve_round(parents, number, config, seen, level)
+            rounds.append({"round": number, **storage.read_json(report_path(level))})
+            parents = level
+            levels.append(level)
     report = {
         "rounds": [{k: v for k, v in r.items() if k != "decontamination"} for r in rounds],
         "kept": sum(r["kept"] for r in rounds),
@@ -286,12 +288,11 @@ def _decontaminated(
         if run_dir.open_stage(source) is None:
             run_dir.write_stage_tables(CHECKED, [])
         else:
-            run_dir.write_stage(
-                CHECKED,
-                decontaminate_stage.run(
-                    select(run_dir.read_stage(source)), config.decontam, config.embedding, config.model_store
-                ),
-            )
+            with decontaminate_stage.embedders(config.decontam, config.embedding, config.model_store) as embedder:
+                checked = decontaminate_stage.run(
+                    select(run_dir.read_stage(source)), config.decontam, config.embedding, config.model_store, embedder
+                )
+                run_dir.write_stage(CHECKED, checked)
     judged = _judge(run_dir, config) if config.decontam.judge else None
     decided = _decided(config)
     removed = pc.field("contamination").is_valid()
@@ -478,6 +479,16 @@ def _stages(output: str, config: InstructionsConfig) -> Iterator[RunDir]:
     storage.remove(stages)
 
 
+def _checks_shared(config: InstructionsConfig, outputs: list[str]) -> AbstractContextManager:
+    """The checks' embedding actors (``amr.stages.decontaminate.embedders``), started once for the steps that write
+    ``outputs`` and are not done yet (each start loads the model in a new process, ~9 s of 2 CPUs); none when all
+    are done."""
+    if all(storage.exists(report_path(output)) for output in outputs):
+        return nullcontext()
+    init_ray(config.ray)
+    return decontaminate_stage.embedders(config.decontam, config.embedding, config.model_store)
+
+
 def _decided(config: InstructionsConfig) -> str:
     """The stage that holds the decontamination's verdicts."""
     return DECIDED if config.decontam.judge else CHECKED
@@ -519,13 +530,14 @@ def build(config: InstructionsConfig, folder: str | Path) -> str:
     object-store URI. Finished steps are skipped, a cut-off one resumes."""
     folder = str(folder)
     everything = storage.join(folder, "all.jsonl")
-    for name, source, step in BUILD_STEPS:
-        output = storage.join(folder, name)
-        if storage.exists(report_path(output)):
-            log.info("instructions: %s done already (%s)", name, output)
-            continue
-        log.info("instructions: %s -> %s", name, output)
-        step(source if source == "mbpp-train-raw" else storage.join(folder, source), config, output)
+    with _checks_shared(config, [storage.join(folder, name) for name, _, _ in BUILD_STEPS]):
+        for name, source, step in BUILD_STEPS:
+            output = storage.join(folder, name)
+            if storage.exists(report_path(output)):
+                log.info("instructions: %s done already (%s)", name, output)
+                continue
+            log.info("instructions: %s -> %s", name, output)
+            step(source if source == "mbpp-train-raw" else storage.join(folder, source), config, output)
     if not storage.exists(everything):  # streamed: the lineage stays in the steps' files
         records = itertools.chain.from_iterable(
             iter_instructions(storage.join(folder, name)) for name, _, _ in BUILD_STEPS
