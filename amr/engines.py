@@ -26,9 +26,9 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pandas as pd
@@ -37,7 +37,7 @@ import ray
 
 from amr.config import TeacherConfig
 from amr.model_store import resolve
-from amr.runtime import CALLER_CPUS, shared_in_process
+from amr.runtime import CALLER_TASK, shared_in_process
 from amr.serving import (
     EngineError,
     deployment,
@@ -95,7 +95,7 @@ class Teacher(ABC):
 
     @abstractmethod
     def task_args(self) -> dict[str, Any]:
-        """The Ray Data task settings (CPUs, task pool) of ``generate``'s calls. A stage's own steps on each row
+        """The Ray Data task settings (CPUs, memory, task pool) of ``generate``'s calls. A stage's own steps on each row
         before and after them take the same (``amr.stages.ask``), so that Ray Data fuses the three into one task a
         batch: a stage of separate row steps started a worker process for each of up to one task a CPU."""
 
@@ -129,27 +129,59 @@ _OPEN: dict[str, Any] = {}
 
 
 @contextmanager
-def open_teacher(config: TeacherConfig, model_store: str | None = None) -> Iterator[Teacher]:
+def open_teacher(
+    config: TeacherConfig, model_store: str | None = None, while_starting: Callable[[], None] | None = None
+) -> Iterator[Teacher]:
     """The job's teacher, for the duration of the ``with`` block (Ray must be initialised for ``vllm``).
 
     A ``vllm`` teacher whose engine is already open in this process (an enclosing ``open_teacher`` with the same
-    model and engine settings; sampling may differ) shares that deployment instead of starting another."""
+    model and engine settings; sampling may differ) shares that deployment instead of starting another.
+    ``while_starting`` runs while its deployment's replicas start (at once where none starts)."""
     if config.backend == "openai":
+        if while_starting:
+            while_starting()
         yield OpenAITeacher(config)
         return
 
     model = config.model if config.serve.app_name else resolve(config.model, model_store)
-    with shared_in_process(_OPEN, engine_key(config, model), lambda: _served(config, model)) as (served, clients):
+    key = engine_key(config, model)
+    if while_starting and (config.serve.app_name or key in _OPEN):
+        while_starting()
+    with shared_in_process(_OPEN, key, lambda: _served(config, model, while_starting)) as (served, clients):
         yield ServedTeacher(config, served, clients)
 
 
 @contextmanager
-def _served(config: TeacherConfig, model: str) -> Iterator[tuple[Any, list[Any]]]:
+def open_teachers(configs: Sequence[TeacherConfig], model_store: str | None = None) -> Iterator[list[Teacher]]:
+    """Several teachers (of different engines) for the ``with`` block, their deployments started together: each
+    one's replicas start while the next one's do, not one engine after the other."""
+    with ExitStack() as stack:
+        teachers: list[Any] = [None] * len(configs)
+
+        def open_from(i: int) -> None:
+            if i < len(configs):
+                starting = open_teacher(configs[i], model_store, while_starting=lambda: open_from(i + 1))
+                teachers[i] = stack.enter_context(starting)
+
+        open_from(0)
+        yield teachers
+
+
+@contextmanager
+def _served(
+    config: TeacherConfig, model: str, while_starting: Callable[[], None] | None = None
+) -> Iterator[tuple[Any, list[Any]]]:
     """The teacher's deployment and the job's client actors, for the ``with`` block."""
     # the clients start (in the background) before the deployment, whose engine takes longer; Ray Data while it does
     clients = [_Client.remote() for _ in range(config.vllm.concurrency)]
+
+    def starting() -> None:
+        if while_starting:
+            while_starting()
+        _warm_streaming()
+
     try:
-        with deployment(config, model, while_starting=_warm_streaming) as served:
+        with deployment(config, model, while_starting=starting) as served:
             yield served, clients
     finally:
         for client in clients:
@@ -160,7 +192,7 @@ def _warm_streaming() -> None:
     """What a process's first streamed stage starts, started while the deployment's replicas start (importing vLLM
     in one process after another, they leave a core of a small machine idle): Ray Data's executor and its actors,
     and a task worker that imports this module, for a one-row dataset."""
-    ray.data.from_items([{"id": ""}]).map_batches(_unchanged, batch_format="pyarrow", num_cpus=CALLER_CPUS).take_all()
+    ray.data.from_items([{"id": ""}]).map_batches(_unchanged, batch_format="pyarrow", **CALLER_TASK).take_all()
 
 
 def _unchanged(batch: pa.Table) -> pa.Table:
@@ -223,7 +255,7 @@ class ServedTeacher(Teacher):
 
     def task_args(self) -> dict[str, Any]:
         return {
-            "num_cpus": CALLER_CPUS,
+            **CALLER_TASK,
             "compute": ray.data.TaskPoolStrategy(size=self._share(self.batches_in_flight())),
         }
 

@@ -32,6 +32,12 @@ the embedding and sandbox actors): next to nothing, but not 0, so that Ray place
 node keeps as many idle workers as it has CPUs: a zero-CPU task that lands on the head (which offers none, as
 cluster/ configures it) or a sandbox node starts a worker of its own, which exits a second after its task
 (bench/sim_cluster.py: 20 of the 60 teacher tasks of a stage, ~1.5 s of CPU each)."""
+CALLER_MEMORY = 256 * 1024**2
+"""Memory such a task declares: about twice its worker process's own (114-127 MiB USS in `make run`, 2026-12-08), so
+that Ray counts the workers a node can hold (a stage's pool of tasks is a worker process each) and Ray Data's memory
+check, which warns of tasks that use more than they ask, has nothing to say."""
+CALLER_TASK = {"num_cpus": CALLER_CPUS, "memory": CALLER_MEMORY}
+"""The Ray remote arguments of a task that calls a job-long actor: ``CALLER_CPUS`` and ``CALLER_MEMORY``."""
 
 
 _joined: str | None = None

@@ -25,11 +25,11 @@ import typer
 from rich.table import Table
 
 from amr import preflight, report, staging, storage
-from amr.config import ConfigError, EvalConfig, RunConfig, TrainConfig, load_config
+from amr.config import ConfigError, EvalConfig, RunConfig, TrainConfig, VLLMConfig, load_config
 from amr.cost import teacher_cost
 from amr.data import iter_instructions
 from amr.decontam import eval_overlaps
-from amr.engines import engine_key, open_teacher
+from amr.engines import engine_key, open_teacher, open_teachers
 from amr.logs import job_logs
 from amr.methods import METHODS, REGISTRY, distill_order
 from amr.model_store import resolve
@@ -54,7 +54,7 @@ def run(config: RunConfig) -> str:
 
     Engines: the teacher is started once for the instructions and every method's distillation (and, when the
     untouched student is the teacher's model on the same engine settings, its evaluation too); each evaluated
-    model then gets one engine for all its datasets."""
+    model then gets one engine for all its datasets, and those engines start together where the cluster has room."""
     out = storage.normalize(config.output)
     _refuse_eval_overlap(config)
     _refuse_unfinished_reuse(config)
@@ -78,7 +78,7 @@ def run(config: RunConfig) -> str:
                         config, own, group, following, trainings[-1][1] if trainings else None
                     )
             if base_on_teacher:
-                _evaluate(config, config.train.model, base)
+                _evaluate(config, [(config.train.model, base, "base")])
         for steps, training in trainings:
             for step, summary in zip(steps, ray.get(training)):
                 _started(f"{step} (trained while the next level distilled)")
@@ -86,12 +86,12 @@ def run(config: RunConfig) -> str:
         for group in groups(config, out):
             for method in own:
                 _train(config, method, group)
-        for group in groups(config, out):
-            for method in own:
-                student = storage.join(_student(config, method, group), "model")
-                _evaluate(config, student, storage.join(group.out, method, "eval"), group.named(method))
-        if config.eval.base:
-            _evaluate(config, config.train.model, base)
+        evaluated = [
+            (storage.join(_student(config, m, g), "model"), storage.join(g.out, m, "eval"), g.named(m))
+            for g in groups(config, out)
+            for m in own
+        ]
+        _evaluate(config, evaluated + ([(config.train.model, base, "base")] if config.eval.base else []))
         read = [reused_folder(config, group.name, m) for group in groups(config, "") for m in reused(config)]
         return report.write([out, *read], storage.join(out, "report"))
 
@@ -284,20 +284,37 @@ def _train_task(configs: list[TrainConfig], after: Any) -> list[dict]:
     return [train(config) for config in configs]
 
 
-def _evaluate(config: RunConfig, model: str, folder: str, name: str = "base") -> None:
-    """The model on every dataset of the run, with one engine for all of them; ``name`` heads its steps."""
-    left = []
-    for cfg in _eval_configs(config, model, folder):
-        if _scored(cfg.output):
-            _skip(f"{name}: eval {cfg.dataset}", cfg.output)
-        else:
-            left.append(cfg)
+def _evaluate(config: RunConfig, models: list[tuple[str, str, str]]) -> None:
+    """Each ``(model, folder, name)`` on every dataset of the run, with one engine a model for all of them; ``name``
+    heads its steps. The engines of the models left start together where the cluster has room for all of them
+    (``_room_for_engines``), else one after the other."""
+    left: list[tuple[str, list[EvalConfig]]] = []
+    for model, folder, name in models:
+        todo = []
+        for cfg in _eval_configs(config, model, folder):
+            if _scored(cfg.output):
+                _skip(f"{name}: eval {cfg.dataset}", cfg.output)
+            else:
+                todo.append(cfg)
+        if todo:
+            left.append((name, todo))
     if not left:
         return
-    with open_teacher(student(left[0]), left[0].model_store):
-        for cfg in left:
-            _started(f"{name}: eval {cfg.dataset}")
-            print_scores(evaluate(cfg), console)
+    together = _room_for_engines(config.eval.vllm, len(left))
+    for batch in [left] if together else [[model] for model in left]:
+        with open_teachers([student(todo[0]) for _, todo in batch], config.eval.model_store):
+            for name, todo in batch:
+                for cfg in todo:
+                    _started(f"{name}: eval {cfg.dataset}")
+                    print_scores(evaluate(cfg), console)
+
+
+def _room_for_engines(config: VLLMConfig, engines: int) -> bool:
+    """Whether the cluster has the resources of ``engines`` evaluation engines free now: each replica's GPUs (its
+    tensor parallelism), or its CPU."""
+    free = ray.available_resources()
+    per_engine = config.concurrency * (config.tensor_parallel_size if config.device == "gpu" else 1)
+    return free.get("GPU" if config.device == "gpu" else "CPU", 0) >= engines * per_engine
 
 
 def _started(step: str) -> None:

@@ -60,9 +60,22 @@ def run_config(tmp_path, scripted, tiny_model) -> dict:
     }
 
 
+def replica_lives() -> dict[str, tuple[int, int]]:
+    """The Ray session's Serve replica actors, alive or dead, by id: when each started and ended (ms; now while it
+    lives), from Ray's actor table."""
+    import time
+
+    import ray
+
+    now, actors = time.time() * 1000, ray._private.state.actors().values()
+    return {
+        a["ActorID"]: (a["StartTime"], a["EndTime"] or now) for a in actors if a["Name"].startswith("SERVE_REPLICA::")
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny_model, tmp_path):
+def test_compare_distills_trains_evaluates_and_reports(ray_local, shared_embedders, scripted, tiny_model, tmp_path):
     """The scripted teacher's direct answers call the helpers of add_three and count_evens without defining them;
     its ARE answers define a helper only where the ARE prompt carries the helper's code, which only retrieval from
     the module table puts there (tests/test_distill.py's script). So AMR-Evol's 3 of 4 against direct's 2 of 4
@@ -71,10 +84,12 @@ def test_compare_distills_trains_evaluates_and_reports(ray_local, scripted, tiny
     the report's table follow from each method's dataset."""
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(run_config(tmp_path, scripted, tiny_model)))
-    engines = logged_engine_starts()
+    engines, replicas = logged_engine_starts(), replica_lives()
     result = runner.invoke(app, ["compare", "--methods", "direct,amr", "--config", str(path)])
     assert result.exit_code == 0, result.output
     assert logged_engine_starts() - engines == 2  # one engine per student for both datasets (the teacher is an API)
+    started, ended = zip(*[life for actor, life in replica_lives().items() if actor not in replicas])
+    assert len(started) == 2 and max(started) < min(ended)  # the students' engines started together (room for both)
     out = tmp_path / "out"
     assert f"report: {out / 'report' / 'report.html'}" in result.output
 
@@ -317,3 +332,40 @@ def test_a_level_trains_while_the_next_one_distils_when_the_cluster_has_room(ray
         "train level1 (after the teacher)",
         "train level2 (after the teacher)",
     ]
+
+
+@pytest.mark.timeout(60)
+def test_the_evaluated_models_engines_start_together_when_the_cluster_has_room(tmp_path, monkeypatch):
+    """The run's evaluations (engines and evaluations recorded, not run): the engines of the models left to score
+    open together where the cluster has a CPU for each, else one model's after the other's; a model scored on every
+    dataset opens none."""
+    from contextlib import contextmanager
+
+    import jobs.run as job
+    from amr.config import TeacherConfig
+
+    events = []
+
+    @contextmanager
+    def open_teachers(configs, model_store):
+        events.append(f"open {' '.join(c.model for c in configs)}")
+        yield [None] * len(configs)
+        events.append("close")
+
+    monkeypatch.setattr(job, "open_teachers", open_teachers)
+    monkeypatch.setattr(job, "student", lambda cfg: TeacherConfig(model=cfg.model))
+    monkeypatch.setattr(job, "evaluate", lambda cfg: events.append(f"eval {cfg.model} {cfg.dataset}"))
+    monkeypatch.setattr(job, "print_scores", lambda scores, console: None)
+    config = load_config(RunConfig, None, [f"output={tmp_path}"])
+    models = [(name, str(tmp_path / name), name) for name in ("direct", "amr", "base")]
+    for dataset in config.eval.datasets:  # amr's student is scored already
+        (tmp_path / "amr" / dataset).mkdir(parents=True)
+        (tmp_path / "amr" / dataset / "scores.json").write_text("{}")
+    evals = [f"eval {m} {d}" for m in ("direct", "base") for d in ("humaneval", "mbpp")]
+    monkeypatch.setattr(job.ray, "available_resources", lambda: {"CPU": 2.0})
+    job._evaluate(config, models)
+    assert events == ["open direct base", *evals, "close"]
+    events.clear()
+    monkeypatch.setattr(job.ray, "available_resources", lambda: {"CPU": 1.0})  # no room: in turn
+    job._evaluate(config, models)
+    assert events == ["open direct", *evals[:2], "close", "open base", *evals[2:], "close"]

@@ -17,7 +17,7 @@ from amr.prompts import decompose as md_prompt
 from amr.prompts import direct as direct_prompt
 from amr.prompts import repair as repair_prompt
 from amr.prompts import response_evolution as are_prompt
-from amr.runtime import CALLER_CPUS
+from amr.runtime import CALLER_TASK
 from amr.stages import (
     ask_rows,
     check,
@@ -478,8 +478,9 @@ def test_query_embedding_gives_each_row_one_vector_per_query_in_order(monkeypatc
     embedders = type("Embedders", (), {"actors": [actor, _Actor()], "batch_size": 16})()
     out = embed.run(Rows([are_row("a")]), embedders, "specs")
     assert out.take_all()[0]["query_vectors"] == [[27.0, 1.0], [36.0, 1.0]]
-    options = out.batch_options  # tasks that take next to no CPU (the actors do the work), two per actor
-    assert (options["batch_format"], options["batch_size"], options["num_cpus"]) == ("pandas", 16, CALLER_CPUS)
+    options = out.batch_options  # tasks that take next to no CPU (the actors do the work), two per actor, and
+    # declare their worker's memory
+    assert (options["batch_format"], options["batch_size"]) == ("pandas", 16) and CALLER_TASK.items() <= options.items()
     assert options["compute"].size == 4 and options["fn_kwargs"] == {"actors": embedders.actors, "query": "specs"}
 
 

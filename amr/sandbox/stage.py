@@ -12,7 +12,7 @@ import ray
 import ray.data
 
 from amr.config import IsolationConfig, SandboxConfig
-from amr.runtime import CALLER_CPUS, on_cluster, spread
+from amr.runtime import CALLER_TASK, on_cluster, spread
 from amr.sandbox.cluster import placement, required_level
 from amr.sandbox.pool import RECORD_FIELDS, Check, Sandbox
 
@@ -59,7 +59,7 @@ class SandboxActors:
             fn_kwargs={"actors": self.actors},
             batch_format="pandas",
             batch_size=16 * self.workers,
-            num_cpus=CALLER_CPUS,
+            **CALLER_TASK,
             compute=ray.data.TaskPoolStrategy(size=2 * len(self.actors)),
         )
 

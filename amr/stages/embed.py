@@ -10,7 +10,7 @@ import pandas as pd
 import ray
 
 from amr.embeddings import EmbedderActors
-from amr.runtime import CALLER_CPUS
+from amr.runtime import CALLER_TASK
 from amr.stages.retrieve import Query, queries
 
 
@@ -22,7 +22,7 @@ def run(ds: ray.data.Dataset, embedders: EmbedderActors, query: Query) -> ray.da
         fn_kwargs={"actors": embedders.actors, "query": query},
         batch_format="pandas",
         batch_size=embedders.batch_size,
-        num_cpus=CALLER_CPUS,
+        **CALLER_TASK,
         compute=ray.data.TaskPoolStrategy(size=2 * len(embedders.actors)),
     )
 
