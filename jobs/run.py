@@ -36,6 +36,7 @@ from amr.model_store import resolve
 from amr.pipelines import distill, fingerprints, instructions
 from amr.pipelines.plan import Group, Step, groups, plan, reused, reused_folder
 from amr.runtime import init_ray
+from amr.sandbox.stage import open_sandbox
 from amr.serving import preload
 from amr.storage import RunDir
 from amr.training import plan_lines
@@ -68,6 +69,7 @@ def run(config: RunConfig) -> str:
         with ExitStack() as teacher:
             if _teacher_needed(config, out, own, base if base_on_teacher else None):
                 teacher.enter_context(open_teacher(config.distill.teacher, config.distill.model_store))
+                teacher.enter_context(open_sandbox(config.distill.sandbox))  # the methods' distills share its actors
             source = _instructions(config, out) if config.instructions else None
             levels = groups(config, out)
             for group, following in zip(levels, [*levels[1:], None]):

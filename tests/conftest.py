@@ -159,6 +159,17 @@ def shared_embedders(ray_local):
         yield actors
 
 
+@pytest.fixture(scope="module")
+def shared_sandbox(ray_local):
+    """Sandbox actors of tests/test_distill.py's settings (bwrap, one check at a time) for a module's in-process
+    distillations, which share them (``amr.sandbox.stage.open_sandbox``) instead of each starting its own."""
+    from amr.config import SandboxConfig
+    from amr.sandbox.stage import open_sandbox
+
+    with open_sandbox(SandboxConfig(require="bwrap", workers=1)) as actors:
+        yield actors
+
+
 @pytest.fixture(scope="session")
 def smollm2() -> str:
     """The real SmolLM2-135M-Instruct, pulled into the model store once (offline, sha256-checked)."""

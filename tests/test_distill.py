@@ -31,8 +31,9 @@ from amr.prompts import bootstrap, cot, decompose, direct, repair, response_evol
 from amr.storage import RunDir
 from tests.support.scripted_teacher import ScriptedTeacher
 
-# the module's jobs (of the default embedding settings) share one embedding actor instead of starting one each
-pytestmark = pytest.mark.usefixtures("shared_embedders")
+# the module's jobs (of the default embedding and this module's sandbox settings) share one embedding actor and one
+# sandbox actor instead of starting theirs each
+pytestmark = pytest.mark.usefixtures("shared_embedders", "shared_sandbox")
 
 FUNCTIONS = {  # name: (signature, description, body, test)
     "clamp": (

@@ -24,7 +24,8 @@ from amr.storage import RunDir
 from tests.support.scripted_teacher import ScriptedTeacher
 from tests.test_distill import config, script, scripted, start_job, uninterrupted  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.usefixtures("shared_embedders")  # the in-process runs' (the killed jobs start their own)
+# the in-process runs' (the killed jobs start their own)
+pytestmark = pytest.mark.usefixtures("shared_embedders", "shared_sandbox")
 
 HOLD = {  # stage: (what the held request is, what must be done and not done when the job is killed)
     "decompose": (

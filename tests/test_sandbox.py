@@ -181,12 +181,18 @@ def test_cli_prints_the_record_and_exits_0_whatever_the_verdict(write):
 
 
 def test_job_sandbox_actors_check_held_rows_and_a_streamed_stage(ray_local):
-    from amr.sandbox.stage import SandboxActors
+    """... and a job inside an enclosing ``open_sandbox`` of the same settings (``amr run``'s methods, a test
+    module's jobs) shares its actors; other settings get their own, and the outermost block closes them."""
+    from amr.sandbox.stage import open_sandbox
 
     rows = [{"id": i, "code": f"def f():\n    return {i}", "test": f"assert f() == {i % 2}"} for i in range(6)]
     expected = [(i, "passed" if i < 2 else "failed", "bwrap") for i in range(6)]
-    with SandboxActors(SandboxConfig(require="bwrap", workers=1, actors=2)) as sandbox:
-        assert len(sandbox.actors) == 2
+    config = SandboxConfig(require="bwrap", workers=1, actors=2)
+    with open_sandbox(config) as sandbox, open_sandbox(config.model_copy()) as job:
+        assert job is sandbox and len(sandbox.actors) == 2
+        with open_sandbox(config.model_copy(update={"actors": 1})) as other:
+            assert other is not sandbox and len(other.actors) == 1
+        assert not other.actors
         out = sandbox.check_dataset(ray_local.data.from_items(rows)).take_all()
         assert sorted((r["id"], r["status"], r["isolation"]) for r in out) == expected
         held = sandbox.run(rows)  # split over both actors, answered in order
@@ -195,6 +201,7 @@ def test_job_sandbox_actors_check_held_rows_and_a_streamed_stage(ray_local):
             ray_local.get([a.__ray_call__.remote(lambda actor: __import__("os").getpid()) for a in sandbox.actors])
         )
         assert len(pids) == 2
+    assert not sandbox.actors
 
 
 def test_a_cluster_requires_bwrap_unless_a_key_gives_it_up():

@@ -52,7 +52,7 @@ from amr.pipelines.job import Job, Stream, count, count_where
 from amr.progress import StageProgress
 from amr.runtime import cluster_address, init_ray, ordered, package_versions
 from amr.sandbox.cluster import required_level
-from amr.sandbox.stage import SandboxActors
+from amr.sandbox.stage import SandboxActors, open_sandbox
 from amr.serving import preload
 from amr.stages import (
     asked,
@@ -100,7 +100,7 @@ def run(config: DistillConfig, restart_from: str | None = None) -> dict[str, Any
         with ordered(), ExitStack() as resources:
             lease = resources.enter_context(waves.lease(config, run_dir)) if chosen.uses_modules else None
             progress = resources.enter_context(StageProgress())
-            sandbox = resources.enter_context(SandboxActors(config.sandbox))
+            sandbox = resources.enter_context(open_sandbox(config.sandbox))
             embedders = resources.enter_context(waves.embedders(config)) if chosen.uses_modules else None
             teacher = resources.enter_context(open_teacher(config.teacher, config.model_store))
             job = Job(config, chosen, run_dir, total, teacher, sandbox, embedders, lease, progress)

@@ -42,7 +42,7 @@ from amr.lease import Lease
 from amr.modules import UPKEEP, ModuleDB
 from amr.pipelines.job import Job
 from amr.runtime import init_ray
-from amr.sandbox.stage import SandboxActors
+from amr.sandbox.stage import SandboxActors, open_sandbox
 from amr.stages import calls, grow, response_evolution, retrieve, teacher_counts
 from amr.storage import RunDir, Slices
 
@@ -331,7 +331,7 @@ def bootstrap(config: DistillConfig) -> dict[str, Any]:
     preflight.run(config)
     with (
         lease(config, run_dir) as held,
-        SandboxActors(config.sandbox) as sandbox,
+        open_sandbox(config.sandbox) as sandbox,
         embedders(config) as embedder,
         open_teacher(config.teacher, config.model_store) as teacher,
     ):

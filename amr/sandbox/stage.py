@@ -4,7 +4,8 @@ every wave (``run``) and by streamed stages (``check_dataset``)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -12,7 +13,7 @@ import ray
 import ray.data
 
 from amr.config import IsolationConfig, SandboxConfig
-from amr.runtime import CALLER_TASK, on_cluster, spread
+from amr.runtime import CALLER_TASK, on_cluster, shared_in_process, spread
 from amr.sandbox.cluster import placement, required_level
 from amr.sandbox.pool import RECORD_FIELDS, Check, Sandbox
 
@@ -74,6 +75,18 @@ class SandboxActors:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_OPEN: dict[str, SandboxActors] = {}
+"""The sandbox actors open in this process, by their settings: nested ``open_sandbox`` calls share them."""
+
+
+@contextmanager
+def open_sandbox(config: SandboxConfig) -> Iterator[SandboxActors]:
+    """A job's sandbox actors for the ``with`` block. Inside an enclosing ``open_sandbox`` of the same settings (a
+    caller that runs several distillations in one process), the enclosing block's actors, started once."""
+    with shared_in_process(_OPEN, config.model_dump_json(), lambda: SandboxActors(config)) as actors:
+        yield actors
 
 
 def call_where_checks_run(config: IsolationConfig, cpus: int, fn: Callable[..., T], *args: Any) -> T:
