@@ -188,6 +188,9 @@ def train_func(loop_config: dict[str, Any]) -> None:
     seconds = time.perf_counter() - started
     if writer:
         writer.close()
+    # the last checkpoint holds the optimizer state: freed before rank 0 gathers a full copy of the weights (on a CPU
+    # worker, the copy beside the state was its peak)
+    optimizer.state.clear()
     target = save_student(model, model_path, os.path.join(output, MODEL_DIR), precision, lora, config.seed)
     worker = {
         "rank": rank,

@@ -60,6 +60,9 @@ def run(config: TrainConfig) -> dict[str, Any]:
         # Ray Train tees workers' print() to its logger, even prints a library captures: keep print as is.
         # Propagated to the workers.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+        # Ray Train's preemption watcher (one more actor process each time the worker group starts) only logs node
+        # drains and hands them to ray.train.get_preemption_info(), which train.loop does not read: off
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         rows = training_rows(
             config.dataset, count, config.template, model_path, config.seq_len, config.packing, config.seed
         )
